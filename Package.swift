@@ -1,0 +1,53 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "kho",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "kho", targets: ["kho"]),
+        .library(name: "KhoCore", targets: ["KhoCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CZstd",
+            pkgConfig: "libzstd",
+            providers: [.apt(["libzstd-dev"])]
+        ),
+        .systemLibrary(
+            name: "COpenSSL",
+            pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"])]
+        ),
+        .target(
+            name: "KhoCore",
+            dependencies: [
+                "CZstd",
+                "COpenSSL",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+        ),
+        .target(
+            name: "KhoStorage",
+            dependencies: ["KhoCore"]
+        ),
+        .executableTarget(
+            name: "kho",
+            dependencies: [
+                "KhoCore",
+                "KhoStorage",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(name: "KhoCoreTests", dependencies: ["KhoCore"]),
+        .testTarget(name: "KhoStorageTests", dependencies: ["KhoCore", "KhoStorage"]),
+        .testTarget(name: "KhoIntegrationTests", dependencies: ["KhoCore"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,138 @@
+import Foundation
+
+/// The repository's secrets. Created once at `init`; every key file wraps the same master key.
+public final class MasterKey: Sendable {
+    /// AES-256-GCM key for blobs and files.
+    public let encryption: SecretBytes
+    /// HMAC-SHA256 key that makes blob IDs.
+    public let mac: SecretBytes
+    /// Seed of the chunker's gear table.
+    public let chunkerSeed: SecretBytes
+
+    public init(encryption: SecretBytes, mac: SecretBytes, chunkerSeed: SecretBytes) {
+        self.encryption = encryption
+        self.mac = mac
+        self.chunkerSeed = chunkerSeed
+    }
+
+    public static func random() -> MasterKey {
+        MasterKey(encryption: .random(count: 32), mac: .random(count: 32), chunkerSeed: .random(count: 32))
+    }
+
+    /// encryption ‖ mac ‖ chunker seed, 96 bytes.
+    var serialized: [UInt8] { encryption.bytes + mac.bytes + chunkerSeed.bytes }
+
+    convenience init?(serialized bytes: [UInt8]) {
+        guard bytes.count == 96 else { return nil }
+        self.init(encryption: SecretBytes(bytes[0..<32]), mac: SecretBytes(bytes[32..<64]), chunkerSeed: SecretBytes(bytes[64..<96]))
+    }
+}
+
+/// A key file: the master key sealed under a key derived from one password.
+public struct KeyFile: Codable, Sendable {
+    public var version: Int
+    public var created: Date
+    public var host: String
+    public var user: String
+    public var label: String
+    public var kdf: String
+    public var scrypt: Scrypt.Parameters
+    public var salt: Data
+    /// AES-256-GCM (context `kho/key`) of the 96-byte master key under scrypt(password, salt).
+    public var sealedMasterKey: Data
+
+    static let context = Array("kho/key".utf8)
+
+    public static func make(master: MasterKey, password: [UInt8], label: String, parameters: Scrypt.Parameters = .standard) throws -> KeyFile {
+        let salt = Random.bytes(32)
+        let wrapping = try Scrypt.deriveKey(password: password, salt: salt, parameters: parameters, length: 32)
+        let sealed = Sealer(key: wrapping).seal(master.serialized, context: context)
+        return KeyFile(version: 1, created: Date(), host: Host.name, user: Host.user, label: label, kdf: "scrypt",
+                       scrypt: parameters, salt: Data(salt), sealedMasterKey: Data(sealed))
+    }
+
+    public func open(password: [UInt8]) throws -> MasterKey? {
+        guard kdf == "scrypt" else { return nil }
+        let wrapping = try Scrypt.deriveKey(password: password, salt: Array(salt), parameters: scrypt, length: 32)
+        guard var plain = Sealer(key: wrapping).open(Array(sealedMasterKey), context: KeyFile.context) else { return nil }
+        defer { plain.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) } }
+        return MasterKey(serialized: plain)
+    }
+
+    public func encoded() throws -> [UInt8] {
+        Array(try JSON.encoder.encode(self))
+    }
+}
+
+public enum Host {
+    public static var name: String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        gethostname(&buffer, 255)
+        return String(cString: buffer)
+    }
+
+    public static var user: String {
+        if let pw = getpwuid(geteuid()), let name = pw.pointee.pw_name { return String(cString: name) }
+        return String(geteuid())
+    }
+}
+
+public enum JSON {
+    public static var encoder: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(Timestamp.format(date))
+        }
+        return encoder
+    }
+
+    public static var prettyEncoder: JSONEncoder {
+        let encoder = JSON.encoder
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes, .prettyPrinted]
+        return encoder
+    }
+
+    public static var decoder: JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .custom { decoder in
+            let container = try decoder.singleValueContainer()
+            let text = try container.decode(String.self)
+            guard let date = Timestamp.parse(text) else {
+                throw DecodingError.dataCorruptedError(in: container, debugDescription: "not an RFC 3339 time: \(text)")
+            }
+            return date
+        }
+        return decoder
+    }
+}
+
+/// RFC 3339 times with nanoseconds in UTC, the only time format written into a repository.
+public enum Timestamp {
+    public static func format(_ date: Date) -> String {
+        var seconds = floor(date.timeIntervalSince1970)
+        var nanos = Int(((date.timeIntervalSince1970 - seconds) * 1e9).rounded())
+        if nanos >= 1_000_000_000 { seconds += 1; nanos -= 1_000_000_000 }
+        var time = time_t(seconds)
+        var parts = tm()
+        gmtime_r(&time, &parts)
+        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%09dZ", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1,
+                      Int(parts.tm_mday), Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), nanos)
+    }
+
+    public static func parse(_ text: String) -> Date? {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        // ISO8601DateFormatter keeps only milliseconds; read the fraction ourselves.
+        var base = text
+        var fraction = 0.0
+        if let dot = text.firstIndex(of: "."), let zone = text[dot...].firstIndex(where: { $0 == "Z" || $0 == "+" || $0 == "-" }) {
+            fraction = Double("0" + text[dot..<zone]) ?? 0
+            base = String(text[..<dot]) + String(text[zone...])
+        }
+        formatter.formatOptions = [.withInternetDateTime]
+        guard let date = formatter.date(from: base) else { return nil }
+        return date.addingTimeInterval(fraction)
+    }
+}

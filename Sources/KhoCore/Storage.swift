@@ -1,0 +1,80 @@
+/// The kinds of files a repository holds, each in its own folder.
+public enum FileKind: String, Sendable, CaseIterable, Codable {
+    case config, key, data, index, snapshot, lock
+
+    /// The folder (or key prefix) the kind lives under; `config` is a single file at the top.
+    public var folder: String {
+        switch self {
+        case .config: return ""
+        case .key: return "keys"
+        case .data: return "data"
+        case .index: return "index"
+        case .snapshot: return "snapshots"
+        case .lock: return "locks"
+        }
+    }
+}
+
+/// One stored file: its kind and its name (64 hex digits, or `config`).
+public struct Handle: Hashable, Sendable, CustomStringConvertible {
+    public var kind: FileKind
+    public var name: String
+
+    public init(_ kind: FileKind, _ name: String) {
+        self.kind = kind
+        self.name = name
+    }
+
+    public static let config = Handle(.config, "config")
+
+    /// Where the file lives relative to the repository root.
+    public var path: String {
+        switch kind {
+        case .config: return "config"
+        case .data: return "data/\(name.prefix(2))/\(name)"
+        default: return "\(kind.folder)/\(name)"
+        }
+    }
+
+    public var description: String { path }
+}
+
+public struct StoredFile: Hashable, Sendable {
+    public var name: String
+    public var size: Int
+    public init(name: String, size: Int) { self.name = name; self.size = size }
+}
+
+/// Where a repository's files are kept. As small as a filesystem: every implementation passes the
+/// same conformance suite, and the engine never assumes more than these five verbs.
+///
+/// `save` is atomic: a reader sees either no file or the whole file, also after a crash. Saving a
+/// name that exists replaces it (only locks are ever saved twice). `load` with a length reads
+/// exactly that many bytes or throws.
+public protocol Storage: Sendable {
+    /// A human-readable location, for messages.
+    var location: String { get }
+    func save(_ handle: Handle, data: [UInt8]) throws
+    func load(_ handle: Handle, offset: Int, length: Int?) throws -> [UInt8]
+    func stat(_ handle: Handle) throws -> StoredFile
+    func list(_ kind: FileKind) throws -> [StoredFile]
+    func remove(_ handle: Handle) throws
+    /// Whether anything is stored at this location at all (used by `init` to refuse a used place).
+    func isEmpty() throws -> Bool
+}
+
+extension Storage {
+    public func load(_ handle: Handle) throws -> [UInt8] {
+        try load(handle, offset: 0, length: nil)
+    }
+
+    public func exists(_ handle: Handle) -> Bool {
+        (try? stat(handle)) != nil
+    }
+}
+
+extension KhoError {
+    public static func missing(_ handle: Handle, in location: String) -> KhoError {
+        KhoError(.integrity, "\(handle.path) is missing from the repository at \(location): run `kho check` to see which snapshots it affects.")
+    }
+}

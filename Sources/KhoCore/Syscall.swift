@@ -1,0 +1,56 @@
+import Foundation
+
+/// System calls go through here: EINTR is retried, any other failure becomes a `KhoError` that names
+/// the call and what it was made on.
+public enum Syscall {
+    @discardableResult
+    public static func call<T: BinaryInteger>(_ name: String, _ object: @autoclosure () -> String, _ body: () -> T) throws -> T {
+        while true {
+            let result = body()
+            if result >= 0 { return result }
+            let code = errno
+            if code == EINTR { continue }
+            throw KhoError.posix(name, object(), errno: code)
+        }
+    }
+
+    /// Like `call`, but returns the errno instead of throwing, for callers that handle some errors.
+    public static func attempt<T: BinaryInteger>(_ body: () -> T) -> (T, Int32) {
+        while true {
+            let result = body()
+            if result >= 0 { return (result, 0) }
+            let code = errno
+            if code == EINTR { continue }
+            return (result, code)
+        }
+    }
+
+    /// Writes all of `buffer` to `fd`.
+    public static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, _ object: @autoclosure () -> String) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = try call("write", object()) { write(fd, buffer.baseAddress! + done, buffer.count - done) }
+            done += n
+        }
+    }
+
+    /// Writes all of `buffer` at `offset`.
+    public static func pwriteAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, offset: Int, _ object: @autoclosure () -> String) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = try call("pwrite", object()) { pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done)) }
+            done += n
+        }
+    }
+
+    /// Reads up to `buffer.count` bytes at `offset`, fewer only at end of file.
+    public static func preadFull(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, offset: Int, _ object: @autoclosure () -> String) throws -> Int {
+        var done = 0
+        while done < buffer.count {
+            let n = try call("pread", object()) { pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done)) }
+            if n == 0 { break }
+            done += n
+        }
+        return done
+    }
+}

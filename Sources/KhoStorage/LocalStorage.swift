@@ -1,0 +1,180 @@
+import Foundation
+import Glibc
+import KhoCore
+
+/// A repository in a folder on a local or mounted filesystem.
+///
+/// Every save writes a temporary file beside the target, fsyncs it, renames it into place and
+/// fsyncs the folder, so that a crash leaves either the whole file or nothing under the final name.
+/// Temporary files start with `.tmp-`; listing ignores them and `kho prune` removes old ones.
+public struct LocalStorage: Storage {
+    public let root: String
+
+    public init(path: String) {
+        var trimmed = path
+        while trimmed.count > 1, trimmed.hasSuffix("/") { trimmed.removeLast() }
+        root = trimmed
+    }
+
+    public var location: String { root }
+
+    private func path(_ handle: Handle) -> String { root + "/" + handle.path }
+
+    private func folder(of handle: Handle) -> String {
+        let full = path(handle)
+        return String(full[..<full.lastIndex(of: "/")!])
+    }
+
+    public func isEmpty() throws -> Bool {
+        guard let dir = opendir(root) else {
+            if errno == ENOENT { return true }
+            throw KhoError.posix("opendir", root, errno: errno)
+        }
+        defer { closedir(dir) }
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.baseAddress!.assumingMemoryBound(to: CChar.self)) }
+            if name != "." && name != ".." { return false }
+        }
+        return true
+    }
+
+    /// Creates `path` and its missing parents.
+    private func makeFolders(_ path: String) throws {
+        if mkdir(path, 0o700) == 0 || errno == EEXIST { return }
+        guard errno == ENOENT, let slash = path.lastIndex(of: "/"), slash != path.startIndex else {
+            throw KhoError.posix("mkdir", path, errno: errno)
+        }
+        try makeFolders(String(path[..<slash]))
+        if mkdir(path, 0o700) != 0 && errno != EEXIST { throw KhoError.posix("mkdir", path, errno: errno) }
+        try syncFolder(String(path[..<slash]))
+    }
+
+    private func syncFolder(_ path: String) throws {
+        let fd = try Syscall.call("open", path) { open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        defer { close(fd) }
+        try Syscall.call("fsync", path) { fsync(fd) }
+    }
+
+    public func save(_ handle: Handle, data: [UInt8]) throws {
+        let folder = folder(of: handle)
+        let target = path(handle)
+        let temporary = folder + "/.tmp-" + Hex.encode(Random.bytes(8))
+        var (fd, code) = Syscall.attempt { open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
+        if code == ENOENT {
+            try makeFolders(folder)
+            (fd, code) = Syscall.attempt { open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
+        }
+        guard code == 0 else { throw KhoError.posix("open", temporary, errno: code) }
+        do {
+            try data.withUnsafeBytes { try Syscall.writeAll(fd, $0, handle.path) }
+            try Syscall.call("fsync", handle.path) { fsync(fd) }
+            try Syscall.call("close", handle.path) { close(fd) }
+            fd = -1
+            try Syscall.call("rename", handle.path) { rename(temporary, target) }
+            try syncFolder(folder)
+        } catch {
+            if fd >= 0 { close(fd) }
+            unlink(temporary)
+            throw error
+        }
+    }
+
+    public func load(_ handle: Handle, offset: Int, length: Int?) throws -> [UInt8] {
+        let file = path(handle)
+        let (fd, code) = Syscall.attempt { open(file, O_RDONLY | O_CLOEXEC) }
+        if code == ENOENT { throw KhoError.missing(handle, in: root) }
+        guard code == 0 else { throw KhoError.posix("open", file, errno: code) }
+        defer { close(fd) }
+        let count: Int
+        if let length {
+            count = length
+        } else {
+            var info = Glibc.stat()
+            try Syscall.call("fstat", file) { fstat(fd, &info) }
+            count = max(0, Int(info.st_size) - offset)
+        }
+        var got = 0
+        let bytes = try [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            got = try Syscall.preadFull(fd, UnsafeMutableRawBufferPointer(buffer), offset: offset, file)
+            initialized = got
+        }
+        if got != count {
+            throw KhoError(.integrity, "\(handle.path) is shorter than expected (wanted \(count) bytes at offset \(offset), found \(got)): the file is truncated; run `kho check`.")
+        }
+        return bytes
+    }
+
+    public func stat(_ handle: Handle) throws -> StoredFile {
+        var info = Glibc.stat()
+        let file = path(handle)
+        let (_, code) = Syscall.attempt { statPath(file, &info) }
+        if code == ENOENT { throw KhoError.missing(handle, in: root) }
+        guard code == 0 else { throw KhoError.posix("stat", file, errno: code) }
+        return StoredFile(name: handle.name, size: Int(info.st_size))
+    }
+
+    private func entries(of folder: String) throws -> [(name: String, isDirectory: Bool)] {
+        guard let dir = opendir(folder) else {
+            if errno == ENOENT { return [] }
+            throw KhoError.posix("opendir", folder, errno: errno)
+        }
+        defer { closedir(dir) }
+        var result: [(String, Bool)] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.baseAddress!.assumingMemoryBound(to: CChar.self)) }
+            if name.hasPrefix(".") { continue }
+            result.append((name, entry.pointee.d_type == DT_DIR))
+        }
+        return result
+    }
+
+    public func list(_ kind: FileKind) throws -> [StoredFile] {
+        if kind == .config {
+            return exists(.config) ? [try stat(.config)] : []
+        }
+        var names: [String] = []
+        let base = root + "/" + kind.folder
+        if kind == .data {
+            for sub in try entries(of: base) where sub.isDirectory {
+                names += try entries(of: base + "/" + sub.name).map(\.name)
+            }
+        } else {
+            names = try entries(of: base).map(\.name)
+        }
+        return try names.compactMap { name in
+            do { return try stat(Handle(kind, name)) } catch let error as KhoError where error.kind == .integrity { return nil }
+        }
+    }
+
+    public func remove(_ handle: Handle) throws {
+        let file = path(handle)
+        let (_, code) = Syscall.attempt { unlink(file) }
+        if code == ENOENT { return }
+        guard code == 0 else { throw KhoError.posix("unlink", file, errno: code) }
+        try syncFolder(folder(of: handle))
+    }
+
+    /// Temporary files left by interrupted saves, with their age in seconds.
+    public func leftoverTemporaryFiles() throws -> [(path: String, age: TimeInterval)] {
+        var result: [(String, TimeInterval)] = []
+        var folders = FileKind.allCases.filter { $0 != .config && $0 != .data }.map { root + "/" + $0.folder } + [root]
+        for sub in try entries(of: root + "/data") where sub.isDirectory { folders.append(root + "/data/" + sub.name) }
+        for folder in folders {
+            guard let dir = opendir(folder) else { continue }
+            defer { closedir(dir) }
+            while let entry = readdir(dir) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.baseAddress!.assumingMemoryBound(to: CChar.self)) }
+                guard name.hasPrefix(".tmp-") else { continue }
+                var info = Glibc.stat()
+                if statPath(folder + "/" + name, &info) == 0 {
+                    result.append((folder + "/" + name, Date().timeIntervalSince1970 - Double(info.st_mtim.tv_sec)))
+                }
+            }
+        }
+        return result
+    }
+}
+
+private func statPath(_ path: String, _ info: inout Glibc.stat) -> Int32 {
+    stat(path, &info)
+}
