@@ -36,11 +36,16 @@ let package = Package(
             name: "KhoStorage",
             dependencies: ["KhoCore"]
         ),
+        .target(
+            name: "KhoSources",
+            dependencies: ["KhoCore"]
+        ),
         .executableTarget(
             name: "kho",
             dependencies: [
                 "KhoCore",
                 "KhoStorage",
+                "KhoSources",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -95,27 +95,46 @@ public struct Chunker: Sendable {
     }
 }
 
-/// Reads a stream in large blocks and hands out chunks, copying each chunk exactly once.
+/// Reads a stream in large blocks and hands out chunks without copying them. One buffer serves
+/// many streams in turn: call `reset()` between them.
 public final class StreamChunker {
+    public typealias Read = (UnsafeMutableRawBufferPointer) throws -> Int
     private let chunker: Chunker
     private var buffer: UnsafeMutableRawBufferPointer
     private var start = 0
     private var end = 0
     private var eof = false
-    private let read: (UnsafeMutableRawBufferPointer) throws -> Int
 
-    /// `read` fills the buffer it is given and returns the count, 0 at end of input.
-    public init(chunker: Chunker, read: @escaping (UnsafeMutableRawBufferPointer) throws -> Int) {
+    public init(chunker: Chunker) {
         self.chunker = chunker
-        self.read = read
         let capacity = max(chunker.parameters.maxSize * 2, 16 << 20)
         buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64)
     }
 
+    /// Convenience for one stream: `read` fills the buffer it is given and returns the count,
+    /// 0 at end of input.
+    public convenience init(chunker: Chunker, read: @escaping Read) {
+        self.init(chunker: chunker)
+        self.boundRead = read
+    }
+
+    private var boundRead: Read?
+
     deinit { buffer.deallocate() }
+
+    public func reset() {
+        start = 0
+        end = 0
+        eof = false
+    }
 
     /// Calls `body` with the next chunk (valid only during the call); false at end of input.
     public func next(_ body: (UnsafeRawBufferPointer) throws -> Void) throws -> Bool {
+        guard let boundRead else { preconditionFailure("StreamChunker.next without a bound reader") }
+        return try next(read: boundRead, body)
+    }
+
+    public func next(read: Read, _ body: (UnsafeRawBufferPointer) throws -> Void) throws -> Bool {
         while true {
             let available = UnsafeRawBufferPointer(rebasing: buffer[start..<end])
             if available.isEmpty && eof { return false }
@@ -124,11 +143,11 @@ public final class StreamChunker {
                 start += cut
                 return true
             }
-            try refill()
+            try refill(read)
         }
     }
 
-    private func refill() throws {
+    private func refill(_ read: Read) throws {
         if start > 0 {
             let remaining = end - start
             if remaining > 0 {

@@ -14,7 +14,8 @@ public final class SecretBytes: @unchecked Sendable {
     public static func random(count: Int) -> SecretBytes {
         let secret = SecretBytes([UInt8](repeating: 0, count: count))
         secret.pointer.withUnsafeBytes { _ in }
-        _ = RAND_bytes(secret.pointer.baseAddress!.assumingMemoryBound(to: UInt8.self), Int32(count))
+        let ok = RAND_bytes(secret.pointer.baseAddress!.assumingMemoryBound(to: UInt8.self), Int32(count))
+        precondition(ok == 1, "the system's random generator failed; refusing to make a key")
         return secret
     }
 
@@ -41,7 +42,8 @@ enum Algorithms {
 public enum Random {
     public static func bytes(_ count: Int) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: count)
-        out.withUnsafeMutableBufferPointer { _ = RAND_bytes($0.baseAddress, Int32(count)) }
+        let ok = out.withUnsafeMutableBufferPointer { RAND_bytes($0.baseAddress, Int32(count)) }
+        precondition(ok == 1, "the system's random generator failed; refusing to continue")
         return out
     }
 }
@@ -153,7 +155,8 @@ public final class Sealer {
     /// Writes the sealed form of `plaintext` to `out`, which must hold `plaintext.count + overhead`.
     public func seal(_ plaintext: UnsafeRawBufferPointer, context: UnsafeRawBufferPointer, into out: UnsafeMutableRawPointer) {
         let nonce = out.assumingMemoryBound(to: UInt8.self)
-        RAND_bytes(nonce, Int32(Sealer.nonceSize))
+        // A repeated nonce would break GCM: never continue without fresh randomness.
+        precondition(RAND_bytes(nonce, Int32(Sealer.nonceSize)) == 1, "the system's random generator failed; refusing to encrypt")
         key.withUnsafeBytes { k in
             _ = EVP_EncryptInit_ex(ctx, Algorithms.aes256gcm, nil, k.baseAddress!.assumingMemoryBound(to: UInt8.self), nonce)
         }
@@ -228,6 +231,12 @@ public enum Scrypt {
     }
 
     public static func deriveKey(password: [UInt8], salt: [UInt8], parameters: Parameters, length: Int) throws -> SecretBytes {
+        // Bounds keep a planted key file from exhausting memory: at most 2^22 × 32 × 128 B = 16 GiB would be
+        // absurd, so r ≤ 32 and N ≤ 2^22 with N·r ≤ 2^24 (2 GiB).
+        guard parameters.n >= 2, parameters.n.nonzeroBitCount == 1, parameters.n <= 1 << 22,
+              (1...32).contains(parameters.r), (1...16).contains(parameters.p), parameters.n * parameters.r <= 1 << 24 else {
+            throw KhoError(.integrity, "A key file asks for scrypt parameters N=\(parameters.n) r=\(parameters.r) p=\(parameters.p) outside the accepted bounds: the key file is damaged or planted.")
+        }
         var out = [UInt8](repeating: 0, count: length)
         let maxMemory = parameters.n * parameters.r * 128 * 2 + (1 << 20)
         let ok = EVP_PBE_scrypt(password.map { CChar(bitPattern: $0) }, password.count, salt, salt.count,

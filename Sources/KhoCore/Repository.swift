@@ -66,6 +66,9 @@ public final class Repository: Sendable {
             master = MasterKey(encryption: master.encryption, mac: master.mac, chunkerSeed: source.key.chunkerSeed)
         }
         try chunkerParameters.validate()
+        guard (1 << 20...512 << 20).contains(options.packSize) else {
+            throw KhoError(.usage, "Pack size \(options.packSize >> 20) MiB is out of range: use 1 to 512 MiB; 16 is the default.")
+        }
         guard (0...22).contains(options.compressionLevel) else {
             throw KhoError(.usage, "Compression level \(options.compressionLevel) is out of range: use 0 (off) to 22; 3 is the default.")
         }
@@ -96,6 +99,10 @@ public final class Repository: Sendable {
         guard config.format == "kho-repository" else {
             throw KhoError(.notARepository, "\(storage.location) is not a kho repository: check --repo or KHO_REPOSITORY.")
         }
+        guard config.version >= 1, (try? config.chunker.validate()) != nil, (1 << 20...512 << 20).contains(config.packSize),
+              (0...22).contains(config.compressionLevel) else {
+            throw KhoError(.notARepository, "\(storage.location) has a config file with impossible values: it is damaged; restore it from a copy of the repository.")
+        }
         guard config.version <= RepositoryConfig.currentVersion else {
             throw KhoError(.notARepository, "\(storage.location) uses repository format \(config.version), newer than this kho understands (\(RepositoryConfig.currentVersion)): upgrade kho.")
         }
@@ -115,7 +122,7 @@ public final class Repository: Sendable {
                 logger.warning("skipping unreadable key file \(handle.path)")
                 continue
             }
-            if let master = try keyFile.open(password: password) {
+            if let master = try? keyFile.open(password: password) {
                 return Repository(storage: storage, config: config, key: master, keyID: file.name, logger: logger)
             }
         }

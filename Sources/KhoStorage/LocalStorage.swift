@@ -40,7 +40,12 @@ public struct LocalStorage: Storage {
 
     /// Creates `path` and its missing parents.
     private func makeFolders(_ path: String) throws {
-        if mkdir(path, 0o700) == 0 || errno == EEXIST { return }
+        if mkdir(path, 0o700) == 0 {
+            // The new folder's entry must reach the disk before files inside it count as saved.
+            if let slash = path.lastIndex(of: "/"), slash != path.startIndex { try syncFolder(String(path[..<slash])) }
+            return
+        }
+        if errno == EEXIST { return }
         guard errno == ENOENT, let slash = path.lastIndex(of: "/"), slash != path.startIndex else {
             throw KhoError.posix("mkdir", path, errno: errno)
         }
@@ -68,8 +73,10 @@ public struct LocalStorage: Storage {
         do {
             try data.withUnsafeBytes { try Syscall.writeAll(fd, $0, handle.path) }
             try Syscall.call("fsync", handle.path) { fsync(fd) }
-            try Syscall.call("close", handle.path) { close(fd) }
+            // close is never retried: after EINTR the descriptor is already gone on Linux.
+            let closing = fd
             fd = -1
+            if close(closing) != 0 && errno != EINTR { throw KhoError.posix("close", handle.path, errno: errno) }
             try Syscall.call("rename", handle.path) { rename(temporary, target) }
             try syncFolder(folder)
         } catch {
@@ -123,7 +130,8 @@ public struct LocalStorage: Storage {
         while let entry = readdir(dir) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.baseAddress!.assumingMemoryBound(to: CChar.self)) }
             if name.hasPrefix(".") { continue }
-            result.append((name, entry.pointee.d_type == DT_DIR))
+            // Some filesystems (XFS, NFS) report DT_UNKNOWN: treat those as possible folders.
+            result.append((name, entry.pointee.d_type == DT_DIR || entry.pointee.d_type == DT_UNKNOWN))
         }
         return result
     }
@@ -135,7 +143,9 @@ public struct LocalStorage: Storage {
         var names: [String] = []
         let base = root + "/" + kind.folder
         if kind == .data {
-            for sub in try entries(of: base) where sub.isDirectory {
+            for sub in try entries(of: base) where sub.isDirectory && sub.name.count == 2 {
+                var info = Glibc.stat()
+                guard statPath(base + "/" + sub.name, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else { continue }
                 names += try entries(of: base + "/" + sub.name).map(\.name)
             }
         } else {

@@ -1,0 +1,105 @@
+import Foundation
+
+/// The per-thread tools to turn plaintext into a stored blob and back: keyed hash, cipher and zstd
+/// contexts. Not shareable; every pipeline thread makes its own.
+public final class BlobCodec {
+    public let hasher: BlobHasher
+    let sealer: Sealer
+    let compressor: Compressor?
+    let decompressor = Decompressor()
+    private var scratch: UnsafeMutableRawBufferPointer
+
+    public init(repository: Repository, compressionLevel: Int? = nil) {
+        hasher = BlobHasher(key: repository.key.mac)
+        sealer = Sealer(key: repository.key.encryption)
+        let level = compressionLevel ?? repository.config.compressionLevel
+        compressor = level > 0 ? Compressor(level: level) : nil
+        scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+    }
+
+    deinit { scratch.deallocate() }
+
+    private func ensureScratch(_ size: Int) {
+        if scratch.count < size {
+            scratch.deallocate()
+            scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 64)
+        }
+    }
+
+    /// Compresses (when it saves at least 1/32 of the size) and seals `plain` into `pack`.
+    func pack(_ plain: UnsafeRawBufferPointer, id: BlobID, kind: BlobKind, into pack: PackBuilder) {
+        var payload = plain
+        var compressed = false
+        if let compressor, plain.count >= 64 {
+            let capacity = Compressor.bound(plain.count)
+            ensureScratch(capacity)
+            if let n = compressor.compress(plain, into: scratch.baseAddress!, capacity: capacity, limit: plain.count - plain.count / 32) {
+                payload = UnsafeRawBufferPointer(rebasing: scratch[0..<n])
+                compressed = true
+            }
+        }
+        var context = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        withUnsafeMutableBytes(of: &context) { id.write(to: $0.baseAddress!) }
+        withUnsafeBytes(of: &context) { aad in
+            pack.append(id: id, kind: kind, compressed: compressed, rawLength: plain.count,
+                        sealedLength: payload.count + Sealer.overhead) { out in
+                sealer.seal(payload, context: aad, into: out)
+            }
+        }
+    }
+
+    /// Opens a sealed blob, decompresses it and checks that its plaintext hashes to `blob.id`.
+    /// The result is valid only until the next call on this codec.
+    func open(_ sealed: UnsafeRawBufferPointer, blob: PackedBlob, into body: (UnsafeRawBufferPointer) throws -> Void) throws {
+        guard Int(blob.length) == sealed.count, sealed.count >= Sealer.overhead else {
+            throw KhoError(.integrity, "Blob \(blob.id.shortHex) has the wrong stored length: its pack is damaged.")
+        }
+        let payloadLength = sealed.count - Sealer.overhead
+        let rawLength = Int(blob.rawLength)
+        ensureScratch(payloadLength + rawLength + 64)
+        var context = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        withUnsafeMutableBytes(of: &context) { blob.id.write(to: $0.baseAddress!) }
+        let opened = withUnsafeBytes(of: &context) { aad in
+            sealer.open(sealed, context: aad, into: scratch.baseAddress!)
+        }
+        guard opened else {
+            throw KhoError(.integrity, "Blob \(blob.id.shortHex) does not authenticate: its pack is damaged.")
+        }
+        var plain = UnsafeRawBufferPointer(rebasing: scratch[0..<payloadLength])
+        if blob.compressed {
+            let out = scratch.baseAddress! + payloadLength
+            guard decompressor.decompress(plain, into: out, rawLength: rawLength) else {
+                throw KhoError(.integrity, "Blob \(blob.id.shortHex) does not decompress to its recorded length: its pack is damaged.")
+            }
+            plain = UnsafeRawBufferPointer(start: out, count: rawLength)
+        } else if plain.count != rawLength {
+            throw KhoError(.integrity, "Blob \(blob.id.shortHex) has the wrong length: its pack is damaged.")
+        }
+        guard hasher.id(of: plain) == blob.id else {
+            throw KhoError(.integrity, "Blob \(blob.id.shortHex) does not hash to its ID: its pack is damaged.")
+        }
+        try body(plain)
+    }
+
+    /// Loads one blob from storage and passes its verified plaintext to `body`.
+    public func load(_ location: BlobLocation, from repository: Repository, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+        let sealed = try repository.storage.load(Handle(.data, location.pack.hex), offset: Int(location.blob.offset), length: Int(location.blob.length))
+        try sealed.withUnsafeBytes { try open($0, blob: location.blob, into: body) }
+    }
+
+    public func loadBytes(_ location: BlobLocation, from repository: Repository) throws -> [UInt8] {
+        var result: [UInt8] = []
+        try load(location, from: repository) { result = Array($0) }
+        return result
+    }
+}
+
+extension Repository {
+    /// Loads and decodes a tree blob.
+    public func loadTree(_ id: BlobID, index: MasterIndex, codec: BlobCodec) throws -> Tree {
+        guard let location = index.lookup(id) else {
+            throw KhoError(.integrity, "Tree \(id.shortHex) is not in the index: the repository is missing data; run `kho check`.")
+        }
+        return try Tree(decoding: try codec.loadBytes(location, from: self), id: id)
+    }
+}

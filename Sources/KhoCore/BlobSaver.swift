@@ -1,0 +1,190 @@
+import Foundation
+import Logging
+
+/// Counters of what a saver stored.
+public struct SaverStatistics: Sendable {
+    public var blobsNew = 0
+    public var bytesNewRaw: Int64 = 0
+    public var bytesAdded: Int64 = 0
+    public var packsWritten = 0
+    public var indexFilesWritten = 0
+}
+
+/// The write half of the pipeline: deduplicates blobs, then compresses, seals and packs the new ones
+/// on worker threads and uploads full packs on uploader threads. Index files follow the packs they
+/// list; nothing here writes a snapshot.
+///
+/// `save` is called from one thread (the reader): the blob ID is computed there, so that the reader
+/// can build trees without waiting for workers. Memory is bounded by the queue capacities: at most
+/// `workers` open packs, `queueCapacity` chunks and `uploadCapacity` closed packs in flight.
+public final class BlobSaver: @unchecked Sendable {
+    private struct Job: Sendable {
+        var id: BlobID
+        var kind: BlobKind
+        var data: [UInt8]
+    }
+
+    private struct ClosedPack: Sendable {
+        var bytes: [UInt8]
+        var blobs: [PackedBlob]
+    }
+
+    public let repository: Repository
+    private let index: MasterIndex
+    private let codec: BlobCodec
+    private var sessionBlobs = Set<BlobID>()
+    private let jobs: BoundedQueue<Job>
+    private let uploads: BoundedQueue<ClosedPack>
+    private var workers: [Worker] = []
+    private var uploaders: [Worker] = []
+    private let failure = FirstError()
+    private let pending = Locked<[(pack: BlobID, blobs: [PackedBlob])]>([])
+    private let stats = Locked(SaverStatistics())
+    private let indexLock = NSLock()
+    private let packsPerIndexFile: Int
+    private var finished = false
+
+    public init(repository: Repository, index: MasterIndex, compressionLevel: Int? = nil,
+                workers workerCount: Int = Machine.cores, uploaders uploaderCount: Int = 1, packsPerIndexFile: Int = 8) {
+        self.repository = repository
+        self.index = index
+        self.codec = BlobCodec(repository: repository)
+        self.packsPerIndexFile = packsPerIndexFile
+        jobs = BoundedQueue(capacity: workerCount * 2)
+        uploads = BoundedQueue(capacity: max(2, uploaderCount))
+        let level = compressionLevel ?? repository.config.compressionLevel
+        for n in 0..<workerCount {
+            workers.append(Worker(name: "kho-pack-\(n)") { [self] in packLoop(level: level) })
+        }
+        for n in 0..<uploaderCount {
+            uploaders.append(Worker(name: "kho-upload-\(n)") { [self] in uploadLoop() })
+        }
+    }
+
+    /// The ID of `data`, stored unless the repository or this session already has it.
+    @discardableResult
+    public func save(_ data: UnsafeRawBufferPointer, kind: BlobKind) throws -> BlobID {
+        let id = codec.hasher.id(of: data)
+        try save(data, id: id, kind: kind)
+        return id
+    }
+
+    public func save(_ data: [UInt8], kind: BlobKind) throws -> BlobID {
+        try data.withUnsafeBytes { try save($0, kind: kind) }
+    }
+
+    /// Whether a blob is already stored or queued, so that its content need not be read again.
+    public func has(_ id: BlobID) -> Bool {
+        sessionBlobs.contains(id) || index.contains(id)
+    }
+
+    private func save(_ data: UnsafeRawBufferPointer, id: BlobID, kind: BlobKind) throws {
+        try failure.check()
+        if has(id) { return }
+        sessionBlobs.insert(id)
+        if !jobs.push(Job(id: id, kind: kind, data: Array(data))) {
+            try failure.check()
+            throw KhoError(.failure, "The backup pipeline stopped unexpectedly.")
+        }
+    }
+
+    private func packLoop(level: Int) {
+        let codec = BlobCodec(repository: repository, compressionLevel: level)
+        let builder = PackBuilder(targetSize: repository.config.packSize)
+        var newBlobs = 0
+        var rawBytes: Int64 = 0
+        while let job = jobs.pop() {
+            if failure.value != nil { continue }
+            job.data.withUnsafeBytes { codec.pack($0, id: job.id, kind: job.kind, into: builder) }
+            newBlobs += 1
+            rawBytes += Int64(job.data.count)
+            if builder.isFull {
+                let (bytes, blobs) = builder.finish(sealer: codec.sealer)
+                if !uploads.push(ClosedPack(bytes: bytes, blobs: blobs)) { break }
+            }
+        }
+        if !builder.isEmpty && failure.value == nil {
+            let (bytes, blobs) = builder.finish(sealer: codec.sealer)
+            uploads.push(ClosedPack(bytes: bytes, blobs: blobs))
+        }
+        stats.withLock {
+            $0.blobsNew += newBlobs
+            $0.bytesNewRaw += rawBytes
+        }
+    }
+
+    private func uploadLoop() {
+        while let pack = uploads.pop() {
+            if failure.value != nil { continue }
+            do {
+                let id = SHA256.hash(pack.bytes)
+                try repository.storage.save(Handle(.data, id.hex), data: pack.bytes)
+                stats.withLock {
+                    $0.packsWritten += 1
+                    $0.bytesAdded += Int64(pack.bytes.count)
+                }
+                let count = pending.withLock { list -> Int in
+                    list.append((id, pack.blobs))
+                    return list.count
+                }
+                if count >= packsPerIndexFile { try flushIndex() }
+            } catch {
+                failure.record(error)
+                jobs.close()
+                uploads.close()
+            }
+        }
+    }
+
+    /// Writes an index file for the packs uploaded since the last one.
+    private func flushIndex() throws {
+        indexLock.lock()
+        defer { indexLock.unlock() }
+        let packs = pending.withLock { list -> [(pack: BlobID, blobs: [PackedBlob])] in
+            let taken = list
+            list.removeAll()
+            return taken
+        }
+        guard !packs.isEmpty else { return }
+        do {
+            try repository.saveIndexFile(IndexFile(packs: packs))
+        } catch {
+            pending.withLock { $0.append(contentsOf: packs) }
+            throw error
+        }
+        stats.withLock { $0.indexFilesWritten += 1 }
+    }
+
+    /// Waits until every blob is packed, uploaded and indexed. After this returns, a snapshot that
+    /// refers to the saved blobs may be written.
+    public func finish() throws -> SaverStatistics {
+        precondition(!finished)
+        finished = true
+        jobs.close()
+        workers.forEach { $0.join() }
+        uploads.close()
+        uploaders.forEach { $0.join() }
+        if let error = failure.value {
+            // Packs that did reach storage stay usable by the next backup.
+            try? flushIndex()
+            throw error
+        }
+        try flushIndex()
+        return stats.current
+    }
+
+    /// Stops the pipeline after a failure elsewhere. Packs already uploaded are indexed, so that
+    /// the next backup reuses them; no snapshot refers to anything.
+    public func abort(_ reason: Error) {
+        guard !finished else { return }
+        finished = true
+        failure.record(reason)
+        jobs.close()
+        workers.forEach { $0.join() }
+        uploads.close()
+        uploaders.forEach { $0.join() }
+        try? flushIndex()
+    }
+
+    public var statistics: SaverStatistics { stats.current }
+}

@@ -1,0 +1,422 @@
+import Foundation
+import Glibc
+import Logging
+
+public struct RestoreOptions: Sendable {
+    /// Restore only paths matching one of these patterns (and everything below a matching folder).
+    public var includes: [String] = []
+    /// Replace files that exist in the target instead of refusing a non-empty target.
+    public var overwrite = false
+    /// Set owners (only works as root; off otherwise).
+    public var restoreOwners = geteuid() == 0
+    public var workers: Int = Machine.cores
+    public init() {}
+}
+
+public struct RestoreSummary: Codable, Sendable {
+    public var files = 0
+    public var directories = 0
+    public var otherEntries = 0
+    public var bytes: Int64 = 0
+    public var errors = 0
+    public var start = Date()
+    public var end = Date()
+    public var duration: Double { end.timeIntervalSince(start) }
+}
+
+/// Writes a snapshot's files back: the calling thread walks the trees and creates entries; worker
+/// threads read, verify and write file content in parallel, each at its offset.
+public final class Restorer {
+    public let repository: Repository
+    private let index: MasterIndex
+    private let options: RestoreOptions
+    private let codec: BlobCodec
+    public let progress: ProgressCounter
+    private let warn: @Sendable (String) -> Void
+    private var summary = RestoreSummary()
+    private let errors = Locked(0)
+    private var createdDirectories: [(components: [[UInt8]], node: Node)] = []
+    private var hardLinks: [HardLinkKey: [[UInt8]]] = [:]
+
+    private struct HardLinkKey: Hashable {
+        var device: UInt64
+        var inode: UInt64
+    }
+
+    public init(repository: Repository, index: MasterIndex, options: RestoreOptions, progress: ProgressCounter = ProgressCounter(),
+                warn: @escaping @Sendable (String) -> Void) {
+        self.repository = repository
+        self.index = index
+        self.options = options
+        self.progress = progress
+        self.warn = warn
+        codec = BlobCodec(repository: repository)
+    }
+
+    /// An open file being filled by workers; closed with its metadata when its last blob lands.
+    private final class FileSink: @unchecked Sendable {
+        let fd: Int32
+        let node: Node
+        let path: String
+        let restoreOwners: Bool
+        private let remaining: Locked<Int>
+
+        init(fd: Int32, node: Node, path: String, blobs: Int, restoreOwners: Bool) {
+            self.fd = fd
+            self.node = node
+            self.path = path
+            self.restoreOwners = restoreOwners
+            remaining = Locked(blobs)
+        }
+
+        func blobDone() {
+            let left = remaining.withLock { n -> Int in n -= 1; return n }
+            if left == 0 { finish() }
+        }
+
+        func finish() {
+            Restorer.applyMetadata(fd: fd, node: node, restoreOwners: restoreOwners)
+            close(fd)
+        }
+    }
+
+    private struct Job: Sendable {
+        var sink: FileSink
+        var location: BlobLocation
+        var offset: Int
+    }
+
+    private static func applyMetadata(fd: Int32, node: Node, restoreOwners: Bool) {
+        if restoreOwners { _ = fchown(fd, node.uid, node.gid) }
+        _ = fchmod(fd, mode_t(node.mode))
+        var times = [timespec(tv_sec: Int(node.mtime.seconds), tv_nsec: Int(node.mtime.nanoseconds)),
+                     timespec(tv_sec: Int(node.mtime.seconds), tv_nsec: Int(node.mtime.nanoseconds))]
+        _ = futimens(fd, &times)
+    }
+
+    /// Counts what a restore will write, for the progress line and the plan.
+    public func measure(tree: BlobID) throws -> (files: Int, bytes: Int64) {
+        var files = 0
+        var bytes: Int64 = 0
+        try walk(tree: tree, path: []) { path, node, included in
+            if included && node.kind == .file { files += 1; bytes += Int64(node.size) }
+        }
+        return (files, bytes)
+    }
+
+    private func walk(tree: BlobID, path: [UInt8], parentIncluded: Bool = false,
+                      _ visit: ([UInt8], Node, Bool) throws -> Void) throws {
+        let loaded = try repository.loadTree(tree, index: index, codec: codec)
+        for node in loaded.nodes {
+            let childPath = path + [UInt8(ascii: "/")] + node.name
+            let included = parentIncluded || isIncluded(childPath)
+            try visit(childPath, node, included)
+            if node.kind == .directory, let subtree = node.subtree {
+                try walk(tree: subtree, path: childPath, parentIncluded: included, visit)
+            }
+        }
+    }
+
+    private func isIncluded(_ path: [UInt8]) -> Bool {
+        options.includes.isEmpty || options.includes.contains { FileSystem.matches($0, path: path) }
+    }
+
+    /// Restores the snapshot into `target`, which is created if missing and must be empty unless
+    /// `overwrite` is set.
+    public func restore(snapshot: Snapshot, target: String) throws -> RestoreSummary {
+        summary.start = Date()
+        guard let root = snapshot.treeID else {
+            throw KhoError(.integrity, "Snapshot \(snapshot.shortID) names no valid tree: the snapshot file is damaged.")
+        }
+        try prepareTarget(target)
+        let totals = try measure(tree: root)
+        progress.setTotals(files: totals.files, bytes: totals.bytes)
+        let rootFD = try Syscall.call("open", target) { open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        defer { close(rootFD) }
+
+        let jobs = BoundedQueue<Job>(capacity: options.workers * 4)
+        let failure = FirstError()
+        var workers: [Worker] = []
+        for n in 0..<options.workers {
+            workers.append(Worker(name: "kho-restore-\(n)") { [repository, progress, warn, errors] in
+                let codec = BlobCodec(repository: repository)
+                while let job = jobs.pop() {
+                    do {
+                        try codec.load(job.location, from: repository) { plain in
+                            if !Restorer.isZero(plain) {
+                                try Syscall.pwriteAll(job.sink.fd, plain, offset: job.offset, job.sink.path)
+                            }
+                        }
+                        progress.add(bytes: Int64(job.location.blob.rawLength))
+                    } catch let error as KhoError {
+                        if error.kind == .storageFull { failure.record(error) }
+                        errors.withLock { $0 += 1 }
+                        warn("\(job.sink.path): \(error.message)")
+                    } catch {
+                        failure.record(error)
+                    }
+                    job.sink.blobDone()
+                }
+            })
+        }
+        do {
+            try restoreTree(root, fd: rootFD, rootFD: rootFD, components: [], targetPath: target,
+                            parentIncluded: false, jobs: jobs, failure: failure)
+        } catch {
+            jobs.close()
+            workers.forEach { $0.join() }
+            throw error
+        }
+        jobs.close()
+        workers.forEach { $0.join() }
+        try failure.check()
+        // Folder times last: creating entries inside a folder changes its mtime.
+        for (components, node) in createdDirectories.reversed() {
+            guard let fd = try? FileSystem.openDirectory(components, below: rootFD, path: target) else { continue }
+            Restorer.applyMetadata(fd: fd, node: node, restoreOwners: options.restoreOwners)
+            close(fd)
+        }
+        summary.errors += errors.current
+        summary.end = Date()
+        summary.bytes = progress.snapshot.bytes
+        return summary
+    }
+
+    static func isZero(_ buffer: UnsafeRawBufferPointer) -> Bool {
+        let words = buffer.count / 8
+        let base = buffer.baseAddress!
+        for i in 0..<words where base.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self) != 0 { return false }
+        for i in (words * 8)..<buffer.count where buffer[i] != 0 { return false }
+        return true
+    }
+
+    private func prepareTarget(_ target: String) throws {
+        var info = Glibc.stat()
+        if stat(target, &info) != 0 {
+            guard errno == ENOENT else { throw KhoError.posix("stat", target, errno: errno) }
+            do {
+                try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
+            } catch {
+                throw KhoError(.failure, "Cannot create the restore target \(target): \(error.localizedDescription).")
+            }
+            return
+        }
+        guard info.st_mode & S_IFMT == S_IFDIR else {
+            throw KhoError(.usage, "The restore target \(target) exists and is not a folder: choose a new or empty folder.")
+        }
+        let fd = try Syscall.call("open", target) { open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        defer { close(fd) }
+        if !options.overwrite, !(try FileSystem.entries(of: fd, path: target)).isEmpty {
+            throw KhoError(.usage, "The restore target \(target) is not empty: choose a new or empty folder, or pass --overwrite to replace what is there.")
+        }
+    }
+
+    private func restoreTree(_ tree: BlobID, fd: Int32, rootFD: Int32, components: [[UInt8]], targetPath: String,
+                             parentIncluded: Bool, jobs: BoundedQueue<Job>, failure: FirstError) throws {
+        let loaded: Tree
+        do {
+            loaded = try repository.loadTree(tree, index: index, codec: codec)
+        } catch let error as KhoError where error.kind == .integrity {
+            let shown = components.isEmpty ? "/" : "/" + components.map { String(decoding: $0, as: UTF8.self) }.joined(separator: "/")
+            warn("\(shown): \(error.message)")
+            summary.errors += 1
+            return
+        }
+        for node in loaded.nodes {
+            try failure.check()
+            let childComponents = components + [node.name]
+            let relative = childComponents.flatMap { [UInt8(ascii: "/")] + $0 }
+            let included = parentIncluded || isIncluded(relative)
+            let shown = targetPath + String(decoding: relative, as: UTF8.self)
+            switch node.kind {
+            case .directory:
+                guard let subtree = node.subtree else { continue }
+                if !included && !hasIncludedDescendant(subtree, path: relative) { continue }
+                let sub = try makeDirectory(node.name, in: fd, path: shown)
+                defer { close(sub) }
+                createdDirectories.append((childComponents, node))
+                summary.directories += 1
+                try restoreTree(subtree, fd: sub, rootFD: rootFD, components: childComponents, targetPath: targetPath,
+                                parentIncluded: included, jobs: jobs, failure: failure)
+            case .file where included:
+                try restoreFile(node, in: fd, rootFD: rootFD, components: childComponents, path: shown, jobs: jobs)
+            case .symlink where included:
+                try removeExisting(node.name, in: fd)
+                try FileSystem.withCName(node.name) { name in
+                    try FileSystem.withCName(node.linkTarget) { target in
+                        try Syscall.call("symlinkat", shown) { symlinkat(target, fd, name) }
+                    }
+                    if options.restoreOwners { _ = fchownat(fd, name, node.uid, node.gid, AT_SYMLINK_NOFOLLOW) }
+                    var times = [timespec(tv_sec: Int(node.mtime.seconds), tv_nsec: Int(node.mtime.nanoseconds)),
+                                 timespec(tv_sec: Int(node.mtime.seconds), tv_nsec: Int(node.mtime.nanoseconds))]
+                    _ = utimensat(fd, name, &times, AT_SYMLINK_NOFOLLOW)
+                }
+                summary.otherEntries += 1
+            case .fifo, .characterDevice, .blockDevice, .socket:
+                guard included else { continue }
+                try removeExisting(node.name, in: fd)
+                let type: mode_t
+                switch node.kind {
+                case .fifo: type = S_IFIFO
+                case .characterDevice: type = S_IFCHR
+                case .blockDevice: type = S_IFBLK
+                default: type = S_IFSOCK
+                }
+                let made = FileSystem.withCName(node.name) { name in
+                    Syscall.attempt { mknodat(fd, name, type | mode_t(node.mode & 0o777), dev_t(node.rdev)) }
+                }
+                if made.0 != 0 {
+                    warn("\(shown): cannot create \(node.kind.name) (\(String(cString: strerror(made.1)))), skipped")
+                    summary.errors += 1
+                    continue
+                }
+                FileSystem.withCName(node.name) { name in
+                    if options.restoreOwners { _ = fchownat(fd, name, node.uid, node.gid, AT_SYMLINK_NOFOLLOW) }
+                    _ = fchmodat(fd, name, mode_t(node.mode), 0)
+                    var times = [timespec(tv_sec: Int(node.mtime.seconds), tv_nsec: Int(node.mtime.nanoseconds)),
+                                 timespec(tv_sec: Int(node.mtime.seconds), tv_nsec: Int(node.mtime.nanoseconds))]
+                    _ = utimensat(fd, name, &times, AT_SYMLINK_NOFOLLOW)
+                }
+                summary.otherEntries += 1
+            default:
+                continue
+            }
+        }
+    }
+
+    private func hasIncludedDescendant(_ tree: BlobID, path: [UInt8]) -> Bool {
+        if options.includes.isEmpty { return true }
+        var found = false
+        struct Found: Error {}
+        do {
+            try walk(tree: tree, path: path) { _, _, included in
+                if included { found = true; throw Found() }
+            }
+        } catch {}
+        return found
+    }
+
+    private func makeDirectory(_ name: [UInt8], in fd: Int32, path: String) throws -> Int32 {
+        try FileSystem.withCName(name) { cname in
+            let (made, code) = Syscall.attempt { mkdirat(fd, cname, 0o700) }
+            if made != 0 && code != EEXIST { throw KhoError.posix("mkdirat", path, errno: code) }
+            return try Syscall.call("openat", path) { openat(fd, cname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+        }
+    }
+
+    private func removeExisting(_ name: [UInt8], in fd: Int32) throws {
+        guard options.overwrite else { return }
+        FileSystem.withCName(name) { cname in _ = unlinkat(fd, cname, 0) }
+    }
+
+    private func restoreFile(_ node: Node, in fd: Int32, rootFD: Int32, components: [[UInt8]], path: String,
+                             jobs: BoundedQueue<Job>) throws {
+        let linkKey = HardLinkKey(device: node.device, inode: node.inode)
+        if node.links > 1, let first = hardLinks[linkKey] {
+            try removeExisting(node.name, in: fd)
+            let relative = first.map { String(decoding: $0, as: UTF8.self) }.joined(separator: "/")
+            let linked = FileSystem.withCName(node.name) { name in Syscall.attempt { linkat(rootFD, relative, fd, name, 0) } }
+            if linked.0 == 0 {
+                summary.files += 1
+                progress.add(files: 1)
+                return
+            }
+        }
+        try removeExisting(node.name, in: fd)
+        let flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC
+        let file = try FileSystem.withCName(node.name) { name in
+            try Syscall.call("openat", path) { openat(fd, name, flags, 0o600) }
+        }
+        summary.files += 1
+        progress.add(files: 1)
+        if node.links > 1 { hardLinks[linkKey] = components }
+        if node.size > 0 {
+            let (result, code) = Syscall.attempt { ftruncate(file, off_t(node.size)) }
+            if result != 0 { close(file); throw KhoError.posix("ftruncate", path, errno: code) }
+        }
+        var locations: [BlobLocation] = []
+        locations.reserveCapacity(node.content.count)
+        for id in node.content {
+            guard let location = index.lookup(id) else {
+                warn("\(path): data blob \(id.shortHex) is not in the index; the file is incomplete")
+                summary.errors += 1
+                locations.removeAll()
+                break
+            }
+            locations.append(location)
+        }
+        if locations.isEmpty {
+            Restorer.applyMetadata(fd: file, node: node, restoreOwners: options.restoreOwners)
+            close(file)
+            return
+        }
+        let sink = FileSink(fd: file, node: node, path: path, blobs: locations.count, restoreOwners: options.restoreOwners)
+        var offset = 0
+        for location in locations {
+            jobs.push(Job(sink: sink, location: location, offset: offset))
+            offset += Int(location.blob.rawLength)
+        }
+    }
+}
+
+/// Reads a file's blobs in order, decoding several at once, and hands the plaintext to a consumer
+/// on the calling thread: used to dump a stream to stdout or into a database client.
+public final class OrderedBlobReader {
+    private let repository: Repository
+    private let locations: [BlobLocation]
+    private let workers: Int
+
+    public init(repository: Repository, index: MasterIndex, content: [BlobID], workers: Int = Machine.cores) throws {
+        self.repository = repository
+        self.workers = max(1, workers)
+        locations = try content.map { id in
+            guard let location = index.lookup(id) else {
+                throw KhoError(.integrity, "Data blob \(id.shortHex) is not in the index: the repository is missing data; run `kho check`.")
+            }
+            return location
+        }
+    }
+
+    public func run(_ consume: ([UInt8]) throws -> Void) throws {
+        let window = workers * 4
+        let results = Locked<[Int: Result<[UInt8], Error>]>([:])
+        let ready = NSCondition()
+        let next = Locked(0)
+        let consumed = Locked(0)
+        let stop = Locked(false)
+        let repository = self.repository
+        let locations = self.locations
+        var threads: [Worker] = []
+        for n in 0..<workers {
+            threads.append(Worker(name: "kho-read-\(n)") {
+                let codec = BlobCodec(repository: repository)
+                while true {
+                    // Stay within the window so memory stays bounded.
+                    ready.lock()
+                    while !stop.current && next.current < locations.count && next.current - consumed.current >= window { ready.wait() }
+                    ready.unlock()
+                    if stop.current { return }
+                    let i = next.withLock { n -> Int in let i = n; n += 1; return i }
+                    if i >= locations.count { return }
+                    let result = Result { try codec.loadBytes(locations[i], from: repository) }
+                    results.withLock { $0[i] = result }
+                    ready.lock(); ready.broadcast(); ready.unlock()
+                }
+            })
+        }
+        defer {
+            stop.withLock { $0 = true }
+            ready.lock(); ready.broadcast(); ready.unlock()
+            threads.forEach { $0.join() }
+        }
+        for i in 0..<locations.count {
+            ready.lock()
+            while results.withLock({ $0[i] == nil }) { ready.wait() }
+            ready.unlock()
+            let result = results.withLock { $0.removeValue(forKey: i)! }
+            consumed.withLock { $0 = i + 1 }
+            ready.lock(); ready.broadcast(); ready.unlock()
+            try consume(try result.get())
+        }
+    }
+}

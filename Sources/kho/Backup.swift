@@ -1,0 +1,134 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import KhoCore
+import KhoSources
+
+struct Backup: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Back up files and folders, standard input, or the output of a command.",
+        discussion: """
+        Exit codes: 0 snapshot written; 3 snapshot written but some files could not be read (it is
+        marked partial); 1 no snapshot written.
+        """
+    )
+
+    @OptionGroup var repository: RepositoryOptions
+
+    @Argument(help: "Files and folders to back up.")
+    var paths: [String] = []
+
+    @Flag(help: "Back up standard input as one file.")
+    var stdin = false
+
+    @Option(name: .customLong("stdin-name"), help: "Name of the file that holds the stream (with --stdin or --command).")
+    var stdinName: String?
+
+    @Option(help: "Run this command (through /bin/sh) and back up its standard output; fails when it exits non-zero.")
+    var command: String?
+
+    @Option(help: "Stop the command after this long (e.g. 2h) and fail.")
+    var timeout: String?
+
+    @Option(help: "Skip paths matching this shell pattern (repeatable).")
+    var exclude: [String] = []
+
+    @Option(help: "Add a tag to the snapshot (repeatable).")
+    var tag: [String] = []
+
+    @Option(help: "Host name recorded in the snapshot.")
+    var host: String?
+
+    @Option(help: "zstd level for new data (0 stores uncompressed); default is the repository's.")
+    var compression: Int?
+
+    @Option(help: "Snapshot to compare against for unchanged files (default: newest of this host and paths).")
+    var parent: String?
+
+    @Flag(help: "Read all files, even those the parent snapshot says are unchanged.")
+    var force = false
+
+    @Flag(help: "Print the summary as JSON.")
+    var json = false
+
+    func validate() throws {
+        let modes = (paths.isEmpty ? 0 : 1) + (stdin ? 1 : 0) + (command == nil ? 0 : 1)
+        guard modes == 1 else {
+            throw ValidationError("Give exactly one of: paths to back up, --stdin, or --command 'CMD'.")
+        }
+        if (stdin || command != nil) && (stdinName ?? "").isEmpty {
+            throw ValidationError("--stdin and --command need --stdin-name NAME, the name the stream is stored under.")
+        }
+        if let name = stdinName, name.contains("/") {
+            throw ValidationError("--stdin-name must be a plain file name without '/': got \(name).")
+        }
+        if let compression, !(0...22).contains(compression) {
+            throw ValidationError("--compression must be 0 (off) to 22; got \(compression).")
+        }
+    }
+
+    func run() throws {
+        var options = BackupOptions()
+        options.excludes = exclude
+        options.tags = tag
+        if let host { options.hostname = host }
+        options.compressionLevel = compression
+        options.parent = parent
+        options.force = force
+        let timeoutSeconds = try timeout.map { try DurationText.parse($0, option: "--timeout") }
+
+        let snapshot: Snapshot = try repository.withRepository(exclusive: false, command: "backup") { repo in
+            let index = try repo.loadIndex()
+            let progress = ProgressCounter()
+            let line = ProgressLine(progress: progress, label: "backup", enabled: !json)
+            defer { line.finish() }
+            var options = options
+            if command != nil { options.source = SnapshotSource(kind: "command", name: stdinName) }
+            let archiver = Archiver(repository: repo, index: index, options: options, progress: progress) { message in
+                line.finish()
+                Terminal.warning(message)
+            }
+            if let command {
+                let stream = CommandStream(command: command, timeout: timeoutSeconds)
+                try stream.start()
+                do {
+                    let result = try archiver.backupStream(name: stdinName!, read: { try stream.read($0) }, finish: { try stream.finish() })
+                    let stderrText = stream.standardError.trimmingCharacters(in: .whitespacesAndNewlines)
+                    if !stderrText.isEmpty { Terminal.warning("the command wrote to its error output:\n\(stderrText)") }
+                    return result
+                } catch {
+                    stream.terminate()
+                    throw error
+                }
+            }
+            if stdin {
+                return try archiver.backupStream(name: stdinName!, read: { buffer in
+                    try Syscall.call("read", "standard input") { Glibc.read(STDIN_FILENO, buffer.baseAddress, buffer.count) }
+                }, finish: {})
+            }
+            return try archiver.backup(paths: paths)
+        }
+        try report(snapshot)
+        if snapshot.partial { throw ExitStatus(code: ExitStatus.partial) }
+    }
+
+    private func report(_ snapshot: Snapshot) throws {
+        let s = snapshot.summary ?? BackupSummary()
+        if json {
+            struct Output: Encodable {
+                var snapshot: String
+                var partial: Bool
+                var summary: BackupSummary
+            }
+            try Terminal.json(Output(snapshot: snapshot.id ?? "", partial: snapshot.partial, summary: s))
+            return
+        }
+        Terminal.out("snapshot \(snapshot.shortID) saved\(snapshot.partial ? " (partial: \(s.warnings) entries could not be read)" : "")")
+        Terminal.out("files:      \(s.filesNew) new, \(s.filesChanged) changed, \(s.filesUnchanged) unchanged")
+        Terminal.out("folders:    \(s.directories)")
+        Terminal.out("read:       \(Format.bytes(s.bytesRead)) of \(Format.bytes(s.totalSize))")
+        Terminal.out("added:      \(Format.bytes(s.bytesAdded)) to the repository (\(Format.bytes(s.bytesNewRaw)) new data before compression)")
+        let rate = s.duration > 0 ? Double(s.bytesRead) / s.duration : 0
+        Terminal.out("duration:   \(Format.duration(s.duration)) (\(Format.bytes(Int64(rate)))/s)")
+    }
+}

@@ -1,0 +1,50 @@
+import ArgumentParser
+import Foundation
+import KhoCore
+
+struct Init: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Create a new repository in an empty or new folder.")
+
+    @OptionGroup var repository: RepositoryOptions
+
+    @Option(help: "Default zstd level for new data, 0 (off) to 22.")
+    var compression: Int = 3
+
+    @Option(name: .customLong("chunk-average"), help: "Average chunk size in bytes (a power of two); min is half, max 8×.")
+    var chunkAverage: Int?
+
+    @Option(name: .customLong("pack-size"), help: "Target pack size in MiB.")
+    var packSize: Int = 16
+
+    @Option(help: "Label of the first key.")
+    var label: String = "first key"
+
+    @Flag(help: "Print the result as JSON.")
+    var json = false
+
+    func run() throws {
+        let storage = try repository.storage()
+        guard try storage.isEmpty() else {
+            throw KhoError(.usage, "\(storage.location) is not empty: choose an empty or new folder for a new repository.")
+        }
+        var options = Repository.CreateOptions()
+        options.compressionLevel = compression
+        options.packSize = packSize << 20
+        options.keyLabel = label
+        if let average = chunkAverage {
+            options.chunker = ChunkerParameters(minSize: average / 2, averageSize: average, maxSize: average * 8)
+        }
+        if let n = ProcessInfo.processInfo.environment["KHO_TEST_SCRYPT_N"], let value = UInt64(n) {
+            // For tests only: a cheap key derivation keeps hundreds of test repositories fast.
+            options.scrypt = Scrypt.Parameters(n: value, r: 8, p: 1)
+        }
+        let password = try Password.read(purpose: "password for the new repository", confirm: true)
+        let repo = try Repository.create(storage: storage, password: password, options: options)
+        if json {
+            try Terminal.json(["id": repo.config.id, "location": storage.location, "key": repo.keyID])
+        } else {
+            Terminal.out("created repository \(repo.config.id.prefix(8)) at \(storage.location)")
+            Terminal.out("Keep the password safe: without it the data cannot be read by anyone, including you.")
+        }
+    }
+}

@@ -1,0 +1,53 @@
+import ArgumentParser
+import Foundation
+import KhoCore
+
+struct Kho: ParsableCommand {
+    static let version = "0.1.0"
+
+    static let configuration = CommandConfiguration(
+        commandName: "kho",
+        abstract: "Backups that prove they can be restored: encrypted, deduplicated repositories for agency data.",
+        discussion: """
+        The repository comes from --repo or KHO_REPOSITORY; the password from KHO_PASSWORD_FILE,
+        KHO_PASSWORD_COMMAND or KHO_PASSWORD.
+
+        Exit codes: 0 ok, 1 failure, 2 usage, 3 partial (some files unreadable), 10 repository
+        locked, 11 wrong password, 12 integrity error.
+        """,
+        version: version,
+        subcommands: [
+            Init.self, Backup.self, Snapshots.self, Ls.self, Restore.self, Dump.self, Check.self, Stats.self,
+            Unlock.self, Key.self,
+        ]
+    )
+}
+
+@main
+enum Main {
+    static func main() {
+        Signals.install()
+        do {
+            var command = try Kho.parseAsRoot()
+            try command.run()
+        } catch let error as KhoError {
+            Terminal.error(error.message)
+            exit(ExitStatus.code(for: error.kind))
+        } catch let status as ExitStatus {
+            exit(status.code)
+        } catch {
+            let code = Kho.exitCode(for: error)
+            let message = Kho.fullMessage(for: error)
+            if code == .success {
+                print(message)
+                exit(0)
+            }
+            if !message.isEmpty { FileHandle.standardError.write(Data((message + "\n").utf8)) }
+            if code == .validationFailure {
+                exit(ExitStatus.usage)
+            }
+            exit(code.rawValue == 0 ? 0 : ExitStatus.failure)
+        }
+        exit(0)
+    }
+}

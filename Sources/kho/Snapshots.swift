@@ -1,0 +1,73 @@
+import ArgumentParser
+import Foundation
+import KhoCore
+
+struct Snapshots: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List the snapshots in the repository, oldest first.")
+
+    @OptionGroup var repository: RepositoryOptions
+
+    @Option(help: "Only snapshots of this host.")
+    var host: String?
+
+    @Option(help: "Only snapshots with this tag (repeatable: all must match).")
+    var tag: [String] = []
+
+    @Flag(help: "Print the snapshots as JSON.")
+    var json = false
+
+    func run() throws {
+        let repo = try repository.open()
+        let snapshots = try repo.listSnapshots().filter { snapshot in
+            (host == nil || snapshot.hostname == host) && tag.allSatisfy(snapshot.tags.contains)
+        }
+        if json {
+            try Terminal.json(snapshots.map(SnapshotJSON.init))
+            return
+        }
+        Terminal.out(row("ID", "Time", "Host", "Size", "Source"))
+        for s in snapshots {
+            let what = s.source.kind == "files" ? s.paths.joined(separator: " ") : "\(s.source.kind):\(s.source.name ?? "")"
+            let flags = (s.partial ? " (partial)" : "") + (s.tags.isEmpty ? "" : " [\(s.tags.joined(separator: ","))]")
+            Terminal.out(row(s.shortID, Format.time(s.time), s.hostname, Format.bytes(s.summary?.totalSize ?? 0), what + flags))
+        }
+        Terminal.out("\(snapshots.count) snapshots")
+    }
+
+    private func row(_ id: String, _ time: String, _ host: String, _ size: String, _ what: String) -> String {
+        id.rightPad(9) + " " + time.rightPad(19) + " " + host.rightPad(16) + " " + size.leftPad(11) + "  " + what
+    }
+}
+
+/// A snapshot as printed by `--json`: the stored fields plus its ID.
+struct SnapshotJSON: Encodable {
+    var id: String
+    var shortID: String
+    var time: Date
+    var tree: String
+    var paths: [String]
+    var hostname: String
+    var username: String
+    var tags: [String]
+    var parent: String?
+    var source: SnapshotSource
+    var partial: Bool
+    var summary: BackupSummary?
+    var manifest: JSONValue?
+
+    init(_ s: Snapshot) {
+        id = s.id ?? ""
+        shortID = s.shortID
+        time = s.time
+        tree = s.tree
+        paths = s.paths
+        hostname = s.hostname
+        username = s.username
+        tags = s.tags
+        parent = s.parent
+        source = s.source
+        partial = s.partial
+        summary = s.summary
+        manifest = s.manifest
+    }
+}

@@ -1,0 +1,283 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import KhoCore
+import KhoStorage
+
+/// A command's result that is not success; thrown to leave with that exit code.
+struct ExitStatus: Error {
+    var code: Int32
+
+    static let failure: Int32 = 1
+    static let usage: Int32 = 2
+    static let partial: Int32 = 3
+    static let locked: Int32 = 10
+    static let wrongPassword: Int32 = 11
+    static let integrity: Int32 = 12
+
+    static func code(for kind: KhoError.Kind) -> Int32 {
+        switch kind {
+        case .usage: return usage
+        case .locked: return locked
+        case .wrongPassword: return wrongPassword
+        case .integrity: return integrity
+        case .failure, .notARepository, .storageFull, .source, .storage, .interrupted: return failure
+        }
+    }
+}
+
+enum Terminal {
+    static let isInteractive = isatty(STDERR_FILENO) != 0
+
+    static func error(_ message: String) {
+        FileHandle.standardError.write(Data("kho: \(message)\n".utf8))
+    }
+
+    static func warning(_ message: String) {
+        FileHandle.standardError.write(Data("warning: \(message)\n".utf8))
+    }
+
+    static func out(_ text: String) {
+        FileHandle.standardOutput.write(Data((text + "\n").utf8))
+    }
+
+    static func json<T: Encodable>(_ value: T) throws {
+        let data = try JSON.prettyEncoder.encode(value)
+        FileHandle.standardOutput.write(data)
+        FileHandle.standardOutput.write(Data("\n".utf8))
+    }
+}
+
+enum Format {
+    static func bytes(_ count: Int64) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+        var value = Double(count)
+        var unit = 0
+        while abs(value) >= 1024 && unit < units.count - 1 {
+            value /= 1024
+            unit += 1
+        }
+        return unit == 0 ? "\(count) B" : String(format: "%.2f %@", value, units[unit])
+    }
+
+    static func duration(_ seconds: Double) -> String {
+        if seconds < 60 { return String(format: "%.2f s", seconds) }
+        let total = Int(seconds.rounded())
+        if total < 3600 { return String(format: "%d min %02d s", total / 60, total % 60) }
+        return String(format: "%d h %02d min", total / 3600, (total % 3600) / 60)
+    }
+
+    /// Local time in the machine's time zone, to the second.
+    static func time(_ date: Date) -> String {
+        let formatter = DateFormatter()
+        formatter.dateFormat = "yyyy-MM-dd HH:mm:ss"
+        formatter.timeZone = TimeZone.current
+        return formatter.string(from: date)
+    }
+}
+
+/// Where the repository is and how to open it: `--repo` or KHO_REPOSITORY, and the password from
+/// KHO_PASSWORD_FILE, KHO_PASSWORD_COMMAND or KHO_PASSWORD (never a flag: flags show in `ps`).
+struct RepositoryOptions: ParsableArguments {
+    @Option(name: .long, help: "The repository (a folder). Default: $KHO_REPOSITORY.")
+    var repo: String?
+
+    @Option(name: .customLong("lock-wait"), help: "How long to wait for a conflicting lock, e.g. 30s, 5m (default 0).")
+    var lockWait: String?
+
+    func location() throws -> String {
+        if let repo, !repo.isEmpty { return repo }
+        if let env = ProcessInfo.processInfo.environment["KHO_REPOSITORY"], !env.isEmpty { return env }
+        throw KhoError(.usage, "No repository given: pass --repo PATH or set KHO_REPOSITORY.")
+    }
+
+    func storage() throws -> any Storage {
+        let location = try location()
+        if location.hasPrefix("s3:") {
+            throw KhoError(.usage, "S3 repositories are not supported by this build yet: use a local folder.")
+        }
+        return LocalStorage(path: location)
+    }
+
+    func lockWaitSeconds() throws -> TimeInterval {
+        guard let lockWait else { return 0 }
+        return try DurationText.parse(lockWait, option: "--lock-wait")
+    }
+
+    func open() throws -> Repository {
+        let storage = try storage()
+        _ = try Repository.readConfig(storage: storage)
+        let password = try Password.read(purpose: "repository password")
+        return try Repository.open(storage: storage, password: password)
+    }
+
+    /// Opens the repository and takes a lock for the duration of `body`.
+    func withRepository<R>(exclusive: Bool, command: String, _ body: (Repository) throws -> R) throws -> R {
+        let repository = try open()
+        let lock = try RepositoryLock.acquire(storage: repository.storage, exclusive: exclusive, command: command,
+                                              wait: try lockWaitSeconds())
+        Signals.held(lock)
+        defer {
+            lock.release()
+            Signals.released(lock)
+        }
+        return try body(repository)
+    }
+}
+
+enum DurationText {
+    /// Parses `90s`, `15m`, `2h`, `7d`, `1h30m` or plain seconds.
+    static func parse(_ text: String, option: String) throws -> TimeInterval {
+        if let seconds = Double(text) { return seconds }
+        var total = 0.0
+        var number = ""
+        for c in text {
+            if c.isNumber || c == "." {
+                number.append(c)
+                continue
+            }
+            let unit: Double
+            switch c {
+            case "s": unit = 1
+            case "m": unit = 60
+            case "h": unit = 3600
+            case "d": unit = 86400
+            case "w": unit = 7 * 86400
+            default: throw KhoError(.usage, "\(option) \(text) is not a duration: use e.g. 30s, 15m, 2h or 7d.")
+            }
+            guard let value = Double(number) else {
+                throw KhoError(.usage, "\(option) \(text) is not a duration: use e.g. 30s, 15m, 2h or 7d.")
+            }
+            total += value * unit
+            number = ""
+        }
+        guard number.isEmpty else {
+            throw KhoError(.usage, "\(option) \(text) is not a duration: use e.g. 30s, 15m, 2h or 7d.")
+        }
+        return total
+    }
+}
+
+enum Password {
+    /// Reads the password from the environment, or asks on a terminal.
+    static func read(purpose: String, prefix: String = "KHO_PASSWORD", confirm: Bool = false) throws -> [UInt8] {
+        let env = ProcessInfo.processInfo.environment
+        if let file = env["\(prefix)_FILE"], !file.isEmpty {
+            guard let data = FileManager.default.contents(atPath: file) else {
+                throw KhoError(.usage, "Cannot read the password file \(file) named by \(prefix)_FILE: check the path and its permissions.")
+            }
+            return trimNewline(Array(data))
+        }
+        if let command = env["\(prefix)_COMMAND"], !command.isEmpty {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", command]
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            try process.run()
+            let data = pipe.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            guard process.terminationStatus == 0 else {
+                throw KhoError(.usage, "The password command in \(prefix)_COMMAND exited with status \(process.terminationStatus): fix the command.")
+            }
+            return trimNewline(Array(data))
+        }
+        if let value = env[prefix] {
+            return Array(value.utf8)
+        }
+        if isatty(STDIN_FILENO) != 0 {
+            let first = prompt("Enter \(purpose): ")
+            if confirm {
+                guard prompt("Enter it again: ") == first else {
+                    throw KhoError(.usage, "The two passwords differ: run the command again.")
+                }
+            }
+            return first
+        }
+        throw KhoError(.usage, "No \(purpose) given: set \(prefix)_FILE, \(prefix)_COMMAND or \(prefix).")
+    }
+
+    private static func prompt(_ text: String) -> [UInt8] {
+        guard let raw = getpass(text) else { return [] }
+        return Array(String(cString: raw).utf8)
+    }
+
+    private static func trimNewline(_ bytes: [UInt8]) -> [UInt8] {
+        var bytes = bytes
+        while let last = bytes.last, last == 0x0a || last == 0x0d { bytes.removeLast() }
+        return bytes
+    }
+}
+
+/// On SIGINT or SIGTERM, release the locks this process holds and leave with 130/143, so that an
+/// operator's Ctrl-C never leaves a repository locked.
+enum Signals {
+    nonisolated(unsafe) private static var sources: [DispatchSourceSignal] = []
+    private static let locks = Locked<[ObjectIdentifier: RepositoryLock]>([:])
+
+    static func install() {
+        for signo in [SIGINT, SIGTERM] {
+            signal(signo, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signo, queue: .global())
+            source.setEventHandler {
+                for lock in locks.current.values { lock.release() }
+                if Terminal.isInteractive { FileHandle.standardError.write(Data("\n".utf8)) }
+                Terminal.error("interrupted; nothing was committed after the last complete step.")
+                _exit(128 + signo)
+            }
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    static func held(_ lock: RepositoryLock) {
+        locks.withLock { $0[ObjectIdentifier(lock)] = lock }
+    }
+
+    static func released(_ lock: RepositoryLock) {
+        locks.withLock { $0[ObjectIdentifier(lock)] = nil }
+    }
+}
+
+/// Prints a progress line on a terminal, twice a second, and never anywhere else.
+final class ProgressLine: @unchecked Sendable {
+    private let progress: ProgressCounter
+    private let label: String
+    private let stop = DispatchSemaphore(value: 0)
+    private var worker: Worker?
+
+    init(progress: ProgressCounter, label: String, enabled: Bool) {
+        self.progress = progress
+        self.label = label
+        guard enabled, Terminal.isInteractive else { return }
+        worker = Worker(name: "kho-progress") { [self] in
+            while stop.wait(timeout: .now() + 0.5) == .timedOut {
+                FileHandle.standardError.write(Data(("\r\u{1b}[K" + line()).utf8))
+            }
+            FileHandle.standardError.write(Data("\r\u{1b}[K".utf8))
+        }
+    }
+
+    private func line() -> String {
+        let counts = progress.snapshot
+        let elapsed = max(0.001, Date().timeIntervalSince(progress.start))
+        let rate = Double(counts.bytes) / elapsed
+        var text = "\(label) \(counts.files) files, \(Format.bytes(counts.bytes))"
+        if let total = counts.totalBytes, total > 0 {
+            let share = min(100, Double(counts.bytes) * 100 / Double(total))
+            text += String(format: " of %@ (%.0f%%)", Format.bytes(total), share)
+            if rate > 0 {
+                text += ", ETA " + Format.duration(max(0, Double(total - counts.bytes) / rate))
+            }
+        }
+        text += ", \(Format.bytes(Int64(rate)))/s, \(Format.duration(elapsed))"
+        return text
+    }
+
+    func finish() {
+        guard let worker else { return }
+        stop.signal()
+        worker.join()
+        self.worker = nil
+    }
+}

@@ -1,0 +1,245 @@
+import Testing
+@testable import KhoCore
+
+/// HMAC-SHA256 written out from RFC 2104 on top of the (separately tested) SHA-256, as a reference.
+func referenceHMACSHA256(key: [UInt8], message: [UInt8]) -> [UInt8] {
+    var k = key.count > 64 ? SHA256.hash(key).bytes : key
+    k += [UInt8](repeating: 0, count: 64 - k.count)
+    let inner = SHA256.hash(k.map { $0 ^ 0x36 } + message).bytes
+    return SHA256.hash(k.map { $0 ^ 0x5c } + inner).bytes
+}
+
+private func hex(_ text: String) -> [UInt8] { Hex.decode(text)! }
+
+@Suite struct SHA256Tests {
+    @Test(arguments: [
+        ("", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
+        ("abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+        ("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"),
+    ])
+    func knownVectors(message: String, digest: String) {
+        #expect(SHA256.hash(Array(message.utf8)).hex == digest)
+        let context = SHA256.Context()
+        context.update(Array(message.utf8))
+        #expect(context.finish().hex == digest)
+    }
+
+    @Test func millionAsIncrementally() {
+        let expected = "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"
+        let chunk = [UInt8](repeating: UInt8(ascii: "a"), count: 1000)
+        let context = SHA256.Context()
+        context.update([])
+        for _ in 0..<1000 { context.update(chunk) }
+        #expect(context.finish().hex == expected)
+        #expect(SHA256.hash([UInt8](repeating: UInt8(ascii: "a"), count: 1_000_000)).hex == expected)
+    }
+
+    @Test func incrementalEqualsOneShotForOddSplits() {
+        var rng = SplitMix64(seed: 5)
+        let data = rng.bytes(100_003)
+        let context = SHA256.Context()
+        var at = 0
+        while at < data.count {
+            let n = min(Int.random(in: 0...4099, using: &rng), data.count - at)
+            context.update(Array(data[at..<(at + n)]))
+            at += n
+        }
+        #expect(context.finish() == SHA256.hash(data))
+    }
+}
+
+@Suite struct BlobHasherTests {
+    /// RFC 4231 test cases 1–5 (the ones whose key is at most 64 bytes). Case 5 is truncated to 128 bits.
+    @Test(arguments: [
+        ("0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b", "4869205468657265",
+         "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"),
+        ("4a656665", "7768617420646f2079612077616e7420666f72206e6f7468696e673f",
+         "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"),
+        ("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", String(repeating: "dd", count: 50),
+         "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe"),
+        ("0102030405060708090a0b0c0d0e0f10111213141516171819", String(repeating: "cd", count: 50),
+         "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b"),
+        ("0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c", "546573742057697468205472756e636174696f6e",
+         "a3b6167473100ee06e0c796c2955552b"),
+    ])
+    func rfc4231(key: String, data: String, mac: String) {
+        let hasher = BlobHasher(key: SecretBytes(hex(key)))
+        let id = hasher.id(of: hex(data))
+        #expect(id.hex.hasPrefix(mac))
+        // The hasher is reused: a second call gives the same answer.
+        #expect(hasher.id(of: hex(data)) == id)
+    }
+
+    @Test func matchesReferenceForKeysUpTo64BytesAndAnyLength() {
+        var rng = SplitMix64(seed: 11)
+        for keyLength in [0, 1, 31, 32, 63, 64] {
+            let key = rng.bytes(keyLength)
+            let hasher = BlobHasher(key: SecretBytes(key))
+            for length in [0, 1, 55, 56, 63, 64, 65, 1000, 70_001] {
+                let message = rng.bytes(length)
+                #expect(hasher.id(of: message).bytes == referenceHMACSHA256(key: key, message: message),
+                        "key \(keyLength) bytes, message \(length) bytes")
+            }
+        }
+    }
+
+    @Test func differentKeysGiveDifferentIDs() {
+        let message = Array("same plaintext".utf8)
+        let a = BlobHasher(key: SecretBytes([UInt8](repeating: 1, count: 32))).id(of: message)
+        let b = BlobHasher(key: SecretBytes([UInt8](repeating: 2, count: 32))).id(of: message)
+        #expect(a != b)
+        #expect(a != SHA256.hash(message))
+    }
+}
+
+@Suite struct SealerTests {
+    let key = SecretBytes((0..<32).map { UInt8($0) })
+    let context = Array("kho/test".utf8)
+
+    @Test(arguments: [0, 1, 15, 16, 17, 1000, 1 << 20])
+    func roundTrip(length: Int) throws {
+        var rng = SplitMix64(seed: UInt64(length))
+        let plaintext = rng.bytes(length)
+        let sealer = Sealer(key: key)
+        let sealed = sealer.seal(plaintext, context: context)
+        #expect(sealed.count == length + Sealer.overhead)
+        let opened = try #require(sealer.open(sealed, context: context))
+        #expect(opened == plaintext)
+        // Another instance with the same key opens it too.
+        #expect(Sealer(key: SecretBytes(key.bytes)).open(sealed, context: context) == plaintext)
+        if length >= 16 {
+            #expect(Array(sealed[Sealer.nonceSize..<(Sealer.nonceSize + length)]) != plaintext, "ciphertext equals plaintext")
+        }
+    }
+
+    @Test func emptyContextRoundTrip() throws {
+        let sealer = Sealer(key: key)
+        let sealed = sealer.seal(Array("hello".utf8), context: [])
+        #expect(sealer.open(sealed, context: []) == Array("hello".utf8))
+        #expect(sealer.open(sealed, context: [0]) == nil)
+        #expect(sealer.open(sealer.seal([], context: []), context: []) == [])
+    }
+
+    @Test func freshNonceEveryTime() {
+        let sealer = Sealer(key: key)
+        let plaintext = [UInt8](repeating: 7, count: 64)
+        let a = sealer.seal(plaintext, context: context)
+        let b = sealer.seal(plaintext, context: context)
+        #expect(a != b)
+        #expect(a[0..<Sealer.nonceSize] != b[0..<Sealer.nonceSize])
+    }
+
+    @Test(arguments: [0, 1, 40])
+    func tamperingWithAnyByteFailsToOpen(length: Int) throws {
+        var rng = SplitMix64(seed: 77)
+        let plaintext = rng.bytes(length)
+        let sealer = Sealer(key: key)
+        let sealed = sealer.seal(plaintext, context: context)
+        for index in sealed.indices {
+            for mask: UInt8 in [0x01, 0x80] {
+                var damaged = sealed
+                damaged[index] ^= mask
+                let region = index < Sealer.nonceSize ? "nonce" : index < Sealer.nonceSize + length ? "body" : "tag"
+                #expect(sealer.open(damaged, context: context) == nil, "flipping \(mask) in byte \(index) (\(region)) still opens")
+            }
+        }
+        // A failed open leaves the sealer usable.
+        #expect(sealer.open(sealed, context: context) == plaintext)
+    }
+
+    @Test func truncatedOrExtendedMessagesFailToOpen() {
+        let sealer = Sealer(key: key)
+        let sealed = sealer.seal(Array("some plaintext".utf8), context: context)
+        for count in 0..<sealed.count {
+            #expect(sealer.open(Array(sealed[0..<count]), context: context) == nil, "prefix of \(count) bytes opens")
+        }
+        #expect(sealer.open(sealed + [0], context: context) == nil)
+    }
+
+    @Test func wrongContextOrKeyFailsToOpen() {
+        let sealer = Sealer(key: key)
+        let sealed = sealer.seal(Array("secret".utf8), context: context)
+        #expect(sealer.open(sealed, context: Array("kho/tesT".utf8)) == nil)
+        #expect(sealer.open(sealed, context: []) == nil)
+        #expect(sealer.open(sealed, context: context + [0]) == nil)
+        var otherKey = key.bytes
+        otherKey[31] ^= 1
+        #expect(Sealer(key: SecretBytes(otherKey)).open(sealed, context: context) == nil)
+        #expect(sealer.open(sealed, context: context) == Array("secret".utf8))
+    }
+
+    @Test func pointerAPIRoundTrip() throws {
+        let sealer = Sealer(key: key)
+        let plaintext = Array("pointer api".utf8)
+        var sealed = [UInt8](repeating: 0, count: plaintext.count + Sealer.overhead)
+        plaintext.withUnsafeBytes { p in
+            context.withUnsafeBytes { c in
+                sealed.withUnsafeMutableBytes { sealer.seal(p, context: c, into: $0.baseAddress!) }
+            }
+        }
+        var opened = [UInt8](repeating: 0, count: plaintext.count)
+        let ok = sealed.withUnsafeBytes { s in
+            context.withUnsafeBytes { c in
+                opened.withUnsafeMutableBytes { sealer.open(s, context: c, into: $0.baseAddress!) }
+            }
+        }
+        #expect(ok)
+        #expect(opened == plaintext)
+    }
+}
+
+@Suite struct ScryptTests {
+    @Test func rfc7914SmallVector() throws {
+        let key = try Scrypt.deriveKey(password: [], salt: [], parameters: .init(n: 16, r: 1, p: 1), length: 64)
+        #expect(Hex.encode(key.bytes) == "77d6576238657b203b19ca42c18a0497f16b4844e3074ae8dfdffa3fede21442fcd0069ded0948f8326a753a0fc81f17e8d3e0fb2e0d3628cf35e20c38d18906")
+    }
+
+    @Test func rfc7914SecondVector() throws {
+        let key = try Scrypt.deriveKey(password: Array("password".utf8), salt: Array("NaCl".utf8),
+                                       parameters: .init(n: 1024, r: 8, p: 16), length: 64)
+        #expect(Hex.encode(key.bytes) == "fdbabe1c9d3472007856e7190d01e9fe7c6ad7cbc8237830e77376634b3731622eaf30d92e22a3886ff109279d9830dac727afb94a83ee6d8360cbdfa2cc0640")
+    }
+
+    @Test func passwordAndSaltMatter() throws {
+        let parameters = Scrypt.Parameters(n: 1024, r: 8, p: 1)
+        let a = try Scrypt.deriveKey(password: Array("pw".utf8), salt: Array("salt".utf8), parameters: parameters, length: 32)
+        let b = try Scrypt.deriveKey(password: Array("pw".utf8), salt: Array("salT".utf8), parameters: parameters, length: 32)
+        let c = try Scrypt.deriveKey(password: Array("pW".utf8), salt: Array("salt".utf8), parameters: parameters, length: 32)
+        let again = try Scrypt.deriveKey(password: Array("pw".utf8), salt: Array("salt".utf8), parameters: parameters, length: 32)
+        #expect(a.count == 32)
+        #expect(a.bytes == again.bytes)
+        #expect(a.bytes != b.bytes)
+        #expect(a.bytes != c.bytes)
+    }
+
+    @Test func unusableParametersThrow() {
+        // N must be a power of two greater than 1.
+        expectKhoError(.failure) {
+            _ = try Scrypt.deriveKey(password: [1], salt: [2], parameters: .init(n: 1000, r: 8, p: 1), length: 32)
+        }
+    }
+}
+
+@Suite struct SecretBytesTests {
+    @Test(arguments: [0, 1, 32, 96, 1000])
+    func roundTrip(count: Int) {
+        var rng = SplitMix64(seed: UInt64(count) &+ 1)
+        let bytes = rng.bytes(count)
+        let secret = SecretBytes(bytes)
+        #expect(secret.count == count)
+        #expect(secret.bytes == bytes)
+        // From a slice, as MasterKey does.
+        let sliced = SecretBytes(bytes[(count / 2)...])
+        #expect(sliced.bytes == Array(bytes[(count / 2)...]))
+    }
+
+    @Test func randomSecretsDiffer() {
+        let a = SecretBytes.random(count: 32)
+        let b = SecretBytes.random(count: 32)
+        #expect(a.count == 32)
+        #expect(a.bytes != b.bytes)
+        #expect(a.bytes != [UInt8](repeating: 0, count: 32))
+        #expect(Random.bytes(16).count == 16)
+        #expect(Random.bytes(16) != Random.bytes(16))
+    }
+}
