@@ -327,7 +327,6 @@ public final class Archiver {
             node.size = size
             summary.bytesRead = Int64(size)
             summary.totalSize = Int64(size)
-            summary.filesNew = 1
             try finish()
             rootID = try saveTree(Tree(nodes: [node]))
         } catch {
@@ -335,6 +334,7 @@ public final class Archiver {
             throw error
         }
         let parent = try? repository.listSnapshots().last { $0.source.name == name && $0.hostname == options.hostname }
+        if parent == nil { summary.filesNew = 1 } else { summary.filesChanged = 1 }
         return try commit(root: rootID, paths: [name], parent: parent?.id,
                           source: options.source ?? SnapshotSource(kind: "stdin", name: name))
     }

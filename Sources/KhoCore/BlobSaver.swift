@@ -147,7 +147,7 @@ public final class BlobSaver: @unchecked Sendable {
         }
         guard !packs.isEmpty else { return }
         do {
-            try repository.saveIndexFile(IndexFile(packs: packs))
+            _ = try repository.saveIndexFile(IndexFile(packs: packs))
         } catch {
             pending.withLock { $0.append(contentsOf: packs) }
             throw error

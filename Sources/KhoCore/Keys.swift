@@ -55,7 +55,7 @@ public struct KeyFile: Codable, Sendable {
         guard kdf == "scrypt" else { return nil }
         let wrapping = try Scrypt.deriveKey(password: password, salt: Array(salt), parameters: scrypt, length: 32)
         guard var plain = Sealer(key: wrapping).open(Array(sealedMasterKey), context: KeyFile.context) else { return nil }
-        defer { plain.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) } }
+        defer { plain.withUnsafeMutableBytes { _ = $0.initializeMemory(as: UInt8.self, repeating: 0) } }
         return MasterKey(serialized: plain)
     }
 
@@ -66,9 +66,9 @@ public struct KeyFile: Codable, Sendable {
 
 public enum Host {
     public static var name: String {
-        var buffer = [CChar](repeating: 0, count: 256)
+        var buffer = [UInt8](repeating: 0, count: 256)
         gethostname(&buffer, 255)
-        return String(cString: buffer)
+        return String(decoding: buffer.prefix { $0 != 0 }, as: UTF8.self)
     }
 
     public static var user: String {

@@ -243,7 +243,7 @@ public final class Restorer {
             case .symlink where included:
                 try removeExisting(node.name, in: fd)
                 try FileSystem.withCName(node.name) { name in
-                    try FileSystem.withCName(node.linkTarget) { target in
+                    _ = try FileSystem.withCName(node.linkTarget) { target in
                         try Syscall.call("symlinkat", shown) { symlinkat(target, fd, name) }
                     }
                     if options.restoreOwners { _ = fchownat(fd, name, node.uid, node.gid, AT_SYMLINK_NOFOLLOW) }

@@ -212,11 +212,26 @@ private func hex(_ text: String) -> [UInt8] { Hex.decode(text)! }
         #expect(a.bytes != c.bytes)
     }
 
-    @Test func unusableParametersThrow() {
-        // N must be a power of two greater than 1.
-        expectKhoError(.failure) {
-            _ = try Scrypt.deriveKey(password: [1], salt: [2], parameters: .init(n: 1000, r: 8, p: 1), length: 32)
+    @Test(arguments: [
+        Scrypt.Parameters(n: 1000, r: 8, p: 1),      // N not a power of two
+        Scrypt.Parameters(n: 1, r: 8, p: 1),         // N too small
+        Scrypt.Parameters(n: 0, r: 8, p: 1),
+        Scrypt.Parameters(n: 1024, r: 0, p: 1),
+        Scrypt.Parameters(n: 1024, r: 8, p: 0),
+        Scrypt.Parameters(n: 1 << 40, r: 8, p: 1),   // a planted key file asking for terabytes
+        Scrypt.Parameters(n: 1 << 20, r: 1 << 20, p: 1),
+        Scrypt.Parameters(n: 1024, r: 8, p: .max),
+    ])
+    func unusableParametersAreRefused(parameters: Scrypt.Parameters) {
+        expectKhoError(.integrity, "N=\(parameters.n) r=\(parameters.r) p=\(parameters.p)") {
+            _ = try Scrypt.deriveKey(password: [1], salt: [2], parameters: parameters, length: 32)
         }
+    }
+
+    @Test func standardParametersAreAccepted() throws {
+        // Only checks that the default is inside the accepted bounds; a small password keeps it quick.
+        let key = try Scrypt.deriveKey(password: [1], salt: [2], parameters: .standard, length: 32)
+        #expect(key.count == 32)
     }
 }
 
