@@ -50,6 +50,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .executableTarget(
+            name: "kho-bench",
+            dependencies: ["KhoCore"],
+            path: "Sources/kho-bench"
+        ),
         .testTarget(name: "KhoCoreTests", dependencies: ["KhoCore"]),
         .testTarget(name: "KhoStorageTests", dependencies: ["KhoCore", "KhoStorage"]),
         .testTarget(name: "KhoIntegrationTests", dependencies: ["KhoCore"]),

@@ -26,8 +26,8 @@ public final class BlobCodec {
         }
     }
 
-    /// Compresses (when it saves at least 1/32 of the size) and seals `plain` into `pack`.
-    func pack(_ plain: UnsafeRawBufferPointer, id: BlobID, kind: BlobKind, into pack: PackBuilder) {
+    /// Compresses (when it saves at least 1/32 of the size) and seals `plain`.
+    func seal(_ plain: UnsafeRawBufferPointer, id: BlobID, kind: BlobKind) -> SealedBlob {
         var payload = plain
         var compressed = false
         if let compressor, plain.count >= 64 {
@@ -40,12 +40,14 @@ public final class BlobCodec {
         }
         var context = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         withUnsafeMutableBytes(of: &context) { id.write(to: $0.baseAddress!) }
-        withUnsafeBytes(of: &context) { aad in
-            pack.append(id: id, kind: kind, compressed: compressed, rawLength: plain.count,
-                        sealedLength: payload.count + Sealer.overhead) { out in
-                sealer.seal(payload, context: aad, into: out)
+        let sealedLength = payload.count + Sealer.overhead
+        let bytes = withUnsafeBytes(of: &context) { aad in
+            [UInt8](unsafeUninitializedCapacity: sealedLength) { buffer, count in
+                sealer.seal(payload, context: aad, into: UnsafeMutableRawPointer(buffer.baseAddress!))
+                count = sealedLength
             }
         }
+        return SealedBlob(id: id, kind: kind, compressed: compressed, rawLength: plain.count, bytes: bytes)
     }
 
     /// Opens a sealed blob, decompresses it and checks that its plaintext hashes to `blob.id`.

@@ -16,7 +16,7 @@ public struct SaverStatistics: Sendable {
 ///
 /// `save` is called from one thread (the reader): the blob ID is computed there, so that the reader
 /// can build trees without waiting for workers. Memory is bounded by the queue capacities: at most
-/// `workers` open packs, `queueCapacity` chunks and `uploadCapacity` closed packs in flight.
+/// one open pack, `queueCapacity` chunks and `uploadCapacity` closed packs in flight.
 public final class BlobSaver: @unchecked Sendable {
     private struct Job: Sendable {
         var id: BlobID
@@ -41,6 +41,9 @@ public final class BlobSaver: @unchecked Sendable {
     private let pending = Locked<[(pack: BlobID, blobs: [PackedBlob])]>([])
     private let stats = Locked(SaverStatistics())
     private let indexLock = NSLock()
+    /// The one pack being filled; workers append sealed blobs to it in turn.
+    private let packLock: Locked<PackBuilder>
+    private let activeWorkers: Locked<Int>
     private let packsPerIndexFile: Int
     private var finished = false
 
@@ -51,7 +54,9 @@ public final class BlobSaver: @unchecked Sendable {
         self.codec = BlobCodec(repository: repository)
         self.packsPerIndexFile = packsPerIndexFile
         jobs = BoundedQueue(capacity: workerCount * 2)
-        uploads = BoundedQueue(capacity: max(2, uploaderCount))
+        uploads = BoundedQueue(capacity: uploaderCount)
+        packLock = Locked(PackBuilder(targetSize: repository.config.packSize))
+        activeWorkers = Locked(workerCount)
         let level = compressionLevel ?? repository.config.compressionLevel
         for n in 0..<workerCount {
             workers.append(Worker(name: "kho-pack-\(n)") { [self] in packLoop(level: level) })
@@ -90,26 +95,40 @@ public final class BlobSaver: @unchecked Sendable {
 
     private func packLoop(level: Int) {
         let codec = BlobCodec(repository: repository, compressionLevel: level)
-        let builder = PackBuilder(targetSize: repository.config.packSize)
         var newBlobs = 0
         var rawBytes: Int64 = 0
         while let job = jobs.pop() {
             if failure.value != nil { continue }
-            job.data.withUnsafeBytes { codec.pack($0, id: job.id, kind: job.kind, into: builder) }
+            // Compress and seal outside the lock; only the copy into the shared pack is serialized.
+            let sealed = job.data.withUnsafeBytes { codec.seal($0, id: job.id, kind: job.kind) }
             newBlobs += 1
             rawBytes += Int64(job.data.count)
-            if builder.isFull {
-                let (bytes, blobs) = builder.finish(sealer: codec.sealer)
-                if !uploads.push(ClosedPack(bytes: bytes, blobs: blobs)) { break }
+            let closed = packLock.withLock { builder -> ClosedPack? in
+                var closed: ClosedPack?
+                // Close the open pack first when this blob would take it past the target size, so
+                // that a pack's buffer never grows beyond the capacity it was given.
+                if !builder.isEmpty && builder.count + sealed.bytes.count > repository.config.packSize {
+                    let (bytes, blobs) = builder.finish(sealer: codec.sealer)
+                    closed = ClosedPack(bytes: bytes, blobs: blobs)
+                }
+                builder.append(sealed)
+                return closed
             }
-        }
-        if !builder.isEmpty && failure.value == nil {
-            let (bytes, blobs) = builder.finish(sealer: codec.sealer)
-            uploads.push(ClosedPack(bytes: bytes, blobs: blobs))
+            if let closed, !uploads.push(closed) { break }
         }
         stats.withLock {
             $0.blobsNew += newBlobs
             $0.bytesNewRaw += rawBytes
+        }
+        // The last worker out closes the last pack.
+        let last = activeWorkers.withLock { n -> Bool in n -= 1; return n == 0 }
+        if last && failure.value == nil {
+            let closed = packLock.withLock { builder -> ClosedPack? in
+                guard !builder.isEmpty else { return nil }
+                let (bytes, blobs) = builder.finish(sealer: codec.sealer)
+                return ClosedPack(bytes: bytes, blobs: blobs)
+            }
+            if let closed { uploads.push(closed) }
         }
     }
 

@@ -111,3 +111,17 @@ public enum Machine {
     /// Cores this process may use.
     public static var cores: Int { max(1, ProcessInfo.processInfo.activeProcessorCount) }
 }
+
+@_silgen_name("mallopt")
+private func glibcMallopt(_ parameter: Int32, _ value: Int32) -> Int32
+
+public enum MemoryTuning {
+    /// Large buffers (packs, chunks) come and go with every pack: keep them out of the heap arenas
+    /// so that freeing them returns memory, and keep arenas few so that worker threads do not each
+    /// pin their own. Values are glibc's M_MMAP_THRESHOLD (-3) and M_ARENA_MAX (-8) from malloc.h,
+    /// which the Glibc module does not export.
+    public static func apply() {
+        _ = glibcMallopt(-3, 1 << 20)
+        _ = glibcMallopt(-8, 2)
+    }
+}

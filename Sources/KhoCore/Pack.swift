@@ -111,28 +111,38 @@ extension Repository {
     }
 }
 
-/// Collects sealed blobs into one pack in memory. Owned by one thread.
+/// A blob compressed and sealed, ready to be appended to a pack.
+struct SealedBlob {
+    var id: BlobID
+    var kind: BlobKind
+    var compressed: Bool
+    var rawLength: Int
+    var bytes: [UInt8]
+}
+
+/// Collects sealed blobs into one pack in memory.
 final class PackBuilder {
-    private(set) var bytes: [UInt8] = []
+    private var bytes: [UInt8] = []
     private(set) var blobs: [PackedBlob] = []
     let targetSize: Int
 
     init(targetSize: Int) {
         self.targetSize = targetSize
-        bytes.reserveCapacity(targetSize + (1 << 20))
     }
 
     var isEmpty: Bool { blobs.isEmpty }
+    var count: Int { bytes.count }
     var isFull: Bool { bytes.count >= targetSize }
 
-    /// Appends a sealed blob produced by `write`, which fills exactly `sealedLength` bytes.
-    func append(id: BlobID, kind: BlobKind, compressed: Bool, rawLength: Int, sealedLength: Int,
-                write: (UnsafeMutableRawPointer) -> Void) {
+    func append(_ blob: SealedBlob) {
+        if bytes.capacity == 0 {
+            // Room for the blobs and the header; pages are touched only as they are written.
+            bytes.reserveCapacity(targetSize + 64 + (targetSize / 1024 + 64) * PackedBlob.encodedSize / 16)
+        }
         let offset = bytes.count
-        bytes.append(contentsOf: repeatElement(0, count: sealedLength))
-        bytes.withUnsafeMutableBytes { write($0.baseAddress! + offset) }
-        blobs.append(PackedBlob(id: id, kind: kind, compressed: compressed, offset: UInt32(offset),
-                                length: UInt32(sealedLength), rawLength: UInt32(rawLength)))
+        bytes.append(contentsOf: blob.bytes)
+        blobs.append(PackedBlob(id: blob.id, kind: blob.kind, compressed: blob.compressed, offset: UInt32(offset),
+                                length: UInt32(blob.bytes.count), rawLength: UInt32(blob.rawLength)))
     }
 
     /// Closes the pack: appends the sealed header and its length. Returns the bytes and the blobs.
@@ -143,7 +153,6 @@ final class PackBuilder {
         let result = (bytes, blobs)
         bytes = []
         blobs = []
-        bytes.reserveCapacity(targetSize + (1 << 20))
         return result
     }
 }

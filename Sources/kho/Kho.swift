@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Glibc
 import KhoCore
 
 struct Kho: ParsableCommand {
@@ -26,6 +27,7 @@ struct Kho: ParsableCommand {
 @main
 enum Main {
     static func main() {
+        MemoryTuning.apply()
         Signals.install()
         do {
             var command = try Kho.parseAsRoot()
