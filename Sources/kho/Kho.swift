@@ -19,7 +19,7 @@ struct Kho: ParsableCommand {
         version: version,
         subcommands: [
             Init.self, Backup.self, Snapshots.self, Ls.self, Restore.self, Dump.self, Check.self, Stats.self,
-            Unlock.self, Key.self,
+            Forget.self, Prune.self, Unlock.self, Key.self,
         ]
     )
 }

@@ -1,0 +1,224 @@
+import Foundation
+
+public struct PruneOptions: Sendable {
+    /// Unused space allowed to remain in partly used packs, as a share of all pack bytes. Packs
+    /// are repacked, the emptiest first, until what is left unused is within this share.
+    public var maxUnused: Double = 0.05
+    public var dryRun = false
+    public var workers = Machine.cores
+    public init() {}
+}
+
+/// What prune found and did.
+public struct PruneReport: Codable, Sendable {
+    public var snapshots = 0
+    public var packs = 0
+    public var blobsUsed = 0
+    public var blobsUnused = 0
+    public var bytesTotal: Int64 = 0
+    public var bytesUnused: Int64 = 0
+    public var packsRemoved = 0
+    public var packsRepacked = 0
+    public var packsWritten = 0
+    public var orphanPacks = 0
+    public var indexFilesReplaced = 0
+    public var bytesFreed: Int64 = 0
+    public var dryRun = false
+}
+
+/// Removes data no snapshot needs. The order makes every crash safe: new packs, then one new index
+/// that supersedes all old index files, then removal of the old index files, then of the packs
+/// no longer listed. At every moment each snapshot's blobs are listed by a readable index and
+/// present in storage. Must run under an exclusive lock.
+public final class Pruner {
+    public let repository: Repository
+    private let options: PruneOptions
+    private let warn: (String) -> Void
+    /// For tests: called between steps with the step's name, so that a test can stop the process there.
+    public var stepHook: ((String) -> Void)?
+
+    public init(repository: Repository, options: PruneOptions, warn: @escaping (String) -> Void) {
+        self.repository = repository
+        self.options = options
+        self.warn = warn
+    }
+
+    public func run() throws -> PruneReport {
+        var report = PruneReport()
+        report.dryRun = options.dryRun
+        var damagedIndex = false
+        let index = try repository.loadIndex { name, error in
+            damagedIndex = true
+            self.warn("index file \(name.prefix(8)): \(error.message)")
+        }
+        guard !damagedIndex else {
+            throw KhoError(.integrity, "Some index files are damaged, so prune cannot tell which data is used: run `kho check` and repair the repository before pruning.")
+        }
+        var damagedSnapshot = false
+        let snapshots = try repository.listSnapshots { name, error in
+            damagedSnapshot = true
+            self.warn("snapshot \(name.prefix(8)): \(error.message)")
+        }
+        guard !damagedSnapshot else {
+            throw KhoError(.integrity, "Some snapshot files are damaged, so prune cannot tell which data they use: run `kho check` before pruning.")
+        }
+        report.snapshots = snapshots.count
+
+        // Every blob some snapshot reaches: a table of 32-byte IDs, not objects.
+        let used = try usedBlobs(snapshots, index: index)
+        let stored = Dictionary(try repository.storage.list(.data).map { ($0.name, $0.size) }, uniquingKeysWith: { a, _ in a })
+        let byPack = index.blobsByPack()
+        report.packs = stored.count
+
+        struct PackUse {
+            var pack: BlobID
+            var blobs: [PackedBlob]
+            var usedBlobs: [PackedBlob]
+            var size: Int64
+            var unusedBytes: Int64
+        }
+        var claimed = Set<BlobID>()
+        var uses: [PackUse] = []
+        for (pack, blobs) in byPack.sorted(by: { $0.key < $1.key }) {
+            guard let size = stored[pack.hex] else {
+                throw KhoError(.integrity, "Pack \(pack.shortHex) is listed in the index but missing from storage: run `kho check` before pruning.")
+            }
+            var usedHere: [PackedBlob] = []
+            var unused: Int64 = 0
+            for blob in blobs {
+                // A blob stored twice (concurrent backups) is kept once.
+                if used.contains(blob.id), claimed.insert(blob.id).inserted {
+                    usedHere.append(blob)
+                } else {
+                    unused += Int64(blob.length)
+                }
+            }
+            uses.append(PackUse(pack: pack, blobs: blobs, usedBlobs: usedHere, size: Int64(size), unusedBytes: unused))
+            report.blobsUsed += usedHere.count
+            report.blobsUnused += blobs.count - usedHere.count
+        }
+        let orphans = stored.keys.filter { BlobID(hex: $0).map { byPack[$0] == nil } ?? true }.sorted()
+        report.orphanPacks = orphans.count
+        report.bytesTotal = stored.values.reduce(Int64(0)) { $0 + Int64($1) }
+        report.bytesUnused = uses.reduce(Int64(0)) { $0 + $1.unusedBytes } + orphans.reduce(Int64(0)) { $0 + Int64(stored[$1]!) }
+
+        let remove = uses.filter { $0.usedBlobs.isEmpty }
+        var partly = uses.filter { !$0.usedBlobs.isEmpty && $0.unusedBytes > 0 }
+            .sorted { Double($0.unusedBytes) / Double($0.size) > Double($1.unusedBytes) / Double($1.size) }
+        let keptTotal = report.bytesTotal - remove.reduce(Int64(0)) { $0 + $1.size } - orphans.reduce(Int64(0)) { $0 + Int64(stored[$1]!) }
+        var unusedLeft = partly.reduce(Int64(0)) { $0 + $1.unusedBytes }
+        var repack: [PackUse] = []
+        while unusedLeft > Int64(options.maxUnused * Double(keptTotal)), !partly.isEmpty {
+            let next = partly.removeFirst()
+            repack.append(next)
+            unusedLeft -= next.unusedBytes
+        }
+        report.packsRemoved = remove.count + orphans.count
+        report.packsRepacked = repack.count
+        report.bytesFreed = remove.reduce(Int64(0)) { $0 + $1.size } + orphans.reduce(Int64(0)) { $0 + Int64(stored[$1]!) }
+            + repack.reduce(Int64(0)) { $0 + $1.unusedBytes }
+        let changesIndex = !remove.isEmpty || !repack.isEmpty || index.files.count > 1
+        if options.dryRun || (!changesIndex && orphans.isEmpty) {
+            return report
+        }
+
+        // 1. Copy the used blobs of packs being repacked into new packs (verified on the way).
+        stepHook?("repack")
+        var newPacks: [(pack: BlobID, blobs: [PackedBlob])] = []
+        if !repack.isEmpty {
+            newPacks = try copyBlobs(repack.map { ($0.pack, $0.usedBlobs) })
+            report.packsWritten = newPacks.count
+        }
+
+        // 2. One index for everything kept, superseding every index file read above.
+        stepHook?("index")
+        let repacked = Set(repack.map(\.pack))
+        var keptPacks: [(pack: BlobID, blobs: [PackedBlob])] = []
+        // Kept packs stay listed in full, so that index and pack headers agree; their unused
+        // blobs are the unused space that --max-unused allows.
+        for use in uses where !use.usedBlobs.isEmpty && !repacked.contains(use.pack) {
+            keptPacks.append((use.pack, use.blobs))
+        }
+        keptPacks += newPacks
+        let oldIndexFiles = index.files.compactMap { BlobID(hex: $0) }
+        if changesIndex {
+            for part in stride(from: 0, to: max(keptPacks.count, 1), by: 2000) {
+                let slice = Array(keptPacks[part..<min(part + 2000, keptPacks.count)])
+                _ = try repository.saveIndexFile(IndexFile(packs: slice, supersedes: oldIndexFiles))
+            }
+            report.indexFilesReplaced = oldIndexFiles.count
+        }
+
+        // 3. Old index files, then packs nothing lists any more.
+        stepHook?("remove-index")
+        if changesIndex {
+            for name in oldIndexFiles { try repository.storage.remove(Handle(.index, name.hex)) }
+        }
+        stepHook?("remove-packs")
+        for use in remove { try repository.storage.remove(Handle(.data, use.pack.hex)) }
+        for use in repack { try repository.storage.remove(Handle(.data, use.pack.hex)) }
+        for name in orphans { try repository.storage.remove(Handle(.data, name)) }
+        stepHook?("done")
+        return report
+    }
+
+    /// IDs of every tree and data blob reachable from `snapshots`.
+    private func usedBlobs(_ snapshots: [Snapshot], index: MasterIndex) throws -> Set<BlobID> {
+        let codec = BlobCodec(repository: repository)
+        var used = Set<BlobID>()
+        var pending: [BlobID] = snapshots.compactMap(\.treeID)
+        while let tree = pending.popLast() {
+            guard used.insert(tree).inserted else { continue }
+            let loaded: Tree
+            do {
+                loaded = try repository.loadTree(tree, index: index, codec: codec)
+            } catch let error as KhoError {
+                throw KhoError(.integrity, "Tree \(tree.shortHex) cannot be read (\(error.message)), so prune cannot tell which data it uses: run `kho check`.")
+            }
+            for node in loaded.nodes {
+                for blob in node.content { used.insert(blob) }
+                if let subtree = node.subtree { pending.append(subtree) }
+            }
+        }
+        return used
+    }
+
+    /// Copies blobs, still sealed, into new packs; each is opened and its ID checked first so that
+    /// damage is never carried into a new pack unnoticed.
+    private func copyBlobs(_ sources: [(pack: BlobID, blobs: [PackedBlob])]) throws -> [(pack: BlobID, blobs: [PackedBlob])] {
+        let codec = BlobCodec(repository: repository)
+        var builder = PackBuilder(targetSize: repository.config.packSize)
+        var written: [(pack: BlobID, blobs: [PackedBlob])] = []
+        func flush() throws {
+            guard !builder.isEmpty else { return }
+            let (bytes, blobs) = builder.finish(sealer: codec.sealer)
+            let id = SHA256.hash(bytes)
+            try repository.storage.save(Handle(.data, id.hex), data: bytes)
+            written.append((id, blobs))
+            builder = PackBuilder(targetSize: repository.config.packSize)
+        }
+        for (pack, blobs) in sources {
+            let bytes = try repository.storage.load(Handle(.data, pack.hex))
+            for blob in blobs.sorted(by: { $0.offset < $1.offset }) {
+                let range = Int(blob.offset)..<(Int(blob.offset) + Int(blob.length))
+                guard range.upperBound <= bytes.count else {
+                    throw KhoError(.integrity, "Blob \(blob.id.shortHex) lies outside pack \(pack.shortHex): the pack is damaged; run `kho check --read-data`.")
+                }
+                let sealed = Array(bytes[range])
+                try sealed.withUnsafeBytes { try codec.open($0, blob: blob) { _ in } }
+                if !builder.isEmpty && builder.count + sealed.count > repository.config.packSize { try flush() }
+                builder.append(SealedBlob(id: blob.id, kind: blob.kind, compressed: blob.compressed,
+                                          rawLength: Int(blob.rawLength), bytes: sealed))
+            }
+        }
+        try flush()
+        return written
+    }
+}
+
+extension Repository {
+    /// Removes snapshot files. Their data stays until `prune`.
+    public func removeSnapshots(_ ids: [String]) throws {
+        for id in ids { try storage.remove(Handle(.snapshot, id)) }
+    }
+}

@@ -1,0 +1,140 @@
+import ArgumentParser
+import Foundation
+import KhoCore
+
+struct Forget: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Remove snapshots by retention rules (or by ID); --prune then frees their data.",
+        discussion: """
+        Snapshots are grouped by host and source (paths or stream name), and by tags with
+        --group-by-tags; the rules apply within each group. Days, weeks, months and years are counted
+        in the Asia/Ho_Chi_Minh time zone unless --time-zone is given. --keep-within counts back from
+        the newest snapshot of the group. --dry-run shows every decision and the rule behind it.
+        """
+    )
+
+    @OptionGroup var repository: RepositoryOptions
+
+    @Argument(help: "Snapshots to remove explicitly (IDs or prefixes), instead of rules.")
+    var snapshots: [String] = []
+
+    @Option(name: .customLong("keep-last"), help: "Keep the N newest snapshots.") var keepLast: Int = 0
+    @Option(name: .customLong("keep-hourly"), help: "Keep the newest snapshot of each of the last N hours that have one.") var keepHourly: Int = 0
+    @Option(name: .customLong("keep-daily"), help: "Keep the newest snapshot of each of the last N days that have one.") var keepDaily: Int = 0
+    @Option(name: .customLong("keep-weekly"), help: "Keep the newest snapshot of each of the last N ISO weeks that have one.") var keepWeekly: Int = 0
+    @Option(name: .customLong("keep-monthly"), help: "Keep the newest snapshot of each of the last N months that have one.") var keepMonthly: Int = 0
+    @Option(name: .customLong("keep-yearly"), help: "Keep the newest snapshot of each of the last N years that have one.") var keepYearly: Int = 0
+    @Option(name: .customLong("keep-within"), help: "Keep every snapshot within this duration of the newest (e.g. 7d, 36h).") var keepWithin: String?
+    @Option(name: .customLong("keep-tag"), help: "Keep every snapshot with this tag (repeatable).") var keepTag: [String] = []
+    @Option(name: .customLong("time-zone"), help: "Time zone for days, weeks, months and years.") var timeZone = "Asia/Ho_Chi_Minh"
+
+    @Flag(name: .customLong("group-by-tags"), help: "Also group snapshots by their tags.") var groupByTags = false
+    @Option(help: "Only snapshots of this host.") var host: String?
+    @Flag(name: .customLong("dry-run"), help: "Show what would be removed and why; change nothing.") var dryRun = false
+    @Flag(help: "Run prune after removing snapshots.") var prune = false
+    @Option(name: .customLong("max-unused"), help: "With --prune: unused space allowed to remain, e.g. 5%.") var maxUnused: String = "5%"
+    @Flag(help: "Print decisions as JSON.") var json = false
+
+    func validate() throws {
+        for (name, value) in [("--keep-last", keepLast), ("--keep-hourly", keepHourly), ("--keep-daily", keepDaily),
+                              ("--keep-weekly", keepWeekly), ("--keep-monthly", keepMonthly), ("--keep-yearly", keepYearly)] where value < 0 {
+            throw ValidationError("\(name) must be 0 or more; got \(value).")
+        }
+        if TimeZone(identifier: timeZone) == nil {
+            throw ValidationError("--time-zone \(timeZone) is not a known time zone: use e.g. Asia/Ho_Chi_Minh.")
+        }
+        if !snapshots.isEmpty && !policy().isEmpty {
+            throw ValidationError("Give snapshot IDs or --keep-* rules, not both.")
+        }
+        if snapshots.isEmpty && policy().isEmpty && keepWithin == nil {
+            throw ValidationError("No --keep-* rule and no snapshot given: refusing to remove every snapshot. Add rules such as --keep-daily 7.")
+        }
+        _ = try Prune.parseShare(maxUnused)
+    }
+
+    func policy() -> RetentionPolicy {
+        var p = RetentionPolicy()
+        p.last = keepLast
+        p.hourly = keepHourly
+        p.daily = keepDaily
+        p.weekly = keepWeekly
+        p.monthly = keepMonthly
+        p.yearly = keepYearly
+        p.tags = keepTag
+        p.timeZone = timeZone
+        return p
+    }
+
+    struct Group: Encodable {
+        var host: String
+        var source: String
+        var tags: [String]?
+        var decisions: [RetentionDecision]
+    }
+
+    struct Output: Encodable {
+        var dryRun: Bool
+        var groups: [Group]
+        var removed: [String]
+        var prune: PruneReport?
+    }
+
+    func run() throws {
+        var rules = policy()
+        if let keepWithin { rules.within = try DurationText.parse(keepWithin, option: "--keep-within") }
+        let repo = try repository.open()
+        let all = try repo.listSnapshots().filter { host == nil || $0.hostname == host }
+        var groups: [Group] = []
+        var toRemove: [String] = []
+        if !snapshots.isEmpty {
+            for reference in snapshots {
+                let snapshot = try repo.findSnapshot(reference)
+                toRemove.append(snapshot.id!)
+            }
+        } else {
+            var grouped: [String: [Snapshot]] = [:]
+            var order: [String] = []
+            for s in all {
+                let source = s.source.kind == "files" ? s.paths.sorted().joined(separator: " ") : "\(s.source.kind):\(s.source.name ?? "")"
+                let key = [s.hostname, source, groupByTags ? s.tags.sorted().joined(separator: ",") : ""].joined(separator: "\u{0}")
+                if grouped[key] == nil { order.append(key) }
+                grouped[key, default: []].append(s)
+            }
+            for key in order {
+                let members = grouped[key]!
+                let parts = key.split(separator: "\u{0}", omittingEmptySubsequences: false).map(String.init)
+                let decisions = Retention.apply(rules, to: members.map { ($0.id!, $0.time, $0.tags) })
+                groups.append(Group(host: parts[0], source: parts[1], tags: groupByTags ? members[0].tags : nil, decisions: decisions))
+                toRemove += decisions.filter { !$0.keep }.map(\.snapshotID)
+            }
+        }
+
+        if !json {
+            for group in groups {
+                Terminal.out("host \(group.host), source \(group.source)\(group.tags.map { " [\($0.joined(separator: ","))]" } ?? ""):")
+                for d in group.decisions {
+                    Terminal.out("  \(d.keep ? "keep  " : "remove") \(d.snapshotID.prefix(8))  \(Format.time(d.time))  \(d.reasons.joined(separator: "; "))")
+                }
+            }
+        }
+        var pruneReport: PruneReport?
+        if !dryRun && (!toRemove.isEmpty || prune) {
+            try repository.withRepository(exclusive: true, command: "forget") { repo in
+                try repo.removeSnapshots(toRemove)
+                if !json { Terminal.out("removed \(toRemove.count) snapshots") }
+                if prune {
+                    var options = PruneOptions()
+                    options.maxUnused = try Prune.parseShare(maxUnused)
+                    pruneReport = try Pruner(repository: repo, options: options, warn: { Terminal.warning($0) }).run()
+                }
+            }
+        } else if dryRun && !json {
+            Terminal.out("dry run: would remove \(toRemove.count) snapshots")
+        }
+        if json {
+            try Terminal.json(Output(dryRun: dryRun, groups: groups, removed: dryRun ? [] : toRemove, prune: pruneReport))
+        } else if let pruneReport {
+            Prune.describe(pruneReport)
+        }
+    }
+}

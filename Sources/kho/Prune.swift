@@ -1,0 +1,58 @@
+import ArgumentParser
+import Foundation
+import KhoCore
+
+struct Prune: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Remove data no snapshot uses and repack mostly unused packs (exclusive lock).",
+        discussion: "New packs and the new index are written before anything old is removed, so an interrupted prune loses nothing; run it again to finish."
+    )
+
+    @OptionGroup var repository: RepositoryOptions
+
+    @Option(name: .customLong("max-unused"), help: "Unused space allowed to remain in partly used packs, e.g. 5% (0% repacks everything).")
+    var maxUnused: String = "5%"
+
+    @Flag(name: .customLong("dry-run"), help: "Show what would be freed; change nothing.")
+    var dryRun = false
+
+    @Flag(help: "Print the report as JSON.")
+    var json = false
+
+    static func parseShare(_ text: String) throws -> Double {
+        let number = text.hasSuffix("%") ? String(text.dropLast()) : text
+        guard let value = Double(number), value >= 0, value <= 100 else {
+            throw ValidationError("--max-unused takes a percentage from 0% to 100%; got \(text).")
+        }
+        return value / 100
+    }
+
+    func validate() throws { _ = try Prune.parseShare(maxUnused) }
+
+    static func describe(_ r: PruneReport) {
+        Terminal.out("\(r.snapshots) snapshots use \(r.blobsUsed) blobs; \(r.blobsUnused) blobs are unused, \(Format.bytes(r.bytesUnused)) of \(Format.bytes(r.bytesTotal))")
+        let verb = r.dryRun ? "would remove" : "removed"
+        Terminal.out("\(verb) \(r.packsRemoved) packs (\(r.orphanPacks) left by interrupted backups), repacked \(r.packsRepacked) into \(r.packsWritten)")
+        Terminal.out("\(r.dryRun ? "would free" : "freed") \(Format.bytes(r.bytesFreed))")
+    }
+
+    func run() throws {
+        var options = PruneOptions()
+        options.maxUnused = try Prune.parseShare(maxUnused)
+        options.dryRun = dryRun
+        let report: PruneReport = try repository.withRepository(exclusive: !dryRun, command: "prune") { repo in
+            let pruner = Pruner(repository: repo, options: options, warn: { Terminal.warning($0) })
+            if let step = ProcessInfo.processInfo.environment["KHO_TEST_PRUNE_PAUSE"] {
+                // Tests only: pause at a named step so that a test can kill the process there.
+                pruner.stepHook = { name in
+                    if name == step {
+                        FileHandle.standardError.write(Data("paused at \(name)\n".utf8))
+                        Thread.sleep(forTimeInterval: 3600)
+                    }
+                }
+            }
+            return try pruner.run()
+        }
+        if json { try Terminal.json(report) } else { Prune.describe(report) }
+    }
+}
