@@ -252,6 +252,34 @@ private enum SmallChunks {
         #expect(pieces.map { SHA256.hash($0) } == contentHashes(data, expected))
     }
 
+    @Test func oneStreamChunkerServesSeveralStreamsWithReset() throws {
+        let chunker = SmallChunks.chunker
+        var rng = SplitMix64(seed: 123)
+        let streams = [Array(TestData.stream64MiB[0..<(3 << 20)]), rng.bytes(5_000), [], rng.bytes(2 << 20)]
+        let shared = StreamChunker(chunker: chunker)
+        func reader(_ data: [UInt8]) -> StreamChunker.Read {
+            var position = 0
+            return { buffer in
+                let n = min(buffer.count, data.count - position, 7919)
+                data.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress! + position, byteCount: n) }
+                position += n
+                return n
+            }
+        }
+        // The first stream is abandoned half way, as after a failed source.
+        var abandoned = 0
+        let read = reader(TestData.stream64MiB)
+        while abandoned < 5, try shared.next(read: read, { _ in }) { abandoned += 1 }
+        for data in streams {
+            shared.reset()
+            let read = reader(data)
+            var chunks: [[UInt8]] = []
+            while try shared.next(read: read, { chunks.append(Array($0)) }) {}
+            let expected = chunkRanges(data, chunker).map { Array(data[$0]) }
+            #expect(chunks == expected, "stream of \(data.count) bytes")
+        }
+    }
+
     @Test func emptyInputYieldsNoChunks() throws {
         let chunker = SmallChunks.chunker
         #expect(try streamChunks([], chunker) { 4096 }.isEmpty)

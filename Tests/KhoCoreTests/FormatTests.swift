@@ -493,25 +493,22 @@ private func expectSamePacks(_ a: [(pack: BlobID, blobs: [PackedBlob])], _ b: [(
 // MARK: - packs
 
 @Suite struct PackFormatTests {
-    /// Builds a pack of `count` blobs sealed with the blob ID as context; returns the plaintexts too.
+    /// Builds a pack of `count` blobs (some compressible) through the repository's blob codec;
+    /// returns the plaintexts too.
     private func buildPack(_ repository: Repository, builder: PackBuilder, count: Int, seed: UInt64)
         -> (bytes: [UInt8], blobs: [PackedBlob], plaintexts: [BlobID: [UInt8]]) {
         var rng = SplitMix64(seed: seed)
-        let sealer = Sealer(key: repository.key.encryption)
-        let hasher = BlobHasher(key: repository.key.mac)
+        let codec = BlobCodec(repository: repository)
         var plaintexts: [BlobID: [UInt8]] = [:]
         for i in 0..<count {
-            let plaintext = rng.bytes(i == 0 ? 0 : Int.random(in: 1...50_000, using: &rng))
-            let id = hasher.id(of: plaintext)
+            var plaintext = rng.bytes(i == 0 ? 0 : Int.random(in: 1...50_000, using: &rng))
+            if i % 2 == 1 { plaintext = [UInt8](repeating: UInt8(i), count: plaintext.count * 2) }
+            let id = codec.hasher.id(of: plaintext)
             plaintexts[id] = plaintext
-            builder.append(id: id, kind: i % 3 == 0 ? .tree : .data, compressed: false, rawLength: plaintext.count,
-                           sealedLength: plaintext.count + Sealer.overhead) { out in
-                plaintext.withUnsafeBytes { p in
-                    id.bytes.withUnsafeBytes { c in sealer.seal(p, context: c, into: out) }
-                }
-            }
+            let sealed = plaintext.withUnsafeBytes { codec.seal($0, id: id, kind: i % 3 == 0 ? .tree : .data) }
+            builder.append(sealed)
         }
-        let (bytes, blobs) = builder.finish(sealer: sealer)
+        let (bytes, blobs) = builder.finish(sealer: Sealer(key: repository.key.encryption))
         return (bytes, blobs, plaintexts)
     }
 
@@ -521,28 +518,34 @@ private func expectSamePacks(_ a: [(pack: BlobID, blobs: [PackedBlob])], _ b: [(
         #expect(builder.isEmpty)
         let (bytes, blobs, plaintexts) = buildPack(repository, builder: builder, count: 25, seed: 41)
         #expect(blobs.count == 25)
+        #expect(blobs.contains { $0.compressed } && blobs.contains { !$0.compressed })
         let name = SHA256.hash(bytes).hex
         let header = try repository.packHeader(of: bytes, name: name)
         #expect(header == blobs)
 
         // Blobs are laid out one after another from offset 0, and each one opens where the header says.
         var expectedOffset: UInt32 = 0
-        let sealer = Sealer(key: repository.key.encryption)
+        let codec = BlobCodec(repository: repository)
         for blob in header {
             #expect(blob.offset == expectedOffset)
             expectedOffset += blob.length
+            #expect(Int(blob.rawLength) == plaintexts[blob.id]?.count)
             let sealed = Array(bytes[Int(blob.offset)..<Int(blob.offset + blob.length)])
-            let plain = try #require(sealer.open(sealed, context: blob.id.bytes))
+            var plain: [UInt8] = []
+            try sealed.withUnsafeBytes { try codec.open($0, blob: blob) { plain = Array($0) } }
             #expect(plain == plaintexts[blob.id])
-            #expect(Int(blob.rawLength) == plain.count)
         }
         // Then the sealed header and its length.
         let headerLength = Int(bytes.suffix(4).reversed().reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
         #expect(Int(expectedOffset) + headerLength + 4 == bytes.count)
 
-        // The same through storage, reading only the end of the pack.
+        // The same through storage, reading only the end of the pack, then single blobs.
         try repository.storage.save(Handle(.data, name), data: bytes)
         #expect(try repository.loadPackHeader(name: name) == blobs)
+        let packID = try #require(BlobID(hex: name))
+        for blob in blobs {
+            #expect(try codec.loadBytes(BlobLocation(pack: packID, blob: blob), from: repository) == plaintexts[blob.id])
+        }
     }
 
     @Test func builderStartsAfreshAfterFinish() throws {
@@ -556,9 +559,35 @@ private func expectSamePacks(_ a: [(pack: BlobID, blobs: [PackedBlob])], _ b: [(
         #expect(try repository.packHeader(of: bytes, name: "second") == blobs)
 
         let full = PackBuilder(targetSize: 10)
-        full.append(id: .zero, kind: .data, compressed: false, rawLength: 0, sealedLength: 28) { $0.initializeMemory(as: UInt8.self, repeating: 0, count: 28) }
+        full.append(SealedBlob(id: .zero, kind: .data, compressed: false, rawLength: 0, bytes: [UInt8](repeating: 0, count: 28)))
         #expect(full.isFull)
         #expect(!full.isEmpty)
+    }
+
+    @Test func damagedBlobsDoNotOpen() throws {
+        let repository = try makeRepository()
+        let (bytes, blobs, _) = buildPack(repository, builder: PackBuilder(targetSize: 1 << 20), count: 6, seed: 44)
+        let codec = BlobCodec(repository: repository)
+        for blob in blobs {
+            var sealed = Array(bytes[Int(blob.offset)..<Int(blob.offset + blob.length)])
+            sealed[sealed.count / 2] ^= 0x10
+            expectKhoError(.integrity, "flipped byte in blob \(blob.id.shortHex)") {
+                try sealed.withUnsafeBytes { try codec.open($0, blob: blob) { _ in } }
+            }
+            // A header entry naming another blob's ID: the ID is authenticated with the blob.
+            let good = Array(bytes[Int(blob.offset)..<Int(blob.offset + blob.length)])
+            var renamed = blob
+            renamed.id.w3 ^= 1
+            expectKhoError(.integrity, "renamed blob \(blob.id.shortHex)") {
+                try good.withUnsafeBytes { try codec.open($0, blob: renamed) { _ in } }
+            }
+            // A wrong raw length.
+            var longer = blob
+            longer.rawLength += 1
+            expectKhoError(.integrity, "wrong raw length \(blob.id.shortHex)") {
+                try good.withUnsafeBytes { try codec.open($0, blob: longer) { _ in } }
+            }
+        }
     }
 
     @Test func emptyPackParses() throws {
@@ -650,6 +679,26 @@ private func expectSamePacks(_ a: [(pack: BlobID, blobs: [PackedBlob])], _ b: [(
         #expect(abs(a.timeIntervalSince(d) - 0.1) < 1e-6)
         #expect(abs(c.timeIntervalSince(d)) < 1e-6)
         #expect(c >= d)
+    }
+
+    @Test func everyDateRoundTripsExactly() throws {
+        // Nine fraction digits are finer than a Date's resolution (about 0.12 µs today), so a Date
+        // written and read back must be the very same Date. Times within about 100 days of
+        // 2001-01-01, where a Date is finer than a nanosecond, are left out.
+        var rng = SplitMix64(seed: 52)
+        var mismatches: [String] = []
+        for i in 0..<2000 {
+            let magnitude = Double.random(in: 1e7...3.1e9, using: &rng)
+            let sinceReference = i % 3 == 0 ? -min(magnitude, 9e8) : magnitude
+            let date = Date(timeIntervalSinceReferenceDate: sinceReference)
+            let text = Timestamp.format(date)
+            guard let back = Timestamp.parse(text) else {
+                Issue.record("\(text) does not parse")
+                continue
+            }
+            if back != date { mismatches.append("\(text): off by \(back.timeIntervalSince(date)) s") }
+        }
+        #expect(mismatches.count == 0, "\(mismatches.count) of 2000 dates change when written and read back, e.g. \(mismatches.prefix(3))")
     }
 
     @Test func offsetsAreHonoured() throws {

@@ -1,0 +1,367 @@
+import Dispatch
+import Foundation
+import KhoCore
+import Testing
+
+/// The contract every `Storage` implementation must meet, as a reusable suite.
+///
+/// Give it a factory that returns a new, empty storage on every call. To run it on another
+/// implementation, add one parameterized test:
+///
+///     @Test(arguments: StorageConformance.Check.allCases)
+///     func conformance(_ check: StorageConformance.Check) throws {
+///         try StorageConformance { try makeEmptyS3Storage() }.run(check)
+///     }
+///
+/// or call `try StorageConformance(factory).runAll()` from a single test.
+struct StorageConformance {
+    enum Check: String, CaseIterable, Sendable, CustomTestStringConvertible {
+        case roundTripEveryKind
+        case loadRange
+        case loadPastEndThrowsIntegrity
+        case missingFileThrows
+        case listReturnsExactlyWhatWasSaved
+        case listOfEmptyStorage
+        case saveAgainReplaces
+        case removeThenList
+        case removeMissingDoesNotThrow
+        case isEmptyBeforeAndAfter
+        case largeFile
+        case zeroLengthFile
+        case concurrentSaves
+        case concurrentSavesOfOneName
+
+        var testDescription: String { rawValue }
+    }
+
+    let makeStorage: () throws -> any Storage
+
+    init(_ makeStorage: @escaping () throws -> any Storage) {
+        self.makeStorage = makeStorage
+    }
+
+    func runAll() throws {
+        for check in Check.allCases { try run(check) }
+    }
+
+    func run(_ check: Check) throws {
+        let storage = try makeStorage()
+        #expect(try storage.isEmpty(), "the factory must return an empty storage")
+        switch check {
+        case .roundTripEveryKind: try roundTripEveryKind(storage)
+        case .loadRange: try loadRange(storage)
+        case .loadPastEndThrowsIntegrity: try loadPastEndThrowsIntegrity(storage)
+        case .missingFileThrows: try missingFileThrows(storage)
+        case .listReturnsExactlyWhatWasSaved: try listReturnsExactlyWhatWasSaved(storage)
+        case .listOfEmptyStorage: try listOfEmptyStorage(storage)
+        case .saveAgainReplaces: try saveAgainReplaces(storage)
+        case .removeThenList: try removeThenList(storage)
+        case .removeMissingDoesNotThrow: try removeMissingDoesNotThrow(storage)
+        case .isEmptyBeforeAndAfter: try isEmptyBeforeAndAfter(storage)
+        case .largeFile: try largeFile(storage)
+        case .zeroLengthFile: try zeroLengthFile(storage)
+        case .concurrentSaves: try concurrentSaves(storage)
+        case .concurrentSavesOfOneName: try concurrentSavesOfOneName(storage)
+        }
+    }
+
+    // MARK: checks
+
+    func roundTripEveryKind(_ storage: any Storage) throws {
+        var rng = TestRandom(seed: 1)
+        var saved: [Handle: [UInt8]] = [:]
+        for (i, kind) in FileKind.allCases.enumerated() {
+            let handle = kind == .config ? Handle.config : Handle(kind, rng.name())
+            let data = rng.bytes(1 + i * 1000)
+            try storage.save(handle, data: data)
+            saved[handle] = data
+        }
+        for (handle, data) in saved {
+            #expect(try storage.load(handle) == data, "\(handle)")
+            #expect(try storage.load(handle, offset: 0, length: nil) == data, "\(handle)")
+            #expect(try storage.load(handle, offset: 0, length: data.count) == data, "\(handle)")
+            #expect(try storage.stat(handle) == StoredFile(name: handle.name, size: data.count), "\(handle)")
+            #expect(storage.exists(handle), "\(handle)")
+        }
+        // Same name under another kind is another file.
+        let name = rng.name()
+        try storage.save(Handle(.index, name), data: [1])
+        try storage.save(Handle(.snapshot, name), data: [2, 2])
+        #expect(try storage.load(Handle(.index, name)) == [1])
+        #expect(try storage.load(Handle(.snapshot, name)) == [2, 2])
+        #expect(!storage.exists(Handle(.key, name)))
+    }
+
+    func loadRange(_ storage: any Storage) throws {
+        var rng = TestRandom(seed: 2)
+        let data = rng.bytes(10_000)
+        let handle = Handle(.data, rng.name())
+        try storage.save(handle, data: data)
+        for (offset, length) in [(0, 10), (1, 1), (1234, 5000), (9_990, 10), (0, 10_000), (5_000, 0), (10_000, 0)] {
+            #expect(try storage.load(handle, offset: offset, length: length) == Array(data[offset..<(offset + length)]),
+                    "offset \(offset) length \(length)")
+        }
+        #expect(try storage.load(handle, offset: 7_777, length: nil) == Array(data[7_777...]), "offset with no length reads to the end")
+    }
+
+    func loadPastEndThrowsIntegrity(_ storage: any Storage) throws {
+        var rng = TestRandom(seed: 3)
+        let handle = Handle(.data, rng.name())
+        try storage.save(handle, data: rng.bytes(1000))
+        for (offset, length) in [(990, 11), (0, 1001), (1000, 1), (5000, 10)] {
+            expectKhoError(.integrity, "offset \(offset) length \(length) of 1000 bytes") {
+                _ = try storage.load(handle, offset: offset, length: length)
+            }
+        }
+    }
+
+    /// A missing file is reported as `.integrity` (`KhoError.missing`): the engine tells "missing"
+    /// from "storage unreachable" (`.storage`) by the kind.
+    func missingFileThrows(_ storage: any Storage) throws {
+        var rng = TestRandom(seed: 4)
+        try storage.save(Handle(.snapshot, rng.name()), data: [1, 2, 3])
+        for kind in FileKind.allCases {
+            let handle = kind == .config ? Handle.config : Handle(kind, rng.name())
+            expectKhoError(.integrity, "load \(handle)") { _ = try storage.load(handle) }
+            expectKhoError(.integrity, "ranged load \(handle)") { _ = try storage.load(handle, offset: 0, length: 1) }
+            expectKhoError(.integrity, "stat \(handle)") { _ = try storage.stat(handle) }
+            #expect(!storage.exists(handle))
+        }
+    }
+
+    func listReturnsExactlyWhatWasSaved(_ storage: any Storage) throws {
+        var rng = TestRandom(seed: 5)
+        var expected: [FileKind: Set<StoredFile>] = [:]
+        for kind in FileKind.allCases where kind != .config {
+            for i in 0..<(kind == .data ? 40 : 5) {
+                var name = rng.name()
+                if kind == .data && i < 8 {
+                    // Several packs in one fan-out folder.
+                    name = "ab" + name.dropFirst(2)
+                }
+                let data = rng.bytes(Int.random(in: 0...3000, using: &rng))
+                try storage.save(Handle(kind, name), data: data)
+                expected[kind, default: []].insert(StoredFile(name: name, size: data.count))
+            }
+        }
+        try storage.save(.config, data: [UInt8]("{}".utf8))
+        expected[.config] = [StoredFile(name: "config", size: 2)]
+
+        let dataPrefixes = Set(expected[.data]!.map { $0.name.prefix(2) })
+        #expect(dataPrefixes.count > 10, "data files must span several fan-out folders")
+        for kind in FileKind.allCases {
+            let listed = try storage.list(kind)
+            #expect(listed.count == expected[kind]!.count, "\(kind) listed \(listed.count) files")
+            #expect(Set(listed) == expected[kind]!, "\(kind)")
+        }
+    }
+
+    func listOfEmptyStorage(_ storage: any Storage) throws {
+        for kind in FileKind.allCases {
+            #expect(try storage.list(kind).isEmpty, "\(kind)")
+        }
+        // Files of one kind do not make the other kinds' lists fail or fill.
+        var rng = TestRandom(seed: 6)
+        try storage.save(Handle(.lock, rng.name()), data: [1])
+        for kind in FileKind.allCases where kind != .lock {
+            #expect(try storage.list(kind).isEmpty, "\(kind)")
+        }
+    }
+
+    func saveAgainReplaces(_ storage: any Storage) throws {
+        var rng = TestRandom(seed: 7)
+        for handle in [Handle(.lock, rng.name()), Handle(.data, rng.name()), Handle.config] {
+            let first = rng.bytes(5000)
+            let second = rng.bytes(100)
+            let third = rng.bytes(7000)
+            try storage.save(handle, data: first)
+            try storage.save(handle, data: second)
+            #expect(try storage.load(handle) == second, "\(handle)")
+            #expect(try storage.stat(handle).size == 100, "\(handle)")
+            try storage.save(handle, data: third)
+            #expect(try storage.load(handle) == third, "\(handle)")
+            #expect(try storage.list(handle.kind) == [StoredFile(name: handle.name, size: 7000)], "\(handle)")
+        }
+    }
+
+    func removeThenList(_ storage: any Storage) throws {
+        var rng = TestRandom(seed: 8)
+        for kind in FileKind.allCases {
+            let handles = kind == .config ? [Handle.config] : (0..<4).map { _ in Handle(kind, rng.name()) }
+            for handle in handles { try storage.save(handle, data: rng.bytes(64)) }
+            let removed = handles[0]
+            try storage.remove(removed)
+            #expect(!storage.exists(removed), "\(removed)")
+            expectKhoError(.integrity, "load after remove") { _ = try storage.load(removed) }
+            #expect(Set(try storage.list(kind).map(\.name)) == Set(handles.dropFirst().map(\.name)), "\(kind)")
+            for handle in handles.dropFirst() {
+                #expect(storage.exists(handle), "\(handle)")
+                try storage.remove(handle)
+            }
+            #expect(try storage.list(kind).isEmpty, "\(kind)")
+            // A removed name can be saved again.
+            try storage.save(removed, data: [42])
+            #expect(try storage.load(removed) == [42])
+        }
+    }
+
+    func removeMissingDoesNotThrow(_ storage: any Storage) throws {
+        var rng = TestRandom(seed: 9)
+        // Nothing at all stored yet, so not even the folders exist.
+        for kind in FileKind.allCases {
+            let handle = kind == .config ? Handle.config : Handle(kind, rng.name())
+            #expect(throws: Never.self, "\(handle)") { try storage.remove(handle) }
+        }
+        let handle = Handle(.index, rng.name())
+        try storage.save(handle, data: [1])
+        try storage.remove(handle)
+        #expect(throws: Never.self) { try storage.remove(handle) }
+    }
+
+    func isEmptyBeforeAndAfter(_ storage: any Storage) throws {
+        #expect(try storage.isEmpty())
+        var rng = TestRandom(seed: 10)
+        try storage.save(Handle(.key, rng.name()), data: [1, 2, 3])
+        #expect(try !storage.isEmpty())
+        // Saving a zero-length file also makes a storage non-empty.
+        let other = try makeStorage()
+        #expect(try other.isEmpty())
+        try other.save(Handle(.lock, rng.name()), data: [])
+        #expect(try !other.isEmpty())
+    }
+
+    func largeFile(_ storage: any Storage) throws {
+        var rng = TestRandom(seed: 11)
+        let data = rng.bytes(20 << 20)
+        let handle = Handle(.data, rng.name())
+        try storage.save(handle, data: data)
+        #expect(try storage.stat(handle).size == data.count)
+        let loaded = try storage.load(handle)
+        #expect(loaded.count == data.count)
+        #expect(loaded == data)
+        let offset = (20 << 20) - 3_000_000 - 17
+        #expect(try storage.load(handle, offset: offset, length: 3_000_000) == Array(data[offset..<(offset + 3_000_000)]))
+        #expect(try storage.list(.data) == [StoredFile(name: handle.name, size: data.count)])
+    }
+
+    func zeroLengthFile(_ storage: any Storage) throws {
+        var rng = TestRandom(seed: 12)
+        for kind in FileKind.allCases {
+            let handle = kind == .config ? Handle.config : Handle(kind, rng.name())
+            try storage.save(handle, data: [])
+            #expect(try storage.load(handle) == [], "\(handle)")
+            #expect(try storage.load(handle, offset: 0, length: 0) == [], "\(handle)")
+            #expect(try storage.stat(handle) == StoredFile(name: handle.name, size: 0), "\(handle)")
+            #expect(try storage.list(kind) == [StoredFile(name: handle.name, size: 0)], "\(handle)")
+            expectKhoError(.integrity, "one byte from an empty \(handle)") { _ = try storage.load(handle, offset: 0, length: 1) }
+        }
+    }
+
+    func concurrentSaves(_ storage: any Storage) throws {
+        let count = 48
+        var rng = TestRandom(seed: 13)
+        // Half the data files share one fan-out folder that does not exist yet, so that folder
+        // creation races too.
+        let kinds: [FileKind] = [.data, .data, .index, .snapshot, .key, .lock]
+        let jobs: [(Handle, [UInt8])] = (0..<count).map { i in
+            var name = rng.name()
+            if i % 2 == 0 { name = "7e" + name.dropFirst(2) }
+            return (Handle(kinds[i % kinds.count], name), rng.bytes(Int.random(in: 0...200_000, using: &rng)))
+        }
+        let failures = Failures()
+        DispatchQueue.concurrentPerform(iterations: count) { i in
+            do {
+                try storage.save(jobs[i].0, data: jobs[i].1)
+            } catch {
+                failures.append("\(jobs[i].0): \(error)")
+            }
+        }
+        #expect(failures.all.isEmpty, "\(failures.all)")
+        for (handle, data) in jobs {
+            #expect(try storage.load(handle) == data, "\(handle)")
+        }
+        for kind in Set(kinds) {
+            let expected = Set(jobs.filter { $0.0.kind == kind }.map { StoredFile(name: $0.0.name, size: $0.1.count) })
+            #expect(Set(try storage.list(kind)) == expected, "\(kind)")
+        }
+    }
+
+    func concurrentSavesOfOneName(_ storage: any Storage) throws {
+        var rng = TestRandom(seed: 14)
+        let handle = Handle(.lock, rng.name())
+        let versions = (0..<16).map { _ in rng.bytes(Int.random(in: 1000...100_000, using: &rng)) }
+        let failures = Failures()
+        DispatchQueue.concurrentPerform(iterations: versions.count) { i in
+            do { try storage.save(handle, data: versions[i]) } catch { failures.append("\(error)") }
+        }
+        #expect(failures.all.isEmpty, "\(failures.all)")
+        // Saves are atomic: the survivor is one whole version, never a mixture.
+        let loaded = try storage.load(handle)
+        #expect(versions.contains(loaded))
+        #expect(try storage.list(.lock) == [StoredFile(name: handle.name, size: loaded.count)])
+    }
+}
+
+// MARK: - helpers shared by the storage tests
+
+/// Errors collected from several threads.
+final class Failures: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [String] = []
+    func append(_ item: String) { lock.lock(); items.append(item); lock.unlock() }
+    var all: [String] { lock.lock(); defer { lock.unlock() }; return items }
+}
+
+/// SplitMix64: seeded, so that every run writes the same data and names.
+struct TestRandom: RandomNumberGenerator {
+    private var state: UInt64
+    init(seed: UInt64) { state = seed &* 0x2545_F491_4F6C_DD1D }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    mutating func bytes(_ count: Int) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            var i = 0
+            while i < count {
+                var word = next()
+                for _ in 0..<8 where i < count {
+                    buffer[i] = UInt8(truncatingIfNeeded: word)
+                    word >>= 8
+                    i += 1
+                }
+            }
+            initialized = count
+        }
+    }
+
+    /// A file name as the repository uses them: 64 lowercase hex digits.
+    mutating func name() -> String { Hex.encode(bytes(32)) }
+}
+
+/// Runs `body` and records an issue unless it throws a `KhoError` of `kind`.
+func expectKhoError(_ kind: KhoError.Kind, _ comment: String? = nil, sourceLocation: SourceLocation = #_sourceLocation,
+                    _ body: () throws -> Void) {
+    let what = comment.map { " (\($0))" } ?? ""
+    do {
+        try body()
+        Issue.record("expected a KhoError of kind .\(kind)\(what), nothing was thrown", sourceLocation: sourceLocation)
+    } catch let error as KhoError {
+        #expect(error.kind == kind, "expected .\(kind)\(what), got .\(error.kind): \(error.message)", sourceLocation: sourceLocation)
+    } catch {
+        Issue.record("expected a KhoError of kind .\(kind)\(what), got \(type(of: error)): \(error)", sourceLocation: sourceLocation)
+    }
+}
+
+/// A fresh folder under the system's temporary directory, removed when `body` returns.
+func withTemporaryFolder<T>(_ body: (String) throws -> T) throws -> T {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("kho-tests-\(UUID().uuidString)", isDirectory: true)
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: url) }
+    return try body(url.path)
+}
