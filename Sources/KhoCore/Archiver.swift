@@ -153,7 +153,17 @@ public final class Archiver {
             if child.selected {
                 if let saved = try saveEntry(node: node, at: fd, path: childPath, parent: parentNode) { nodes.append(saved) }
             } else {
-                guard node.kind == .directory else { continue }
+                if node.kind == .symlink {
+                    // A folder on the way to a selected path may be a symlink (/lib → usr/lib, /var/run
+                    // → /run): follow it, so that the selected path is saved under the name it was given.
+                    var target = Glibc.stat()
+                    let (followed, _) = FileSystem.withCName(name) { cname in Syscall.attempt { fstatat(fd, cname, &target, 0) } }
+                    if followed == 0, let folder = FileSystem.node(name: name, from: target), folder.kind == .directory { node = folder }
+                }
+                guard node.kind == .directory else {
+                    warning(childPath, "is no longer a folder, the paths below it are not saved")
+                    continue
+                }
                 let sub = try FileSystem.withCName(name) { cname in
                     try Syscall.call("openat", String(decoding: childPath, as: UTF8.self)) { openat(fd, cname, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
                 }
@@ -303,43 +313,74 @@ public final class Archiver {
 
     // MARK: streams
 
-    /// Backs up one stream as a file named `name` at the snapshot's root. `finish` runs after the
-    /// end of the stream and before anything is committed: a source that failed (a dump command
-    /// that exited non-zero) throws there, and no snapshot is written.
+    /// One stream to store as a file at the snapshot's root. `open` starts it (a dump command);
+    /// `finish` runs after its end and throws when the source failed, so that nothing is committed.
+    public struct StreamInput {
+        public var name: String
+        public var open: () throws -> (read: StreamChunker.Read, finish: () throws -> Void)
+        public init(name: String, open: @escaping () throws -> (read: StreamChunker.Read, finish: () throws -> Void)) {
+            self.name = name
+            self.open = open
+        }
+    }
+
+    /// Backs up one stream as a file named `name` at the snapshot's root.
     public func backupStream(name: String, read: StreamChunker.Read, finish: () throws -> Void) throws -> Snapshot {
+        try withoutActuallyEscaping(read) { read in
+            try withoutActuallyEscaping(finish) { finish in
+                try backupStreams([StreamInput(name: name, open: { (read, finish) })], sourceName: name)
+            }
+        }
+    }
+
+    /// Backs up several streams, one after the other, into one snapshot. `beforeCommit` gets the
+    /// total size and may return the dump manifest, or throw to refuse the snapshot (a dump that
+    /// shrank suspiciously).
+    public func backupStreams(_ inputs: [StreamInput], sourceName: String,
+                              beforeCommit: (Int64) throws -> JSONValue? = { _ in nil }) throws -> Snapshot {
         summary.start = Date()
-        var node = Node(name: Array(name.utf8), kind: .file)
-        node.mode = 0o600
-        node.uid = getuid()
-        node.gid = getgid()
         let now = Date()
-        node.mtime = Timespec(seconds: Int64(now.timeIntervalSince1970), nanoseconds: UInt32((now.timeIntervalSince1970.truncatingRemainder(dividingBy: 1)) * 1e9))
-        node.ctime = node.mtime
+        let stamp = Timespec(seconds: Int64(now.timeIntervalSince1970),
+                             nanoseconds: UInt32((now.timeIntervalSince1970.truncatingRemainder(dividingBy: 1)) * 1e9))
         let rootID: BlobID
+        var manifest: JSONValue?
         do {
-            var size: UInt64 = 0
-            streamChunker.reset()
-            while try streamChunker.next(read: read, { chunk in
-                node.content.append(try saver.save(chunk, kind: .data))
-                size += UInt64(chunk.count)
-                progress.add(bytes: Int64(chunk.count))
-            }) {}
-            node.size = size
-            summary.bytesRead = Int64(size)
-            summary.totalSize = Int64(size)
-            try finish()
-            rootID = try saveTree(Tree(nodes: [node]))
+            var nodes: [Node] = []
+            for input in inputs {
+                var node = Node(name: Array(input.name.utf8), kind: .file)
+                node.mode = 0o600
+                node.uid = getuid()
+                node.gid = getgid()
+                node.mtime = stamp
+                node.ctime = stamp
+                let (read, finish) = try input.open()
+                var size: UInt64 = 0
+                streamChunker.reset()
+                while try streamChunker.next(read: read, { chunk in
+                    node.content.append(try saver.save(chunk, kind: .data))
+                    size += UInt64(chunk.count)
+                    progress.add(bytes: Int64(chunk.count))
+                }) {}
+                try finish()
+                node.size = size
+                summary.bytesRead += Int64(size)
+                summary.totalSize += Int64(size)
+                nodes.append(node)
+            }
+            manifest = try beforeCommit(summary.totalSize)
+            rootID = try saveTree(Tree(nodes: nodes))
         } catch {
             saver.abort(error)
             throw error
         }
-        let parent = try? repository.listSnapshots().last { $0.source.name == name && $0.hostname == options.hostname }
-        if parent == nil { summary.filesNew = 1 } else { summary.filesChanged = 1 }
-        return try commit(root: rootID, paths: [name], parent: parent?.id,
-                          source: options.source ?? SnapshotSource(kind: "stdin", name: name))
+        let host = options.hostname
+        let parent = try? repository.listSnapshots().last { $0.source.name == sourceName && $0.hostname == host }
+        if parent == nil { summary.filesNew = inputs.count } else { summary.filesChanged = inputs.count }
+        return try commit(root: rootID, paths: inputs.map(\.name), parent: parent?.id,
+                          source: options.source ?? SnapshotSource(kind: "stdin", name: sourceName), manifest: manifest)
     }
 
-    private func commit(root: BlobID, paths: [String], parent: String?, source: SnapshotSource) throws -> Snapshot {
+    private func commit(root: BlobID, paths: [String], parent: String?, source: SnapshotSource, manifest: JSONValue? = nil) throws -> Snapshot {
         let stats = try saver.finish()
         summary.blobsNew = stats.blobsNew
         summary.bytesNewRaw = stats.bytesNewRaw
@@ -348,7 +389,7 @@ public final class Archiver {
         summary.end = Date()
         var snapshot = Snapshot(time: options.time ?? summary.start, tree: root, paths: paths, hostname: options.hostname,
                                 username: Host.user, tags: options.tags, parent: parent, source: source,
-                                partial: partial, summary: summary, manifest: options.manifest)
+                                partial: partial, summary: summary, manifest: manifest ?? options.manifest)
         snapshot.keyID = repository.keyID
         let id = try repository.saveSnapshot(snapshot)
         snapshot.id = id.hex

@@ -111,10 +111,12 @@ public enum JSON {
 /// RFC 3339 times with nanoseconds in UTC, the only time format written into a repository.
 public enum Timestamp {
     public static func format(_ date: Date) -> String {
-        var seconds = floor(date.timeIntervalSince1970)
-        var nanos = Int(((date.timeIntervalSince1970 - seconds) * 1e9).rounded())
-        if nanos >= 1_000_000_000 { seconds += 1; nanos -= 1_000_000_000 }
-        var time = time_t(seconds)
+        // A Date counts from 2001; converting to 1970 first would round away its last bit.
+        let sinceReference = date.timeIntervalSinceReferenceDate
+        var whole = sinceReference.rounded(.down)
+        var nanos = Int(((sinceReference - whole) * 1e9).rounded())
+        if nanos >= 1_000_000_000 { whole += 1; nanos -= 1_000_000_000 }
+        var time = time_t(whole) + 978_307_200
         var parts = tm()
         gmtime_r(&time, &parts)
         return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%09dZ", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1,

@@ -1,0 +1,217 @@
+import Foundation
+import KhoCore
+
+/// MariaDB (and MySQL) databases dumped with `mariadb-dump --single-transaction --routines --events
+/// --triggers`, streamed into the repository.
+///
+/// To record a manifest of exactly what the dump reads, kho briefly takes a global read lock,
+/// opens its own consistent-snapshot transaction, starts the dump, waits until the dump's
+/// transaction exists (both then see the same committed state), and releases the lock: writes
+/// pause for that moment only. Per table the manifest holds the row count and the sum of the first
+/// 64 bits of MD5 over each row's quoted column values.
+public struct MariaDBSource: BackupSource {
+    public var name: String
+    public var endpoint: DatabaseEndpoint
+    public var databases: [String]
+    public var limits: SourceLimits
+    public var kind: String { "mariadb" }
+    public var summary: String { "mariadb \(endpoint.user)@\(endpoint.host):\(endpoint.port)/\(databases.joined(separator: ","))" }
+
+    public static let checksumMethod = "mariadb: sum over rows of the first 64 bits of MD5(CONCAT_WS('|', QUOTE(column)...)), as a decimal number"
+
+    public init(name: String, endpoint: DatabaseEndpoint, databases: [String], limits: SourceLimits = SourceLimits()) {
+        self.name = name
+        self.endpoint = endpoint
+        self.databases = databases
+        self.limits = limits
+    }
+
+    static func tool(_ names: [String], source: String) throws -> String {
+        for name in names { if let path = findProgram(name) { return path } }
+        throw KhoError(.source, "Source \(source): \(names[0]) is not installed or not on PATH: install Debian's mariadb-client.")
+    }
+
+    static func environment(_ endpoint: DatabaseEndpoint) throws -> [String: String] {
+        var env: [String: String] = [:]
+        if let password = try endpoint.password() { env["MYSQL_PWD"] = password }
+        return env
+    }
+
+    static func session(_ endpoint: DatabaseEndpoint, database: String?, source: String) throws -> SQLSession {
+        var arguments = ["--batch", "--skip-column-names", "--raw", "--unbuffered", "--protocol=TCP", "--connect-timeout=10",
+                         "-h", endpoint.host, "-P", String(endpoint.port), "-u", endpoint.user]
+        if let database { arguments.append(database) }
+        return try SQLSession(engine: "mariadb", program: try tool(["mariadb", "mysql"], source: source), arguments: arguments,
+                              environment: try environment(endpoint), sourceName: source)
+    }
+
+    static func quote(_ name: String) -> String { "`" + name.replacingOccurrences(of: "`", with: "``") + "`" }
+    static func literal(_ text: String) -> String {
+        "'" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "''") + "'"
+    }
+
+    public func backup(with archiver: Archiver, repository: Repository) throws -> Snapshot {
+        let dump = try MariaDBSource.tool(["mariadb-dump", "mysqldump"], source: name)
+        let env = try MariaDBSource.environment(endpoint)
+        let recorded = Locked<[DumpManifest.Database]>([])
+        let version = Locked("")
+        var inputs: [Archiver.StreamInput] = []
+        for database in databases {
+            let file = "\(database).sql"
+            inputs.append(Archiver.StreamInput(name: file) {
+                let session = try MariaDBSource.session(endpoint, database: database, source: name)
+                _ = try session.query("FLUSH TABLES WITH READ LOCK;\nSTART TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY;")
+                let facts = try session.query("SELECT VERSION(), COALESCE(SUM(DATA_LENGTH + INDEX_LENGTH), 0) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE();")
+                let parts = (facts.last ?? "").split(separator: "\t").map(String.init)
+                version.withLock { $0 = parts.first ?? "" }
+                let size = Int64(parts.count > 1 ? parts[1] : "0") ?? 0
+                let countTransactions = "SELECT COUNT(*) FROM information_schema.INNODB_TRX;"
+                let before = Int(try session.query(countTransactions).last ?? "0") ?? 0
+                let stream = CommandStream(
+                    command: "\(shellQuote(dump)) --single-transaction --routines --events --triggers --hex-blob --protocol=TCP -h \(shellQuote(endpoint.host)) -P \(endpoint.port) -u \(shellQuote(endpoint.user)) --databases \(shellQuote(database))",
+                    displayName: "source \(name): mariadb-dump \(database)", environment: env, timeout: limits.timeout)
+                try stream.start()
+                // Release the read lock once the dump's own snapshot exists.
+                let deadline = Date().addingTimeInterval(60)
+                while Int(try session.query(countTransactions).last ?? "0") ?? 0 <= before {
+                    if Date() > deadline {
+                        stream.terminate()
+                        throw KhoError(.source, "Source \(name): mariadb-dump did not start its transaction within 60 s; no snapshot was written.")
+                    }
+                    Thread.sleep(forTimeInterval: 0.02)
+                }
+                _ = try session.query("UNLOCK TABLES;")
+                return ({ try stream.read($0) }, {
+                    try stream.finish()
+                    let tables = try MariaDBSource.tables(session, database: database)
+                    _ = try session.query("COMMIT;")
+                    session.close()
+                    recorded.withLock { $0.append(DumpManifest.Database(name: database, file: file, sizeBytes: size, tables: tables)) }
+                })
+            })
+        }
+        return try archiver.backupStreams(inputs, sourceName: name) { total in
+            try SizeGuard.check(source: name, total: total, ratio: limits.minSizeRatio, repository: repository, host: Host.name)
+            return try DumpManifest(engine: "mariadb", serverVersion: version.current, checksumMethod: MariaDBSource.checksumMethod,
+                                    databases: recorded.current).json
+        }
+    }
+
+    static func tables(_ session: SQLSession, database: String) throws -> [DumpManifest.Table] {
+        let names = try session.query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = \(literal(database)) AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME;")
+        var tables: [DumpManifest.Table] = []
+        for table in names where !table.isEmpty {
+            let columns = try session.query("SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = \(literal(database)) AND TABLE_NAME = \(literal(table)) ORDER BY ORDINAL_POSITION;")
+            let row = columns.map { "QUOTE(\(quote($0)))" }.joined(separator: ", ")
+            let result = try session.query("SELECT COUNT(*), COALESCE(SUM(CAST(CONV(SUBSTRING(MD5(CONCAT_WS('|', \(row))), 1, 16), 16, 10) AS DECIMAL(65,0))), 0) FROM \(quote(database)).\(quote(table));")
+            let values = (result.last ?? "").split(separator: "\t").map(String.init)
+            tables.append(DumpManifest.Table(schema: "", name: table, rows: Int64(values.first ?? "") ?? -1, checksum: values.count > 1 ? values[1] : ""))
+        }
+        return tables
+    }
+
+    static func plan(target: DatabaseEndpoint, sourceName: String) throws -> (exists: Bool, empty: Bool) {
+        let session = try self.session(target, database: nil, source: sourceName)
+        defer { session.close() }
+        let exists = try session.query("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = \(literal(target.database));").last == "1"
+        guard exists else { return (false, true) }
+        let count = try session.query("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = \(literal(target.database));").last ?? "0"
+        return (true, count == "0")
+    }
+
+    /// Loads into `target` (created first). With `replace`, `target` is a scratch database whose
+    /// tables are swapped with `original`'s in one atomic RENAME TABLE after the load succeeded.
+    static func load(into target: DatabaseEndpoint, original: DatabaseEndpoint, replace: Bool, createDatabase: Bool,
+                     expected: DumpManifest.Database?, sourceName: String, start: Date,
+                     produce: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws -> DatabaseRestoreResult {
+        let admin = try session(original, database: nil, source: sourceName)
+        defer { admin.close() }
+        if createDatabase {
+            _ = try admin.query("CREATE DATABASE \(quote(target.database)) CHARACTER SET utf8mb4;")
+        }
+        let client = try tool(["mariadb", "mysql"], source: sourceName)
+        let sourceDatabase = expected?.name ?? original.database
+        var bytes: Int64 = 0
+        do {
+            // The dump names its database (USE `x`); point it at the target instead.
+            bytes = try ClientFeeder.feed(program: client,
+                                          arguments: ["--protocol=TCP", "-h", target.host, "-P", String(target.port), "-u", target.user, target.database],
+                                          environment: try environment(target), engine: "mariadb", sourceName: sourceName) { write in
+                try withoutActuallyEscaping(write) { write in
+                    let filter = DatabaseNameFilter(from: sourceDatabase, to: target.database)
+                    try produce { chunk in try filter.process(chunk, write) }
+                    try filter.flush(write)
+                }
+            }
+        } catch {
+            if createDatabase { _ = try? admin.query("DROP DATABASE IF EXISTS \(quote(target.database));") }
+            throw error
+        }
+        var keptAs: String?
+        if replace {
+            let aside = "\(original.database)__kho_replaced_\(Int(Date().timeIntervalSince1970))"
+            _ = try admin.query("CREATE DATABASE \(quote(aside));")
+            let old = try admin.query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = \(literal(original.database));").filter { !$0.isEmpty }
+            let new = try admin.query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = \(literal(target.database));").filter { !$0.isEmpty }
+            let moves = old.map { "\(quote(original.database)).\(quote($0)) TO \(quote(aside)).\(quote($0))" }
+                + new.map { "\(quote(target.database)).\(quote($0)) TO \(quote(original.database)).\(quote($0))" }
+            if !moves.isEmpty { _ = try admin.query("RENAME TABLE \(moves.joined(separator: ", "));") }
+            _ = try admin.query("DROP DATABASE \(quote(target.database));")
+            keptAs = aside
+        }
+        let seconds = Date().timeIntervalSince(start)
+        var comparison: ManifestComparison?
+        if let expected {
+            comparison = ManifestComparison(expected: expected.tables, actual: try tables(admin, database: original.database))
+        }
+        return DatabaseRestoreResult(engine: "mariadb", database: original.database, bytesLoaded: bytes, seconds: seconds,
+                                     replacedDatabaseKeptAs: keptAs, comparison: comparison)
+    }
+}
+
+/// Rewrites the `CREATE DATABASE` / `USE` lines that `mariadb-dump --databases` writes, so that a
+/// dump of one database loads into another name. Works line by line across chunk boundaries.
+final class DatabaseNameFilter {
+    let from: String
+    let to: String
+    private var pending: [UInt8] = []
+    private var linesSeen = 0
+
+    init(from: String, to: String) {
+        self.from = from
+        self.to = to
+    }
+
+    func process(_ chunk: UnsafeRawBufferPointer, _ write: (UnsafeRawBufferPointer) throws -> Void) throws {
+        // Only the dump's header lines name the database; after the first 200 lines pass data through.
+        if linesSeen > 200 && pending.isEmpty {
+            try write(chunk)
+            return
+        }
+        pending.append(contentsOf: chunk)
+        while let newline = pending.firstIndex(of: 0x0a) {
+            var line = Array(pending[...newline])
+            pending.removeSubrange(...newline)
+            linesSeen += 1
+            line = rewrite(line)
+            try line.withUnsafeBytes { try write($0) }
+            if linesSeen > 200 {
+                try pending.withUnsafeBytes { try write($0) }
+                pending.removeAll()
+                return
+            }
+        }
+    }
+
+    func flush(_ write: (UnsafeRawBufferPointer) throws -> Void) throws {
+        try pending.withUnsafeBytes { try write($0) }
+        pending.removeAll()
+    }
+
+    private func rewrite(_ line: [UInt8]) -> [UInt8] {
+        let text = String(decoding: line, as: UTF8.self)
+        if text.hasPrefix("CREATE DATABASE") { return [] }
+        if text.hasPrefix("USE ") { return Array("USE \(MariaDBSource.quote(to));\n".utf8) }
+        return line
+    }
+}

@@ -1,0 +1,190 @@
+import Foundation
+import Glibc
+import KhoCore
+
+/// Where a PostgreSQL or MariaDB server is and how to log in. The password comes from a file or
+/// an environment variable, never from a policy or a command line.
+public struct DatabaseEndpoint: Sendable, Equatable {
+    public var host: String
+    public var port: Int
+    public var user: String
+    public var database: String
+    public var passwordFile: String?
+    public var passwordEnv: String?
+
+    public init(host: String, port: Int, user: String, database: String, passwordFile: String? = nil, passwordEnv: String? = nil) {
+        self.host = host
+        self.port = port
+        self.user = user
+        self.database = database
+        self.passwordFile = passwordFile
+        self.passwordEnv = passwordEnv
+    }
+
+    /// Parses `postgres://user@host:port/db` or `mariadb://user@host:port/db` (also `mysql://`).
+    /// A password in the URL is refused: it would show in `ps` and in logs.
+    public static func parse(_ url: String) throws -> (engine: String, endpoint: DatabaseEndpoint) {
+        guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased() else {
+            throw KhoError(.usage, "\(url) is not a database URL: write postgres://USER@HOST:PORT/DATABASE or mariadb://USER@HOST:PORT/DATABASE.")
+        }
+        let engine: String
+        switch scheme {
+        case "postgres", "postgresql": engine = "postgres"
+        case "mariadb", "mysql": engine = "mariadb"
+        default:
+            throw KhoError(.usage, "\(url) names the engine \(scheme): kho restores into postgres:// or mariadb:// databases.")
+        }
+        if components.password != nil {
+            throw KhoError(.usage, "\(url) contains a password: remove it and give the password in a file or environment variable instead.")
+        }
+        let database = String(components.path.drop { $0 == "/" })
+        guard !database.isEmpty else {
+            throw KhoError(.usage, "\(url) names no database: add /DATABASE at the end.")
+        }
+        let endpoint = DatabaseEndpoint(host: components.host ?? "127.0.0.1",
+                                        port: components.port ?? (engine == "postgres" ? 5432 : 3306),
+                                        user: components.user ?? (engine == "postgres" ? "postgres" : "root"),
+                                        database: database)
+        return (engine, endpoint)
+    }
+
+    /// The password, if one is configured; a configured but missing secret is an error naming it.
+    public func password() throws -> String? {
+        if let passwordFile {
+            guard let data = FileManager.default.contents(atPath: passwordFile) else {
+                throw KhoError(.usage, "The password file \(passwordFile) cannot be read: check the path and its permissions.")
+            }
+            return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .newlines)
+        }
+        if let passwordEnv {
+            guard let value = ProcessInfo.processInfo.environment[passwordEnv] else {
+                throw KhoError(.usage, "The environment variable \(passwordEnv) that should hold the database password is not set.")
+            }
+            return value
+        }
+        return nil
+    }
+
+    public func with(database: String) -> DatabaseEndpoint {
+        var copy = self
+        copy.database = database
+        return copy
+    }
+}
+
+/// Quotes a word for /bin/sh.
+func shellQuote(_ word: String) -> String {
+    "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'"
+}
+
+/// Finds a program on PATH or in the usual places of Debian's PostgreSQL and MariaDB packages.
+func findProgram(_ name: String) -> String? {
+    var dirs = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":").map(String.init)
+    if let versions = try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql") {
+        dirs += versions.sorted(by: >).map { "/usr/lib/postgresql/\($0)/bin" }
+    }
+    for dir in dirs where access(dir + "/" + name, X_OK) == 0 { return dir + "/" + name }
+    return nil
+}
+
+/// A line-oriented conversation with a `psql` or `mariadb` client kept open, so that kho can hold
+/// one transaction (and its snapshot) while other processes read the same data.
+final class SQLSession {
+    private let process = Process()
+    private let input = Pipe()
+    private let output = Pipe()
+    private let errors = Pipe()
+    private var buffer: [UInt8] = []
+    private let marker = "__kho_done_\(UInt32.random(in: 0...UInt32.max))__"
+    let sourceName: String
+    let engine: String
+
+    /// `arguments` start the client in a quiet, unaligned, tuples-only mode.
+    init(engine: String, program: String, arguments: [String], environment: [String: String], sourceName: String) throws {
+        self.engine = engine
+        self.sourceName = sourceName
+        process.executableURL = URL(fileURLWithPath: program)
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = errors
+        do {
+            try process.run()
+        } catch {
+            throw KhoError(.source, "Source \(sourceName): cannot start \(program): \(error.localizedDescription).")
+        }
+    }
+
+    /// Runs statements and returns the rows printed, one string per line (fields tab-separated).
+    func query(_ sql: String) throws -> [String] {
+        let echo = engine == "postgres" ? "\\echo \(marker)\n" : "SELECT '\(marker)';\n"
+        let text = sql + "\n" + echo
+        do {
+            try input.fileHandleForWriting.write(contentsOf: Data(text.utf8))
+        } catch {
+            throw failure()
+        }
+        var lines: [String] = []
+        while let line = readLine() {
+            if line == marker { return lines }
+            lines.append(line)
+        }
+        throw failure()
+    }
+
+    private func readLine() -> String? {
+        let fd = output.fileHandleForReading.fileDescriptor
+        while true {
+            if let newline = buffer.firstIndex(of: 0x0a) {
+                let line = String(decoding: buffer[..<newline], as: UTF8.self)
+                buffer.removeSubrange(...newline)
+                return line
+            }
+            var chunk = [UInt8](repeating: 0, count: 65536)
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, 65536) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { return nil }
+            buffer.append(contentsOf: chunk[0..<n])
+        }
+    }
+
+    /// The error the client reported when it stopped.
+    private func failure() -> KhoError {
+        try? input.fileHandleForWriting.close()
+        process.waitUntilExit()
+        let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        return SQLSession.describe(text, engine: engine, source: sourceName)
+    }
+
+    /// Turns a client's error text into one sentence that names the source and the likely fix.
+    static func describe(_ text: String, engine: String, source: String) -> KhoError {
+        let lower = text.lowercased()
+        let detail = text.split(separator: "\n").first.map(String.init) ?? "no error output"
+        if lower.contains("password authentication failed") || lower.contains("access denied") {
+            return KhoError(.source, "Source \(source): the server refused the login (\(detail)): check the user and the password file or variable.")
+        }
+        if lower.contains("does not exist") && lower.contains("database") || lower.contains("unknown database") {
+            return KhoError(.source, "Source \(source): the database does not exist (\(detail)): check the database name.")
+        }
+        if lower.contains("connection refused") || lower.contains("could not connect") || lower.contains("can't connect")
+            || lower.contains("no such file or directory") && lower.contains("socket") || lower.contains("timeout expired") {
+            return KhoError(.source, "Source \(source): the \(engine) server cannot be reached (\(detail)): check host and port and that the server runs.", retryable: true)
+        }
+        return KhoError(.source, "Source \(source): \(engine) reported an error: \(detail)")
+    }
+
+    func close() {
+        try? input.fileHandleForWriting.close()
+        process.waitUntilExit()
+    }
+
+    deinit {
+        if process.isRunning {
+            try? input.fileHandleForWriting.close()
+            kill(process.processIdentifier, SIGTERM)
+            process.waitUntilExit()
+        }
+    }
+}

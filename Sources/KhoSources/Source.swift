@@ -1,0 +1,67 @@
+import Foundation
+import KhoCore
+
+/// Settings every database source shares.
+public struct SourceLimits: Sendable {
+    /// A dump command running longer than this is stopped and the backup fails.
+    public var timeout: TimeInterval?
+    /// A dump smaller than this share of the previous good dump of the same source fails the
+    /// backup: a half-empty dump must not silently become the newest recovery point.
+    public var minSizeRatio: Double = 0.5
+    public init() {}
+}
+
+/// A place data comes from and goes back to. Each kind (files, postgres, mariadb, sqlite, command)
+/// knows how to back itself up into a snapshot and describe itself for plans and reports.
+public protocol BackupSource {
+    var name: String { get }
+    var kind: String { get }
+    /// One line for plans and logs; never contains a secret.
+    var summary: String { get }
+    func backup(with archiver: Archiver, repository: Repository) throws -> Snapshot
+}
+
+enum SizeGuard {
+    /// Throws when `total` is below `ratio` × the previous good snapshot of the same source.
+    static func check(source: String, total: Int64, ratio: Double, repository: Repository, host: String) throws {
+        guard ratio > 0 else { return }
+        let previous = try repository.listSnapshots().last {
+            $0.source.name == source && $0.hostname == host && !$0.partial
+        }
+        guard let previousSize = previous?.summary?.totalSize, previousSize > 0 else { return }
+        if Double(total) < ratio * Double(previousSize) {
+            let share = Int((Double(total) / Double(previousSize) * 100).rounded())
+            throw KhoError(.source, "Source \(source): the dump is \(total) bytes, \(share)% of the previous good dump (\(previousSize) bytes, snapshot \(previous!.shortID)), below the allowed \(Int(ratio * 100))%; no snapshot was written: check the database, or lower min-size-ratio if the shrink is expected.")
+        }
+    }
+}
+
+/// Any command whose standard output is the dump (engines kho does not know). Its restore command
+/// reads the dump on standard input.
+public struct CommandSource: BackupSource {
+    public var name: String
+    public var command: String
+    public var restoreCommand: String?
+    public var limits: SourceLimits
+    public var kind: String { "command" }
+    public var summary: String { "command `\(command)`" }
+
+    public init(name: String, command: String, restoreCommand: String? = nil, limits: SourceLimits = SourceLimits()) {
+        self.name = name
+        self.command = command
+        self.restoreCommand = restoreCommand
+        self.limits = limits
+    }
+
+    public func backup(with archiver: Archiver, repository: Repository) throws -> Snapshot {
+        let input = Archiver.StreamInput(name: name) {
+            let stream = CommandStream(command: command, displayName: "source \(name): \(command)", timeout: limits.timeout)
+            try stream.start()
+            return ({ try stream.read($0) }, { try stream.finish() })
+        }
+        return try archiver.backupStreams([input], sourceName: name) { total in
+            try SizeGuard.check(source: name, total: total, ratio: limits.minSizeRatio, repository: repository, host: Host.name)
+            return nil
+        }
+    }
+}
