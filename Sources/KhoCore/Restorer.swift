@@ -143,9 +143,7 @@ public final class Restorer {
                 while let job = jobs.pop() {
                     do {
                         try codec.load(job.location, from: repository) { plain in
-                            if !Restorer.isZero(plain) {
-                                try Syscall.pwriteAll(job.sink.fd, plain, offset: job.offset, job.sink.path)
-                            }
+                            try Restorer.writeSkippingZeros(job.sink.fd, plain, offset: job.offset, job.sink.path)
                         }
                         progress.add(bytes: Int64(job.location.blob.rawLength))
                     } catch let error as KhoError {
@@ -180,6 +178,31 @@ public final class Restorer {
         summary.end = Date()
         summary.bytes = progress.snapshot.bytes
         return summary
+    }
+
+    /// Writes `plain` at `offset`, leaving out the 4 KiB blocks (aligned to the file) that are all
+    /// zero: the file was already extended to its full size, so they read as zero and stay holes.
+    /// Skipping only whole zero chunks is not enough: a chunk of a sparse file is usually a few
+    /// written blocks in megabytes of zeros.
+    static func writeSkippingZeros(_ fd: Int32, _ plain: UnsafeRawBufferPointer, offset: Int, _ path: String) throws {
+        let block = 4096
+        var run: Int? = nil
+        var i = 0
+        while i < plain.count {
+            let end = min(plain.count, i + block - (offset + i) % block)
+            if isZero(UnsafeRawBufferPointer(rebasing: plain[i..<end])) {
+                if let start = run {
+                    try Syscall.pwriteAll(fd, UnsafeRawBufferPointer(rebasing: plain[start..<i]), offset: offset + start, path)
+                    run = nil
+                }
+            } else if run == nil {
+                run = i
+            }
+            i = end
+        }
+        if let start = run {
+            try Syscall.pwriteAll(fd, UnsafeRawBufferPointer(rebasing: plain[start..<plain.count]), offset: offset + start, path)
+        }
     }
 
     static func isZero(_ buffer: UnsafeRawBufferPointer) -> Bool {
@@ -314,12 +337,18 @@ public final class Restorer {
         let linkKey = HardLinkKey(device: node.device, inode: node.inode)
         if node.links > 1, let first = hardLinks[linkKey] {
             try removeExisting(node.name, in: fd)
-            let relative = first.map { String(decoding: $0, as: UTF8.self) }.joined(separator: "/")
-            let linked = FileSystem.withCName(node.name) { name in Syscall.attempt { linkat(rootFD, relative, fd, name, 0) } }
-            if linked.0 == 0 {
-                summary.files += 1
-                progress.add(files: 1)
-                return
+            // By descriptor and exact bytes: the first name may lie below a path longer than
+            // PATH_MAX, or hold bytes that are not UTF-8.
+            if let folder = try? FileSystem.openDirectory(Array(first.dropLast()), below: rootFD, path: path) {
+                defer { close(folder) }
+                let linked = FileSystem.withCName(first.last!) { existing in
+                    FileSystem.withCName(node.name) { name in Syscall.attempt { linkat(folder, existing, fd, name, 0) } }
+                }
+                if linked.0 == 0 {
+                    summary.files += 1
+                    progress.add(files: 1)
+                    return
+                }
             }
         }
         try removeExisting(node.name, in: fd)
