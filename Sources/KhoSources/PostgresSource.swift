@@ -57,6 +57,12 @@ public struct PostgresSource: BackupSource {
     public func backup(with archiver: Archiver, repository: Repository) throws -> Snapshot {
         let pgDump = try tool("pg_dump")
         let env = try environment()
+        // Reach the server first, so that a wrong password or host gets one clear sentence.
+        for database in databases {
+            let probe = try session(database: database)
+            _ = try probe.query("SELECT 1;")
+            probe.close()
+        }
         var inputs: [Archiver.StreamInput] = []
         if includeGlobals {
             let pgDumpAll = try tool("pg_dumpall")

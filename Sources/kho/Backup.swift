@@ -27,8 +27,29 @@ struct Backup: ParsableCommand {
     @Option(help: "Run this command (through /bin/sh) and back up its standard output; fails when it exits non-zero.")
     var command: String?
 
-    @Option(help: "Stop the command after this long (e.g. 2h) and fail.")
+    @Option(help: "Stop the command or dump after this long (e.g. 2h) and fail.")
     var timeout: String?
+
+    @Option(help: "Dump PostgreSQL databases: postgres://USER@HOST:PORT/DB[,DB...] (pg_dump plain format plus globals).")
+    var postgres: String?
+
+    @Option(help: "Dump MariaDB/MySQL databases: mariadb://USER@HOST:PORT/DB[,DB...] (mariadb-dump --single-transaction).")
+    var mariadb: String?
+
+    @Option(name: .customLong("source-name"), help: "Name of the database source, used to find it again for restore.")
+    var sourceName: String?
+
+    @Option(name: .customLong("password-file"), help: "File holding the database password.")
+    var passwordFile: String?
+
+    @Option(name: .customLong("password-env"), help: "Environment variable holding the database password.")
+    var passwordEnv: String?
+
+    @Flag(name: .customLong("no-globals"), help: "With --postgres: skip roles and tablespaces (pg_dumpall --globals-only).")
+    var noGlobals = false
+
+    @Option(name: .customLong("min-size-ratio"), help: "Fail when the dump is smaller than this share of the previous good dump of the source.")
+    var minSizeRatio: Double = 0.5
 
     @Option(help: "Skip paths matching this shell pattern (repeatable).")
     var exclude: [String] = []
@@ -48,13 +69,22 @@ struct Backup: ParsableCommand {
     @Flag(help: "Read all files, even those the parent snapshot says are unchanged.")
     var force = false
 
+    @Option(help: "Record this time (RFC 3339, e.g. 2026-11-01T02:00:00+07:00) instead of now (for imports and tests).")
+    var time: String?
+
     @Flag(help: "Print the summary as JSON.")
     var json = false
 
     func validate() throws {
-        let modes = (paths.isEmpty ? 0 : 1) + (stdin ? 1 : 0) + (command == nil ? 0 : 1)
+        let modes = (paths.isEmpty ? 0 : 1) + (stdin ? 1 : 0) + (command == nil ? 0 : 1) + (postgres == nil ? 0 : 1) + (mariadb == nil ? 0 : 1)
         guard modes == 1 else {
-            throw ValidationError("Give exactly one of: paths to back up, --stdin, or --command 'CMD'.")
+            throw ValidationError("Give exactly one of: paths to back up, --stdin, --command 'CMD', --postgres URL or --mariadb URL.")
+        }
+        if (postgres != nil || mariadb != nil) && (sourceName ?? "").isEmpty {
+            throw ValidationError("--postgres and --mariadb need --source-name NAME, the name restore finds the source by.")
+        }
+        if !(0...1).contains(minSizeRatio) {
+            throw ValidationError("--min-size-ratio must be between 0 (off) and 1; got \(minSizeRatio).")
         }
         if (stdin || command != nil) && (stdinName ?? "").isEmpty {
             throw ValidationError("--stdin and --command need --stdin-name NAME, the name the stream is stored under.")
@@ -64,6 +94,9 @@ struct Backup: ParsableCommand {
         }
         if let compression, !(0...22).contains(compression) {
             throw ValidationError("--compression must be 0 (off) to 22; got \(compression).")
+        }
+        if let time, Timestamp.parse(time) == nil {
+            throw ValidationError("--time \(time) is not an RFC 3339 time: use e.g. 2026-11-01T02:00:00+07:00.")
         }
     }
 
@@ -75,6 +108,7 @@ struct Backup: ParsableCommand {
         options.compressionLevel = compression
         options.parent = parent
         options.force = force
+        options.time = time.flatMap(Timestamp.parse)
         let timeoutSeconds = try timeout.map { try DurationText.parse($0, option: "--timeout") }
 
         let snapshot: Snapshot = try repository.withRepository(exclusive: false, command: "backup") { repo in
@@ -83,6 +117,23 @@ struct Backup: ParsableCommand {
             let line = ProgressLine(progress: progress, label: "backup", enabled: !json)
             defer { line.finish() }
             var options = options
+            if let url = postgres ?? mariadb {
+                let (engine, endpoint) = try Backup.databaseEndpoint(url, expected: postgres != nil ? "postgres" : "mariadb",
+                                                                     passwordFile: passwordFile, passwordEnv: passwordEnv)
+                var limits = SourceLimits()
+                limits.timeout = timeoutSeconds
+                limits.minSizeRatio = minSizeRatio
+                let databases = endpoint.database.split(separator: ",").map(String.init)
+                let source: BackupSource = engine == "postgres"
+                    ? PostgresSource(name: sourceName!, endpoint: endpoint, databases: databases, includeGlobals: !noGlobals, limits: limits)
+                    : MariaDBSource(name: sourceName!, endpoint: endpoint, databases: databases, limits: limits)
+                options.source = SnapshotSource(kind: engine, name: sourceName)
+                let archiver = Archiver(repository: repo, index: index, options: options, progress: progress) { message in
+                    line.finish()
+                    Terminal.warning(message)
+                }
+                return try source.backup(with: archiver, repository: repo)
+            }
             if command != nil { options.source = SnapshotSource(kind: "command", name: stdinName) }
             let archiver = Archiver(repository: repo, index: index, options: options, progress: progress) { message in
                 line.finish()
@@ -110,6 +161,16 @@ struct Backup: ParsableCommand {
         }
         try report(snapshot)
         if snapshot.partial { throw ExitStatus(code: ExitStatus.partial) }
+    }
+
+    static func databaseEndpoint(_ url: String, expected: String, passwordFile: String?, passwordEnv: String?) throws -> (String, DatabaseEndpoint) {
+        var (engine, endpoint) = try DatabaseEndpoint.parse(url)
+        guard engine == expected else {
+            throw KhoError(.usage, "\(url) is a \(engine) URL, but it was given to --\(expected).")
+        }
+        endpoint.passwordFile = passwordFile
+        endpoint.passwordEnv = passwordEnv
+        return (engine, endpoint)
     }
 
     private func report(_ snapshot: Snapshot) throws {

@@ -1,47 +1,159 @@
 import ArgumentParser
 import Foundation
+import Glibc
 import KhoCore
+import KhoSources
 
 struct Restore: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Restore a snapshot's files into a folder.",
-        discussion: "The target must be new or empty unless --overwrite is given. Exit 12 when some files could not be restored because data is damaged; everything else is restored."
+        abstract: "Restore a snapshot: files into a folder, or a database dump into a database, a file or standard output.",
+        discussion: """
+        The snapshot is named directly (SNAPSHOT or --snapshot), or found by --source NAME: the newest
+        snapshot of that source, or the newest taken at or before --at. kho first prints the plan and,
+        on a terminal, asks before going on (--yes skips the question).
+
+        It never overwrites: a folder target must be new or empty unless --overwrite; a database that
+        exists and has tables is refused unless --replace, which loads into a new database and swaps
+        it in only after the load succeeded (the old one is kept under a new name).
+
+        Exit 12 when data is damaged or the restored database does not match the snapshot's manifest.
+        """
     )
 
     @OptionGroup var repository: RepositoryOptions
 
     @Argument(help: "Snapshot: `latest`, an ID or a unique prefix.")
-    var snapshot: String
+    var snapshotArgument: String?
 
-    @Option(help: "Folder to restore into.")
-    var target: String
+    @Option(name: .customLong("snapshot"), help: "Snapshot ID or prefix (same as the argument).")
+    var snapshotOption: String?
+
+    @Option(help: "Restore the newest snapshot of this source (the --source-name or --stdin-name it was backed up with).")
+    var source: String?
+
+    @Option(help: "With --source: the newest snapshot taken at or before this time, e.g. \"2026-11-28 23:00\" (Asia/Ho_Chi_Minh) or RFC 3339.")
+    var at: String?
+
+    @Option(help: "Folder to restore files into.")
+    var target: String?
+
+    @Option(name: .customLong("to-database"), help: "Load the dump into this database: postgres://USER@HOST:PORT/DB or mariadb://USER@HOST:PORT/DB.")
+    var toDatabase: String?
+
+    @Option(name: .customLong("to-file"), help: "Write the dump to this file.")
+    var toFile: String?
+
+    @Flag(help: "Write the dump to standard output.")
+    var stdout = false
+
+    @Option(help: "Which database of a multi-database snapshot to restore (its name at backup time).")
+    var database: String?
+
+    @Option(name: .customLong("password-file"), help: "File holding the target database's password.")
+    var passwordFile: String?
+
+    @Option(name: .customLong("password-env"), help: "Environment variable holding the target database's password.")
+    var passwordEnv: String?
 
     @Option(help: "Restore only paths matching this shell pattern, and everything below matching folders (repeatable).")
     var include: [String] = []
 
-    @Flag(help: "Replace files that already exist in the target.")
+    @Flag(help: "Replace files that already exist in the target folder or file.")
     var overwrite = false
+
+    @Flag(help: "Replace a database that exists: load into a new one, then swap names when the load succeeded.")
+    var replace = false
+
+    @Flag(help: "Do not ask for confirmation.")
+    var yes = false
 
     @Flag(help: "Print the summary as JSON.")
     var json = false
 
+    func validate() throws {
+        let targets = [target != nil, toDatabase != nil, toFile != nil, stdout].filter { $0 }.count
+        guard targets == 1 else {
+            throw ValidationError("Give exactly one place to restore to: --target DIR, --to-database URL, --to-file PATH or --stdout.")
+        }
+        let selectors = [snapshotArgument != nil, snapshotOption != nil].filter { $0 }.count
+        if selectors > 1 { throw ValidationError("Give the snapshot once: as the argument or with --snapshot.") }
+        if selectors == 0 && source == nil {
+            throw ValidationError("Name the snapshot (an ID, a prefix or `latest`) or the source with --source NAME.")
+        }
+        if at != nil && source == nil { throw ValidationError("--at needs --source NAME.") }
+        if let at, Restore.parseTime(at) == nil {
+            throw ValidationError("--at \(at) is not a time: write e.g. \"2026-11-28 23:00\" or 2026-11-28T23:00:00+07:00.")
+        }
+    }
+
+    static func parseTime(_ text: String) -> Date? {
+        if let date = Timestamp.parse(text) { return date }
+        let formatter = DateFormatter()
+        formatter.timeZone = TimeZone(identifier: "Asia/Ho_Chi_Minh")
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        for format in ["yyyy-MM-dd HH:mm:ss", "yyyy-MM-dd HH:mm", "yyyy-MM-dd"] {
+            formatter.dateFormat = format
+            if let date = formatter.date(from: text) { return date }
+        }
+        return nil
+    }
+
+    func selectSnapshot(_ repo: Repository) throws -> Snapshot {
+        if let reference = snapshotArgument ?? snapshotOption {
+            let snapshot = try repo.findSnapshot(reference, filter: { source == nil || $0.source.name == source })
+            if let source, snapshot.source.name != source {
+                throw KhoError(.usage, "Snapshot \(snapshot.shortID) is of source \(snapshot.source.name ?? snapshot.paths.joined(separator: " ")), not \(source).")
+            }
+            return snapshot
+        }
+        let limit = at.flatMap(Restore.parseTime) ?? .distantFuture
+        let candidates = try repo.listSnapshots().filter { $0.source.name == source && $0.time <= limit && !$0.partial }
+        guard let newest = candidates.last else {
+            throw KhoError(.usage, "No snapshot of source \(source!)\(at.map { " at or before \($0)" } ?? ""): see `kho snapshots`.")
+        }
+        return newest
+    }
+
+    func confirm(_ plan: String) throws {
+        if !json { FileHandle.standardError.write(Data((plan + "\n").utf8)) }
+        guard !yes, isatty(STDIN_FILENO) != 0, isatty(STDERR_FILENO) != 0 else { return }
+        FileHandle.standardError.write(Data("Go ahead? [y/N] ".utf8))
+        let answer = readLine()?.trimmingCharacters(in: .whitespaces).lowercased() ?? ""
+        guard answer == "y" || answer == "yes" else {
+            throw KhoError(.usage, "Restore cancelled; nothing was changed.")
+        }
+    }
+
     func run() throws {
-        let summary: RestoreSummary = try repository.withRepository(exclusive: false, command: "restore") { repo in
+        try repository.withRepository(exclusive: false, command: "restore") { repo in
             let index = try repo.loadIndex()
-            let snap = try repo.findSnapshot(snapshot)
-            var options = RestoreOptions()
-            options.includes = include
-            options.overwrite = overwrite
-            let progress = ProgressCounter()
-            let line = ProgressLine(progress: progress, label: "restore", enabled: !json)
+            let snap = try selectSnapshot(repo)
+            if let target {
+                try restoreFiles(repo, index: index, snapshot: snap, target: target)
+            } else {
+                try restoreDump(repo, index: index, snapshot: snap)
+            }
+        }
+    }
+
+    private func describe(_ snap: Snapshot) -> String {
+        let what = snap.source.name.map { "source \($0)" } ?? snap.paths.joined(separator: " ")
+        return "snapshot \(snap.shortID) of \(what), taken \(Format.time(snap.time)) on \(snap.hostname), \(Format.bytes(snap.summary?.totalSize ?? 0))"
+    }
+
+    private func restoreFiles(_ repo: Repository, index: MasterIndex, snapshot snap: Snapshot, target: String) throws {
+        try confirm("Plan: restore \(describe(snap)) into the folder \(target)")
+        var options = RestoreOptions()
+        options.includes = include
+        options.overwrite = overwrite
+        let progress = ProgressCounter()
+        let line = ProgressLine(progress: progress, label: "restore", enabled: !json)
+        let summary: RestoreSummary
+        do {
             defer { line.finish() }
-            let restorer = Restorer(repository: repo, index: index, options: options, progress: progress) { message in
+            summary = try Restorer(repository: repo, index: index, options: options, progress: progress) { message in
                 Terminal.warning(message)
-            }
-            if !json {
-                Terminal.out("restoring snapshot \(snap.shortID) of \(Format.time(snap.time)) from \(snap.hostname) to \(target)")
-            }
-            return try restorer.restore(snapshot: snap, target: target)
+            }.restore(snapshot: snap, target: target)
         }
         if json {
             try Terminal.json(summary)
@@ -52,5 +164,111 @@ struct Restore: ParsableCommand {
             }
         }
         if summary.errors > 0 { throw ExitStatus(code: ExitStatus.integrity) }
+    }
+
+    /// The dump file to restore and, for database sources, its part of the manifest.
+    private func dumpFile(_ snap: Snapshot) throws -> (file: String, manifest: DumpManifest.Database?) {
+        if let manifest = DumpManifest(snap.manifest) {
+            let choices = manifest.databases
+            if let database {
+                guard let match = choices.first(where: { $0.name == database }) else {
+                    throw KhoError(.usage, "Snapshot \(snap.shortID) holds no database \(database); it holds \(choices.map(\.name).joined(separator: ", ")).")
+                }
+                return (match.file, match)
+            }
+            guard choices.count == 1, let only = choices.first else {
+                throw KhoError(.usage, "Snapshot \(snap.shortID) holds several databases (\(choices.map(\.name).joined(separator: ", "))): choose one with --database NAME.")
+            }
+            return (only.file, only)
+        }
+        let files = snap.paths
+        if let database, files.contains(database) { return (database, nil) }
+        guard files.count == 1, let only = files.first, snap.source.kind != "files" else {
+            throw KhoError(.usage, "Snapshot \(snap.shortID) is not a single dump: restore it with --target DIR, or name the file with --database.")
+        }
+        return (only, nil)
+    }
+
+    private func restoreDump(_ repo: Repository, index: MasterIndex, snapshot snap: Snapshot) throws {
+        let (file, expected) = try dumpFile(snap)
+        let node = try TreeLookup(repository: repo, index: index).node(at: file, in: snap)
+        let reader = try OrderedBlobReader(repository: repo, index: index, content: node.content)
+        let progress = ProgressCounter()
+        progress.setTotals(files: 1, bytes: Int64(node.size))
+        let start = Date()
+
+        if stdout || toFile != nil {
+            let destination = toFile ?? "standard output"
+            try confirm("Plan: write \(file) of \(describe(snap)) to \(destination)")
+            var fd = STDOUT_FILENO
+            if let toFile {
+                let flags = O_WRONLY | O_CREAT | O_CLOEXEC | (overwrite ? O_TRUNC : O_EXCL)
+                fd = open(toFile, flags, 0o600)
+                guard fd >= 0 else {
+                    if errno == EEXIST {
+                        throw KhoError(.usage, "\(toFile) exists: choose a new file name, or pass --overwrite to replace it.")
+                    }
+                    throw KhoError.posix("open", toFile, errno: errno)
+                }
+            }
+            defer { if fd != STDOUT_FILENO { close(fd) } }
+            let line = ProgressLine(progress: progress, label: "restore", enabled: !json && !stdout)
+            defer { line.finish() }
+            try reader.run { bytes in
+                try bytes.withUnsafeBytes { try Syscall.writeAll(fd, $0, destination) }
+                progress.add(bytes: Int64(bytes.count))
+            }
+            if fd != STDOUT_FILENO { try Syscall.call("fsync", destination) { fsync(fd) } }
+            line.finish()
+            if !stdout {
+                let seconds = Date().timeIntervalSince(start)
+                if json {
+                    try Terminal.json(["file": file, "destination": destination, "bytes": String(node.size), "seconds": String(format: "%.3f", seconds)])
+                } else {
+                    Terminal.out("wrote \(Format.bytes(Int64(node.size))) to \(destination) in \(Format.duration(seconds))")
+                }
+            }
+            return
+        }
+
+        let url = toDatabase!
+        var (engine, endpoint) = try DatabaseEndpoint.parse(url)
+        endpoint.passwordFile = passwordFile
+        endpoint.passwordEnv = passwordEnv
+        if let kind = DumpManifest(snap.manifest)?.engine, kind != engine {
+            throw KhoError(.usage, "Snapshot \(snap.shortID) holds a \(kind) dump; it cannot be loaded into \(engine): give a \(kind):// URL.")
+        }
+        let loader = DatabaseLoader(engine: engine, target: endpoint, replace: replace, sourceName: snap.source.name ?? file)
+        let state = try loader.plan()
+        let action = !state.exists ? "create the database" : state.empty ? "load into the existing empty database" : (replace ? "load into a new database, then swap it in for the existing" : "refuse: the database exists and is not empty (see --replace)")
+        try confirm("Plan: restore \(file) of \(describe(snap)) into \(engine)://\(endpoint.user)@\(endpoint.host):\(endpoint.port)/\(endpoint.database): \(action)")
+        let line = ProgressLine(progress: progress, label: "restore", enabled: !json)
+        let result: DatabaseRestoreResult
+        do {
+            defer { line.finish() }
+            result = try loader.load(expected: expected) { write in
+                try reader.run { bytes in
+                    try bytes.withUnsafeBytes { try write($0) }
+                    progress.add(bytes: Int64(bytes.count))
+                }
+            }
+        }
+        if json {
+            try Terminal.json(result)
+        } else {
+            Terminal.out("restored \(Format.bytes(result.bytesLoaded)) into \(result.database) in \(Format.duration(result.seconds)) (achieved recovery time)")
+            if let kept = result.replacedDatabaseKeptAs {
+                Terminal.out("the database it replaced is kept as \(kept); drop it once you no longer need it")
+            }
+            if let comparison = result.comparison {
+                Terminal.out("manifest comparison (recorded at backup → restored):")
+                for row in comparison.rows {
+                    let rows = "\(row.expectedRows.map(String.init) ?? "-") → \(row.actualRows.map(String.init) ?? "-")"
+                    Terminal.out("  \(row.table.rightPad(32)) \(rows.rightPad(24)) \(row.outcome.rawValue)")
+                }
+                Terminal.out(comparison.equal ? "every table present, row counts and checksums equal" : "THE RESTORED DATABASE DIFFERS FROM THE SNAPSHOT'S MANIFEST")
+            }
+        }
+        if let comparison = result.comparison, !comparison.equal { throw ExitStatus(code: ExitStatus.integrity) }
     }
 }

@@ -216,6 +216,8 @@ enum Signals {
     private static let locks = Locked<[ObjectIdentifier: RepositoryLock]>([:])
 
     static func install() {
+        // A database client that stops reading must give a write error, not kill kho.
+        signal(SIGPIPE, SIG_IGN)
         for signo in [SIGINT, SIGTERM] {
             signal(signo, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: signo, queue: .global())
