@@ -127,8 +127,24 @@ struct AwkwardTree {
         close(fd)
         precondition(total + 9 > 4096, "the long path must exceed PATH_MAX")
 
-        // A FIFO (never opened by the backup).
+        // A FIFO (never opened by the backup), a character device (like /dev/null) and a socket.
         try check("mkfifo", "fifo") { mkfifo(p("fifo"), 0o640) }
+        // Device 1,3 as glibc's makedev encodes it.
+        try check("mknod", "null-device") { mknod(p("null-device"), S_IFCHR | 0o620, dev_t(1 << 8 | 3)) }
+        let socketFD = try check("socket", "socket") { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let socketPath = Array(p("socket").utf8)
+        precondition(socketPath.count < MemoryLayout.size(ofValue: address.sun_path))
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (i, byte) in socketPath.enumerated() { raw[i] = byte }
+        }
+        _ = try withUnsafePointer(to: &address) { pointer in
+            try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { a in
+                try check("bind", "socket") { bind(socketFD, a, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+        }
+        close(socketFD)
 
         // Times last, children before their folder: nanoseconds everywhere, and a few extremes.
         var counter: Int64 = 0

@@ -38,10 +38,18 @@ struct TwoSnapshotRepository {
         return try result.decode(BackupOutput.self).snapshot
     }
 
-    /// The biggest pack of the second backup: certainly one holding only damaged.bin's data.
+    /// The biggest pack of the second backup except the last one written (which may hold the new
+    /// trees): a pack holding only damaged.bin's data.
     var victimPack: (path: String, size: Int) {
-        let biggest = newPacks.max { $0.value < $1.value }!
-        return (biggest.key, biggest.value)
+        func written(_ path: String) -> (Int, Int) {
+            var info = stat()
+            lstat(path, &info)
+            return (info.st_mtim.tv_sec, info.st_mtim.tv_nsec)
+        }
+        let byAge = newPacks.keys.sorted { written($0) < written($1) }
+        let candidates = byAge.dropLast()
+        let biggest = candidates.max { newPacks[$0]! < newPacks[$1]! }!
+        return (biggest, newPacks[biggest]!)
     }
 
     static func name(_ path: String) -> String { String(path.split(separator: "/").last!) }

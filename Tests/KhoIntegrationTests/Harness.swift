@@ -248,6 +248,11 @@ final class Child: @unchecked Sendable {
     }
 }
 
+/// Cancels the test when not run as root (owners, devices and mounts need it).
+func requireRoot() throws {
+    if geteuid() != 0 { try Test.cancel("this test needs root (it sets owners and creates devices)") }
+}
+
 // MARK: the sandbox
 
 /// A temporary folder for one test: the repository lives in `repo`, data anywhere below `dir`.
@@ -509,12 +514,15 @@ struct ManifestEntry: Equatable, CustomStringConvertible {
     var linkTarget: [UInt8]?
     /// Link count of files (hard links must come back as hard links); 0 for other kinds.
     var links: UInt64
+    /// Device number of character and block devices; 0 for other kinds.
+    var rdev: UInt64 = 0
 
     var description: String {
         var s = "\(kind) mode \(String(mode, radix: 8)) owner \(uid):\(gid) size \(size) mtime \(mtime)"
         if let sha256 { s += " sha256 \(sha256.prefix(16))" }
         if let linkTarget { s += " -> \(Manifest.show(linkTarget))" }
         if links > 0 { s += " links \(links)" }
+        if rdev > 0 { s += " rdev \(rdev)" }
         return s
     }
 }
@@ -595,7 +603,8 @@ struct Manifest {
         entries[path] = ManifestEntry(kind: kind, mode: UInt32(info.st_mode & 0o7777), uid: info.st_uid, gid: info.st_gid,
                                       size: kind == "dir" ? 0 : Int64(info.st_size),
                                       mtime: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec),
-                                      sha256: content, linkTarget: link, links: isFile ? UInt64(info.st_nlink) : 0)
+                                      sha256: content, linkTarget: link, links: isFile ? UInt64(info.st_nlink) : 0,
+                                      rdev: kind == "chardev" || kind == "blockdev" ? UInt64(info.st_rdev) : 0)
         inodes[path] = UInt64(info.st_ino)
         if isFile { blocks[path] = Int64(info.st_blocks) }
     }

@@ -36,6 +36,7 @@ struct BackupOutput: Decodable {
 struct RoundTripTests {
     @Test("an awkward tree comes back identical: content, kinds, modes, owners, mtimes, names, hard links, holes")
     func awkwardTreeRoundTrip() throws {
+        try requireRoot()
         let sandbox = try Sandbox("roundtrip")
         let source = sandbox.path("src")
         let tree = AwkwardTree(root: source)
@@ -74,6 +75,8 @@ struct RoundTripTests {
         #expect(after.entries[Array("owned/folder/file".utf8)]?.uid == AwkwardTree.ownerUID && after.entries[Array("owned/folder/file".utf8)]?.gid == AwkwardTree.ownerGID)
         #expect(after.entries[Array("owned/link".utf8)]?.uid == AwkwardTree.ownerUID && after.entries[Array("owned/link".utf8)]?.gid == AwkwardTree.ownerGID)
         #expect(after.entries[Array("fifo".utf8)]?.kind == "fifo")
+        #expect(after.entries[Array("null-device".utf8)]?.kind == "chardev")
+        #expect(after.entries[Array("socket".utf8)]?.kind == "socket")
         #expect(after.entries[Array("links/dangling".utf8)]?.linkTarget == Array("does/not/exist".utf8))
         let longLeaf = after.entries.keys.first { $0.count > 4096 && $0.suffix(8) == Array("leaf.txt".utf8) }
         #expect(longLeaf != nil, "the file below a path longer than PATH_MAX must come back")
@@ -139,6 +142,7 @@ struct RoundTripTests {
 
     @Test("a second backup of an unchanged tree reads nothing and adds almost nothing")
     func unchangedTreeSecondBackup() throws {
+        try requireRoot()
         let sandbox = try Sandbox("unchanged")
         let source = sandbox.path("src")
         var tree = AwkwardTree(root: source)
@@ -165,5 +169,95 @@ struct RoundTripTests {
         #expect(two.bytesAdded < 64 << 10, "a backup of an unchanged tree added \(two.bytesAdded) bytes")
         #expect(two.totalSize == one.totalSize)
         #expect(try sandbox.snapshots().count == 2)
+    }
+}
+
+@Suite("backup options and restore targets")
+struct BackupOptionTests {
+    @Test("a file rewritten in place with the same size and mtime is still seen as changed (ctime)")
+    func changedFileWithSameSizeAndMtime() throws {
+        let sandbox = try Sandbox("changed")
+        try sandbox.initRepository()
+        let source = sandbox.path("src")
+        try makeDirectories(source)
+        let file = source + "/register.db"
+        try writeFile(file, dumpText(300_000, seed: 1))
+        try writeFile(source + "/other.txt", Array("unchanged\n".utf8))
+        try sandbox.ok("backup", source)
+
+        var before = stat()
+        try check("stat", file) { stat(file, &before) }
+        let edited = dumpText(300_000, seed: 2)
+        try writeFile(file, edited)
+        var times = [before.st_atim, before.st_mtim]
+        try check("utimensat", file) { utimensat(AT_FDCWD, file, &times, 0) }
+        var after = stat()
+        try check("stat", file) { stat(file, &after) }
+        try #require(after.st_size == before.st_size && after.st_mtim.tv_nsec == before.st_mtim.tv_nsec)
+
+        let backup = try sandbox.kho("backup", source, "--json")
+        try #require(backup.exitCode == 0, "\(backup)")
+        let summary = try backup.decode(BackupOutput.self).summary
+        #expect(summary.filesChanged == 1 && summary.filesUnchanged == 1, "\(backup)")
+        let dump = try sandbox.kho("dump", "latest", file)
+        #expect(sha256(dump.stdout) == sha256(edited), "the new content must be stored")
+    }
+
+    @Test("--exclude skips files and folders; --tag and --host are recorded and filter snapshots")
+    func excludeTagsHost() throws {
+        let sandbox = try Sandbox("options")
+        try sandbox.initRepository()
+        let source = sandbox.path("src")
+        try makeDirectories(source + "/cache/deep")
+        try makeDirectories(source + "/sub")
+        try writeFile(source + "/keep.txt", Array("keep\n".utf8))
+        try writeFile(source + "/sub/keep too.txt", Array("keep\n".utf8))
+        try writeFile(source + "/skip.tmp", Array("skip\n".utf8))
+        try writeFile(source + "/sub/skip.tmp", Array("skip\n".utf8))
+        try writeFile(source + "/cache/deep/x", Array("skip\n".utf8))
+        let backup = try sandbox.kho("backup", source, "--exclude", "*.tmp", "--exclude", "cache",
+                                     "--tag", "daily", "--tag", "ho-tich", "--host", "agency-7", "--json")
+        try #require(backup.exitCode == 0, "\(backup)")
+        let ls = try sandbox.kho("ls", "latest", "--json")
+        let paths = Set(try ls.decode(LsOutput.self).entries.map(\.path))
+        #expect(paths.contains(source + "/keep.txt") && paths.contains(source + "/sub/keep too.txt"), "\(ls)")
+        #expect(!paths.contains { $0.hasSuffix(".tmp") || $0.contains("/cache") }, "excluded entries were saved: \(paths.sorted())")
+
+        let snapshot = try #require(try sandbox.snapshots().first)
+        #expect(snapshot["hostname"] as? String == "agency-7")
+        #expect(snapshot["tags"] as? [String] == ["daily", "ho-tich"])
+        let tagged = try sandbox.kho("snapshots", "--tag", "daily", "--json")
+        #expect((try tagged.json() as? [Any])?.count == 1)
+        let otherHost = try sandbox.kho("snapshots", "--host", "elsewhere", "--json")
+        #expect((try otherHost.json() as? [Any])?.count == 0)
+    }
+
+    @Test("restore never writes into a folder that is not empty, and a file target is refused")
+    func restoreRefusesNonEmptyTarget() throws {
+        let sandbox = try Sandbox("target")
+        try sandbox.initRepository()
+        let source = sandbox.path("src")
+        try makeDirectories(source)
+        try writeFile(source + "/data.txt", Array("from the backup\n".utf8))
+        try sandbox.ok("backup", source)
+
+        let live = sandbox.path("live")
+        try makeDirectories(live + source)
+        try writeFile(live + source + "/data.txt", Array("live data\n".utf8))
+        let refused = try sandbox.kho("restore", "latest", "--target", live)
+        #expect(refused.exitCode != 0 && refused.exitCode != nil, "\(refused)")
+        #expect(refused.err.contains("not empty"), "\(refused)")
+        #expect(try readFile(live + source + "/data.txt") == Array("live data\n".utf8), "the live file must not be touched")
+
+        let file = sandbox.path("a-file")
+        try writeFile(file, Array("x".utf8))
+        let notFolder = try sandbox.kho("restore", "latest", "--target", file)
+        #expect(notFolder.exitCode != 0 && notFolder.exitCode != nil, "\(notFolder)")
+        #expect(try readFile(file) == Array("x".utf8))
+
+        // --overwrite is the explicit way.
+        let overwrite = try sandbox.kho("restore", "latest", "--target", live, "--overwrite")
+        #expect(overwrite.exitCode == 0, "\(overwrite)")
+        #expect(try readFile(live + source + "/data.txt") == Array("from the backup\n".utf8))
     }
 }
