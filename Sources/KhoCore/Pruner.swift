@@ -117,7 +117,11 @@ public final class Pruner {
         report.packsRepacked = repack.count
         report.bytesFreed = remove.reduce(Int64(0)) { $0 + $1.size } + orphans.reduce(Int64(0)) { $0 + Int64(stored[$1]!) }
             + repack.reduce(Int64(0)) { $0 + $1.unusedBytes }
-        let changesIndex = !remove.isEmpty || !repack.isEmpty || index.files.count > 1
+        // Every index file stored, not only the live ones: a file that an interrupted prune had
+        // already superseded but not yet removed would come back to life (naming removed packs)
+        // once the file superseding it is removed, so the new index supersedes and removes it too.
+        let storedIndexFiles = try repository.storage.list(.index).compactMap { BlobID(hex: $0.name) }
+        let changesIndex = !remove.isEmpty || !repack.isEmpty || storedIndexFiles.count > 1
         if options.dryRun || (!changesIndex && orphans.isEmpty) {
             return report
         }
@@ -140,11 +144,14 @@ public final class Pruner {
             keptPacks.append((use.pack, use.blobs))
         }
         keptPacks += newPacks
-        let oldIndexFiles = index.files.compactMap { BlobID(hex: $0) }
+        let oldIndexFiles = storedIndexFiles
         if changesIndex {
-            for part in stride(from: 0, to: max(keptPacks.count, 1), by: 2000) {
+            // Only the last part names the old files: were every part to supersede them, a crash
+            // after the first part would leave the packs of the unwritten parts in no live index.
+            let parts = Array(stride(from: 0, to: max(keptPacks.count, 1), by: 2000))
+            for part in parts {
                 let slice = Array(keptPacks[part..<min(part + 2000, keptPacks.count)])
-                _ = try repository.saveIndexFile(IndexFile(packs: slice, supersedes: oldIndexFiles))
+                _ = try repository.saveIndexFile(IndexFile(packs: slice, supersedes: part == parts.last ? oldIndexFiles : []))
             }
             report.indexFilesReplaced = oldIndexFiles.count
         }

@@ -43,7 +43,7 @@ struct Forget: ParsableCommand {
         if TimeZone(identifier: timeZone) == nil {
             throw ValidationError("--time-zone \(timeZone) is not a known time zone: use e.g. Asia/Ho_Chi_Minh.")
         }
-        if !snapshots.isEmpty && !policy().isEmpty {
+        if !snapshots.isEmpty && (!policy().isEmpty || keepWithin != nil) {
             throw ValidationError("Give snapshot IDs or --keep-* rules, not both.")
         }
         if snapshots.isEmpty && policy().isEmpty && keepWithin == nil {
