@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KhoCore
+import KhoStorage
 
 struct Prune: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -51,7 +52,16 @@ struct Prune: ParsableCommand {
                     }
                 }
             }
-            return try pruner.run()
+            let report = try pruner.run()
+            // Temporary files of saves that were interrupted (killed backups and prunes): nobody
+            // writes while the exclusive lock is held except lock-less key commands, which finish
+            // in seconds, so files older than an hour are leftovers.
+            if !dryRun, let local = repo.storage as? LocalStorage {
+                let old = try local.leftoverTemporaryFiles().filter { $0.age > 3600 }
+                for file in old { try? FileManager.default.removeItem(atPath: file.path) }
+                if !old.isEmpty && !json { Terminal.out("removed \(old.count) temporary files left by interrupted saves") }
+            }
+            return report
         }
         if json { try Terminal.json(report) } else { Prune.describe(report) }
     }

@@ -348,10 +348,21 @@ struct LifecycleTests {
         let dump = try sandbox.kho("dump", snapshot, "x")
         #expect(dump.exitCode == 0 && sha256(dump.stdout) == sha256(stream), "the backup's stream restores intact")
 
+        // Temporary files of interrupted saves: prune removes those older than an hour, not newer ones.
+        let fanout = try #require(try sandbox.repositoryFiles("data").keys.first.map { ($0 as NSString).deletingLastPathComponent })
+        let leftovers = [fanout + "/.tmp-lifecycle-old", sandbox.repo + "/index/.tmp-lifecycle-old"]
+        let fresh = fanout + "/.tmp-lifecycle-fresh"
+        for path in leftovers + [fresh] { try writeFile(path, randomBytes(1000)) }
+        for path in leftovers {
+            try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-2 * 3600)], ofItemAtPath: path)
+        }
+
         let later = try sandbox.kho("prune", "--json")
         try #require(later.exitCode == 0, "\(later)")
         let report = try later.decode(LifecyclePruneReport.self)
         #expect(report.packsRemoved >= 1, "the forgotten snapshot's packs go: \(later)")
+        #expect(leftovers.allSatisfy { access($0, F_OK) != 0 }, "prune removes temporary files older than an hour")
+        #expect(access(fresh, F_OK) == 0, "prune keeps a temporary file that may still be written")
         let again = try sandbox.kho("dump", snapshot, "x")
         #expect(again.exitCode == 0 && sha256(again.stdout) == sha256(stream), "prune kept the backup's data")
         try lifecycleCheckReadsAll(sandbox, "after prune")
@@ -396,10 +407,22 @@ struct LifecycleTests {
 
         let pristine = sandbox.repo
         var scenarios: [(name: String, pause: String?, delay: UInt32)] = ["repack", "index", "remove-index", "remove-packs", "done"].map { ($0, $0, 0) }
-        for n in 1...3 { scenarios.append(("random-\(n)", nil, UInt32.random(in: 20_000...300_000))) }
+        // Random moments: within the time a whole prune takes here (process start included), so
+        // that the kills land while it works; measured on a copy, not asserted.
+        let measureCopy = sandbox.path("repo-measure")
+        try FileManager.default.copyItem(atPath: pristine, toPath: measureCopy)
+        sandbox.repo = measureCopy
+        let began = Date()
+        let measured = try LifecycleProcess(sandbox, ["prune", "--max-unused", "0%"])
+        measured.wait()
+        let whole = max(0.02, Date().timeIntervalSince(began))
+        sandbox.repo = pristine
+        try? removeTree(measureCopy)
+        try #require(measured.exitCode == 0, "\(measured.description)")
+        for n in 1...6 { scenarios.append(("random-\(n)", nil, UInt32.random(in: 2_000...UInt32(whole * 1_000_000)))) }
 
         for scenario in scenarios {
-            let label = scenario.pause.map { "killed at \($0)" } ?? "killed after \(scenario.delay / 1000) ms"
+            let label = scenario.pause.map { "killed at \($0)" } ?? "killed after \(scenario.delay / 1000) ms of \(Int(whole * 1000)) ms"
             let copy = sandbox.path("repo-\(scenario.name)")
             try FileManager.default.copyItem(atPath: pristine, toPath: copy)
             sandbox.repo = copy
