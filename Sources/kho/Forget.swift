@@ -89,7 +89,8 @@ struct Forget: ParsableCommand {
         if !snapshots.isEmpty {
             for reference in snapshots {
                 let snapshot = try repo.findSnapshot(reference)
-                toRemove.append(snapshot.id!)
+                // The same snapshot named twice (full ID and prefix) is removed and counted once.
+                if !toRemove.contains(snapshot.id!) { toRemove.append(snapshot.id!) }
             }
         } else {
             var grouped: [String: [Snapshot]] = [:]

@@ -299,6 +299,11 @@ struct LifecycleTests {
         #expect(dumpX.exitCode == 0 && sha256(dumpX.stdout) == sha256(streamX), "stream x: \(dumpX.exitCode.map(String.init) ?? "signal"), \(dumpX.stdout.count) bytes")
         let dumpY = try sandbox.kho("dump", snapshotY, "y.sql")
         #expect(dumpY.exitCode == 0 && sha256(dumpY.stdout) == sha256(streamY), "stream y: \(dumpY.exitCode.map(String.init) ?? "signal"), \(dumpY.stdout.count) bytes")
+        // Four sources, four retention groups: keep-last 1 keeps every one of them.
+        let groups = try sandbox.kho("forget", "--keep-last", "1", "--dry-run", "--json")
+        try #require(groups.exitCode == 0, "\(groups)")
+        let plan = try groups.decode(LifecycleForgetOutput.self)
+        #expect(plan.groups.count == 4 && plan.groups.allSatisfy { $0.decisions.count == 1 && $0.decisions[0].keep }, "\(groups)")
         try lifecycleCheckReadsAll(sandbox, "after concurrent backups")
         #expect(lifecycleLocks(sandbox).isEmpty, "every backup released its lock")
     }
@@ -396,7 +401,10 @@ struct LifecycleTests {
         try writeFile(source + "/deep/notes.txt", Array("third\n".utf8))
         let third = try lifecycleBackup(sandbox, [source])
         expected[third] = try lifecycleContent(source)
-        try sandbox.ok("forget", first)
+        // Named twice (ID and prefix): removed and reported once.
+        let forgotten = try sandbox.kho("forget", first, String(first.prefix(10)), "--json")
+        try #require(forgotten.exitCode == 0, "\(forgotten)")
+        #expect(try forgotten.decode(LifecycleForgetOutput.self).removed == [first], "\(forgotten)")
         expected[first] = nil
 
         let plan = try sandbox.kho("prune", "--dry-run", "--json", "--max-unused", "0%")
