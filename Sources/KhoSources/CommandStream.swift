@@ -103,7 +103,10 @@ public final class CommandStream: @unchecked Sendable {
 
     /// Stops the command (after a failure on kho's side) and reaps it.
     public func terminate() {
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        // Closing our end first makes a command blocked on writing get SIGPIPE even if the kill
+        // reaches only the shell.
+        try? stdoutPipe.fileHandleForReading.close()
+        kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
         timer?.cancel()
         stderrReader?.join()

@@ -65,23 +65,37 @@ public struct MariaDBSource: BackupSource {
                 let parts = (facts.last ?? "").split(separator: "\t").map(String.init)
                 version.withLock { $0 = parts.first ?? "" }
                 let size = Int64(parts.count > 1 ? parts[1] : "0") ?? 0
-                let countTransactions = "SELECT COUNT(*) FROM information_schema.INNODB_TRX;"
-                let before = Int(try session.query(countTransactions).last ?? "0") ?? 0
                 let stream = CommandStream(
-                    command: "\(shellQuote(dump)) --single-transaction --routines --events --triggers --hex-blob --protocol=TCP -h \(shellQuote(endpoint.host)) -P \(endpoint.port) -u \(shellQuote(endpoint.user)) --databases \(shellQuote(database))",
+                    command: "exec \(shellQuote(dump)) --single-transaction --routines --events --triggers --hex-blob --protocol=TCP -h \(shellQuote(endpoint.host)) -P \(endpoint.port) -u \(shellQuote(endpoint.user)) --databases \(shellQuote(database))",
                     displayName: "source \(name): mariadb-dump \(database)", environment: env, timeout: limits.timeout)
                 try stream.start()
-                // Release the read lock once the dump's own snapshot exists.
-                let deadline = Date().addingTimeInterval(60)
-                while Int(try session.query(countTransactions).last ?? "0") ?? 0 <= before {
-                    if Date() > deadline {
-                        stream.terminate()
-                        throw KhoError(.source, "Source \(name): mariadb-dump did not start its transaction within 60 s; no snapshot was written.")
-                    }
-                    Thread.sleep(forTimeInterval: 0.02)
+                // mariadb-dump starts its consistent-snapshot transaction before it names the first
+                // database; once that line is out, both snapshots exist and writes may resume.
+                var prefix: [UInt8] = []
+                let marker = Array("\n-- Current Database:".utf8)
+                var buffer = [UInt8](repeating: 0, count: 65536)
+                while true {
+                    let n = try buffer.withUnsafeMutableBytes { try stream.read($0) }
+                    if n == 0 { break }
+                    prefix.append(contentsOf: buffer[0..<n])
+                    if prefix.count > 4 << 20 || prefix.firstRange(of: marker) != nil { break }
                 }
-                _ = try session.query("UNLOCK TABLES;")
-                return ({ try stream.read($0) }, {
+                do {
+                    _ = try session.query("UNLOCK TABLES;")
+                } catch {
+                    stream.terminate()
+                    throw error
+                }
+                var served = 0
+                return ({ out in
+                    if served < prefix.count {
+                        let n = min(out.count, prefix.count - served)
+                        prefix.withUnsafeBytes { out.baseAddress!.copyMemory(from: $0.baseAddress! + served, byteCount: n) }
+                        served += n
+                        return n
+                    }
+                    return try stream.read(out)
+                }, {
                     try stream.finish()
                     let tables = try MariaDBSource.tables(session, database: database)
                     _ = try session.query("COMMIT;")

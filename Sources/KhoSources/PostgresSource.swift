@@ -67,7 +67,7 @@ public struct PostgresSource: BackupSource {
         if includeGlobals {
             let pgDumpAll = try tool("pg_dumpall")
             inputs.append(Archiver.StreamInput(name: "globals.sql") {
-                let stream = CommandStream(command: "\(shellQuote(pgDumpAll)) --globals-only \(connectionArguments)",
+                let stream = CommandStream(command: "exec \(shellQuote(pgDumpAll)) --globals-only \(connectionArguments)",
                                            displayName: "source \(name): pg_dumpall --globals-only", environment: env, timeout: limits.timeout)
                 try stream.start()
                 return ({ try stream.read($0) }, { try stream.finish() })
@@ -88,7 +88,7 @@ public struct PostgresSource: BackupSource {
                 version.withLock { $0 = parts.first ?? "" }
                 let size = Int64(parts.count > 1 ? parts[1] : "0") ?? 0
                 let stream = CommandStream(
-                    command: "\(shellQuote(pgDump)) --format=plain --snapshot=\(shellQuote(snapshotID)) \(connectionArguments) \(shellQuote(database))",
+                    command: "exec \(shellQuote(pgDump)) --format=plain --snapshot=\(shellQuote(snapshotID)) \(connectionArguments) \(shellQuote(database))",
                     displayName: "source \(name): pg_dump \(database)", environment: env, timeout: limits.timeout)
                 try stream.start()
                 return ({ try stream.read($0) }, {
