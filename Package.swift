@@ -23,6 +23,11 @@ let package = Package(
             pkgConfig: "libcrypto",
             providers: [.apt(["libssl-dev"])]
         ),
+        .systemLibrary(
+            name: "CSQLite",
+            pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"])]
+        ),
         .target(
             name: "KhoCore",
             dependencies: [
@@ -38,7 +43,7 @@ let package = Package(
         ),
         .target(
             name: "KhoSources",
-            dependencies: ["KhoCore"]
+            dependencies: ["KhoCore", "CSQLite"]
         ),
         .executableTarget(
             name: "kho",

@@ -36,6 +36,9 @@ struct Backup: ParsableCommand {
     @Option(help: "Dump MariaDB/MySQL databases: mariadb://USER@HOST:PORT/DB[,DB...] (mariadb-dump --single-transaction).")
     var mariadb: String?
 
+    @Option(help: "Copy a SQLite database with the online backup API (consistent while others write).")
+    var sqlite: String?
+
     @Option(name: .customLong("source-name"), help: "Name of the database source, used to find it again for restore.")
     var sourceName: String?
 
@@ -76,12 +79,12 @@ struct Backup: ParsableCommand {
     var json = false
 
     func validate() throws {
-        let modes = (paths.isEmpty ? 0 : 1) + (stdin ? 1 : 0) + (command == nil ? 0 : 1) + (postgres == nil ? 0 : 1) + (mariadb == nil ? 0 : 1)
+        let modes = (paths.isEmpty ? 0 : 1) + (stdin ? 1 : 0) + (command == nil ? 0 : 1) + (postgres == nil ? 0 : 1) + (mariadb == nil ? 0 : 1) + (sqlite == nil ? 0 : 1)
         guard modes == 1 else {
-            throw ValidationError("Give exactly one of: paths to back up, --stdin, --command 'CMD', --postgres URL or --mariadb URL.")
+            throw ValidationError("Give exactly one of: paths to back up, --stdin, --command 'CMD', --postgres URL, --mariadb URL or --sqlite PATH.")
         }
-        if (postgres != nil || mariadb != nil) && (sourceName ?? "").isEmpty {
-            throw ValidationError("--postgres and --mariadb need --source-name NAME, the name restore finds the source by.")
+        if (postgres != nil || mariadb != nil || sqlite != nil) && (sourceName ?? "").isEmpty {
+            throw ValidationError("--postgres, --mariadb and --sqlite need --source-name NAME, the name restore finds the source by.")
         }
         if !(0...1).contains(minSizeRatio) {
             throw ValidationError("--min-size-ratio must be between 0 (off) and 1; got \(minSizeRatio).")
@@ -117,6 +120,16 @@ struct Backup: ParsableCommand {
             let line = ProgressLine(progress: progress, label: "backup", enabled: !json)
             defer { line.finish() }
             var options = options
+            if let sqlite {
+                var limits = SourceLimits()
+                limits.minSizeRatio = minSizeRatio
+                options.source = SnapshotSource(kind: "sqlite", name: sourceName)
+                let archiver = Archiver(repository: repo, index: index, options: options, progress: progress) { message in
+                    line.finish()
+                    Terminal.warning(message)
+                }
+                return try SQLiteSource(name: sourceName!, path: sqlite, limits: limits).backup(with: archiver, repository: repo)
+            }
             if let url = postgres ?? mariadb {
                 let (engine, endpoint) = try Backup.databaseEndpoint(url, expected: postgres != nil ? "postgres" : "mariadb",
                                                                      passwordFile: passwordFile, passwordEnv: passwordEnv)

@@ -189,6 +189,15 @@ struct Restore: ParsableCommand {
         return (only, nil)
     }
 
+    static func printComparison(_ comparison: ManifestComparison) {
+        Terminal.out("manifest comparison (recorded at backup → restored):")
+        for row in comparison.rows {
+            let rows = "\(row.expectedRows.map(String.init) ?? "-") → \(row.actualRows.map(String.init) ?? "-")"
+            Terminal.out("  \(row.table.rightPad(32)) \(rows.rightPad(24)) \(row.outcome.rawValue)")
+        }
+        Terminal.out(comparison.equal ? "every table present, row counts and checksums equal" : "THE RESTORED DATABASE DIFFERS FROM THE SNAPSHOT'S MANIFEST")
+    }
+
     private func restoreDump(_ repo: Repository, index: MasterIndex, snapshot snap: Snapshot) throws {
         let (file, expected) = try dumpFile(snap)
         let node = try TreeLookup(repository: repo, index: index).node(at: file, in: snap)
@@ -220,14 +229,21 @@ struct Restore: ParsableCommand {
             }
             if fd != STDOUT_FILENO { try Syscall.call("fsync", destination) { fsync(fd) } }
             line.finish()
+            var comparison: ManifestComparison?
+            if let toFile, let expected, DumpManifest(snap.manifest)?.engine == "sqlite" {
+                comparison = ManifestComparison(expected: expected.tables,
+                                                actual: try SQLiteSource.manifestTables(path: toFile, source: snap.source.name ?? file))
+            }
             if !stdout {
                 let seconds = Date().timeIntervalSince(start)
+                if let comparison, !json { Restore.printComparison(comparison) }
                 if json {
                     try Terminal.json(["file": file, "destination": destination, "bytes": String(node.size), "seconds": String(format: "%.3f", seconds)])
                 } else {
                     Terminal.out("wrote \(Format.bytes(Int64(node.size))) to \(destination) in \(Format.duration(seconds))")
                 }
             }
+            if let comparison, !comparison.equal { throw ExitStatus(code: ExitStatus.integrity) }
             return
         }
 
@@ -260,14 +276,7 @@ struct Restore: ParsableCommand {
             if let kept = result.replacedDatabaseKeptAs {
                 Terminal.out("the database it replaced is kept as \(kept); drop it once you no longer need it")
             }
-            if let comparison = result.comparison {
-                Terminal.out("manifest comparison (recorded at backup → restored):")
-                for row in comparison.rows {
-                    let rows = "\(row.expectedRows.map(String.init) ?? "-") → \(row.actualRows.map(String.init) ?? "-")"
-                    Terminal.out("  \(row.table.rightPad(32)) \(rows.rightPad(24)) \(row.outcome.rawValue)")
-                }
-                Terminal.out(comparison.equal ? "every table present, row counts and checksums equal" : "THE RESTORED DATABASE DIFFERS FROM THE SNAPSHOT'S MANIFEST")
-            }
+            if let comparison = result.comparison { Restore.printComparison(comparison) }
         }
         if let comparison = result.comparison, !comparison.equal { throw ExitStatus(code: ExitStatus.integrity) }
     }
