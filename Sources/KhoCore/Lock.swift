@@ -92,12 +92,22 @@ public final class RepositoryLock: @unchecked Sendable {
         }
     }
 
-    /// Removes stale locks, or all locks with `all`. Returns the names removed.
+    /// Removes stale locks, or all locks with `all`. Returns the names removed. With `all`, lock
+    /// files that cannot be read (damaged, or from a newer kho) go too.
     public static func unlock(storage: any Storage, all: Bool) throws -> [(name: String, info: LockInfo)] {
         var removed: [(String, LockInfo)] = []
-        for (name, info) in try list(storage: storage) where all || info.isStale() {
+        let readable = try list(storage: storage)
+        for (name, info) in readable where all || info.isStale() {
             try storage.remove(Handle(.lock, name))
             removed.append((name, info))
+        }
+        if all {
+            let known = Set(readable.map(\.name))
+            for file in try storage.list(.lock) where !known.contains(file.name) {
+                try storage.remove(Handle(.lock, file.name))
+                removed.append((file.name, LockInfo(exclusive: false, hostname: "?", pid: 0, user: "?", command: "unreadable lock file",
+                                                    time: Date(timeIntervalSince1970: 0), refreshed: Date(timeIntervalSince1970: 0))))
+            }
         }
         return removed
     }

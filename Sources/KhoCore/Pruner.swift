@@ -173,7 +173,13 @@ public final class Pruner {
     private func usedBlobs(_ snapshots: [Snapshot], index: MasterIndex) throws -> Set<BlobID> {
         let codec = BlobCodec(repository: repository)
         var used = Set<BlobID>()
-        var pending: [BlobID] = snapshots.compactMap(\.treeID)
+        var pending: [BlobID] = []
+        for snapshot in snapshots {
+            guard let tree = snapshot.treeID else {
+                throw KhoError(.integrity, "Snapshot \(snapshot.shortID) names no valid tree, so prune cannot tell which data it uses: run `kho check` and remove or repair that snapshot first.")
+            }
+            pending.append(tree)
+        }
         while let tree = pending.popLast() {
             guard used.insert(tree).inserted else { continue }
             let loaded: Tree
