@@ -11,6 +11,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
     ],
     targets: [
         .systemLibrary(
@@ -45,12 +47,24 @@ let package = Package(
             name: "KhoSources",
             dependencies: ["KhoCore", "CSQLite"]
         ),
+        .target(
+            name: "KhoPolicy",
+            dependencies: [
+                "KhoCore",
+                "KhoStorage",
+                "KhoSources",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "kho",
             dependencies: [
                 "KhoCore",
                 "KhoStorage",
                 "KhoSources",
+                "KhoPolicy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -20,6 +20,7 @@ struct Kho: ParsableCommand {
         subcommands: [
             Init.self, Backup.self, Snapshots.self, Ls.self, Restore.self, Dump.self, Check.self, Stats.self,
             Forget.self, Prune.self, Unlock.self, Key.self,
+            PolicyCommand.self, Run.self, Daemon.self, ScheduleCommand.self, StatusCommand.self, CatalogCommand.self,
         ]
     )
 }
@@ -44,7 +45,7 @@ enum Main {
                 print(message)
                 exit(0)
             }
-            if !message.isEmpty { FileHandle.standardError.write(Data((message + "\n").utf8)) }
+            if !message.isEmpty { Terminal.write(STDERR_FILENO, message + "\n") }
             if code == .validationFailure {
                 exit(ExitStatus.usage)
             }

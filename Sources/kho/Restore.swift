@@ -115,9 +115,9 @@ struct Restore: ParsableCommand {
     }
 
     func confirm(_ plan: String) throws {
-        if !json { FileHandle.standardError.write(Data((plan + "\n").utf8)) }
+        if !json { Terminal.write(STDERR_FILENO, plan + "\n") }
         guard !yes, isatty(STDIN_FILENO) != 0, isatty(STDERR_FILENO) != 0 else { return }
-        FileHandle.standardError.write(Data("Go ahead? [y/N] ".utf8))
+        Terminal.write(STDERR_FILENO, "Go ahead? [y/N] ")
         let answer = readLine()?.trimmingCharacters(in: .whitespaces).lowercased() ?? ""
         guard answer == "y" || answer == "yes" else {
             throw KhoError(.usage, "Restore cancelled; nothing was changed.")

@@ -29,22 +29,38 @@ struct ExitStatus: Error {
 enum Terminal {
     static let isInteractive = isatty(STDERR_FILENO) != 0
 
+    /// Writes without Foundation's FileHandle, which traps on a closed pipe (`kho ls | head`).
+    /// When standard output's reader is gone there is nobody left to tell: leave quietly.
+    static func write(_ fd: Int32, _ text: String) {
+        var bytes = Array(text.utf8)
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress! + done, $0.count - done) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                if errno == EPIPE && fd == STDOUT_FILENO { exit(0) }
+                return
+            }
+            done += n
+        }
+        bytes.removeAll()
+    }
+
     static func error(_ message: String) {
-        FileHandle.standardError.write(Data("kho: \(message)\n".utf8))
+        write(STDERR_FILENO, "kho: \(message)\n")
     }
 
     static func warning(_ message: String) {
-        FileHandle.standardError.write(Data("warning: \(message)\n".utf8))
+        write(STDERR_FILENO, "warning: \(message)\n")
     }
 
     static func out(_ text: String) {
-        FileHandle.standardOutput.write(Data((text + "\n").utf8))
+        write(STDOUT_FILENO, text + "\n")
     }
 
     static func json<T: Encodable>(_ value: T) throws {
         let data = try JSON.prettyEncoder.encode(value)
-        FileHandle.standardOutput.write(data)
-        FileHandle.standardOutput.write(Data("\n".utf8))
+        write(STDOUT_FILENO, String(decoding: data, as: UTF8.self) + "\n")
     }
 }
 
@@ -222,14 +238,26 @@ enum Signals {
             signal(signo, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: signo, queue: .global())
             source.setEventHandler {
+                if let graceful = gracefulHandler {
+                    graceful()
+                    return
+                }
                 for lock in locks.current.values { lock.release() }
-                if Terminal.isInteractive { FileHandle.standardError.write(Data("\n".utf8)) }
+                if Terminal.isInteractive { Terminal.write(STDERR_FILENO, "\n") }
                 Terminal.error("interrupted; nothing was committed after the last complete step.")
                 _exit(128 + signo)
             }
             source.resume()
             sources.append(source)
         }
+    }
+
+    nonisolated(unsafe) private static var gracefulHandler: (@Sendable () -> Void)?
+
+    /// For the daemon: a signal asks running jobs to stop after their current step instead of
+    /// exiting at once.
+    static func graceful(_ handler: @escaping @Sendable () -> Void) {
+        gracefulHandler = handler
     }
 
     static func held(_ lock: RepositoryLock) {
@@ -254,9 +282,9 @@ final class ProgressLine: @unchecked Sendable {
         guard enabled, Terminal.isInteractive else { return }
         worker = Worker(name: "kho-progress") { [self] in
             while stop.wait(timeout: .now() + 0.5) == .timedOut {
-                FileHandle.standardError.write(Data(("\r\u{1b}[K" + line()).utf8))
+                Terminal.write(STDERR_FILENO, "\r\u{1b}[K" + line())
             }
-            FileHandle.standardError.write(Data("\r\u{1b}[K".utf8))
+            Terminal.write(STDERR_FILENO, "\r\u{1b}[K")
         }
     }
 
@@ -282,4 +310,10 @@ final class ProgressLine: @unchecked Sendable {
         worker.join()
         self.worker = nil
     }
+}
+
+import KhoStorage
+
+enum LocalStorageFactory {
+    static func make(_ path: String) -> any Storage { LocalStorage(path: path) }
 }

@@ -1,0 +1,483 @@
+import Foundation
+import KhoCore
+import KhoSources
+import Yams
+
+/// One agency system's backup rules, read from a YAML file in `policies/`.
+public struct Policy: Sendable {
+    public var name: String
+    public var file: String
+    public var agency: String
+    public var system: String
+    public var securityLevel: Int
+    public var schedule: CronSchedule
+    public var repository: RepositorySpec
+    public var sources: [SourceSpec]
+    public var retention: RetentionPolicy
+    public var prune: Bool
+    public var rpo: TimeInterval
+    public var rto: TimeInterval
+    public var notify: String?
+    public var drills: DrillSpec?
+}
+
+public struct RepositorySpec: Sendable, Equatable {
+    public var path: String
+    public var passwordFile: String?
+    public var passwordEnv: String?
+
+    /// The repository password from its file or variable.
+    public func password() throws -> [UInt8] {
+        if let passwordFile {
+            guard let data = FileManager.default.contents(atPath: passwordFile) else {
+                throw KhoError(.usage, "The repository password file \(passwordFile) cannot be read: check the path and its permissions.")
+            }
+            var bytes = Array(data)
+            while let last = bytes.last, last == 0x0a || last == 0x0d { bytes.removeLast() }
+            return bytes
+        }
+        if let passwordEnv, let value = ProcessInfo.processInfo.environment[passwordEnv] {
+            return Array(value.utf8)
+        }
+        throw KhoError(.usage, "The repository password variable \(passwordEnv ?? "?") is not set.")
+    }
+}
+
+public struct DrillSpec: Sendable, Equatable {
+    public var every: TimeInterval
+    public var checks: [String]
+}
+
+/// A source as a policy describes it; `make()` gives the working source.
+public struct SourceSpec: Sendable {
+    public enum Kind: String, Sendable, CaseIterable { case files, postgres, mariadb, sqlite, command }
+    public var name: String
+    public var kind: Kind
+    public var paths: [String] = []
+    public var excludes: [String] = []
+    public var endpoint: DatabaseEndpoint?
+    public var databases: [String] = []
+    public var globals = true
+    public var sqlitePath: String?
+    public var command: String?
+    public var restoreCommand: String?
+    public var limits = SourceLimits()
+
+    /// The database or command source, or nil for files (the archiver walks those itself).
+    public func make() -> BackupSource? {
+        switch kind {
+        case .files: return nil
+        case .postgres: return PostgresSource(name: name, endpoint: endpoint!, databases: databases, includeGlobals: globals, limits: limits)
+        case .mariadb: return MariaDBSource(name: name, endpoint: endpoint!, databases: databases, limits: limits)
+        case .sqlite: return SQLiteSource(name: name, path: sqlitePath!, limits: limits)
+        case .command: return CommandSource(name: name, command: command!, restoreCommand: restoreCommand, limits: limits)
+        }
+    }
+
+    public var summary: String {
+        switch kind {
+        case .files: return "files \(paths.joined(separator: " "))"
+        default: return make()?.summary ?? kind.rawValue
+        }
+    }
+}
+
+/// A policy file problem, located precisely.
+public struct PolicyError: Error, Sendable, CustomStringConvertible {
+    public var file: String
+    public var line: Int
+    public var column: Int
+    public var message: String
+    public var description: String { "\(file):\(line):\(column): \(message)" }
+}
+
+/// Reads and checks policy files. Every problem found is reported, not only the first.
+public struct PolicyLoader {
+    public var checkSecrets = true
+
+    public init(checkSecrets: Bool = true) { self.checkSecrets = checkSecrets }
+
+    public func load(directory: String) -> (policies: [Policy], errors: [PolicyError]) {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+            return ([], [PolicyError(file: directory, line: 0, column: 0, message: "is not a folder of policy files: check --policies")])
+        }
+        let files = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
+            .filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }.sorted()
+        var policies: [Policy] = []
+        var errors: [PolicyError] = []
+        var names: [String: String] = [:]
+        var sourceNames: [String: String] = [:]
+        for file in files {
+            let path = directory + "/" + file
+            let (policy, fileErrors) = load(file: path)
+            errors += fileErrors
+            guard let policy else { continue }
+            if let other = names[policy.name] {
+                errors.append(PolicyError(file: path, line: 1, column: 1, message: "policy name \"\(policy.name)\" is already used by \(other): names must be unique"))
+                continue
+            }
+            names[policy.name] = path
+            var duplicate = false
+            for source in policy.sources {
+                let key = policy.repository.path + "\u{0}" + source.name
+                if let other = sourceNames[key] {
+                    errors.append(PolicyError(file: path, line: 1, column: 1, message: "source name \"\(source.name)\" is already used in the same repository by \(other): names must be unique per repository"))
+                    duplicate = true
+                }
+                sourceNames[key] = path
+            }
+            if !duplicate { policies.append(policy) }
+        }
+        return (policies, errors)
+    }
+
+    public func load(file path: String) -> (Policy?, [PolicyError]) {
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+            return (nil, [PolicyError(file: path, line: 0, column: 0, message: "cannot be read as UTF-8 text")])
+        }
+        let (expanded, expansionErrors) = PolicyLoader.expandVariables(text, file: path)
+        if !expansionErrors.isEmpty { return (nil, expansionErrors) }
+        let node: Yams.Node
+        do {
+            guard let composed = try Yams.compose(yaml: expanded) else {
+                return (nil, [PolicyError(file: path, line: 1, column: 1, message: "is empty: a policy needs at least name, schedule, repository and sources")])
+            }
+            node = composed
+        } catch let error as YamlError {
+            return (nil, [PolicyReader.yamlError(error, file: path)])
+        } catch {
+            return (nil, [PolicyError(file: path, line: 1, column: 1, message: "is not valid YAML: \(error)")])
+        }
+        var reader = PolicyReader(file: path, checkSecrets: checkSecrets)
+        let policy = reader.policy(node, defaultName: ((path as NSString).lastPathComponent as NSString).deletingPathExtension)
+        return (reader.errors.isEmpty ? policy : nil, reader.errors)
+    }
+}
+
+extension PolicyLoader {
+    /// Replaces `${NAME}` and `${NAME:-default}` with the environment's values, so that one policy
+    /// file serves hosts whose ports and paths differ. An unset variable without a default is an error.
+    static func expandVariables(_ text: String, file: String) -> (String, [PolicyError]) {
+        var errors: [PolicyError] = []
+        var lines: [String] = []
+        let environment = ProcessInfo.processInfo.environment
+        for (number, line) in text.components(separatedBy: "\n").enumerated() {
+            var output = ""
+            var rest = Substring(line)
+            while let start = rest.range(of: "${") {
+                output += rest[..<start.lowerBound]
+                guard let end = rest[start.upperBound...].firstIndex(of: "}") else {
+                    errors.append(PolicyError(file: file, line: number + 1, column: output.count + 1, message: "unclosed ${ in a variable reference"))
+                    output += rest[start.lowerBound...]
+                    rest = ""
+                    break
+                }
+                let body = rest[start.upperBound..<end]
+                let parts = body.components(separatedBy: ":-")
+                let name = parts[0]
+                if let value = environment[name], !value.isEmpty {
+                    output += value
+                } else if parts.count > 1 {
+                    output += parts.dropFirst().joined(separator: ":-")
+                } else {
+                    errors.append(PolicyError(file: file, line: number + 1, column: output.count + 1,
+                                              message: "environment variable \(name) is not set and has no default: set it or write ${\(name):-default}"))
+                }
+                rest = rest[rest.index(after: end)...]
+            }
+            output += rest
+            lines.append(output)
+        }
+        return (lines.joined(separator: "\n"), errors)
+    }
+}
+
+/// Walks a YAML node tree and builds a policy, collecting located errors.
+struct PolicyReader {
+    let file: String
+    let checkSecrets: Bool
+    var errors: [PolicyError] = []
+
+    init(file: String, checkSecrets: Bool) {
+        self.file = file
+        self.checkSecrets = checkSecrets
+    }
+
+    static func yamlError(_ error: YamlError, file: String) -> PolicyError {
+        switch error {
+        case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _):
+            return PolicyError(file: file, line: mark.line, column: mark.column, message: "YAML syntax: \(problem)")
+        default:
+            return PolicyError(file: file, line: 1, column: 1, message: "YAML: \(error)")
+        }
+    }
+
+    mutating func fail(_ node: Yams.Node?, _ message: String) {
+        let mark = node?.mark
+        errors.append(PolicyError(file: file, line: mark?.line ?? 1, column: mark?.column ?? 1, message: message))
+    }
+
+    /// The mapping's entries, after reporting keys that are not in `allowed`.
+    mutating func mapping(_ node: Yams.Node, _ what: String, allowed: [String]) -> [String: Yams.Node]? {
+        guard let mapping = node.mapping else {
+            fail(node, "\(what) must be a mapping of keys to values")
+            return nil
+        }
+        var result: [String: Yams.Node] = [:]
+        for (key, value) in mapping {
+            guard let name = key.string else { fail(key, "keys in \(what) must be text"); continue }
+            if !allowed.contains(name) {
+                let suggestion = allowed.min { distance($0, name) < distance($1, name) }.map { " (did you mean \"\($0)\"?)" } ?? ""
+                fail(key, "unknown key \"\(name)\" in \(what)\(suggestion); expected one of: \(allowed.joined(separator: ", "))")
+                continue
+            }
+            if result[name] != nil { fail(key, "key \"\(name)\" appears twice in \(what)") }
+            result[name] = value
+        }
+        return result
+    }
+
+    mutating func string(_ node: Yams.Node?, _ what: String, required: Bool = true) -> String? {
+        guard let node else {
+            if required { fail(nil, "\(what) is missing") }
+            return nil
+        }
+        guard case .scalar(let scalar) = node, !scalar.string.isEmpty else {
+            fail(node, "\(what) must be text")
+            return nil
+        }
+        return scalar.string
+    }
+
+    mutating func int(_ node: Yams.Node?, _ what: String, range: ClosedRange<Int>) -> Int? {
+        guard let node else { return nil }
+        guard let text = node.scalar?.string, let value = Int(text) else {
+            fail(node, "\(what) must be a whole number")
+            return nil
+        }
+        guard range.contains(value) else {
+            fail(node, "\(what) must be between \(range.lowerBound) and \(range.upperBound); got \(value)")
+            return nil
+        }
+        return value
+    }
+
+    mutating func double(_ node: Yams.Node?, _ what: String, range: ClosedRange<Double>) -> Double? {
+        guard let node else { return nil }
+        guard let text = node.scalar?.string, let value = Double(text), range.contains(value) else {
+            fail(node, "\(what) must be a number from \(range.lowerBound) to \(range.upperBound)")
+            return nil
+        }
+        return value
+    }
+
+    mutating func duration(_ node: Yams.Node?, _ what: String) -> TimeInterval? {
+        guard let node else { return nil }
+        guard let text = node.scalar?.string, let value = PolicyReader.parseDuration(text), value > 0 else {
+            fail(node, "\(what) must be a duration such as 30m, 24h, 7d or 1w; got \"\(node.scalar?.string ?? "?")\"")
+            return nil
+        }
+        return value
+    }
+
+    static func parseDuration(_ text: String) -> TimeInterval? {
+        var total = 0.0
+        var number = ""
+        for c in text {
+            if c.isNumber || c == "." { number.append(c); continue }
+            let unit: Double
+            switch c {
+            case "s": unit = 1
+            case "m": unit = 60
+            case "h": unit = 3600
+            case "d": unit = 86400
+            case "w": unit = 604800
+            default: return nil
+            }
+            guard let value = Double(number) else { return nil }
+            total += value * unit
+            number = ""
+        }
+        return number.isEmpty ? total : nil
+    }
+
+    mutating func strings(_ node: Yams.Node?, _ what: String) -> [String]? {
+        guard let node else { return nil }
+        if let scalar = node.scalar { return [scalar.string] }
+        guard let sequence = node.sequence else {
+            fail(node, "\(what) must be a list")
+            return nil
+        }
+        var result: [String] = []
+        for item in sequence {
+            guard let text = item.scalar?.string, !text.isEmpty else { fail(item, "items of \(what) must be text"); continue }
+            result.append(text)
+        }
+        return result
+    }
+
+    mutating func secret(_ map: [String: Yams.Node], _ what: String, required: Bool) -> (file: String?, env: String?) {
+        let file = string(map["password-file"], "\(what) password-file", required: false)
+        let env = string(map["password-env"], "\(what) password-env", required: false)
+        if file != nil && env != nil {
+            fail(map["password-env"], "\(what) has both password-file and password-env: give one")
+        }
+        if required && file == nil && env == nil {
+            fail(nil, "\(what) needs password-file or password-env (a password is never written in a policy)")
+        }
+        if let file, checkSecrets, !FileManager.default.isReadableFile(atPath: file) {
+            fail(map["password-file"], "\(what) password-file \(file) does not exist or cannot be read")
+        }
+        return (file, env)
+    }
+
+    mutating func policy(_ node: Yams.Node, defaultName: String) -> Policy? {
+        guard let map = mapping(node, "the policy", allowed: ["name", "agency", "system", "security-level", "schedule", "time-zone",
+                                                               "repository", "sources", "retention", "objectives", "notify", "drills"]) else { return nil }
+        let name = string(map["name"], "name", required: false) ?? defaultName
+        let agency = string(map["agency"], "agency") ?? ""
+        let system = string(map["system"], "system") ?? ""
+        let level = int(map["security-level"], "security-level", range: 1...5)
+        if map["security-level"] == nil { fail(node, "security-level is missing (1 to 5)") }
+        let zoneName = string(map["time-zone"], "time-zone", required: false) ?? "Asia/Ho_Chi_Minh"
+        let zone = TimeZone(identifier: zoneName)
+        if zone == nil { fail(map["time-zone"], "time-zone \"\(zoneName)\" is not a known time zone (e.g. Asia/Ho_Chi_Minh)") }
+        var schedule: CronSchedule?
+        if let text = string(map["schedule"], "schedule"), let zone {
+            do { schedule = try CronSchedule(text, timeZone: zone) } catch let error as CronSchedule.ParseError { fail(map["schedule"], error.message) } catch {}
+        }
+        var repository: RepositorySpec?
+        if let repoNode = map["repository"], let repo = mapping(repoNode, "repository", allowed: ["path", "password-file", "password-env"]) {
+            let path = string(repo["path"], "repository path")
+            let secret = secret(repo, "repository", required: true)
+            if let path { repository = RepositorySpec(path: path, passwordFile: secret.file, passwordEnv: secret.env) }
+        } else if map["repository"] == nil {
+            fail(node, "repository is missing (path and password-file or password-env)")
+        }
+        var sources: [SourceSpec] = []
+        if let list = map["sources"] {
+            if let items = list.sequence, !items.isEmpty {
+                var seen = Set<String>()
+                for item in items {
+                    if let source = source(item) {
+                        if !seen.insert(source.name).inserted { fail(item, "source name \"\(source.name)\" is used twice in this policy") }
+                        sources.append(source)
+                    }
+                }
+            } else {
+                fail(list, "sources must be a non-empty list")
+            }
+        } else {
+            fail(node, "sources is missing: list what to back up")
+        }
+        var retention = RetentionPolicy()
+        var prune = false
+        if let retentionNode = map["retention"], let r = mapping(retentionNode, "retention", allowed: ["keep-last", "keep-hourly", "keep-daily", "keep-weekly", "keep-monthly", "keep-yearly", "keep-within", "keep-tag", "prune"]) {
+            retention.last = int(r["keep-last"], "keep-last", range: 0...100_000) ?? 0
+            retention.hourly = int(r["keep-hourly"], "keep-hourly", range: 0...100_000) ?? 0
+            retention.daily = int(r["keep-daily"], "keep-daily", range: 0...100_000) ?? 0
+            retention.weekly = int(r["keep-weekly"], "keep-weekly", range: 0...100_000) ?? 0
+            retention.monthly = int(r["keep-monthly"], "keep-monthly", range: 0...100_000) ?? 0
+            retention.yearly = int(r["keep-yearly"], "keep-yearly", range: 0...100_000) ?? 0
+            retention.within = duration(r["keep-within"], "keep-within")
+            retention.tags = strings(r["keep-tag"], "keep-tag") ?? []
+            if let p = r["prune"] {
+                guard let value = p.bool else { fail(p, "prune must be true or false"); return nil }
+                prune = value
+            }
+            if retention.isEmpty { fail(retentionNode, "retention keeps nothing: give at least one keep- rule") }
+            retention.timeZone = zoneName
+        }
+        var rpo: TimeInterval?
+        var rto: TimeInterval?
+        if let objectivesNode = map["objectives"], let o = mapping(objectivesNode, "objectives", allowed: ["rpo", "rto"]) {
+            rpo = duration(o["rpo"], "rpo")
+            rto = duration(o["rto"], "rto")
+            if o["rpo"] == nil { fail(objectivesNode, "objectives needs rpo (how old the newest good backup may be)") }
+            if o["rto"] == nil { fail(objectivesNode, "objectives needs rto (how long a restore may take)") }
+        } else {
+            fail(node, "objectives is missing (rpo and rto)")
+        }
+        var drills: DrillSpec?
+        if let drillNode = map["drills"], let d = mapping(drillNode, "drills", allowed: ["every", "checks"]) {
+            let every = duration(d["every"], "drills every")
+            if d["every"] == nil { fail(drillNode, "drills needs every (e.g. 7d)") }
+            let checks = strings(d["checks"], "drills checks") ?? ["integrity", "manifest", "rto"]
+            for check in checks where !["integrity", "manifest", "rto"].contains(check) {
+                fail(d["checks"], "unknown drill check \"\(check)\"; expected integrity, manifest or rto")
+            }
+            if let every { drills = DrillSpec(every: every, checks: checks) }
+        }
+        let notify = string(map["notify"], "notify", required: false)
+        guard errors.isEmpty, let level, let schedule, let repository, let rpo, let rto else { return nil }
+        return Policy(name: name, file: file, agency: agency, system: system, securityLevel: level, schedule: schedule,
+                      repository: repository, sources: sources, retention: retention, prune: prune, rpo: rpo, rto: rto,
+                      notify: notify, drills: drills)
+    }
+
+    mutating func source(_ node: Yams.Node) -> SourceSpec? {
+        let common = ["name", "kind", "timeout", "min-size-ratio"]
+        guard let kindNode = node.mapping?["kind"], let kindText = kindNode.scalar?.string else {
+            fail(node, "each source needs kind: files, postgres, mariadb, sqlite or command")
+            return nil
+        }
+        guard let kind = SourceSpec.Kind(rawValue: kindText) else {
+            fail(kindNode, "unknown source kind \"\(kindText)\"; expected files, postgres, mariadb, sqlite or command")
+            return nil
+        }
+        let specific: [String]
+        switch kind {
+        case .files: specific = ["paths", "exclude"]
+        case .postgres: specific = ["host", "port", "user", "databases", "password-file", "password-env", "globals"]
+        case .mariadb: specific = ["host", "port", "user", "databases", "password-file", "password-env"]
+        case .sqlite: specific = ["path"]
+        case .command: specific = ["command", "restore-command"]
+        }
+        guard let map = mapping(node, "a \(kind.rawValue) source", allowed: common + specific) else { return nil }
+        guard let name = string(map["name"], "source name") else { return nil }
+        var spec = SourceSpec(name: name, kind: kind)
+        spec.limits.timeout = duration(map["timeout"], "timeout")
+        spec.limits.minSizeRatio = double(map["min-size-ratio"], "min-size-ratio", range: 0...1) ?? 0.5
+        switch kind {
+        case .files:
+            spec.paths = strings(map["paths"], "paths") ?? []
+            if spec.paths.isEmpty { fail(node, "a files source needs paths") }
+            spec.excludes = strings(map["exclude"], "exclude") ?? []
+        case .postgres, .mariadb:
+            let host = string(map["host"], "host", required: false) ?? "127.0.0.1"
+            let port = int(map["port"], "port", range: 1...65535) ?? (kind == .postgres ? 5432 : 3306)
+            let user = string(map["user"], "user", required: false) ?? (kind == .postgres ? "postgres" : "root")
+            spec.databases = strings(map["databases"], "databases") ?? []
+            if spec.databases.isEmpty { fail(node, "a \(kind.rawValue) source needs databases") }
+            let secret = secret(map, "source \(name)", required: false)
+            spec.endpoint = DatabaseEndpoint(host: host, port: port, user: user, database: spec.databases.first ?? "",
+                                             passwordFile: secret.file, passwordEnv: secret.env)
+            if let g = map["globals"] {
+                if let value = g.bool { spec.globals = value } else { fail(g, "globals must be true or false") }
+            }
+        case .sqlite:
+            spec.sqlitePath = string(map["path"], "path")
+        case .command:
+            spec.command = string(map["command"], "command")
+            spec.restoreCommand = string(map["restore-command"], "restore-command", required: false)
+        }
+        return spec
+    }
+}
+
+/// Edit distance, for "did you mean".
+func distance(_ a: String, _ b: String) -> Int {
+    let a = Array(a), b = Array(b)
+    var row = Array(0...b.count)
+    for i in 1...max(a.count, 1) where !a.isEmpty {
+        var previous = row[0]
+        row[0] = i
+        for j in 1...max(b.count, 1) where !b.isEmpty {
+            let old = row[j]
+            row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (a[i - 1] == b[j - 1] ? 0 : 1))
+            previous = old
+        }
+    }
+    return row[b.count]
+}

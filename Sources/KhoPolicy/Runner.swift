@@ -1,0 +1,250 @@
+import Foundation
+import KhoCore
+import KhoSources
+import KhoStorage
+import Logging
+
+/// One backup job: a source of a policy, for a planned time.
+public struct Job: Sendable {
+    public var policy: Policy
+    public var source: SourceSpec
+    public var planned: Date
+}
+
+public struct JobResult: Sendable, Codable {
+    public var policy: String
+    public var source: String
+    public var planned: Date
+    public var outcome: String
+    public var snapshot: String?
+    public var error: String?
+    public var bytesRead: Int64
+    public var bytesAdded: Int64
+    public var seconds: Double
+    public var retention: String?
+}
+
+public struct RunOptions: Sendable {
+    public var onlyDue = true
+    public var policy: String?
+    public var source: String?
+    public var jobs = 2
+    public var lockWait: TimeInterval = 600
+    public var metricsFile: String?
+    public init() {}
+}
+
+/// Runs policies' jobs: the backups that are due (or all), then retention for each source whose
+/// backup succeeded, recording everything in the catalog. Jobs on different repositories run in
+/// parallel; jobs on one repository run one after another.
+public final class PolicyRunner: @unchecked Sendable {
+    public let policies: [Policy]
+    public let catalog: Catalog
+    public let options: RunOptions
+    private let log: @Sendable (String) -> Void
+    /// Set by a SIGTERM in the daemon: jobs finish their current step, no new step starts.
+    public let stopRequested = Locked(false)
+
+    public init(policies: [Policy], catalog: Catalog, options: RunOptions, log: @escaping @Sendable (String) -> Void) {
+        self.policies = policies
+        self.catalog = catalog
+        self.options = options
+        self.log = log
+    }
+
+    private var selected: [(Policy, SourceSpec)] {
+        policies.filter { options.policy == nil || $0.name == options.policy }
+            .flatMap { policy in policy.sources.filter { options.source == nil || $0.name == options.source }.map { (policy, $0) } }
+    }
+
+    /// The jobs to run at `now`. A source never run is due at once; otherwise a source is due when
+    /// its schedule fired since the last planned run, and a run missed while the host was down is
+    /// caught up once, for the latest planned time.
+    public func plan(now: Date) throws -> [Job] {
+        var jobs: [Job] = []
+        for (policy, source) in selected {
+            if !options.onlyDue {
+                jobs.append(Job(policy: policy, source: source, planned: now))
+                continue
+            }
+            if let last = try catalog.lastPlanned(policy: policy.name, source: source.name) {
+                if let planned = policy.schedule.latest(after: last, upTo: now) {
+                    jobs.append(Job(policy: policy, source: source, planned: planned))
+                }
+            } else {
+                let recent = policy.schedule.latest(after: now.addingTimeInterval(-86400), upTo: now)
+                jobs.append(Job(policy: policy, source: source, planned: recent ?? now))
+            }
+        }
+        return jobs
+    }
+
+    /// Runs the planned jobs and returns their results in plan order.
+    public func run(now: Date) throws -> [JobResult] {
+        let jobs = try plan(now: now)
+        var byRepository: [String: [Int]] = [:]
+        var order: [String] = []
+        for (i, job) in jobs.enumerated() {
+            if byRepository[job.policy.repository.path] == nil { order.append(job.policy.repository.path) }
+            byRepository[job.policy.repository.path, default: []].append(i)
+        }
+        let results = Locked<[Int: JobResult]>([:])
+        let slots = DispatchSemaphore(value: max(1, options.jobs))
+        var workers: [Worker] = []
+        for repository in order {
+            let indices = byRepository[repository]!
+            slots.wait()
+            workers.append(Worker(name: "kho-job") { [self] in
+                defer { slots.signal() }
+                for i in indices {
+                    if stopRequested.current { break }
+                    let result = runJob(jobs[i])
+                    results.withLock { $0[i] = result }
+                }
+            })
+        }
+        workers.forEach { $0.join() }
+        if let metricsFile = options.metricsFile {
+            try Metrics.write(to: metricsFile, policies: policies, catalog: catalog, now: Clock.now)
+        }
+        let collected = results.current
+        return jobs.indices.compactMap { collected[$0] }
+    }
+
+    private func openRepository(_ spec: RepositorySpec) throws -> Repository {
+        if spec.path.hasPrefix("s3:") {
+            throw KhoError(.usage, "S3 repositories are not supported by this build yet: use a local folder.")
+        }
+        return try Repository.open(storage: LocalStorage(path: spec.path), password: try spec.password())
+    }
+
+    func runJob(_ job: Job) -> JobResult {
+        let started = Clock.now
+        let realStart = Date()
+        var record = RunRecord(kind: "backup", policy: job.policy.name, source: job.source.name, repository: job.policy.repository.path,
+                               planned: job.planned, started: started)
+        record = (try? catalog.insert(record)) ?? record
+        var result = JobResult(policy: job.policy.name, source: job.source.name, planned: job.planned, outcome: "failure",
+                               snapshot: nil, error: nil, bytesRead: 0, bytesAdded: 0, seconds: 0, retention: nil)
+        log("\(job.policy.name)/\(job.source.name): backup of \(job.source.summary) started")
+        do {
+            let repository = try openRepository(job.policy.repository)
+            let snapshot: Snapshot = try {
+                let lock = try RepositoryLock.acquire(storage: repository.storage, exclusive: false, command: "run \(job.policy.name)/\(job.source.name)",
+                                                      wait: options.lockWait)
+                defer { lock.release() }
+                let index = try repository.loadIndex()
+                var backupOptions = BackupOptions()
+                backupOptions.time = Clock.isSimulated ? started : nil
+                backupOptions.tags = ["policy:\(job.policy.name)"]
+                backupOptions.excludes = job.source.excludes
+                backupOptions.source = SnapshotSource(kind: job.source.kind.rawValue, name: job.source.name)
+                backupOptions.workers = max(1, Machine.cores / max(1, min(options.jobs, 2)))
+                let archiver = Archiver(repository: repository, index: index, options: backupOptions) { [log] warning in
+                    log("\(job.policy.name)/\(job.source.name): warning: \(warning)")
+                }
+                if let source = job.source.make() {
+                    return try source.backup(with: archiver, repository: repository)
+                }
+                return try archiver.backup(paths: job.source.paths)
+            }()
+            record.outcome = snapshot.partial ? "partial" : "success"
+            record.snapshot = snapshot.id
+            record.snapshotTime = snapshot.time
+            record.bytesRead = snapshot.summary?.bytesRead ?? 0
+            record.bytesAdded = snapshot.summary?.bytesAdded ?? 0
+            if let manifest = DumpManifest(snapshot.manifest), let data = try? JSON.encoder.encode(ManifestSummary(manifest)) {
+                record.details = String(decoding: data, as: UTF8.self)
+            }
+            result.outcome = record.outcome
+            result.snapshot = snapshot.id
+            result.bytesRead = record.bytesRead
+            result.bytesAdded = record.bytesAdded
+            log("\(job.policy.name)/\(job.source.name): snapshot \(snapshot.shortID) saved (\(record.outcome))")
+            record.ended = started.addingTimeInterval(Date().timeIntervalSince(realStart))
+            try? catalog.update(record)
+            if !stopRequested.current {
+                result.retention = applyRetention(job, repository: repository)
+            }
+        } catch {
+            let message = (error as? KhoError)?.message ?? "\(error)"
+            record.outcome = "failure"
+            record.error = message
+            record.ended = started.addingTimeInterval(Date().timeIntervalSince(realStart))
+            try? catalog.update(record)
+            result.error = message
+            log("\(job.policy.name)/\(job.source.name): FAILED: \(message)")
+            Notifier.notify(job.policy, source: job.source.name, event: "failure", detail: message, snapshot: nil, log: log)
+        }
+        result.seconds = Date().timeIntervalSince(realStart)
+        return result
+    }
+
+    /// Forgets this source's snapshots that the policy's rules no longer keep (and prunes when the
+    /// policy asks). Recorded as a retention run.
+    private func applyRetention(_ job: Job, repository: Repository) -> String? {
+        guard !job.policy.retention.isEmpty else { return nil }
+        let started = Clock.now
+        var record = RunRecord(kind: "retention", policy: job.policy.name, source: job.source.name, repository: job.policy.repository.path,
+                               planned: nil, started: started)
+        record = (try? catalog.insert(record)) ?? record
+        do {
+            let lock = try RepositoryLock.acquire(storage: repository.storage, exclusive: true, command: "run retention \(job.policy.name)/\(job.source.name)",
+                                                  wait: options.lockWait)
+            defer { lock.release() }
+            let host = Host.name
+            let group = try repository.listSnapshots().filter { $0.source.name == job.source.name && $0.hostname == host }
+            let decisions = Retention.apply(job.policy.retention, to: group.map { ($0.id!, $0.time, $0.tags) })
+            let remove = decisions.filter { !$0.keep }.map(\.snapshotID)
+            try repository.removeSnapshots(remove)
+            var text = "kept \(decisions.count - remove.count), removed \(remove.count)"
+            if job.policy.prune && !remove.isEmpty {
+                let report = try Pruner(repository: repository, options: PruneOptions(), warn: { [log] in log("prune: \($0)") }).run()
+                text += ", pruned \(report.bytesFreed) bytes"
+            }
+            record.outcome = "success"
+            if let data = try? JSON.encoder.encode(decisions) { record.details = String(decoding: data, as: UTF8.self) }
+            record.ended = Clock.now
+            try? catalog.update(record)
+            log("\(job.policy.name)/\(job.source.name): retention \(text)")
+            return text
+        } catch {
+            let message = (error as? KhoError)?.message ?? "\(error)"
+            record.outcome = "failure"
+            record.error = message
+            record.ended = Clock.now
+            try? catalog.update(record)
+            log("\(job.policy.name)/\(job.source.name): retention FAILED: \(message)")
+            return "failed: \(message)"
+        }
+    }
+}
+
+/// Runs a policy's `notify:` command with the details in environment variables.
+public enum Notifier {
+    public static func notify(_ policy: Policy, source: String, event: String, detail: String, snapshot: String?, log: @Sendable (String) -> Void) {
+        guard let command = policy.notify else { return }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", command]
+        var env = ProcessInfo.processInfo.environment
+        env["KHO_EVENT"] = event
+        env["KHO_POLICY"] = policy.name
+        env["KHO_AGENCY"] = policy.agency
+        env["KHO_SYSTEM"] = policy.system
+        env["KHO_SOURCE"] = source
+        env["KHO_DETAIL"] = detail
+        env["KHO_SNAPSHOT"] = snapshot ?? ""
+        env["KHO_TIME"] = Timestamp.format(Clock.now)
+        process.environment = env
+        do {
+            try process.run()
+            process.waitUntilExit()
+            if process.terminationStatus != 0 {
+                log("\(policy.name)/\(source): notify command exited with status \(process.terminationStatus)")
+            }
+        } catch {
+            log("\(policy.name)/\(source): notify command cannot start: \(error.localizedDescription)")
+        }
+    }
+}

@@ -1,0 +1,118 @@
+import Foundation
+import KhoCore
+
+/// Per policy source: how fresh the newest good backup is against the RPO, what failed last, and
+/// when the next run is.
+public struct SourceStatus: Codable, Sendable {
+    public enum Freshness: String, Codable, Sendable {
+        /// The newest good snapshot is within the RPO.
+        case ok
+        /// Older than the RPO, but within twice the RPO.
+        case late
+        /// Older than twice the RPO, or no good snapshot at all.
+        case missed
+    }
+    public var policy: String
+    public var agency: String
+    public var source: String
+    public var kind: String
+    public var lastSuccess: Date?
+    public var lastSnapshot: String?
+    public var newestGoodSnapshotTime: Date?
+    public var ageSeconds: Double?
+    public var rpoSeconds: Double
+    public var rtoSeconds: Double
+    public var freshness: Freshness
+    public var lastFailure: Date?
+    public var lastError: String?
+    public var nextRun: Date?
+    public var lastDrill: Date?
+    public var lastDrillOutcome: String?
+    /// No drill within the policy's drill period (or never).
+    public var untested: Bool
+}
+
+public enum StatusReport {
+    public static func compute(policies: [Policy], catalog: Catalog, now: Date) throws -> [SourceStatus] {
+        var result: [SourceStatus] = []
+        for policy in policies {
+            for source in policy.sources {
+                let success = try catalog.last(policy: policy.name, source: source.name, kind: "backup", outcome: "success")
+                let partial = try catalog.last(policy: policy.name, source: source.name, kind: "backup", outcome: "partial")
+                let good = [success, partial].compactMap { $0 }.max { ($0.snapshotTime ?? $0.started) < ($1.snapshotTime ?? $1.started) }
+                let failure = try catalog.last(policy: policy.name, source: source.name, kind: "backup", outcome: "failure")
+                let drill = try catalog.last(policy: policy.name, source: source.name, kind: "drill")
+                let goodTime = good?.snapshotTime ?? good?.started
+                let age = goodTime.map { now.timeIntervalSince($0) }
+                let freshness: SourceStatus.Freshness
+                if let age, age <= policy.rpo { freshness = .ok }
+                else if let age, age <= 2 * policy.rpo { freshness = .late }
+                else { freshness = .missed }
+                let failureIsNewer = failure.map { f in good.map { f.started > $0.started } ?? true } ?? false
+                var untested = true
+                if let drill, let period = policy.drills?.every {
+                    untested = now.timeIntervalSince(drill.started) > period
+                } else if drill != nil && policy.drills == nil {
+                    untested = false
+                }
+                result.append(SourceStatus(policy: policy.name, agency: policy.agency, source: source.name, kind: source.kind.rawValue,
+                                           lastSuccess: good?.ended ?? good?.started, lastSnapshot: good?.snapshot,
+                                           newestGoodSnapshotTime: goodTime, ageSeconds: age, rpoSeconds: policy.rpo, rtoSeconds: policy.rto,
+                                           freshness: freshness,
+                                           lastFailure: failureIsNewer ? failure?.started : nil,
+                                           lastError: failureIsNewer ? failure?.error : nil,
+                                           nextRun: policy.schedule.next(after: now),
+                                           lastDrill: drill?.started, lastDrillOutcome: drill?.outcome, untested: untested))
+            }
+        }
+        return result
+    }
+}
+
+/// Prometheus metrics in the node exporter's textfile-collector format, written atomically.
+public enum Metrics {
+    public static func write(to path: String, policies: [Policy], catalog: Catalog, now: Date) throws {
+        let statuses = try StatusReport.compute(policies: policies, catalog: catalog, now: now)
+        var lines: [String] = []
+        func label(_ s: SourceStatus) -> String {
+            "policy=\"\(escape(s.policy))\",source=\"\(escape(s.source))\""
+        }
+        lines.append("# HELP kho_last_success_timestamp_seconds Time of the newest good snapshot of the source.")
+        lines.append("# TYPE kho_last_success_timestamp_seconds gauge")
+        for s in statuses { lines.append("kho_last_success_timestamp_seconds{\(label(s))} \(Int(s.newestGoodSnapshotTime?.timeIntervalSince1970 ?? 0))") }
+        lines.append("# HELP kho_rpo_seconds The source's recovery point objective.")
+        lines.append("# TYPE kho_rpo_seconds gauge")
+        for s in statuses { lines.append("kho_rpo_seconds{\(label(s))} \(Int(s.rpoSeconds))") }
+        lines.append("# HELP kho_rpo_state 1 for the source's current freshness state (ok, late, missed).")
+        lines.append("# TYPE kho_rpo_state gauge")
+        for s in statuses {
+            for state in ["ok", "late", "missed"] {
+                lines.append("kho_rpo_state{\(label(s)),state=\"\(state)\"} \(s.freshness.rawValue == state ? 1 : 0)")
+            }
+        }
+        lines.append("# HELP kho_last_run_success 1 when the last backup run of the source succeeded.")
+        lines.append("# TYPE kho_last_run_success gauge")
+        lines.append("# HELP kho_last_run_duration_seconds Duration of the last backup run.")
+        lines.append("# TYPE kho_last_run_duration_seconds gauge")
+        lines.append("# HELP kho_last_run_bytes_added Bytes the last backup run added to the repository.")
+        lines.append("# TYPE kho_last_run_bytes_added gauge")
+        for s in statuses {
+            guard let last = try catalog.last(policy: s.policy, source: s.source, kind: "backup") else { continue }
+            lines.append("kho_last_run_success{\(label(s))} \(last.outcome == "failure" ? 0 : 1)")
+            lines.append("kho_last_run_duration_seconds{\(label(s))} \(String(format: "%.3f", last.duration ?? 0))")
+            lines.append("kho_last_run_bytes_added{\(label(s))} \(last.bytesAdded)")
+        }
+        let text = lines.joined(separator: "\n") + "\n"
+        let temporary = path + ".tmp-\(getpid())"
+        guard FileManager.default.createFile(atPath: temporary, contents: Data(text.utf8)) else {
+            throw KhoError(.failure, "Cannot write the metrics file \(path): check that its folder exists and is writable.")
+        }
+        guard rename(temporary, path) == 0 else {
+            throw KhoError.posix("rename", path, errno: errno)
+        }
+    }
+
+    static func escape(_ text: String) -> String {
+        text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
+    }
+}

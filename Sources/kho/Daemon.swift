@@ -1,0 +1,46 @@
+import ArgumentParser
+import Foundation
+import KhoCore
+import KhoPolicy
+
+struct Daemon: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the policies' schedules forever (instead of cron or a systemd timer).",
+        discussion: "SIGTERM or SIGINT lets running jobs finish their current step, releases every lock and exits 0."
+    )
+
+    @OptionGroup var orchestration: OrchestrationOptions
+    @Option(help: "Jobs on different repositories to run at once.") var jobs = 2
+    @Option(name: .customLong("metrics-file"), help: "Write Prometheus metrics here after every round.") var metricsFile: String?
+
+    func run() throws {
+        let stop = Locked(false)
+        Signals.graceful { stop.withLock { $0 = true } }
+        let log: @Sendable (String) -> Void = { line in Terminal.write(STDERR_FILENO, "\(Format.time(Date())) \(line)\n") }
+        log("kho daemon started with policies from \(orchestration.policyDirectory)")
+        while !stop.current {
+            // Policies are read again each round, so that edits are picked up without a restart.
+            let policies: [Policy]
+            do { policies = try orchestration.loadPolicies() } catch { log("\(error)"); policies = [] }
+            var options = RunOptions()
+            options.jobs = jobs
+            options.metricsFile = metricsFile
+            let runner = PolicyRunner(policies: policies, catalog: try orchestration.catalog(), options: options, log: log)
+            let watcher = Worker(name: "kho-daemon-stop") {
+                while !stop.current && !runner.stopRequested.current { Thread.sleep(forTimeInterval: 0.2) }
+                runner.stopRequested.withLock { $0 = true }
+            }
+            _ = try? runner.run(now: Clock.now)
+            runner.stopRequested.withLock { $0 = true }
+            watcher.join()
+            let next = policies.compactMap { $0.schedule.next(after: Clock.now) }.min() ?? Clock.now.addingTimeInterval(60)
+            let wait = min(60, max(1, next.timeIntervalSince(Clock.now)))
+            var waited = 0.0
+            while waited < wait && !stop.current {
+                Thread.sleep(forTimeInterval: 0.2)
+                waited += 0.2
+            }
+        }
+        log("kho daemon stopped; no job is running and no lock is held")
+    }
+}

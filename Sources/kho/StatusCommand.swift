@@ -1,0 +1,57 @@
+import ArgumentParser
+import Foundation
+import KhoCore
+import KhoPolicy
+
+struct StatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Per policy and source: newest good backup against the RPO (ok, late, missed), last failure, next run, last drill."
+    )
+
+    @OptionGroup var orchestration: OrchestrationOptions
+    @Flag(help: "Print as JSON.") var json = false
+
+    func run() throws {
+        let policies = try orchestration.loadPolicies(checkSecrets: false)
+        let statuses = try StatusReport.compute(policies: policies, catalog: try orchestration.catalog(), now: Clock.now)
+        if json { try Terminal.json(statuses); return }
+        for s in statuses {
+            let age = s.ageSeconds.map { Format.duration($0) + " old" } ?? "no good backup"
+            Terminal.out("\(s.freshness.rawValue.uppercased().rightPad(7)) \(s.policy)/\(s.source): \(age) (RPO \(DurationFormat.describe(s.rpoSeconds)))"
+                         + (s.lastSnapshot.map { ", snapshot \($0.prefix(8))" } ?? "")
+                         + (s.nextRun.map { ", next run \(Format.time($0))" } ?? ""))
+            if let error = s.lastError, let when = s.lastFailure {
+                Terminal.out("        last failure \(Format.time(when)): \(error)")
+            }
+            Terminal.out("        drill: " + (s.lastDrill.map { "\(s.lastDrillOutcome ?? "?") at \(Format.time($0))" } ?? "never") + (s.untested ? " (untested within the drill period)" : ""))
+        }
+    }
+}
+
+struct CatalogCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "catalog",
+        abstract: "Maintain the catalog of runs.",
+        subcommands: [Rebuild.self]
+    )
+
+    struct Rebuild: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Recreate the backup history from the snapshots the policies' repositories hold.")
+        @OptionGroup var orchestration: OrchestrationOptions
+
+        func run() throws {
+            let policies = try orchestration.loadPolicies()
+            let catalog = try orchestration.catalog()
+            var total = 0
+            for policy in policies {
+                guard !policy.repository.path.hasPrefix("s3:") else { continue }
+                let repository = try KhoCore.Repository.open(storage: LocalStorageFactory.make(policy.repository.path), password: try policy.repository.password())
+                let added = try catalog.rebuild(policy: policy, snapshots: try repository.listSnapshots())
+                Terminal.out("\(policy.name): \(added) backups recovered from \(policy.repository.path)")
+                total += added
+            }
+            Terminal.out("catalog \(catalog.path): \(total) runs added")
+        }
+    }
+}
