@@ -146,8 +146,10 @@ public final class Restorer {
                             try Restorer.writeSkippingZeros(job.sink.fd, plain, offset: job.offset, job.sink.path)
                         }
                         progress.add(bytes: Int64(job.location.blob.rawLength))
+                    } catch let error as KhoError where error.kind == .storageFull {
+                        // Stops the restore; said once by the caller, not once per blob in flight.
+                        failure.record(error)
                     } catch let error as KhoError {
-                        if error.kind == .storageFull { failure.record(error) }
                         errors.withLock { $0 += 1 }
                         warn("\(job.sink.path): \(error.message)")
                     } catch {

@@ -20,6 +20,12 @@ func processState(_ pid: pid_t) -> Character? {
     return text[text.index(close, offsetBy: 2)...].first
 }
 
+/// Whether the main thread of `pid` is blocked in read(0, …) (from /proc/PID/syscall).
+func isReadingStandardInput(_ pid: pid_t) -> Bool {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/syscall", encoding: .utf8) else { return false }
+    return text.hasPrefix("0 0x0 ")
+}
+
 @Suite("faults during backup")
 struct FaultTests {
     @Test("a file that cannot be read: warning, exit 3, snapshot marked partial, the rest saved")
@@ -190,6 +196,28 @@ struct FaultTests {
         #expect(leftovers.isEmpty, "\(leftovers)")
     }
 
+    @Test("a restore into a full filesystem fails with one clear message")
+    func restoreIntoFullDisk() throws {
+        let sandbox = try Sandbox("restore-full")
+        try sandbox.initRepository()
+        let source = sandbox.path("src")
+        try makeDirectories(source)
+        try writeFile(source + "/small.txt", Array("small\n".utf8))
+        try writeFile(source + "/big.bin", randomBytes(24 << 20))
+        try sandbox.ok("backup", source)
+
+        let mountPoint = sandbox.path("small")
+        try makeDirectories(mountPoint)
+        if mount("tmpfs", mountPoint, "tmpfs", 0, "size=6m,mode=0755") != 0 {
+            try Test.cancel("cannot mount a tmpfs here (\(String(cString: strerror(errno)))): the test needs root and mount permission")
+        }
+        sandbox.mounts.append(mountPoint)
+        let restore = try sandbox.kho("restore", "latest", "--target", mountPoint + "/target")
+        #expect(restore.exitCode == 1, "\(restore)")
+        #expect(restore.err.lowercased().contains("no space left"), "\(restore)")
+        #expect(restore.err.split(separator: "\n").count <= 3, "a clear message, not a flood: \(restore)")
+    }
+
     @Test("unlock keeps the lock of a running backup and removes the lock of a killed one")
     func locks() throws {
         let sandbox = try Sandbox("locks")
@@ -247,6 +275,12 @@ struct FaultTests {
         let interrupted = try sandbox.start(["backup", "--stdin", "--stdin-name", "interrupted.sql"], input: .pipe)
         try interrupted.writeInput(Array(data[0..<1000]))
         try waitForLock(interrupted)
+        // Wait until kho's main thread blocks reading stdin: it is then inside the locked section
+        // (between writing the lock file and registering it for signals there is a short window,
+        // reported separately).
+        let deadline = Date().addingTimeInterval(60)
+        while !isReadingStandardInput(interrupted.pid) && interrupted.isRunning && Date() < deadline { usleep(2000) }
+        try #require(isReadingStandardInput(interrupted.pid), "kho never blocked on its stdin")
         interrupted.send(SIGINT)
         let ended = interrupted.wait()
         #expect(ended.exitCode == 130, "\(ended)")
