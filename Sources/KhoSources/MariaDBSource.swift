@@ -124,6 +124,18 @@ public struct MariaDBSource: BackupSource {
         return tables
     }
 
+    static func dropTablesAndViews(_ admin: SQLSession, database: String) throws {
+        let objects = try admin.query("SELECT TABLE_TYPE, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = \(literal(database));")
+        var statements = ["SET FOREIGN_KEY_CHECKS = 0;"]
+        for line in objects where !line.isEmpty {
+            let parts = line.split(separator: "\t", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { continue }
+            statements.append("DROP \(parts[0] == "VIEW" ? "VIEW" : "TABLE") IF EXISTS \(quote(database)).\(quote(parts[1]));")
+        }
+        statements.append("SET FOREIGN_KEY_CHECKS = 1;")
+        _ = try admin.query(statements.joined(separator: "\n"))
+    }
+
     static func plan(target: DatabaseEndpoint, sourceName: String) throws -> (exists: Bool, empty: Bool) {
         let session = try self.session(target, database: nil, source: sourceName)
         defer { session.close() }
@@ -158,11 +170,33 @@ public struct MariaDBSource: BackupSource {
                 }
             }
         } catch {
-            if createDatabase { _ = try? admin.query("DROP DATABASE IF EXISTS \(quote(target.database));") }
+            if createDatabase {
+                _ = try? admin.query("DROP DATABASE IF EXISTS \(quote(target.database));")
+            } else {
+                // The target existed without tables (plan() checked) and MariaDB cannot roll back
+                // DDL: the tables and views it holds now came from this failed load.
+                try? dropTablesAndViews(admin, database: target.database)
+            }
             throw error
         }
         var keptAs: String?
         if replace {
+            // RENAME TABLE cannot move views or tables with triggers to another database, and
+            // routines and events stay where they are: swapping would fail half way or mix the old
+            // database's objects into the restored one. Refuse before touching the original.
+            let unmovable = try admin.query("""
+                SELECT CONCAT(kind, ' ', db, '.', name) FROM (
+                  SELECT 'view' AS kind, TABLE_SCHEMA AS db, TABLE_NAME AS name FROM information_schema.VIEWS
+                  UNION ALL SELECT 'trigger', TRIGGER_SCHEMA, TRIGGER_NAME FROM information_schema.TRIGGERS
+                  UNION ALL SELECT LOWER(ROUTINE_TYPE), ROUTINE_SCHEMA, ROUTINE_NAME FROM information_schema.ROUTINES
+                  UNION ALL SELECT 'event', EVENT_SCHEMA, EVENT_NAME FROM information_schema.EVENTS) AS objects
+                WHERE db IN (\(literal(original.database)), \(literal(target.database))) ORDER BY 1;
+                """).filter { !$0.isEmpty }
+            if !unmovable.isEmpty {
+                _ = try? admin.query("DROP DATABASE IF EXISTS \(quote(target.database));")
+                let shown = unmovable.prefix(5).joined(separator: ", ") + (unmovable.count > 5 ? " and \(unmovable.count - 5) more" : "")
+                throw KhoError(.source, "Source \(sourceName): the dump loaded, but MariaDB cannot move views, triggers, routines or events between databases (\(shown)), so --replace cannot swap it in; \(original.database) was left as it was: restore into a new database name and point the application at it, or drop \(original.database) and restore again.")
+            }
             let aside = "\(original.database)__kho_replaced_\(Int(Date().timeIntervalSince1970))"
             _ = try admin.query("CREATE DATABASE \(quote(aside));")
             let old = try admin.query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = \(literal(original.database));").filter { !$0.isEmpty }
@@ -184,12 +218,17 @@ public struct MariaDBSource: BackupSource {
 }
 
 /// Rewrites the `CREATE DATABASE` / `USE` lines that `mariadb-dump --databases` writes, so that a
-/// dump of one database loads into another name. Works line by line across chunk boundaries.
+/// dump of one database loads into another name. Such lines appear in the header and again near the
+/// end (before the final structure of views), so the whole stream is filtered: a line is held back
+/// only while its start could be one of them; everything else passes through in place.
 final class DatabaseNameFilter {
     let from: String
     let to: String
-    private var pending: [UInt8] = []
-    private var linesSeen = 0
+    /// The start of the current line, held back while it may be a line to rewrite.
+    private var line: [UInt8] = []
+    /// Whether the current line began at a line start and may still be a line to rewrite.
+    private var holding = true
+    private static let prefixes: [[UInt8]] = [Array("CREATE DATABASE".utf8), Array("USE ".utf8)]
 
     init(from: String, to: String) {
         self.from = from
@@ -197,35 +236,54 @@ final class DatabaseNameFilter {
     }
 
     func process(_ chunk: UnsafeRawBufferPointer, _ write: (UnsafeRawBufferPointer) throws -> Void) throws {
-        // Only the dump's header lines name the database; after the first 200 lines pass data through.
-        if linesSeen > 200 && pending.isEmpty {
-            try write(chunk)
-            return
-        }
-        pending.append(contentsOf: chunk)
-        while let newline = pending.firstIndex(of: 0x0a) {
-            var line = Array(pending[...newline])
-            pending.removeSubrange(...newline)
-            linesSeen += 1
-            line = rewrite(line)
-            try line.withUnsafeBytes { try write($0) }
-            if linesSeen > 200 {
-                try pending.withUnsafeBytes { try write($0) }
-                pending.removeAll()
-                return
+        var i = 0
+        var passFrom = 0
+        while i < chunk.count {
+            if holding {
+                let byte = chunk[i]
+                line.append(byte)
+                i += 1
+                passFrom = i
+                if byte == 0x0a {
+                    try rewrite(line).withUnsafeBytes { try write($0) }
+                    line.removeAll(keepingCapacity: true)
+                } else if !DatabaseNameFilter.mayMatch(line) {
+                    try line.withUnsafeBytes { try write($0) }
+                    line.removeAll(keepingCapacity: true)
+                    holding = false
+                }
+                continue
             }
+            // Inside a line that stays as it is: pass everything up to its end through.
+            if let newline = chunk[i...].firstIndex(of: 0x0a) {
+                i = newline + 1
+                holding = true
+            } else {
+                i = chunk.count
+            }
+            try write(UnsafeRawBufferPointer(rebasing: chunk[passFrom..<i]))
+            passFrom = i
         }
     }
 
     func flush(_ write: (UnsafeRawBufferPointer) throws -> Void) throws {
-        try pending.withUnsafeBytes { try write($0) }
-        pending.removeAll()
+        try rewrite(line).withUnsafeBytes { try write($0) }
+        line.removeAll()
+        holding = true
+    }
+
+    /// Whether `start` is the beginning of a line that starts with one of the prefixes (or of a prefix).
+    private static func mayMatch(_ start: [UInt8]) -> Bool {
+        prefixes.contains { prefix in
+            start.count <= prefix.count ? prefix.starts(with: start) : start.starts(with: prefix)
+        }
     }
 
     private func rewrite(_ line: [UInt8]) -> [UInt8] {
-        let text = String(decoding: line, as: UTF8.self)
-        if text.hasPrefix("CREATE DATABASE") { return [] }
-        if text.hasPrefix("USE ") { return Array("USE \(MariaDBSource.quote(to));\n".utf8) }
+        if line.starts(with: DatabaseNameFilter.prefixes[0]) { return [] }
+        if line.starts(with: DatabaseNameFilter.prefixes[1]) {
+            return Array("USE \(MariaDBSource.quote(to));".utf8) + (line.last == 0x0a ? [0x0a] : [])
+        }
         return line
     }
 }

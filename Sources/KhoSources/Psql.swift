@@ -161,9 +161,17 @@ final class SQLSession {
     /// Turns a client's error text into one sentence that names the source and the likely fix.
     static func describe(_ text: String, engine: String, source: String) -> KhoError {
         let lower = text.lowercased()
-        let detail = text.split(separator: "\n").first.map(String.init) ?? "no error output"
-        if lower.contains("password authentication failed") || lower.contains("access denied") {
+        // The mariadb client frames a failed statement with lines of dashes and the statement
+        // itself; the line that says what went wrong starts with ERROR.
+        let lines = text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+        let detail = lines.first { $0.hasPrefix("ERROR") }
+            ?? lines.first { !$0.isEmpty && !$0.allSatisfy { $0 == "-" } }
+            ?? "no error output"
+        if lower.contains("password authentication failed") || lower.contains("access denied for user") {
             return KhoError(.source, "Source \(source): the server refused the login (\(detail)): check the user and the password file or variable.")
+        }
+        if lower.contains("access denied; you need") || lower.contains("command denied") || lower.contains("permission denied") {
+            return KhoError(.source, "Source \(source): the \(engine) user lacks a privilege (\(detail)): grant it, or use a user that has it.")
         }
         if lower.contains("does not exist") && lower.contains("database") || lower.contains("unknown database") {
             return KhoError(.source, "Source \(source): the database does not exist (\(detail)): check the database name.")
