@@ -105,7 +105,7 @@ public struct MariaDBSource: BackupSource {
             })
         }
         return try archiver.backupStreams(inputs, sourceName: name) { total in
-            try SizeGuard.check(source: name, total: total, ratio: limits.minSizeRatio, repository: repository, host: Host.name)
+            try SizeGuard.check(source: name, total: total, ratio: limits.minSizeRatio, repository: repository, host: limits.recordedHost)
             return try DumpManifest(engine: "mariadb", serverVersion: version.current, checksumMethod: MariaDBSource.checksumMethod,
                                     databases: recorded.current).json
         }

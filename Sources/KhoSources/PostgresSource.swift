@@ -102,7 +102,7 @@ public struct PostgresSource: BackupSource {
             })
         }
         return try archiver.backupStreams(inputs, sourceName: name) { total in
-            try SizeGuard.check(source: name, total: total, ratio: limits.minSizeRatio, repository: repository, host: Host.name)
+            try SizeGuard.check(source: name, total: total, ratio: limits.minSizeRatio, repository: repository, host: limits.recordedHost)
             return try DumpManifest(engine: "postgres", serverVersion: version.current, checksumMethod: PostgresSource.checksumMethod,
                                     databases: recorded.current).json
         }

@@ -39,7 +39,7 @@ public struct SQLiteSource: BackupSource {
             ({ buffer in try Syscall.call("read", copy) { read(fd, buffer.baseAddress, buffer.count) } }, {})
         }
         return try archiver.backupStreams([input], sourceName: name) { total in
-            try SizeGuard.check(source: name, total: total, ratio: limits.minSizeRatio, repository: repository, host: Host.name)
+            try SizeGuard.check(source: name, total: total, ratio: limits.minSizeRatio, repository: repository, host: limits.recordedHost)
             return try DumpManifest(engine: "sqlite", serverVersion: version, checksumMethod: SQLiteSource.checksumMethod,
                                     databases: [DumpManifest.Database(name: file, file: file, sizeBytes: size, tables: tables)]).json
         }

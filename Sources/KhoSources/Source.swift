@@ -8,7 +8,12 @@ public struct SourceLimits: Sendable {
     /// A dump smaller than this share of the previous good dump of the same source fails the
     /// backup: a half-empty dump must not silently become the newest recovery point.
     public var minSizeRatio: Double = 0.5
+    /// The host name the snapshots are recorded under (`--host`), which the size check compares
+    /// with; nil for this machine's name.
+    public var hostname: String?
     public init() {}
+
+    var recordedHost: String { hostname ?? Host.name }
 }
 
 /// A place data comes from and goes back to. Each kind (files, postgres, mariadb, sqlite, command)
@@ -60,7 +65,7 @@ public struct CommandSource: BackupSource {
             return ({ try stream.read($0) }, { try stream.finish() })
         }
         return try archiver.backupStreams([input], sourceName: name) { total in
-            try SizeGuard.check(source: name, total: total, ratio: limits.minSizeRatio, repository: repository, host: Host.name)
+            try SizeGuard.check(source: name, total: total, ratio: limits.minSizeRatio, repository: repository, host: limits.recordedHost)
             return nil
         }
     }

@@ -123,6 +123,7 @@ struct Backup: ParsableCommand {
             if let sqlite {
                 var limits = SourceLimits()
                 limits.minSizeRatio = minSizeRatio
+                limits.hostname = host
                 options.source = SnapshotSource(kind: "sqlite", name: sourceName)
                 let archiver = Archiver(repository: repo, index: index, options: options, progress: progress) { message in
                     line.finish()
@@ -136,6 +137,7 @@ struct Backup: ParsableCommand {
                 var limits = SourceLimits()
                 limits.timeout = timeoutSeconds
                 limits.minSizeRatio = minSizeRatio
+                limits.hostname = host
                 let databases = endpoint.database.split(separator: ",").map(String.init)
                 let source: BackupSource = engine == "postgres"
                     ? PostgresSource(name: sourceName!, endpoint: endpoint, databases: databases, includeGlobals: !noGlobals, limits: limits)

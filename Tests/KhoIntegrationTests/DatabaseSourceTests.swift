@@ -397,6 +397,8 @@ extension DatabaseSourceTests {
                 INSERT INTO households SELECT i, 'Chủ hộ ' || md5(i::text), i % 7 + 1 FROM generate_series(1, 20000) i;
                 """, database: "census")
             _ = try backup(sandbox, ["--postgres", pg.url("census"), "--source-name", "census"])
+            // The same database recorded under another host name (--host), as a backup host may do.
+            _ = try backup(sandbox, ["--postgres", pg.url("census"), "--source-name", "census-remote", "--host", "may-chu-csdl"])
             let count = try snapshotList(sandbox).count
 
             let nobody = try ServerSupport.freeLoopbackPort()
@@ -423,6 +425,8 @@ extension DatabaseSourceTests {
             try pg.psql("DELETE FROM households WHERE id > 500;", database: "census")
             let shrunk = try sandbox.kho("backup", "--postgres", pg.url("census"), "--source-name", "census")
             try expectFailure(shrunk, "Source census: the dump is", "below the allowed 50%; no snapshot was written", snapshotsBefore: count, sandbox: sandbox)
+            let shrunkRemote = try sandbox.kho("backup", "--postgres", pg.url("census"), "--source-name", "census-remote", "--host", "may-chu-csdl")
+            try expectFailure(shrunkRemote, "Source census-remote: the dump is", "below the allowed 50%", snapshotsBefore: count, sandbox: sandbox)
             // An operator who expects the shrink says so.
             _ = try backup(sandbox, ["--postgres", pg.url("census"), "--source-name", "census", "--min-size-ratio", "0"])
             #expect(try snapshotList(sandbox).count == count + 1)
@@ -1004,6 +1008,21 @@ extension DatabaseSourceTests {
             let second = try backup(sandbox, ["--sqlite", path, "--source-name", "records"])
             #expect(second.summary.bytesAdded * 8 < first.summary.bytesAdded,
                     "the second backup added \(second.summary.bytesAdded) bytes, the first \(first.summary.bytesAdded)")
+        }
+
+        @Test("a copy that shrank below min-size-ratio is refused, also under another --host name")
+        func shrunkenCopy() throws {
+            let sandbox = try Sandbox("sqlite-shrink")
+            try sandbox.initRepository()
+            let path = sandbox.path("records.db")
+            try ScratchSQLite.sql(sqliteSchema, path: path, scratch: sandbox.dir)
+            _ = try backup(sandbox, ["--sqlite", path, "--source-name", "records"])
+            _ = try backup(sandbox, ["--sqlite", path, "--source-name", "records-remote", "--host", "may-chu-luu-tru"])
+            try ScratchSQLite.sql("DELETE FROM documents WHERE id > 100; VACUUM;", path: path, scratch: sandbox.dir)
+            let shrunk = try sandbox.kho("backup", "--sqlite", path, "--source-name", "records")
+            try expectFailure(shrunk, "Source records: the dump is", "below the allowed 50%", snapshotsBefore: 2, sandbox: sandbox)
+            let shrunkRemote = try sandbox.kho("backup", "--sqlite", path, "--source-name", "records-remote", "--host", "may-chu-luu-tru")
+            try expectFailure(shrunkRemote, "Source records-remote: the dump is", "below the allowed 50%", snapshotsBefore: 2, sandbox: sandbox)
         }
 
         @Test("a SQLite path that cannot be read fails in one sentence without a snapshot")
