@@ -60,7 +60,11 @@ public struct MariaDBSource: BackupSource {
             let file = "\(database).sql"
             inputs.append(Archiver.StreamInput(name: file) {
                 let session = try MariaDBSource.session(endpoint, database: database, source: name)
-                _ = try session.query("FLUSH TABLES WITH READ LOCK;\nSTART TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY;")
+                // While FLUSH TABLES WITH READ LOCK waits (for a long query, LOCK TABLES, a schema
+                // change), every write on the server waits behind it: bound the wait by the source's
+                // timeout, and by a minute at most.
+                let lockWait = max(1, Int(min(limits.timeout ?? 60, 60).rounded(.up)))
+                _ = try session.query("SET SESSION lock_wait_timeout = \(lockWait);\nFLUSH TABLES WITH READ LOCK;\nSTART TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY;")
                 let facts = try session.query("SELECT VERSION(), COALESCE(SUM(DATA_LENGTH + INDEX_LENGTH), 0) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE();")
                 let parts = (facts.last ?? "").split(separator: "\t").map(String.init)
                 version.withLock { $0 = parts.first ?? "" }

@@ -173,6 +173,9 @@ final class SQLSession {
         if lower.contains("access denied; you need") || lower.contains("command denied") || lower.contains("permission denied") {
             return KhoError(.source, "Source \(source): the \(engine) user lacks a privilege (\(detail)): grant it, or use a user that has it.")
         }
+        if lower.contains("lock wait timeout exceeded") {
+            return KhoError(.source, "Source \(source): \(engine) gave up waiting for a lock (\(detail)): another session holds the tables (a long query, LOCK TABLES or a schema change); run the backup again once it is done.", retryable: true)
+        }
         if lower.contains("does not exist") && lower.contains("database") || lower.contains("unknown database") {
             return KhoError(.source, "Source \(source): the database does not exist (\(detail)): check the database name.")
         }

@@ -23,7 +23,8 @@ public struct SQLiteSource: BackupSource {
 
     public func backup(with archiver: Archiver, repository: Repository) throws -> Snapshot {
         let copy = NSTemporaryDirectory() + "kho-sqlite-\(UInt64.random(in: 0...UInt64.max)).sqlite"
-        defer { unlink(copy) }
+        // A copy of a database in WAL mode is in WAL mode too: reading it leaves -wal and -shm beside it.
+        defer { for suffix in ["", "-wal", "-shm", "-journal"] { unlink(copy + suffix) } }
         try SQLiteSource.onlineCopy(from: path, to: copy, source: name)
         let database = try SQLiteDatabase(path: copy, readOnly: true, source: name)
         let tables = try SQLiteSource.tables(database)
