@@ -170,6 +170,9 @@ final class SQLSession {
         if lower.contains("password authentication failed") || lower.contains("access denied for user") {
             return KhoError(.source, "Source \(source): the server refused the login (\(detail)): check the user and the password file or variable.")
         }
+        if lower.contains("no password supplied") {
+            return KhoError(.source, "Source \(source): the server asks for a password and none was given (\(detail)): give it with a password file or environment variable.")
+        }
         if lower.contains("access denied; you need") || lower.contains("command denied") || lower.contains("permission denied") {
             return KhoError(.source, "Source \(source): the \(engine) user lacks a privilege (\(detail)): grant it, or use a user that has it.")
         }

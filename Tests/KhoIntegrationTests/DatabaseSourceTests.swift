@@ -192,6 +192,19 @@ private func breakInTheMiddle(_ dump: [UInt8], after marker: String) throws -> [
     return Array(lines.joined(separator: "\n").utf8)
 }
 
+/// The processes whose parent is `parent` and whose name is `name` (from /proc).
+private func childProcesses(of parent: pid_t, named name: String) -> [pid_t] {
+    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+    return entries.compactMap { entry -> pid_t? in
+        guard let pid = pid_t(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+              let open = stat.firstIndex(of: "("), let close = stat.lastIndex(of: ")") else { return nil }
+        let comm = stat[stat.index(after: open)..<close]
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 1, comm == name, pid_t(fields[1]) == parent else { return nil }
+        return pid
+    }
+}
+
 private let canUnshareMounts: Bool = {
     guard geteuid() == 0, let unshare = ServerSupport.find("unshare", in: ServerSupport.standardDirectories) else { return false }
     let scratch = NSTemporaryDirectory()
@@ -386,7 +399,7 @@ extension DatabaseSourceTests {
             #expect(Set(try snapshotList(sandbox).map(\.id)) == [first.snapshot, second.snapshot])
         }
 
-        @Test("unreachable server, missing database, a dump stopped by its timeout, a shrunken dump: exit 1, one sentence, no snapshot")
+        @Test("unreachable server, missing database, pg_dump failing, stopped by its timeout, killed, a shrunken dump: exit 1, one sentence, no snapshot")
         func failuresAreClosed() throws {
             let pg = try ScratchPostgres.requireShared()
             let sandbox = try Sandbox("pg-failures")
@@ -408,6 +421,14 @@ extension DatabaseSourceTests {
             let missing = try sandbox.kho("backup", "--postgres", pg.url("census,no_such_db"), "--source-name", "census")
             try expectFailure(missing, "Source census: the database does not exist", "no_such_db", snapshotsBefore: count, sandbox: sandbox)
 
+            // pg_dump itself fails (a table the user may not read): its exit status and its error output.
+            try pg.psql("CREATE ROLE limited_reader LOGIN;")
+            try pg.psql("CREATE TABLE secret(id int); GRANT SELECT ON households TO limited_reader;", database: "census")
+            let denied = try sandbox.kho("backup", "--postgres", pg.url("census", user: "limited_reader"), "--source-name", "census", "--no-globals")
+            try expectFailure(denied, "pg_dump census` exited with status 1; no snapshot was written", "permission denied for table secret",
+                              snapshotsBefore: count, sandbox: sandbox)
+            try pg.psql("DROP TABLE secret;", database: "census")
+
             // pg_dump waits for a lock another session holds; the timeout stops it.
             let locker = try BackgroundSQL(pg.program("psql"), pg.psqlArguments(database: "census"),
                                            prelude: "BEGIN;\nLOCK TABLE households IN ACCESS EXCLUSIVE MODE;\n",
@@ -419,6 +440,15 @@ extension DatabaseSourceTests {
             }
             let stuck = try sandbox.kho("backup", "--postgres", pg.url("census"), "--source-name", "census", "--timeout", "1s")
             try expectFailure(stuck, "pg_dump census` was stopped after its timeout of 1 s; no snapshot was written", snapshotsBefore: count, sandbox: sandbox)
+            // The same wait, but pg_dump is killed from outside (the OOM killer, an operator).
+            let running = try sandbox.start(["backup", "--postgres", pg.url("census"), "--source-name", "census"])
+            var dumper: pid_t?
+            try ServerSupport.waitUntil("kho starts pg_dump") {
+                dumper = childProcesses(of: running.pid, named: "pg_dump").first
+                return dumper != nil || !running.isRunning
+            }
+            if let dumper { kill(dumper, SIGKILL) }
+            try expectFailure(running.wait(), "pg_dump census` was killed by signal 9; no snapshot was written", snapshotsBefore: count, sandbox: sandbox)
             locker.stop()
 
             // Most rows gone: the dump is below half of the previous one.
@@ -452,7 +482,7 @@ extension DatabaseSourceTests {
             try expectFailure(result, "Source notool: pg_dump is not installed or not on PATH", snapshotsBefore: 0, sandbox: sandbox)
         }
 
-        @Test("password logins: a wrong password is refused in one sentence; the right one from a variable or a file works")
+        @Test("password logins: a wrong or missing password is refused in one sentence; the right one from a variable or a file works")
         func passwords() throws {
             let server = try ScratchPostgres(label: "pg-password", password: "mật khẩu đúng")
             defer { server.stop() }
@@ -462,10 +492,11 @@ extension DatabaseSourceTests {
             try sandbox.initRepository()
 
             let wrong = try sandbox.kho(["backup", "--postgres", server.url("hr"), "--source-name", "hr", "--password-env", "HR_DB_PASSWORD"],
-                                        env: ["HR_DB_PASSWORD": "sai"])
+                                        env: ["HR_DB_PASSWORD": "sai", "PGPASSWORD": nil, "PGPASSFILE": "/nonexistent"])
             try expectFailure(wrong, "Source hr: the server refused the login", "password authentication failed", snapshotsBefore: 0, sandbox: sandbox)
-            let none = try sandbox.kho(["backup", "--postgres", server.url("hr"), "--source-name", "hr"])
-            try expectFailure(none, "Source hr:", snapshotsBefore: 0, sandbox: sandbox)
+            let none = try sandbox.kho(["backup", "--postgres", server.url("hr"), "--source-name", "hr"],
+                                       env: ["PGPASSWORD": nil, "PGPASSFILE": "/nonexistent"])
+            try expectFailure(none, "Source hr: the server asks for a password and none was given", snapshotsBefore: 0, sandbox: sandbox)
             let unset = try sandbox.kho(["backup", "--postgres", server.url("hr"), "--source-name", "hr", "--password-env", "HR_DB_PASSWORD_UNSET"])
             try expectFailure(unset, code: 2, "HR_DB_PASSWORD_UNSET", "is not set", snapshotsBefore: 0, sandbox: sandbox)
 
@@ -485,7 +516,7 @@ extension DatabaseSourceTests {
             expectAllEqual(restored, tables: 1)
         }
 
-        @Test("restore refuses a non-empty database, --replace swaps and keeps the old one, a dump that fails half way changes nothing")
+        @Test("restore refuses a non-empty database, --replace swaps (even with the application connected) and keeps the old one, a dump that fails half way changes nothing")
         func restoreSafety() throws {
             let pg = try ScratchPostgres.requireShared()
             let sandbox = try Sandbox("pg-safety")
@@ -759,7 +790,7 @@ extension DatabaseSourceTests {
                     "the second backup added \(second.summary.bytesAdded) bytes, the first \(first.summary.bytesAdded)")
         }
 
-        @Test("unreachable server, wrong password, missing database, missing mariadb-dump: exit 1, one sentence, no snapshot")
+        @Test("unreachable server, wrong password, missing privilege, missing database, missing mariadb-dump, a held lock, a shrunken dump: exit 1, one sentence, no snapshot")
         func failuresAreClosed() throws {
             let db = try ScratchMariaDB.requireShared()
             let sandbox = try Sandbox("mariadb-failures")

@@ -238,8 +238,13 @@ final class ScratchPostgres: @unchecked Sendable {
     /// Stops the server (immediately: the data is thrown away) and removes the folder. Idempotent.
     func stop() {
         if isRunning {
-            _ = try? ServerSupport.run(ScratchPostgres.runuser!, ["-u", "postgres", "--", bin + "/pg_ctl", "-D", dataDirectory, "-m", "immediate", "-w", "stop"],
-                                       scratch: dir, timeout: 60)
+            let stopped = try? ServerSupport.run(ScratchPostgres.runuser!, ["-u", "postgres", "--", bin + "/pg_ctl", "-D", dataDirectory, "-m", "immediate", "-w", "stop"],
+                                                 scratch: dir, timeout: 60)
+            if stopped?.succeeded != true,
+               let text = try? String(contentsOfFile: dataDirectory + "/postmaster.pid", encoding: .utf8),
+               let pid = text.split(separator: "\n").first.flatMap({ pid_t($0) }), pid > 0 {
+                kill(pid, SIGKILL)  // the postmaster is not our child: PID 1 reaps it
+            }
             isRunning = false
         }
         if !dir.isEmpty { try? removeTree(dir) }
@@ -584,7 +589,12 @@ final class BackgroundSQL: @unchecked Sendable {
     func stop() -> ToolResult {
         if let result { return result }
         stopping.withLock { stopRequested = true }
-        finished.wait()
+        // The feeder finishes its block unless the client stopped reading (stuck behind a lock):
+        // then the client is killed, which ends the feeder's write.
+        if finished.wait(timeout: .now() + 60) == .timedOut {
+            kill(pid, SIGKILL)
+            finished.wait()
+        }
         shutdown(socket, Int32(SHUT_WR))
         var status: Int32 = 0
         // A client that does not finish within two minutes is killed (the test then fails on its status).
