@@ -58,9 +58,14 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .target(
+            name: "KhoVerify",
+            dependencies: ["KhoCore", "KhoStorage", "KhoSources", "KhoPolicy"]
+        ),
         .executableTarget(
             name: "kho",
             dependencies: [
+                "KhoVerify",
                 "KhoCore",
                 "KhoStorage",
                 "KhoSources",

@@ -45,9 +45,9 @@ public final class RepositoryLock: @unchecked Sendable {
 
     /// Takes the lock, waiting up to `wait` seconds for conflicting holders to go away.
     public static func acquire(storage: any Storage, exclusive: Bool, command: String, wait: TimeInterval = 0,
-                               refreshInterval: TimeInterval = RepositoryLock.refreshInterval) throws -> RepositoryLock {
+                               refreshInterval: TimeInterval = RepositoryLock.refreshInterval,
+                               name: String = RepositoryLock.newName()) throws -> RepositoryLock {
         let deadline = Date().addingTimeInterval(wait)
-        let name = Hex.encode(Random.bytes(32))
         while true {
             if let holder = try conflict(storage: storage, exclusive: exclusive, ignoring: nil) {
                 if Date() >= deadline { throw lockedError(holder, storage: storage) }
@@ -70,6 +70,9 @@ public final class RepositoryLock: @unchecked Sendable {
             return lock
         }
     }
+
+    /// A fresh lock file name; a caller that must clean up after a signal can learn it first.
+    public static func newName() -> String { Hex.encode(Random.bytes(32)) }
 
     private static func lockedError(_ holder: LockInfo, storage: any Storage) -> KhoError {
         KhoError(.locked, "The repository at \(storage.location) is locked\(holder.exclusive ? " exclusively" : "") by \(holder.holder): wait for it to finish (see --lock-wait), or if that process is gone run `kho unlock`.", retryable: true)

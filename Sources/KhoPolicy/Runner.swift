@@ -12,6 +12,8 @@ public struct Job: Sendable {
 }
 
 public struct JobResult: Sendable, Codable {
+    /// backup or drill.
+    public var kind: String = "backup"
     public var policy: String
     public var source: String
     public var planned: Date
@@ -22,6 +24,12 @@ public struct JobResult: Sendable, Codable {
     public var bytesAdded: Int64
     public var seconds: Double
     public var retention: String?
+
+    public init(policy: String, source: String, planned: Date, outcome: String, snapshot: String?, error: String?,
+                bytesRead: Int64, bytesAdded: Int64, seconds: Double, retention: String?) {
+        self.policy = policy; self.source = source; self.planned = planned; self.outcome = outcome; self.snapshot = snapshot
+        self.error = error; self.bytesRead = bytesRead; self.bytesAdded = bytesAdded; self.seconds = seconds; self.retention = retention
+    }
 }
 
 public struct RunOptions: Sendable {
@@ -42,6 +50,8 @@ public final class PolicyRunner: @unchecked Sendable {
     public let catalog: Catalog
     public let options: RunOptions
     private let log: @Sendable (String) -> Void
+    /// Runs a restore drill (set by the command line, which knows the drill module).
+    public var drill: (@Sendable (Policy, SourceSpec, Date) -> JobResult)?
     /// Set by a SIGTERM in the daemon: jobs finish their current step, no new step starts.
     public let stopRequested = Locked(false)
 
@@ -104,11 +114,42 @@ public final class PolicyRunner: @unchecked Sendable {
             })
         }
         workers.forEach { $0.join() }
+        var drillResults: [JobResult] = []
+        if let drill, !stopRequested.current {
+            for (policy, source, planned) in try dueDrills(now: now) {
+                if stopRequested.current { break }
+                drillResults.append(drill(policy, source, planned))
+            }
+        }
         if let metricsFile = options.metricsFile {
             try Metrics.write(to: metricsFile, policies: policies, catalog: catalog, now: Clock.now)
         }
         let collected = results.current
-        return jobs.indices.compactMap { collected[$0] }
+        return jobs.indices.compactMap { collected[$0] } + drillResults
+    }
+
+    /// Drills to run now: per policy with drills, the selected source whose last drill is oldest,
+    /// when that is older than the policy's drill period (or it was never drilled). One source per
+    /// policy per run, so drills rotate through a policy's sources.
+    public func dueDrills(now: Date) throws -> [(Policy, SourceSpec, Date)] {
+        var result: [(Policy, SourceSpec, Date)] = []
+        for policy in policies where options.policy == nil || policy.name == options.policy {
+            guard let drills = policy.drills else { continue }
+            var oldest: (SourceSpec, Date?)?
+            for source in policy.sources where options.source == nil || source.name == options.source {
+                let last = try catalog.last(policy: policy.name, source: source.name, kind: "drill")?.started
+                if let current = oldest {
+                    if (last ?? .distantPast) < (current.1 ?? .distantPast) { oldest = (source, last) }
+                } else {
+                    oldest = (source, last)
+                }
+            }
+            guard let (source, last) = oldest else { continue }
+            if !options.onlyDue || last == nil || now.timeIntervalSince(last!) >= drills.every {
+                result.append((policy, source, now))
+            }
+        }
+        return result
     }
 
     private func openRepository(_ spec: RepositorySpec) throws -> Repository {

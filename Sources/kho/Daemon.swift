@@ -25,7 +25,10 @@ struct Daemon: ParsableCommand {
             var options = RunOptions()
             options.jobs = jobs
             options.metricsFile = metricsFile
-            let runner = PolicyRunner(policies: policies, catalog: try orchestration.catalog(), options: options, log: log)
+            let catalog = try orchestration.catalog()
+            let runner = PolicyRunner(policies: policies, catalog: catalog, options: options, log: log)
+            runner.drill = Run.drillJob(catalog: catalog, quiet: false)
+            PolicyChanges.record(policies: policies, stateDirectory: orchestration.stateDirectory)
             let watcher = Worker(name: "kho-daemon-stop") {
                 while !stop.current && !runner.stopRequested.current { Thread.sleep(forTimeInterval: 0.2) }
                 runner.stopRequested.withLock { $0 = true }

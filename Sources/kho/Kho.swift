@@ -21,6 +21,7 @@ struct Kho: ParsableCommand {
             Init.self, Backup.self, Snapshots.self, Ls.self, Restore.self, Dump.self, Check.self, Stats.self,
             Forget.self, Prune.self, Unlock.self, Key.self,
             PolicyCommand.self, Run.self, Daemon.self, ScheduleCommand.self, StatusCommand.self, CatalogCommand.self,
+            Verify.self, Audit.self,
         ]
     )
 }
@@ -32,7 +33,17 @@ enum Main {
         Signals.install()
         do {
             var command = try Kho.parseAsRoot()
-            try command.run()
+            do {
+                try command.run()
+                AuditTrail.record(command, outcome: "success")
+            } catch {
+                let outcome: String
+                if let status = error as? ExitStatus { outcome = "exit \(status.code)" }
+                else if let error = error as? KhoError { outcome = "exit \(ExitStatus.code(for: error.kind)): \(error.message)" }
+                else { outcome = "failure" }
+                AuditTrail.record(command, outcome: outcome)
+                throw error
+            }
         } catch let error as KhoError {
             Terminal.error(error.message)
             exit(ExitStatus.code(for: error.kind))

@@ -47,8 +47,31 @@ struct Run: ParsableCommand {
         let runner = PolicyRunner(policies: policies, catalog: try orchestration.catalog(), options: options) { line in
             if !quiet { Terminal.write(STDERR_FILENO, "\(Format.time(Date())) \(line)\n") }
         }
+        runner.drill = Run.drillJob(catalog: runner.catalog, quiet: quiet)
+        PolicyChanges.record(policies: policies, stateDirectory: orchestration.stateDirectory)
         let results = try runner.run(now: Clock.now)
         try Run.report(results, json: json)
+    }
+
+    /// A drill as a job of `kho run`: runs it and turns its evidence into a job result.
+    static func drillJob(catalog: Catalog, quiet: Bool) -> @Sendable (Policy, SourceSpec, Date) -> JobResult {
+        { policy, source, planned in
+            let start = Date()
+            var result = JobResult(policy: policy.name, source: source.name, planned: planned, outcome: "failure", snapshot: nil,
+                                   error: nil, bytesRead: 0, bytesAdded: 0, seconds: 0, retention: nil)
+            result.kind = "drill"
+            do {
+                let evidence = try Verify.runner(catalog: catalog, quiet: quiet).drill(policy: policy, source: source, snapshotID: nil, planned: planned)
+                result.outcome = evidence.passed ? "success" : "failure"
+                result.snapshot = evidence.snapshot
+                result.error = evidence.passed ? nil : evidence.failureReasons.joined(separator: "; ")
+                AuditTrail.recordDrill(policy: policy.name, source: source.name, outcome: result.outcome)
+            } catch {
+                result.error = (error as? KhoError)?.message ?? "\(error)"
+            }
+            result.seconds = Date().timeIntervalSince(start)
+            return result
+        }
     }
 
     static func report(_ results: [JobResult], json: Bool) throws {
@@ -59,7 +82,8 @@ struct Run: ParsableCommand {
         } else {
             for r in results {
                 let detail = r.error ?? "snapshot \(r.snapshot?.prefix(8) ?? "-"), read \(Format.bytes(r.bytesRead)), added \(Format.bytes(r.bytesAdded))\(r.retention.map { "; retention: \($0)" } ?? "")"
-                Terminal.out("\(r.outcome.rightPad(8)) \(r.policy)/\(r.source) (\(Format.duration(r.seconds))): \(detail)")
+                let what = r.kind == "drill" ? "drill " : ""
+                Terminal.out("\(r.outcome.rightPad(8)) \(what)\(r.policy)/\(r.source) (\(Format.duration(r.seconds))): \(r.kind == "drill" && r.error == nil ? "passed, snapshot \(r.snapshot?.prefix(8) ?? "-")" : detail)")
             }
         }
         if results.contains(where: { $0.outcome == "failure" }) { throw ExitStatus(code: ExitStatus.failure) }

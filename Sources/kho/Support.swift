@@ -130,8 +130,12 @@ struct RepositoryOptions: ParsableArguments {
     /// Opens the repository and takes a lock for the duration of `body`.
     func withRepository<R>(exclusive: Bool, command: String, _ body: (Repository) throws -> R) throws -> R {
         let repository = try open()
+        // The name is known to the signal handler before the file exists, so that Ctrl-C at any
+        // moment removes it.
+        let name = RepositoryLock.newName()
+        Signals.pending(storage: repository.storage, name: name)
         let lock = try RepositoryLock.acquire(storage: repository.storage, exclusive: exclusive, command: command,
-                                              wait: try lockWaitSeconds())
+                                              wait: try lockWaitSeconds(), name: name)
         Signals.held(lock)
         defer {
             lock.release()
@@ -242,7 +246,9 @@ enum Signals {
                     graceful()
                     return
                 }
+                ScratchRegistry.tearDownAll()
                 for lock in locks.current.values { lock.release() }
+                for (storage, name) in pendingLocks.current { try? storage.remove(Handle(.lock, name)) }
                 if Terminal.isInteractive { Terminal.write(STDERR_FILENO, "\n") }
                 Terminal.error("interrupted; nothing was committed after the last complete step.")
                 _exit(128 + signo)
@@ -258,6 +264,12 @@ enum Signals {
     /// exiting at once.
     static func graceful(_ handler: @escaping @Sendable () -> Void) {
         gracefulHandler = handler
+    }
+
+    private static let pendingLocks = Locked<[(storage: any Storage, name: String)]>([])
+
+    static func pending(storage: any Storage, name: String) {
+        pendingLocks.withLock { $0.append((storage, name)) }
     }
 
     static func held(_ lock: RepositoryLock) {
@@ -313,6 +325,7 @@ final class ProgressLine: @unchecked Sendable {
 }
 
 import KhoStorage
+import KhoVerify
 
 enum LocalStorageFactory {
     static func make(_ path: String) -> any Storage { LocalStorage(path: path) }

@@ -1,0 +1,144 @@
+import Foundation
+import Glibc
+import KhoCore
+
+/// One privileged action.
+public struct LedgerEntry: Codable, Sendable, Equatable {
+    public var sequence: Int
+    public var time: Date
+    public var user: String
+    public var host: String
+    public var command: String
+    /// The arguments with secrets removed.
+    public var arguments: [String]
+    public var outcome: String
+    /// Hash of the previous entry ("" for the first).
+    public var previous: String
+    /// SHA-256 of this entry's JSON with this field empty.
+    public var hash: String
+
+    func computedHash() -> String {
+        var copy = self
+        copy.hash = ""
+        return SHA256.hash(Array((try? JSON.encoder.encode(copy)) ?? Data())).hex
+    }
+}
+
+/// The audit ledger: an append-only file of JSON lines in the state folder, each entry carrying
+/// the hash of the one before, so that an edited, removed or reordered entry breaks the chain at
+/// exactly that place.
+public final class AuditLedger: @unchecked Sendable {
+    public let path: String
+
+    public init(stateDirectory: String) throws {
+        try? FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
+        path = stateDirectory + "/audit.log"
+    }
+
+    /// Arguments with the values of secret-looking options replaced.
+    public static func redact(_ arguments: [String]) -> [String] {
+        var result: [String] = []
+        var hideNext = false
+        for argument in arguments {
+            if hideNext { result.append("[removed]"); hideNext = false; continue }
+            let lower = argument.lowercased()
+            if lower.contains("password") || lower.contains("secret") || lower.contains("token") {
+                if argument.contains("=") {
+                    result.append(String(argument.prefix { $0 != "=" }) + "=[removed]")
+                } else if !lower.hasSuffix("-file") && !lower.hasSuffix("-env") {
+                    result.append(argument)
+                    hideNext = true
+                } else {
+                    result.append(argument)
+                }
+                continue
+            }
+            // A URL with credentials: keep the user, drop the password.
+            if let at = argument.firstIndex(of: "@"), argument.contains("://"), let colon = argument[argument.range(of: "://")!.upperBound..<at].firstIndex(of: ":") {
+                result.append(String(argument[..<colon]) + ":[removed]" + String(argument[at...]))
+                continue
+            }
+            result.append(argument)
+        }
+        return result
+    }
+
+    /// Appends an entry under an exclusive file lock, chaining it to the last one.
+    @discardableResult
+    public func append(command: String, arguments: [String], outcome: String, time: Date = Clock.now) throws -> LedgerEntry {
+        let fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw KhoError.posix("open", path, errno: errno) }
+        defer { close(fd) }
+        guard flock(fd, LOCK_EX) == 0 else { throw KhoError.posix("flock", path, errno: errno) }
+        let entries = (try? AuditLedger.parse(readAll(fd))) ?? []
+        var entry = LedgerEntry(sequence: (entries.last?.sequence ?? 0) + 1, time: time, user: Host.user, host: Host.name,
+                                command: command, arguments: AuditLedger.redact(arguments), outcome: outcome,
+                                previous: entries.last?.hash ?? "", hash: "")
+        entry.hash = entry.computedHash()
+        let line = String(decoding: try JSON.encoder.encode(entry), as: UTF8.self) + "\n"
+        try Array(line.utf8).withUnsafeBytes { try Syscall.writeAll(fd, $0, path) }
+        try Syscall.call("fsync", path) { fsync(fd) }
+        // The head (last sequence and hash) is kept beside the ledger, so that cutting entries off
+        // its end is noticed too.
+        let head = "\(entry.sequence) \(entry.hash)\n"
+        let temporary = path + ".head.tmp"
+        if FileManager.default.createFile(atPath: temporary, contents: Data(head.utf8)) { rename(temporary, path + ".head") }
+        return entry
+    }
+
+    private func readAll(_ fd: Int32) -> [UInt8] {
+        var result: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        var offset = 0
+        while true {
+            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 65536, off_t(offset)) }
+            if n <= 0 { break }
+            result.append(contentsOf: buffer[0..<n])
+            offset += n
+        }
+        return result
+    }
+
+    static func parse(_ bytes: [UInt8]) throws -> [LedgerEntry] {
+        try String(decoding: bytes, as: UTF8.self).split(separator: "\n").map { line in
+            try JSON.decoder.decode(LedgerEntry.self, from: Data(line.utf8))
+        }
+    }
+
+    public func entries() throws -> [LedgerEntry] {
+        guard let data = FileManager.default.contents(atPath: path) else { return [] }
+        return try AuditLedger.parse(Array(data))
+    }
+
+    /// The first entry that breaks the chain (edited, removed, inserted or reordered), with why;
+    /// nil when the whole ledger is intact.
+    public func verify() throws -> (line: Int, reason: String)? {
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        let lines = String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
+        var previous = ""
+        var expectedSequence = 1
+        for (i, line) in lines.enumerated() where !(line.isEmpty && i == lines.count - 1) {
+            guard let entry = try? JSON.decoder.decode(LedgerEntry.self, from: Data(line.utf8)) else {
+                return (i + 1, "line \(i + 1) is not a ledger entry (edited or damaged)")
+            }
+            if entry.computedHash() != entry.hash {
+                return (i + 1, "entry \(entry.sequence) (line \(i + 1)) was changed after it was written: its hash does not match its content")
+            }
+            if entry.previous != previous {
+                return (i + 1, "entry \(entry.sequence) (line \(i + 1)) does not follow the entry before it: an entry was removed, inserted or reordered")
+            }
+            if entry.sequence != expectedSequence {
+                return (i + 1, "entry \(entry.sequence) (line \(i + 1)) should be number \(expectedSequence): an entry was removed or reordered")
+            }
+            previous = entry.hash
+            expectedSequence += 1
+        }
+        if let head = try? String(contentsOfFile: path + ".head", encoding: .utf8) {
+            let parts = head.split(separator: " ")
+            if parts.count == 2, let sequence = Int(parts[0]), sequence != expectedSequence - 1 || String(parts[1].trimmingCharacters(in: .whitespacesAndNewlines)) != previous {
+                return (lines.count, "the ledger ends at entry \(expectedSequence - 1) but entry \(sequence) was written: entries were removed from its end")
+            }
+        }
+        return nil
+    }
+}
