@@ -33,7 +33,12 @@ public final class BlobSaver: @unchecked Sendable {
     private let index: MasterIndex
     private let codec: BlobCodec
     private var sessionBlobs = Set<BlobID>()
-    private let jobs: BoundedQueue<Job>
+    /// Small blobs travel in batches, so that a tree of many small files does not cost a lock
+    /// hand-off (and a thread wake-up) per file.
+    private let jobs: BoundedQueue<[Job]>
+    private var batch: [Job] = []
+    private var batchBytes = 0
+    private static let batchLimit = 1 << 20
     private let uploads: BoundedQueue<ClosedPack>
     private var workers: [Worker] = []
     private var uploaders: [Worker] = []
@@ -46,6 +51,7 @@ public final class BlobSaver: @unchecked Sendable {
     private let activeWorkers: Locked<Int>
     private let packsPerIndexFile: Int
     private var finished = false
+    private var stopped = false
 
     public init(repository: Repository, index: MasterIndex, compressionLevel: Int? = nil,
                 workers workerCount: Int = Machine.cores, uploaders uploaderCount: Int = 1, packsPerIndexFile: Int = 8) {
@@ -87,7 +93,19 @@ public final class BlobSaver: @unchecked Sendable {
         try failure.check()
         if has(id) { return }
         sessionBlobs.insert(id)
-        if !jobs.push(Job(id: id, kind: kind, data: Array(data))) {
+        batch.append(Job(id: id, kind: kind, data: Array(data)))
+        batchBytes += data.count
+        if batchBytes >= BlobSaver.batchLimit || batch.count >= 256 {
+            try flushBatch()
+        }
+    }
+
+    private func flushBatch() throws {
+        guard !batch.isEmpty else { return }
+        let full = batch
+        batch = []
+        batchBytes = 0
+        if !jobs.push(full) {
             try failure.check()
             throw KhoError(.failure, "The backup pipeline stopped unexpectedly.")
         }
@@ -97,7 +115,8 @@ public final class BlobSaver: @unchecked Sendable {
         let codec = BlobCodec(repository: repository, compressionLevel: level)
         var newBlobs = 0
         var rawBytes: Int64 = 0
-        while let job = jobs.pop() {
+        while let batch = jobs.pop() {
+          for job in batch {
             if failure.value != nil { continue }
             // Compress and seal outside the lock; only the copy into the shared pack is serialized.
             let sealed = job.data.withUnsafeBytes { codec.seal($0, id: job.id, kind: job.kind) }
@@ -115,6 +134,7 @@ public final class BlobSaver: @unchecked Sendable {
                 return closed
             }
             if let closed, !uploads.push(closed) { break }
+          }
         }
         stats.withLock {
             $0.blobsNew += newBlobs
@@ -178,7 +198,9 @@ public final class BlobSaver: @unchecked Sendable {
     /// refers to the saved blobs may be written.
     public func finish() throws -> SaverStatistics {
         precondition(!finished)
+        do { try flushBatch() } catch { abort(error); throw error }
         finished = true
+        stopped = true
         jobs.close()
         workers.forEach { $0.join() }
         uploads.close()
@@ -195,8 +217,10 @@ public final class BlobSaver: @unchecked Sendable {
     /// Stops the pipeline after a failure elsewhere. Packs already uploaded are indexed, so that
     /// the next backup reuses them; no snapshot refers to anything.
     public func abort(_ reason: Error) {
-        guard !finished else { return }
+        guard !stopped else { return }
+        stopped = true
         finished = true
+        batch = []
         failure.record(reason)
         jobs.close()
         workers.forEach { $0.join() }

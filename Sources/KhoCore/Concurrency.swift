@@ -40,6 +40,12 @@ public final class BoundedQueue<Element: Sendable>: @unchecked Sendable {
         return element
     }
 
+    public var isClosed: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return closed
+    }
+
     public func close() {
         condition.lock()
         closed = true

@@ -171,11 +171,7 @@ public final class Restorer {
         workers.forEach { $0.join() }
         try failure.check()
         // Folder times last: creating entries inside a folder changes its mtime.
-        for (components, node) in createdDirectories.reversed() {
-            guard let fd = try? FileSystem.openDirectory(components, below: rootFD, path: target) else { continue }
-            Restorer.applyMetadata(fd: fd, node: node, restoreOwners: options.restoreOwners)
-            close(fd)
-        }
+        applyDirectoryMetadata(rootFD: rootFD)
         summary.errors += errors.current
         summary.end = Date()
         summary.bytes = progress.snapshot.bytes
@@ -205,6 +201,29 @@ public final class Restorer {
         if let start = run {
             try Syscall.pwriteAll(fd, UnsafeRawBufferPointer(rebasing: plain[start..<plain.count]), offset: offset + start, path)
         }
+    }
+
+    /// Sets every created folder's metadata, children before parents, opening each folder once
+    /// from its parent (the list is in creation order, which is parent-first).
+    private func applyDirectoryMetadata(rootFD: Int32) {
+        var stack: [(components: [[UInt8]], fd: Int32, node: Node)] = []
+        func popOne() {
+            let top = stack.removeLast()
+            if top.fd >= 0 {
+                Restorer.applyMetadata(fd: top.fd, node: top.node, restoreOwners: options.restoreOwners)
+                close(top.fd)
+            }
+        }
+        for (components, node) in createdDirectories {
+            while let top = stack.last, top.components != Array(components.dropLast()) { popOne() }
+            let parentFD = stack.last?.fd ?? rootFD
+            var fd: Int32 = -1
+            if parentFD >= 0, let name = components.last {
+                fd = FileSystem.withCName(name) { openat(parentFD, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+            }
+            stack.append((components, fd, node))
+        }
+        while !stack.isEmpty { popOne() }
     }
 
     static func isZero(_ buffer: UnsafeRawBufferPointer) -> Bool {

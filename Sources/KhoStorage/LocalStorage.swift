@@ -9,6 +9,9 @@ import KhoCore
 /// Temporary files start with `.tmp-`; listing ignores them and `kho prune` removes old ones.
 public struct LocalStorage: Storage {
     public let root: String
+    /// Open pack files, so that a restore reading thousands of small blobs from one pack opens it
+    /// once, not once per blob.
+    private let descriptors = DescriptorCache()
 
     public init(path: String) {
         var trimmed = path
@@ -88,10 +91,22 @@ public struct LocalStorage: Storage {
 
     public func load(_ handle: Handle, offset: Int, length: Int?) throws -> [UInt8] {
         let file = path(handle)
-        let (fd, code) = Syscall.attempt { open(file, O_RDONLY | O_CLOEXEC) }
-        if code == ENOENT { throw KhoError.missing(handle, in: root) }
-        guard code == 0 else { throw KhoError.posix("open", file, errno: code) }
-        defer { close(fd) }
+        let cached = handle.kind == .data && length != nil
+        let fd: Int32
+        if cached {
+            fd = try descriptors.acquire(file) { path in
+                let (fd, code) = Syscall.attempt { open(path, O_RDONLY | O_CLOEXEC) }
+                if code == ENOENT { throw KhoError.missing(handle, in: root) }
+                guard code == 0 else { throw KhoError.posix("open", path, errno: code) }
+                return fd
+            }
+        } else {
+            let (opened, code) = Syscall.attempt { open(file, O_RDONLY | O_CLOEXEC) }
+            if code == ENOENT { throw KhoError.missing(handle, in: root) }
+            guard code == 0 else { throw KhoError.posix("open", file, errno: code) }
+            fd = opened
+        }
+        defer { if cached { descriptors.release(file) } else { close(fd) } }
         let count: Int
         if let length {
             count = length
@@ -158,6 +173,7 @@ public struct LocalStorage: Storage {
 
     public func remove(_ handle: Handle) throws {
         let file = path(handle)
+        descriptors.forget(file)
         let (_, code) = Syscall.attempt { unlink(file) }
         if code == ENOENT { return }
         guard code == 0 else { throw KhoError.posix("unlink", file, errno: code) }
@@ -187,4 +203,83 @@ public struct LocalStorage: Storage {
 
 private func statPath(_ path: String, _ info: inout Glibc.stat) -> Int32 {
     stat(path, &info)
+}
+
+/// A few open read-only descriptors, shared by threads, closed when idle ones exceed the limit or
+/// their file is removed.
+final class DescriptorCache: @unchecked Sendable {
+    private struct Entry {
+        var fd: Int32
+        var users: Int
+        var lastUse: UInt64
+        /// Its file was removed while in use: close it when the last user is done.
+        var doomed = false
+    }
+    private let lock = NSLock()
+    private var entries: [String: Entry] = [:]
+    private var clock: UInt64 = 0
+    private let limit = 64
+
+    func acquire(_ path: String, open: (String) throws -> Int32) throws -> Int32 {
+        lock.lock()
+        clock += 1
+        if var entry = entries[path], !entry.doomed {
+            entry.users += 1
+            entry.lastUse = clock
+            entries[path] = entry
+            lock.unlock()
+            return entry.fd
+        }
+        lock.unlock()
+        let fd = try open(path)
+        lock.lock()
+        defer { lock.unlock() }
+        if var existing = entries[path], !existing.doomed {
+            // Another thread opened it meanwhile: use theirs.
+            close(fd)
+            existing.users += 1
+            entries[path] = existing
+            return existing.fd
+        }
+        entries[path] = Entry(fd: fd, users: 1, lastUse: clock)
+        if entries.count > limit {
+            let idle = entries.filter { $0.value.users == 0 }.sorted { $0.value.lastUse < $1.value.lastUse }
+            for (victim, entry) in idle.prefix(entries.count - limit) {
+                close(entry.fd)
+                entries[victim] = nil
+            }
+        }
+        return fd
+    }
+
+    func release(_ path: String) {
+        lock.lock()
+        defer { lock.unlock() }
+        guard var entry = entries[path] else { return }
+        entry.users -= 1
+        if entry.doomed && entry.users == 0 {
+            close(entry.fd)
+            entries[path] = nil
+            return
+        }
+        entries[path] = entry
+    }
+
+    /// Drops the cached descriptor of a removed file (once nobody uses it).
+    func forget(_ path: String) {
+        lock.lock()
+        defer { lock.unlock() }
+        guard var entry = entries[path] else { return }
+        if entry.users == 0 {
+            close(entry.fd)
+            entries[path] = nil
+        } else {
+            entry.doomed = true
+            entries[path] = entry
+        }
+    }
+
+    deinit {
+        for entry in entries.values { close(entry.fd) }
+    }
 }
