@@ -82,6 +82,7 @@ let package = Package(
         .testTarget(name: "KhoCoreTests", dependencies: ["KhoCore"]),
         .testTarget(name: "KhoStorageTests", dependencies: ["KhoCore", "KhoStorage"]),
         .testTarget(name: "KhoIntegrationTests", dependencies: ["KhoCore"]),
+        .testTarget(name: "KhoPolicyTests", dependencies: ["KhoPolicy", "KhoCore"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -19,6 +19,8 @@ public struct Policy: Sendable {
     public var rto: TimeInterval
     public var notify: String?
     public var drills: DrillSpec?
+    /// Where the name is written (line, column), or where the policy starts when the file name is used.
+    public var nameLocation: (line: Int, column: Int) = (1, 1)
 }
 
 public struct RepositorySpec: Sendable, Equatable {
@@ -62,6 +64,8 @@ public struct SourceSpec: Sendable {
     public var command: String?
     public var restoreCommand: String?
     public var limits = SourceLimits()
+    /// Where the source's name is written in its policy file (line, column).
+    public var nameLocation: (line: Int, column: Int) = (1, 1)
 
     /// The database or command source, or nil for files (the archiver walks those itself).
     public func make() -> BackupSource? {
@@ -114,7 +118,7 @@ public struct PolicyLoader {
             errors += fileErrors
             guard let policy else { continue }
             if let other = names[policy.name] {
-                errors.append(PolicyError(file: path, line: 1, column: 1, message: "policy name \"\(policy.name)\" is already used by \(other): names must be unique"))
+                errors.append(PolicyError(file: path, line: policy.nameLocation.line, column: policy.nameLocation.column, message: "policy name \"\(policy.name)\" is already used by \(other): names must be unique"))
                 continue
             }
             names[policy.name] = path
@@ -122,7 +126,7 @@ public struct PolicyLoader {
             for source in policy.sources {
                 let key = policy.repository.path + "\u{0}" + source.name
                 if let other = sourceNames[key] {
-                    errors.append(PolicyError(file: path, line: 1, column: 1, message: "source name \"\(source.name)\" is already used in the same repository by \(other): names must be unique per repository"))
+                    errors.append(PolicyError(file: path, line: source.nameLocation.line, column: source.nameLocation.column, message: "source name \"\(source.name)\" is already used in the same repository by \(other): names must be unique per repository"))
                     duplicate = true
                 }
                 sourceNames[key] = path
@@ -162,13 +166,18 @@ extension PolicyLoader {
         var errors: [PolicyError] = []
         var lines: [String] = []
         let environment = ProcessInfo.processInfo.environment
-        for (number, line) in text.components(separatedBy: "\n").enumerated() {
+        for (number, whole) in text.components(separatedBy: "\n").enumerated() {
+            // A comment is not a value: references in it are left as written.
+            let commentStart = PolicyLoader.commentStart(whole)
+            let line = whole[..<commentStart]
             var output = ""
-            var rest = Substring(line)
+            var rest = line
             while let start = rest.range(of: "${") {
                 output += rest[..<start.lowerBound]
+                // Columns count in the line as written, not as expanded so far.
+                let column = line.distance(from: line.startIndex, to: start.lowerBound) + 1
                 guard let end = rest[start.upperBound...].firstIndex(of: "}") else {
-                    errors.append(PolicyError(file: file, line: number + 1, column: output.count + 1, message: "unclosed ${ in a variable reference"))
+                    errors.append(PolicyError(file: file, line: number + 1, column: column, message: "unclosed ${ in a variable reference"))
                     output += rest[start.lowerBound...]
                     rest = ""
                     break
@@ -181,15 +190,46 @@ extension PolicyLoader {
                 } else if parts.count > 1 {
                     output += parts.dropFirst().joined(separator: ":-")
                 } else {
-                    errors.append(PolicyError(file: file, line: number + 1, column: output.count + 1,
+                    errors.append(PolicyError(file: file, line: number + 1, column: column,
                                               message: "environment variable \(name) is not set and has no default: set it or write ${\(name):-default}"))
                 }
                 rest = rest[rest.index(after: end)...]
             }
             output += rest
+            output += whole[commentStart...]
             lines.append(output)
         }
         return (lines.joined(separator: "\n"), errors)
+    }
+
+    /// Where a YAML comment starts on `line` (its end when there is none): a `#` at the start or
+    /// after a space or tab, outside quotes.
+    static func commentStart(_ line: String) -> String.Index {
+        var quote: Character?
+        var previous: Character?
+        var index = line.startIndex
+        while index < line.endIndex {
+            let c = line[index]
+            if let open = quote {
+                let next = line.index(after: index)
+                if open == "\"" && c == "\\" && next < line.endIndex {
+                    index = line.index(after: next)  // an escaped character
+                    continue
+                }
+                if open == "'" && c == "'" && next < line.endIndex && line[next] == "'" {
+                    index = line.index(after: next)  // '' is a quote inside single quotes
+                    continue
+                }
+                if c == open { quote = nil }
+            } else if c == "\"" || c == "'" {
+                if previous == nil || previous == " " || previous == "\t" || "[{,:-".contains(previous!) { quote = c }
+            } else if c == "#" && (previous == nil || previous == " " || previous == "\t") {
+                return index
+            }
+            previous = c
+            index = line.index(after: index)
+        }
+        return line.endIndex
     }
 }
 
@@ -228,7 +268,7 @@ struct PolicyReader {
         for (key, value) in mapping {
             guard let name = key.string else { fail(key, "keys in \(what) must be text"); continue }
             if !allowed.contains(name) {
-                let suggestion = allowed.min { distance($0, name) < distance($1, name) }.map { " (did you mean \"\($0)\"?)" } ?? ""
+                let suggestion = PolicyReader.closest(to: name, in: allowed).map { " (did you mean \"\($0)\"?)" } ?? ""
                 fail(key, "unknown key \"\(name)\" in \(what)\(suggestion); expected one of: \(allowed.joined(separator: ", "))")
                 continue
             }
@@ -238,9 +278,18 @@ struct PolicyReader {
         return result
     }
 
-    mutating func string(_ node: Yams.Node?, _ what: String, required: Bool = true) -> String? {
+    /// The known key closest to an unknown one, when it is close enough to be a likely typo (or
+    /// begins with it, as password-file begins with password).
+    static func closest(to name: String, in allowed: [String]) -> String? {
+        guard let best = allowed.min(by: { distance($0, name) < distance($1, name) }) else { return nil }
+        if distance(best, name) <= max(2, name.count / 3) { return best }
+        return allowed.filter { $0.hasPrefix(name) || name.hasPrefix($0) }.min { distance($0, name) < distance($1, name) }
+    }
+
+    /// A missing required value is reported where the mapping that should hold it is (`parent`).
+    mutating func string(_ node: Yams.Node?, _ what: String, required: Bool = true, in parent: Yams.Node? = nil) -> String? {
         guard let node else {
-            if required { fail(nil, "\(what) is missing") }
+            if required { fail(parent, "\(what) is missing") }
             return nil
         }
         guard case .scalar(let scalar) = node, !scalar.string.isEmpty else {
@@ -317,14 +366,14 @@ struct PolicyReader {
         return result
     }
 
-    mutating func secret(_ map: [String: Yams.Node], _ what: String, required: Bool) -> (file: String?, env: String?) {
+    mutating func secret(_ map: [String: Yams.Node], _ what: String, required: Bool, in parent: Yams.Node? = nil) -> (file: String?, env: String?) {
         let file = string(map["password-file"], "\(what) password-file", required: false)
         let env = string(map["password-env"], "\(what) password-env", required: false)
         if file != nil && env != nil {
             fail(map["password-env"], "\(what) has both password-file and password-env: give one")
         }
         if required && file == nil && env == nil {
-            fail(nil, "\(what) needs password-file or password-env (a password is never written in a policy)")
+            fail(parent, "\(what) needs password-file or password-env (a password is never written in a policy)")
         }
         if let file, checkSecrets, !FileManager.default.isReadableFile(atPath: file) {
             fail(map["password-file"], "\(what) password-file \(file) does not exist or cannot be read")
@@ -336,21 +385,21 @@ struct PolicyReader {
         guard let map = mapping(node, "the policy", allowed: ["name", "agency", "system", "security-level", "schedule", "time-zone",
                                                                "repository", "sources", "retention", "objectives", "notify", "drills"]) else { return nil }
         let name = string(map["name"], "name", required: false) ?? defaultName
-        let agency = string(map["agency"], "agency") ?? ""
-        let system = string(map["system"], "system") ?? ""
+        let agency = string(map["agency"], "agency", in: node) ?? ""
+        let system = string(map["system"], "system", in: node) ?? ""
         let level = int(map["security-level"], "security-level", range: 1...5)
         if map["security-level"] == nil { fail(node, "security-level is missing (1 to 5)") }
         let zoneName = string(map["time-zone"], "time-zone", required: false) ?? "Asia/Ho_Chi_Minh"
         let zone = TimeZone(identifier: zoneName)
         if zone == nil { fail(map["time-zone"], "time-zone \"\(zoneName)\" is not a known time zone (e.g. Asia/Ho_Chi_Minh)") }
         var schedule: CronSchedule?
-        if let text = string(map["schedule"], "schedule"), let zone {
+        if let text = string(map["schedule"], "schedule", in: node), let zone {
             do { schedule = try CronSchedule(text, timeZone: zone) } catch let error as CronSchedule.ParseError { fail(map["schedule"], error.message) } catch {}
         }
         var repository: RepositorySpec?
         if let repoNode = map["repository"], let repo = mapping(repoNode, "repository", allowed: ["path", "password-file", "password-env"]) {
-            let path = string(repo["path"], "repository path")
-            let secret = secret(repo, "repository", required: true)
+            let path = string(repo["path"], "repository path", in: repoNode)
+            let secret = secret(repo, "repository", required: true, in: repoNode)
             if let path { repository = RepositorySpec(path: path, passwordFile: secret.file, passwordEnv: secret.env) }
         } else if map["repository"] == nil {
             fail(node, "repository is missing (path and password-file or password-env)")
@@ -383,8 +432,7 @@ struct PolicyReader {
             retention.within = duration(r["keep-within"], "keep-within")
             retention.tags = strings(r["keep-tag"], "keep-tag") ?? []
             if let p = r["prune"] {
-                guard let value = p.bool else { fail(p, "prune must be true or false"); return nil }
-                prune = value
+                if let value = p.bool { prune = value } else { fail(p, "prune must be true or false") }
             }
             if retention.isEmpty { fail(retentionNode, "retention keeps nothing: give at least one keep- rule") }
             retention.timeZone = zoneName
@@ -411,9 +459,10 @@ struct PolicyReader {
         }
         let notify = string(map["notify"], "notify", required: false)
         guard errors.isEmpty, let level, let schedule, let repository, let rpo, let rto else { return nil }
+        let nameMark = (map["name"] ?? node).mark
         return Policy(name: name, file: file, agency: agency, system: system, securityLevel: level, schedule: schedule,
                       repository: repository, sources: sources, retention: retention, prune: prune, rpo: rpo, rto: rto,
-                      notify: notify, drills: drills)
+                      notify: notify, drills: drills, nameLocation: (nameMark?.line ?? 1, nameMark?.column ?? 1))
     }
 
     mutating func source(_ node: Yams.Node) -> SourceSpec? {
@@ -435,8 +484,9 @@ struct PolicyReader {
         case .command: specific = ["command", "restore-command"]
         }
         guard let map = mapping(node, "a \(kind.rawValue) source", allowed: common + specific) else { return nil }
-        guard let name = string(map["name"], "source name") else { return nil }
+        guard let name = string(map["name"], "source name", in: node) else { return nil }
         var spec = SourceSpec(name: name, kind: kind)
+        if let mark = map["name"]?.mark { spec.nameLocation = (mark.line, mark.column) }
         spec.limits.timeout = duration(map["timeout"], "timeout")
         spec.limits.minSizeRatio = double(map["min-size-ratio"], "min-size-ratio", range: 0...1) ?? 0.5
         switch kind {
@@ -450,16 +500,16 @@ struct PolicyReader {
             let user = string(map["user"], "user", required: false) ?? (kind == .postgres ? "postgres" : "root")
             spec.databases = strings(map["databases"], "databases") ?? []
             if spec.databases.isEmpty { fail(node, "a \(kind.rawValue) source needs databases") }
-            let secret = secret(map, "source \(name)", required: false)
+            let secret = secret(map, "source \(name)", required: false, in: node)
             spec.endpoint = DatabaseEndpoint(host: host, port: port, user: user, database: spec.databases.first ?? "",
                                              passwordFile: secret.file, passwordEnv: secret.env)
             if let g = map["globals"] {
                 if let value = g.bool { spec.globals = value } else { fail(g, "globals must be true or false") }
             }
         case .sqlite:
-            spec.sqlitePath = string(map["path"], "path")
+            spec.sqlitePath = string(map["path"], "path", in: node)
         case .command:
-            spec.command = string(map["command"], "command")
+            spec.command = string(map["command"], "command", in: node)
             spec.restoreCommand = string(map["restore-command"], "restore-command", required: false)
         }
         return spec

@@ -121,6 +121,9 @@ public final class PolicyRunner: @unchecked Sendable {
                 drillResults.append(drill(policy, source, planned))
             }
         }
+        if !stopRequested.current {
+            try notifyFreshness(now: Clock.now)
+        }
         if let metricsFile = options.metricsFile {
             try Metrics.write(to: metricsFile, policies: policies, catalog: catalog, now: Clock.now)
         }
@@ -150,6 +153,32 @@ public final class PolicyRunner: @unchecked Sendable {
             }
         }
         return result
+    }
+
+    /// Runs a policy's `notify:` when a selected source's newest good backup is older than the RPO
+    /// (event "late") or than twice the RPO ("missed"). Each state is announced once per newest
+    /// good snapshot: the catalog keeps a "notify" row, so a timer running every few minutes does
+    /// not repeat it.
+    func notifyFreshness(now: Date) throws {
+        let chosen = policies.filter { $0.notify != nil && (options.policy == nil || $0.name == options.policy) }
+        guard !chosen.isEmpty else { return }
+        for status in try StatusReport.compute(policies: chosen, catalog: catalog, now: now) where status.freshness != .ok {
+            if let source = options.source, status.source != source { continue }
+            guard let policy = chosen.first(where: { $0.name == status.policy }) else { continue }
+            let last = try catalog.last(policy: status.policy, source: status.source, kind: "notify")
+            if let last, last.outcome == status.freshness.rawValue, last.snapshot == status.lastSnapshot { continue }
+            let age = status.ageSeconds.map { "the newest good backup is \(Int($0) / 3600)h\(Int($0) % 3600 / 60)m old" } ?? "there is no good backup"
+            let detail = "\(age); the RPO is \(DurationFormat.describe(policy.rpo))"
+            log("\(policy.name)/\(status.source): RPO \(status.freshness.rawValue): \(detail)")
+            Notifier.notify(policy, source: status.source, event: status.freshness.rawValue, detail: detail, snapshot: status.lastSnapshot, log: log)
+            var record = RunRecord(kind: "notify", policy: policy.name, source: status.source, repository: policy.repository.path,
+                                   planned: nil, started: now)
+            record.outcome = status.freshness.rawValue
+            record.snapshot = status.lastSnapshot
+            record.details = detail
+            record.ended = now
+            try catalog.insert(record)
+        }
     }
 
     private func openRepository(_ spec: RepositorySpec) throws -> Repository {

@@ -90,17 +90,20 @@ public enum Metrics {
                 lines.append("kho_rpo_state{\(label(s)),state=\"\(state)\"} \(s.freshness.rawValue == state ? 1 : 0)")
             }
         }
-        lines.append("# HELP kho_last_run_success 1 when the last backup run of the source succeeded.")
-        lines.append("# TYPE kho_last_run_success gauge")
-        lines.append("# HELP kho_last_run_duration_seconds Duration of the last backup run.")
-        lines.append("# TYPE kho_last_run_duration_seconds gauge")
-        lines.append("# HELP kho_last_run_bytes_added Bytes the last backup run added to the repository.")
-        lines.append("# TYPE kho_last_run_bytes_added gauge")
-        for s in statuses {
-            guard let last = try catalog.last(policy: s.policy, source: s.source, kind: "backup") else { continue }
-            lines.append("kho_last_run_success{\(label(s))} \(last.outcome == "failure" ? 0 : 1)")
-            lines.append("kho_last_run_duration_seconds{\(label(s))} \(String(format: "%.3f", last.duration ?? 0))")
-            lines.append("kho_last_run_bytes_added{\(label(s))} \(last.bytesAdded)")
+        // Each family's samples follow its own HELP and TYPE lines, as the text format requires.
+        let lastRuns = try statuses.map { s in (s, try catalog.last(policy: s.policy, source: s.source, kind: "backup")) }
+        let perRun: [(name: String, help: String, value: (RunRecord) -> String)] = [
+            ("kho_last_run_success", "1 when the last backup run of the source succeeded.", { $0.outcome == "failure" ? "0" : "1" }),
+            ("kho_last_run_duration_seconds", "Duration of the last backup run.", { String(format: "%.3f", $0.duration ?? 0) }),
+            ("kho_last_run_bytes_added", "Bytes the last backup run added to the repository.", { "\($0.bytesAdded)" }),
+        ]
+        for family in perRun {
+            lines.append("# HELP \(family.name) \(family.help)")
+            lines.append("# TYPE \(family.name) gauge")
+            for (s, last) in lastRuns {
+                guard let last else { continue }
+                lines.append("\(family.name){\(label(s))} \(family.value(last))")
+            }
         }
         let text = lines.joined(separator: "\n") + "\n"
         let temporary = path + ".tmp-\(getpid())"
