@@ -17,13 +17,44 @@ public final class BlobCodec {
         scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
     }
 
-    deinit { scratch.deallocate() }
+    deinit {
+        scratch.deallocate()
+        sealedScratch.deallocate()
+    }
 
     private func ensureScratch(_ size: Int) {
         if scratch.count < size {
             scratch.deallocate()
             scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 64)
         }
+    }
+
+    private var sealedScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+
+    /// Like `seal`, but into a buffer the codec owns (valid until its next call): no allocation per
+    /// blob on the backup path.
+    func sealInPlace(_ plain: UnsafeRawBufferPointer, id: BlobID) -> (compressed: Bool, sealed: UnsafeRawBufferPointer) {
+        var payload = plain
+        var compressed = false
+        if let compressor, plain.count >= 64 {
+            let capacity = Compressor.bound(plain.count)
+            ensureScratch(capacity)
+            if let n = compressor.compress(plain, into: scratch.baseAddress!, capacity: capacity, limit: plain.count - plain.count / 32) {
+                payload = UnsafeRawBufferPointer(rebasing: scratch[0..<n])
+                compressed = true
+            }
+        }
+        let sealedLength = payload.count + Sealer.overhead
+        if sealedScratch.count < sealedLength {
+            sealedScratch.deallocate()
+            sealedScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: max(sealedLength, 1 << 20), alignment: 64)
+        }
+        var context = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        withUnsafeMutableBytes(of: &context) { id.write(to: $0.baseAddress!) }
+        withUnsafeBytes(of: &context) { aad in
+            sealer.seal(payload, context: aad, into: sealedScratch.baseAddress!)
+        }
+        return (compressed, UnsafeRawBufferPointer(rebasing: sealedScratch[0..<sealedLength]))
     }
 
     /// Compresses (when it saves at least 1/32 of the size) and seals `plain`.

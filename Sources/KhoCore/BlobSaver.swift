@@ -24,9 +24,12 @@ public final class BlobSaver: @unchecked Sendable {
         var data: [UInt8]
     }
 
-    private struct ClosedPack: Sendable {
+    /// A pack ready to be stored: whole in memory, or already streamed to a temporary file that
+    /// still needs its header and its name.
+    private struct ClosedPack: @unchecked Sendable {
         var bytes: [UInt8]
         var blobs: [PackedBlob]
+        var stream: StreamingPack?
     }
 
     public let repository: Repository
@@ -47,7 +50,13 @@ public final class BlobSaver: @unchecked Sendable {
     private let stats = Locked(SaverStatistics())
     private let indexLock = NSLock()
     /// The one pack being filled; workers append sealed blobs to it in turn.
-    private let packLock: Locked<PackBuilder>
+    /// Data and trees go to separate packs: tree packs stay small and are what listing, restore
+    /// planning and check read most.
+    private let packLock: Locked<[BlobKind: PackBuilder]>
+    /// The open pack when the storage can stream files (local folders): blobs go straight to a
+    /// temporary file, so no pack is ever held in memory.
+    private let streamLock = Locked<[BlobKind: StreamingPack]>([:])
+    private let streams: Bool
     private let activeWorkers: Locked<Int>
     private let packsPerIndexFile: Int
     private var finished = false
@@ -61,7 +70,8 @@ public final class BlobSaver: @unchecked Sendable {
         self.packsPerIndexFile = packsPerIndexFile
         jobs = BoundedQueue(capacity: workerCount * 2)
         uploads = BoundedQueue(capacity: uploaderCount)
-        packLock = Locked(PackBuilder(targetSize: repository.config.packSize))
+        packLock = Locked([:])
+        streams = ((try? repository.storage.makeStreamWriter(for: .data)) ?? nil) != nil
         activeWorkers = Locked(workerCount)
         let level = compressionLevel ?? repository.config.compressionLevel
         for n in 0..<workerCount {
@@ -119,11 +129,37 @@ public final class BlobSaver: @unchecked Sendable {
           for job in batch {
             if failure.value != nil { continue }
             // Compress and seal outside the lock; only the copy into the shared pack is serialized.
+            if streams {
+                let (compressed, sealed) = job.data.withUnsafeBytes { codec.sealInPlace($0, id: job.id) }
+                newBlobs += 1
+                rawBytes += Int64(job.data.count)
+                var closed: ClosedPack?
+                do {
+                    try streamLock.withLock { open in
+                        if let current = open[job.kind], current.count + sealed.count > repository.config.packSize {
+                            closed = ClosedPack(bytes: [], blobs: current.blobs, stream: current)
+                            open[job.kind] = nil
+                        }
+                        let pack = try open[job.kind] ?? StreamingPack(storage: repository.storage)
+                        open[job.kind] = pack
+                        try pack.append(id: job.id, kind: job.kind, compressed: compressed, rawLength: job.data.count, sealed: sealed)
+                    }
+                } catch {
+                    failure.record(error)
+                    jobs.close()
+                    uploads.close()
+                    continue
+                }
+                if let closed, !uploads.push(closed) { break }
+                continue
+            }
             let sealed = job.data.withUnsafeBytes { codec.seal($0, id: job.id, kind: job.kind) }
             newBlobs += 1
             rawBytes += Int64(job.data.count)
-            let closed = packLock.withLock { builder -> ClosedPack? in
+            let closed = packLock.withLock { builders -> ClosedPack? in
                 var closed: ClosedPack?
+                let builder = builders[job.kind] ?? PackBuilder(targetSize: repository.config.packSize)
+                builders[job.kind] = builder
                 // Close the open pack first when this blob would take it past the target size, so
                 // that a pack's buffer never grows beyond the capacity it was given.
                 if !builder.isEmpty && builder.count + sealed.bytes.count > repository.config.packSize {
@@ -142,25 +178,44 @@ public final class BlobSaver: @unchecked Sendable {
         }
         // The last worker out closes the last pack.
         let last = activeWorkers.withLock { n -> Bool in n -= 1; return n == 0 }
-        if last && failure.value == nil {
-            let closed = packLock.withLock { builder -> ClosedPack? in
-                guard !builder.isEmpty else { return nil }
-                let (bytes, blobs) = builder.finish(sealer: codec.sealer)
-                return ClosedPack(bytes: bytes, blobs: blobs)
+        if last && failure.value == nil && streams {
+            let closed = streamLock.withLock { open -> [ClosedPack] in
+                defer { open = [:] }
+                return [BlobKind.data, .tree].compactMap { kind in open[kind].map { ClosedPack(bytes: [], blobs: $0.blobs, stream: $0) } }
             }
-            if let closed { uploads.push(closed) }
+            for pack in closed { uploads.push(pack) }
+        } else if last && failure.value == nil {
+            let closed = packLock.withLock { builders -> [ClosedPack] in
+                [BlobKind.data, .tree].compactMap { kind in
+                    guard let builder = builders[kind], !builder.isEmpty else { return nil }
+                    let (bytes, blobs) = builder.finish(sealer: codec.sealer)
+                    return ClosedPack(bytes: bytes, blobs: blobs)
+                }
+            }
+            for pack in closed { uploads.push(pack) }
         }
     }
 
     private func uploadLoop() {
+        let sealer = Sealer(key: repository.key.encryption)
         while let pack = uploads.pop() {
-            if failure.value != nil { continue }
+            if failure.value != nil {
+                pack.stream?.abort()
+                continue
+            }
             do {
-                let id = SHA256.hash(pack.bytes)
-                try repository.storage.save(Handle(.data, id.hex), data: pack.bytes)
+                let id: BlobID
+                let size: Int
+                if let stream = pack.stream {
+                    (id, size) = try stream.finish(sealer: sealer)
+                } else {
+                    id = SHA256.hash(pack.bytes)
+                    size = pack.bytes.count
+                    try repository.storage.save(Handle(.data, id.hex), data: pack.bytes)
+                }
                 stats.withLock {
                     $0.packsWritten += 1
-                    $0.bytesAdded += Int64(pack.bytes.count)
+                    $0.bytesAdded += Int64(size)
                 }
                 let count = pending.withLock { list -> Int in
                     list.append((id, pack.blobs))
@@ -168,6 +223,7 @@ public final class BlobSaver: @unchecked Sendable {
                 }
                 if count >= packsPerIndexFile { try flushIndex() }
             } catch {
+                pack.stream?.abort()
                 failure.record(error)
                 jobs.close()
                 uploads.close()
@@ -226,8 +282,52 @@ public final class BlobSaver: @unchecked Sendable {
         workers.forEach { $0.join() }
         uploads.close()
         uploaders.forEach { $0.join() }
+        streamLock.withLock { open in
+            open.values.forEach { $0.abort() }
+            open = [:]
+        }
         try? flushIndex()
     }
 
     public var statistics: SaverStatistics { stats.current }
+}
+
+/// A pack being written straight to storage: sealed blobs are appended to a temporary file and
+/// hashed as they go; the header, the trailer and the final name (the SHA-256 of all of it) come at
+/// `finish`.
+final class StreamingPack: @unchecked Sendable {
+    private let writer: any StorageStreamWriter
+    private let hash = SHA256.Context()
+    private(set) var blobs: [PackedBlob] = []
+    private(set) var count = 0
+
+    init(storage: any Storage) throws {
+        guard let writer = try storage.makeStreamWriter(for: .data) else {
+            throw KhoError(.failure, "The storage cannot stream packs.")
+        }
+        self.writer = writer
+    }
+
+    func append(id: BlobID, kind: BlobKind, compressed: Bool, rawLength: Int, sealed: UnsafeRawBufferPointer) throws {
+        try writer.write(sealed)
+        hash.update(sealed)
+        blobs.append(PackedBlob(id: id, kind: kind, compressed: compressed, offset: UInt32(count),
+                                length: UInt32(sealed.count), rawLength: UInt32(rawLength)))
+        count += sealed.count
+    }
+
+    /// Writes the header and trailer and gives the file its name; returns the pack ID and size.
+    func finish(sealer: Sealer) throws -> (BlobID, Int) {
+        var tail = sealer.seal(PackFormat.encodeHeader(blobs), context: PackFormat.headerContext)
+        withUnsafeBytes(of: UInt32(tail.count).littleEndian) { tail.append(contentsOf: $0) }
+        try tail.withUnsafeBytes { raw in
+            try writer.write(raw)
+            hash.update(raw)
+        }
+        let id = hash.finish()
+        try writer.commit(as: Handle(.data, id.hex))
+        return (id, count + tail.count)
+    }
+
+    func abort() { writer.abort() }
 }

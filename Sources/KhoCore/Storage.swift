@@ -61,9 +61,22 @@ public protocol Storage: Sendable {
     func remove(_ handle: Handle) throws
     /// Whether anything is stored at this location at all (used by `init` to refuse a used place).
     func isEmpty() throws -> Bool
+    /// A writer for a file whose name is known only once it is complete (a pack is named by the
+    /// hash of its bytes), so that the file need not be held in memory; nil when this storage can
+    /// only save whole files.
+    func makeStreamWriter(for kind: FileKind) throws -> (any StorageStreamWriter)?
+}
+
+/// Writes a file piece by piece; `commit` gives it its name atomically, `abort` leaves nothing.
+public protocol StorageStreamWriter: AnyObject {
+    func write(_ bytes: UnsafeRawBufferPointer) throws
+    func commit(as handle: Handle) throws
+    func abort()
 }
 
 extension Storage {
+    public func makeStreamWriter(for kind: FileKind) throws -> (any StorageStreamWriter)? { nil }
+
     public func load(_ handle: Handle) throws -> [UInt8] {
         try load(handle, offset: 0, length: nil)
     }

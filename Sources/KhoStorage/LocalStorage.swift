@@ -89,6 +89,19 @@ public struct LocalStorage: Storage {
         }
     }
 
+    public func makeStreamWriter(for kind: FileKind) throws -> (any StorageStreamWriter)? {
+        LocalStreamWriter(storage: self, kind: kind)
+    }
+
+    /// The folder a handle's file lives in, created if missing.
+    func prepareFolder(for handle: Handle) throws -> String {
+        let folder = folder(of: handle)
+        try makeFolders(folder)
+        return folder
+    }
+
+    func syncFolderPublic(_ path: String) throws { try syncFolder(path) }
+
     public func load(_ handle: Handle, offset: Int, length: Int?) throws -> [UInt8] {
         let file = path(handle)
         let cached = handle.kind == .data && length != nil
@@ -183,7 +196,7 @@ public struct LocalStorage: Storage {
     /// Temporary files left by interrupted saves, with their age in seconds.
     public func leftoverTemporaryFiles() throws -> [(path: String, age: TimeInterval)] {
         var result: [(String, TimeInterval)] = []
-        var folders = FileKind.allCases.filter { $0 != .config && $0 != .data }.map { root + "/" + $0.folder } + [root]
+        var folders = FileKind.allCases.filter { $0 != .config }.map { root + "/" + $0.folder } + [root]
         for sub in try entries(of: root + "/data") where sub.isDirectory { folders.append(root + "/data/" + sub.name) }
         for folder in folders {
             guard let dir = opendir(folder) else { continue }
@@ -282,4 +295,65 @@ final class DescriptorCache: @unchecked Sendable {
     deinit {
         for entry in entries.values { close(entry.fd) }
     }
+}
+
+/// Streams a new file into a temporary file in the kind's folder; `commit` fsyncs it, renames it
+/// to its final name (in the fan-out folder for packs) and fsyncs the folder.
+final class LocalStreamWriter: StorageStreamWriter {
+    private let storage: LocalStorage
+    private let temporary: String
+    private var fd: Int32 = -1
+    private var failed: Error?
+
+    init(storage: LocalStorage, kind: FileKind) {
+        self.storage = storage
+        let base = storage.root + "/" + (kind == .config ? "" : kind.folder)
+        temporary = base + "/.tmp-" + Hex.encode(Random.bytes(8))
+    }
+
+    private func open() throws {
+        var (opened, code) = Syscall.attempt { Glibc.open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
+        if code == ENOENT {
+            try FileManager.default.createDirectory(atPath: (temporary as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            (opened, code) = Syscall.attempt { Glibc.open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
+        }
+        guard code == 0 else { throw KhoError.posix("open", temporary, errno: code) }
+        fd = opened
+    }
+
+    func write(_ bytes: UnsafeRawBufferPointer) throws {
+        if let failed { throw failed }
+        do {
+            if fd < 0 { try open() }
+            try Syscall.writeAll(fd, bytes, "a new pack")
+        } catch {
+            failed = error
+            throw error
+        }
+    }
+
+    func commit(as handle: Handle) throws {
+        if let failed { throw failed }
+        if fd < 0 { try open() }
+        do {
+            try Syscall.call("fsync", handle.path) { fsync(fd) }
+            let closing = fd
+            fd = -1
+            if close(closing) != 0 && errno != EINTR { throw KhoError.posix("close", handle.path, errno: errno) }
+            let folder = try storage.prepareFolder(for: handle)
+            let target = storage.root + "/" + handle.path
+            try Syscall.call("rename", handle.path) { rename(temporary, target) }
+            try storage.syncFolderPublic(folder)
+        } catch {
+            abort()
+            throw error
+        }
+    }
+
+    func abort() {
+        if fd >= 0 { close(fd); fd = -1 }
+        unlink(temporary)
+    }
+
+    deinit { if fd >= 0 { close(fd); unlink(temporary) } }
 }

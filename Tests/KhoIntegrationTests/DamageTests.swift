@@ -38,17 +38,10 @@ struct TwoSnapshotRepository {
         return try result.decode(BackupOutput.self).snapshot
     }
 
-    /// The biggest pack of the second backup except the last one written (which may hold the new
-    /// trees): a pack holding only damaged.bin's data.
+    /// The biggest pack of the second backup: kho keeps trees in packs of their own, so the
+    /// biggest new pack holds only damaged.bin's data.
     var victimPack: (path: String, size: Int) {
-        func written(_ path: String) -> (Int, Int) {
-            var info = stat()
-            lstat(path, &info)
-            return (info.st_mtim.tv_sec, info.st_mtim.tv_nsec)
-        }
-        let byAge = newPacks.keys.sorted { written($0) < written($1) }
-        let candidates = byAge.dropLast()
-        let biggest = candidates.max { newPacks[$0]! < newPacks[$1]! }!
+        let biggest = newPacks.keys.max { newPacks[$0]! < newPacks[$1]! }!
         return (biggest, newPacks[biggest]!)
     }
 
