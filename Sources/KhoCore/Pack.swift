@@ -134,17 +134,6 @@ final class PackBuilder {
     var count: Int { bytes.count }
     var isFull: Bool { bytes.count >= targetSize }
 
-    /// Appends a sealed blob given as raw bytes (copied in).
-    func append(id: BlobID, kind: BlobKind, compressed: Bool, rawLength: Int, sealed: UnsafeRawBufferPointer) {
-        if bytes.capacity == 0 {
-            bytes = PackBuffers.take(capacity: targetSize + 64 + (targetSize / 1024 + 64) * PackedBlob.encodedSize / 16)
-        }
-        let offset = bytes.count
-        bytes.append(contentsOf: sealed)
-        blobs.append(PackedBlob(id: id, kind: kind, compressed: compressed, offset: UInt32(offset),
-                                length: UInt32(sealed.count), rawLength: UInt32(rawLength)))
-    }
-
     func append(_ blob: SealedBlob) {
         if bytes.capacity == 0 {
             // Room for the blobs and the header; pages are touched only as they are written.
@@ -165,25 +154,5 @@ final class PackBuilder {
         bytes = []
         blobs = []
         return result
-    }
-}
-
-/// Pack-sized buffers kept for reuse: a fresh 16 MiB buffer for every pack would be new pages to
-/// fault in and zero, and an unmap that every thread's TLB must hear about.
-enum PackBuffers {
-    private static let pool = Locked<[[UInt8]]>([])
-
-    static func take(capacity: Int) -> [UInt8] {
-        var buffer = pool.withLock { $0.popLast() } ?? []
-        buffer.removeAll(keepingCapacity: true)
-        buffer.reserveCapacity(capacity)
-        return buffer
-    }
-
-    static func give(_ buffer: inout [UInt8]) {
-        guard buffer.capacity >= 1 << 20 else { return }
-        var taken: [UInt8] = []
-        swap(&taken, &buffer)
-        pool.withLock { if $0.isEmpty { $0.append(taken) } }
     }
 }
