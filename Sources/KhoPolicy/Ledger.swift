@@ -63,6 +63,14 @@ public final class AuditLedger: @unchecked Sendable {
         return result
     }
 
+    /// Free text (an outcome, an error message) with the password of any URL in it removed: an
+    /// error message may quote the argument that held it.
+    public static func redactText(_ text: String) -> String {
+        guard text.contains("://"), text.contains("@"),
+              let pattern = try? NSRegularExpression(pattern: "([A-Za-z][A-Za-z0-9+.-]*://[^\\s/@:]*):[^\\s/@]*@") else { return text }
+        return pattern.stringByReplacingMatches(in: text, range: NSRange(text.startIndex..., in: text), withTemplate: "$1:[removed]@")
+    }
+
     /// Appends an entry under an exclusive file lock, chaining it to the last one.
     @discardableResult
     public func append(command: String, arguments: [String], outcome: String, time: Date = Clock.now) throws -> LedgerEntry {
@@ -72,7 +80,7 @@ public final class AuditLedger: @unchecked Sendable {
         guard flock(fd, LOCK_EX) == 0 else { throw KhoError.posix("flock", path, errno: errno) }
         let entries = (try? AuditLedger.parse(readAll(fd))) ?? []
         var entry = LedgerEntry(sequence: (entries.last?.sequence ?? 0) + 1, time: time, user: Host.user, host: Host.name,
-                                command: command, arguments: AuditLedger.redact(arguments), outcome: outcome,
+                                command: command, arguments: AuditLedger.redact(arguments), outcome: AuditLedger.redactText(outcome),
                                 previous: entries.last?.hash ?? "", hash: "")
         entry.hash = entry.computedHash()
         let line = String(decoding: try JSON.encoder.encode(entry), as: UTF8.self) + "\n"

@@ -8,18 +8,29 @@ import KhoSources
 /// handler).
 public enum ScratchRegistry {
     private static let live = Locked<[ObjectIdentifier: ScratchTarget]>([:])
+    /// Set once the process is being interrupted: the signal handler owns the teardown from then on.
+    static let interrupted = Locked(false)
 
     static func register(_ target: ScratchTarget) { live.withLock { $0[ObjectIdentifier(target)] = target } }
     static func unregister(_ target: ScratchTarget) { live.withLock { $0[ObjectIdentifier(target)] = nil } }
 
+    /// For the signal handler, which exits right after: stops the helper programs a drill is
+    /// waiting for (initdb, pg_ctl, mariadb-install-db, pg_amcheck …), so that nothing writes into
+    /// a scratch folder any more, then stops every scratch server and removes every scratch folder.
+    /// A drill thread that reaches its own teardown meanwhile waits for this one and then never
+    /// returns, so it cannot record a half-done drill or exit before the folders are gone.
     public static func tearDownAll() {
-        for target in live.current.values { target.tearDown() }
+        interrupted.withLock { $0 = true }
+        Shell.killRunning()
+        for target in live.current.values { target.tearDown(interrupting: true) }
     }
 }
 
 public class ScratchTarget: @unchecked Sendable {
     public let directory: String
-    private let done = Locked(false)
+    /// Held for the whole teardown, so that a second caller waits until the first has finished.
+    private let teardown = NSLock()
+    private var done = false
 
     init(prefix: String) throws {
         var template = Array((NSTemporaryDirectory() + "kho-drill-\(prefix)-XXXXXX").utf8CString)
@@ -27,17 +38,30 @@ public class ScratchTarget: @unchecked Sendable {
             throw KhoError(.failure, "Cannot create a scratch folder for the drill in \(NSTemporaryDirectory()): \(String(cString: strerror(errno))).")
         }
         directory = String(cString: made)
-        chmod(directory, 0o755)
         ScratchRegistry.register(self)
+        chmod(directory, 0o755)
+        if ScratchRegistry.interrupted.current { tearDown() }
     }
 
-    /// Stops what runs and removes the folder; safe to call twice.
-    public func tearDown() {
-        let already = done.withLock { flag -> Bool in defer { flag = true }; return flag }
-        if already { return }
-        stop()
-        try? FileManager.default.removeItem(atPath: directory)
-        ScratchRegistry.unregister(self)
+    /// Stops what runs and removes the folder; safe to call twice, and from two threads.
+    public func tearDown() { tearDown(interrupting: false) }
+
+    func tearDown(interrupting: Bool) {
+        teardown.lock()
+        if !done {
+            stop()
+            // A helper killed by an interruption may have left a child behind (initdb's server,
+            // a postmaster pg_ctl had just forked): nothing that names the folder may survive it.
+            Shell.killProcesses(naming: directory)
+            try? FileManager.default.removeItem(atPath: directory)
+            done = true
+            ScratchRegistry.unregister(self)
+        }
+        teardown.unlock()
+        if !interrupting && ScratchRegistry.interrupted.current {
+            // The signal handler is tearing everything down and exits the process in a moment.
+            while true { pause() }
+        }
     }
 
     func stop() {}
@@ -46,20 +70,85 @@ public class ScratchTarget: @unchecked Sendable {
 }
 
 enum Shell {
+    /// Helper programs running now (each leads its own process group).
+    private static let running = Locked<Set<pid_t>>([])
+
+    /// Kills every running helper program with its children (their process groups).
+    static func killRunning() {
+        for pid in running.current { kill(-pid, SIGKILL) }
+        // The drill thread reaps its helper; wait (briefly) until every group is gone, so that
+        // no killed program still writes when the folders are removed.
+        let deadline = Date().addingTimeInterval(10)
+        for pid in running.current {
+            while groupAlive(pid) && Date() < deadline { usleep(10_000) }
+        }
+    }
+
+    /// Whether a process of the group still runs (zombies waiting for their parent do not count:
+    /// an orphan's parent may take its time to reap it).
+    static func groupAlive(_ group: pid_t) -> Bool {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return kill(-group, 0) == 0 }
+        for name in names where pid_t(name) != nil {
+            guard let data = FileManager.default.contents(atPath: "/proc/\(name)/stat"),
+                  let text = String(data: data, encoding: .utf8), let close = text.lastIndex(of: ")") else { continue }
+            // After the command's closing parenthesis: state, parent, process group.
+            let fields = text[text.index(after: close)...].split(separator: " ")
+            if fields.count > 2, fields[0] != "Z", fields[0] != "X", pid_t(fields[2]) == group { return true }
+        }
+        return false
+    }
+
+    /// Kills (SIGKILL) every process whose command line contains `path`, and waits until they are gone.
+    static func killProcesses(naming path: String) {
+        let needle = Array(path.utf8)
+        func matching() -> [pid_t] {
+            guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+            return names.compactMap { name -> pid_t? in
+                guard let pid = pid_t(name), pid != getpid(),
+                      let data = FileManager.default.contents(atPath: "/proc/\(name)/cmdline"), !data.isEmpty else { return nil }
+                let bytes = Array(data)
+                guard bytes.count >= needle.count else { return nil }
+                for start in 0...(bytes.count - needle.count) where bytes[start] == needle[0] && Array(bytes[start..<start + needle.count]) == needle {
+                    return pid
+                }
+                return nil
+            }
+        }
+        var left = matching()
+        let deadline = Date().addingTimeInterval(10)
+        while !left.isEmpty && Date() < deadline {
+            for pid in left { kill(pid, SIGKILL) }
+            usleep(20_000)
+            left = matching()
+        }
+    }
+
     /// Runs a program and returns its exit status and combined output (bounded). The output goes
     /// through a file, not a pipe: a server that the program starts inherits the descriptors, and
-    /// a pipe would then never reach its end.
+    /// a pipe would then never reach its end. The file is unlinked at once, so that nothing is left
+    /// behind even when the process is interrupted. The program leads its own process group, which
+    /// the signal handler kills.
     @discardableResult
-    static func run(_ program: String, _ arguments: [String], environment: [String: String] = [:]) -> (status: Int32, output: String) {
+    /// Once an interruption began, only the teardown (`duringTeardown`) starts programs.
+    static func run(_ program: String, _ arguments: [String], environment: [String: String] = [:],
+                    duringTeardown: Bool = false) -> (status: Int32, output: String) {
         let outputPath = NSTemporaryDirectory() + "kho-drill-output-\(UInt64.random(in: 0...UInt64.max))"
-        defer { unlink(outputPath) }
+        let outputFD = open(outputPath, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard outputFD >= 0 else { return (127, "cannot create \(outputPath): \(String(cString: strerror(errno)))") }
+        unlink(outputPath)
+        defer { close(outputFD) }
         // posix_spawn and waitpid directly: the child is reaped here, whatever else the process does.
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        posix_spawn_file_actions_adddup2(&actions, outputFD, 1)
+        posix_spawn_file_actions_adddup2(&actions, outputFD, 2)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP))
+        posix_spawnattr_setpgroup(&attributes, 0)
         let env = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }.map { "\($0.key)=\($0.value)" }
         let argv = ([program] + arguments).map { strdup($0) } + [nil]
         let envp = env.map { strdup($0) } + [nil]
@@ -68,11 +157,23 @@ enum Shell {
             envp.forEach { free($0) }
         }
         var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, program, &actions, nil, argv, envp)
+        let spawned = running.withLock { set -> Int32 in
+            if ScratchRegistry.interrupted.current && !duringTeardown { return ECANCELED }
+            let code = posix_spawn(&pid, program, &actions, &attributes, argv, envp)
+            if code == 0 { set.insert(pid) }
+            return code
+        }
         guard spawned == 0 else { return (127, "cannot start \(program): \(String(cString: strerror(spawned)))") }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        let data = FileManager.default.contents(atPath: outputPath) ?? Data()
+        running.withLock { _ = $0.remove(pid) }
+        var data: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while data.count < 64 << 10 {
+            let n = buffer.withUnsafeMutableBytes { pread(outputFD, $0.baseAddress, $0.count, off_t(data.count)) }
+            if n <= 0 { break }
+            data += buffer[0..<n]
+        }
         let exitStatus: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
         return (exitStatus, String(decoding: data.prefix(64 << 10), as: UTF8.self))
     }
@@ -131,8 +232,9 @@ public final class ScratchPostgres: ScratchTarget, @unchecked Sendable {
         }
     }
 
-    private func runAsOwner(_ program: String, _ arguments: [String]) -> (status: Int32, output: String) {
-        asRoot ? Shell.run("/usr/sbin/runuser", ["-u", "postgres", "--", program] + arguments) : Shell.run(program, arguments)
+    private func runAsOwner(_ program: String, _ arguments: [String], duringTeardown: Bool = false) -> (status: Int32, output: String) {
+        asRoot ? Shell.run("/usr/sbin/runuser", ["-u", "postgres", "--", program] + arguments, duringTeardown: duringTeardown)
+            : Shell.run(program, arguments, duringTeardown: duringTeardown)
     }
 
     public func endpoint(database: String) -> DatabaseEndpoint {
@@ -140,7 +242,7 @@ public final class ScratchPostgres: ScratchTarget, @unchecked Sendable {
     }
 
     override func stop() {
-        _ = runAsOwner(bin + "/pg_ctl", ["-D", directory + "/data", "-m", "immediate", "-w", "stop"])
+        _ = runAsOwner(bin + "/pg_ctl", ["-D", directory + "/data", "-m", "immediate", "-w", "stop"], duringTeardown: true)
     }
 }
 
@@ -158,7 +260,10 @@ public final class ScratchMariaDB: ScratchTarget, @unchecked Sendable {
         try super.init(prefix: "mariadb")
         let root = geteuid() == 0
         if root { _ = Shell.run("/bin/chown", ["mysql:mysql", directory]) }
-        var installArguments = ["--datadir=\(directory)/data", "--auth-root-authentication-method=normal", "--skip-test-db"]
+        // Temporary files in the scratch folder too: the server runs as mysql, which may not be
+        // allowed to write to kho's TMPDIR (InnoDB then fails to start).
+        var installArguments = ["--no-defaults", "--datadir=\(directory)/data", "--tmpdir=\(directory)",
+                                "--auth-root-authentication-method=normal", "--skip-test-db"]
         if root { installArguments.append("--user=mysql") }
         let made = Shell.run(install, installArguments)
         guard made.status == 0 else {
@@ -168,7 +273,8 @@ public final class ScratchMariaDB: ScratchTarget, @unchecked Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: server)
         var arguments = ["--no-defaults", "--datadir=\(directory)/data", "--port=\(port)", "--bind-address=127.0.0.1",
-                         "--socket=\(directory)/sock", "--pid-file=\(directory)/pid", "--skip-log-bin", "--log-error=\(directory)/error.log"]
+                         "--socket=\(directory)/sock", "--pid-file=\(directory)/pid", "--tmpdir=\(directory)", "--skip-log-bin",
+                         "--log-error=\(directory)/error.log"]
         if root { arguments.append("--user=mysql") }
         process.arguments = arguments
         process.standardOutput = FileHandle.nullDevice

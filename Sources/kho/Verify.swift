@@ -25,9 +25,14 @@ struct Verify: ParsableCommand {
     }
 
     static func runner(catalog: Catalog?, quiet: Bool) -> DrillRunner {
-        DrillRunner(catalog: catalog, khoVersion: Kho.version) { line in
+        let runner = DrillRunner(catalog: catalog, khoVersion: Kho.version) { line in
             if !quiet { Terminal.write(STDERR_FILENO, "\(Format.time(Date())) \(line)\n") }
         }
+        // An interrupted drill removes its lock like every other command.
+        runner.lockPending = { storage, name in Signals.pending(storage: storage, name: name) }
+        runner.lockHeld = { Signals.held($0) }
+        runner.lockReleased = { Signals.released($0) }
+        return runner
     }
 
     func run() throws {
@@ -112,29 +117,45 @@ struct Audit: ParsableCommand {
 
 /// Appends privileged actions to the audit ledger in the state folder.
 enum AuditTrail {
-    static let privileged: [Any.Type] = [Restore.self, Forget.self, Prune.self, Key.Add.self, Key.Remove.self, Key.Passwd.self, Verify.self]
+    /// The privileged commands and the name each is recorded under (not taken from the command
+    /// line, where `restore latest` or `forget 1a2b3c4d` would carry an argument into the name).
+    static let privileged: [(type: Any.Type, name: String)] = [
+        (Restore.self, "restore"), (Forget.self, "forget"), (Prune.self, "prune"), (Key.Add.self, "key add"),
+        (Key.Remove.self, "key remove"), (Key.Passwd.self, "key passwd"), (Verify.self, "verify"),
+    ]
 
     static func record(_ command: ParsableCommand, outcome: String) {
-        guard privileged.contains(where: { $0 == type(of: command) }) else { return }
-        let state = ProcessInfo.processInfo.environment["KHO_STATE_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? stateDirectory(in: CommandLine.arguments) ?? "/var/lib/kho"
+        guard let name = privileged.first(where: { $0.type == type(of: command) })?.name else { return }
+        let state = ledgerDirectory
         let arguments = Array(CommandLine.arguments.dropFirst())
-        let name = arguments.prefix { !$0.hasPrefix("-") }.prefix(2).joined(separator: " ")
         do {
-            try AuditLedger(stateDirectory: state).append(command: name.isEmpty ? "kho" : name, arguments: arguments, outcome: outcome)
+            try AuditLedger(stateDirectory: state).append(command: name, arguments: arguments, outcome: outcome)
         } catch {
             Terminal.warning("the action could not be written to the audit ledger in \(state): \((error as? KhoError)?.message ?? "\(error)")")
         }
     }
 
+    /// The state folder as the orchestration commands find it (`OrchestrationOptions.stateDirectory`):
+    /// --state-dir first, then KHO_STATE_DIR, so that `kho audit log --state-dir X` shows what a
+    /// command given the same option recorded.
+    static var ledgerDirectory: String {
+        stateDirectory(in: CommandLine.arguments)
+            ?? ProcessInfo.processInfo.environment["KHO_STATE_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/var/lib/kho"
+    }
+
     private static func stateDirectory(in arguments: [String]) -> String? {
-        guard let i = arguments.firstIndex(of: "--state-dir"), i + 1 < arguments.count else { return nil }
-        return arguments[i + 1]
+        for (i, argument) in arguments.enumerated() {
+            if argument == "--" { break }
+            if argument == "--state-dir", i + 1 < arguments.count { return arguments[i + 1] }
+            if argument.hasPrefix("--state-dir=") { return String(argument.dropFirst("--state-dir=".count)) }
+        }
+        return nil
     }
 }
 
 extension AuditTrail {
     static func recordDrill(policy: String, source: String, outcome: String) {
-        let state = ProcessInfo.processInfo.environment["KHO_STATE_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/var/lib/kho"
+        let state = ledgerDirectory
         try? AuditLedger(stateDirectory: state).append(command: "drill", arguments: ["--policy", policy, "--source", source], outcome: outcome)
     }
 }
