@@ -19,16 +19,25 @@ struct ScheduleCommand: ParsableCommand {
         @OptionGroup var orchestration: OrchestrationOptions
         @Flag(name: .customLong("dry-run"), help: "Print the files instead of writing them.") var dryRun = false
 
+        /// `path` as one word for /bin/sh and for systemd's ExecStart.
+        static func quoted(_ path: String) -> String {
+            let plain = path.unicodeScalars.allSatisfy { CharacterSet.alphanumerics.contains($0) || "/._-+,:@=".unicodeScalars.contains($0) }
+            return plain && !path.isEmpty ? path : "'" + path.replacingOccurrences(of: "'", with: "'\\''") + "'"
+        }
+
         func validate() throws {
             if systemd && cron { throw ValidationError("Give --systemd or --cron, not both.") }
             if !(1...60).contains(every) { throw ValidationError("--every must be 1 to 60 minutes.") }
         }
 
         func run() throws {
+            // Absolute paths (cron and systemd do not start in this folder), quoted when they hold
+            // spaces or other characters the shell or systemd would split or interpret.
             let binary = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path
             let policies = URL(fileURLWithPath: orchestration.policyDirectory).standardizedFileURL.path
-            let state = orchestration.stateDirectory
-            let command = "\(binary) run --due --policies \(policies) --state-dir \(state) --metrics-file \(state)/kho.prom"
+            let state = URL(fileURLWithPath: orchestration.stateDirectory).standardizedFileURL.path
+            let command = "\(Install.quoted(binary)) run --due --policies \(Install.quoted(policies)) --state-dir \(Install.quoted(state))"
+                + " --metrics-file \(Install.quoted(state + "/kho.prom"))"
             var files: [(String, String)] = []
             if cron {
                 files.append(("etc/cron.d/kho", """
