@@ -62,10 +62,12 @@ let package = Package(
             name: "KhoVerify",
             dependencies: ["KhoCore", "KhoStorage", "KhoSources", "KhoPolicy"]
         ),
+        .target(name: "KhoReports", dependencies: ["KhoCore", "KhoPolicy"]),
         .executableTarget(
             name: "kho",
             dependencies: [
                 "KhoVerify",
+                "KhoReports",
                 "KhoCore",
                 "KhoStorage",
                 "KhoSources",
@@ -82,6 +84,7 @@ let package = Package(
         .testTarget(name: "KhoCoreTests", dependencies: ["KhoCore"]),
         .testTarget(name: "KhoStorageTests", dependencies: ["KhoCore", "KhoStorage"]),
         .testTarget(name: "KhoIntegrationTests", dependencies: ["KhoCore"]),
+        .testTarget(name: "KhoReportsTests", dependencies: ["KhoReports", "KhoPolicy", "KhoVerify", "KhoCore"]),
         .testTarget(name: "KhoPolicyTests", dependencies: ["KhoPolicy", "KhoCore"]),
     ],
     swiftLanguageModes: [.v6]
