@@ -35,8 +35,9 @@ public struct CronSchedule: Sendable, Equatable, CustomStringConvertible {
         months = try CronSchedule.field(fields[3], name: "month", range: 1...12, names: monthNames)
         let dayNames = ["sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6]
         weekdays = Set(try CronSchedule.field(fields[4], name: "day of week", range: 0...7, names: dayNames).map { $0 % 7 })
-        daysRestricted = fields[2] != "*"
-        weekdaysRestricted = fields[4] != "*"
+        // As in Vixie cron, a field that starts with * (also */2) counts as unrestricted for the OR rule.
+        daysRestricted = !fields[2].hasPrefix("*")
+        weekdaysRestricted = !fields[4].hasPrefix("*")
         // A schedule that can never fire (30 February) is an error, not a silent never.
         guard next(after: Date(timeIntervalSince1970: 1_700_000_000), limit: 8 * 366 * 86400) != nil else {
             throw ParseError(message: "the schedule \"\(expression)\" never runs (no such date)")

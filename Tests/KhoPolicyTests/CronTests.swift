@@ -177,6 +177,13 @@ struct CronTests {
                 == ["2026-03-13T00:00:00+07:00", "2026-04-13T00:00:00+07:00"])
         #expect(try fires("0 0 * * 5", after: "2026-03-01T00:00:00+07:00", count: 2)
                 == ["2026-03-06T00:00:00+07:00", "2026-03-13T00:00:00+07:00"])
+        // A day field starting with * (a step over the whole range) does not count as restricted, as in
+        // Vixie cron: odd days that are Mondays (AND), not odd days or Mondays. March 2026: Mondays 2, 9, 16, 23, 30.
+        #expect(try fires("0 0 */2 * 1", after: "2026-03-01T00:00:00+07:00", count: 3)
+                == ["2026-03-09T00:00:00+07:00", "2026-03-23T00:00:00+07:00", "2026-04-13T00:00:00+07:00"])
+        // The 1st when it is a Sunday, Wednesday or Saturday.
+        #expect(try fires("0 0 1 * */3", after: "2026-03-01T00:00:00+07:00", count: 3)
+                == ["2026-04-01T00:00:00+07:00", "2026-07-01T00:00:00+07:00", "2026-08-01T00:00:00+07:00"])
         // 31 February never exists, but "or a Monday" makes the schedule run on February's Mondays.
         #expect(try fires("0 0 31 2 1", after: "2026-01-01T00:00:00+07:00", count: 3)
                 == ["2026-02-02T00:00:00+07:00", "2026-02-09T00:00:00+07:00", "2026-02-16T00:00:00+07:00"])
