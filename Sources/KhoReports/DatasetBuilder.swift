@@ -102,9 +102,10 @@ struct DatasetBuilder {
         let failed = done.count - succeeded - partial
 
         // Planned runs: the schedule's times in the period, from the first backup kho ever ran of
-        // this source (before that, the source was not in kho's hands). A planned time counts as
-        // missed when no run started between it and the next planned time.
-        let firstAttempt = backups.first?.started
+        // this source (its planned time: before that, the source was not in kho's hands). A
+        // planned time is missed when no run was planned for it and none started between it and
+        // the next planned time.
+        let firstAttempt = backups.map { min($0.planned ?? $0.started, $0.started) }.min()
         let windowStart = max(scope.from, firstAttempt ?? scope.from)
         var fires: [Date] = []
         var cursor = windowStart.addingTimeInterval(-60)
@@ -112,13 +113,15 @@ struct DatasetBuilder {
             if fire >= windowStart { fires.append(fire) }
             cursor = fire
         }
-        let starts = backups.map(\.started)
+        let plannedFor = Set(backups.compactMap(\.planned))
+        let starts = backups.map(\.started).sorted()
         var missedFires: [Date] = []
         var next = 0
         for (i, fire) in fires.enumerated() {
             let end = i + 1 < fires.count ? fires[i + 1] : scope.to.addingTimeInterval(1)
             while next < starts.count && starts[next] < fire { next += 1 }
-            if !(next < starts.count && starts[next] < end) { missedFires.append(fire) }
+            let started = next < starts.count && starts[next] < end
+            if !started && !plannedFor.contains(fire) { missedFires.append(fire) }
         }
 
         // Recovery points: the good snapshots whose backup finished by the period end, in the

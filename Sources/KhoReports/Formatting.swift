@@ -77,7 +77,7 @@ struct Formatter {
         let units: [(Double, String, String)] = [(86400, "ngày", "d"), (3600, "giờ", "h"), (60, "phút", "min"), (1, "giây", "s")]
         func unit(_ i: Int) -> String { vi ? units[i].1 : units[i].2 }
         if seconds < 60 {
-            let digits = seconds < 10 ? 2 : 0
+            let digits = seconds < 1 ? 3 : seconds < 10 ? 2 : 0
             return decimal(seconds, digits: digits) + " " + unit(3)
         }
         let total = Int(seconds.rounded())

@@ -126,7 +126,8 @@ struct HTMLRenderer {
         let tt = agency.totals
         var h = "<section class=\"agency\">\n<h2>\(t(L.agency)): \(e(agency.name))</h2>\n"
         h += "<p class=\"line\">\(t(L.datasets)): \(f.count(tt.datasets)) · \(t(L.successRate)): \(e(f.percent(tt.successRate))) · \(t(L.drillsDone)): \(f.count(tt.drills)) · \(t(L.datasetsPassing)): \(f.count(tt.datasetsPassing)) / \(f.count(tt.datasets))</p>\n"
-        h += "<table class=\"overview\">\n<thead><tr><th>\(t(L.dataset))</th><th>\(t(L.planned)) / \(t(L.attempted))</th><th>\(t(L.succeeded)) / \(t(L.failed)) / \(t(L.partial)) / \(t(L.missed))</th><th>\(t(L.successRate))</th><th>\(t(L.worstRpo))</th><th>\(t(L.drillsDone))</th><th>\(t(L.lastRestoreTime))</th>"
+        h += "<table class=\"overview\">\n<colgroup><col style=\"width:14%\"><col style=\"width:6%\"><col style=\"width:9%\"><col style=\"width:6.5%\"><col style=\"width:9%\"><col style=\"width:5%\"><col style=\"width:9%\">"
+        h += String(repeating: "<col style=\"width:8.3%\">", count: 5) + "</colgroup>\n<thead><tr><th>\(t(L.dataset))</th><th>\(t(L.planned)) / \(t(L.attempted))</th><th>\(t(L.succeeded)) / \(t(L.failed)) / \(t(L.partial)) / \(t(L.missed))</th><th>\(t(L.successRate))</th><th>\(t(L.worstRpo))</th><th>\(t(L.drillsDone))</th><th>\(t(L.lastRestoreTime))</th>"
         for (key, _) in dimensionKeys { h += "<th>\(t(L.dimensionNames[key]!))</th>" }
         h += "<th>\(t(L.overall))</th></tr></thead>\n<tbody>\n"
         for d in agency.datasets {
@@ -303,6 +304,10 @@ struct HTMLRenderer {
     table.meta th { width: 42mm; background: var(--soft); }
     .mono, code { font-family: "DejaVu Sans Mono", "Liberation Mono", monospace; font-size: 7.8pt; word-break: break-all; }
     .badge { display: inline-block; padding: 0 5px; border-radius: 3px; color: #fff; font-weight: 600; font-size: 7.8pt; white-space: nowrap; }
+    table.overview { table-layout: fixed; }
+    table.overview td:first-child { overflow-wrap: anywhere; }
+    table.overview { font-size: 8pt; }
+    table.overview .badge { white-space: normal; font-size: 7pt; }
     .badge.pass, .badge.met { background: var(--ok); }
     .badge.fail, .badge.notMet { background: var(--bad); }
     .badge.noEvidence { background: var(--bad); outline: 1px dashed #5c0f0b; }

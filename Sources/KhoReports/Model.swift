@@ -126,14 +126,15 @@ public struct Objectives: Codable, Sendable, Equatable {
 }
 
 public struct Backups: Codable, Sendable, Equatable {
-    /// Times the schedule fired in the period (from the first backup kho ever ran of the source).
+    /// Times the schedule fired in the period (from the planned time of the first backup kho ever
+    /// ran of the source).
     public var planned: Int
     /// Runs started in the period and finished by its end.
     public var attempted: Int
     public var succeeded: Int
     public var failed: Int
     public var partial: Int
-    /// Planned times with no run started before the next planned time.
+    /// Planned times with no run planned for them and none started before the next planned time.
     public var missed: Int
     /// Runs started in the period that had not finished by its end (running, or killed).
     public var unfinished: Int

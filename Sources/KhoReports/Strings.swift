@@ -124,7 +124,7 @@ enum L {
                                  "kho's proposed baseline for the province to adopt or tighten; not quoted from a regulation.")
     static let level = Text("Cấp độ", "Level")
     static let maxRpo = Text("RPO tối đa", "Max RPO")
-    static let drillAtLeast = Text("Diễn tập đạt ít nhất mỗi", "Passed drill at least every")
+    static let drillAtLeast = Text("Có diễn tập đạt trong vòng", "Passed drill at least every")
     static let minSuccessRate = Text("Tỷ lệ thành công tối thiểu", "Min success rate")
     static let offsiteCopy = Text("Bản sao ngoài trụ sở", "Offsite copy")
     static let auditLedger = Text("Nhật ký kiểm toán", "Audit ledger")
@@ -147,8 +147,8 @@ enum L {
     static let methodItems: [Text] = [
         Text("Chỉ tính các lượt chạy bắt đầu trong kỳ và đã kết thúc trước cuối kỳ; lượt chưa kết thúc được ghi riêng.",
              "Only runs that started in the period and finished by its end count; unfinished runs are shown separately."),
-        Text("Lượt theo lịch: các thời điểm lịch sao lưu kích hoạt trong kỳ, kể từ lượt sao lưu đầu tiên kho từng chạy cho nguồn đó. Bỏ lỡ: thời điểm theo lịch mà không có lượt nào bắt đầu trước thời điểm kế tiếp.",
-             "Scheduled: the times the schedule fired in the period, from the first backup kho ever ran of the source. Missed: a scheduled time with no run started before the next one."),
+        Text("Lượt theo lịch: các thời điểm lịch sao lưu kích hoạt trong kỳ, kể từ thời điểm dự kiến của lượt sao lưu đầu tiên kho từng chạy cho nguồn đó. Bỏ lỡ: thời điểm theo lịch không có lượt nào dành cho nó và không có lượt nào bắt đầu trước thời điểm kế tiếp.",
+             "Scheduled: the times the schedule fired in the period, from the planned time of the first backup kho ever ran of the source. Missed: a scheduled time with no run planned for it and none started before the next one."),
         Text("Tỷ lệ thành công = thành công ÷ (đã chạy + bỏ lỡ). Bản sao lưu một phần không được tính là điểm khôi phục tốt.",
              "Success rate = succeeded ÷ (run + missed). A partial backup is not counted as a good recovery point."),
         Text("RPO thực tế lớn nhất: khoảng cách dài nhất trong kỳ giữa thời điểm dữ liệu của hai bản sao lưu tốt liên tiếp, hoặc từ bản cuối cùng đến cuối kỳ. Được coi là đạt RPO nếu không vượt quá RPO thêm 1% (ít nhất 1 phút), phần dung sai cho độ trễ khởi động của lịch chạy.",
@@ -192,10 +192,10 @@ enum L {
     ]
 
     static let metrics: [String: Text] = [
-        "drillContentEqual": Text("Bảng/tệp khôi phục khác với bản ghi (lần diễn tập gần nhất)",
+        "drillContentEqual": Text("Bảng/tệp khôi phục sai khác so với lúc sao lưu (lần diễn tập gần nhất)",
                                   "Restored tables or files that differ from the record (last drill)"),
         "evidenceSealsBroken": Text("Bằng chứng diễn tập có mã băm không khớp", "Drill evidence whose seal is broken"),
-        "readDataCoverage": Text("Đọc lại toàn bộ kho lưu trữ (kho check --read-data): kết quả chưa được ghi vào sổ",
+        "readDataCoverage": Text("Đọc lại toàn bộ kho lưu trữ (kho check --read-data): kết quả chưa được ghi vào sổ ghi của kho",
                                  "Full read-back of the repository (kho check --read-data): results are not recorded in the catalog yet"),
         "drillTablesMissing": Text("Bảng/tệp thiếu hoặc lệch số dòng (lần diễn tập gần nhất)",
                                    "Tables or files missing or with other row counts (last drill)"),
@@ -205,7 +205,7 @@ enum L {
                                       "Database engine integrity checks failed (pg_amcheck, CHECK TABLE, PRAGMA integrity_check)"),
         "dumpErrors": Text("Lượt sao lưu lỗi trong kỳ", "Failed backup runs in the period"),
         "shrinkAlerts": Text("Cảnh báo bản kết xuất co hụt bất thường", "Suspicious shrink alerts"),
-        "newestGoodAge": Text("Tuổi của bản sao lưu tốt mới nhất lúc cuối kỳ", "Age of the newest good backup at the period end"),
+        "newestGoodAge": Text("Độ cũ của bản sao lưu tốt mới nhất tại thời điểm cuối kỳ", "Age of the newest good backup at the period end"),
         "lastDrillAge": Text("Thời gian từ lần diễn tập gần nhất đến cuối kỳ", "Time from the last drill to the period end"),
     ]
 

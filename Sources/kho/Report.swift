@@ -9,14 +9,14 @@ struct Report: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Compliance report per agency and dataset: backups, RPO, drills, RTO, đúng - đủ - sạch - sống, ledger, controls.",
         discussion: """
-        Built from the catalog, the policies and the audit ledger only; a dataset without runs in the
-        period is shown as "no evidence", never as a pass. Dates are days in Asia/Ho_Chi_Minh
-        (2026-11-01; --to includes the whole day) or RFC 3339 times. Default: the last 30 days,
+        Built from the catalog, the policies and the audit ledger only; a dataset without runs in the \
+        period is shown as "no evidence", never as a pass. Dates are days in Asia/Ho_Chi_Minh \
+        (2026-11-01; --to includes the whole day) or RFC 3339 times. Default: the last 30 days, \
         HTML, Vietnamese. JSON follows docs/report.schema.json.
 
-        Every report states its period and a SHA-256 of its data. `kho report --check FILE`
-        recomputes the data from the catalog for the period and policy the file states and
-        compares (and, for a file made by this kho version, its whole text): exit 0 when equal,
+        Every report states its period and a SHA-256 of its data. `kho report --check FILE` \
+        recomputes the data from the catalog for the period and policy the file states and \
+        compares (and, for a file made by this kho version, its whole text): exit 0 when equal, \
         12 when not.
         """
     )
