@@ -8,7 +8,8 @@ import KhoStorage
 public struct DrillEvidence: Codable, Sendable {
     public struct Check: Codable, Sendable {
         public var name: String
-        /// pass, fail or skipped.
+        /// pass, fail (the data or the restore is wrong), error (the drill could not run: a
+        /// scratch server did not start, a tool is missing) or skipped.
         public var outcome: String
         /// What the check printed, bounded to 4 KiB.
         public var output: String
@@ -109,8 +110,17 @@ public final class DrillRunner {
             try perform(&evidence, snapshot: snapshot, repository: repository, index: index, source: source, realStart: realStart)
         } catch {
             let message = (error as? KhoError)?.message ?? "\(error)"
-            evidence.checks.append(.init(name: "restore", outcome: "fail", output: DrillRunner.bounded(message)))
-            evidence.failureReasons.append("restore failed: \(message)")
+            // Damaged data, or a dump that does not load, is what a drill is there to find; a
+            // scratch server that does not start (or a missing tool) only means the drill could
+            // not run: "error", which `kho verify` does not count as an integrity failure.
+            let kind = (error as? KhoError)?.kind
+            if kind == .integrity || kind == .source {
+                evidence.checks.append(.init(name: "restore", outcome: "fail", output: DrillRunner.bounded(message)))
+                evidence.failureReasons.append("restore failed: \(message)")
+            } else {
+                evidence.checks.append(.init(name: "restore", outcome: "error", output: DrillRunner.bounded(message)))
+                evidence.failureReasons.append("the drill could not run: \(message)")
+            }
         }
         if let rto = evidence.rtoSeconds {
             let pass = rto <= policy.rto

@@ -242,7 +242,25 @@ public final class ScratchPostgres: ScratchTarget, @unchecked Sendable {
     }
 
     override func stop() {
+        // The System V shared memory segment the postmaster named in its pid file: a server
+        // stopped while it was still starting (an interrupted drill) does not remove it itself.
+        let segment = sharedMemorySegment()
         _ = runAsOwner(bin + "/pg_ctl", ["-D", directory + "/data", "-m", "immediate", "-w", "stop"], duringTeardown: true)
+        if let (key, id) = segment {
+            var info = shmid_ds()
+            // Only that segment (same key): it goes once its last process has detached.
+            if shmctl(id, IPC_STAT, &info) == 0 && info.shm_perm.__key == key { _ = shmctl(id, IPC_RMID, nil) }
+        }
+    }
+
+    /// Line 7 of postmaster.pid: the segment's key and ID.
+    private func sharedMemorySegment() -> (key: key_t, id: Int32)? {
+        guard let text = try? String(contentsOfFile: directory + "/data/postmaster.pid", encoding: .utf8) else { return nil }
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        guard lines.count >= 7 else { return nil }
+        let fields = lines[6].split(separator: " ")
+        guard fields.count == 2, let key = key_t(fields[0]), let id = Int32(fields[1]) else { return nil }
+        return (key, id)
     }
 }
 
