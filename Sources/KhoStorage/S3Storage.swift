@@ -1,0 +1,658 @@
+import Dispatch
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+import KhoCore
+
+/// Where an S3 repository lives: `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]`, path-style.
+public struct S3Address: Sendable, Equatable, CustomStringConvertible {
+    public var scheme: String
+    /// The host as written in the URL (an IPv6 address keeps its brackets).
+    public var host: String
+    public var port: Int?
+    public var bucket: String
+    /// Folders inside the bucket, without leading or trailing slashes; empty for the bucket's top.
+    public var prefix: String
+
+    public init(scheme: String, host: String, port: Int?, bucket: String, prefix: String) {
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+        self.bucket = bucket
+        self.prefix = prefix
+    }
+
+    static let format = "s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]"
+
+    public static func parse(_ text: String) throws -> S3Address {
+        func bad(_ why: String) -> KhoError {
+            KhoError(.usage, "\(text) is not an S3 repository address (\(why)): write it as \(format), e.g. s3:https://s3.example.vn/backups/agency.")
+        }
+        guard text.hasPrefix("s3:") else { throw bad("it does not start with s3:") }
+        var rest = Substring(text.dropFirst(3))
+        let scheme: String
+        if rest.hasPrefix("https://") {
+            scheme = "https"
+        } else if rest.hasPrefix("http://") {
+            scheme = "http"
+        } else {
+            throw bad("the endpoint must start with http:// or https://")
+        }
+        rest = rest.dropFirst(scheme.count + 3)
+        let slash = rest.firstIndex(of: "/") ?? rest.endIndex
+        let authority = rest[..<slash]
+        let path = rest[slash...]
+        guard !authority.isEmpty, !authority.contains("@"), !authority.contains("?"), !authority.contains("#") else {
+            throw bad("no host, or a host with user, query or fragment")
+        }
+        var host = String(authority)
+        var port: Int?
+        if authority.hasPrefix("[") {
+            guard let close = authority.firstIndex(of: "]") else { throw bad("an IPv6 address without its closing bracket") }
+            host = String(authority[...close])
+            let after = authority[authority.index(after: close)...]
+            if !after.isEmpty {
+                guard after.hasPrefix(":"), let number = Int(after.dropFirst()) else { throw bad("a port that is not a number") }
+                port = number
+            }
+        } else if let colon = authority.lastIndex(of: ":") {
+            host = String(authority[..<colon])
+            guard let number = Int(authority[authority.index(after: colon)...]) else { throw bad("a port that is not a number") }
+            port = number
+        }
+        if let port, !(1...65535).contains(port) { throw bad("port \(port) is out of range") }
+        guard !host.isEmpty else { throw bad("no host") }
+        guard !path.contains("?"), !path.contains("#") else { throw bad("a query or fragment") }
+        let parts = path.split(separator: "/").map(String.init)
+        guard let bucket = parts.first else { throw bad("no bucket") }
+        guard (3...63).contains(bucket.count), bucket.allSatisfy({ $0.isLowercase || $0.isNumber || $0 == "-" || $0 == "." }),
+              bucket.allSatisfy(\.isASCII) else {
+            throw bad("bucket names have 3 to 63 lowercase letters, digits, dots and hyphens")
+        }
+        return S3Address(scheme: scheme, host: host, port: port, bucket: bucket, prefix: parts.dropFirst().joined(separator: "/"))
+    }
+
+    /// `http://host:port` (the port only when given).
+    public var endpoint: String {
+        "\(scheme)://\(host)" + (port.map { ":\($0)" } ?? "")
+    }
+
+    /// The Host header as the HTTP client sends it: the default port is left out.
+    var hostHeader: String {
+        guard let port, !(scheme == "http" && port == 80), !(scheme == "https" && port == 443) else { return host }
+        return "\(host):\(port)"
+    }
+
+    public var description: String {
+        "s3:\(endpoint)/\(bucket)" + (prefix.isEmpty ? "" : "/\(prefix)")
+    }
+
+    /// The object key of a repository file.
+    func key(_ handle: Handle) -> String {
+        prefix.isEmpty ? handle.path : prefix + "/" + handle.path
+    }
+
+    /// The key prefix under which everything of this repository lives ("" or "prefix/").
+    var rootPrefix: String {
+        prefix.isEmpty ? "" : prefix + "/"
+    }
+}
+
+/// How an `S3Storage` talks to its server.
+public struct S3Configuration: Sendable {
+    public var credentials: S3Credentials
+    /// The region the requests are signed for; most S3-compatible servers accept `us-east-1`.
+    public var region: String = "us-east-1"
+    /// How long one request may go without progress before it counts as timed out.
+    public var timeout: TimeInterval = 60
+    /// How often a request that timed out, lost its connection or got a 5xx answer is tried again.
+    public var retries: Int = 5
+    /// The first pause before trying again; each further pause doubles, up to `maximumRetryDelay`.
+    public var retryDelay: TimeInterval = 0.5
+    public var maximumRetryDelay: TimeInterval = 30
+    /// Connections kept open to the server at most (requests above that wait for one).
+    public var connections: Int = 16
+
+    public init(credentials: S3Credentials) {
+        self.credentials = credentials
+    }
+
+    /// From the environment: credentials (see `S3Credentials.fromEnvironment`), `KHO_S3_REGION` (else
+    /// `AWS_DEFAULT_REGION`, `AWS_REGION`, `us-east-1`), `KHO_S3_TIMEOUT` (seconds, default 60),
+    /// `KHO_S3_RETRIES` (default 5) and `KHO_S3_CONNECTIONS` (default 16).
+    ///
+    /// `KHO_S3_CA_FILE` is refused: Foundation's URLSession on Linux (libcurl underneath) only trusts
+    /// the system's certificate store and offers no way to add a CA per session.
+    public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) throws -> S3Configuration {
+        func value(_ name: String) -> String? {
+            environment[name].flatMap { $0.trimmingCharacters(in: .whitespaces).isEmpty ? nil : $0.trimmingCharacters(in: .whitespaces) }
+        }
+        if let ca = value("KHO_S3_CA_FILE") {
+            throw KhoError(.usage, "KHO_S3_CA_FILE=\(ca) cannot be used: this build's HTTP client (URLSession on Linux) trusts only the system's certificate store. Add the CA there instead (copy it to /usr/local/share/ca-certificates/NAME.crt and run update-ca-certificates), then unset KHO_S3_CA_FILE.")
+        }
+        var configuration = S3Configuration(credentials: try S3Credentials.fromEnvironment(environment))
+        if let region = value("KHO_S3_REGION") ?? value("AWS_DEFAULT_REGION") ?? value("AWS_REGION") {
+            configuration.region = region
+        }
+        if let text = value("KHO_S3_TIMEOUT") {
+            guard let seconds = Double(text), seconds > 0 else {
+                throw KhoError(.usage, "KHO_S3_TIMEOUT=\(text) is not a number of seconds: use e.g. 60.")
+            }
+            configuration.timeout = seconds
+        }
+        if let text = value("KHO_S3_RETRIES") {
+            guard let count = Int(text), count >= 0 else {
+                throw KhoError(.usage, "KHO_S3_RETRIES=\(text) is not a count: use e.g. 5 (0 never tries again).")
+            }
+            configuration.retries = count
+        }
+        if let text = value("KHO_S3_CONNECTIONS") {
+            guard let count = Int(text), count >= 1 else {
+                throw KhoError(.usage, "KHO_S3_CONNECTIONS=\(text) is not a count of connections: use e.g. 16.")
+            }
+            configuration.connections = count
+        }
+        return configuration
+    }
+}
+
+/// A repository in an S3-compatible bucket (AWS S3, MinIO, Ceph RGW, …), addressed path-style and
+/// signed with Signature Version 4.
+///
+/// Objects written whole by one PUT are atomic in S3: a reader sees the old object, the new one or
+/// none, never a part. Ranged reads are GETs with `Range`. Requests that time out, lose their
+/// connection or get a 5xx (or 429) answer are tried again after a pause that doubles each time;
+/// refused credentials (403) and a missing bucket are reported at once. Calls block the calling
+/// thread: the engine's workers are threads, and each waits for its own request.
+public struct S3Storage: Storage {
+    public let address: S3Address
+    public let configuration: S3Configuration
+    private let client: S3Client
+
+    public init(address: S3Address, configuration: S3Configuration) {
+        self.address = address
+        self.configuration = configuration
+        client = S3Client(address: address, configuration: configuration)
+    }
+
+    public init(location: String, configuration: S3Configuration) throws {
+        self.init(address: try S3Address.parse(location), configuration: configuration)
+    }
+
+    public var location: String { address.description }
+
+    // MARK: the five verbs
+
+    public func save(_ handle: Handle, data: [UInt8]) throws {
+        let response = try client.send("PUT", key: address.key(handle), body: data, what: "write \(handle.path)")
+        guard (200...299).contains(response.status) else {
+            throw client.failure(response, what: "write \(handle.path)")
+        }
+    }
+
+    public func load(_ handle: Handle, offset: Int, length: Int?) throws -> [UInt8] {
+        precondition(offset >= 0 && (length ?? 0) >= 0)
+        if length == 0 {
+            // There is no empty range in HTTP: ask for the size instead.
+            let size = try stat(handle).size
+            guard offset <= size else { throw short(handle, offset: offset, wanted: 0, found: 0) }
+            return []
+        }
+        var headers: [String: String] = [:]
+        if let length {
+            headers["Range"] = "bytes=\(offset)-\(offset + length - 1)"
+        } else if offset > 0 {
+            headers["Range"] = "bytes=\(offset)-"
+        }
+        let what = "read \(handle.path)"
+        let response = try client.send("GET", key: address.key(handle), headers: headers, what: what)
+        switch response.status {
+        case 200:
+            // The whole object (no range asked, or a server that ignores ranges).
+            let all = response.body
+            if offset == 0 && (length == nil || length == all.count) { return [UInt8](all) }
+            let end = length.map { offset + $0 } ?? max(offset, all.count)
+            guard end <= all.count else {
+                throw short(handle, offset: offset, wanted: length ?? 0, found: max(0, all.count - offset))
+            }
+            return [UInt8](all[(all.startIndex + offset)..<(all.startIndex + end)])
+        case 206:
+            let bytes = [UInt8](response.body)
+            if let length, bytes.count != length {
+                throw short(handle, offset: offset, wanted: length, found: bytes.count)
+            }
+            return bytes
+        case 404:
+            throw client.notFound(response, handle: handle)
+        case 416:
+            // The range starts at or past the end: the object exists but is shorter.
+            if length == nil { return [] }
+            throw short(handle, offset: offset, wanted: length!, found: 0)
+        default:
+            throw client.failure(response, what: what)
+        }
+    }
+
+    public func stat(_ handle: Handle) throws -> StoredFile {
+        let what = "look up \(handle.path)"
+        let response = try client.send("HEAD", key: address.key(handle), what: what)
+        switch response.status {
+        case 200...299:
+            guard let text = response.headers["content-length"], let size = Int(text) else {
+                throw KhoError(.storage, "The S3 server at \(address.endpoint) gave no size for \(handle.path): it does not behave like S3.")
+            }
+            return StoredFile(name: handle.name, size: size)
+        case 404:
+            // A HEAD answer has no body to tell a missing object from a missing bucket.
+            try client.checkBucket()
+            throw KhoError.missing(handle, in: location)
+        default:
+            throw client.failure(response, what: what)
+        }
+    }
+
+    public func list(_ kind: FileKind) throws -> [StoredFile] {
+        if kind == .config {
+            do { return [try stat(.config)] } catch let error as KhoError where error.kind == .integrity { return [] }
+        }
+        let base = address.rootPrefix + kind.folder + "/"
+        var result: [StoredFile] = []
+        for object in try client.listObjects(prefix: base, limit: nil) {
+            let rest = object.key.dropFirst(base.count)
+            let name: Substring
+            if kind == .data {
+                // data/xx/NAME, where xx is the fan-out folder.
+                let parts = rest.split(separator: "/", omittingEmptySubsequences: false)
+                guard parts.count == 2, parts[0].count == 2 else { continue }
+                name = parts[1]
+            } else {
+                guard !rest.contains("/") else { continue }
+                name = rest
+            }
+            guard !name.isEmpty, !name.hasPrefix(".") else { continue }
+            result.append(StoredFile(name: String(name), size: object.size))
+        }
+        return result
+    }
+
+    public func remove(_ handle: Handle) throws {
+        let what = "remove \(handle.path)"
+        let response = try client.send("DELETE", key: address.key(handle), what: what)
+        switch response.status {
+        case 200...299:
+            return
+        case 404:
+            // Some servers answer NoSuchKey; removing what is gone is not an error.
+            if S3ErrorBody(response.body)?.code == "NoSuchBucket" { throw client.bucketMissing() }
+            return
+        default:
+            throw client.failure(response, what: what)
+        }
+    }
+
+    public func isEmpty() throws -> Bool {
+        try client.listObjects(prefix: address.rootPrefix, limit: 1).isEmpty
+    }
+
+    // MARK: beyond the protocol
+
+    /// One request that proves the server answers, the credentials are accepted and the bucket
+    /// exists, so that a wrong setting is reported before anything else is tried.
+    public func checkAccess() throws {
+        _ = try client.listObjects(prefix: address.rootPrefix, limit: 1)
+    }
+
+    private func short(_ handle: Handle, offset: Int, wanted: Int, found: Int) -> KhoError {
+        KhoError(.integrity, "\(handle.path) is shorter than expected (wanted \(wanted) bytes at offset \(offset), found \(found)): the object is truncated; run `kho check`.")
+    }
+}
+
+// MARK: - HTTP
+
+struct S3Response: Sendable {
+    var status: Int
+    /// Header names in lowercase.
+    var headers: [String: String]
+    var body: Data
+}
+
+struct S3Object: Sendable, Equatable {
+    var key: String
+    var size: Int
+}
+
+/// Signs, sends and retries requests; shared by the copies of one `S3Storage`.
+final class S3Client: @unchecked Sendable {
+    let address: S3Address
+    let configuration: S3Configuration
+    private let session: URLSession
+    private let bucketSeen = Locked(false)
+
+    init(address: S3Address, configuration: S3Configuration) {
+        self.address = address
+        self.configuration = configuration
+        let settings = URLSessionConfiguration.ephemeral
+        settings.timeoutIntervalForRequest = configuration.timeout
+        // A 16 MiB pack on a slow line may take long; only a stall counts as a timeout.
+        settings.timeoutIntervalForResource = max(configuration.timeout * 20, 3600)
+        settings.httpMaximumConnectionsPerHost = configuration.connections
+        settings.urlCache = nil
+        settings.requestCachePolicy = .reloadIgnoringLocalCacheData
+        settings.httpShouldSetCookies = false
+        settings.httpCookieStorage = nil
+        settings.urlCredentialStorage = nil
+        session = URLSession(configuration: settings, delegate: RefuseRedirects(), delegateQueue: nil)
+    }
+
+    deinit {
+        session.invalidateAndCancel()
+    }
+
+    /// Sends one request, trying again on timeouts, lost connections and 5xx/429 answers.
+    /// `headers` are sent unsigned (only `Range` is used); `what` names the operation in messages.
+    func send(_ method: String, key: String?, query: [(String, String)] = [], headers: [String: String] = [:],
+              body: [UInt8]? = nil, what: String) throws -> S3Response {
+        let encodedPath = "/" + SigV4.uriEncode(address.bucket, keepSlash: false)
+            + (key.map { "/" + SigV4.uriEncode($0, keepSlash: true) } ?? "")
+        let queryText = SigV4.canonicalQuery(query)
+        guard let url = URL(string: address.endpoint + encodedPath + (queryText.isEmpty ? "" : "?" + queryText)) else {
+            throw KhoError(.usage, "\(address) does not make a valid URL for \(what).")
+        }
+        let payload = body.map { Data($0) }
+        let payloadHash = body.map { SHA256.hash($0).hex } ?? SigV4.emptyPayloadHash
+        var attempt = 0
+        while true {
+            attempt += 1
+            var request = URLRequest(url: url, cachePolicy: .reloadIgnoringLocalCacheData, timeoutInterval: configuration.timeout)
+            request.httpMethod = method
+            var signed: [String: String] = [
+                "host": address.hostHeader,
+                "x-amz-date": SigV4.timestamps(Date()).time,
+                "x-amz-content-sha256": payloadHash,
+            ]
+            if let token = configuration.credentials.sessionToken { signed["x-amz-security-token"] = token }
+            let signature = SigV4.sign(method: method, encodedPath: encodedPath, query: query, headers: signed, payloadHash: payloadHash,
+                                       credentials: configuration.credentials, region: configuration.region, service: "s3",
+                                       time: signed["x-amz-date"]!)
+            for (name, value) in signed where name != "host" { request.setValue(value, forHTTPHeaderField: name) }
+            for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
+            request.setValue(signature.authorization, forHTTPHeaderField: "Authorization")
+            if let payload {
+                request.setValue(String(payload.count), forHTTPHeaderField: "Content-Length")
+                request.setValue("application/octet-stream", forHTTPHeaderField: "Content-Type")
+                // Send the body at once instead of waiting for a "100 Continue" first.
+                request.setValue("", forHTTPHeaderField: "Expect")
+            }
+            let outcome = perform(request, body: payload)
+            let reason: String
+            switch outcome {
+            case .success(let response):
+                if response.status >= 500 || response.status == 429 {
+                    reason = "HTTP \(response.status)" + (S3ErrorBody(response.body).map { " \($0.code)" } ?? "")
+                    if attempt > configuration.retries {
+                        throw KhoError(.storage, "The S3 server at \(address.endpoint) kept failing to \(what) (\(reason), \(attempt) attempts): check the server's health, then run the command again.", retryable: true)
+                    }
+                } else {
+                    if (200...299).contains(response.status) { bucketSeen.withLock { $0 = true } }
+                    return response
+                }
+            case .failure(let error):
+                reason = Self.describe(error)
+                if !Self.isTransient(error) {
+                    throw KhoError(.storage, "Cannot \(what) on the S3 server at \(address.endpoint): \(reason).")
+                }
+                if attempt > configuration.retries {
+                    throw KhoError(.storage, "The S3 server at \(address.endpoint) did not answer when asked to \(what) (\(reason), \(attempt) attempts): check that it runs and can be reached, then run the command again.", retryable: true)
+                }
+            }
+            let pause = min(configuration.maximumRetryDelay, configuration.retryDelay * Double(1 << min(attempt - 1, 20)))
+            Thread.sleep(forTimeInterval: pause * Double.random(in: 0.75...1.0))
+        }
+    }
+
+    private func perform(_ request: URLRequest, body: Data?) -> Result<S3Response, URLError> {
+        let done = DispatchSemaphore(value: 0)
+        let box = Locked<Result<S3Response, URLError>?>(nil)
+        let handler: @Sendable (Data?, URLResponse?, Error?) -> Void = { data, response, error in
+            let result: Result<S3Response, URLError>
+            if let http = response as? HTTPURLResponse, error == nil {
+                var headers: [String: String] = [:]
+                for (name, value) in http.allHeaderFields {
+                    if let name = name as? String, let value = value as? String { headers[name.lowercased()] = value }
+                }
+                result = .success(S3Response(status: http.statusCode, headers: headers, body: data ?? Data()))
+            } else if let error = error as? URLError {
+                result = .failure(error)
+            } else if let error {
+                result = .failure(URLError(.unknown, userInfo: [NSLocalizedDescriptionKey: "\(error)"]))
+            } else {
+                result = .failure(URLError(.badServerResponse))
+            }
+            box.withLock { $0 = result }
+            done.signal()
+        }
+        let task: URLSessionTask
+        if let body {
+            task = session.uploadTask(with: request, from: body, completionHandler: handler)
+        } else {
+            task = session.dataTask(with: request, completionHandler: handler)
+        }
+        task.resume()
+        done.wait()
+        return box.current!
+    }
+
+    static func isTransient(_ error: URLError) -> Bool {
+        switch error.code {
+        case .badURL, .unsupportedURL, .cancelled, .userAuthenticationRequired, .userCancelledAuthentication,
+             .serverCertificateUntrusted, .serverCertificateHasBadDate, .serverCertificateHasUnknownRoot,
+             .serverCertificateNotYetValid, .clientCertificateRejected, .clientCertificateRequired,
+             .appTransportSecurityRequiresSecureConnection, .httpTooManyRedirects, .redirectToNonExistentLocation:
+            return false
+        default:
+            return true
+        }
+    }
+
+    static func describe(_ error: URLError) -> String {
+        switch error.code {
+        case .timedOut: return "timed out"
+        case .cannotConnectToHost: return "connection refused"
+        case .networkConnectionLost: return "connection lost"
+        case .cannotFindHost, .dnsLookupFailed: return "host name not found"
+        case .notConnectedToInternet: return "no network"
+        case .serverCertificateUntrusted, .serverCertificateHasUnknownRoot:
+            return "its TLS certificate is not trusted by this system (add the CA to the system's certificate store)"
+        case .serverCertificateHasBadDate, .serverCertificateNotYetValid: return "its TLS certificate is expired or not yet valid"
+        case .secureConnectionFailed: return "the TLS handshake failed"
+        default:
+            let text = error.localizedDescription
+            return text.isEmpty ? "URL error \(error.code.rawValue)" : text
+        }
+    }
+
+    // MARK: listing
+
+    /// Every object under `prefix` (ListObjectsV2, page by page), or at most `limit`.
+    func listObjects(prefix: String, limit: Int?) throws -> [S3Object] {
+        var objects: [S3Object] = []
+        var token: String?
+        var seenTokens = Set<String>()
+        repeat {
+            var query: [(String, String)] = [("list-type", "2"), ("prefix", prefix)]
+            query.append(("max-keys", String(limit ?? 1000)))
+            if let token { query.append(("continuation-token", token)) }
+            let what = "list \(prefix.isEmpty ? "bucket \(address.bucket)" : prefix)"
+            let response = try send("GET", key: nil, query: query, what: what)
+            guard response.status == 200 else {
+                if response.status == 404 { throw bucketMissing() }
+                throw failure(response, what: what)
+            }
+            guard let page = ListPage(response.body) else {
+                throw KhoError(.storage, "The S3 server at \(address.endpoint) answered a listing of \(address.bucket) with something that is not a ListObjectsV2 result: it does not behave like S3.")
+            }
+            objects += page.objects
+            if let limit, objects.count >= limit { return Array(objects.prefix(limit)) }
+            guard page.truncated else { break }
+            guard let next = page.nextToken, !next.isEmpty, seenTokens.insert(next).inserted else {
+                throw KhoError(.storage, "The S3 server at \(address.endpoint) said a listing of \(address.bucket) goes on but gave no new continuation token: it does not behave like S3.", retryable: true)
+            }
+            token = next
+        } while true
+        return objects
+    }
+
+    /// Throws when the bucket is missing (after a 404 without a body), once; afterwards trusted.
+    func checkBucket() throws {
+        if bucketSeen.current { return }
+        _ = try listObjects(prefix: address.rootPrefix, limit: 1)
+    }
+
+    // MARK: errors
+
+    func bucketMissing() -> KhoError {
+        KhoError(.storage, "The bucket \(address.bucket) does not exist on the S3 server at \(address.endpoint): create it (kho does not create buckets) or correct the repository address.")
+    }
+
+    func notFound(_ response: S3Response, handle: Handle) -> KhoError {
+        if S3ErrorBody(response.body)?.code == "NoSuchBucket" { return bucketMissing() }
+        return KhoError.missing(handle, in: address.description)
+    }
+
+    /// The message for an answer that is not success and not retried.
+    func failure(_ response: S3Response, what: String) -> KhoError {
+        let error = S3ErrorBody(response.body)
+        let code = error?.code ?? ""
+        let detail = error.map { " (\($0.code)\($0.message.isEmpty ? "" : ": \($0.message)"))" } ?? ""
+        let keyID = configuration.credentials.accessKeyID
+        switch (response.status, code) {
+        case (404, "NoSuchBucket"):
+            return bucketMissing()
+        case (403, "InvalidAccessKeyId"):
+            return KhoError(.storage, "The S3 server at \(address.endpoint) refused the credentials: it does not know the access key \(keyID) (InvalidAccessKeyId). Check AWS_ACCESS_KEY_ID (or the credentials file).")
+        case (403, "SignatureDoesNotMatch"):
+            return KhoError(.storage, "The S3 server at \(address.endpoint) refused the credentials: the secret key does not match the access key \(keyID) (SignatureDoesNotMatch). Check AWS_SECRET_ACCESS_KEY (or the credentials file).")
+        case (403, "RequestTimeTooSkewed"):
+            return KhoError(.storage, "The S3 server at \(address.endpoint) refused the request because this machine's clock is off (RequestTimeTooSkewed): set the time (NTP), then run the command again.")
+        case (403, _):
+            return KhoError(.storage, "The S3 server at \(address.endpoint) refused the credentials of access key \(keyID) when asked to \(what) in bucket \(address.bucket)\(detail.isEmpty ? " (403 Forbidden)" : detail): check the key and its permissions on the bucket.")
+        case (400, "AuthorizationHeaderMalformed"), (400, "InvalidRegion"):
+            return KhoError(.storage, "The S3 server at \(address.endpoint) rejected the region \(configuration.region)\(detail): set KHO_S3_REGION to the bucket's region.")
+        case (301, _), (302, _), (307, _), (308, _):
+            let elsewhere = error?.endpoint.map { " (it names \($0))" } ?? (response.headers["location"].map { " (it points to \($0))" } ?? "")
+            return KhoError(.storage, "The S3 server at \(address.endpoint) says bucket \(address.bucket) is served elsewhere\(elsewhere): use that endpoint, or set KHO_S3_REGION to the bucket's region.")
+        default:
+            return KhoError(.storage, "The S3 server at \(address.endpoint) answered HTTP \(response.status)\(detail) when asked to \(what).")
+        }
+    }
+}
+
+/// Redirects are answers to report (a bucket in another region), not to follow unsigned.
+private final class RefuseRedirects: NSObject, URLSessionTaskDelegate, @unchecked Sendable {
+    func urlSession(_ session: URLSession, task: URLSessionTask, willPerformHTTPRedirection response: HTTPURLResponse,
+                    newRequest request: URLRequest, completionHandler: @escaping @Sendable (URLRequest?) -> Void) {
+        completionHandler(nil)
+    }
+}
+
+// MARK: - XML
+
+/// Collects the text of elements by their path (e.g. `Error/Code`), calling `element` when one
+/// ends. XMLParser is the one XML reader Foundation has on Linux.
+private final class XMLCollector: NSObject, XMLParserDelegate {
+    private var path: [String] = []
+    private var text = ""
+    private let element: (_ path: [String], _ text: String) -> Void
+
+    init(element: @escaping (_ path: [String], _ text: String) -> Void) {
+        self.element = element
+    }
+
+    func parse(_ data: Data) -> Bool {
+        let parser = XMLParser(data: data)
+        parser.delegate = self
+        parser.shouldProcessNamespaces = true
+        return parser.parse()
+    }
+
+    func parser(_ parser: XMLParser, didStartElement elementName: String, namespaceURI: String?, qualifiedName: String?,
+                attributes: [String: String] = [:]) {
+        path.append(elementName)
+        text = ""
+    }
+
+    func parser(_ parser: XMLParser, foundCharacters string: String) {
+        text += string
+    }
+
+    func parser(_ parser: XMLParser, didEndElement elementName: String, namespaceURI: String?, qualifiedName: String?) {
+        element(path, text)
+        text = ""
+        path.removeLast()
+    }
+}
+
+/// An S3 error answer: `<Error><Code>…</Code><Message>…</Message></Error>`.
+struct S3ErrorBody {
+    var code = ""
+    var message = ""
+    var endpoint: String?
+
+    init?(_ data: Data) {
+        guard !data.isEmpty else { return nil }
+        var result = S3ErrorBody(code: "", message: "")
+        let ok = XMLCollector { path, text in
+            guard path.count == 2, path[0] == "Error" else { return }
+            switch path[1] {
+            case "Code": result.code = text
+            case "Message": result.message = text
+            case "Endpoint": result.endpoint = text
+            default: break
+            }
+        }.parse(data)
+        guard ok, !result.code.isEmpty else { return nil }
+        self = result
+    }
+
+    private init(code: String, message: String) {
+        self.code = code
+        self.message = message
+    }
+}
+
+/// One page of a ListObjectsV2 answer.
+struct ListPage {
+    var objects: [S3Object] = []
+    var truncated = false
+    var nextToken: String?
+
+    init?(_ data: Data) {
+        var page = ListPage()
+        var key: String?
+        var size: Int?
+        var broken = false
+        var root = false
+        let ok = XMLCollector { path, text in
+            switch path {
+            case ["ListBucketResult"]: root = true
+            case ["ListBucketResult", "IsTruncated"]: page.truncated = text.trimmingCharacters(in: .whitespaces) == "true"
+            case ["ListBucketResult", "NextContinuationToken"]: page.nextToken = text
+            case ["ListBucketResult", "Contents", "Key"]: key = text
+            case ["ListBucketResult", "Contents", "Size"]: size = Int(text.trimmingCharacters(in: .whitespaces))
+            case ["ListBucketResult", "Contents"]:
+                if let key, let size { page.objects.append(S3Object(key: key, size: size)) } else { broken = true }
+                key = nil
+                size = nil
+            default: break
+            }
+        }.parse(data)
+        guard ok, root, !broken else { return nil }
+        self = page
+    }
+
+    private init() {}
+}

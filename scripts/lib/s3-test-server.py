@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Loopback S3 servers for kho's tests.
+
+  s3-test-server.py moto --ready FILE [--bucket NAME]...
+      Runs moto's S3 server (pip package moto[server]) on a free port of 127.0.0.1. Before it
+      reports ready it creates the buckets and two IAM users with access keys: `kho` (allowed
+      every S3 action) and `reader` (allowed s3:GetObject only). Then it turns moto's request
+      authentication on, so that every request must carry a valid Signature Version 4 by a known
+      key: a wrong secret gets 403 SignatureDoesNotMatch, an unknown key 403 InvalidAccessKeyId.
+      FILE receives {"port": P, "keys": {"kho": [ID, SECRET], "reader": [ID, SECRET]}}.
+      (One fix to moto's signature check is applied first: see canonical_query_like_aws.)
+
+  s3-test-server.py proxy --listen PORT --target PORT [--ready FILE]
+                          [--stall-first N] [--stall-seconds S]
+      A TCP proxy on 127.0.0.1:PORT to 127.0.0.1:TARGET. Killing it and starting it again is
+      how the tests make "the S3 server" vanish and come back with its data (moto keeps its state
+      in memory, behind the proxy). With --stall-first N, the first N connections are accepted
+      and read but answered only after S seconds (a slow server whose requests time out).
+
+Both exit when the process that started them goes away (they watch their parent's pid), so a
+test run that dies leaves no server behind.
+"""
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+
+def die_with_parent():
+    # Not PR_SET_PDEATHSIG: it fires when the parent's *thread* ends, and test runners start
+    # helpers from pool threads that come and go.
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            if os.getppid() != parent:
+                os._exit(0)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def write_ready(path, content):
+    temporary = path + ".tmp"
+    with open(temporary, "w") as f:
+        json.dump(content, f)
+    os.rename(temporary, path)
+
+
+def canonical_query_like_aws():
+    """moto checks signatures against the query string as werkzeug hands it over, with `%2F`
+    already decoded to `/`: every signed request with a `/` in a query value (ListObjectsV2 with
+    prefix=a/b/, from boto3 too) then fails with SignatureDoesNotMatch. AWS decodes the query and
+    encodes it again the canonical way before it checks; make moto do the same."""
+    from urllib.parse import quote, unquote
+    from moto.iam import access_control
+
+    original = access_control.IAMRequestBase._create_aws_request
+
+    def create_aws_request(self):
+        request = original(self)
+        path, _, query = request.url.partition("?")
+        if query:
+            pairs = []
+            for pair in query.split("&"):
+                key, _, value = pair.partition("=")
+                pairs.append(quote(unquote(key), safe="-_.~") + "=" + quote(unquote(value), safe="-_.~"))
+            request.url = path + "?" + "&".join(pairs)
+        return request
+
+    access_control.IAMRequestBase._create_aws_request = create_aws_request
+
+
+def run_moto(args):
+    from moto.server import ThreadedMotoServer
+    import boto3
+    import moto.settings
+    from moto.core.authorization import ActionAuthenticatorMixin
+
+    canonical_query_like_aws()
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    port = server.get_host_and_port()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    setup = dict(endpoint_url=endpoint, region_name="us-east-1",
+                 aws_access_key_id="setup", aws_secret_access_key="setup")
+    iam = boto3.client("iam", **setup)
+    s3 = boto3.client("s3", **setup)
+    keys = {}
+    policies = {"kho": ["s3:*"], "reader": ["s3:GetObject"]}
+    for user, actions in policies.items():
+        iam.create_user(UserName=user)
+        iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}],
+        }))
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        keys[user] = [key["AccessKeyId"], key["SecretAccessKey"]]
+    for bucket in args.bucket:
+        s3.create_bucket(Bucket=bucket)
+    # From now on every request is authenticated and authorized.
+    moto.settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+    ActionAuthenticatorMixin.request_count = 0
+    write_ready(args.ready, {"port": port, "keys": keys})
+    while True:
+        time.sleep(3600)
+
+
+async def pipe(reader, writer):
+    try:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, asyncio.CancelledError):
+        pass
+    finally:
+        try:
+            writer.close()
+        except Exception:
+            pass
+
+
+async def run_proxy(args):
+    stalls = {"left": args.stall_first}
+
+    async def handle(client_reader, client_writer):
+        stall = stalls["left"] > 0
+        if stall:
+            stalls["left"] -= 1
+        try:
+            server_reader, server_writer = await asyncio.open_connection("127.0.0.1", args.target)
+        except OSError:
+            client_writer.close()
+            return
+        if stall:
+            # Read the request but hold it: the client sees a server that does not answer.
+            await asyncio.sleep(args.stall_seconds)
+        await asyncio.gather(pipe(client_reader, server_writer), pipe(server_reader, client_writer))
+
+    server = await asyncio.start_server(handle, "127.0.0.1", args.listen, reuse_address=True)
+    if args.ready:
+        write_ready(args.ready, {"port": args.listen})
+    async with server:
+        await server.serve_forever()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    commands = parser.add_subparsers(dest="command", required=True)
+    moto_command = commands.add_parser("moto")
+    moto_command.add_argument("--ready", required=True)
+    moto_command.add_argument("--bucket", action="append", default=[])
+    proxy_command = commands.add_parser("proxy")
+    proxy_command.add_argument("--listen", type=int, required=True)
+    proxy_command.add_argument("--target", type=int, required=True)
+    proxy_command.add_argument("--ready")
+    proxy_command.add_argument("--stall-first", type=int, default=0)
+    proxy_command.add_argument("--stall-seconds", type=float, default=0)
+    args = parser.parse_args()
+    # A child inherits the signal mask of the thread that started it, and the threads of a Swift
+    # test runner block SIGTERM: unblock it, or `terminate()` would never end this process.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    die_with_parent()
+    if args.command == "moto":
+        run_moto(args)
+    else:
+        asyncio.run(run_proxy(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
