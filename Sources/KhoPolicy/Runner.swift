@@ -182,10 +182,7 @@ public final class PolicyRunner: @unchecked Sendable {
     }
 
     private func openRepository(_ spec: RepositorySpec) throws -> Repository {
-        if spec.path.hasPrefix("s3:") {
-            throw KhoError(.usage, "S3 repositories are not supported by this build yet: use a local folder.")
-        }
-        return try Repository.open(storage: LocalStorage(path: spec.path), password: try spec.password())
+        try Repository.open(storage: try StorageFactory.make(location: spec.path), password: try spec.password())
     }
 
     func runJob(_ job: Job) -> JobResult {

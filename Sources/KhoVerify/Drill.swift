@@ -74,7 +74,7 @@ public final class DrillRunner {
 
     /// Runs one drill. `snapshotID` nil means the newest good snapshot of the source.
     public func drill(policy: Policy, source: SourceSpec, snapshotID: String?, planned: Date? = nil) throws -> DrillEvidence {
-        let repository = try Repository.open(storage: LocalStorage(path: policy.repository.path), password: try policy.repository.password())
+        let repository = try Repository.open(storage: try StorageFactory.make(location: policy.repository.path), password: try policy.repository.password())
         let lockName = RepositoryLock.newName()
         lockPending?(repository.storage, lockName)
         let lock = try RepositoryLock.acquire(storage: repository.storage, exclusive: false, command: "verify \(policy.name)/\(source.name)",

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KhoCore
 import KhoPolicy
+import KhoStorage
 
 struct StatusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -45,8 +46,7 @@ struct CatalogCommand: ParsableCommand {
             let catalog = try orchestration.catalog()
             var total = 0
             for policy in policies {
-                guard !policy.repository.path.hasPrefix("s3:") else { continue }
-                let repository = try KhoCore.Repository.open(storage: LocalStorageFactory.make(policy.repository.path), password: try policy.repository.password())
+                let repository = try KhoCore.Repository.open(storage: try StorageFactory.make(location: policy.repository.path), password: try policy.repository.password())
                 let added = try catalog.rebuild(policy: policy, snapshots: try repository.listSnapshots())
                 Terminal.out("\(policy.name): \(added) backups recovered from \(policy.repository.path)")
                 total += added

@@ -107,12 +107,10 @@ struct RepositoryOptions: ParsableArguments {
         throw KhoError(.usage, "No repository given: pass --repo PATH or set KHO_REPOSITORY.")
     }
 
+    /// A folder, or `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]` (credentials and settings from the
+    /// environment; the server is asked once that it answers and the bucket exists).
     func storage() throws -> any Storage {
-        let location = try location()
-        if location.hasPrefix("s3:") {
-            throw KhoError(.usage, "S3 repositories are not supported by this build yet: use a local folder.")
-        }
-        return LocalStorage(path: location)
+        try StorageFactory.make(location: try location())
     }
 
     func lockWaitSeconds() throws -> TimeInterval {
@@ -327,6 +325,3 @@ final class ProgressLine: @unchecked Sendable {
 import KhoStorage
 import KhoVerify
 
-enum LocalStorageFactory {
-    static func make(_ path: String) -> any Storage { LocalStorage(path: path) }
-}
