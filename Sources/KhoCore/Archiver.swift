@@ -16,6 +16,9 @@ public struct BackupOptions: Sendable {
     public var force = false
     public var time: Date?
     public var workers: Int = Machine.cores
+    /// Packs uploaded at the same time (`--connections`): 1 suits a local disk; an object store
+    /// answers each request after a round trip, so several in flight keep the line busy.
+    public var uploaders: Int = 1
     public var source: SnapshotSource?
     public var manifest: JSONValue?
     public init() {}
@@ -49,7 +52,8 @@ public final class Archiver {
         self.progress = progress
         self.warn = warn
         codec = BlobCodec(repository: repository)
-        saver = BlobSaver(repository: repository, index: index, compressionLevel: options.compressionLevel, workers: options.workers)
+        saver = BlobSaver(repository: repository, index: index, compressionLevel: options.compressionLevel, workers: options.workers,
+                          uploaders: max(1, options.uploaders))
         streamChunker = StreamChunker(chunker: repository.chunker)
     }
 

@@ -78,6 +78,9 @@ struct Backup: ParsableCommand {
     @Flag(help: "Print the summary as JSON.")
     var json = false
 
+    @Option(help: "Packs uploaded at the same time (default 1 for a folder, 4 for an S3 repository).")
+    var connections: Int?
+
     func validate() throws {
         let modes = (paths.isEmpty ? 0 : 1) + (stdin ? 1 : 0) + (command == nil ? 0 : 1) + (postgres == nil ? 0 : 1) + (mariadb == nil ? 0 : 1) + (sqlite == nil ? 0 : 1)
         guard modes == 1 else {
@@ -94,6 +97,9 @@ struct Backup: ParsableCommand {
         }
         if let name = stdinName, name.contains("/") {
             throw ValidationError("--stdin-name must be a plain file name without '/': got \(name).")
+        }
+        if let connections, !(1...64).contains(connections) {
+            throw ValidationError("--connections must be 1 to 64; got \(connections).")
         }
         if let compression, !(0...22).contains(compression) {
             throw ValidationError("--compression must be 0 (off) to 22; got \(compression).")
@@ -112,6 +118,7 @@ struct Backup: ParsableCommand {
         options.parent = parent
         options.force = force
         options.time = time.flatMap(Timestamp.parse)
+        options.uploaders = try connections ?? (repository.location().hasPrefix("s3:") ? 4 : 1)
         let timeoutSeconds = try timeout.map { try DurationText.parse($0, option: "--timeout") }
 
         let snapshot: Snapshot = try repository.withRepository(exclusive: false, command: "backup") { repo in
