@@ -105,6 +105,23 @@ public final class DrillRunner {
         var record = RunRecord(kind: "drill", policy: policy.name, source: source.name, repository: policy.repository.path,
                                planned: planned, started: started)
         if let catalog { record = (try? catalog.insert(record)) ?? record }
+        // An interrupted drill proved nothing: its record says so instead of "running" for ever.
+        let recorded = Locked(false)
+        var startedRecord = record
+        startedRecord.snapshot = snapshot.id
+        startedRecord.snapshotTime = snapshot.time
+        let onInterrupt = ScratchRegistry.onInterrupt { [catalog, startedRecord] in
+            recorded.withLock { done in
+                guard !done, let catalog else { return }
+                done = true
+                var interrupted = startedRecord
+                interrupted.ended = Clock.now
+                interrupted.outcome = "failure"
+                interrupted.error = "interrupted before the drill completed"
+                try? catalog.update(interrupted)
+            }
+        }
+        defer { ScratchRegistry.removeOnInterrupt(onInterrupt) }
 
         do {
             try perform(&evidence, snapshot: snapshot, repository: repository, index: index, source: source, realStart: realStart)
@@ -140,7 +157,12 @@ public final class DrillRunner {
             record.snapshot = snapshot.id
             record.snapshotTime = snapshot.time
             record.details = String(decoding: try JSON.encoder.encode(evidence), as: UTF8.self)
-            try? catalog.update(record)
+            let final = record
+            recorded.withLock { done in
+                guard !done else { return }
+                done = true
+                try? catalog.update(final)
+            }
         }
         log("\(policy.name)/\(source.name): drill \(evidence.passed ? "PASSED" : "FAILED: " + evidence.failureReasons.joined(separator: "; "))")
         return evidence

@@ -11,8 +11,19 @@ public enum ScratchRegistry {
     /// Set once the process is being interrupted: the signal handler owns the teardown from then on.
     static let interrupted = Locked(false)
 
+    /// Run by `tearDownAll` once the scratch targets are gone (a drill marks its catalog record).
+    private static let interruptActions = Locked<[UUID: @Sendable () -> Void]>([:])
+
     static func register(_ target: ScratchTarget) { live.withLock { $0[ObjectIdentifier(target)] = target } }
     static func unregister(_ target: ScratchTarget) { live.withLock { $0[ObjectIdentifier(target)] = nil } }
+
+    static func onInterrupt(_ action: @escaping @Sendable () -> Void) -> UUID {
+        let id = UUID()
+        interruptActions.withLock { $0[id] = action }
+        return id
+    }
+
+    static func removeOnInterrupt(_ id: UUID) { interruptActions.withLock { $0[id] = nil } }
 
     /// For the signal handler, which exits right after: stops the helper programs a drill is
     /// waiting for (initdb, pg_ctl, mariadb-install-db, pg_amcheck …), so that nothing writes into
@@ -23,6 +34,7 @@ public enum ScratchRegistry {
         interrupted.withLock { $0 = true }
         Shell.killRunning()
         for target in live.current.values { target.tearDown(interrupting: true) }
+        for action in interruptActions.current.values { action() }
     }
 }
 

@@ -662,6 +662,11 @@ struct DrillTests {
             try expectNothingLeft(bench, after: "\(source) interrupted with signal \(signal) once it had \(what)")
             // The shared lock on the repository was released too.
             #expect(try FileManager.default.contentsOfDirectory(atPath: bench.box.repo + "/locks").isEmpty)
+            // The catalog says the drill was interrupted (not "running" for ever, not passed).
+            let record = try ScratchSQLite.value("SELECT outcome || ': ' || coalesce(error, '') FROM runs WHERE kind = 'drill' AND source = '\(source)' ORDER BY id DESC LIMIT 1;",
+                                                 path: bench.state + "/catalog.sqlite", scratch: bench.box.dir)
+            #expect(record == "failure: interrupted before the drill completed", "\(record)")
+            #expect(try bench.status().first { $0.source == source }?.lastDrillOutcome == "failure")
         }
 
         // As soon as the scratch folder exists (initdb runs in it).
