@@ -16,6 +16,11 @@
       how the tests make "the S3 server" vanish and come back with its data (moto keeps its state
       in memory, behind the proxy). With --stall-first N, the first N connections are accepted
       and read but answered only after S seconds (a slow server whose requests time out).
+      With --exit-after-bytes N, it exits by itself once N bytes went to the server: the server
+      dies in the middle of an upload, at a point that does not depend on timing.
+
+  s3-test-server.py delete --port P --key-id ID --secret SECRET --bucket B --prefix PREFIX
+      Removes the first object under PREFIX (an object deleted behind kho's back) and prints its key.
 
 Both exit when the process that started them goes away (they watch their parent's pid), so a
 test run that dies leaves no server behind.
@@ -130,6 +135,27 @@ async def pipe(reader, writer):
 
 async def run_proxy(args):
     stalls = {"left": args.stall_first}
+    sent = {"bytes": 0}
+
+    async def upstream(reader, writer):
+        # Client to server, counting bytes for --exit-after-bytes.
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                if args.exit_after_bytes and sent["bytes"] + len(data) >= args.exit_after_bytes:
+                    os._exit(0)
+                sent["bytes"] += len(data)
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            try:
+                writer.close()
+            except Exception:
+                pass
 
     async def handle(client_reader, client_writer):
         stall = stalls["left"] > 0
@@ -143,13 +169,25 @@ async def run_proxy(args):
         if stall:
             # Read the request but hold it: the client sees a server that does not answer.
             await asyncio.sleep(args.stall_seconds)
-        await asyncio.gather(pipe(client_reader, server_writer), pipe(server_reader, client_writer))
+        await asyncio.gather(upstream(client_reader, server_writer), pipe(server_reader, client_writer))
 
     server = await asyncio.start_server(handle, "127.0.0.1", args.listen, reuse_address=True)
     if args.ready:
         write_ready(args.ready, {"port": args.listen})
     async with server:
         await server.serve_forever()
+
+
+def run_delete(args):
+    import boto3
+    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{args.port}", region_name="us-east-1",
+                      aws_access_key_id=args.key_id, aws_secret_access_key=args.secret)
+    listed = s3.list_objects_v2(Bucket=args.bucket, Prefix=args.prefix).get("Contents", [])
+    if not listed:
+        sys.exit(f"nothing under {args.prefix}")
+    key = sorted(item["Key"] for item in listed)[0]
+    s3.delete_object(Bucket=args.bucket, Key=key)
+    print(key)
 
 
 def main():
@@ -164,7 +202,13 @@ def main():
     proxy_command.add_argument("--ready")
     proxy_command.add_argument("--stall-first", type=int, default=0)
     proxy_command.add_argument("--stall-seconds", type=float, default=0)
+    proxy_command.add_argument("--exit-after-bytes", type=int, default=0)
+    delete_command = commands.add_parser("delete")
+    for name in ["--port", "--key-id", "--secret", "--bucket", "--prefix"]:
+        delete_command.add_argument(name, required=True)
     args = parser.parse_args()
+    if args.command == "delete":
+        return run_delete(args)
     # A child inherits the signal mask of the thread that started it, and the threads of a Swift
     # test runner block SIGTERM: unblock it, or `terminate()` would never end this process.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
