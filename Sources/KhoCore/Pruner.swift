@@ -44,6 +44,7 @@ public final class Pruner {
     }
 
     public func run() throws -> PruneReport {
+        if !options.dryRun { try repository.refuseRemovalIfAppendOnly(command: "prune") }
         var report = PruneReport()
         report.dryRun = options.dryRun
         var damagedIndex = false
@@ -232,6 +233,7 @@ public final class Pruner {
 extension Repository {
     /// Removes snapshot files. Their data stays until `prune`.
     public func removeSnapshots(_ ids: [String]) throws {
+        if !ids.isEmpty { try refuseRemovalIfAppendOnly(command: "forget") }
         for id in ids { try storage.remove(Handle(.snapshot, id)) }
     }
 }

@@ -13,6 +13,9 @@ public struct RepositoryConfig: Codable, Sendable, Equatable {
     public var compressionLevel: Int
     /// Packs are closed once their blobs reach this many bytes.
     public var packSize: Int
+    /// Set by `kho init --append-only`: forget and prune refuse to remove anything. Absent (nil)
+    /// in repositories made without it.
+    public var appendOnly: Bool? = nil
 
     public static let currentVersion = 1
 }
@@ -49,6 +52,8 @@ public final class Repository: Sendable {
         /// Use another repository's chunker seed and sizes, so both cut data the same way.
         public var copyChunkerFrom: Repository?
         public var keyLabel: String = "first key"
+        /// Forget and prune refuse in the new repository (`kho init --append-only`).
+        public var appendOnly = false
         public init() {}
     }
 
@@ -72,8 +77,9 @@ public final class Repository: Sendable {
         guard (0...22).contains(options.compressionLevel) else {
             throw KhoError(.usage, "Compression level \(options.compressionLevel) is out of range: use 0 (off) to 22; 3 is the default.")
         }
-        let config = RepositoryConfig(id: Hex.encode(Random.bytes(32)), created: Date(), chunker: chunkerParameters,
+        var config = RepositoryConfig(id: Hex.encode(Random.bytes(32)), created: Date(), chunker: chunkerParameters,
                                       compressionLevel: options.compressionLevel, packSize: options.packSize)
+        if options.appendOnly { config.appendOnly = true }
         let keyFile = try KeyFile.make(master: master, password: password, label: options.keyLabel, parameters: options.scrypt)
         let keyBytes = try keyFile.encoded()
         let keyID = SHA256.hash(keyBytes).hex

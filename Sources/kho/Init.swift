@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KhoCore
+import KhoStorage
 
 struct Init: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Create a new repository in an empty or new folder.")
@@ -22,6 +23,12 @@ struct Init: ParsableCommand {
     @Flag(help: "Print the result as JSON.")
     var json = false
 
+    @Flag(name: .customLong("append-only"), help: "Make forget and prune refuse in this repository (guards against mistakes; only storage that refuses deletes guards against an attacker).")
+    var appendOnly = false
+
+    @Option(name: .customLong("copy-chunker-params-from"), help: "Cut data like this repository (its chunker seed and sizes), so that `kho copy` from it deduplicates. Its password comes from KHO_FROM_PASSWORD_FILE, KHO_FROM_PASSWORD_COMMAND or KHO_FROM_PASSWORD.")
+    var copyChunkerParamsFrom: String?
+
     func run() throws {
         let storage = try repository.storage()
         guard try storage.isEmpty() else {
@@ -31,6 +38,7 @@ struct Init: ParsableCommand {
         options.compressionLevel = compression
         options.packSize = packSize << 20
         options.keyLabel = label
+        options.appendOnly = appendOnly
         if let average = chunkAverage {
             options.chunker = ChunkerParameters(minSize: average / 2, averageSize: average, maxSize: average * 8)
         }
@@ -38,12 +46,21 @@ struct Init: ParsableCommand {
             // For tests only: a cheap key derivation keeps hundreds of test repositories fast.
             options.scrypt = Scrypt.Parameters(n: value, r: 8, p: 1)
         }
+        if let other = copyChunkerParamsFrom {
+            let otherStorage = try StorageFactory.make(location: other)
+            _ = try Repository.readConfig(storage: otherStorage)
+            let otherPassword = try Password.read(purpose: "password of \(other)", prefix: "KHO_FROM_PASSWORD")
+            options.copyChunkerFrom = try Repository.open(storage: otherStorage, password: otherPassword)
+            if chunkAverage != nil {
+                throw KhoError(.usage, "--chunk-average and --copy-chunker-params-from both set the chunk sizes: give one of them.")
+            }
+        }
         let password = try Password.read(purpose: "password for the new repository", confirm: true)
         let repo = try Repository.create(storage: storage, password: password, options: options)
         if json {
             try Terminal.json(["id": repo.config.id, "location": storage.location, "key": repo.keyID])
         } else {
-            Terminal.out("created repository \(repo.config.id.prefix(8)) at \(storage.location)")
+            Terminal.out("created repository \(repo.config.id.prefix(8)) at \(storage.location)\(appendOnly ? " (append-only: forget and prune refuse)" : "")")
             Terminal.out("Keep the password safe: without it the data cannot be read by anyone, including you.")
         }
     }

@@ -306,6 +306,31 @@ struct S3RepositoryTests {
         #expect(checked.all.contains(String(snapshotID.prefix(8))), "check names the snapshot \(snapshotID): \(checked)")
     }
 
+    @Test("kho copy from a local repository to an S3 repository (the offsite copy), restorable from there")
+    func copyToS3() throws {
+        let server = try S3Server()
+        let sandbox = try Sandbox("s3-copy")
+        try sandbox.initRepository()
+        let data = sandbox.path("data")
+        try makeDirectories(data)
+        try writeFile(data + "/a.bin", randomBytes(3 << 20))
+        try writeFile(data + "/dump.sql", dumpText(2 << 20, seed: 3))
+        try sandbox.ok("backup", data)
+        var env = server.environment(prefix: "offsite")
+        env["KHO_FROM_PASSWORD"] = sandbox.password
+        let created = try sandbox.kho(["init", "--copy-chunker-params-from", sandbox.repo], env: env)
+        try #require(created.exitCode == 0, "\(created)")
+        let copied = try sandbox.kho(["copy", "--from-repo", sandbox.repo], env: env)
+        try #require(copied.exitCode == 0, "\(copied)")
+        #expect(copied.out.contains("1 snapshots copied"), "\(copied)")
+        let target = sandbox.path("restored")
+        let restored = try sandbox.kho(["restore", "latest", "--target", target], env: env)
+        #expect(restored.exitCode == 0, "\(restored)")
+        #expect(try Manifest.of(target + data).differences(from: Manifest.of(data)).isEmpty)
+        let checked = try sandbox.kho(["check", "--read-data"], env: env)
+        #expect(checked.exitCode == 0, "\(checked)")
+    }
+
     @Test("kho run backs a policy up into an S3 repository")
     func policyRun() throws {
         let server = try S3Server()

@@ -1,0 +1,126 @@
+import ArgumentParser
+import Foundation
+import KhoCore
+import KhoStorage
+
+struct Copy: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Copy snapshots to another repository (the second copy of 3-2-1): only those it lacks, only data it lacks.",
+        discussion: """
+        The repositories have different keys: every blob is read and decrypted from --from-repo and
+        stored again under the key of --to-repo, unless that repository already has it. Make the
+        target with `kho init --copy-chunker-params-from SOURCE` so that both cut data alike and
+        new backups in either deduplicate against the copies. Every copied snapshot is read back
+        from the target before the command succeeds.
+
+        Passwords: --from-repo from KHO_FROM_PASSWORD_FILE, KHO_FROM_PASSWORD_COMMAND or
+        KHO_FROM_PASSWORD; --to-repo from KHO_PASSWORD_FILE, KHO_PASSWORD_COMMAND or KHO_PASSWORD.
+        """
+    )
+
+    @Option(name: .customLong("from-repo"), help: "The repository to copy from (a folder or s3:…).")
+    var fromRepo: String
+
+    @Option(name: .customLong("to-repo"), help: "The repository to copy to. Default: $KHO_REPOSITORY.")
+    var toRepo: String?
+
+    @Argument(help: "Snapshots of the source to copy (`latest`, IDs or unique prefixes). Default: all of them.")
+    var snapshots: [String] = []
+
+    @Option(help: "Packs uploaded at the same time (default 1 for a folder, 4 for an S3 repository).")
+    var connections: Int?
+
+    @Option(name: .customLong("lock-wait"), help: "How long to wait for a conflicting lock, e.g. 30s, 5m (default 0).")
+    var lockWait: String?
+
+    @Flag(help: "Print the result as JSON.")
+    var json = false
+
+    func validate() throws {
+        if let connections, !(1...64).contains(connections) {
+            throw ValidationError("--connections must be 1 to 64; got \(connections).")
+        }
+    }
+
+    private func targetLocation() throws -> String {
+        if let toRepo, !toRepo.isEmpty { return toRepo }
+        if let env = ProcessInfo.processInfo.environment["KHO_REPOSITORY"], !env.isEmpty { return env }
+        throw KhoError(.usage, "No target repository: pass --to-repo PATH or set KHO_REPOSITORY.")
+    }
+
+    func run() throws {
+        let targetAddress = try targetLocation()
+        guard targetAddress != fromRepo else {
+            throw KhoError(.usage, "--from-repo and --to-repo are the same repository: copy to another one.")
+        }
+        let wait = try lockWait.map { try DurationText.parse($0, option: "--lock-wait") } ?? 0
+        let sourceStorage = try StorageFactory.make(location: fromRepo)
+        _ = try Repository.readConfig(storage: sourceStorage)
+        let targetStorage = try StorageFactory.make(location: targetAddress)
+        _ = try Repository.readConfig(storage: targetStorage)
+        let source = try Repository.open(storage: sourceStorage, password: try Password.read(purpose: "password of \(fromRepo)", prefix: "KHO_FROM_PASSWORD"))
+        let target = try Repository.open(storage: targetStorage, password: try Password.read(purpose: "password of \(targetAddress)"))
+        guard source.config.id != target.config.id else {
+            throw KhoError(.usage, "\(fromRepo) and \(targetAddress) are the same repository (id \(source.config.id.prefix(8))): copy to another one.")
+        }
+
+        let sourceLock = try lock(source.storage, command: "copy to \(targetAddress)", wait: wait)
+        defer { unlock(sourceLock) }
+        let targetLock = try lock(target.storage, command: "copy from \(fromRepo)", wait: wait)
+        defer { unlock(targetLock) }
+
+        let chosen: [Snapshot]
+        if snapshots.isEmpty {
+            chosen = try source.listSnapshots()
+        } else {
+            var seen = Set<String>()
+            chosen = try snapshots.map { try source.findSnapshot($0) }.filter { seen.insert($0.id ?? "").inserted }
+        }
+        if source.config.chunker != target.config.chunker || source.key.chunkerSeed.bytes != target.key.chunkerSeed.bytes {
+            if !json {
+                Terminal.warning("\(targetAddress) cuts data differently from \(fromRepo) (it was not made with --copy-chunker-params-from): copies are complete, but new backups in one will not deduplicate against data copied from the other.")
+            }
+        }
+        let progress = ProgressCounter()
+        let line = ProgressLine(progress: progress, label: "copy", enabled: !json)
+        let copier = Copier(source: source, sourceIndex: try source.loadIndex(), target: target, targetIndex: try target.loadIndex(),
+                            uploaders: connections ?? (targetAddress.hasPrefix("s3:") ? 4 : 1), progress: progress)
+        let summary: CopySummary
+        do {
+            summary = try copier.copy(chosen)
+            line.finish()
+        } catch {
+            line.finish()
+            throw error
+        }
+        if json {
+            try Terminal.json(summary)
+            return
+        }
+        for item in summary.copied {
+            Terminal.out("copied \(item.source.prefix(8)) (\(Format.time(item.time))) as \(item.target.prefix(8))")
+        }
+        if !summary.alreadyThere.isEmpty {
+            Terminal.out("\(summary.alreadyThere.count) snapshots were there already")
+        }
+        if summary.copied.isEmpty {
+            Terminal.out("nothing to copy: \(targetAddress) has every snapshot asked for")
+            return
+        }
+        Terminal.out("\(summary.copied.count) snapshots copied: read \(summary.blobsRead) blobs (\(Format.bytes(summary.bytesRead))), "
+                     + "\(summary.blobsNew) new in the target, added \(Format.bytes(summary.bytesAdded)); read back \(summary.blobsVerified) blobs, all intact")
+    }
+
+    private func lock(_ storage: any Storage, command: String, wait: TimeInterval) throws -> RepositoryLock {
+        let name = RepositoryLock.newName()
+        Signals.pending(storage: storage, name: name)
+        let lock = try RepositoryLock.acquire(storage: storage, exclusive: false, command: command, wait: wait, name: name)
+        Signals.held(lock)
+        return lock
+    }
+
+    private func unlock(_ lock: RepositoryLock) {
+        lock.release()
+        Signals.released(lock)
+    }
+}
