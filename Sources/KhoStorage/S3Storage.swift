@@ -446,7 +446,19 @@ final class S3Client: @unchecked Sendable {
         return box.current!
     }
 
+    /// libcurl's "SSL certificate problem: …" (a certificate not trusted, expired, for another
+    /// name) reaches URLSession on Linux as an unknown error: recognized by its text.
+    static func isCertificateProblem(_ error: URLError) -> Bool {
+        switch error.code {
+        case .serverCertificateUntrusted, .serverCertificateHasBadDate, .serverCertificateHasUnknownRoot, .serverCertificateNotYetValid:
+            return true
+        default:
+            return error.localizedDescription.lowercased().contains("certificate")
+        }
+    }
+
     static func isTransient(_ error: URLError) -> Bool {
+        if isCertificateProblem(error) { return false }
         switch error.code {
         case .badURL, .unsupportedURL, .cancelled, .userAuthenticationRequired, .userCancelledAuthentication,
              .serverCertificateUntrusted, .serverCertificateHasBadDate, .serverCertificateHasUnknownRoot,
@@ -471,6 +483,9 @@ final class S3Client: @unchecked Sendable {
         case .secureConnectionFailed: return "the TLS handshake failed"
         default:
             let text = error.localizedDescription
+            if isCertificateProblem(error) {
+                return "its TLS certificate is refused (\(text)); if the server uses a private CA, add that CA to the system's certificate store (/usr/local/share/ca-certificates, then update-ca-certificates)"
+            }
             return text.isEmpty ? "URL error \(error.code.rawValue)" : text
         }
     }
@@ -486,7 +501,7 @@ final class S3Client: @unchecked Sendable {
             var query: [(String, String)] = [("list-type", "2"), ("prefix", prefix)]
             query.append(("max-keys", String(limit ?? 1000)))
             if let token { query.append(("continuation-token", token)) }
-            let what = "list \(prefix.isEmpty ? "bucket \(address.bucket)" : prefix)"
+            let what = prefix.isEmpty ? "list bucket \(address.bucket)" : "list the objects under \(prefix)"
             let response = try send("GET", key: nil, query: query, what: what)
             guard response.status == 200 else {
                 if response.status == 404 { throw bucketMissing() }

@@ -294,6 +294,24 @@ struct S3StorageTests {
         #expect(error?.message.contains("timed out") == true, "\(error?.message ?? "")")
     }
 
+    @Test func untrustedCertificateIsRefusedAtOnce() throws {
+        let server = try MotoServer.requireShared()
+        let folder = try S3TestSupport.temporaryFolder("tls")
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let (process, ready) = try S3TestSupport.start(["tls"], folder: folder)
+        defer { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
+        let port = try #require(ready["port"] as? Int)
+        var configuration = server.configuration(retries: 5)
+        configuration.retryDelay = 2
+        let storage = try S3Storage(location: "s3:https://127.0.0.1:\(port)/kho-test/x", configuration: configuration)
+        let started = Date()
+        let error = #expect(throws: KhoError.self) { try storage.checkAccess() }
+        #expect(Date().timeIntervalSince(started) < 1.5, "a refused certificate is not tried again")
+        #expect(error?.kind == .storage && error?.retryable == false)
+        #expect(error?.message.contains("TLS certificate is refused") == true, "\(error?.message ?? "")")
+        #expect(error?.message.contains("update-ca-certificates") == true, "\(error?.message ?? "")")
+    }
+
     @Test func objectRemovedBehindOurBackIsMissing() throws {
         let server = try MotoServer.requireShared()
         let storage = try server.freshStorage()

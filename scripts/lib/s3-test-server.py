@@ -19,6 +19,10 @@
       With --exit-after-bytes N, it exits by itself once N bytes went to the server: the server
       dies in the middle of an upload, at a point that does not depend on timing.
 
+  s3-test-server.py tls --ready FILE
+      An HTTPS server on a free port of 127.0.0.1 with a fresh self-signed certificate (one no
+      trust store knows), answering 200 to everything: for the "certificate not trusted" test.
+
   s3-test-server.py delete --port P --key-id ID --secret SECRET --bucket B --prefix PREFIX
       Removes the first object under PREFIX (an object deleted behind kho's back) and prints its key.
 
@@ -178,6 +182,50 @@ async def run_proxy(args):
         await server.serve_forever()
 
 
+def run_tls(args):
+    import datetime
+    import http.server
+    import socketserver
+    import ssl
+    import tempfile
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import ipaddress
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+                   .sign(key, hashes.SHA256()))
+    folder = tempfile.mkdtemp()
+    with open(folder + "/cert.pem", "wb") as f:
+        f.write(certificate.public_bytes(serialization.Encoding.PEM))
+    with open(folder + "/key.pem", "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def answer(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        do_GET = do_PUT = do_HEAD = do_DELETE = answer
+
+    class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+        daemon_threads = True
+
+    server = Server(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(folder + "/cert.pem", folder + "/key.pem")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    write_ready(args.ready, {"port": server.server_address[1]})
+    server.serve_forever()
+
+
 def run_delete(args):
     import boto3
     s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{args.port}", region_name="us-east-1",
@@ -203,6 +251,8 @@ def main():
     proxy_command.add_argument("--stall-first", type=int, default=0)
     proxy_command.add_argument("--stall-seconds", type=float, default=0)
     proxy_command.add_argument("--exit-after-bytes", type=int, default=0)
+    tls_command = commands.add_parser("tls")
+    tls_command.add_argument("--ready", required=True)
     delete_command = commands.add_parser("delete")
     for name in ["--port", "--key-id", "--secret", "--bucket", "--prefix"]:
         delete_command.add_argument(name, required=True)
@@ -216,6 +266,8 @@ def main():
     die_with_parent()
     if args.command == "moto":
         run_moto(args)
+    elif args.command == "tls":
+        run_tls(args)
     else:
         asyncio.run(run_proxy(args))
 
