@@ -116,6 +116,8 @@ public struct S3Configuration: Sendable {
     public var maximumRetryDelay: TimeInterval = 30
     /// Connections kept open to the server at most (requests above that wait for one).
     public var connections: Int = 16
+    /// Objects asked for per ListObjectsV2 page (S3 gives at most 1000).
+    public var listPageSize: Int = 1000
 
     public init(credentials: S3Credentials) {
         self.credentials = credentials
@@ -391,7 +393,9 @@ final class S3Client: @unchecked Sendable {
             let reason: String
             switch outcome {
             case .success(let response):
-                if response.status >= 500 || response.status == 429 {
+                // 400 RequestTimeout: the server gave up waiting for the body; sending again helps.
+                if response.status >= 500 || response.status == 429
+                    || (response.status == 400 && S3ErrorBody(response.body)?.code == "RequestTimeout") {
                     reason = "HTTP \(response.status)" + (S3ErrorBody(response.body).map { " \($0.code)" } ?? "")
                     if attempt > configuration.retries {
                         throw KhoError(.storage, "The S3 server at \(address.endpoint) kept failing to \(what) (\(reason), \(attempt) attempts): check the server's health, then run the command again.", retryable: true)
@@ -499,7 +503,7 @@ final class S3Client: @unchecked Sendable {
         var seenTokens = Set<String>()
         repeat {
             var query: [(String, String)] = [("list-type", "2"), ("prefix", prefix)]
-            query.append(("max-keys", String(limit ?? 1000)))
+            query.append(("max-keys", String(min(limit ?? configuration.listPageSize, configuration.listPageSize))))
             if let token { query.append(("continuation-token", token)) }
             let what = prefix.isEmpty ? "list bucket \(address.bucket)" : "list the objects under \(prefix)"
             let response = try send("GET", key: nil, query: query, what: what)

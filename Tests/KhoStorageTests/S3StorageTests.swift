@@ -151,6 +151,24 @@ struct S3StorageTests {
         try StorageConformance { try server.freshStorage() }.run(check)
     }
 
+    @Test func listingsOfManyPages() throws {
+        let server = try MotoServer.requireShared()
+        var configuration = server.configuration()
+        configuration.listPageSize = 7
+        // The suite's own check, with every listing cut into pages of 7 objects.
+        try StorageConformance { try server.freshStorage(configuration: configuration) }.run(.listReturnsExactlyWhatWasSaved)
+        let storage = try server.freshStorage(configuration: configuration)
+        var rng = TestRandom(seed: 38)
+        var names = Set<String>()
+        for _ in 0..<50 {
+            let name = rng.name()
+            names.insert(name)
+            try storage.save(Handle(.index, name), data: [1])
+        }
+        #expect(Set(try storage.list(.index).map(\.name)) == names)
+        #expect(try !storage.isEmpty())
+    }
+
     @Test func prefixesKeepRepositoriesApart() throws {
         let server = try MotoServer.requireShared()
         let base = "s3:\(server.endpoint)/\(MotoServer.spareBucket)"
