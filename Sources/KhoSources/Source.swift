@@ -26,9 +26,9 @@ public protocol BackupSource {
     func backup(with archiver: Archiver, repository: Repository) throws -> Snapshot
 }
 
-enum SizeGuard {
+public enum SizeGuard {
     /// Throws when `total` is below `ratio` × the previous good snapshot of the same source.
-    static func check(source: String, total: Int64, ratio: Double, repository: Repository, host: String) throws {
+    public static func check(source: String, total: Int64, ratio: Double, repository: Repository, host: String) throws {
         guard ratio > 0 else { return }
         let previous = try repository.listSnapshots().last {
             $0.source.name == source && $0.hostname == host && !$0.partial

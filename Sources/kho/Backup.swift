@@ -165,7 +165,14 @@ struct Backup: ParsableCommand {
                 let stream = CommandStream(command: command, timeout: timeoutSeconds)
                 try stream.start()
                 do {
-                    let result = try archiver.backupStream(name: stdinName!, read: { try stream.read($0) }, finish: { try stream.finish() })
+                    let name = stdinName!
+                    let host = options.hostname
+                    // A command is a dump like any other: a suspicious shrink records nothing.
+                    let input = Archiver.StreamInput(name: name) { ({ try stream.read($0) }, { try stream.finish() }) }
+                    let result = try archiver.backupStreams([input], sourceName: name) { total in
+                        try SizeGuard.check(source: name, total: total, ratio: minSizeRatio, repository: repo, host: host)
+                        return nil
+                    }
                     let stderrText = stream.standardError.trimmingCharacters(in: .whitespacesAndNewlines)
                     if !stderrText.isEmpty { Terminal.warning("the command wrote to its error output:\n\(stderrText)") }
                     return result
