@@ -93,7 +93,7 @@ public final class Repository: Sendable {
         let bytes: [UInt8]
         do {
             bytes = try storage.load(.config)
-        } catch let error as KhoError where error.kind == .integrity || error.kind == .storage || error.kind == .failure {
+        } catch let error as KhoError where error.kind == .integrity {
             throw KhoError(.notARepository, "\(storage.location) is not a kho repository (it has no config file): check --repo or KHO_REPOSITORY, or create one with `kho init`.")
         }
         let config: RepositoryConfig
