@@ -110,6 +110,33 @@ public enum Retention {
 }
 
 public enum DurationFormat {
+    /// Parses `90s`, `15m`, `2h`, `7d`, `2w`, combinations such as `1h30m`, or plain seconds;
+    /// nil when the text is none of these.
+    public static func parse(_ text: String) -> TimeInterval? {
+        if let seconds = Double(text) { return seconds }
+        var total = 0.0
+        var number = ""
+        for c in text {
+            if c.isNumber || c == "." {
+                number.append(c)
+                continue
+            }
+            let unit: Double
+            switch c {
+            case "s": unit = 1
+            case "m": unit = 60
+            case "h": unit = 3600
+            case "d": unit = 86400
+            case "w": unit = 7 * 86400
+            default: return nil
+            }
+            guard let value = Double(number) else { return nil }
+            total += value * unit
+            number = ""
+        }
+        return number.isEmpty && !text.isEmpty ? total : nil
+    }
+
     public static func describe(_ seconds: TimeInterval) -> String {
         let s = Int(seconds)
         if s % 86400 == 0 { return "\(s / 86400)d" }

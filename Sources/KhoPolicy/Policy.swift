@@ -330,25 +330,10 @@ struct PolicyReader {
         return value
     }
 
+    /// Policy durations need a unit (`24h`, not `86400`), so that a bare number is not mistaken.
     static func parseDuration(_ text: String) -> TimeInterval? {
-        var total = 0.0
-        var number = ""
-        for c in text {
-            if c.isNumber || c == "." { number.append(c); continue }
-            let unit: Double
-            switch c {
-            case "s": unit = 1
-            case "m": unit = 60
-            case "h": unit = 3600
-            case "d": unit = 86400
-            case "w": unit = 604800
-            default: return nil
-            }
-            guard let value = Double(number) else { return nil }
-            total += value * unit
-            number = ""
-        }
-        return number.isEmpty ? total : nil
+        guard Double(text) == nil else { return nil }
+        return DurationFormat.parse(text)
     }
 
     mutating func strings(_ node: Yams.Node?, _ what: String) -> [String]? {

@@ -78,11 +78,16 @@ func shellQuote(_ word: String) -> String {
 }
 
 /// Finds a program on PATH or in the usual places of Debian's PostgreSQL and MariaDB packages.
-func findProgram(_ name: String) -> String? {
-    var dirs = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":").map(String.init)
+/// With `serverFirst`, PostgreSQL's own folder (newest version) comes before PATH: a scratch
+/// server and its tools should be of one version; a dump tool is taken from PATH first, so that an
+/// administrator's choice wins.
+public func findProgram(_ name: String, serverFirst: Bool = false) -> String? {
+    let path = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":").map(String.init)
+    var postgres: [String] = []
     if let versions = try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql") {
-        dirs += versions.sorted(by: >).map { "/usr/lib/postgresql/\($0)/bin" }
+        postgres = versions.sorted(by: >).map { "/usr/lib/postgresql/\($0)/bin" }
     }
+    let dirs = (serverFirst ? postgres + path : path + postgres) + ["/usr/sbin", "/sbin"]
     for dir in dirs where access(dir + "/" + name, X_OK) == 0 { return dir + "/" + name }
     return nil
 }

@@ -190,15 +190,7 @@ enum Shell {
         return (exitStatus, String(decoding: data.prefix(64 << 10), as: UTF8.self))
     }
 
-    static func find(_ name: String) -> String? {
-        var dirs = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":").map(String.init)
-        if let versions = try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql") {
-            dirs = versions.sorted(by: >).map { "/usr/lib/postgresql/\($0)/bin" } + dirs
-        }
-        dirs += ["/usr/sbin", "/sbin"]
-        for dir in dirs where access(dir + "/" + name, X_OK) == 0 { return dir + "/" + name }
-        return nil
-    }
+    static func find(_ name: String) -> String? { findProgram(name, serverFirst: true) }
 
     static func freePort() -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

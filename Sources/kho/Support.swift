@@ -144,35 +144,12 @@ struct RepositoryOptions: ParsableArguments {
 }
 
 enum DurationText {
-    /// Parses `90s`, `15m`, `2h`, `7d`, `1h30m` or plain seconds.
+    /// Parses a duration option (`90s`, `15m`, `2h`, `7d`, `1h30m` or plain seconds).
     static func parse(_ text: String, option: String) throws -> TimeInterval {
-        if let seconds = Double(text) { return seconds }
-        var total = 0.0
-        var number = ""
-        for c in text {
-            if c.isNumber || c == "." {
-                number.append(c)
-                continue
-            }
-            let unit: Double
-            switch c {
-            case "s": unit = 1
-            case "m": unit = 60
-            case "h": unit = 3600
-            case "d": unit = 86400
-            case "w": unit = 7 * 86400
-            default: throw KhoError(.usage, "\(option) \(text) is not a duration: use e.g. 30s, 15m, 2h or 7d.")
-            }
-            guard let value = Double(number) else {
-                throw KhoError(.usage, "\(option) \(text) is not a duration: use e.g. 30s, 15m, 2h or 7d.")
-            }
-            total += value * unit
-            number = ""
-        }
-        guard number.isEmpty else {
+        guard let seconds = DurationFormat.parse(text) else {
             throw KhoError(.usage, "\(option) \(text) is not a duration: use e.g. 30s, 15m, 2h or 7d.")
         }
-        return total
+        return seconds
     }
 }
 

@@ -121,14 +121,15 @@ struct FaultTests {
         try sandbox.initRepository("--pack-size", "1")
         let source = sandbox.path("src")
         try makeDirectories(source)
-        for i in 0..<24 { try writeFile(source + "/part-\(i).bin", randomBytes(8 << 20)) }
-        let total: Int64 = 24 * 8 << 20
+        for i in 0..<32 { try writeFile(source + "/part-\(i).bin", randomBytes(8 << 20)) }
+        let total: Int64 = 32 * 8 << 20
 
         var rng = SystemRandomNumberGenerator()
         var killed = 0
         for _ in 0..<4 {
             let child = try sandbox.start(["backup", source])
-            let delay = UInt32.random(in: 50_000...800_000, using: &rng)
+            // Early enough to land inside a 256 MiB backup even as kho gets faster.
+            let delay = UInt32.random(in: 30_000...400_000, using: &rng)
             usleep(delay)
             child.send(SIGKILL)
             let result = child.wait()
