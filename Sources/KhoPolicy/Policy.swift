@@ -19,6 +19,8 @@ public struct Policy: Sendable {
     public var rto: TimeInterval
     public var notify: String?
     public var drills: DrillSpec?
+    /// Repositories each good backup is copied to after it is saved (`copies:`), in order.
+    public var copies: [RepositorySpec] = []
     /// Where the name is written (line, column), or where the policy starts when the file name is used.
     public var nameLocation: (line: Int, column: Int) = (1, 1)
 }
@@ -368,7 +370,7 @@ struct PolicyReader {
 
     mutating func policy(_ node: Yams.Node, defaultName: String) -> Policy? {
         guard let map = mapping(node, "the policy", allowed: ["name", "agency", "system", "security-level", "schedule", "time-zone",
-                                                               "repository", "sources", "retention", "objectives", "notify", "drills"]) else { return nil }
+                                                               "repository", "sources", "retention", "objectives", "notify", "drills", "copies"]) else { return nil }
         let name = string(map["name"], "name", required: false) ?? defaultName
         let agency = string(map["agency"], "agency", in: node) ?? ""
         let system = string(map["system"], "system", in: node) ?? ""
@@ -442,12 +444,38 @@ struct PolicyReader {
             }
             if let every { drills = DrillSpec(every: every, checks: checks) }
         }
+        let copySpecs = self.copies(map["copies"], repository: repository)
         let notify = string(map["notify"], "notify", required: false)
         guard errors.isEmpty, let level, let schedule, let repository, let rpo, let rto else { return nil }
         let nameMark = (map["name"] ?? node).mark
         return Policy(name: name, file: file, agency: agency, system: system, securityLevel: level, schedule: schedule,
                       repository: repository, sources: sources, retention: retention, prune: prune, rpo: rpo, rto: rto,
-                      notify: notify, drills: drills, nameLocation: (nameMark?.line ?? 1, nameMark?.column ?? 1))
+                      notify: notify, drills: drills, copies: copySpecs, nameLocation: (nameMark?.line ?? 1, nameMark?.column ?? 1))
+    }
+
+    /// `copies:`: a non-empty list of repositories (the keys of `repository`), none of them the
+    /// policy's own repository and none listed twice.
+    mutating func copies(_ node: Yams.Node?, repository: RepositorySpec?) -> [RepositorySpec] {
+        guard let node else { return [] }
+        guard let items = node.sequence, !items.isEmpty else {
+            fail(node, "copies must be a non-empty list of repositories, each with path and password-file or password-env")
+            return []
+        }
+        var result: [RepositorySpec] = []
+        for item in items {
+            guard let entry = mapping(item, "a copies entry", allowed: ["path", "password-file", "password-env"]) else { continue }
+            let path = string(entry["path"], "copies path", in: item)
+            let secret = secret(entry, "copy", required: true, in: item)
+            guard let path else { continue }
+            if let repository, repository.path == path {
+                fail(entry["path"], "copies path \(path) is the policy's own repository: copy to another one")
+            } else if result.contains(where: { $0.path == path }) {
+                fail(entry["path"], "copies path \(path) is listed twice")
+            } else {
+                result.append(RepositorySpec(path: path, passwordFile: secret.file, passwordEnv: secret.env))
+            }
+        }
+        return result
     }
 
     mutating func source(_ node: Yams.Node) -> SourceSpec? {

@@ -24,6 +24,10 @@ public struct JobResult: Sendable, Codable {
     public var bytesAdded: Int64
     public var seconds: Double
     public var retention: String?
+    /// One line per `copies:` destination: what was copied there, or why the copy failed.
+    public var copies: [String]?
+    /// How many of this backup's copies failed (the backup itself still counts as made).
+    public var copiesFailed: Int?
 
     public init(policy: String, source: String, planned: Date, outcome: String, snapshot: String?, error: String?,
                 bytesRead: Int64, bytesAdded: Int64, seconds: Double, retention: String?) {
@@ -230,6 +234,18 @@ public final class PolicyRunner: @unchecked Sendable {
             log("\(job.policy.name)/\(job.source.name): snapshot \(snapshot.shortID) saved (\(record.outcome))")
             record.ended = started.addingTimeInterval(Date().timeIntervalSince(realStart))
             try? catalog.update(record)
+            if !job.policy.copies.isEmpty {
+                var lines: [String] = []
+                var failed = 0
+                for destination in job.policy.copies {
+                    if stopRequested.current { break }
+                    let (line, ok) = copySnapshot(snapshot, of: job, from: repository, to: destination)
+                    lines.append(line)
+                    if !ok { failed += 1 }
+                }
+                result.copies = lines
+                result.copiesFailed = failed
+            }
             if !stopRequested.current {
                 result.retention = applyRetention(job, repository: repository)
             }
@@ -245,6 +261,74 @@ public final class PolicyRunner: @unchecked Sendable {
         }
         result.seconds = Date().timeIntervalSince(realStart)
         return result
+    }
+
+    /// What a copy run records in the catalog's details: where the snapshot went and what it cost.
+    public struct CopyDetails: Codable, Sendable {
+        public var destination: String
+        public var targetSnapshot: String?
+        public var blobsRead: Int
+        public var blobsNew: Int
+        public var bytesAdded: Int64
+        public var alreadyThere: Bool
+    }
+
+    /// Copies a just-made snapshot to one `copies:` destination; recorded as a copy run (snapshot
+    /// and snapshot time are the source snapshot's, the details name the destination). A failed
+    /// copy is logged and notified (event copy-failure); it does not undo the backup.
+    private func copySnapshot(_ snapshot: Snapshot, of job: Job, from source: Repository, to destination: RepositorySpec) -> (String, Bool) {
+        let started = Clock.now
+        let realStart = Date()
+        var record = RunRecord(kind: "copy", policy: job.policy.name, source: job.source.name, repository: job.policy.repository.path,
+                               planned: nil, started: started)
+        record.snapshot = snapshot.id
+        record.snapshotTime = snapshot.time
+        var details = CopyDetails(destination: destination.path, targetSnapshot: nil, blobsRead: 0, blobsNew: 0, bytesAdded: 0, alreadyThere: false)
+        func encodedDetails() -> String? { (try? JSON.encoder.encode(details)).map { String(decoding: $0, as: UTF8.self) } }
+        record.details = encodedDetails()
+        record = (try? catalog.insert(record)) ?? record
+        let name = "\(job.policy.name)/\(job.source.name)"
+        do {
+            let target = try openRepository(destination)
+            guard target.config.id != source.config.id else {
+                throw KhoError(.usage, "\(destination.path) is the policy's own repository (id \(target.config.id.prefix(8))): copy to another one.")
+            }
+            let sourceLock = try RepositoryLock.acquire(storage: source.storage, exclusive: false, command: "run copy \(name) to \(destination.path)",
+                                                        wait: options.lockWait)
+            defer { sourceLock.release() }
+            let targetLock = try RepositoryLock.acquire(storage: target.storage, exclusive: false, command: "run copy \(name) from \(job.policy.repository.path)",
+                                                        wait: options.lockWait)
+            defer { targetLock.release() }
+            let copier = Copier(source: source, sourceIndex: try source.loadIndex(), target: target, targetIndex: try target.loadIndex(),
+                                uploaders: destination.path.hasPrefix("s3:") ? 4 : 1)
+            let summary = try copier.copy([snapshot])
+            details.targetSnapshot = summary.copied.first?.target
+            details.alreadyThere = summary.copied.isEmpty
+            details.blobsRead = summary.blobsRead
+            details.blobsNew = summary.blobsNew
+            details.bytesAdded = summary.bytesAdded
+            record.outcome = "success"
+            record.bytesRead = summary.bytesRead
+            record.bytesAdded = summary.bytesAdded
+            record.details = encodedDetails()
+            record.ended = started.addingTimeInterval(Date().timeIntervalSince(realStart))
+            try? catalog.update(record)
+            let text = details.alreadyThere
+                ? "copy to \(destination.path): already there"
+                : "copy to \(destination.path): snapshot \(details.targetSnapshot?.prefix(8) ?? "-"), added \(summary.bytesAdded) bytes"
+            log("\(name): \(text)")
+            return (text, true)
+        } catch {
+            let message = (error as? KhoError)?.message ?? "\(error)"
+            record.outcome = "failure"
+            record.error = message
+            record.ended = started.addingTimeInterval(Date().timeIntervalSince(realStart))
+            try? catalog.update(record)
+            log("\(name): copy to \(destination.path) FAILED: \(message)")
+            Notifier.notify(job.policy, source: job.source.name, event: "copy-failure", detail: "copy to \(destination.path): \(message)",
+                            snapshot: snapshot.id, log: log)
+            return ("copy to \(destination.path) failed: \(message)", false)
+        }
     }
 
     /// Forgets this source's snapshots that the policy's rules no longer keep (and prunes when the

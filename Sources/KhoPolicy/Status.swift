@@ -30,6 +30,22 @@ public struct SourceStatus: Codable, Sendable {
     public var lastDrillOutcome: String?
     /// No drill within the policy's drill period (or never).
     public var untested: Bool
+    /// One per `copies:` destination of the policy.
+    public var copies: [CopyStatus] = []
+}
+
+/// How far a `copies:` destination is behind the source's newest good backup.
+public struct CopyStatus: Codable, Sendable {
+    public var destination: String
+    /// Time of the newest snapshot copied there (the source snapshot's time).
+    public var newestCopiedSnapshotTime: Date?
+    /// Newest good snapshot time − newest copied snapshot time; nil when nothing was copied yet.
+    public var lagSeconds: Double?
+    public var lastCopy: Date?
+    public var lastCopyOutcome: String?
+    /// The last copy to this destination failed.
+    public var lastCopyFailed: Bool
+    public var lastError: String?
 }
 
 public enum StatusReport {
@@ -55,6 +71,24 @@ public enum StatusReport {
                 } else if drill != nil && policy.drills == nil {
                     untested = false
                 }
+                var copyStatuses: [CopyStatus] = []
+                if !policy.copies.isEmpty {
+                    let runs = try catalog.runs(policy: policy.name, source: source.name, kind: "copy")
+                    for destination in policy.copies {
+                        let mine = runs.filter { run in
+                            guard let text = run.details,
+                                  let details = try? JSONDecoder().decode(PolicyRunner.CopyDetails.self, from: Data(text.utf8)) else { return false }
+                            return details.destination == destination.path
+                        }
+                        let newest = mine.filter { $0.outcome == "success" }.compactMap(\.snapshotTime).max()
+                        let last = mine.last { $0.outcome != "running" }
+                        let lag = newest.map { copied in goodTime.map { max(0, $0.timeIntervalSince(copied)) } ?? 0 }
+                        copyStatuses.append(CopyStatus(destination: destination.path, newestCopiedSnapshotTime: newest, lagSeconds: lag,
+                                                       lastCopy: last?.started, lastCopyOutcome: last?.outcome,
+                                                       lastCopyFailed: last?.outcome == "failure",
+                                                       lastError: last?.outcome == "failure" ? last?.error : nil))
+                    }
+                }
                 result.append(SourceStatus(policy: policy.name, agency: policy.agency, source: source.name, kind: source.kind.rawValue,
                                            lastSuccess: good?.ended ?? good?.started, lastSnapshot: good?.snapshot,
                                            newestGoodSnapshotTime: goodTime, ageSeconds: age, rpoSeconds: policy.rpo, rtoSeconds: policy.rto,
@@ -62,7 +96,7 @@ public enum StatusReport {
                                            lastFailure: failureIsNewer ? failure?.started : nil,
                                            lastError: failureIsNewer ? failure?.error : nil,
                                            nextRun: policy.schedule.next(after: now),
-                                           lastDrill: drill?.started, lastDrillOutcome: drill?.outcome, untested: untested))
+                                           lastDrill: drill?.started, lastDrillOutcome: drill?.outcome, untested: untested, copies: copyStatuses))
             }
         }
         return result

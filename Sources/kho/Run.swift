@@ -84,9 +84,11 @@ struct Run: ParsableCommand {
                 let detail = r.error ?? "snapshot \(r.snapshot?.prefix(8) ?? "-"), read \(Format.bytes(r.bytesRead)), added \(Format.bytes(r.bytesAdded))\(r.retention.map { "; retention: \($0)" } ?? "")"
                 let what = r.kind == "drill" ? "drill " : ""
                 Terminal.out("\(r.outcome.rightPad(8)) \(what)\(r.policy)/\(r.source) (\(Format.duration(r.seconds))): \(r.kind == "drill" && r.error == nil ? "passed, snapshot \(r.snapshot?.prefix(8) ?? "-")" : detail)")
+                for line in r.copies ?? [] { Terminal.out("         \(line)") }
             }
         }
-        if results.contains(where: { $0.outcome == "failure" }) { throw ExitStatus(code: ExitStatus.failure) }
+        // A failed copy fails the run too: the backup is saved, but not where the policy wants it.
+        if results.contains(where: { $0.outcome == "failure" || ($0.copiesFailed ?? 0) > 0 }) { throw ExitStatus(code: ExitStatus.failure) }
         if results.contains(where: { $0.outcome == "partial" }) { throw ExitStatus(code: ExitStatus.partial) }
     }
 }

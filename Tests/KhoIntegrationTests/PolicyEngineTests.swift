@@ -657,7 +657,7 @@ struct PolicyEngineTests {
         try writeFile(folder + "/notes.txt", Array("not a policy".utf8))
         let result = try sandbox.kho("policy", "validate", folder)
         #expect(result.exitCode == 2, "\(result)")
-        let topKeys = "name, agency, system, security-level, schedule, time-zone, repository, sources, retention, objectives, notify, drills"
+        let topKeys = "name, agency, system, security-level, schedule, time-zone, repository, sources, retention, objectives, notify, drills, copies"
         #expect(result.out.split(separator: "\n").map(String.init) == [
             "\(folder)/b-typos.yaml:16:1: unknown key \"notfy\" in the policy (did you mean \"notify\"?); expected one of: \(topKeys)",
             "\(folder)/b-typos.yaml:14:8: rpo must be a duration such as 30m, 24h, 7d or 1w; got \"a day\"",

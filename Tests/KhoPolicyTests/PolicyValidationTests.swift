@@ -93,7 +93,7 @@ private func expectErrors(_ actual: [String], _ expected: [String], _ comment: S
     }
 }
 
-private let policyKeys = "name, agency, system, security-level, schedule, time-zone, repository, sources, retention, objectives, notify, drills"
+private let policyKeys = "name, agency, system, security-level, schedule, time-zone, repository, sources, retention, objectives, notify, drills, copies"
 
 extension KhoPolicyUnitTests {
 @Suite("policy validation")
