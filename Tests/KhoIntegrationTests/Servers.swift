@@ -350,7 +350,9 @@ final class ScratchMariaDB: @unchecked Sendable {
         do {
             try makeDirectories(dataDirectory)
             try ServerSupport.chownTree(dir, to: "mysql")
-            try ServerSupport.require(ScratchMariaDB.installDB!, ["--no-defaults", "--datadir=" + dataDirectory, "--user=mysql",
+            // Temporary tables go to the server's own folder: two servers sharing /tmp can collide
+            // on the names of their temporary tables while installing.
+            try ServerSupport.require(ScratchMariaDB.installDB!, ["--no-defaults", "--datadir=" + dataDirectory, "--tmpdir=" + dir, "--user=mysql",
                                                                   "--auth-root-authentication-method=normal", "--skip-test-db"],
                                       scratch: dir, timeout: 180)
             try start()
@@ -367,7 +369,7 @@ final class ScratchMariaDB: @unchecked Sendable {
         for _ in 0..<4 {
             port = try ServerSupport.freeLoopbackPort()
             let child = try Child.spawn(ScratchMariaDB.server!, [
-                "--no-defaults", "--datadir=" + dataDirectory, "--user=mysql", "--port=\(port)", "--bind-address=127.0.0.1",
+                "--no-defaults", "--datadir=" + dataDirectory, "--tmpdir=" + dir, "--user=mysql", "--port=\(port)", "--bind-address=127.0.0.1",
                 "--socket=" + socketPath, "--pid-file=" + pidFile, "--skip-log-bin", "--log-error=" + errorLog,
                 "--skip-name-resolve", "--innodb-buffer-pool-size=64M", "--innodb-flush-log-at-trx-commit=0",
                 // What Debian's configuration sets; the built-in default is latin1.
