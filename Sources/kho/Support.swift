@@ -95,7 +95,7 @@ enum Format {
 /// Where the repository is and how to open it: `--repo` or KHO_REPOSITORY, and the password from
 /// KHO_PASSWORD_FILE, KHO_PASSWORD_COMMAND or KHO_PASSWORD (never a flag: flags show in `ps`).
 struct RepositoryOptions: ParsableArguments {
-    @Option(name: .long, help: "The repository (a folder). Default: $KHO_REPOSITORY.")
+    @Option(name: .long, help: "The repository: a folder, or s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]. Default: $KHO_REPOSITORY.")
     var repo: String?
 
     @Option(name: .customLong("lock-wait"), help: "How long to wait for a conflicting lock, e.g. 30s, 5m (default 0).")
