@@ -422,8 +422,8 @@ struct PolicyValidationTests {
         let passwordFile = try secrets.write("repository.pass", "a password for the test\n")
         let unset: [String: String?] = ["KHO_REPO": nil, "HO_TICH_PG_HOST": nil, "HO_TICH_PG_PORT": nil, "HO_TICH_PG_USER": nil,
                                         "DAT_DAI_DB_HOST": nil, "DAT_DAI_DB_PORT": nil, "DAT_DAI_DB_USER": nil,
-                                        "HO_SO_SCAN_DIR": nil, "VAN_BAN_DB": nil]
-        try withEnvironment(unset.merging(["KHO_REPO_PASSWORD_FILE": passwordFile]) { $1 }) {
+                                        "HO_SO_SCAN_DIR": nil, "VAN_BAN_DB": nil, "KHO_COPY_REPO": nil]
+        try withEnvironment(unset.merging(["KHO_REPO_PASSWORD_FILE": passwordFile, "KHO_COPY_PASSWORD_FILE": passwordFile]) { $1 }) {
             let (policies, errors) = PolicyLoader().load(directory: TestPaths.packageRoot + "/policies")
             #expect(errors.isEmpty, "\(errors)")
             #expect(policies.map(\.name).sorted() == ["dat-dai", "ho-so-scan", "ho-tich", "van-ban"])
@@ -438,6 +438,8 @@ struct PolicyValidationTests {
             #expect(byName["ho-tich"]?.sources.map(\.kind) == [.postgres])
             #expect(byName["ho-tich"]?.sources.first?.endpoint?.port == 5432)
             #expect(byName["ho-tich"]?.prune == true)
+            // Security level 3: the civil registry is copied offsite after each backup.
+            #expect(byName["ho-tich"]?.copies.map(\.path) == ["/mnt/offsite/kho"])
             #expect(byName["dat-dai"]?.sources.map(\.kind) == [.mariadb])
             #expect(byName["dat-dai"]?.sources.first?.endpoint?.port == 3306)
             #expect(byName["van-ban"]?.sources.map(\.kind) == [.sqlite])
@@ -455,7 +457,7 @@ struct PolicyValidationTests {
             }
         }
         // Without the password file the examples name it, precisely.
-        try withEnvironment(unset.merging(["KHO_REPO_PASSWORD_FILE": "/nonexistent/kho.pass"]) { $1 }) {
+        try withEnvironment(unset.merging(["KHO_REPO_PASSWORD_FILE": "/nonexistent/kho.pass", "KHO_COPY_PASSWORD_FILE": passwordFile]) { $1 }) {
             let (_, errors) = PolicyLoader().load(directory: TestPaths.packageRoot + "/policies")
             #expect(errors.count == 4)
             #expect(errors.allSatisfy { $0.message == "repository password-file /nonexistent/kho.pass does not exist or cannot be read" && $0.line > 1 && $0.column == 18 },
