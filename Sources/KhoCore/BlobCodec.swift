@@ -31,8 +31,8 @@ public final class BlobCodec {
 
     private var sealedScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
 
-    /// Like `seal`, but into a buffer the codec owns (valid until its next call): no allocation per
-    /// blob on the backup path.
+    /// Compresses (when it saves at least 1/32 of the size) and seals `plain` into a buffer the
+    /// codec owns (valid until its next call): no allocation per blob on the backup path.
     func sealInPlace(_ plain: UnsafeRawBufferPointer, id: BlobID) -> (compressed: Bool, sealed: UnsafeRawBufferPointer) {
         var payload = plain
         var compressed = false
@@ -57,28 +57,11 @@ public final class BlobCodec {
         return (compressed, UnsafeRawBufferPointer(rebasing: sealedScratch[0..<sealedLength]))
     }
 
-    /// Compresses (when it saves at least 1/32 of the size) and seals `plain`.
+    /// Compresses (when it saves at least 1/32 of the size) and seals `plain`, into an array of
+    /// its own (for storages that build packs in memory).
     func seal(_ plain: UnsafeRawBufferPointer, id: BlobID, kind: BlobKind) -> SealedBlob {
-        var payload = plain
-        var compressed = false
-        if let compressor, plain.count >= 64 {
-            let capacity = Compressor.bound(plain.count)
-            ensureScratch(capacity)
-            if let n = compressor.compress(plain, into: scratch.baseAddress!, capacity: capacity, limit: plain.count - plain.count / 32) {
-                payload = UnsafeRawBufferPointer(rebasing: scratch[0..<n])
-                compressed = true
-            }
-        }
-        var context = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
-        withUnsafeMutableBytes(of: &context) { id.write(to: $0.baseAddress!) }
-        let sealedLength = payload.count + Sealer.overhead
-        let bytes = withUnsafeBytes(of: &context) { aad in
-            [UInt8](unsafeUninitializedCapacity: sealedLength) { buffer, count in
-                sealer.seal(payload, context: aad, into: UnsafeMutableRawPointer(buffer.baseAddress!))
-                count = sealedLength
-            }
-        }
-        return SealedBlob(id: id, kind: kind, compressed: compressed, rawLength: plain.count, bytes: bytes)
+        let (compressed, sealed) = sealInPlace(plain, id: id)
+        return SealedBlob(id: id, kind: kind, compressed: compressed, rawLength: plain.count, bytes: Array(sealed))
     }
 
     /// Opens a sealed blob, decompresses it and checks that its plaintext hashes to `blob.id`.

@@ -250,11 +250,7 @@ public final class PolicyRunner: @unchecked Sendable {
                 result.retention = applyRetention(job, repository: repository)
             }
         } catch {
-            let message = (error as? KhoError)?.message ?? "\(error)"
-            record.outcome = "failure"
-            record.error = message
-            record.ended = started.addingTimeInterval(Date().timeIntervalSince(realStart))
-            try? catalog.update(record)
+            let message = recordFailure(&record, error, ended: started.addingTimeInterval(Date().timeIntervalSince(realStart)))
             result.error = message
             log("\(job.policy.name)/\(job.source.name): FAILED: \(message)")
             Notifier.notify(job.policy, source: job.source.name, event: "failure", detail: message, snapshot: nil, log: log)
@@ -319,16 +315,22 @@ public final class PolicyRunner: @unchecked Sendable {
             log("\(name): \(text)")
             return (text, true)
         } catch {
-            let message = (error as? KhoError)?.message ?? "\(error)"
-            record.outcome = "failure"
-            record.error = message
-            record.ended = started.addingTimeInterval(Date().timeIntervalSince(realStart))
-            try? catalog.update(record)
+            let message = recordFailure(&record, error, ended: started.addingTimeInterval(Date().timeIntervalSince(realStart)))
             log("\(name): copy to \(destination.path) FAILED: \(message)")
             Notifier.notify(job.policy, source: job.source.name, event: "copy-failure", detail: "copy to \(destination.path): \(message)",
                             snapshot: snapshot.id, log: log)
             return ("copy to \(destination.path) failed: \(message)", false)
         }
+    }
+
+    /// Marks a run failed in the catalog and returns the one-sentence message.
+    private func recordFailure(_ record: inout RunRecord, _ error: Error, ended: Date) -> String {
+        let message = (error as? KhoError)?.message ?? "\(error)"
+        record.outcome = "failure"
+        record.error = message
+        record.ended = ended
+        try? catalog.update(record)
+        return message
     }
 
     /// Forgets this source's snapshots that the policy's rules no longer keep (and prunes when the
@@ -360,11 +362,7 @@ public final class PolicyRunner: @unchecked Sendable {
             log("\(job.policy.name)/\(job.source.name): retention \(text)")
             return text
         } catch {
-            let message = (error as? KhoError)?.message ?? "\(error)"
-            record.outcome = "failure"
-            record.error = message
-            record.ended = Clock.now
-            try? catalog.update(record)
+            let message = recordFailure(&record, error, ended: Clock.now)
             log("\(job.policy.name)/\(job.source.name): retention FAILED: \(message)")
             return "failed: \(message)"
         }
