@@ -355,7 +355,8 @@ final class S3Client: @unchecked Sendable {
     }
 
     /// Sends one request, trying again on timeouts, lost connections and 5xx/429 answers.
-    /// `headers` are sent unsigned (only `Range` is used); `what` names the operation in messages.
+    /// Of `headers`, `x-amz-*` and `Content-MD5` are signed (S3 insists on signed `x-amz-*`), the
+    /// rest (`Range`) sent unsigned; `what` names the operation in messages.
     func send(_ method: String, key: String?, query: [(String, String)] = [], headers: [String: String] = [:],
               body: [UInt8]? = nil, what: String) throws -> S3Response {
         let encodedPath = "/" + SigV4.uriEncode(address.bucket, keepSlash: false)
@@ -377,11 +378,12 @@ final class S3Client: @unchecked Sendable {
                 "x-amz-content-sha256": payloadHash,
             ]
             if let token = configuration.credentials.sessionToken { signed["x-amz-security-token"] = token }
+            for (name, value) in headers where Self.mustSign(name) { signed[name.lowercased()] = value }
             let signature = SigV4.sign(method: method, encodedPath: encodedPath, query: query, headers: signed, payloadHash: payloadHash,
                                        credentials: configuration.credentials, region: configuration.region, service: "s3",
                                        time: signed["x-amz-date"]!)
             for (name, value) in signed where name != "host" { request.setValue(value, forHTTPHeaderField: name) }
-            for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
+            for (name, value) in headers where !Self.mustSign(name) { request.setValue(value, forHTTPHeaderField: name) }
             request.setValue(signature.authorization, forHTTPHeaderField: "Authorization")
             if let payload {
                 request.setValue(String(payload.count), forHTTPHeaderField: "Content-Length")
@@ -416,6 +418,11 @@ final class S3Client: @unchecked Sendable {
             let pause = min(configuration.maximumRetryDelay, configuration.retryDelay * Double(1 << min(attempt - 1, 20)))
             Thread.sleep(forTimeInterval: pause * Double.random(in: 0.75...1.0))
         }
+    }
+
+    static func mustSign(_ header: String) -> Bool {
+        let name = header.lowercased()
+        return name.hasPrefix("x-amz-") || name == "content-md5"
     }
 
     private func perform(_ request: URLRequest, body: Data?) -> Result<S3Response, URLError> {
