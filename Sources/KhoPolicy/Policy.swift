@@ -20,7 +20,7 @@ public struct Policy: Sendable {
     public var notify: String?
     public var drills: DrillSpec?
     /// Repositories each good backup is copied to after it is saved (`copies:`), in order.
-    public var copies: [RepositorySpec] = []
+    public var copies: [CopySpec] = []
     /// Where the name is written (line, column), or where the policy starts when the file name is used.
     public var nameLocation: (line: Int, column: Int) = (1, 1)
 }
@@ -44,6 +44,37 @@ public struct RepositorySpec: Sendable, Equatable {
             return Array(value.utf8)
         }
         throw KhoError(.usage, "The repository password variable \(passwordEnv ?? "?") is not set.")
+    }
+}
+
+/// One `copies:` entry: a repository that receives the policy's good backups, with its own
+/// retention when it has one (otherwise the policy's applies there too).
+public struct CopySpec: Sendable, Equatable {
+    public var repository: RepositorySpec
+    /// The entry's own `retention:` (keep- rules); nil when it has none.
+    public var retention: RetentionPolicy?
+    /// The entry's `prune:` (beside `retention:` or inside it); nil when it gives none.
+    public var prune: Bool?
+
+    public init(repository: RepositorySpec, retention: RetentionPolicy? = nil, prune: Bool? = nil) {
+        self.repository = repository
+        self.retention = retention
+        self.prune = prune
+    }
+
+    public var path: String { repository.path }
+    public var passwordFile: String? { repository.passwordFile }
+    public var passwordEnv: String? { repository.passwordEnv }
+    public func password() throws -> [UInt8] { try repository.password() }
+}
+
+extension Policy {
+    /// The retention applied on a copy destination, and whether to prune there: the entry's own
+    /// `retention:` when it has one, else the policy's (rules and prune); an entry's `prune:`
+    /// decides pruning in either case.
+    public func retention(for copy: CopySpec) -> (rules: RetentionPolicy, prune: Bool) {
+        if let own = copy.retention { return (own, copy.prune ?? false) }
+        return (retention, copy.prune ?? prune)
     }
 }
 
@@ -409,20 +440,9 @@ struct PolicyReader {
         }
         var retention = RetentionPolicy()
         var prune = false
-        if let retentionNode = map["retention"], let r = mapping(retentionNode, "retention", allowed: ["keep-last", "keep-hourly", "keep-daily", "keep-weekly", "keep-monthly", "keep-yearly", "keep-within", "keep-tag", "prune"]) {
-            retention.last = int(r["keep-last"], "keep-last", range: 0...100_000) ?? 0
-            retention.hourly = int(r["keep-hourly"], "keep-hourly", range: 0...100_000) ?? 0
-            retention.daily = int(r["keep-daily"], "keep-daily", range: 0...100_000) ?? 0
-            retention.weekly = int(r["keep-weekly"], "keep-weekly", range: 0...100_000) ?? 0
-            retention.monthly = int(r["keep-monthly"], "keep-monthly", range: 0...100_000) ?? 0
-            retention.yearly = int(r["keep-yearly"], "keep-yearly", range: 0...100_000) ?? 0
-            retention.within = duration(r["keep-within"], "keep-within")
-            retention.tags = strings(r["keep-tag"], "keep-tag") ?? []
-            if let p = r["prune"] {
-                if let value = p.bool { prune = value } else { fail(p, "prune must be true or false") }
-            }
-            if retention.isEmpty { fail(retentionNode, "retention keeps nothing: give at least one keep- rule") }
-            retention.timeZone = zoneName
+        if let retentionNode = map["retention"], let read = self.retention(retentionNode, "retention", timeZone: zoneName) {
+            retention = read.rules
+            prune = read.prune ?? false
         }
         var rpo: TimeInterval?
         var rto: TimeInterval?
@@ -444,7 +464,7 @@ struct PolicyReader {
             }
             if let every { drills = DrillSpec(every: every, checks: checks) }
         }
-        let copySpecs = self.copies(map["copies"], repository: repository)
+        let copySpecs = self.copies(map["copies"], repository: repository, timeZone: zoneName)
         let notify = string(map["notify"], "notify", required: false)
         guard errors.isEmpty, let level, let schedule, let repository, let rpo, let rto else { return nil }
         let nameMark = (map["name"] ?? node).mark
@@ -453,26 +473,68 @@ struct PolicyReader {
                       notify: notify, drills: drills, copies: copySpecs, nameLocation: (nameMark?.line ?? 1, nameMark?.column ?? 1))
     }
 
+    /// A `retention:` mapping (the policy's or a copy's): keep- rules counted in `timeZone`, and
+    /// `prune` when given. Nil when the node is not a mapping.
+    mutating func retention(_ node: Yams.Node, _ what: String, timeZone: String) -> (rules: RetentionPolicy, prune: Bool?)? {
+        guard let r = mapping(node, what, allowed: ["keep-last", "keep-hourly", "keep-daily", "keep-weekly", "keep-monthly", "keep-yearly", "keep-within", "keep-tag", "prune"]) else {
+            return nil
+        }
+        var retention = RetentionPolicy()
+        var prune: Bool?
+        retention.last = int(r["keep-last"], "keep-last", range: 0...100_000) ?? 0
+        retention.hourly = int(r["keep-hourly"], "keep-hourly", range: 0...100_000) ?? 0
+        retention.daily = int(r["keep-daily"], "keep-daily", range: 0...100_000) ?? 0
+        retention.weekly = int(r["keep-weekly"], "keep-weekly", range: 0...100_000) ?? 0
+        retention.monthly = int(r["keep-monthly"], "keep-monthly", range: 0...100_000) ?? 0
+        retention.yearly = int(r["keep-yearly"], "keep-yearly", range: 0...100_000) ?? 0
+        retention.within = duration(r["keep-within"], "keep-within")
+        retention.tags = strings(r["keep-tag"], "keep-tag") ?? []
+        if let p = r["prune"] {
+            if let value = p.bool { prune = value } else { fail(p, "prune must be true or false") }
+        }
+        if retention.isEmpty { fail(node, "\(what) keeps nothing: give at least one keep- rule") }
+        retention.timeZone = timeZone
+        return (retention, prune)
+    }
+
     /// `copies:`: a non-empty list of repositories (the keys of `repository`), none of them the
-    /// policy's own repository and none listed twice.
-    mutating func copies(_ node: Yams.Node?, repository: RepositorySpec?) -> [RepositorySpec] {
+    /// policy's own repository and none listed twice; each may have its own `retention:` (as the
+    /// policy's) and `prune:`.
+    mutating func copies(_ node: Yams.Node?, repository: RepositorySpec?, timeZone: String) -> [CopySpec] {
         guard let node else { return [] }
         guard let items = node.sequence, !items.isEmpty else {
             fail(node, "copies must be a non-empty list of repositories, each with path and password-file or password-env")
             return []
         }
-        var result: [RepositorySpec] = []
+        var result: [CopySpec] = []
         for item in items {
-            guard let entry = mapping(item, "a copies entry", allowed: ["path", "password-file", "password-env"]) else { continue }
+            guard let entry = mapping(item, "a copies entry", allowed: ["path", "password-file", "password-env", "retention", "prune"]) else { continue }
             let path = string(entry["path"], "copies path", in: item)
             let secret = secret(entry, "copy", required: true, in: item)
+            var ownRetention: RetentionPolicy?
+            var prune: Bool?
+            if let retentionNode = entry["retention"], let read = retention(retentionNode, "a copy's retention", timeZone: timeZone) {
+                ownRetention = read.rules
+                prune = read.prune
+            }
+            if let p = entry["prune"] {
+                if let value = p.bool {
+                    if prune != nil {
+                        fail(p, "prune is given twice for this copy (here and inside its retention): keep one")
+                    }
+                    prune = value
+                } else {
+                    fail(p, "prune must be true or false")
+                }
+            }
             guard let path else { continue }
             if let repository, repository.path == path {
                 fail(entry["path"], "copies path \(path) is the policy's own repository: copy to another one")
             } else if result.contains(where: { $0.path == path }) {
                 fail(entry["path"], "copies path \(path) is listed twice")
             } else {
-                result.append(RepositorySpec(path: path, passwordFile: secret.file, passwordEnv: secret.env))
+                result.append(CopySpec(repository: RepositorySpec(path: path, passwordFile: secret.file, passwordEnv: secret.env),
+                                       retention: ownRetention, prune: prune))
             }
         }
         return result

@@ -198,8 +198,12 @@ public final class PolicyRunner: @unchecked Sendable {
         var result = JobResult(policy: job.policy.name, source: job.source.name, planned: job.planned, outcome: "failure",
                                snapshot: nil, error: nil, bytesRead: 0, bytesAdded: 0, seconds: 0, retention: nil)
         log("\(job.policy.name)/\(job.source.name): backup of \(job.source.summary) started")
+        // Set once the repository is open: a backup that fails after this failed because of its
+        // source, and copies can still catch up from the repository.
+        var opened: Repository?
         do {
             let repository = try openRepository(job.policy.repository)
+            opened = repository
             let snapshot: Snapshot = try {
                 let lock = try RepositoryLock.acquire(storage: repository.storage, exclusive: false, command: "run \(job.policy.name)/\(job.source.name)",
                                                       wait: options.lockWait)
@@ -211,6 +215,7 @@ public final class PolicyRunner: @unchecked Sendable {
                 backupOptions.excludes = job.source.excludes
                 backupOptions.source = SnapshotSource(kind: job.source.kind.rawValue, name: job.source.name)
                 backupOptions.workers = max(1, Machine.cores / max(1, min(options.jobs, 2)))
+                backupOptions.uploaders = PolicyRunner.uploaders(for: job.policy.repository.path)
                 let archiver = Archiver(repository: repository, index: index, options: backupOptions) { [log] warning in
                     log("\(job.policy.name)/\(job.source.name): warning: \(warning)")
                 }
@@ -234,29 +239,55 @@ public final class PolicyRunner: @unchecked Sendable {
             log("\(job.policy.name)/\(job.source.name): snapshot \(snapshot.shortID) saved (\(record.outcome))")
             record.ended = started.addingTimeInterval(Date().timeIntervalSince(realStart))
             try? catalog.update(record)
-            if !job.policy.copies.isEmpty {
-                var lines: [String] = []
-                var failed = 0
-                for destination in job.policy.copies {
-                    if stopRequested.current { break }
-                    let (line, ok) = copySnapshot(snapshot, of: job, from: repository, to: destination)
-                    lines.append(line)
-                    if !ok { failed += 1 }
-                }
-                result.copies = lines
-                result.copiesFailed = failed
-            }
+            copyToDestinations(job, from: repository, newest: snapshot, into: &result)
             if !stopRequested.current {
-                result.retention = applyRetention(job, repository: repository)
+                result.retention = applyRetention(job, rules: job.policy.retention, prune: job.policy.prune,
+                                                  on: repository, at: job.policy.repository.path)
             }
         } catch {
             let message = recordFailure(&record, error, ended: started.addingTimeInterval(Date().timeIntervalSince(realStart)))
             result.error = message
             log("\(job.policy.name)/\(job.source.name): FAILED: \(message)")
             Notifier.notify(job.policy, source: job.source.name, event: "failure", detail: message, snapshot: nil, log: log)
+            // The source failed, not the repository: copies still catch up on what earlier runs
+            // saved (nothing is forgotten on a night without a new backup).
+            if let repository = opened, PolicyRunner.sourceFailed(error) {
+                copyToDestinations(job, from: repository, newest: nil, into: &result)
+            }
         }
         result.seconds = Date().timeIntervalSince(realStart)
         return result
+    }
+
+    /// Uploaders for a repository: 4 on S3 (each upload waits on the network), 1 on a local
+    /// folder, as `kho backup` and `kho copy` choose without `--connections`.
+    public static func uploaders(for location: String) -> Int {
+        location.hasPrefix("s3:") ? 4 : 1
+    }
+
+    /// Whether a backup failed because of its source (a dump that failed, a server that is down,
+    /// a source password missing) rather than because of its repository.
+    static func sourceFailed(_ error: Error) -> Bool {
+        guard let error = error as? KhoError else { return false }
+        return error.kind == .source || error.kind == .usage
+    }
+
+    /// Copies to every `copies:` destination in turn, and applies each destination's retention
+    /// after a good backup; adds one line per destination to `result`.
+    private func copyToDestinations(_ job: Job, from repository: Repository, newest: Snapshot?, into result: inout JobResult) {
+        guard !job.policy.copies.isEmpty else { return }
+        var lines: [String] = []
+        var failed = 0
+        for destination in job.policy.copies {
+            if stopRequested.current { break }
+            guard let (line, ok) = copy(job, from: repository, newest: newest, to: destination) else { continue }
+            lines.append(line)
+            if !ok { failed += 1 }
+        }
+        if newest != nil || !lines.isEmpty {
+            result.copies = (result.copies ?? []) + lines
+            result.copiesFailed = (result.copiesFailed ?? 0) + failed
+        }
     }
 
     /// What a copy run records in the catalog's details: where the snapshot went and what it cost.
@@ -267,60 +298,165 @@ public final class PolicyRunner: @unchecked Sendable {
         public var blobsNew: Int
         public var bytesAdded: Int64
         public var alreadyThere: Bool
+        /// True for a snapshot of an earlier run that the destination lacked (catch-up).
+        public var caughtUp: Bool?
     }
 
-    /// Copies a just-made snapshot to one `copies:` destination; recorded as a copy run (snapshot
-    /// and snapshot time are the source snapshot's, the details name the destination). A failed
-    /// copy is logged and notified (event copy-failure); it does not undo the backup.
-    private func copySnapshot(_ snapshot: Snapshot, of job: Job, from source: Repository, to destination: RepositorySpec) -> (String, Bool) {
-        let started = Clock.now
-        let realStart = Date()
-        var record = RunRecord(kind: "copy", policy: job.policy.name, source: job.source.name, repository: job.policy.repository.path,
-                               planned: nil, started: started)
-        record.snapshot = snapshot.id
-        record.snapshotTime = snapshot.time
-        var details = CopyDetails(destination: destination.path, targetSnapshot: nil, blobsRead: 0, blobsNew: 0, bytesAdded: 0, alreadyThere: false)
-        func encodedDetails() -> String? { (try? JSON.encoder.encode(details)).map { String(decoding: $0, as: UTF8.self) } }
-        record.details = encodedDetails()
-        record = (try? catalog.insert(record)) ?? record
+    /// The snapshots of one source (one host's, as retention groups them) to copy to a
+    /// destination, oldest first: those the destination lacks that the destination's retention
+    /// would keep, counted together with what the destination holds of that source, and always
+    /// `newest` (this run's backup) when the destination lacks it. Without retention rules every
+    /// snapshot the destination lacks is copied. Counting retention keeps a destination that keeps
+    /// less than the main repository from receiving, every night, snapshots it has forgotten.
+    public static func copyPlan(source: [Snapshot], destination: [Snapshot], rules: RetentionPolicy, newest: String?) -> [Snapshot] {
+        let lacking = source.filter { snapshot in !destination.contains { Copier.sameBackup($0, snapshot) } }
+            .sorted { ($0.time, $0.id ?? "") < ($1.time, $1.id ?? "") }
+        guard !rules.isEmpty else { return lacking }
+        let candidate = "candidate:"
+        let decisions = Retention.apply(rules, to: destination.map { ($0.id ?? "", $0.time, $0.tags) }
+                                               + lacking.map { (candidate + ($0.id ?? ""), $0.time, $0.tags) })
+        let kept = Set(decisions.filter(\.keep).map(\.snapshotID))
+        return lacking.filter { kept.contains(candidate + ($0.id ?? "")) || ($0.id != nil && $0.id == newest) }
+    }
+
+    /// Copies to one `copies:` destination every snapshot of the job's source that it lacks (see
+    /// `copyPlan`), oldest first, then, after a good backup and when every copy succeeded, applies
+    /// the destination's retention. Each snapshot copied is a copy run in the catalog (snapshot and
+    /// snapshot time are the source snapshot's, the details name the destination). A failure is
+    /// logged, recorded and notified (event copy-failure); it does not undo the backup, and the
+    /// snapshots not copied wait for the next run. Returns the result line and whether the copies
+    /// succeeded, or nil when there was nothing to do and nothing to say (a night without a backup).
+    private func copy(_ job: Job, from source: Repository, newest: Snapshot?, to destination: CopySpec) -> (String, Bool)? {
         let name = "\(job.policy.name)/\(job.source.name)"
+        let host = Host.name
+        var copied: [(snapshot: Snapshot, details: CopyDetails)] = []  // in this call, oldest first
+        var alreadyThere = false
+        var target: Repository?
+        // The snapshot being copied when a failure happens (before any: this run's, or the newest).
+        var current = newest
+        var record: RunRecord?
+        let realStart = Date()
         do {
-            let target = try openRepository(destination)
-            guard target.config.id != source.config.id else {
-                throw KhoError(.usage, "\(destination.path) is the policy's own repository (id \(target.config.id.prefix(8))): copy to another one.")
-            }
             let sourceLock = try RepositoryLock.acquire(storage: source.storage, exclusive: false, command: "run copy \(name) to \(destination.path)",
                                                         wait: options.lockWait)
             defer { sourceLock.release() }
-            let targetLock = try RepositoryLock.acquire(storage: target.storage, exclusive: false, command: "run copy \(name) from \(job.policy.repository.path)",
+            let group = try source.listSnapshots().filter { $0.source.name == job.source.name && $0.hostname == host }
+            if current == nil { current = group.max { $0.time < $1.time } }
+            let opened = try openRepository(destination.repository)
+            target = opened
+            guard opened.config.id != source.config.id else {
+                throw KhoError(.usage, "\(destination.path) is the policy's own repository (id \(opened.config.id.prefix(8))): copy to another one.")
+            }
+            let targetLock = try RepositoryLock.acquire(storage: opened.storage, exclusive: false, command: "run copy \(name) from \(job.policy.repository.path)",
                                                         wait: options.lockWait)
             defer { targetLock.release() }
-            let copier = Copier(source: source, sourceIndex: try source.loadIndex(), target: target, targetIndex: try target.loadIndex(),
-                                uploaders: destination.path.hasPrefix("s3:") ? 4 : 1)
-            let summary = try copier.copy([snapshot])
-            details.targetSnapshot = summary.copied.first?.target
-            details.alreadyThere = summary.copied.isEmpty
-            details.blobsRead = summary.blobsRead
-            details.blobsNew = summary.blobsNew
-            details.bytesAdded = summary.bytesAdded
-            record.outcome = "success"
-            record.bytesRead = summary.bytesRead
-            record.bytesAdded = summary.bytesAdded
-            record.details = encodedDetails()
-            record.ended = started.addingTimeInterval(Date().timeIntervalSince(realStart))
-            try? catalog.update(record)
-            let text = details.alreadyThere
-                ? "copy to \(destination.path): already there"
-                : "copy to \(destination.path): snapshot \(details.targetSnapshot?.prefix(8) ?? "-"), added \(summary.bytesAdded) bytes"
-            log("\(name): \(text)")
-            return (text, true)
+            let there = try opened.listSnapshots().filter { $0.source.name == job.source.name && $0.hostname == host }
+            let plan = PolicyRunner.copyPlan(source: group, destination: there, rules: job.policy.retention(for: destination).rules, newest: newest?.id)
+            if let newest, !plan.contains(where: { $0.id == newest.id }), there.contains(where: { Copier.sameBackup($0, newest) }) {
+                // This run's snapshot is there already (copied by hand, or a run repeated): say so.
+                let details = CopyDetails(destination: destination.path, targetSnapshot: there.first { Copier.sameBackup($0, newest) }?.id,
+                                          blobsRead: 0, blobsNew: 0, bytesAdded: 0, alreadyThere: true)
+                var done = newCopyRecord(job, newest, destination: destination, details: details)
+                done.outcome = "success"
+                done.ended = done.started
+                try? catalog.update(done)
+                alreadyThere = true
+            }
+            if !plan.isEmpty {
+                let sourceIndex = try source.loadIndex()
+                for snapshot in plan {
+                    if stopRequested.current { break }
+                    current = snapshot
+                    var details = CopyDetails(destination: destination.path, targetSnapshot: nil, blobsRead: 0, blobsNew: 0, bytesAdded: 0,
+                                              alreadyThere: false, caughtUp: snapshot.id != newest?.id ? true : nil)
+                    record = newCopyRecord(job, snapshot, destination: destination, details: details)
+                    let started = Clock.now
+                    let snapshotStart = Date()
+                    // A copier per snapshot, with the target's index as it now is: each copy is
+                    // whole and verified on its own, and a failure leaves the earlier ones done.
+                    let copier = Copier(source: source, sourceIndex: sourceIndex,
+                                        target: opened, targetIndex: try opened.loadIndex(), uploaders: PolicyRunner.uploaders(for: destination.path))
+                    let summary = try copier.copy([snapshot])
+                    details.targetSnapshot = summary.copied.first?.target
+                    details.alreadyThere = summary.copied.isEmpty
+                    details.blobsRead = summary.blobsRead
+                    details.blobsNew = summary.blobsNew
+                    details.bytesAdded = summary.bytesAdded
+                    if var done = record {
+                        done.outcome = "success"
+                        done.bytesRead = summary.bytesRead
+                        done.bytesAdded = summary.bytesAdded
+                        done.details = PolicyRunner.encode(details)
+                        done.ended = started.addingTimeInterval(Date().timeIntervalSince(snapshotStart))
+                        try? catalog.update(done)
+                    }
+                    record = nil
+                    copied.append((snapshot, details))
+                    log("\(name): copied snapshot \(snapshot.shortID) (\(Timestamp.format(snapshot.time))) to \(destination.path) as \(details.targetSnapshot?.prefix(8) ?? "-")"
+                        + (details.caughtUp == true ? ", caught up from an earlier run" : ""))
+                }
+            }
         } catch {
-            let message = recordFailure(&record, error, ended: started.addingTimeInterval(Date().timeIntervalSince(realStart)))
+            let message = (error as? KhoError)?.message ?? "\(error)"
+            if var failed = record ?? (current.map { newCopyRecord(job, $0, destination: destination,
+                                                                 details: CopyDetails(destination: destination.path, targetSnapshot: nil, blobsRead: 0,
+                                                                                      blobsNew: 0, bytesAdded: 0, alreadyThere: false)) }) {
+                _ = recordFailure(&failed, error, ended: failed.started.addingTimeInterval(Date().timeIntervalSince(realStart)))
+            }
             log("\(name): copy to \(destination.path) FAILED: \(message)")
             Notifier.notify(job.policy, source: job.source.name, event: "copy-failure", detail: "copy to \(destination.path): \(message)",
-                            snapshot: snapshot.id, log: log)
-            return ("copy to \(destination.path) failed: \(message)", false)
+                            snapshot: current?.id, log: log)
+            let before = copied.isEmpty ? "" : " (\(PolicyRunner.describe(copied.map(\.details))) before)"
+            return ("copy to \(destination.path) failed: \(message)\(before)", false)
         }
+        var text: String
+        if !copied.isEmpty {
+            text = "copy to \(destination.path): " + PolicyRunner.describe(copied.map(\.details))
+        } else if alreadyThere {
+            text = "copy to \(destination.path): already there"
+        } else if newest != nil {
+            text = "copy to \(destination.path): nothing to copy"
+        } else {
+            return nil
+        }
+        if newest != nil, let target, !stopRequested.current {
+            let (rules, prune) = job.policy.retention(for: destination)
+            if !rules.isEmpty {
+                if target.isAppendOnly {
+                    log("\(name): retention on \(destination.path) skipped: the repository is append-only (kho init --append-only), so nothing is forgotten there")
+                    text += "; retention skipped (append-only)"
+                } else if let retention = applyRetention(job, rules: rules, prune: prune, on: target, at: destination.path) {
+                    text += "; retention \(retention)"
+                }
+            }
+        }
+        log("\(name): \(text)")
+        return (text, true)
+    }
+
+    /// "snapshot 1a2b3c4d, added N bytes" for this run's snapshot alone; otherwise how many were
+    /// copied and how many of them were caught up from earlier runs.
+    static func describe(_ details: [CopyDetails]) -> String {
+        let added = details.reduce(Int64(0)) { $0 + $1.bytesAdded }
+        if details.count == 1, details[0].caughtUp != true {
+            return "snapshot \(details[0].targetSnapshot?.prefix(8) ?? "-"), added \(added) bytes"
+        }
+        let caughtUp = details.filter { $0.caughtUp == true }.count
+        return "\(details.count) snapshots (\(caughtUp) caught up from earlier runs), added \(added) bytes"
+    }
+
+    static func encode(_ details: CopyDetails) -> String? {
+        (try? JSON.encoder.encode(details)).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// Inserts a running copy run for `snapshot` (its ID and time) to `destination`.
+    private func newCopyRecord(_ job: Job, _ snapshot: Snapshot, destination: CopySpec, details: CopyDetails) -> RunRecord {
+        var record = RunRecord(kind: "copy", policy: job.policy.name, source: job.source.name, repository: job.policy.repository.path,
+                               planned: nil, started: Clock.now)
+        record.snapshot = snapshot.id
+        record.snapshotTime = snapshot.time
+        record.details = PolicyRunner.encode(details)
+        return (try? catalog.insert(record)) ?? record
     }
 
     /// Marks a run failed in the catalog and returns the one-sentence message.
@@ -333,12 +469,15 @@ public final class PolicyRunner: @unchecked Sendable {
         return message
     }
 
-    /// Forgets this source's snapshots that the policy's rules no longer keep (and prunes when the
-    /// policy asks). Recorded as a retention run.
-    private func applyRetention(_ job: Job, repository: Repository) -> String? {
-        guard !job.policy.retention.isEmpty else { return nil }
+    /// Forgets this source's snapshots in `repository` (the policy's own, or a copy destination
+    /// at `location`) that `rules` no longer keep, and prunes when `prune` asks and something was
+    /// forgotten. Recorded as a retention run whose repository is `location`.
+    private func applyRetention(_ job: Job, rules: RetentionPolicy, prune: Bool, on repository: Repository, at location: String) -> String? {
+        guard !rules.isEmpty else { return nil }
         let started = Clock.now
-        var record = RunRecord(kind: "retention", policy: job.policy.name, source: job.source.name, repository: job.policy.repository.path,
+        let onDestination = location != job.policy.repository.path
+        let label = "\(job.policy.name)/\(job.source.name): retention" + (onDestination ? " on \(location)" : "")
+        var record = RunRecord(kind: "retention", policy: job.policy.name, source: job.source.name, repository: location,
                                planned: nil, started: started)
         record = (try? catalog.insert(record)) ?? record
         do {
@@ -347,11 +486,11 @@ public final class PolicyRunner: @unchecked Sendable {
             defer { lock.release() }
             let host = Host.name
             let group = try repository.listSnapshots().filter { $0.source.name == job.source.name && $0.hostname == host }
-            let decisions = Retention.apply(job.policy.retention, to: group.map { ($0.id!, $0.time, $0.tags) })
+            let decisions = Retention.apply(rules, to: group.map { ($0.id!, $0.time, $0.tags) })
             let remove = decisions.filter { !$0.keep }.map(\.snapshotID)
             try repository.removeSnapshots(remove)
             var text = "kept \(decisions.count - remove.count), removed \(remove.count)"
-            if job.policy.prune && !remove.isEmpty {
+            if prune && !remove.isEmpty {
                 let report = try Pruner(repository: repository, options: PruneOptions(), warn: { [log] in log("prune: \($0)") }).run()
                 text += ", pruned \(report.bytesFreed) bytes"
             }
@@ -359,11 +498,11 @@ public final class PolicyRunner: @unchecked Sendable {
             if let data = try? JSON.encoder.encode(decisions) { record.details = String(decoding: data, as: UTF8.self) }
             record.ended = Clock.now
             try? catalog.update(record)
-            log("\(job.policy.name)/\(job.source.name): retention \(text)")
+            log("\(label) \(text)")
             return text
         } catch {
             let message = recordFailure(&record, error, ended: Clock.now)
-            log("\(job.policy.name)/\(job.source.name): retention FAILED: \(message)")
+            log("\(label) FAILED: \(message)")
             return "failed: \(message)"
         }
     }

@@ -75,7 +75,7 @@ struct PolicyCopiesTests {
             """), in: folder)
         #expect(policy == nil)
         #expect(errors == [
-            "ban-sao.yaml:11:5: unknown key \"pasword-file\" in a copies entry (did you mean \"password-file\"?); expected one of: path, password-file, password-env",
+            "ban-sao.yaml:11:5: unknown key \"pasword-file\" in a copies entry (did you mean \"password-file\"?); expected one of: path, password-file, password-env, retention, prune",
             "ban-sao.yaml:10:5: copy needs password-file or password-env (a password is never written in a policy)",
         ], "\(errors)")
     }
