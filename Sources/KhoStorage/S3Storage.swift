@@ -1,12 +1,14 @@
+internal import AsyncHTTPClient
 import Dispatch
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 #if canImport(FoundationXML)
 import FoundationXML
 #endif
 import KhoCore
+internal import NIOCore
+internal import NIOHTTP1
+internal import NIOPosix
+internal import NIOSSL
 
 /// Where an S3 repository lives: `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]`, path-style.
 public struct S3Address: Sendable, Equatable, CustomStringConvertible {
@@ -118,6 +120,9 @@ public struct S3Configuration: Sendable {
     public var connections: Int = 16
     /// Objects asked for per ListObjectsV2 page (S3 gives at most 1000).
     public var listPageSize: Int = 1000
+    /// A PEM file of one or more CA certificates trusted for TLS in addition to the system's trust
+    /// store: for a server whose certificate a private CA signed.
+    public var caFile: String?
 
     public init(credentials: S3Credentials) {
         self.credentials = credentials
@@ -125,18 +130,18 @@ public struct S3Configuration: Sendable {
 
     /// From the environment: credentials (see `S3Credentials.fromEnvironment`), `KHO_S3_REGION` (else
     /// `AWS_DEFAULT_REGION`, `AWS_REGION`, `us-east-1`), `KHO_S3_TIMEOUT` (seconds, default 60),
-    /// `KHO_S3_RETRIES` (default 5) and `KHO_S3_CONNECTIONS` (default 16).
-    ///
-    /// `KHO_S3_CA_FILE` is refused: Foundation's URLSession on Linux (libcurl underneath) only trusts
-    /// the system's certificate store and offers no way to add a CA per session.
+    /// `KHO_S3_RETRIES` (default 5), `KHO_S3_CONNECTIONS` (default 16) and `KHO_S3_CA_FILE` (a PEM
+    /// file of CA certificates trusted besides the system's store; read here, so that a missing or
+    /// wrong file is a usage error before anything is sent).
     public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) throws -> S3Configuration {
         func value(_ name: String) -> String? {
             environment[name].flatMap { $0.trimmingCharacters(in: .whitespaces).isEmpty ? nil : $0.trimmingCharacters(in: .whitespaces) }
         }
-        if let ca = value("KHO_S3_CA_FILE") {
-            throw KhoError(.usage, "KHO_S3_CA_FILE=\(ca) cannot be used: this build's HTTP client (URLSession on Linux) trusts only the system's certificate store. Add the CA there instead (copy it to /usr/local/share/ca-certificates/NAME.crt and run update-ca-certificates), then unset KHO_S3_CA_FILE.")
-        }
         var configuration = S3Configuration(credentials: try S3Credentials.fromEnvironment(environment))
+        if let path = value("KHO_S3_CA_FILE") {
+            _ = try loadCertificates(path)
+            configuration.caFile = path
+        }
         if let region = value("KHO_S3_REGION") ?? value("AWS_DEFAULT_REGION") ?? value("AWS_REGION") {
             configuration.region = region
         }
@@ -159,6 +164,28 @@ public struct S3Configuration: Sendable {
             configuration.connections = count
         }
         return configuration
+    }
+
+    /// The certificates of a PEM file (one or more `BEGIN CERTIFICATE` blocks), or a usage error
+    /// that says how to correct `KHO_S3_CA_FILE`.
+    static func loadCertificates(_ path: String) throws -> [NIOSSLCertificate] {
+        let fix = "set KHO_S3_CA_FILE to the PEM file of the CA that signed the S3 server's certificate, or unset it to trust only the system's certificate store"
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) else {
+            throw KhoError(.usage, "KHO_S3_CA_FILE=\(path) does not exist: \(fix).")
+        }
+        guard !isFolder.boolValue else {
+            throw KhoError(.usage, "KHO_S3_CA_FILE=\(path) is a folder, not a file: \(fix).")
+        }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw KhoError(.usage, "KHO_S3_CA_FILE=\(path) cannot be read (permissions?): make it readable by this user, or \(fix).")
+        }
+        let text = String(decoding: data, as: UTF8.self)
+        guard text.contains("-----BEGIN CERTIFICATE-----"),
+              let certificates = try? NIOSSLCertificate.fromPEMBytes([UInt8](data)), !certificates.isEmpty else {
+            throw KhoError(.usage, "KHO_S3_CA_FILE=\(path) holds no PEM certificate (-----BEGIN CERTIFICATE-----): \(fix) (a DER file becomes PEM with `openssl x509 -inform der -in ca.cer -out ca.pem`).")
+        }
+        return certificates
     }
 }
 
@@ -328,30 +355,57 @@ struct S3Object: Sendable, Equatable {
 }
 
 /// Signs, sends and retries requests; shared by the copies of one `S3Storage`.
+///
+/// The transport is AsyncHTTPClient (SwiftNIO, TLS by BoringSSL through NIOSSL): one `HTTPClient`
+/// per `S3Client`, on NIO's shared event loops, with at most `configuration.connections`
+/// connections to the server. The calling thread (an engine worker, never an event loop) waits
+/// for each answer.
 final class S3Client: @unchecked Sendable {
     let address: S3Address
     let configuration: S3Configuration
-    private let session: URLSession
+    private let http: HTTPClient
+    /// Why no request can be sent (an unusable `caFile`), reported by every `send`.
+    private let setupError: KhoError?
     private let bucketSeen = Locked(false)
 
     init(address: S3Address, configuration: S3Configuration) {
         self.address = address
         self.configuration = configuration
-        let settings = URLSessionConfiguration.ephemeral
-        settings.timeoutIntervalForRequest = configuration.timeout
-        // A 16 MiB pack on a slow line may take long; only a stall counts as a timeout.
-        settings.timeoutIntervalForResource = max(configuration.timeout * 20, 3600)
-        settings.httpMaximumConnectionsPerHost = configuration.connections
-        settings.urlCache = nil
-        settings.requestCachePolicy = .reloadIgnoringLocalCacheData
-        settings.httpShouldSetCookies = false
-        settings.httpCookieStorage = nil
-        settings.urlCredentialStorage = nil
-        session = URLSession(configuration: settings, delegate: RefuseRedirects(), delegateQueue: nil)
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.trustRoots = .default
+        var setupError: KhoError?
+        if let caFile = configuration.caFile {
+            do {
+                tls.additionalTrustRoots = [.certificates(try S3Configuration.loadCertificates(caFile))]
+            } catch {
+                setupError = error as? KhoError ?? KhoError(.usage, "KHO_S3_CA_FILE=\(caFile) cannot be used (\(error)): set it to the PEM file of the CA that signed the S3 server's certificate, or unset it.")
+            }
+        }
+        self.setupError = setupError
+        let stall = TimeAmount.nanoseconds(Int64(configuration.timeout * 1e9))
+        var settings = HTTPClient.Configuration(
+            tlsConfiguration: tls,
+            // Redirects are answers to report (a bucket in another region), not to follow unsigned.
+            redirectConfiguration: .disallow,
+            // Only a stall counts: no connection, no byte read or no byte written for that long.
+            timeout: HTTPClient.Configuration.Timeout(connect: stall, read: stall, write: stall),
+            connectionPool: HTTPClient.Configuration.ConnectionPool(
+                idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: configuration.connections),
+            proxy: nil,
+            ignoreUncleanSSLShutdown: false,
+            decompression: .disabled)
+        // A connection that cannot be made fails its request at once: `send` decides whether and
+        // when to try again (and a refused certificate is never tried again).
+        settings.connectionPool.retryConnectionEstablishment = false
+        // One request per connection at a time, so that `connections` means what it says.
+        settings.httpVersion = .http1Only
+        http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: settings)
     }
 
     deinit {
-        session.invalidateAndCancel()
+        // Not syncShutdown: the last copy may be released anywhere; the client keeps itself alive
+        // until its connections are closed.
+        http.shutdown { _ in }
     }
 
     /// Sends one request, trying again on timeouts, lost connections and 5xx/429 answers.
@@ -359,19 +413,26 @@ final class S3Client: @unchecked Sendable {
     /// rest (`Range`) sent unsigned; `what` names the operation in messages.
     func send(_ method: String, key: String?, query: [(String, String)] = [], headers: [String: String] = [:],
               body: [UInt8]? = nil, what: String) throws -> S3Response {
+        if let setupError { throw setupError }
         let encodedPath = "/" + SigV4.uriEncode(address.bucket, keepSlash: false)
             + (key.map { "/" + SigV4.uriEncode($0, keepSlash: true) } ?? "")
         let queryText = SigV4.canonicalQuery(query)
-        guard let url = URL(string: address.endpoint + encodedPath + (queryText.isEmpty ? "" : "?" + queryText)) else {
+        let url = address.endpoint + encodedPath + (queryText.isEmpty ? "" : "?" + queryText)
+        guard URL(string: url) != nil else {
             throw KhoError(.usage, "\(address) does not make a valid URL for \(what).")
         }
-        let payload = body.map { Data($0) }
+        // Copied once, shared by every attempt.
+        let payload = body.map { ByteBuffer(bytes: $0) }
         let payloadHash = body.map { SHA256.hash($0).hex } ?? SigV4.emptyPayloadHash
         var attempt = 0
         while true {
             attempt += 1
-            var request = URLRequest(url: url, cachePolicy: .reloadIgnoringLocalCacheData, timeoutInterval: configuration.timeout)
-            request.httpMethod = method
+            var request: HTTPClient.Request
+            do {
+                request = try HTTPClient.Request(url: url, method: HTTPMethod(rawValue: method))
+            } catch {
+                throw KhoError(.usage, "\(address) does not make a valid URL for \(what) (\(error)).")
+            }
             var signed: [String: String] = [
                 "host": address.hostHeader,
                 "x-amz-date": SigV4.timestamps(Date()).time,
@@ -382,16 +443,16 @@ final class S3Client: @unchecked Sendable {
             let signature = SigV4.sign(method: method, encodedPath: encodedPath, query: query, headers: signed, payloadHash: payloadHash,
                                        credentials: configuration.credentials, region: configuration.region, service: "s3",
                                        time: signed["x-amz-date"]!)
-            for (name, value) in signed where name != "host" { request.setValue(value, forHTTPHeaderField: name) }
-            for (name, value) in headers where !Self.mustSign(name) { request.setValue(value, forHTTPHeaderField: name) }
-            request.setValue(signature.authorization, forHTTPHeaderField: "Authorization")
+            // The Host header exactly as signed (the HTTP client would add its own otherwise).
+            for (name, value) in signed { request.headers.replaceOrAdd(name: name, value: value) }
+            for (name, value) in headers where !Self.mustSign(name) { request.headers.replaceOrAdd(name: name, value: value) }
+            request.headers.replaceOrAdd(name: "Authorization", value: signature.authorization)
             if let payload {
-                request.setValue(String(payload.count), forHTTPHeaderField: "Content-Length")
-                request.setValue("application/octet-stream", forHTTPHeaderField: "Content-Type")
-                // Send the body at once instead of waiting for a "100 Continue" first.
-                request.setValue("", forHTTPHeaderField: "Expect")
+                // Content-Length comes from the body; the body goes at once (no "Expect: 100-continue").
+                request.headers.replaceOrAdd(name: "Content-Type", value: "application/octet-stream")
+                request.body = .byteBuffer(payload)
             }
-            let outcome = perform(request, body: payload)
+            let outcome = perform(request)
             let reason: String
             switch outcome {
             case .success(let response):
@@ -407,8 +468,9 @@ final class S3Client: @unchecked Sendable {
                     return response
                 }
             case .failure(let error):
-                reason = Self.describe(error)
-                if !Self.isTransient(error) {
+                let problem = TransportProblem(error, caFile: configuration.caFile)
+                reason = problem.description
+                if !problem.isTransient {
                     throw KhoError(.storage, "Cannot \(what) on the S3 server at \(address.endpoint): \(reason).")
                 }
                 if attempt > configuration.retries {
@@ -425,79 +487,21 @@ final class S3Client: @unchecked Sendable {
         return name.hasPrefix("x-amz-") || name == "content-md5"
     }
 
-    private func perform(_ request: URLRequest, body: Data?) -> Result<S3Response, URLError> {
-        let done = DispatchSemaphore(value: 0)
-        let box = Locked<Result<S3Response, URLError>?>(nil)
-        let handler: @Sendable (Data?, URLResponse?, Error?) -> Void = { data, response, error in
-            let result: Result<S3Response, URLError>
-            if let http = response as? HTTPURLResponse, error == nil {
-                var headers: [String: String] = [:]
-                for (name, value) in http.allHeaderFields {
-                    if let name = name as? String, let value = value as? String { headers[name.lowercased()] = value }
-                }
-                result = .success(S3Response(status: http.statusCode, headers: headers, body: data ?? Data()))
-            } else if let error = error as? URLError {
-                result = .failure(error)
-            } else if let error {
-                result = .failure(URLError(.unknown, userInfo: [NSLocalizedDescriptionKey: "\(error)"]))
-            } else {
-                result = .failure(URLError(.badServerResponse))
+    /// One attempt, waited for on the calling thread. A 16 MiB pack on a slow line may take long:
+    /// only a stall times out (the client's timeouts), and a whole request has a generous deadline.
+    private func perform(_ request: HTTPClient.Request) -> Result<S3Response, any Error> {
+        let deadline = NIODeadline.now() + .nanoseconds(Int64(max(configuration.timeout * 20, 3600) * 1e9))
+        do {
+            let response = try http.execute(request: request, deadline: deadline).wait()
+            var headers: [String: String] = [:]
+            for (name, value) in response.headers {
+                let name = name.lowercased()
+                headers[name] = headers[name].map { $0 + ", " + value } ?? value
             }
-            box.withLock { $0 = result }
-            done.signal()
-        }
-        let task: URLSessionTask
-        if let body {
-            task = session.uploadTask(with: request, from: body, completionHandler: handler)
-        } else {
-            task = session.dataTask(with: request, completionHandler: handler)
-        }
-        task.resume()
-        done.wait()
-        return box.current!
-    }
-
-    /// libcurl's "SSL certificate problem: …" (a certificate not trusted, expired, for another
-    /// name) reaches URLSession on Linux as an unknown error: recognized by its text.
-    static func isCertificateProblem(_ error: URLError) -> Bool {
-        switch error.code {
-        case .serverCertificateUntrusted, .serverCertificateHasBadDate, .serverCertificateHasUnknownRoot, .serverCertificateNotYetValid:
-            return true
-        default:
-            return error.localizedDescription.lowercased().contains("certificate")
-        }
-    }
-
-    static func isTransient(_ error: URLError) -> Bool {
-        if isCertificateProblem(error) { return false }
-        switch error.code {
-        case .badURL, .unsupportedURL, .cancelled, .userAuthenticationRequired, .userCancelledAuthentication,
-             .serverCertificateUntrusted, .serverCertificateHasBadDate, .serverCertificateHasUnknownRoot,
-             .serverCertificateNotYetValid, .clientCertificateRejected, .clientCertificateRequired,
-             .appTransportSecurityRequiresSecureConnection, .httpTooManyRedirects, .redirectToNonExistentLocation:
-            return false
-        default:
-            return true
-        }
-    }
-
-    static func describe(_ error: URLError) -> String {
-        switch error.code {
-        case .timedOut: return "timed out"
-        case .cannotConnectToHost: return "connection refused"
-        case .networkConnectionLost: return "connection lost"
-        case .cannotFindHost, .dnsLookupFailed: return "host name not found"
-        case .notConnectedToInternet: return "no network"
-        case .serverCertificateUntrusted, .serverCertificateHasUnknownRoot:
-            return "its TLS certificate is not trusted by this system (add the CA to the system's certificate store)"
-        case .serverCertificateHasBadDate, .serverCertificateNotYetValid: return "its TLS certificate is expired or not yet valid"
-        case .secureConnectionFailed: return "the TLS handshake failed"
-        default:
-            let text = error.localizedDescription
-            if isCertificateProblem(error) {
-                return "its TLS certificate is refused (\(text)); if the server uses a private CA, add that CA to the system's certificate store (/usr/local/share/ca-certificates, then update-ca-certificates)"
-            }
-            return text.isEmpty ? "URL error \(error.code.rawValue)" : text
+            let body = response.body.map { Data($0.readableBytesView) } ?? Data()
+            return .success(S3Response(status: Int(response.status.code), headers: headers, body: body))
+        } catch {
+            return .failure(error)
         }
     }
 
@@ -577,11 +581,129 @@ final class S3Client: @unchecked Sendable {
     }
 }
 
-/// Redirects are answers to report (a bucket in another region), not to follow unsigned.
-private final class RefuseRedirects: NSObject, URLSessionTaskDelegate, @unchecked Sendable {
-    func urlSession(_ session: URLSession, task: URLSessionTask, willPerformHTTPRedirection response: HTTPURLResponse,
-                    newRequest request: URLRequest, completionHandler: @escaping @Sendable (URLRequest?) -> Void) {
-        completionHandler(nil)
+/// A request that got no HTTP answer (no connection, a timeout, a lost connection, a refused TLS
+/// certificate), in words, and whether trying again may help.
+struct TransportProblem: CustomStringConvertible {
+    var description: String
+    var isTransient: Bool
+    var isCertificateProblem = false
+
+    init(_ error: any Error, caFile: String?) {
+        self.init(description: "", isTransient: true)
+        classify(error, caFile: caFile)
+    }
+
+    private init(description: String, isTransient: Bool) {
+        self.description = description
+        self.isTransient = isTransient
+    }
+
+    private mutating func set(_ text: String, transient: Bool) {
+        description = text
+        isTransient = transient
+    }
+
+    private mutating func classify(_ error: any Error, caFile: String?) {
+        switch error {
+        case let error as HTTPClientError:
+            switch error {
+            case .readTimeout, .writeTimeout, .connectTimeout, .tlsHandshakeTimeout, .deadlineExceeded, .getConnectionFromPoolTimeout:
+                set("timed out", transient: true)
+            case .remoteConnectionClosed, .uncleanShutdown, .requestStreamCancelled:
+                set("connection lost", transient: true)
+            case .invalidURL, .emptyHost, .emptyScheme, .alreadyShutdown, .shutdownUnsupported, .redirectLimitReached,
+                 .redirectCycleDetected, .invalidRedirectConfiguration, .invalidHTTPVersionConfiguration, .bodyLengthMismatch,
+                 .proxyAuthenticationRequired, .invalidProxyResponse, .invalidProxyConfiguration:
+                set("\(error)", transient: false)
+            default:
+                set("\(error)", transient: true)
+            }
+        case let error as NIOConnectionError:
+            if let dns = error.dnsAError ?? error.dnsAAAAError, error.connectionErrors.isEmpty {
+                set("host name not found (\(dns))", transient: true)
+            } else if let first = error.connectionErrors.first {
+                classify(first.error, caFile: caFile)
+            } else {
+                set("cannot connect", transient: true)
+            }
+        case let error as IOError:
+            switch error.errnoCode {
+            case ECONNREFUSED: set("connection refused", transient: true)
+            case ECONNRESET, EPIPE, ECONNABORTED: set("connection lost", transient: true)
+            case ETIMEDOUT: set("timed out", transient: true)
+            case ENETUNREACH, EHOSTUNREACH: set("no route to the server", transient: true)
+            default: set("\(error)", transient: true)
+            }
+        case let error as ChannelError:
+            switch error {
+            case .connectTimeout: set("timed out", transient: true)
+            case .ioOnClosedChannel, .alreadyClosed, .outputClosed, .inputClosed, .eof: set("connection lost", transient: true)
+            default: set("\(error)", transient: true)
+            }
+        case let error as NIOSSLExtraError where error == .failedToValidateHostname || error == .serverHostnameImpossibleToMatch:
+            certificate("it is for another host name", caFile: caFile)
+        case let error as NIOSSLError:
+            switch error {
+            case .handshakeFailed(let reason):
+                let text = "\(reason)"
+                if text.contains("CERTIFICATE_VERIFY_FAILED") || text.lowercased().contains("certificate") {
+                    certificate(Self.boringSSLReason(text), caFile: caFile)
+                } else if case .syscallError = reason {
+                    set("connection lost during the TLS handshake", transient: true)
+                } else {
+                    // The server does not speak TLS there, or no protocol or cipher in common:
+                    // a setting to correct, not a moment to wait out.
+                    set("the TLS handshake failed (\(Self.boringSSLReason(text))); check that the server speaks https on that port", transient: false)
+                }
+            case .uncleanShutdown:
+                set("connection lost", transient: true)
+            case .unableToValidateCertificate, .noCertificateToValidate:
+                certificate("\(error)", caFile: caFile)
+            default:
+                set("TLS error \(error)", transient: true)
+            }
+        case let error as BoringSSLError:
+            certificateOrTLS("\(error)", caFile: caFile)
+        default:
+            let text = "\(error)"
+            if text.contains("CERTIFICATE_VERIFY_FAILED") {
+                certificate(Self.boringSSLReason(text), caFile: caFile)
+            } else {
+                set(text, transient: true)
+            }
+        }
+    }
+
+    private mutating func certificateOrTLS(_ text: String, caFile: String?) {
+        if text.contains("CERTIFICATE_VERIFY_FAILED") {
+            certificate(Self.boringSSLReason(text), caFile: caFile)
+        } else {
+            set("TLS error \(Self.boringSSLReason(text))", transient: true)
+        }
+    }
+
+    /// A certificate the trust roots do not accept: never tried again, with the way out.
+    private mutating func certificate(_ detail: String, caFile: String?) {
+        isCertificateProblem = true
+        let why = "its TLS certificate is refused (\(detail): not signed by a CA that kho trusts, expired, or for another name)"
+        if let caFile {
+            set(why + "; the CA of KHO_S3_CA_FILE=\(caFile) was trusted besides the system's: check that this file holds the CA that signed the server's certificate and that the certificate names the host of the address", transient: false)
+        } else {
+            set(why + "; if a private CA signed it, set KHO_S3_CA_FILE to that CA's PEM file, or add the CA to the system's certificate store (copy it to /usr/local/share/ca-certificates/NAME.crt, then run update-ca-certificates)", transient: false)
+        }
+    }
+
+    /// "…:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED]…" → "CERTIFICATE_VERIFY_FAILED".
+    static func boringSSLReason(_ text: String) -> String {
+        var reasons: [String] = []
+        for part in text.split(separator: "error:").dropFirst() {
+            let fields = part.split(separator: ":")
+            if fields.count >= 4 {
+                let reason = fields[3].prefix { $0.isLetter || $0.isNumber || $0 == "_" }
+                if !reason.isEmpty && !reasons.contains(String(reason)) { reasons.append(String(reason)) }
+            }
+        }
+        return reasons.isEmpty ? text : reasons.joined(separator: ", ")
     }
 }
 
@@ -589,7 +711,7 @@ private final class RefuseRedirects: NSObject, URLSessionTaskDelegate, @unchecke
 
 /// Collects the text of elements by their path (e.g. `Error/Code`), calling `element` when one
 /// ends. XMLParser is the one XML reader Foundation has on Linux.
-private final class XMLCollector: NSObject, XMLParserDelegate {
+final class XMLCollector: NSObject, XMLParserDelegate {
     private var path: [String] = []
     private var text = ""
     private let element: (_ path: [String], _ text: String) -> Void

@@ -23,6 +23,12 @@
       An HTTPS server on a free port of 127.0.0.1 with a fresh self-signed certificate (one no
       trust store knows), answering 200 to everything: for the "certificate not trusted" test.
 
+  s3-test-server.py tls-proxy --target PORT --cert CERT --key KEY --ready FILE [--count FILE]
+      A TLS front on a free port of 127.0.0.1 (certificate chain CERT, private key KEY, both PEM)
+      that passes the decrypted bytes on to 127.0.0.1:TARGET (moto): an HTTPS S3 server whose
+      certificate a private CA signed. With --count, FILE holds the number of TCP connections
+      accepted so far (a client that retries shows as several).
+
   s3-test-server.py delete --port P --key-id ID --secret SECRET --bucket B --prefix PREFIX
       Removes the first object under PREFIX (an object deleted behind kho's back) and prints its key.
 
@@ -226,6 +232,42 @@ def run_tls(args):
     server.serve_forever()
 
 
+async def run_tls_proxy(args):
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(args.cert, args.key)
+    accepted = {"count": 0}
+
+    def count_connection():
+        accepted["count"] += 1
+        if args.count:
+            write_ready(args.count, accepted["count"])
+
+    async def handle(client_reader, client_writer):
+        # Counted when the TCP connection is accepted, before (and whether or not) the handshake succeeds.
+        count_connection()
+        try:
+            await client_writer.start_tls(context)
+        except (ssl.SSLError, ConnectionError, OSError):
+            # The client refused the certificate (or went away): nothing to pass on.
+            client_writer.close()
+            return
+        try:
+            server_reader, server_writer = await asyncio.open_connection("127.0.0.1", args.target)
+        except OSError:
+            client_writer.close()
+            return
+        await asyncio.gather(pipe(client_reader, server_writer), pipe(server_reader, client_writer))
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    if args.count:
+        write_ready(args.count, 0)
+    write_ready(args.ready, {"port": server.sockets[0].getsockname()[1]})
+    async with server:
+        await server.serve_forever()
+
+
 def run_delete(args):
     import boto3
     s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{args.port}", region_name="us-east-1",
@@ -253,6 +295,12 @@ def main():
     proxy_command.add_argument("--exit-after-bytes", type=int, default=0)
     tls_command = commands.add_parser("tls")
     tls_command.add_argument("--ready", required=True)
+    tls_proxy_command = commands.add_parser("tls-proxy")
+    tls_proxy_command.add_argument("--target", type=int, required=True)
+    tls_proxy_command.add_argument("--cert", required=True)
+    tls_proxy_command.add_argument("--key", required=True)
+    tls_proxy_command.add_argument("--ready", required=True)
+    tls_proxy_command.add_argument("--count")
     delete_command = commands.add_parser("delete")
     for name in ["--port", "--key-id", "--secret", "--bucket", "--prefix"]:
         delete_command.add_argument(name, required=True)
@@ -268,6 +316,8 @@ def main():
         run_moto(args)
     elif args.command == "tls":
         run_tls(args)
+    elif args.command == "tls-proxy":
+        asyncio.run(run_tls_proxy(args))
     else:
         asyncio.run(run_proxy(args))
 
