@@ -434,12 +434,13 @@ public final class PolicyRunner: @unchecked Sendable {
         return (text, true)
     }
 
-    /// "snapshot 1a2b3c4d, added N bytes" for this run's snapshot alone; otherwise how many were
-    /// copied and how many of them were caught up from earlier runs.
+    /// "snapshot 1a2b3c4d, added N bytes" for one snapshot (its ID in the destination); otherwise
+    /// how many were copied and how many of them were caught up from earlier runs.
     static func describe(_ details: [CopyDetails]) -> String {
         let added = details.reduce(Int64(0)) { $0 + $1.bytesAdded }
-        if details.count == 1, details[0].caughtUp != true {
-            return "snapshot \(details[0].targetSnapshot?.prefix(8) ?? "-"), added \(added) bytes"
+        if details.count == 1 {
+            let earlier = details[0].caughtUp == true ? " (caught up from an earlier run)" : ""
+            return "snapshot \(details[0].targetSnapshot?.prefix(8) ?? "-")\(earlier), added \(added) bytes"
         }
         let caughtUp = details.filter { $0.caughtUp == true }.count
         return "\(details.count) snapshots (\(caughtUp) caught up from earlier runs), added \(added) bytes"
