@@ -324,12 +324,15 @@ public final class PolicyRunner: @unchecked Sendable {
     /// the destination's retention. Each snapshot copied is a copy run in the catalog (snapshot and
     /// snapshot time are the source snapshot's, the details name the destination). A failure is
     /// logged, recorded and notified (event copy-failure); it does not undo the backup, and the
-    /// snapshots not copied wait for the next run. Returns the result line and whether the copies
+    /// snapshots not copied wait for the next run, except after an integrity error (that one
+    /// snapshot's data is damaged), which does not hold back the newer snapshots. Returns the result line and whether the copies
     /// succeeded, or nil when there was nothing to do and nothing to say (a night without a backup).
     private func copy(_ job: Job, from source: Repository, newest: Snapshot?, to destination: CopySpec) -> (String, Bool)? {
         let name = "\(job.policy.name)/\(job.source.name)"
         let host = Host.name
         var copied: [(snapshot: Snapshot, details: CopyDetails)] = []  // in this call, oldest first
+        // Snapshots whose own data is damaged in the main repository, and why.
+        var damaged: [(Snapshot, String)] = []
         var alreadyThere = false
         var target: Repository?
         // The snapshot being copied when a failure happens (before any: this run's, or the newest).
@@ -374,9 +377,22 @@ public final class PolicyRunner: @unchecked Sendable {
                     let snapshotStart = Date()
                     // A copier per snapshot, with the target's index as it now is: each copy is
                     // whole and verified on its own, and a failure leaves the earlier ones done.
-                    let copier = Copier(source: source, sourceIndex: sourceIndex,
-                                        target: opened, targetIndex: try opened.loadIndex(), uploaders: PolicyRunner.uploaders(for: destination.path))
-                    let summary = try copier.copy([snapshot])
+                    let summary: CopySummary
+                    do {
+                        let copier = Copier(source: source, sourceIndex: sourceIndex,
+                                            target: opened, targetIndex: try opened.loadIndex(), uploaders: PolicyRunner.uploaders(for: destination.path))
+                        summary = try copier.copy([snapshot])
+                    } catch let error as KhoError where error.kind == .integrity {
+                        // This snapshot's data is damaged (`kho check` tells where): it must not
+                        // hold back the newer ones, which are still copied.
+                        if var failed = record {
+                            _ = recordFailure(&failed, error, ended: started.addingTimeInterval(Date().timeIntervalSince(snapshotStart)))
+                        }
+                        record = nil
+                        damaged.append((snapshot, error.message))
+                        log("\(name): copy of snapshot \(snapshot.shortID) to \(destination.path) FAILED (the next ones are still copied): \(error.message)")
+                        continue
+                    }
                     details.targetSnapshot = summary.copied.first?.target
                     details.alreadyThere = summary.copied.isEmpty
                     details.blobsRead = summary.blobsRead
@@ -408,6 +424,14 @@ public final class PolicyRunner: @unchecked Sendable {
                             snapshot: current?.id, log: log)
             let before = copied.isEmpty ? "" : " (\(PolicyRunner.describe(copied.map(\.details))) before)"
             return ("copy to \(destination.path) failed: \(message)\(before)", false)
+        }
+        if let (first, message) = damaged.first {
+            let which = damaged.count == 1 ? "snapshot \(first.shortID)" : "\(damaged.count) snapshots (the first \(first.shortID))"
+            let detail = "\(which) could not be copied: \(message)"
+            Notifier.notify(job.policy, source: job.source.name, event: "copy-failure", detail: "copy to \(destination.path): \(detail)",
+                            snapshot: first.id, log: log)
+            let others = copied.isEmpty ? "" : " (also copied: \(PolicyRunner.describe(copied.map(\.details))))"
+            return ("copy to \(destination.path) failed: \(detail)\(others)", false)
         }
         var text: String
         if !copied.isEmpty {

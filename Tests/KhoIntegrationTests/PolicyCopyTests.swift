@@ -271,6 +271,44 @@ private final class PolicyCopyBench: @unchecked Sendable {
         #expect(try Manifest.of(target + bench.data).differences(from: Manifest.of(bench.data)).isEmpty)
     }
 
+    @Test("policy copies: a damaged older snapshot does not hold back the newer ones")
+    func damagedSnapshotDoesNotBlock() throws {
+        let bench = try PolicyCopyBench("policy-copy-damaged")
+        try bench.writePolicy(copyPasswordFile: bench.secondPasswordFile)
+        let away = bench.box.path("second-site.away")
+        try #require(rename(bench.second, away) == 0)
+        let (first, _) = try bench.night(0)
+        #expect(first.exitCode == 1, "\(first)")
+        try #require(rename(away, bench.second) == 0)
+        // Every pack of the main repository gets one byte flipped: night 0's snapshot cannot be
+        // read any more. Night 1 backs up data that shares nothing with it.
+        let packs = try FileManager.default.subpathsOfDirectory(atPath: bench.primary + "/data")
+            .map { bench.primary + "/data/" + $0 }.filter { path in
+                var isDirectory: ObjCBool = false
+                return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && !isDirectory.boolValue
+            }
+        try #require(!packs.isEmpty)
+        for pack in packs {
+            var bytes = try #require(FileManager.default.contents(atPath: pack))
+            bytes[40] ^= 0xff
+            chmod(pack, 0o600)
+            try writeFile(pack, Array(bytes), mode: 0o600)
+        }
+        try removeTree(bench.data)
+        try makeDirectories(bench.data)
+        try writeFile(bench.data + "/moi.bin", randomBytes(200_000))
+        let (second, jobs) = try bench.night(1)
+        #expect(second.exitCode == 1, "the damaged snapshot's copy failed: \(second)")
+        let job = try #require(jobs.first { $0.kind == "backup" }, "\(second)")
+        #expect(job.outcome == "success" && job.copiesFailed == 1, "\(second)")
+        let line = try #require(job.copies?.first, "\(second)")
+        #expect(line.contains("could not be copied") && line.contains("(also copied: snapshot "), "\(line)")
+        let primaryTimes = try bench.snapshotTimes(bench.primary, password: bench.primaryPassword)
+        #expect(try bench.snapshotTimes(bench.second, password: bench.secondPassword) == Array(primaryTimes.suffix(1)), "night 1's snapshot is there")
+        let copy = try #require(try bench.status(now: PolicyCopyBench.night(1)).first?.copies.first)
+        #expect(copy.lagSeconds == 0, "\(copy)")
+    }
+
     @Test("policy copies: a night whose backup fails still catches the destination up")
     func catchUpAfterFailedBackup() throws {
         let bench = try PolicyCopyBench("policy-copy-failed-backup")
