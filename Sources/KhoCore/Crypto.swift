@@ -36,7 +36,21 @@ public final class SecretBytes: @unchecked Sendable {
 /// Algorithms fetched once from OpenSSL's default provider; fetching per call costs microseconds.
 enum Algorithms {
     nonisolated(unsafe) static let sha256: OpaquePointer = EVP_MD_fetch(nil, "SHA256", nil)!
+    nonisolated(unsafe) static let md5: OpaquePointer = EVP_MD_fetch(nil, "MD5", nil)!
     nonisolated(unsafe) static let aes256gcm: OpaquePointer = EVP_CIPHER_fetch(nil, "AES-256-GCM", nil)!
+}
+
+/// MD5, only because S3 asks for a `Content-MD5` on uploads that carry an object lock; never used
+/// to identify or authenticate anything.
+public enum MD5 {
+    public static func digest(_ data: [UInt8]) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: 16)
+        var length: UInt32 = 0
+        data.withUnsafeBytes { input in
+            out.withUnsafeMutableBufferPointer { _ = EVP_Digest(input.baseAddress, input.count, $0.baseAddress, &length, Algorithms.md5, nil) }
+        }
+        return out
+    }
 }
 
 public enum Random {

@@ -23,6 +23,10 @@ public struct PruneReport: Codable, Sendable {
     public var orphanPacks = 0
     public var indexFilesReplaced = 0
     public var bytesFreed: Int64 = 0
+    /// Files prune would have removed but S3 Object Lock keeps until their date (left for a later prune).
+    public var retained: [RetainedFile] = []
+    /// Files whose object lock prune extended because snapshots still use them.
+    public var locksExtended = 0
     public var dryRun = false
 }
 
@@ -98,13 +102,22 @@ public final class Pruner {
             report.blobsUsed += usedHere.count
             report.blobsUnused += blobs.count - usedHere.count
         }
-        let orphans = stored.keys.filter { BlobID(hex: $0).map { byPack[$0] == nil } ?? true }.sorted()
-        report.orphanPacks = orphans.count
+        let unlistedPacks = stored.keys.filter { BlobID(hex: $0).map { byPack[$0] == nil } ?? true }.sorted()
+        report.orphanPacks = unlistedPacks.count
         report.bytesTotal = stored.values.reduce(Int64(0)) { $0 + Int64($1) }
-        report.bytesUnused = uses.reduce(Int64(0)) { $0 + $1.unusedBytes } + orphans.reduce(Int64(0)) { $0 + Int64(stored[$1]!) }
+        report.bytesUnused = uses.reduce(Int64(0)) { $0 + $1.unusedBytes } + unlistedPacks.reduce(Int64(0)) { $0 + Int64(stored[$1]!) }
 
-        let remove = uses.filter { $0.usedBlobs.isEmpty }
-        var partly = uses.filter { !$0.usedBlobs.isEmpty && $0.unusedBytes > 0 }
+        // Packs still under object lock stay where they are: an unused one is left out of the new
+        // index (a later prune removes it), a partly used one is not repacked.
+        let candidates = uses.filter { $0.unusedBytes > 0 }.map { Handle(.data, $0.pack.hex) } + unlistedPacks.map { Handle(.data, $0) }
+        let lockedPacks = try repository.retentionDates(candidates)
+        for (handle, until) in lockedPacks.sorted(by: { $0.key.name < $1.key.name }) {
+            report.retained.append(RetainedFile(path: handle.path, until: until))
+        }
+        func isLocked(_ pack: String) -> Bool { lockedPacks[Handle(.data, pack)] != nil }
+        let orphans = unlistedPacks.filter { !isLocked($0) }
+        let remove = uses.filter { $0.usedBlobs.isEmpty && !isLocked($0.pack.hex) }
+        var partly = uses.filter { !$0.usedBlobs.isEmpty && $0.unusedBytes > 0 && !isLocked($0.pack.hex) }
             .sorted { Double($0.unusedBytes) / Double($0.size) > Double($1.unusedBytes) / Double($1.size) }
         let keptTotal = report.bytesTotal - remove.reduce(Int64(0)) { $0 + $1.size } - orphans.reduce(Int64(0)) { $0 + Int64(stored[$1]!) }
         var unusedLeft = partly.reduce(Int64(0)) { $0 + $1.unusedBytes }
@@ -124,6 +137,7 @@ public final class Pruner {
         let storedIndexFiles = try repository.storage.list(.index).compactMap { BlobID(hex: $0.name) }
         let changesIndex = !remove.isEmpty || !repack.isEmpty || storedIndexFiles.count > 1
         if options.dryRun || (!changesIndex && orphans.isEmpty) {
+            if !options.dryRun { report.locksExtended = try extendLocks(keptPacks: uses.filter { !$0.usedBlobs.isEmpty }.map(\.pack), indexFiles: storedIndexFiles) }
             return report
         }
 
@@ -159,15 +173,40 @@ public final class Pruner {
 
         // 3. Old index files, then packs nothing lists any more.
         stepHook?("remove-index")
+        var liveIndexFiles = try repository.storage.list(.index).compactMap { BlobID(hex: $0.name) }
         if changesIndex {
-            for name in oldIndexFiles { try repository.storage.remove(Handle(.index, name.hex)) }
+            // A locked old index file stays, superseded by the new one (and by every later prune's).
+            let lockedIndexFiles = try repository.retentionDates(oldIndexFiles.map { Handle(.index, $0.hex) })
+            for name in oldIndexFiles {
+                let handle = Handle(.index, name.hex)
+                if let until = lockedIndexFiles[handle] {
+                    report.retained.append(RetainedFile(path: handle.path, until: until))
+                } else {
+                    try repository.storage.remove(handle)
+                }
+            }
+            liveIndexFiles = liveIndexFiles.filter { !oldIndexFiles.contains($0) }
         }
         stepHook?("remove-packs")
         for use in remove { try repository.storage.remove(Handle(.data, use.pack.hex)) }
         for use in repack { try repository.storage.remove(Handle(.data, use.pack.hex)) }
         for name in orphans { try repository.storage.remove(Handle(.data, name)) }
+        stepHook?("extend-locks")
+        report.locksExtended = try extendLocks(keptPacks: keptPacks.map(\.pack), indexFiles: liveIndexFiles)
         stepHook?("done")
         return report
+    }
+
+    /// With object lock, what the snapshots still use (packs, index files, the snapshots, keys and
+    /// config) is locked again for a full period when its lock is about to end: otherwise data
+    /// written long ago, that today's snapshots share, would lose its protection.
+    private func extendLocks(keptPacks: [BlobID], indexFiles: [BlobID]) throws -> Int {
+        guard repository.objectLock != nil else { return 0 }
+        var handles = keptPacks.map { Handle(.data, $0.hex) } + indexFiles.map { Handle(.index, $0.hex) }
+        handles += try repository.storage.list(.snapshot).map { Handle(.snapshot, $0.name) }
+        handles += try repository.storage.list(.key).map { Handle(.key, $0.name) }
+        handles.append(.config)
+        return try repository.extendRetention(handles)
     }
 
     /// IDs of every tree and data blob reachable from `snapshots`.
@@ -231,9 +270,21 @@ public final class Pruner {
 }
 
 extension Repository {
-    /// Removes snapshot files. Their data stays until `prune`.
-    public func removeSnapshots(_ ids: [String]) throws {
+    /// Removes snapshot files. Their data stays until `prune`. Snapshots still under object lock
+    /// are left and returned with the date from which they can be removed.
+    @discardableResult
+    public func removeSnapshots(_ ids: [String]) throws -> [RetainedFile] {
         if !ids.isEmpty { try refuseRemovalIfAppendOnly(command: "forget") }
-        for id in ids { try storage.remove(Handle(.snapshot, id)) }
+        let locked = try retentionDates(ids.map { Handle(.snapshot, $0) })
+        var retained: [RetainedFile] = []
+        for id in ids {
+            let handle = Handle(.snapshot, id)
+            if let until = locked[handle] {
+                retained.append(RetainedFile(path: handle.path, until: until))
+            } else {
+                try storage.remove(handle)
+            }
+        }
+        return retained
     }
 }

@@ -16,6 +16,8 @@ public struct RepositoryConfig: Codable, Sendable, Equatable {
     /// Set by `kho init --append-only`: forget and prune refuse to remove anything. Absent (nil)
     /// in repositories made without it.
     public var appendOnly: Bool? = nil
+    /// Set by `kho init --object-lock-days N`: every file but locks is written locked for that long.
+    public var objectLock: ObjectLockSettings? = nil
 
     public static let currentVersion = 1
 }
@@ -54,6 +56,8 @@ public final class Repository: Sendable {
         public var keyLabel: String = "first key"
         /// Forget and prune refuse in the new repository (`kho init --append-only`).
         public var appendOnly = false
+        /// Lock every file written for this long (`kho init --object-lock-days`); S3 only.
+        public var objectLock: ObjectLockSettings?
         public init() {}
     }
 
@@ -80,6 +84,17 @@ public final class Repository: Sendable {
         var config = RepositoryConfig(id: Hex.encode(Random.bytes(32)), created: Date(), chunker: chunkerParameters,
                                       compressionLevel: options.compressionLevel, packSize: options.packSize)
         if options.appendOnly { config.appendOnly = true }
+        if let lock = options.objectLock {
+            guard ObjectLockSettings.allowedDays.contains(lock.days) else {
+                throw KhoError(.usage, "--object-lock-days \(lock.days) is out of range: use 1 to 36500 days (e.g. 30, longer than the time an intrusion may go unnoticed).")
+            }
+            guard let retaining = storage as? any RetainingStorage else {
+                throw KhoError(.usage, "\(storage.location) cannot lock files: object lock needs an S3 bucket made with object lock enabled (s3:http(s)://HOST/BUCKET/PREFIX); leave out --object-lock-days for a folder.")
+            }
+            try retaining.checkRetentionSupported()
+            config.objectLock = lock
+            retaining.setRetention(lock)
+        }
         let keyFile = try KeyFile.make(master: master, password: password, label: options.keyLabel, parameters: options.scrypt)
         let keyBytes = try keyFile.encoded()
         let keyID = SHA256.hash(keyBytes).hex
@@ -129,6 +144,9 @@ public final class Repository: Sendable {
                 continue
             }
             if let master = try? keyFile.open(password: password) {
+                if let lock = config.objectLock, let retaining = storage as? any RetainingStorage {
+                    retaining.setRetention(lock)
+                }
                 return Repository(storage: storage, config: config, key: master, keyID: file.name, logger: logger)
             }
         }
@@ -165,6 +183,9 @@ public final class Repository: Sendable {
         }
         guard keys.count > 1 else {
             throw KhoError(.usage, "Key \(match.name.prefix(8)) is the repository's last key and cannot be removed: add another key first.")
+        }
+        if let until = try retainedUntil(Handle(.key, match.name)) {
+            throw KhoError(.failure, retainedMessage("Key \(match.name.prefix(8))", until: until, command: "`kho key remove`"))
         }
         try storage.remove(Handle(.key, match.name))
     }

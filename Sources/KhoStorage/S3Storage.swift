@@ -200,7 +200,9 @@ public struct S3Configuration: Sendable {
 public struct S3Storage: Storage {
     public let address: S3Address
     public let configuration: S3Configuration
-    private let client: S3Client
+    let client: S3Client
+    /// Object lock for files written from now on (see S3ObjectLock.swift), shared by copies.
+    let retention = Locked<ObjectLockSettings?>(nil)
 
     public init(address: S3Address, configuration: S3Configuration) {
         self.address = address
@@ -217,7 +219,8 @@ public struct S3Storage: Storage {
     // MARK: the five verbs
 
     public func save(_ handle: Handle, data: [UInt8]) throws {
-        let response = try client.send("PUT", key: address.key(handle), body: data, what: "write \(handle.path)")
+        let response = try client.send("PUT", key: address.key(handle), headers: lockHeaders(for: handle, body: data), body: data,
+                                       what: "write \(handle.path)")
         guard (200...299).contains(response.status) else {
             throw client.failure(response, what: "write \(handle.path)")
         }
@@ -310,7 +313,14 @@ public struct S3Storage: Storage {
 
     public func remove(_ handle: Handle) throws {
         let what = "remove \(handle.path)"
-        let response = try client.send("DELETE", key: address.key(handle), what: what)
+        var query: [(String, String)] = []
+        if retention.current != nil {
+            // In a versioned (object lock) bucket a plain DELETE only hides the object behind a
+            // delete marker; removing the version itself frees the space, and fails while locked.
+            guard let version = try removableVersion(handle) else { return }
+            if !version.isEmpty { query = [("versionId", version)] }
+        }
+        let response = try client.send("DELETE", key: address.key(handle), query: query, what: what)
         switch response.status {
         case 200...299:
             return
@@ -318,6 +328,12 @@ public struct S3Storage: Storage {
             // Some servers answer NoSuchKey; removing what is gone is not an error.
             if S3ErrorBody(response.body)?.code == "NoSuchBucket" { throw client.bucketMissing() }
             return
+        case 403 where !query.isEmpty && handle.kind == .lock:
+            // A bucket whose default retention locked the lock file too: hiding it is enough.
+            let hidden = try client.send("DELETE", key: address.key(handle), what: what)
+            guard (200...299).contains(hidden.status) || hidden.status == 404 else { throw client.failure(hidden, what: what) }
+        case 403 where !query.isEmpty && S3ErrorBody(response.body)?.code == "AccessDenied":
+            throw KhoError(.failure, "The S3 server at \(address.endpoint) refused to remove \(handle.path) (AccessDenied): it is still under object lock or the key may not delete versions; run `kho prune` again after the lock date.")
         default:
             throw client.failure(response, what: what)
         }
@@ -468,7 +484,7 @@ final class S3Client: @unchecked Sendable {
                     return response
                 }
             case .failure(let error):
-                let problem = TransportProblem(error, caFile: configuration.caFile)
+                let problem = TransportProblem(error, caFile: configuration.caFile, host: address.host)
                 reason = problem.description
                 if !problem.isTransient {
                     throw KhoError(.storage, "Cannot \(what) on the S3 server at \(address.endpoint): \(reason).")
@@ -588,10 +604,14 @@ struct TransportProblem: CustomStringConvertible {
     var isTransient: Bool
     var isCertificateProblem = false
 
-    init(_ error: any Error, caFile: String?) {
+    /// `caFile` and `host` only shape the advice for a refused certificate.
+    init(_ error: any Error, caFile: String?, host: String) {
         self.init(description: "", isTransient: true)
+        self.host = host
         classify(error, caFile: caFile)
     }
+
+    private var host = ""
 
     private init(description: String, isTransient: Bool) {
         self.description = description
@@ -641,7 +661,8 @@ struct TransportProblem: CustomStringConvertible {
             default: set("\(error)", transient: true)
             }
         case let error as NIOSSLExtraError where error == .failedToValidateHostname || error == .serverHostnameImpossibleToMatch:
-            certificate("it is for another host name", caFile: caFile)
+            isCertificateProblem = true
+            set("its TLS certificate is refused (it is not for \(host)): write the repository address with a host name that the certificate names, or have the server's certificate made for \(host)", transient: false)
         case let error as NIOSSLError:
             switch error {
             case .handshakeFailed(let reason):
@@ -685,11 +706,10 @@ struct TransportProblem: CustomStringConvertible {
     /// A certificate the trust roots do not accept: never tried again, with the way out.
     private mutating func certificate(_ detail: String, caFile: String?) {
         isCertificateProblem = true
-        let why = "its TLS certificate is refused (\(detail): not signed by a CA that kho trusts, expired, or for another name)"
         if let caFile {
-            set(why + "; the CA of KHO_S3_CA_FILE=\(caFile) was trusted besides the system's: check that this file holds the CA that signed the server's certificate and that the certificate names the host of the address", transient: false)
+            set("its TLS certificate is refused (\(detail): signed neither by the CA of KHO_S3_CA_FILE=\(caFile) nor by one the system trusts, or expired): check that this file holds the CA that signed the server's certificate", transient: false)
         } else {
-            set(why + "; if a private CA signed it, set KHO_S3_CA_FILE to that CA's PEM file, or add the CA to the system's certificate store (copy it to /usr/local/share/ca-certificates/NAME.crt, then run update-ca-certificates)", transient: false)
+            set("its TLS certificate is refused (\(detail): not signed by a CA this system trusts, or expired); if a private CA signed it, set KHO_S3_CA_FILE to that CA's PEM file, or add the CA to the system's certificate store (copy it to /usr/local/share/ca-certificates/NAME.crt, then run update-ca-certificates)", transient: false)
         }
     }
 

@@ -76,6 +76,8 @@ struct Forget: ParsableCommand {
         var dryRun: Bool
         var groups: [Group]
         var removed: [String]
+        /// Snapshots the rules or IDs would remove that object lock keeps until a date.
+        var retained: [RetainedFile]?
         var prune: PruneReport?
     }
 
@@ -119,10 +121,15 @@ struct Forget: ParsableCommand {
             }
         }
         var pruneReport: PruneReport?
+        var retained: [RetainedFile] = []
         if !dryRun && (!toRemove.isEmpty || prune) {
             try repository.withRepository(exclusive: true, command: "forget") { repo in
-                try repo.removeSnapshots(toRemove)
-                if !json { Terminal.out("removed \(toRemove.count) snapshots") }
+                retained = try repo.removeSnapshots(toRemove)
+                for file in retained {
+                    let name = "Snapshot \(file.path.split(separator: "/").last!.prefix(8))"
+                    Terminal.warning(repo.retainedMessage(name, until: file.until, command: "forget"))
+                }
+                if !json { Terminal.out("removed \(toRemove.count - retained.count) snapshots") }
                 if prune {
                     var options = PruneOptions()
                     options.maxUnused = try Prune.parseShare(maxUnused)
@@ -132,10 +139,16 @@ struct Forget: ParsableCommand {
         } else if dryRun && !json {
             Terminal.out("dry run: would remove \(toRemove.count) snapshots")
         }
+        let kept = Set(retained.map { String($0.path.split(separator: "/").last!) })
         if json {
-            try Terminal.json(Output(dryRun: dryRun, groups: groups, removed: dryRun ? [] : toRemove, prune: pruneReport))
+            try Terminal.json(Output(dryRun: dryRun, groups: groups, removed: dryRun ? [] : toRemove.filter { !kept.contains($0) },
+                                     retained: retained.isEmpty ? nil : retained, prune: pruneReport))
         } else if let pruneReport {
             Prune.describe(pruneReport)
+        }
+        if !snapshots.isEmpty && !retained.isEmpty {
+            // Named explicitly and not removed: the operator must know the command did not do it.
+            throw KhoError(.failure, "\(retained.count) of the snapshots given are still under object lock and were not removed (see above): run forget again after \(ObjectLockFormat.text(retained.map(\.until).max()!)).")
         }
     }
 }

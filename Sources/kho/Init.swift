@@ -26,6 +26,12 @@ struct Init: ParsableCommand {
     @Flag(name: .customLong("append-only"), help: "Make forget and prune refuse in this repository (guards against mistakes; only storage that refuses deletes guards against an attacker).")
     var appendOnly = false
 
+    @Option(name: .customLong("object-lock-days"), help: "S3 only, on a bucket made with object lock: write every file locked against removal for N days; prune extends the lock of data still in use.")
+    var objectLockDays: Int?
+
+    @Option(name: .customLong("object-lock-mode"), help: "compliance (nobody can lift the lock) or governance (a user with s3:BypassGovernanceRetention can).")
+    var objectLockMode: ObjectLockSettings.Mode = .compliance
+
     @Option(name: .customLong("copy-chunker-params-from"), help: "Cut data like this repository (its chunker seed and sizes), so that `kho copy` from it deduplicates. Its password comes from KHO_FROM_PASSWORD_FILE, KHO_FROM_PASSWORD_COMMAND or KHO_FROM_PASSWORD.")
     var copyChunkerParamsFrom: String?
 
@@ -39,6 +45,9 @@ struct Init: ParsableCommand {
         options.packSize = packSize << 20
         options.keyLabel = label
         options.appendOnly = appendOnly
+        if let days = objectLockDays {
+            options.objectLock = ObjectLockSettings(days: days, mode: objectLockMode)
+        }
         if let average = chunkAverage {
             options.chunker = ChunkerParameters(minSize: average / 2, averageSize: average, maxSize: average * 8)
         }
@@ -60,8 +69,10 @@ struct Init: ParsableCommand {
         if json {
             try Terminal.json(["id": repo.config.id, "location": storage.location, "key": repo.keyID])
         } else {
-            Terminal.out("created repository \(repo.config.id.prefix(8)) at \(storage.location)\(appendOnly ? " (append-only: forget and prune refuse)" : "")")
+            Terminal.out("created repository \(repo.config.id.prefix(8)) at \(storage.location)\(appendOnly ? " (append-only: forget and prune refuse)" : "")\(objectLockDays.map { " (object lock: every file locked for \($0) days, \(objectLockMode.rawValue) mode)" } ?? "")")
             Terminal.out("Keep the password safe: without it the data cannot be read by anyone, including you.")
         }
     }
 }
+
+extension ObjectLockSettings.Mode: ExpressibleByArgument {}

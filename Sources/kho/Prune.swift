@@ -35,6 +35,12 @@ struct Prune: ParsableCommand {
         let verb = r.dryRun ? "would remove" : "removed"
         Terminal.out("\(verb) \(r.packsRemoved) packs (\(r.orphanPacks) left by interrupted backups), repacked \(r.packsRepacked) into \(r.packsWritten)")
         Terminal.out("\(r.dryRun ? "would free" : "freed") \(Format.bytes(r.bytesFreed))")
+        if let last = r.retained.map(\.until).max() {
+            Terminal.out("left \(r.retained.count) files that S3 Object Lock keeps (the last until \(ObjectLockFormat.text(last))); a prune after that date removes them")
+        }
+        if r.locksExtended > 0 {
+            Terminal.out("extended the object lock of \(r.locksExtended) files that snapshots still use")
+        }
     }
 
     func run() throws {

@@ -10,7 +10,7 @@ import Testing
 // with the objects it had, as a real S3 server with disks would be.
 
 /// A helper process of scripts/lib/s3-test-server.py.
-private final class S3Helper: @unchecked Sendable {
+final class S3Helper: @unchecked Sendable {
     static let script = Harness.packageRoot + "/scripts/lib/s3-test-server.py"
 
     static let unavailableReason: String? = {
@@ -74,7 +74,7 @@ private final class S3Helper: @unchecked Sendable {
 }
 
 /// moto's S3 server with a bucket `kho-it` and a key allowed every S3 action.
-private final class S3Server: @unchecked Sendable {
+final class S3Server: @unchecked Sendable {
     static let bucket = "kho-it"
     let folder: String
     private let helper: S3Helper
