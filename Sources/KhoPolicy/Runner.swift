@@ -325,8 +325,9 @@ public final class PolicyRunner: @unchecked Sendable {
     /// snapshot time are the source snapshot's, the details name the destination). A failure is
     /// logged, recorded and notified (event copy-failure); it does not undo the backup, and the
     /// snapshots not copied wait for the next run, except after an integrity error (that one
-    /// snapshot's data is damaged), which does not hold back the newer snapshots. Returns the result line and whether the copies
-    /// succeeded, or nil when there was nothing to do and nothing to say (a night without a backup).
+    /// snapshot's data is damaged), which does not hold back the newer snapshots. Returns the
+    /// result line and whether the copies succeeded, or nil when there was nothing to do and
+    /// nothing to say (a night without a backup).
     private func copy(_ job: Job, from source: Repository, newest: Snapshot?, to destination: CopySpec) -> (String, Bool)? {
         let name = "\(job.policy.name)/\(job.source.name)"
         let host = Host.name
