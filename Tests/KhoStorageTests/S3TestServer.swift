@@ -226,3 +226,172 @@ struct MotoServerTrait: SuiteTrait, TestScoping {
 extension Trait where Self == MotoServerTrait {
     static var motoServer: Self { Self() }
 }
+
+// MARK: - TLS with a private CA
+
+/// A throwaway certificate authority made with the `openssl` command in a temporary folder, and
+/// server certificates it signs.
+final class PrivateCA: @unchecked Sendable {
+    static let unavailableReason: String? = {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["openssl", "version"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        do { try process.run() } catch { return "openssl cannot be started: \(error)" }
+        process.waitUntilExit()
+        return process.terminationStatus == 0 ? nil : "the openssl command is not installed"
+    }()
+
+    let folder: String
+    /// The CA's certificate, PEM: what `KHO_S3_CA_FILE` names.
+    let certificateFile: String
+    private let keyFile: String
+
+    init(name: String = "kho test CA") throws {
+        folder = try S3TestSupport.temporaryFolder("ca")
+        certificateFile = folder + "/ca.pem"
+        keyFile = folder + "/ca.key"
+        try Self.openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                          "-keyout", keyFile, "-out", certificateFile, "-days", "2", "-subj", "/CN=\(name)",
+                          "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+    }
+
+    /// A server certificate for `names` (IP addresses and DNS names) signed by this CA: (certificate, key) files.
+    func serverCertificate(_ label: String, names: [String] = ["127.0.0.1", "localhost"]) throws -> (certificate: String, key: String) {
+        let key = folder + "/\(label).key", request = folder + "/\(label).csr", certificate = folder + "/\(label).pem"
+        let extensions = folder + "/\(label).ext"
+        let alternativeNames = names.map { $0.first?.isNumber == true ? "IP:\($0)" : "DNS:\($0)" }.joined(separator: ",")
+        try Data("""
+        subjectAltName=\(alternativeNames)
+        basicConstraints=CA:FALSE
+        keyUsage=critical,digitalSignature
+        extendedKeyUsage=serverAuth
+
+        """.utf8).write(to: URL(fileURLWithPath: extensions))
+        try Self.openssl(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                          "-keyout", key, "-out", request, "-subj", "/CN=\(names[0])"])
+        try Self.openssl(["x509", "-req", "-in", request, "-CA", certificateFile, "-CAkey", keyFile, "-CAcreateserial",
+                          "-days", "2", "-extfile", extensions, "-out", certificate])
+        return (certificate, key)
+    }
+
+    static func openssl(_ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["openssl"] + arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw S3TestError("openssl \(arguments.joined(separator: " ")) failed:\n\(text)")
+        }
+    }
+
+    deinit {
+        try? FileManager.default.removeItem(atPath: folder)
+    }
+}
+
+/// An HTTPS front on 127.0.0.1 for a plain HTTP server (moto), with a certificate of a `PrivateCA`;
+/// it counts the TCP connections it accepted.
+final class TLSFront: @unchecked Sendable {
+    let port: Int
+    private let folder: String
+    private let countFile: String
+    private let process: Process
+
+    init(target: Int, certificate: String, key: String) throws {
+        folder = try S3TestSupport.temporaryFolder("tls-front")
+        countFile = folder + "/connections.json"
+        let (process, ready) = try S3TestSupport.start(["tls-proxy", "--target", String(target), "--cert", certificate, "--key", key,
+                                                        "--count", countFile], folder: folder, timeout: 30)
+        self.process = process
+        guard let port = ready["port"] as? Int else {
+            Glibc.kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            throw S3TestError("the tls-proxy helper wrote an unexpected ready file: \(ready)")
+        }
+        self.port = port
+    }
+
+    /// TCP connections accepted so far (each attempt of a client that tries again is one more).
+    var connections: Int {
+        guard let data = FileManager.default.contents(atPath: countFile) else { return 0 }
+        return (try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])) as? Int ?? 0
+    }
+
+    deinit {
+        Glibc.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        try? FileManager.default.removeItem(atPath: folder)
+    }
+}
+
+/// moto behind a TLS front whose certificate (for 127.0.0.1 and localhost) a private CA signed,
+/// for a whole suite: `MotoServer.shared`, `PrivateCATLSServer.shared`.
+final class PrivateCATLSServer: @unchecked Sendable {
+    @TaskLocal static var shared: PrivateCATLSServer?
+
+    static func requireShared(sourceLocation: SourceLocation = #_sourceLocation) throws -> PrivateCATLSServer {
+        try #require(shared, "this suite needs the .privateCATLSServer trait", sourceLocation: sourceLocation)
+    }
+
+    static var unavailableReason: String? { S3TestSupport.unavailableReason ?? PrivateCA.unavailableReason }
+
+    let ca: PrivateCA
+    let front: TLSFront
+    let moto: MotoServer
+
+    init(moto: MotoServer) throws {
+        self.moto = moto
+        ca = try PrivateCA()
+        let (certificate, key) = try ca.serverCertificate("server")
+        front = try TLSFront(target: moto.port, certificate: certificate, key: key)
+    }
+
+    /// The environment kho reads: moto's `kho` key, and `KHO_S3_CA_FILE` unless `caFile` is nil.
+    func environment(caFile: String?) -> [String: String] {
+        var environment = ["AWS_ACCESS_KEY_ID": moto.keys["kho"]!.id, "AWS_SECRET_ACCESS_KEY": moto.keys["kho"]!.secret]
+        if let caFile { environment["KHO_S3_CA_FILE"] = caFile }
+        return environment
+    }
+
+    /// Settings as kho makes them from `environment(caFile:)`, with quick pauses between attempts.
+    func configuration(caFile: String?, retries: Int = 3) throws -> S3Configuration {
+        var configuration = try S3Configuration.fromEnvironment(environment(caFile: caFile))
+        configuration.timeout = 20
+        configuration.retries = retries
+        configuration.retryDelay = 0.05
+        configuration.maximumRetryDelay = 0.5
+        return configuration
+    }
+
+    /// A storage over https under a prefix nobody used yet.
+    func freshStorage(host: String = "127.0.0.1", port: Int? = nil, configuration: S3Configuration) throws -> S3Storage {
+        try S3Storage(location: "s3:https://\(host):\(port ?? front.port)/\(MotoServer.bucket)/tls-\(UUID().uuidString.lowercased())",
+                      configuration: configuration)
+    }
+}
+
+struct PrivateCATLSServerTrait: SuiteTrait, TestScoping {
+    var isRecursive: Bool { false }
+
+    func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
+        guard PrivateCATLSServer.unavailableReason == nil else { return try await function() }
+        let moto = try MotoServer()
+        defer { moto.stop() }
+        let server = try PrivateCATLSServer(moto: moto)
+        try await MotoServer.$shared.withValue(moto) {
+            try await PrivateCATLSServer.$shared.withValue(server) { try await function() }
+        }
+    }
+}
+
+extension Trait where Self == PrivateCATLSServerTrait {
+    static var privateCATLSServer: Self { Self() }
+}
