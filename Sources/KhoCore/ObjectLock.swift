@@ -94,6 +94,17 @@ extension Repository {
         return extended.current
     }
 
+    /// Extends the lock of every file of the repository (see `extendRetention`): for repositories
+    /// that are never pruned, where nothing tells used data from unused.
+    public func extendRetentionOfAll() throws -> Int {
+        guard objectLock != nil else { return 0 }
+        var handles: [Handle] = [.config]
+        for kind in [FileKind.data, .index, .snapshot, .key] {
+            handles += try storage.list(kind).map { Handle(kind, $0.name) }
+        }
+        return try extendRetention(handles)
+    }
+
     /// One request per file, eight in flight: lock lookups are small and the time is all latency.
     private static func forEachInParallel(_ handles: [Handle], _ body: @escaping @Sendable (Handle) throws -> Void) throws {
         let firstError = FirstError()

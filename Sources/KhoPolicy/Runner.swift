@@ -514,11 +514,20 @@ public final class PolicyRunner: @unchecked Sendable {
             let group = try repository.listSnapshots().filter { $0.source.name == job.source.name && $0.hostname == host }
             let decisions = Retention.apply(rules, to: group.map { ($0.id!, $0.time, $0.tags) })
             let remove = decisions.filter { !$0.keep }.map(\.snapshotID)
-            try repository.removeSnapshots(remove)
-            var text = "kept \(decisions.count - remove.count), removed \(remove.count)"
-            if prune && !remove.isEmpty {
+            let retained = try repository.removeSnapshots(remove)
+            var text = "kept \(decisions.count - remove.count), removed \(remove.count - retained.count)"
+            if let last = retained.map(\.until).max() {
+                text += ", \(retained.count) left under object lock until \(ObjectLockFormat.text(last))"
+            }
+            // With object lock, prune also keeps the lock of used data from running out, so it
+            // runs every time (and without prune the locks are extended on their own).
+            if prune && (!remove.isEmpty || repository.objectLock != nil) {
                 let report = try Pruner(repository: repository, options: PruneOptions(), warn: { [log] in log("prune: \($0)") }).run()
                 text += ", pruned \(report.bytesFreed) bytes"
+                if report.locksExtended > 0 { text += ", extended \(report.locksExtended) object locks" }
+            } else if repository.objectLock != nil {
+                let extended = try repository.extendRetentionOfAll()
+                if extended > 0 { text += ", extended \(extended) object locks" }
             }
             record.outcome = "success"
             if let data = try? JSON.encoder.encode(decisions) { record.details = String(decoding: data, as: UTF8.self) }

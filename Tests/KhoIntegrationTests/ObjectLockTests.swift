@@ -136,4 +136,66 @@ struct ObjectLockTests {
         #expect(again.deletedData.isEmpty && again.refused == again.versions - again.deleted.count && again.refused < attacked.refused,
                 "\(again) after \(attacked)")
     }
+
+    @Test("kho run's retention on an object-locked repository: locked snapshots stay and are reported; once the lock ends they go and prune re-locks what is used")
+    func policyRetention() throws {
+        let server = try S3Server()
+        let sandbox = try Sandbox("lock-policy")
+        let bucket = "kho-worm-policy"
+        let prefix = "registry"
+        _ = try lockTool(server, "bucket", bucket: bucket, ["--lock"])
+        let env = environment(server, bucket: bucket, prefix: prefix)
+        try #require(try sandbox.kho(["init", "--object-lock-days", "10"], env: env).exitCode == 0)
+        let passwordFile = sandbox.path("repository.pass")
+        try writeFile(passwordFile, Array((sandbox.password + "\n").utf8), mode: 0o600)
+        let data = sandbox.path("ho-tich")
+        try makeDirectories(data)
+        let policies = sandbox.path("policies")
+        try makeDirectories(policies)
+        try writeFile(policies + "/ho-tich.yaml", Array("""
+            name: ho-tich-worm
+            agency: Sở Tư pháp
+            system: Hộ tịch (kiểm thử object lock)
+            security-level: 3
+            schedule: "0 1 * * *"
+            repository:
+              path: \(env["KHO_REPOSITORY"]!!)
+              password-file: \(passwordFile)
+            sources:
+              - name: ho-tich
+                kind: files
+                paths: [\(data)]
+            retention:
+              keep-last: 1
+              prune: true
+            objectives:
+              rpo: 24h
+              rto: 2h
+
+            """.utf8))
+        func run(_ night: Int) throws -> [String: Any] {
+            try writeFile(data + "/so-\(night).pdf", randomBytes(500_000))
+            let result = try sandbox.kho(["run", "--all", "--json", "--policies", policies, "--state-dir", sandbox.path("state")], env: env)
+            try #require(result.exitCode == 0, "\(result)")
+            let jobs = try #require((try result.json() as? [String: Any])?["jobs"] as? [[String: Any]] ?? (try result.json() as? [[String: Any]]), "\(result)")
+            return try #require(jobs.first { ($0["kind"] as? String ?? "backup") == "backup" }, "\(result)")
+        }
+        _ = try run(1)
+        let second = try run(2)
+        let kept = second["retention"] as? String ?? ""
+        #expect(kept.contains("removed 0") && kept.contains("1 left under object lock until") && lockDays(10).contains { kept.contains($0) }, "\(second)")
+        let listed = try sandbox.kho(["snapshots", "--json"], env: env)
+        #expect((try? listed.json() as? [[String: Any]])?.count == 2, "\(listed)")
+
+        _ = try lockTool(server, "age", bucket: bucket, ["--prefix", prefix])
+        let third = try run(3)
+        let freed = third["retention"] as? String ?? ""
+        #expect(freed.contains("removed 2") && freed.contains("extended") && freed.contains("object locks"), "\(third)")
+        let left = try sandbox.kho(["snapshots", "--json"], env: env)
+        #expect((try? left.json() as? [[String: Any]])?.count == 1, "\(left)")
+        let checked = try sandbox.kho(["check", "--read-data"], env: env)
+        #expect(checked.exitCode == 0 && checked.all.contains("no errors found"), "\(checked)")
+        let attacked = try attack(server, bucket: bucket, prefix: prefix)
+        #expect(attacked.deletedData.isEmpty && attacked.refused > 0, "\(attacked)")
+    }
 }
