@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """The measuring half of scripts/bench: runs kho, restic and Borg on the dumps and the tree that
-scripts/bench prepared, interleaved and repeated, and reports medians and ratios.
+scripts/bench prepared, interleaved and repeated, and reports medians and ratios. Then (unless
+--s3 0) kho into an S3 repository on moto's S3 server on loopback against kho into a local folder,
+on the first dump and the tree, interleaved the same way (`--only s3` runs only that part).
 
 Standard library only. Called by scripts/bench; not meant to be run alone.
 """
@@ -40,6 +42,19 @@ SIZES = [
     ("size_tree2", "repository after tree backup 2", None),
 ]
 RSS_TARGET = 1.00
+
+# The S3 part: kho into an S3 repository (moto on loopback) against kho into a local folder.
+# (key, label); each is run by both, and the target is S3 time / local time.
+S3_STEPS = [
+    ("backup_dump1", "backup of dump 1 (all data new)"),
+    ("restore_dump1", "restore of dump 1"),
+    ("backup_tree1", "first tree backup"),
+    ("restore_tree1", "tree restore"),
+]
+S3_TARGET = 1.50
+S3_BUCKET = "kho-bench"
+S3_MARKER_START = "<!-- scripts/bench --only s3: latest run -->"
+S3_MARKER_END = "<!-- /scripts/bench --only s3 -->"
 
 
 class StepFailed(Exception):
@@ -158,7 +173,7 @@ class Bench:
         self.errors = []
 
     def record(self, tool, key, value):
-        self.results[tool].setdefault(key, []).append(value)
+        self.results.setdefault(tool, {}).setdefault(key, []).append(value)
 
     def timed(self, tool, rep, key, argv, stdin_path=None, cwd=None):
         """Runs one command under /usr/bin/time; returns wall seconds, records time, RSS and CPU."""
@@ -275,10 +290,13 @@ class Bench:
     def run(self):
         self.load_before = loadavg()
         busy0, ours0, wall0 = cpu_busy_seconds(), children_cpu_seconds(), time.monotonic()
-        for rep in range(self.args.reps):
-            order = TOOLS[rep % len(TOOLS):] + TOOLS[:rep % len(TOOLS)]
-            log(f"repetition {rep + 1} of {self.args.reps}: {', '.join(order)}")
-            self.run_repetition(rep, order)
+        if self.args.only != "s3":
+            for rep in range(self.args.reps):
+                order = TOOLS[rep % len(TOOLS):] + TOOLS[:rep % len(TOOLS)]
+                log(f"repetition {rep + 1} of {self.args.reps}: {', '.join(order)}")
+                self.run_repetition(rep, order)
+        if self.args.only == "s3" or self.args.s3 == "1":
+            run_s3(self)
         self.wall = time.monotonic() - wall0
         busy = cpu_busy_seconds() - busy0
         ours = children_cpu_seconds() - ours0
@@ -286,6 +304,202 @@ class Bench:
         self.foreign_cpu = max(0.0, busy - ours)
         self.foreign_share = self.foreign_cpu / (self.wall * cores) if self.wall > 0 else 0
         self.load_after = loadavg()
+
+
+class Moto:
+    """moto's S3 server on a free loopback port, started by scripts/lib/s3-test-server.py as the
+    tests start it (signatures checked), with the bucket the bench writes to."""
+
+    def __init__(self, bench):
+        self.ready = os.path.join(bench.work, "moto-ready.json")
+        if os.path.exists(self.ready):
+            os.remove(self.ready)
+        self.log = open(os.path.join(bench.logs, "moto.log"), "ab")
+        self.process = subprocess.Popen(
+            ["python3", os.path.join(bench.args.root, "scripts", "lib", "s3-test-server.py"), "moto",
+             "--bucket", S3_BUCKET, "--ready", self.ready],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while not os.path.exists(self.ready):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise StepFailed(f"moto's S3 server did not start; see {self.log.name}")
+            time.sleep(0.1)
+        with open(self.ready) as f:
+            info = json.load(f)
+        self.port = info["port"]
+        self.key_id, self.secret = info["keys"]["kho"]
+
+    def cpu_seconds(self):
+        """CPU (user + system, all threads) moto used so far: it serves every request in this process."""
+        with open(f"/proc/{self.process.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+
+class KhoAt:
+    """kho with a repository in a local folder ("local") or in moto's bucket ("s3")."""
+
+    def __init__(self, where, bench, rep, moto):
+        self.where = where
+        self.name = "kho-" + where
+        self.bench = bench
+        self.base = os.path.join(bench.work, f"s3rep{rep + 1}-{where}")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("KHO_", "AWS_"))}
+        env["KHO_PASSWORD"] = "bench-password-kho"
+        if where == "s3":
+            env.update(KHO_REPOSITORY=f"s3:http://127.0.0.1:{moto.port}/{S3_BUCKET}/rep{rep + 1}",
+                       AWS_ACCESS_KEY_ID=moto.key_id, AWS_SECRET_ACCESS_KEY=moto.secret)
+        else:
+            env["KHO_REPOSITORY"] = os.path.join(self.base, "repository")
+        self.env = env
+
+
+def run_s3(bench):
+    """kho into S3 (moto) and into a local folder, step by step in turn, on dump 1 and the tree.
+    moto keeps objects in memory: a new server for each repetition."""
+    kho = bench.kho
+    for rep in range(bench.args.reps):
+        order = ["local", "s3"] if rep % 2 == 0 else ["s3", "local"]
+        log(f"S3 repetition {rep + 1} of {bench.args.reps}: {', '.join(order)}")
+        moto = Moto(bench)
+        try:
+            targets = {where: KhoAt(where, bench, rep, moto) for where in order}
+            for target in targets.values():
+                shutil.rmtree(target.base, ignore_errors=True)
+                os.makedirs(target.base)
+                init = subprocess.run([kho, "init"], env=target.env, capture_output=True, text=True)
+                if init.returncode != 0:
+                    raise StepFailed(f"{target.name} init exited with status {init.returncode}: {init.stdout}{init.stderr}")
+
+            def timed(target, key, argv, stdin_path=None, cwd=None):
+                before = moto.cpu_seconds()
+                bench.timed(target, rep, key, argv, stdin_path=stdin_path, cwd=cwd)
+                if target.where == "s3":
+                    used = moto.cpu_seconds() - before
+                    bench.record(target.name, "moto_cpu_" + key, used)
+                    log(f"  {'moto':6} {key:13} cpu {used:7.2f} s (the S3 server, one Python process)")
+
+            def restore(target, key, path_in_target, original, compare_tree):
+                dest = os.path.join(target.base, "restore")
+                os.makedirs(dest)
+                timed(target, key, [kho, "restore", "latest", "--target", dest], cwd=dest)
+                restored = os.path.join(dest, path_in_target)
+                if compare_tree:
+                    if rep == 0 or bench.args.verify_all:
+                        diff = subprocess.run(["diff", "-r", "--no-dereference", "-q", original, restored],
+                                              capture_output=True, text=True)
+                        if diff.returncode != 0:
+                            raise StepFailed(f"{target.name}: the restored tree differs:\n" + diff.stdout[:2000] + diff.stderr)
+                elif not os.path.exists(restored) or not filecmp.cmp(restored, original, shallow=False):
+                    raise StepFailed(f"{target.name}: the restored dump {restored} differs from {original}")
+                shutil.rmtree(dest)
+
+            steps = [
+                lambda t: timed(t, "backup_dump1", [kho, "backup", "--stdin", "--stdin-name", "db.sql"], stdin_path=bench.dumps[0]),
+                lambda t: restore(t, "restore_dump1", "db.sql", bench.dumps[0], False),
+                lambda t: timed(t, "backup_tree1", [kho, "backup", bench.tree]),
+                lambda t: restore(t, "restore_tree1", bench.tree.lstrip("/"), bench.tree, True),
+            ]
+            failed = set()
+            for step in steps:
+                for where in order:
+                    if where in failed:
+                        continue
+                    try:
+                        step(targets[where])
+                    except StepFailed as failure:
+                        bench.fail(failure, targets[where])
+                        failed.add(where)
+            for target in targets.values():
+                shutil.rmtree(target.base, ignore_errors=True)
+        except StepFailed as failure:
+            log(f"FAILED: {failure}")
+            bench.errors.append(str(failure))
+        finally:
+            moto.stop()
+
+
+def s3_table(bench):
+    """Rows of the S3 part: medians local / S3, the ratio and its target, CPU of kho and of moto."""
+    rows = ["| figure | kho, local folder | kho, S3 (moto on loopback) | S3 / local | target | "
+            "kho CPU, local / S3 | moto CPU (share of the S3 wall time) |",
+            "| --- | ---: | ---: | ---: | --- | ---: | ---: |"]
+    failed = 0
+    local, s3 = bench.results.get("kho-local", {}), bench.results.get("kho-s3", {})
+    for key, label in S3_STEPS:
+        a, b = median(local.get(key, [])), median(s3.get(key, []))
+        r = ratio(b, a)
+        if r is None:
+            verdict = f"≤ {S3_TARGET:.2f}: no result"
+            failed += 1
+        elif r <= S3_TARGET:
+            verdict = f"≤ {S3_TARGET:.2f}: pass"
+        else:
+            verdict = f"≤ {S3_TARGET:.2f}: **FAIL**"
+            failed += 1
+        cpu_a, cpu_b = median(local.get("cpu_" + key, [])), median(s3.get("cpu_" + key, []))
+        moto = median(s3.get("moto_cpu_" + key, []))
+        cpu = "—" if cpu_a is None or cpu_b is None else f"{cpu_a:.2f} s / {cpu_b:.2f} s"
+        moto_text = "—" if moto is None or not b else f"{moto:.2f} s ({100 * moto / b:.0f}%)"
+        rows.append(f"| {label} | {fmt(a, 's')} | {fmt(b, 's')} | {'—' if r is None else f'{r:.2f}'} | {verdict} | "
+                    f"{cpu} | {moto_text} |")
+    return rows, failed
+
+
+def s3_section(bench, args, heading):
+    rows, failed = s3_table(bench)
+    lines = [heading, ""]
+    lines.append(f"kho into an S3 repository on moto's S3 server (loopback, signatures checked, one Python process) "
+                 f"against kho into a local folder, in the same run, on the same data; medians of {args.reps} "
+                 f"repetition{'s' if args.reps != 1 else ''}, the two interleaved step by step.")
+    lines.append("")
+    lines += rows
+    lines.append("")
+    lines.append(f"S3 targets met: {len(S3_STEPS) - failed} of {len(S3_STEPS)}. A moto CPU share near 100% means "
+                 f"the Python server, not kho, set the S3 time.")
+    return lines
+
+
+def write_s3_only_report(bench, args):
+    """`--only s3`: print the S3 section; with --write-doc 1, put it between the markers of
+    docs/BENCHMARKS.md's S3 section (nothing else of the page is touched)."""
+    now = datetime.datetime.now(datetime.timezone.utc).astimezone()
+    info = machine(args)
+    lines = s3_section(bench, args, f"Latest `scripts/bench --only s3` run: {now:%Y-%m-%d %H:%M %Z}"
+                       f"{' (quick mode)' if args.quick == '1' else ''}, kho {info['kho']}, "
+                       f"load average {bench.load_before} before, {bench.load_after} after.")
+    lines.append("")
+    lines.append(data_description(bench, args, dumps=1))
+    if bench.errors:
+        lines.append("")
+        lines.append("Errors:")
+        for error in bench.errors:
+            lines += ["```", error.strip(), "```"]
+    section = "\n".join(lines)
+    print()
+    print(section)
+    if args.write_doc != "1":
+        log("docs/BENCHMARKS.md not written (BENCH_WRITE=1 writes it)")
+        return
+    path = os.path.join(args.root, "docs", "BENCHMARKS.md")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    start, end = text.find(S3_MARKER_START), text.find(S3_MARKER_END)
+    if start < 0 or end < start:
+        log(f"{path} has no {S3_MARKER_START} … {S3_MARKER_END} block: not written")
+        return
+    text = text[:start + len(S3_MARKER_START)] + "\n" + section + "\n" + text[end:]
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+    log(f"wrote the S3 block of {path}")
 
 
 def median(values):
@@ -388,8 +602,8 @@ def machine(args):
     return info
 
 
-def data_description(bench, args):
-    sizes = [os.path.getsize(d) for d in bench.dumps]
+def data_description(bench, args, dumps=DUMPS):
+    sizes = [os.path.getsize(d) for d in bench.dumps[:dumps]]
     files = entries = total = 0
     for directory, dirs, names in os.walk(bench.tree):
         entries += len(dirs) + len(names)
@@ -398,9 +612,10 @@ def data_description(bench, args):
             if os.path.isfile(path) and not os.path.islink(path):
                 files += 1
                 total += os.path.getsize(path)
-    dumps = ", ".join(f"{s / 1e6:.0f} MB" for s in sizes)
-    return (f"- database: scale {args.scale}; three `pg_dump --format=plain` dumps of {dumps} "
-            f"(citizens, documents, attachments; two nights of churn between them)\n"
+    dumps_text = ", ".join(f"{s / 1e6:.0f} MB" for s in sizes)
+    what = "three `pg_dump --format=plain` dumps" if dumps == 3 else "the first `pg_dump --format=plain` dump"
+    return (f"- database: scale {args.scale}; {what} of {dumps_text} "
+            f"(citizens, documents, attachments{'; two nights of churn between them' if dumps == 3 else ''})\n"
             f"- tree: copy of `{args.tree_sources}`: {files} files, {entries} entries, {total / 1e6:.0f} MB")
 
 
@@ -451,6 +666,9 @@ def write_report(bench, args):
     lines.append("")
     lines += raw_table(bench)
     lines.append("")
+    if args.s3 == "1":
+        lines += s3_section(bench, args, "S3 (`scripts/bench --only s3` runs this part alone):")
+        lines.append("")
     section = "\n".join(lines)
     print()
     print(section)
@@ -487,11 +705,16 @@ def main():
     parser.add_argument("--quick", default="0")
     parser.add_argument("--write-doc", default="1")
     parser.add_argument("--verify-all", action="store_true", help="compare the restored tree in every repetition")
+    parser.add_argument("--only", default="", choices=["", "s3"], help="s3: only kho on S3 against kho on a local folder")
+    parser.add_argument("--s3", default="1", help="1: after the tools, the S3 part too")
     args = parser.parse_args()
 
     bench = Bench(args)
     bench.run()
-    write_report(bench, args)
+    if args.only == "s3":
+        write_s3_only_report(bench, args)
+    else:
+        write_report(bench, args)
     with open(os.path.join(args.work, "results.json"), "w") as f:
         json.dump(bench.results, f, indent=1)
     if bench.errors:
