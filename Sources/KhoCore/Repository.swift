@@ -48,7 +48,9 @@ public final class Repository: Sendable {
 
     public struct CreateOptions: Sendable {
         public var chunker: ChunkerParameters = .standard
-        public var compressionLevel: Int = 3
+        /// zstd level 1: on database dumps as small as level 3 and twice as fast; a few percent
+        /// larger on file trees (docs/BENCHMARKS.md, "Compression level").
+        public var compressionLevel: Int = 1
         public var packSize: Int = 16 << 20
         public var scrypt: Scrypt.Parameters = .standard
         /// Use another repository's chunker seed and sizes, so both cut data the same way.
@@ -79,7 +81,7 @@ public final class Repository: Sendable {
             throw KhoError(.usage, "Pack size \(options.packSize >> 20) MiB is out of range: use 1 to 512 MiB; 16 is the default.")
         }
         guard (0...22).contains(options.compressionLevel) else {
-            throw KhoError(.usage, "Compression level \(options.compressionLevel) is out of range: use 0 (off) to 22; 3 is the default.")
+            throw KhoError(.usage, "Compression level \(options.compressionLevel) is out of range: use 0 (off) to 22; 1 is the default.")
         }
         var config = RepositoryConfig(id: Hex.encode(Random.bytes(32)), created: Date(), chunker: chunkerParameters,
                                       compressionLevel: options.compressionLevel, packSize: options.packSize)

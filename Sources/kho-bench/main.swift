@@ -79,10 +79,11 @@ measure("HMAC-SHA256 (blob IDs)", bytes: size) {
     }
 }
 
-let compressor = Compressor(level: 3)
+let level = Repository.CreateOptions().compressionLevel
+let compressor = Compressor(level: level)
 var compressedTotal = 0
 let scratch = UnsafeMutableRawPointer.allocate(byteCount: Compressor.bound(params.maxSize), alignment: 64)
-measure("zstd level 3", bytes: size) {
+measure("zstd level \(level) (default)", bytes: size) {
     compressedTotal = 0
     data.withUnsafeBytes { raw in
         for range in chunks {

@@ -53,7 +53,7 @@ private func samplePacks(seed: UInt64, packs: Int, blobs: Int) -> [(pack: BlobID
             #expect(opened.keyID == created.keyID)
             expectSameKey(opened.key, created.key)
             #expect(opened.config.chunker == createOptions().chunker)
-            #expect(opened.config.compressionLevel == 3)
+            #expect(opened.config.compressionLevel == 1)
             #expect(opened.config.version == 1)
             #expect(opened.config.format == "kho-repository")
             #expect(opened.gear.values == created.gear.values)
