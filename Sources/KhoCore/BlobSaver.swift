@@ -21,7 +21,7 @@ public final class BlobSaver: @unchecked Sendable {
     private struct Job: Sendable {
         var id: BlobID
         var kind: BlobKind
-        var data: [UInt8]
+        var data: ChunkCopy
     }
 
     /// A pack ready to be stored: whole in memory, or already streamed to a temporary file that
@@ -39,6 +39,7 @@ public final class BlobSaver: @unchecked Sendable {
     /// Small blobs travel in batches, so that a tree of many small files does not cost a lock
     /// hand-off (and a thread wake-up) per file.
     private let jobs: BoundedQueue<[Job]>
+    private let buffers: BufferPool
     private var batch: [Job] = []
     private var batchBytes = 0
     private static let batchLimit = 1 << 20
@@ -69,6 +70,8 @@ public final class BlobSaver: @unchecked Sendable {
         self.codec = BlobCodec(repository: repository)
         self.packsPerIndexFile = packsPerIndexFile
         jobs = BoundedQueue(capacity: workerCount * 2)
+        // As many large chunks as can be on their way at once: queued, being sealed, being batched.
+        buffers = BufferPool(keep: workerCount * 3 + 1)
         uploads = BoundedQueue(capacity: uploaderCount)
         packLock = Locked([:])
         streams = ((try? repository.storage.makeStreamWriter(for: .data)) ?? nil) != nil
@@ -103,7 +106,7 @@ public final class BlobSaver: @unchecked Sendable {
         try failure.check()
         if has(id) { return }
         sessionBlobs.insert(id)
-        batch.append(Job(id: id, kind: kind, data: Array(data)))
+        batch.append(Job(id: id, kind: kind, data: ChunkCopy(data, pool: buffers)))
         batchBytes += data.count
         if batchBytes >= BlobSaver.batchLimit || batch.count >= 256 {
             try flushBatch()
@@ -130,7 +133,7 @@ public final class BlobSaver: @unchecked Sendable {
             if failure.value != nil { continue }
             // Compress and seal outside the lock; only the copy into the shared pack is serialized.
             if streams {
-                let (compressed, sealed) = job.data.withUnsafeBytes { codec.sealInPlace($0, id: job.id) }
+                let (compressed, sealed) = codec.sealInPlace(job.data.bytes, id: job.id)
                 newBlobs += 1
                 rawBytes += Int64(job.data.count)
                 var closed: ClosedPack?
@@ -153,7 +156,7 @@ public final class BlobSaver: @unchecked Sendable {
                 if let closed, !uploads.push(closed) { break }
                 continue
             }
-            let sealed = job.data.withUnsafeBytes { codec.seal($0, id: job.id, kind: job.kind) }
+            let sealed = codec.seal(job.data.bytes, id: job.id, kind: job.kind)
             newBlobs += 1
             rawBytes += Int64(job.data.count)
             let closed = packLock.withLock { builders -> ClosedPack? in
@@ -330,4 +333,80 @@ final class StreamingPack: @unchecked Sendable {
     }
 
     func abort() { writer.abort() }
+}
+
+/// Large buffers kept for reuse. A fresh allocation of a megabyte or more is a fresh mapping whose
+/// pages fault in one by one (and, on virtual machines that hand freed memory back to the host,
+/// fault in from the host): copying every chunk into such a buffer cost more system time than
+/// reading the input. The pool keeps at most `keep` buffers, as many as can be in flight at once,
+/// so it holds no more memory than the pipeline's busiest moment already did.
+final class BufferPool: @unchecked Sendable {
+    /// Smaller copies come from the heap, where malloc already reuses memory.
+    static let threshold = 256 << 10
+    private static let granule = 1 << 20
+    private let keep: Int
+    private let lock = NSLock()
+    private var free: [UnsafeMutableRawBufferPointer] = []
+
+    init(keep: Int) {
+        self.keep = keep
+    }
+
+    deinit {
+        for buffer in free { buffer.deallocate() }
+    }
+
+    /// A buffer of at least `count` bytes: the smallest free one that fits, or a new one rounded
+    /// up to whole megabytes so that it fits most later chunks too.
+    func take(_ count: Int) -> UnsafeMutableRawBufferPointer {
+        lock.lock()
+        var best: Int?
+        for (i, buffer) in free.enumerated() where buffer.count >= count {
+            if best.map({ free[$0].count > buffer.count }) ?? true { best = i }
+        }
+        let found = best.map { free.remove(at: $0) }
+        lock.unlock()
+        if let found { return found }
+        let size = (count + BufferPool.granule - 1) / BufferPool.granule * BufferPool.granule
+        return UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 64)
+    }
+
+    /// Takes a buffer back; beyond `keep`, the largest is freed (a rare long chunk's buffer should
+    /// not stay, holding memory that common chunks do not need).
+    func give(_ buffer: UnsafeMutableRawBufferPointer) {
+        lock.lock()
+        free.append(buffer)
+        var dropped: UnsafeMutableRawBufferPointer?
+        if free.count > keep, let largest = free.indices.max(by: { free[$0].count < free[$1].count }) {
+            dropped = free.remove(at: largest)
+        }
+        lock.unlock()
+        dropped?.deallocate()
+    }
+}
+
+/// A chunk's bytes on their way to a worker; large ones live in a pooled buffer that goes back to
+/// the pool when the job is done (or dropped after a failure).
+final class ChunkCopy: @unchecked Sendable {
+    private let buffer: UnsafeMutableRawBufferPointer
+    let count: Int
+    private let pool: BufferPool?
+
+    init(_ data: UnsafeRawBufferPointer, pool: BufferPool) {
+        count = data.count
+        if data.count >= BufferPool.threshold {
+            self.pool = pool
+            buffer = pool.take(data.count)
+        } else {
+            self.pool = nil
+            buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, data.count), alignment: 16)
+        }
+        if data.count > 0 { buffer.baseAddress!.copyMemory(from: data.baseAddress!, byteCount: data.count) }
+    }
+
+    deinit {
+        if let pool { pool.give(buffer) } else { buffer.deallocate() }
+    }
+
+    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: buffer.baseAddress, count: count) }
 }

@@ -107,7 +107,9 @@ public final class StreamChunker {
 
     public init(chunker: Chunker) {
         self.chunker = chunker
-        let capacity = max(chunker.parameters.maxSize * 2, 16 << 20)
+        // Room for the longest chunk and a megabyte more: every byte of this buffer is resident
+        // for the whole backup, and a larger one only saves a few short memmoves.
+        let capacity = chunker.parameters.maxSize + (1 << 20)
         buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64)
     }
 
