@@ -104,7 +104,7 @@ public enum ReportBuilder {
             province: Totals.sum(datasets),
             agencies: agencies,
             daily: order.map { days[$0]! },
-            copies: CopiesSummary(status: "notConfigured", configured: 0),
+            copies: CopiesSummary.sum(datasets),
             ledger: ledgerSection,
             controls: [],
             securityLevels: SecurityLevels.requirements)
@@ -150,6 +150,18 @@ extension Totals {
     static func rate(_ part: Int, _ whole: Int) -> Double? {
         guard whole > 0 else { return nil }
         return (Double(part) / Double(whole) * 10000).rounded() / 10000
+    }
+}
+
+extension CopiesSummary {
+    static func sum(_ datasets: [Dataset]) -> CopiesSummary {
+        let configured = datasets.filter { $0.copies.status != "notConfigured" }
+        let current = configured.filter { $0.copies.status == "current" }.count
+        let items = configured.flatMap(\.copies.items)
+        return CopiesSummary(status: configured.isEmpty ? "notConfigured" : current == configured.count ? "current" : "behind",
+                             configured: configured.count, current: current, behind: configured.count - current,
+                             destinations: items.count, succeeded: items.reduce(0) { $0 + $1.succeeded },
+                             failed: items.reduce(0) { $0 + $1.failed })
     }
 }
 

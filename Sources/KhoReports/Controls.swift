@@ -44,7 +44,10 @@ enum ControlMapping {
         // Every kho repository is encrypted (AES-256-GCM) and authenticated; there is no
         // unencrypted mode, so this holds for every dataset by construction.
         let encrypted = fact("encryptedByDesign", all) { _ in true }
-        let offsite = fact("offsiteCopy", all) { !$0.copies.items.isEmpty }
+        // A copy at a second site counts when the policy has `copies:` and every destination is
+        // current at the period end: it holds a snapshot no more than the RPO (plus its 1%
+        // tolerance) older than the newest good backup (see `DatasetBuilder.copies`).
+        let offsite = fact("offsiteCopy", all) { $0.copies.status == "current" }
         let ledgerIntact = Fact(id: "ledgerIntact", met: ledger.status == "intact" ? 1 : 0, of: 1, threshold: nil, failing: [])
         let records = all.flatMap(\.drills.records)
         let sealed = Fact(id: "evidenceSealed", met: records.filter(\.sealIntact).count, of: records.count, threshold: nil,
@@ -73,7 +76,7 @@ enum ControlMapping {
                     (d.backups.successRate.map { $0 >= r.minSuccessRate }) ?? false
                 },
             ]
-            if r.offsiteCopy { facts.append(fact("offsiteCopy", members) { !$0.copies.items.isEmpty }) }
+            if r.offsiteCopy { facts.append(fact("offsiteCopy", members) { $0.copies.status == "current" }) }
             if r.auditLedger { facts.append(ledgerIntact) }
             controls.append(control("level-\(level)", "security level", String(level), facts))
         }

@@ -210,11 +210,49 @@ struct DatasetBuilder {
                                    rtoSeconds: policy.rto, drillEverySeconds: policy.drills?.every,
                                    drillPeriodUsedSeconds: drillPeriod),
             backups: backupFigures, drills: drills, dimensions: dimensions,
-            copies: Copies(status: "notConfigured", items: []), overall: overall)
+            copies: copies(lastGood: lastGood), overall: overall)
         return DatasetComputation(dataset: dataset, periodBackups: done, missedFires: missedFires)
     }
 
     var drillPeriod: TimeInterval { policy.drills?.every ?? ReportBuilder.defaultDrillPeriod }
+
+    /// The copies to each `copies:` destination, from the catalog's copy runs (one per snapshot
+    /// copied, or per failed attempt; the details name the destination). A destination is current
+    /// when the newest snapshot copied there by the period end is no more than the RPO (plus its
+    /// tolerance) older than the newest good backup: a copy that keeps within the RPO of the main
+    /// repository loses no more than the RPO allows if the main site is lost.
+    func copies(lastGood: RecoveryPoint?) -> Copies {
+        guard !policy.copies.isEmpty else { return Copies(status: "notConfigured", allowedLagSeconds: nil, items: []) }
+        let allowed = policy.rpo + DatasetBuilder.rpoTolerance(policy.rpo)
+        let copyRuns = runs.filter { $0.kind == "copy" }.sorted { ($0.started, $0.id ?? 0) < ($1.started, $1.id ?? 0) }
+        let items = policy.copies.map { spec -> CopyItem in
+            let mine = copyRuns.compactMap { run -> (run: RunRecord, details: PolicyRunner.CopyDetails)? in
+                guard let text = run.details,
+                      let details = try? JSON.decoder.decode(PolicyRunner.CopyDetails.self, from: Data(text.utf8)),
+                      details.destination == spec.path else { return nil }
+                return (run, details)
+            }
+            let done = mine.filter { finished($0.run) }
+            let period = done.filter { inPeriod($0.run) }
+            let good = period.filter { $0.run.outcome == "success" }
+            let newest = done.filter { $0.run.outcome == "success" && $0.run.snapshot != nil }
+                .max { ($0.run.snapshotTime ?? $0.run.started, $0.run.ended!) < ($1.run.snapshotTime ?? $1.run.started, $1.run.ended!) }
+            let newestCopied = newest.map { c in
+                RecoveryPoint(snapshot: c.run.snapshot ?? "", time: c.run.snapshotTime ?? c.run.started, confirmedAt: c.run.ended!, drillID: nil)
+            }
+            let lag = newestCopied.map { copied in lastGood.map { max(0, $0.time.timeIntervalSince(copied.time)) } ?? 0 }
+            let status = lag.map { $0 <= allowed ? "current" : "behind" } ?? "neverCopied"
+            return CopyItem(
+                destination: CopyLocation.masked(spec.path), status: status, succeeded: good.count, failed: period.count - good.count,
+                caughtUp: good.filter { $0.details.caughtUp == true }.count,
+                bytesAdded: good.reduce(Int64(0)) { $0 + $1.details.bytesAdded },
+                newestCopied: newestCopied, lagSeconds: lag,
+                failures: period.filter { $0.run.outcome != "success" }.map {
+                    RunFailure(started: $0.run.started, outcome: $0.run.outcome, error: String(($0.run.error ?? "").prefix(300)))
+                })
+        }
+        return Copies(status: items.allSatisfy { $0.status == "current" } ? "current" : "behind", allowedLagSeconds: allowed, items: items)
+    }
 
     /// How late a recovery point may be and still count as within the RPO: 1% of it, at least a
     /// minute. A nightly job with a 24-hour RPO starts a few seconds later some nights than
@@ -307,6 +345,22 @@ struct DatasetBuilder {
                           complete: Dimension(verdict: .combine(complete.map(\.verdict)), metrics: complete),
                           clean: Dimension(verdict: .combine(clean.map(\.verdict)), metrics: clean),
                           live: Dimension(verdict: .combine(live.map(\.verdict)), metrics: live))
+    }
+}
+
+/// Copy destinations as a report shows them: the address without anything that could be a
+/// credential. kho's own addresses carry none (a path, or `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]`
+/// with keys from the environment), but a user and password in a URL's authority are replaced
+/// by `***` and a query or fragment is dropped, whatever a future address form may hold.
+enum CopyLocation {
+    static func masked(_ location: String) -> String {
+        var text = location
+        if let cut = text.firstIndex(where: { $0 == "?" || $0 == "#" }) { text = String(text[..<cut]) }
+        guard let scheme = text.range(of: "://") else { return text }
+        let rest = text[scheme.upperBound...]
+        let authorityEnd = rest.firstIndex(of: "/") ?? rest.endIndex
+        guard let at = rest[..<authorityEnd].lastIndex(of: "@") else { return text }
+        return String(text[..<scheme.upperBound]) + "***" + String(rest[at...])
     }
 }
 

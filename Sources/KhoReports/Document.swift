@@ -26,7 +26,9 @@ public struct ReportMeta: Codable, Sendable, Equatable {
 public struct ReportDocument: Sendable {
     /// The version of the report's JSON layout (docs/report.schema.json). Raised on any change
     /// that a consumer or an old report's `--check` would notice.
-    public static let schemaVersion = 1
+    /// Version 2: copies per dataset (destinations, runs, newest copied point, lag, status) and
+    /// in the summary.
+    public static let schemaVersion = 2
     public static let formatName = "kho-report"
 
     public var meta: ReportMeta

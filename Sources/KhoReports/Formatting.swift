@@ -177,6 +177,37 @@ struct Formatter {
         return "\(dateTime(d.started)): \(verdict(d.passed ? .pass : .fail))"
     }
 
+    /// 1,2 MB or 1.2 MB (powers of 1000).
+    func bytes(_ n: Int64) -> String {
+        let units = ["B", "kB", "MB", "GB", "TB"]
+        var value = Double(n)
+        var i = 0
+        while value >= 1000 && i < units.count - 1 { value /= 1000; i += 1 }
+        return i == 0 ? "\(count(Int(n))) B" : decimal(value, digits: 1) + " " + units[i]
+    }
+
+    func copyStatus(_ status: String) -> String { L.copyStatuses[status].map(t) ?? status }
+
+    /// The badge colour of a copy status: current passes; behind and never copied fail; not
+    /// configured is grey (whether it is required depends on the security level).
+    func copyVerdict(_ status: String) -> Verdict {
+        switch status {
+        case "current": return .pass
+        case "notConfigured": return .notApplicable
+        default: return .fail
+        }
+    }
+
+    func copyLag(_ item: CopyItem) -> String {
+        guard let lag = item.lagSeconds else { return t(L.neverCopied) }
+        return lag == 0 ? t(L.noLag) : duration(lag)
+    }
+
+    /// "4 / 3 (3 caught up from earlier runs)".
+    func copyRuns(_ item: CopyItem) -> String {
+        "\(count(item.succeeded)) / \(count(item.failed))" + (item.caughtUp > 0 ? " (\(count(item.caughtUp)) \(t(L.caughtUp)))" : "")
+    }
+
     func failedChecks(_ checks: [FailedCheck]) -> String {
         checks.isEmpty ? t(L.none) : checks.map { "\($0.name) (\($0.count) \(t(L.times)))" }.joined(separator: "; ")
     }

@@ -103,9 +103,49 @@ struct HTMLRenderer {
         h += "</tr></thead>\n<tbody><tr><td>\(f.count(p.planned))</td><td>\(f.count(p.attempted))</td><td>\(f.count(p.succeeded))</td><td>\(f.count(p.failed))</td><td>\(f.count(p.partial))</td><td>\(f.count(p.missed))</td><td>\(f.count(p.unfinished))</td>"
         for (_, count) in dimensionKeys { h += "<td>\(f.count(count(p.dimensionsPassing))) / \(f.count(p.datasets))</td>" }
         h += "</tr></tbody>\n</table>\n"
+        h += copiesSummary()
         h += "<p class=\"dims\">"
         h += dimensionKeys.map { "<b>\(t(L.dimensionNames[$0.0]!))</b>: \(t(L.dimensionMeanings[$0.0]!))" }.joined(separator: " · ")
         h += "</p>\n</section>\n"
+        return h
+    }
+
+    func copyBadge(_ status: String) -> String {
+        "<span class=\"badge \(f.copyVerdict(status).rawValue)\">\(e(f.copyStatus(status)))</span>"
+    }
+
+    func copiesSummary() -> String {
+        let c = data.copies
+        var h = "<table class=\"totals copies-summary\">\n<caption>\(t(L.copies)) \(copyBadge(c.status))</caption>\n"
+        h += "<thead><tr><th>\(t(L.datasetsWithCopies))</th><th>\(t(L.copiesCurrent))</th><th>\(t(L.copiesBehind))</th><th>\(t(L.copyDestinations))</th><th>\(t(L.copyRunsSucceeded))</th><th>\(t(L.copyRunsFailed))</th></tr></thead>\n"
+        h += "<tbody><tr><td>\(f.count(c.configured)) / \(f.count(data.province.datasets))</td><td>\(f.count(c.current)) / \(f.count(c.configured))</td>"
+        h += "<td>\(f.count(c.behind))</td><td>\(f.count(c.destinations))</td><td>\(f.count(c.succeeded))</td><td>\(f.count(c.failed))</td></tr></tbody>\n</table>\n"
+        return h
+    }
+
+    func datasetCopies(_ d: Dataset) -> String {
+        let c = d.copies
+        var h = "<table class=\"copies\">\n<caption>\(t(L.copies)) \(copyBadge(c.status))"
+        if let allowed = c.allowedLagSeconds { h += " <span class=\"note\">\(t(L.allowedLag)) ≤ \(e(f.duration(allowed)))</span>" }
+        h += "</caption>\n"
+        guard !c.items.isEmpty else {
+            return h + "<tbody><tr><td>\(t(L.copiesNotConfigured))</td></tr></tbody>\n</table>\n"
+        }
+        h += "<thead><tr><th>\(t(L.destination))</th><th>\(t(L.copyRuns))</th><th>\(t(L.newestCopied))</th><th>\(t(L.copyLag))</th><th>\(t(L.result))</th></tr></thead>\n<tbody>\n"
+        for item in c.items {
+            let added = item.bytesAdded > 0 ? "<div class=\"note\">\(t(L.bytesAdded)): \(e(f.bytes(item.bytesAdded)))</div>" : ""
+            h += "<tr><td class=\"mono\">\(e(item.destination))</td><td>\(e(f.copyRuns(item)))\(added)</td>"
+            h += "<td>\(e(f.recoveryPoint(item.newestCopied)))</td><td>\(e(f.copyLag(item)))</td><td>\(copyBadge(item.status))</td></tr>\n"
+        }
+        h += "</tbody>\n</table>\n"
+        let failures = c.items.flatMap { item in item.failures.map { (item.destination, $0) } }.sorted { $0.1.started < $1.1.started }
+        if !failures.isEmpty {
+            h += "<table class=\"failures\">\n<caption>\(t(L.copyFailures))</caption>\n<thead><tr><th>\(t(L.started))</th><th>\(t(L.destination))</th><th>\(t(L.error))</th></tr></thead>\n<tbody>\n"
+            for (destination, failure) in failures {
+                h += "<tr><td>\(e(f.dateTime(failure.started)))</td><td class=\"mono\">\(e(destination))</td><td>\(e(failure.error))</td></tr>\n"
+            }
+            h += "</tbody>\n</table>\n"
+        }
         return h
     }
 
@@ -183,8 +223,8 @@ struct HTMLRenderer {
         let period = d.objectives.drillEverySeconds.map { f.duration($0) } ?? f.duration(d.objectives.drillPeriodUsedSeconds) + " (" + f.t(L.drillPeriodDefault) + ")"
         h += row(L.drillPeriod, e(period))
         h += row(L.failedChecks, e(f.failedChecks(dr.failedChecks)))
-        h += row(L.copies, t(L.copiesNotConfigured))
         h += "</table>\n</div>\n"
+        h += datasetCopies(d)
 
         h += "<table class=\"dimensions\">\n<caption>\(t(L.dimensions))</caption>\n<thead><tr><th></th><th>\(t(L.metric))</th><th>\(t(L.value))</th><th>\(t(L.threshold))</th><th>\(t(L.result))</th></tr></thead>\n<tbody>\n"
         for (key, dimension) in d.dimensions.all {
@@ -342,7 +382,7 @@ struct HTMLRenderer {
       body { max-width: none; padding: 0 1px; font-size: 9.5pt; }
       a { color: inherit; text-decoration: none; }
       #ledger, #controls { break-before: page; }
-      table.dimensions, .cols, table.levels, table.totals, .kpis { break-inside: avoid; }
+      table.dimensions, .cols, table.levels, table.totals, table.copies, .kpis { break-inside: avoid; }
       article.dataset { break-before: auto; }
     }
 

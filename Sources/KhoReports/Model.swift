@@ -246,20 +246,58 @@ public struct Metric: Codable, Sendable, Equatable {
     public var unit: String
 }
 
+/// The dataset's copies at a second site: one item per `copies:` destination of its policy.
 public struct Copies: Codable, Sendable, Equatable {
-    /// notConfigured until copies to a second site exist.
+    /// notConfigured (the policy has no `copies:`), current (every destination is no more than
+    /// `allowedLagSeconds` behind the newest good backup at the period end) or behind (some
+    /// destination lags more, or has never received a copy).
     public var status: String
+    /// How far a destination may lag behind the newest good backup and still be current: the
+    /// RPO plus its tolerance. Absent when no copies are configured.
+    public var allowedLagSeconds: Double?
+    /// In the order the policy lists them.
     public var items: [CopyItem]
 }
 
+/// One `copies:` destination of a dataset.
 public struct CopyItem: Codable, Sendable, Equatable {
-    public var location: String
+    /// The destination as the policy writes it (a path or an s3: address), credentials masked.
+    public var destination: String
+    /// current, behind or neverCopied (no copy there has ever succeeded by the period end).
+    public var status: String
+    /// Copy runs to it started in the period and finished by its end, by outcome.
+    public var succeeded: Int
+    public var failed: Int
+    /// Of the succeeded ones, snapshots of an earlier run that the destination lacked (catch-up).
+    public var caughtUp: Int
+    /// Bytes the period's copies added there.
+    public var bytesAdded: Int64
+    /// The newest source snapshot (by its data's time) copied there by the period end, possibly
+    /// before the period; `confirmedAt` is when that copy finished.
+    public var newestCopied: RecoveryPoint?
+    /// The newest good backup's time minus the newest copied snapshot's time, at the period end
+    /// (0 when the destination has it); absent when nothing was ever copied there.
     public var lagSeconds: Double?
+    /// Failed copy runs to it in the period, oldest first.
+    public var failures: [RunFailure]
 }
 
+/// Copies for the whole report.
 public struct CopiesSummary: Codable, Sendable, Equatable {
+    /// notConfigured (no dataset has copies), current (every dataset with copies is current) or
+    /// behind (at least one is behind).
     public var status: String
+    /// Datasets with copies configured.
     public var configured: Int
+    /// Of those, current at the period end.
+    public var current: Int
+    /// Of those, behind at the period end.
+    public var behind: Int
+    /// Copy destinations over every dataset.
+    public var destinations: Int
+    /// Copy runs in the period, by outcome.
+    public var succeeded: Int
+    public var failed: Int
 }
 
 public struct Day: Codable, Sendable, Equatable {

@@ -96,8 +96,30 @@ enum L {
     static let threshold = Text("Ngưỡng", "Threshold")
 
     static let copies = Text("Bản sao tại địa điểm thứ hai", "Copies at a second site")
-    static let copiesNotConfigured = Text("Chưa cấu hình (sẽ có khi kho hỗ trợ lưu trữ S3)",
-                                          "Not configured (comes with kho's S3 support)")
+    static let copiesNotConfigured = Text("Chưa cấu hình (chính sách không có copies:)",
+                                          "Not configured (the policy has no copies:)")
+    static let copyStatuses: [String: Text] = [
+        "notConfigured": Text("Chưa cấu hình", "Not configured"),
+        "current": Text("Đã cập nhật", "Current"),
+        "behind": Text("Bị chậm", "Behind"),
+        "neverCopied": Text("Chưa từng nhận bản sao", "Never copied"),
+    ]
+    static let destination = Text("Nơi nhận bản sao", "Destination")
+    static let copyRuns = Text("Lượt sao chép trong kỳ: thành công / thất bại", "Copy runs in the period: succeeded / failed")
+    static let caughtUp = Text("bù lại từ lượt trước", "caught up from earlier runs")
+    static let newestCopied = Text("Điểm khôi phục mới nhất đã sao chép", "Newest recovery point copied")
+    static let copyLag = Text("Độ trễ so với bản sao lưu tốt mới nhất (cuối kỳ)", "Lag behind the newest good backup (period end)")
+    static let allowedLag = Text("độ trễ cho phép (RPO)", "allowed lag (RPO)")
+    static let neverCopied = Text("chưa từng sao chép", "never copied")
+    static let noLag = Text("0 (đã có bản sao lưu tốt mới nhất)", "0 (holds the newest good backup)")
+    static let bytesAdded = Text("dữ liệu thêm", "added")
+    static let copyFailures = Text("Lượt sao chép lỗi trong kỳ", "Copy failures in the period")
+    static let datasetsWithCopies = Text("Bộ dữ liệu có cấu hình bản sao", "Datasets with copies configured")
+    static let copiesCurrent = Text("Bản sao đã cập nhật đến cuối kỳ", "Copies current at the period end")
+    static let copiesBehind = Text("Bản sao bị chậm", "Copies behind")
+    static let copyDestinations = Text("Nơi nhận", "Destinations")
+    static let copyRunsSucceeded = Text("Lượt sao chép thành công", "Copy runs succeeded")
+    static let copyRunsFailed = Text("Lượt sao chép thất bại", "Copy runs failed")
 
     static let ledger = Text("Nhật ký kiểm toán", "Audit ledger")
     static let ledgerIntact = Text("Chuỗi băm toàn vẹn", "Hash chain intact")
@@ -157,6 +179,8 @@ enum L {
              "Verified recovery point: the snapshot of the newest passed drill whose evidence seal is intact."),
         Text("Bộ dữ liệu không có lượt chạy nào trong kỳ được ghi là «không có bằng chứng» (màu đỏ), không bao giờ là «đạt».",
              "A dataset with no run in the period is shown as “no evidence” (red), never as a pass."),
+        Text("Bản sao tại địa điểm thứ hai: mỗi nơi nhận trong mục copies: của chính sách. Độ trễ = thời điểm dữ liệu của bản sao lưu tốt mới nhất − thời điểm dữ liệu của bản chụp mới nhất đã sao chép thành công tới nơi đó, tính tại cuối kỳ. Bộ dữ liệu có bản sao «đã cập nhật» khi mọi nơi nhận có độ trễ không quá RPO (thêm dung sai 1%, ít nhất 1 phút); nơi nhận chưa từng nhận bản sao nào làm bộ dữ liệu «bị chậm».",
+             "Copies at a second site: each destination in the policy's copies:. Lag = the data time of the newest good backup − the data time of the newest snapshot copied there successfully, at the period end. A dataset's copies are “current” when every destination lags by no more than the RPO (plus the 1% tolerance, at least a minute); a destination that has never received a copy makes them “behind”."),
     ]
 
     static let verdicts: [Verdict: Text] = [
@@ -221,7 +245,8 @@ enum L {
         "drillsScheduled": Text("Chính sách có lịch diễn tập khôi phục", "Policies that schedule restore drills"),
         "encryptedByDesign": Text("Bản sao lưu mã hóa và xác thực AES-256-GCM (luôn bật trong kho)",
                                   "Backups encrypted and authenticated with AES-256-GCM (always on in kho)"),
-        "offsiteCopy": Text("Bộ dữ liệu có bản sao tại địa điểm thứ hai", "Datasets with a copy at a second site"),
+        "offsiteCopy": Text("Bộ dữ liệu có bản sao tại địa điểm thứ hai, cập nhật đến cuối kỳ (mọi nơi nhận chậm không quá RPO so với bản sao lưu tốt mới nhất)",
+                            "Datasets with copies at a second site, current at the period end (every destination no more than the RPO behind the newest good backup)"),
         "ledgerIntact": Text("Nhật ký kiểm toán toàn vẹn", "Audit ledger intact"),
         "evidenceSealed": Text("Bằng chứng diễn tập còn nguyên mã băm", "Drill evidence with an intact seal"),
         "levelRpoObjective": Text("RPO của chính sách không quá {t}", "Policy RPO no longer than {t}"),
@@ -294,6 +319,12 @@ enum L {
         ("live", Text("Sống", "Live")),
         ("overall", Text("Kết luận", "Overall")),
         ("copies", Text("Bản sao", "Copies")),
+        ("copyDestinations", Text("Số nơi nhận bản sao", "Copy destinations")),
+        ("copyDestinationsCurrent", Text("Nơi nhận đã cập nhật", "Destinations current")),
+        ("copyLagMax", Text("Độ trễ bản sao lớn nhất (giây)", "Largest copy lag (s)")),
+        ("copyRunsSucceeded", Text("Lượt sao chép thành công", "Copy runs succeeded")),
+        ("copyRunsFailed", Text("Lượt sao chép thất bại", "Copy runs failed")),
+        ("copyDetails", Text("Chi tiết bản sao", "Copy details")),
         ("periodFrom", Text("Kỳ báo cáo từ", "Period from")),
         ("periodTo", Text("Kỳ báo cáo đến", "Period to")),
         ("scopePolicy", Text("Giới hạn chính sách", "Policy filter")),

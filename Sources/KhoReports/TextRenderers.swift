@@ -51,6 +51,12 @@ struct MarkdownRenderer {
             "\(p.dimensionsPassing.correct) / \(p.datasets)", "\(p.dimensionsPassing.complete) / \(p.datasets)",
             "\(p.dimensionsPassing.clean) / \(p.datasets)", "\(p.dimensionsPassing.live) / \(p.datasets)",
         ]])
+        let copies = data.copies
+        s += "**\(t(L.copies))**: \(f.copyStatus(copies.status))\n\n"
+        s += table([t(L.datasetsWithCopies), t(L.copiesCurrent), t(L.copiesBehind), t(L.copyDestinations), t(L.copyRunsSucceeded), t(L.copyRunsFailed)], [[
+            "\(f.count(copies.configured)) / \(f.count(p.datasets))", "\(f.count(copies.current)) / \(f.count(copies.configured))",
+            f.count(copies.behind), f.count(copies.destinations), f.count(copies.succeeded), f.count(copies.failed),
+        ]])
         for agency in data.agencies {
             s += "## \(t(L.agency)): \(agency.name)\n\n"
             s += table([t(L.dataset), t(L.planned), t(L.attempted), t(L.succeeded), t(L.failed), t(L.partial), t(L.missed), t(L.successRate),
@@ -95,7 +101,17 @@ struct MarkdownRenderer {
         s += "- \(t(L.drills)): \(t(L.drillsDone)) \(f.count(dr.done)), \(t(L.drillsPassed)) \(f.count(dr.passed)), \(t(L.drillsFailed)) \(f.count(dr.failed)); \(t(L.lastDrill)): \(f.drillSummary(dr.last)); \(t(L.drillPeriod)): \(period)\n"
         s += "- \(t(L.lastRestoreTime)): \(f.duration(dr.lastRtoSeconds)); \(t(L.worstRestoreTime)): \(f.duration(dr.worstRtoSeconds)) — \(t(L.rtoObjective)): \(f.duration(d.objectives.rtoSeconds)) — \(f.verdict(f.met(dr.rtoMet)))\n"
         s += "- \(t(L.failedChecks)): \(f.failedChecks(dr.failedChecks))\n"
-        s += "- \(t(L.copies)): \(t(L.copiesNotConfigured))\n\n"
+        let copies = d.copies
+        var copiesLine = f.copyStatus(copies.status)
+        if copies.status == "notConfigured" { copiesLine = t(L.copiesNotConfigured) }
+        if let allowed = copies.allowedLagSeconds { copiesLine += " (\(t(L.allowedLag)) ≤ \(f.duration(allowed)))" }
+        s += "- \(t(L.copies)): \(copiesLine)\n\n"
+        if !copies.items.isEmpty {
+            s += table([t(L.destination), t(L.copyRuns), t(L.newestCopied), t(L.copyLag), t(L.result)], copies.items.map { item in
+                [item.destination, f.copyRuns(item) + (item.bytesAdded > 0 ? "; \(t(L.bytesAdded)) \(f.bytes(item.bytesAdded))" : ""),
+                 f.recoveryPoint(item.newestCopied), f.copyLag(item), f.copyStatus(item.status)]
+            })
+        }
         var rows: [[String]] = []
         for (key, dimension) in d.dimensions.all {
             for m in dimension.metrics {
@@ -114,6 +130,11 @@ struct MarkdownRenderer {
         if !b.failures.isEmpty {
             s += "**\(t(L.backupFailures))**\n\n"
             s += table([t(L.started), t(L.result), t(L.error)], b.failures.map { [f.dateTime($0.started), f.outcome($0.outcome), $0.error] })
+        }
+        let copyFailures = d.copies.items.flatMap { item in item.failures.map { (item.destination, $0) } }.sorted { $0.1.started < $1.1.started }
+        if !copyFailures.isEmpty {
+            s += "**\(t(L.copyFailures))**\n\n"
+            s += table([t(L.started), t(L.destination), t(L.error)], copyFailures.map { [f.dateTime($0.1.started), $0.0, $0.1.error] })
         }
         return s
     }
@@ -177,7 +198,14 @@ struct CSVRenderer {
                 "failedChecks": dr.failedChecks.map { "\($0.name) ×\($0.count)" }.joined(separator: "; "),
                 "correct": f.verdict(d.dimensions.correct.verdict), "complete": f.verdict(d.dimensions.complete.verdict),
                 "clean": f.verdict(d.dimensions.clean.verdict), "live": f.verdict(d.dimensions.live.verdict),
-                "overall": f.verdict(d.overall), "copies": f.t(L.copiesNotConfigured),
+                "overall": f.verdict(d.overall), "copies": f.copyStatus(d.copies.status),
+                "copyDestinations": String(d.copies.items.count),
+                "copyDestinationsCurrent": String(d.copies.items.filter { $0.status == "current" }.count),
+                "copyLagMax": d.copies.items.isEmpty || d.copies.items.contains { $0.lagSeconds == nil }
+                    ? "" : CSVRenderer.number(d.copies.items.compactMap(\.lagSeconds).max()),
+                "copyRunsSucceeded": String(d.copies.items.reduce(0) { $0 + $1.succeeded }),
+                "copyRunsFailed": String(d.copies.items.reduce(0) { $0 + $1.failed }),
+                "copyDetails": d.copies.items.map { "\($0.destination): \(f.copyStatus($0.status)), \(f.copyLag($0))" }.joined(separator: "; "),
                 "periodFrom": Timestamp.format(meta.periodFrom), "periodTo": Timestamp.format(meta.periodTo),
                 "scopePolicy": meta.policy ?? "", "generatedAt": Timestamp.format(meta.generatedAt),
                 "khoVersion": meta.khoVersion, "host": meta.host, "dataSHA256": meta.dataSHA256,

@@ -20,6 +20,13 @@ import KhoVerify
 // - van-ban/van-ban-db (SQLite, nightly 23:00, RPO 24h, RTO 2h, drills every 30 days): all good,
 //   drilled on Nov 14. van-ban/van-ban-tep (files): all good, drilled on Nov 28 (a folder: no
 //   engine check). van-ban/van-ban-scan (files): in the policy but never run.
+//
+// Copies (`copies:`), recorded as `kho run` records them (one copy run per snapshot copied, or per
+// failed attempt; the details name the destination), from October 25:
+// - ho-tich copies to a folder at the second site (every night with a snapshot) and to an S3
+//   bucket that is unreachable on Nov 3, 4 and 5 and catches up on Nov 6 (the three missing
+//   snapshots, then that night's): both current at the end of November.
+// - dat-dai copies to an S3 bucket that is unreachable from Nov 28 to the end: three days behind.
 
 struct SimulatedRun {
     var dataset: String
@@ -29,6 +36,19 @@ struct SimulatedRun {
     var outcome: String
     var snapshot: String?
     var snapshotTime: Date?
+    var error: String?
+}
+
+struct SimulatedCopy {
+    var dataset: String
+    var destination: String
+    var started: Date
+    var ended: Date
+    var outcome: String
+    var snapshot: String
+    var snapshotTime: Date
+    var caughtUp: Bool
+    var bytesAdded: Int64
     var error: String?
 }
 
@@ -56,6 +76,7 @@ final class SimulatedMonth: @unchecked Sendable {
     let ledger: AuditLedger
     var runs: [SimulatedRun] = []
     var drills: [SimulatedDrill] = []
+    var copies: [SimulatedCopy] = []
     let scope: ReportScope
     static let zone = TimeZone(identifier: "Asia/Ho_Chi_Minh")!
 
@@ -70,6 +91,15 @@ final class SimulatedMonth: @unchecked Sendable {
         calendar.timeZone = zone
         return calendar.component(.weekday, from: date)
     }
+
+    /// The copy destinations, and the November days on which each is unreachable.
+    static let drSite = "/srv/dr-site/kho/ho-tich"
+    static let hoTichS3 = "s3:https://s3.quangngai.example.vn/kho-offsite/ho-tich"
+    static let datDaiS3 = "s3:https://s3.quangngai.example.vn/kho-offsite/dat-dai"
+    static let copyDestinations: [String: [(destination: String, down: Set<Int>)]] = [
+        "ho-tich/ho-tich-db": [(drSite, []), (hoTichS3, [3, 4, 5])],
+        "dat-dai/dat-dai-db": [(datDaiS3, [28, 29, 30])],
+    ]
 
     static let datasets = ["dat-dai/dat-dai-db", "ho-so-scan/ho-so-scan", "ho-tich/ho-tich-db",
                            "van-ban/van-ban-db", "van-ban/van-ban-scan", "van-ban/van-ban-tep"]
@@ -105,6 +135,14 @@ final class SimulatedMonth: @unchecked Sendable {
               rto: 4h
             drills:
               every: 7d
+            copies:
+              - path: \(SimulatedMonth.drSite)
+                password-env: KHO_REPORT_TEST_PASSWORD
+              - path: \(SimulatedMonth.hoTichS3)
+                password-env: KHO_REPORT_TEST_PASSWORD
+                retention:
+                  keep-daily: 30
+                  keep-monthly: 12
             """,
             "dat-dai.yaml": """
             name: dat-dai
@@ -121,6 +159,9 @@ final class SimulatedMonth: @unchecked Sendable {
               rto: 1h
             drills:
               every: 14d
+            copies:
+              - path: \(SimulatedMonth.datDaiS3)
+                password-env: KHO_REPORT_TEST_PASSWORD
             """,
             "ho-so-scan.yaml": """
             name: ho-so-scan
@@ -230,6 +271,7 @@ final class SimulatedMonth: @unchecked Sendable {
             record.bytesAdded = 10_000
             try catalog.insert(record)
         }
+        try simulateCopies()
         // A run started before the period end and still going at it: unfinished. And runs after
         // the period: not in the report.
         var running = RunRecord(kind: "backup", policy: "van-ban", source: "van-ban-tep", repository: root + "/repository",
@@ -302,6 +344,61 @@ final class SimulatedMonth: @unchecked Sendable {
         try ledger.append(command: "verify", arguments: ["verify", "--policy", "ho-tich"], outcome: "success", time: SimulatedMonth.local(12, 2, 8))
     }
 
+    /// The copies after each backup, as `kho run` makes them: after a backup with a snapshot,
+    /// every snapshot the destination lacks, oldest first (the earlier ones caught up); after a
+    /// backup whose source failed, only what is lacking. An unreachable destination gives one
+    /// failed copy run, of that night's snapshot (or the newest one).
+    func simulateCopies() throws {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = SimulatedMonth.zone
+        for (key, destinations) in SimulatedMonth.copyDestinations.sorted(by: { $0.key < $1.key }) {
+            let backups = runs.filter { $0.dataset == key }.sorted { $0.started < $1.started }
+            for (destination, down) in destinations {
+                var there: Set<String> = []
+                var saved: [SimulatedRun] = []
+                for backup in backups {
+                    if backup.snapshot != nil { saved.append(backup) }
+                    guard let newest = saved.last else { continue }
+                    let november = calendar.component(.month, from: backup.started) == 11
+                    if november && down.contains(calendar.component(.day, from: backup.started)) {
+                        copies.append(SimulatedCopy(dataset: key, destination: destination, started: backup.ended, ended: backup.ended.addingTimeInterval(20),
+                                                    outcome: "failure", snapshot: newest.snapshot!, snapshotTime: newest.snapshotTime!, caughtUp: false,
+                                                    bytesAdded: 0,
+                                                    error: "\(destination) cannot be reached: connection to s3.quangngai.example.vn:443 failed: Connection refused"))
+                        continue
+                    }
+                    var start = backup.ended
+                    for snapshot in saved where !there.contains(snapshot.snapshot!) {
+                        copies.append(SimulatedCopy(dataset: key, destination: destination, started: start, ended: start.addingTimeInterval(30),
+                                                    outcome: "success", snapshot: snapshot.snapshot!, snapshotTime: snapshot.snapshotTime!,
+                                                    caughtUp: snapshot.snapshot != backup.snapshot, bytesAdded: 12_000))
+                        there.insert(snapshot.snapshot!)
+                        start = start.addingTimeInterval(30)
+                    }
+                }
+            }
+        }
+        for copy in copies {
+            let parts = copy.dataset.split(separator: "/").map(String.init)
+            var record = RunRecord(kind: "copy", policy: parts[0], source: parts[1], repository: root + "/repository", planned: nil, started: copy.started)
+            record.ended = copy.ended
+            record.outcome = copy.outcome
+            record.error = copy.error
+            record.snapshot = copy.snapshot
+            record.snapshotTime = copy.snapshotTime
+            record.bytesAdded = copy.bytesAdded
+            // `PolicyRunner.CopyDetails` as the runner encodes it (checked to decode as that type).
+            var details: [String: Any] = ["destination": copy.destination, "blobsRead": copy.outcome == "success" ? 12 : 0,
+                                          "blobsNew": copy.outcome == "success" ? 3 : 0, "bytesAdded": copy.bytesAdded, "alreadyThere": false]
+            if copy.outcome == "success" { details["targetSnapshot"] = String(copy.snapshot.reversed()) }
+            if copy.caughtUp { details["caughtUp"] = true }
+            let encoded = try JSONSerialization.data(withJSONObject: details, options: [.sortedKeys])
+            _ = try JSON.decoder.decode(PolicyRunner.CopyDetails.self, from: encoded)
+            record.details = String(decoding: encoded, as: UTF8.self)
+            try catalog.insert(record)
+        }
+    }
+
     /// The drill's evidence as `DrillEvidence` writes it (the real type, sealed by it).
     static func sealedEvidence(_ d: SimulatedDrill) throws -> String {
         let parts = d.dataset.split(separator: "/").map(String.init)
@@ -337,6 +434,11 @@ final class SimulatedMonth: @unchecked Sendable {
 
     func runs(of key: String, inNovember: Bool = true) -> [SimulatedRun] {
         runs.filter { $0.dataset == key && (!inNovember || ($0.started >= scope.from && $0.ended <= scope.to)) }
+    }
+
+    /// The copy runs to `destination` started in November and finished by its end.
+    func copies(of key: String, to destination: String) -> [SimulatedCopy] {
+        copies.filter { $0.dataset == key && $0.destination == destination && $0.started >= scope.from && $0.ended <= scope.to }
     }
 
     func drills(of key: String) -> [SimulatedDrill] {
