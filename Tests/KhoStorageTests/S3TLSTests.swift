@@ -129,3 +129,48 @@ struct S3TLSTests {
         #expect(front.connections == 1)
     }
 }
+
+/// How the HTTP client's answers are handled, against a server that always gives the same answer:
+/// redirects are reported, not followed; 5xx, 429 and 400 RequestTimeout are tried again.
+@Suite(.enabled(if: S3TestSupport.isAvailable, Comment(rawValue: S3TestSupport.unavailableReason ?? "")))
+struct S3AnswerTests {
+    func storage(_ server: FixedAnswerServer, retries: Int = 2) throws -> S3Storage {
+        var configuration = S3Configuration(credentials: S3Credentials(accessKeyID: "AKID", secretAccessKey: "secret"))
+        configuration.retries = retries
+        configuration.retryDelay = 0.01
+        configuration.maximumRetryDelay = 0.05
+        configuration.timeout = 20
+        return try S3Storage(location: "s3:http://127.0.0.1:\(server.port)/kho-test/x", configuration: configuration)
+    }
+
+    @Test(arguments: [301, 307])
+    func redirectsAreReportedNotFollowed(_ status: Int) throws {
+        // Followed, the request would go to a port where nothing listens: "connection refused".
+        let elsewhere = "127.0.0.1:\(try S3TestSupport.freePort())"
+        let server = try FixedAnswerServer(status: status, code: "PermanentRedirect", location: "http://\(elsewhere)/kho-test/x")
+        let error = #expect(throws: KhoError.self) { try storage(server).checkAccess() }
+        #expect(error?.kind == .storage && error?.retryable == false, "\(error?.message ?? "")")
+        #expect(error?.message.contains("says bucket kho-test is served elsewhere") == true, "\(error?.message ?? "")")
+        #expect(error?.message.contains(elsewhere) == true, "\(error?.message ?? "")")
+        #expect(server.requests == 1)
+    }
+
+    @Test(arguments: [(503, "SlowDown"), (500, "InternalError"), (429, "SlowDown"), (400, "RequestTimeout")])
+    func transientAnswersAreTriedAgain(_ status: Int, _ code: String) throws {
+        let server = try FixedAnswerServer(status: status, code: code)
+        let handle = Handle(.index, String(repeating: "ab", count: 32))
+        let error = #expect(throws: KhoError.self) { try storage(server, retries: 2).save(handle, data: [1, 2, 3]) }
+        #expect(error?.kind == .storage && error?.retryable == true, "\(error?.message ?? "")")
+        #expect(error?.message.contains("kept failing to write index/\(handle.name) (HTTP \(status) \(code), 3 attempts)") == true,
+                "\(error?.message ?? "")")
+        #expect(server.requests == 3)
+    }
+
+    @Test func otherClientErrorsAreNotTriedAgain() throws {
+        let server = try FixedAnswerServer(status: 400, code: "InvalidArgument")
+        let error = #expect(throws: KhoError.self) { _ = try storage(server).load(Handle(.index, String(repeating: "cd", count: 32))) }
+        #expect(error?.kind == .storage && error?.retryable == false, "\(error?.message ?? "")")
+        #expect(error?.message.contains("answered HTTP 400 (InvalidArgument") == true, "\(error?.message ?? "")")
+        #expect(server.requests == 1)
+    }
+}

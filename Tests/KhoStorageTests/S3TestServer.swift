@@ -395,3 +395,40 @@ struct PrivateCATLSServerTrait: SuiteTrait, TestScoping {
 extension Trait where Self == PrivateCATLSServerTrait {
     static var privateCATLSServer: Self { Self() }
 }
+
+/// An HTTP server on 127.0.0.1 that gives every request the same answer (a status, an S3 error
+/// code, a Location), and counts the requests.
+final class FixedAnswerServer: @unchecked Sendable {
+    let port: Int
+    private let folder: String
+    private let countFile: String
+    private let process: Process
+
+    init(status: Int, code: String? = nil, location: String? = nil) throws {
+        folder = try S3TestSupport.temporaryFolder("answer")
+        countFile = folder + "/requests.json"
+        var arguments = ["answer", "--status", String(status), "--count", countFile]
+        if let code { arguments += ["--code", code] }
+        if let location { arguments += ["--location", location] }
+        let (process, ready) = try S3TestSupport.start(arguments, folder: folder, timeout: 30)
+        self.process = process
+        guard let port = ready["port"] as? Int else {
+            Glibc.kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            throw S3TestError("the answer helper wrote an unexpected ready file: \(ready)")
+        }
+        self.port = port
+    }
+
+    /// Requests answered so far.
+    var requests: Int {
+        guard let data = FileManager.default.contents(atPath: countFile) else { return 0 }
+        return (try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])) as? Int ?? 0
+    }
+
+    deinit {
+        Glibc.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        try? FileManager.default.removeItem(atPath: folder)
+    }
+}

@@ -29,6 +29,12 @@
       certificate a private CA signed. With --count, FILE holds the number of TCP connections
       accepted so far (a client that retries shows as several).
 
+  s3-test-server.py answer --status N --ready FILE [--code CODE] [--location URL] [--count FILE]
+      An HTTP server on a free port of 127.0.0.1 that answers every request with status N and,
+      with --code, an S3 error body <Error><Code>CODE</Code>…</Error> (and a Location header with
+      --location): a redirect, a server error or a throttling answer, as a test needs. With
+      --count, FILE holds the number of requests answered so far.
+
   s3-test-server.py delete --port P --key-id ID --secret SECRET --bucket B --prefix PREFIX
       Removes the first object under PREFIX (an object deleted behind kho's back) and prints its key.
 
@@ -268,6 +274,50 @@ async def run_tls_proxy(args):
         await server.serve_forever()
 
 
+def run_answer(args):
+    import http.server
+
+    answered = {"count": 0}
+    lock = threading.Lock()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def answer(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            with lock:
+                answered["count"] += 1
+                if args.count:
+                    write_ready(args.count, answered["count"])
+            body = b""
+            if args.code:
+                body = (f"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{args.code}</Code>"
+                        f"<Message>answered by s3-test-server.py</Message>"
+                        + (f"<Endpoint>{args.location}</Endpoint>" if args.location else "") + "</Error>").encode()
+            self.send_response(args.status)
+            if args.location:
+                self.send_header("Location", args.location)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_GET = do_PUT = do_HEAD = do_DELETE = do_POST = answer
+
+        def log_message(self, *_):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    if args.count:
+        write_ready(args.count, 0)
+    write_ready(args.ready, {"port": server.server_address[1]})
+    server.serve_forever()
+
+
 def run_delete(args):
     import boto3
     s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{args.port}", region_name="us-east-1",
@@ -301,6 +351,12 @@ def main():
     tls_proxy_command.add_argument("--key", required=True)
     tls_proxy_command.add_argument("--ready", required=True)
     tls_proxy_command.add_argument("--count")
+    answer_command = commands.add_parser("answer")
+    answer_command.add_argument("--status", type=int, required=True)
+    answer_command.add_argument("--ready", required=True)
+    answer_command.add_argument("--code")
+    answer_command.add_argument("--location")
+    answer_command.add_argument("--count")
     delete_command = commands.add_parser("delete")
     for name in ["--port", "--key-id", "--secret", "--bucket", "--prefix"]:
         delete_command.add_argument(name, required=True)
@@ -318,6 +374,8 @@ def main():
         run_tls(args)
     elif args.command == "tls-proxy":
         asyncio.run(run_tls_proxy(args))
+    elif args.command == "answer":
+        run_answer(args)
     else:
         asyncio.run(run_proxy(args))
 
