@@ -131,3 +131,14 @@ public enum MemoryTuning {
         _ = glibcMallopt(-8, 2)
     }
 }
+
+public enum DescriptorLimit {
+    /// Raises the soft limit on open files to the hard limit: a restore keeps every file of the
+    /// runs in flight open until its blobs are written, and a default soft limit of 1024 is near.
+    public static func raise() {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    }
+}

@@ -30,6 +30,7 @@ struct Kho: ParsableCommand {
 enum Main {
     static func main() {
         MemoryTuning.apply()
+        DescriptorLimit.raise()
         Signals.install()
         do {
             var command = try Kho.parseAsRoot()
