@@ -123,6 +123,9 @@ public struct S3Configuration: Sendable {
     /// A PEM file of one or more CA certificates trusted for TLS in addition to the system's trust
     /// store: for a server whose certificate a private CA signed.
     public var caFile: String?
+    /// An HTTP proxy (`host:port`) that requests go through (CONNECT for https), from
+    /// `https_proxy` / `http_proxy` unless `no_proxy` names the endpoint's host.
+    public var proxy: S3Proxy?
 
     public init(credentials: S3Credentials) {
         self.credentials = credentials
@@ -142,6 +145,7 @@ public struct S3Configuration: Sendable {
             _ = try loadCertificates(path)
             configuration.caFile = path
         }
+        configuration.proxyEnvironment = environment
         if let region = value("KHO_S3_REGION") ?? value("AWS_DEFAULT_REGION") ?? value("AWS_REGION") {
             configuration.region = region
         }
@@ -164,6 +168,43 @@ public struct S3Configuration: Sendable {
             configuration.connections = count
         }
         return configuration
+    }
+
+    /// The proxy variables, kept until the endpoint is known (`S3Storage` resolves them).
+    var proxyEnvironment: [String: String] = [:]
+
+    /// The proxy for `address` from the usual variables: `https_proxy` (or `HTTPS_PROXY`) for https
+    /// endpoints, `http_proxy` (or `HTTP_PROXY`) for http ones, none when `no_proxy` (or
+    /// `NO_PROXY`) lists the host, a domain it ends with, or `*`. Loopback hosts never use one.
+    static func proxy(for address: S3Address, environment: [String: String]) throws -> S3Proxy? {
+        func value(_ names: [String]) -> (name: String, text: String)? {
+            for name in names {
+                if let text = environment[name]?.trimmingCharacters(in: .whitespaces), !text.isEmpty { return (name, text) }
+            }
+            return nil
+        }
+        let variable = address.scheme == "https" ? value(["https_proxy", "HTTPS_PROXY"]) : value(["http_proxy", "HTTP_PROXY"])
+        guard let variable else { return nil }
+        let host = address.host.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        if ["localhost", "127.0.0.1", "::1"].contains(host) { return nil }
+        if let skip = value(["no_proxy", "NO_PROXY"]) {
+            for entry in skip.text.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces).lowercased() }) where !entry.isEmpty {
+                let domain = entry.hasPrefix("*.") ? String(entry.dropFirst(1)) : entry
+                if entry == "*" || host == domain.trimmingCharacters(in: CharacterSet(charactersIn: ".")) || host.hasSuffix(domain.hasPrefix(".") ? domain : "." + domain) {
+                    return nil
+                }
+            }
+        }
+        var text = variable.text
+        if let scheme = text.range(of: "://") { text = String(text[scheme.upperBound...]) }
+        if let slash = text.firstIndex(of: "/") { text = String(text[..<slash]) }
+        guard !text.contains("@") else {
+            throw KhoError(.usage, "\(variable.name) names a proxy with a user and password, which kho's S3 client does not send: use a proxy that admits the backup host by address, or unset \(variable.name).")
+        }
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port), colon > text.startIndex else {
+            throw KhoError(.usage, "\(variable.name)=\(variable.text) is not a proxy address: write it as http://HOST:PORT.")
+        }
+        return S3Proxy(host: String(text[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]")), port: port)
     }
 
     /// The certificates of a PEM file (one or more `BEGIN CERTIFICATE` blocks), or a usage error
@@ -189,6 +230,11 @@ public struct S3Configuration: Sendable {
     }
 }
 
+public struct S3Proxy: Sendable, Equatable {
+    public var host: String
+    public var port: Int
+}
+
 /// A repository in an S3-compatible bucket (AWS S3, MinIO, Ceph RGW, …), addressed path-style and
 /// signed with Signature Version 4.
 ///
@@ -211,7 +257,12 @@ public struct S3Storage: Storage {
     }
 
     public init(location: String, configuration: S3Configuration) throws {
-        self.init(address: try S3Address.parse(location), configuration: configuration)
+        let address = try S3Address.parse(location)
+        var configuration = configuration
+        if configuration.proxy == nil {
+            configuration.proxy = try S3Configuration.proxy(for: address, environment: configuration.proxyEnvironment)
+        }
+        self.init(address: address, configuration: configuration)
     }
 
     public var location: String { address.description }
@@ -407,7 +458,7 @@ final class S3Client: @unchecked Sendable {
             timeout: HTTPClient.Configuration.Timeout(connect: stall, read: stall, write: stall),
             connectionPool: HTTPClient.Configuration.ConnectionPool(
                 idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: configuration.connections),
-            proxy: nil,
+            proxy: configuration.proxy.map { .server(host: $0.host, port: $0.port) },
             ignoreUncleanSSLShutdown: false,
             decompression: .disabled)
         // A connection that cannot be made fails its request at once: `send` decides whether and
