@@ -45,6 +45,12 @@ public final class Restorer {
     private static let runBytes = 4 << 20
     private static let runBlobs = 64
     private static let runGap = 256 << 10
+    /// Packs of trees read whole, once: a restore reads every tree twice (to count, then to
+    /// restore), and on S3 one request per tree costs far more than the whole pack (trees have
+    /// packs of their own, small next to the data).
+    private var treePacks: [BlobID: [UInt8]] = [:]
+    private var treePackBytes = 0
+    private static let treePackBudget = 64 << 20
 
     private struct HardLinkKey: Hashable {
         var device: UInt64
@@ -114,7 +120,7 @@ public final class Restorer {
 
     private func walk(tree: BlobID, path: [UInt8], parentIncluded: Bool = false,
                       _ visit: ([UInt8], Node, Bool) throws -> Void) throws {
-        let loaded = try repository.loadTree(tree, index: index, codec: codec)
+        let loaded = try loadTree(tree)
         for node in loaded.nodes {
             let childPath = path + [UInt8(ascii: "/")] + node.name
             let included = parentIncluded || isIncluded(childPath)
@@ -123,6 +129,28 @@ public final class Restorer {
                 try walk(tree: subtree, path: childPath, parentIncluded: included, visit)
             }
         }
+    }
+
+    /// A tree from its pack read whole (see `treePacks`); anything unusual (a pack that cannot be
+    /// read whole, a blob outside it, the budget spent) goes the ordinary way, which also gives
+    /// the ordinary error messages.
+    private func loadTree(_ id: BlobID) throws -> Tree {
+        guard let location = index.lookup(id) else { return try repository.loadTree(id, index: index, codec: codec) }
+        if treePacks[location.pack] == nil, treePackBytes < Restorer.treePackBudget,
+           let bytes = try? repository.storage.load(Handle(.data, location.pack.hex)) {
+            treePacks[location.pack] = bytes
+            treePackBytes += bytes.count
+        }
+        let start = Int(location.blob.offset)
+        let end = start + Int(location.blob.length)
+        if let pack = treePacks[location.pack], end <= pack.count {
+            var plain: [UInt8]?
+            try? pack.withUnsafeBytes { raw in
+                try codec.open(UnsafeRawBufferPointer(rebasing: raw[start..<end]), blob: location.blob) { plain = Array($0) }
+            }
+            if let plain { return try Tree(decoding: plain, id: id) }
+        }
+        return try repository.loadTree(id, index: index, codec: codec)
     }
 
     private func isIncluded(_ path: [UInt8]) -> Bool {
@@ -277,7 +305,7 @@ public final class Restorer {
                              parentIncluded: Bool, jobs: BoundedQueue<[Job]>, failure: FirstError) throws {
         let loaded: Tree
         do {
-            loaded = try repository.loadTree(tree, index: index, codec: codec)
+            loaded = try loadTree(tree)
         } catch let error as KhoError where error.kind == .integrity {
             let shown = components.isEmpty ? "/" : "/" + components.map { String(decoding: $0, as: UTF8.self) }.joined(separator: "/")
             warn("\(shown): \(error.message)")
