@@ -296,15 +296,15 @@ public struct S3Storage: Storage {
         switch response.status {
         case 200:
             // The whole object (no range asked, or a server that ignores ranges).
-            let all = response.body
-            if offset == 0 && (length == nil || length == all.count) { return [UInt8](all) }
+            let all = response.bytes
+            if offset == 0 && (length == nil || length == all.count) { return all }
             let end = length.map { offset + $0 } ?? max(offset, all.count)
             guard end <= all.count else {
                 throw short(handle, offset: offset, wanted: length ?? 0, found: max(0, all.count - offset))
             }
-            return [UInt8](all[(all.startIndex + offset)..<(all.startIndex + end)])
+            return Array(all[offset..<end])
         case 206:
-            let bytes = [UInt8](response.body)
+            let bytes = response.bytes
             if let length, bytes.count != length {
                 throw short(handle, offset: offset, wanted: length, found: bytes.count)
             }
@@ -413,7 +413,13 @@ struct S3Response: Sendable {
     var status: Int
     /// Header names in lowercase.
     var headers: [String: String]
-    var body: Data
+    /// The body as received: object contents are copied out of it once, into `bytes`.
+    var buffer: ByteBuffer?
+
+    /// Small bodies (errors, listings) for the XML readers.
+    var body: Data { buffer.map { Data($0.readableBytesView) } ?? Data() }
+
+    var bytes: [UInt8] { buffer.map { Array($0.readableBytesView) } ?? [] }
 }
 
 struct S3Object: Sendable, Equatable {
@@ -565,8 +571,7 @@ final class S3Client: @unchecked Sendable {
                 let name = name.lowercased()
                 headers[name] = headers[name].map { $0 + ", " + value } ?? value
             }
-            let body = response.body.map { Data($0.readableBytesView) } ?? Data()
-            return .success(S3Response(status: Int(response.status.code), headers: headers, body: body))
+            return .success(S3Response(status: Int(response.status.code), headers: headers, buffer: response.body))
         } catch {
             return .failure(error)
         }
