@@ -245,7 +245,7 @@ class Bench:
                     raise StepFailed(f"{tool.name}: the restored tree {restored} differs from {self.tree}:\n"
                                      + "\n".join(diff.stdout.splitlines()[:20]) + diff.stderr)
                 log(f"  {tool.name:6} restored tree identical to the original (diff -r)")
-            shutil.rmtree(target)
+            set_aside(self.args.work, target, f"{tool.name}-{rep}")
 
         def check():
             self.timed(tool, rep, "check", tool.check())
@@ -361,6 +361,18 @@ class KhoAt:
         self.env = env
 
 
+def set_aside(work, path, label):
+    """Restored trees are moved aside, not deleted, until the script ends (the work folder goes
+    then). ext4 does not hand out an inode deleted in the last 60 to 300 seconds
+    (`recently_deleted()` in its inode allocator): right after 53,000 files were deleted, creating
+    files spends its time scanning past them (`perf`: find_inode_bit, recently_deleted,
+    find_get_block_common), so a tool that restored, or even wrote packs, just after another
+    tool's restored tree was deleted took 15 times as long, whichever tool it was."""
+    aside = os.path.join(work, "set-aside", label)
+    os.makedirs(os.path.dirname(aside), exist_ok=True)
+    os.rename(path, aside)
+
+
 def s3_reps(args):
     """After the three tools, two repetitions of the S3 part keep a full run within its 15 minutes
     (its tree restores alone take minutes on a VM that faults page-cache pages in from the host);
@@ -407,7 +419,10 @@ def run_s3(bench):
                             raise StepFailed(f"{target.name}: the restored tree differs:\n" + diff.stdout[:2000] + diff.stderr)
                 elif not os.path.exists(restored) or not filecmp.cmp(restored, original, shallow=False):
                     raise StepFailed(f"{target.name}: the restored dump {restored} differs from {original}")
-                shutil.rmtree(dest)
+                if compare_tree:
+                    set_aside(bench.args.work, dest, f"{target.name}-{key}-{rep}")
+                else:
+                    shutil.rmtree(dest)
 
             steps = [
                 lambda t: timed(t, "backup_dump1", [kho, "backup", "--stdin", "--stdin-name", "db.sql"], stdin_path=bench.dumps[0]),
