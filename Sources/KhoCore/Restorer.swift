@@ -186,7 +186,7 @@ public final class Restorer {
                         try loaded.get().withUnsafeBytes { raw in
                             let sealed = UnsafeRawBufferPointer(rebasing: raw[start..<(start + Int(job.location.blob.length))])
                             try codec.open(sealed, blob: job.location.blob) { plain in
-                                try Restorer.writeSkippingZeros(job.sink.fd, plain, offset: job.offset, job.sink.path)
+                                try Restorer.writeSkippingZeros(job.sink.fd, plain, offset: job.offset, fileSize: Int(job.sink.node.size), job.sink.path)
                             }
                         }
                         progress.add(bytes: Int64(job.location.blob.rawLength))
@@ -228,7 +228,9 @@ public final class Restorer {
     /// zero: the file was already extended to its full size, so they read as zero and stay holes.
     /// Skipping only whole zero chunks is not enough: a chunk of a sparse file is usually a few
     /// written blocks in megabytes of zeros.
-    static func writeSkippingZeros(_ fd: Int32, _ plain: UnsafeRawBufferPointer, offset: Int, _ path: String) throws {
+    /// The file's last byte is always written, zero or not, so that the file gets its full length
+    /// from the writes alone (no `ftruncate` per file: one metadata change less on every file).
+    static func writeSkippingZeros(_ fd: Int32, _ plain: UnsafeRawBufferPointer, offset: Int, fileSize: Int, _ path: String) throws {
         let block = 4096
         var run: Int? = nil
         var i = 0
@@ -246,6 +248,8 @@ public final class Restorer {
         }
         if let start = run {
             try Syscall.pwriteAll(fd, UnsafeRawBufferPointer(rebasing: plain[start..<plain.count]), offset: offset + start, path)
+        } else if !plain.isEmpty && offset + plain.count == fileSize {
+            try Syscall.pwriteAll(fd, UnsafeRawBufferPointer(rebasing: plain[(plain.count - 1)...]), offset: offset + plain.count - 1, path)
         }
     }
 
@@ -426,10 +430,6 @@ public final class Restorer {
         summary.files += 1
         progress.add(files: 1)
         if node.links > 1 { hardLinks[linkKey] = components }
-        if node.size > 0 {
-            let (result, code) = Syscall.attempt { ftruncate(file, off_t(node.size)) }
-            if result != 0 { close(file); throw KhoError.posix("ftruncate", path, errno: code) }
-        }
         var locations: [BlobLocation] = []
         locations.reserveCapacity(node.content.count)
         for id in node.content {
