@@ -430,6 +430,13 @@ public final class Restorer {
         summary.files += 1
         progress.add(files: 1)
         if node.links > 1 { hardLinks[linkKey] = components }
+        if node.content.count > 1 {
+            // Sized first: its blobs land out of order from several workers, and writes inside
+            // the file's length do not move its end again and again. A one-blob file gets its
+            // length from its one write (see writeSkippingZeros).
+            let (result, code) = Syscall.attempt { ftruncate(file, off_t(node.size)) }
+            if result != 0 { close(file); throw KhoError.posix("ftruncate", path, errno: code) }
+        }
         var locations: [BlobLocation] = []
         locations.reserveCapacity(node.content.count)
         for id in node.content {
