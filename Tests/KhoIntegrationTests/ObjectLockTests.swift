@@ -107,6 +107,17 @@ struct ObjectLockTests {
         let listed = try sandbox.kho(["snapshots", "--json"], env: env)
         #expect((try? listed.json() as? [[String: Any]])?.count == 2, "\(listed)")
 
+        // A key file is locked too: adding one works, removing one is refused with its date.
+        var withNewPassword = env
+        withNewPassword["KHO_NEW_PASSWORD"] = "mật khẩu thứ hai"
+        let added = try sandbox.kho(["key", "add", "--label", "second operator"], env: withNewPassword)
+        try #require(added.exitCode == 0, "\(added)")
+        let keys = try sandbox.kho(["key", "list", "--json"], env: env)
+        let other = try #require(((try? keys.json() as? [[String: Any]]) ?? []).first { ($0["current"] as? Bool) == false }?["id"] as? String, "\(keys)")
+        let removed = try sandbox.kho(["key", "remove", other], env: env)
+        #expect(removed.exitCode == 1 && removed.err.contains("Key \(other.prefix(8)) is locked by S3 Object Lock until")
+                && lockDays(30).contains { removed.err.contains($0) }, "\(removed)")
+
         // Ransomware with kho's own key: every version delete is refused by the server.
         let attacked = try attack(server, bucket: bucket, prefix: prefix)
         #expect(attacked.versions > 5 && attacked.deletedData.isEmpty && attacked.refused == attacked.versions - attacked.deleted.count, "\(attacked)")
