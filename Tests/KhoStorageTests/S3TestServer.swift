@@ -297,30 +297,28 @@ final class PrivateCA: @unchecked Sendable {
     }
 }
 
-/// An HTTPS front on 127.0.0.1 for a plain HTTP server (moto), with a certificate of a `PrivateCA`;
-/// it counts the TCP connections it accepted.
-final class TLSFront: @unchecked Sendable {
+/// A helper process of s3-test-server.py that listens on a port of 127.0.0.1 and counts what it
+/// served in a file (connections or requests); stopped and cleaned up with its owner.
+final class CountingHelper: @unchecked Sendable {
     let port: Int
     private let folder: String
     private let countFile: String
     private let process: Process
 
-    init(target: Int, certificate: String, key: String) throws {
-        folder = try S3TestSupport.temporaryFolder("tls-front")
-        countFile = folder + "/connections.json"
-        let (process, ready) = try S3TestSupport.start(["tls-proxy", "--target", String(target), "--cert", certificate, "--key", key,
-                                                        "--count", countFile], folder: folder, timeout: 30)
+    init(_ mode: String, _ arguments: [String]) throws {
+        folder = try S3TestSupport.temporaryFolder(mode)
+        countFile = folder + "/count.json"
+        let (process, ready) = try S3TestSupport.start([mode] + arguments + ["--count", countFile], folder: folder, timeout: 30)
         self.process = process
         guard let port = ready["port"] as? Int else {
             Glibc.kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
-            throw S3TestError("the tls-proxy helper wrote an unexpected ready file: \(ready)")
+            throw S3TestError("the \(mode) helper wrote an unexpected ready file: \(ready)")
         }
         self.port = port
     }
 
-    /// TCP connections accepted so far (each attempt of a client that tries again is one more).
-    var connections: Int {
+    var count: Int {
         guard let data = FileManager.default.contents(atPath: countFile) else { return 0 }
         return (try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])) as? Int ?? 0
     }
@@ -330,6 +328,20 @@ final class TLSFront: @unchecked Sendable {
         process.waitUntilExit()
         try? FileManager.default.removeItem(atPath: folder)
     }
+}
+
+/// An HTTPS front on 127.0.0.1 for a plain HTTP server (moto), with a certificate of a `PrivateCA`;
+/// it counts the TCP connections it accepted.
+final class TLSFront: Sendable {
+    private let helper: CountingHelper
+    var port: Int { helper.port }
+
+    init(target: Int, certificate: String, key: String) throws {
+        helper = try CountingHelper("tls-proxy", ["--target", String(target), "--cert", certificate, "--key", key])
+    }
+
+    /// TCP connections accepted so far (each attempt of a client that tries again is one more).
+    var connections: Int { helper.count }
 }
 
 /// moto behind a TLS front whose certificate (for 127.0.0.1 and localhost) a private CA signed,
@@ -398,37 +410,17 @@ extension Trait where Self == PrivateCATLSServerTrait {
 
 /// An HTTP server on 127.0.0.1 that gives every request the same answer (a status, an S3 error
 /// code, a Location), and counts the requests.
-final class FixedAnswerServer: @unchecked Sendable {
-    let port: Int
-    private let folder: String
-    private let countFile: String
-    private let process: Process
+final class FixedAnswerServer: Sendable {
+    private let helper: CountingHelper
+    var port: Int { helper.port }
 
     init(status: Int, code: String? = nil, location: String? = nil) throws {
-        folder = try S3TestSupport.temporaryFolder("answer")
-        countFile = folder + "/requests.json"
-        var arguments = ["answer", "--status", String(status), "--count", countFile]
+        var arguments = ["--status", String(status)]
         if let code { arguments += ["--code", code] }
         if let location { arguments += ["--location", location] }
-        let (process, ready) = try S3TestSupport.start(arguments, folder: folder, timeout: 30)
-        self.process = process
-        guard let port = ready["port"] as? Int else {
-            Glibc.kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-            throw S3TestError("the answer helper wrote an unexpected ready file: \(ready)")
-        }
-        self.port = port
+        helper = try CountingHelper("answer", arguments)
     }
 
     /// Requests answered so far.
-    var requests: Int {
-        guard let data = FileManager.default.contents(atPath: countFile) else { return 0 }
-        return (try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])) as? Int ?? 0
-    }
-
-    deinit {
-        Glibc.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-        try? FileManager.default.removeItem(atPath: folder)
-    }
+    var requests: Int { helper.count }
 }
