@@ -173,7 +173,8 @@ public final class Pruner {
 
         // 3. Old index files, then packs nothing lists any more.
         stepHook?("remove-index")
-        var liveIndexFiles = try repository.storage.list(.index).compactMap { BlobID(hex: $0.name) }
+        // Only object lock needs them (to extend their locks): no extra listing otherwise.
+        var liveIndexFiles = repository.objectLock == nil ? [] : try repository.storage.list(.index).compactMap { BlobID(hex: $0.name) }
         if changesIndex {
             // A locked old index file stays, superseded by the new one (and by every later prune's).
             let lockedIndexFiles = try repository.retentionDates(oldIndexFiles.map { Handle(.index, $0.hex) })
