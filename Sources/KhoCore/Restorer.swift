@@ -24,8 +24,10 @@ public struct RestoreSummary: Codable, Sendable {
     public var duration: Double { end.timeIntervalSince(start) }
 }
 
-/// Writes a snapshot's files back: the calling thread walks the trees and creates entries; worker
-/// threads read, verify and write file content in parallel, each at its offset.
+/// Writes a snapshot's files back: the calling thread walks the trees and creates folders, links
+/// and special files; worker threads read, verify and write file content in parallel, each at its
+/// offset, creating each file when its first blob arrives (so that a file waiting for its blobs
+/// holds no descriptor, and the kernel's work of creating files is spread over the workers).
 public final class Restorer {
     public let repository: Repository
     private let index: MasterIndex
@@ -37,14 +39,55 @@ public final class Restorer {
     private let errors = Locked(0)
     private var createdDirectories: [(components: [[UInt8]], node: Node)] = []
     private var hardLinks: [HardLinkKey: [[UInt8]]] = [:]
-    /// Blobs that lie one after the other in one pack, gathered so that a worker reads them with
-    /// one read (on S3: one ranged GET instead of one per blob; a tree's small files share packs).
-    private var run: [Job] = []
-    /// A run ends at this many bytes of pack, this many blobs (each holds its file open until
-    /// written), or a gap wider than `runGap` (bytes of other snapshots' blobs read for nothing).
-    private static let runBytes = 4 << 20
-    private static let runBlobs = 64
-    private static let runGap = 256 << 10
+    /// Blobs wanted from each pack, gathered so that a worker reads many with one read (on S3: one
+    /// ranged GET instead of one per blob; a tree's small files share packs). Backup workers
+    /// interleave files in packs, so blobs are gathered per pack and sorted, not only while they
+    /// follow each other.
+    private var pending: [BlobID: Gathering] = [:]
+    private var pendingBlobs = 0
+    private let limits: RunLimits
+    private let openFolders = FolderBudget()
+
+    private struct Gathering {
+        var jobs: [Job] = []
+        var start = Int.max
+        var end = 0
+
+        mutating func add(_ job: Job, start: Int, end: Int) {
+            jobs.append(job)
+            self.start = min(self.start, start)
+            self.end = max(self.end, end)
+        }
+    }
+
+    /// How much one read may cover and how much is gathered before reads are handed out.
+    struct RunLimits {
+        /// Bytes of pack one read covers at most (all of it is in memory in a worker).
+        var bytes: Int
+        /// Blobs in one read.
+        var blobs: Int
+        /// A wider gap between two wanted blobs ends the read: bytes read for nothing.
+        var gap: Int
+        /// Reads handed out but not yet taken by a worker.
+        var queued: Int
+        /// Blobs gathered (over all packs) before the largest gathering is handed out.
+        var gathered: Int
+        /// Folders kept open for files not yet created; the rest of the descriptors are left for
+        /// the files being written and the storage's connections.
+        var folders: Int
+
+        /// On a local disk a read is cheap and small reads keep files finishing in order; on
+        /// object storage every read is a request, so one read covers up to a whole default pack
+        /// and blobs are gathered until most packs are wanted whole.
+        static func forStorage(remote: Bool, workers: Int, openFileLimit: Int) -> RunLimits {
+            let folders = max(16, openFileLimit / 2)
+            guard remote else {
+                return RunLimits(bytes: 4 << 20, blobs: 64, gap: 256 << 10, queued: workers * 2, gathered: 64, folders: folders)
+            }
+            return RunLimits(bytes: 16 << 20, blobs: 1 << 14, gap: 2 << 20, queued: workers, gathered: 1 << 16, folders: folders)
+        }
+    }
+
     /// Packs of trees read whole, once: a restore reads every tree twice (to count, then to
     /// restore), and on S3 one request per tree costs far more than the whole pack (trees have
     /// packs of their own, small next to the data).
@@ -65,32 +108,131 @@ public final class Restorer {
         self.progress = progress
         self.warn = warn
         codec = BlobCodec(repository: repository)
+        limits = RunLimits.forStorage(remote: repository.storage.readsAreRequests, workers: options.workers,
+                                      openFileLimit: DescriptorLimit.current)
     }
 
-    /// An open file being filled by workers; closed with its metadata when its last blob lands.
-    private final class FileSink: @unchecked Sendable {
+    /// A folder the walker created, kept open while files in it wait to be created by workers;
+    /// closed when the last of them lets go.
+    final class Folder: @unchecked Sendable {
         let fd: Int32
+        private let budget: FolderBudget
+
+        init(fd: Int32, budget: FolderBudget) {
+            self.fd = fd
+            self.budget = budget
+            budget.opened()
+        }
+
+        deinit {
+            close(fd)
+            budget.closed()
+        }
+    }
+
+    /// Counts open `Folder`s so that the walker can wait for workers to close some.
+    final class FolderBudget: @unchecked Sendable {
+        private let condition = NSCondition()
+        private var open = 0
+
+        func opened() { condition.lock(); open += 1; condition.unlock() }
+
+        func closed() {
+            condition.lock()
+            open -= 1
+            condition.broadcast()
+            condition.unlock()
+        }
+
+        var count: Int { condition.lock(); defer { condition.unlock() }; return open }
+
+        func wait(below limit: Int) {
+            condition.lock()
+            while open >= limit { condition.wait() }
+            condition.unlock()
+        }
+    }
+
+    /// A file filled by workers: created by the first worker to hold one of its blobs (unless the
+    /// walker created it already, as it does for hard links), closed with its metadata when its
+    /// last blob lands.
+    private final class FileSink: @unchecked Sendable {
         let node: Node
         let path: String
         let restoreOwners: Bool
-        private let remaining: Locked<Int>
+        private let lock = NSLock()
+        private var fd: Int32
+        private var folder: Folder?
+        private let name: [UInt8]
+        private var createError: Error?
+        private var remaining: Int
+        private let blobs: Int
 
+        /// A file the walker created.
         init(fd: Int32, node: Node, path: String, blobs: Int, restoreOwners: Bool) {
             self.fd = fd
             self.node = node
             self.path = path
             self.restoreOwners = restoreOwners
-            remaining = Locked(blobs)
+            self.blobs = blobs
+            remaining = blobs
+            name = []
+        }
+
+        /// A file to create as `name` in `folder` when its first blob is written.
+        init(name: [UInt8], in folder: Folder, node: Node, path: String, blobs: Int, restoreOwners: Bool) {
+            fd = -1
+            self.folder = folder
+            self.name = name
+            self.node = node
+            self.path = path
+            self.restoreOwners = restoreOwners
+            self.blobs = blobs
+            remaining = blobs
+        }
+
+        /// The file's descriptor, creating the file on first use.
+        func descriptor() throws -> Int32 {
+            lock.lock()
+            defer { lock.unlock() }
+            if fd >= 0 { return fd }
+            if let createError { throw createError }
+            do {
+                let created = try FileSystem.withCName(name) { cname in
+                    try Syscall.call("openat", path) {
+                        openat(folder!.fd, cname, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+                    }
+                }
+                if blobs > 1 {
+                    // Sized first: its blobs land out of order from several workers, and writes
+                    // inside the file's length do not move its end again and again. A one-blob
+                    // file gets its length from its one write (see writeSkippingZeros).
+                    let (result, code) = Syscall.attempt { ftruncate(created, off_t(node.size)) }
+                    if result != 0 { close(created); throw KhoError.posix("ftruncate", path, errno: code) }
+                }
+                fd = created
+                return created
+            } catch {
+                createError = error
+                throw error
+            }
         }
 
         func blobDone() {
-            let left = remaining.withLock { n -> Int in n -= 1; return n }
-            if left == 0 { finish() }
+            lock.lock()
+            remaining -= 1
+            let last = remaining == 0
+            lock.unlock()
+            if last { finish() }
         }
 
-        func finish() {
-            Restorer.applyMetadata(fd: fd, node: node, restoreOwners: restoreOwners)
-            close(fd)
+        private func finish() {
+            if fd >= 0 {
+                Restorer.applyMetadata(fd: fd, node: node, restoreOwners: restoreOwners)
+                close(fd)
+                fd = -1
+            }
+            folder = nil
         }
     }
 
@@ -168,9 +310,9 @@ public final class Restorer {
         let totals = try measure(tree: root)
         progress.setTotals(files: totals.files, bytes: totals.bytes)
         let rootFD = try Syscall.call("open", target) { open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
-        defer { close(rootFD) }
+        let rootFolder = Folder(fd: rootFD, budget: openFolders)
 
-        let jobs = BoundedQueue<[Job]>(capacity: options.workers * 2)
+        let jobs = BoundedQueue<[Job]>(capacity: limits.queued)
         let failure = FirstError()
         var workers: [Worker] = []
         for n in 0..<options.workers {
@@ -178,15 +320,24 @@ public final class Restorer {
                 let codec = BlobCodec(repository: repository)
                 while let run = jobs.pop() {
                   let base = Int(run[0].location.blob.offset)
-                  let end = Int(run[run.count - 1].location.blob.offset) + Int(run[run.count - 1].location.blob.length)
+                  let end = run.lazy.map { Int($0.location.blob.offset) + Int($0.location.blob.length) }.max()!
                   let loaded = Result { try repository.storage.load(Handle(.data, run[0].location.pack.hex), offset: base, length: end - base) }
                   for job in run {
+                    defer { job.sink.blobDone() }
+                    let fd: Int32
+                    do {
+                        fd = try job.sink.descriptor()
+                    } catch {
+                        // As if the walker had failed to create it: the restore stops.
+                        failure.record(error)
+                        continue
+                    }
                     do {
                         let start = Int(job.location.blob.offset) - base
                         try loaded.get().withUnsafeBytes { raw in
                             let sealed = UnsafeRawBufferPointer(rebasing: raw[start..<(start + Int(job.location.blob.length))])
                             try codec.open(sealed, blob: job.location.blob) { plain in
-                                try Restorer.writeSkippingZeros(job.sink.fd, plain, offset: job.offset, fileSize: Int(job.sink.node.size), job.sink.path)
+                                try Restorer.writeSkippingZeros(fd, plain, offset: job.offset, fileSize: Int(job.sink.node.size), job.sink.path)
                             }
                         }
                         progress.add(bytes: Int64(job.location.blob.rawLength))
@@ -199,15 +350,14 @@ public final class Restorer {
                     } catch {
                         failure.record(error)
                     }
-                    job.sink.blobDone()
                   }
                 }
             })
         }
         do {
-            try restoreTree(root, fd: rootFD, rootFD: rootFD, components: [], targetPath: target,
+            try restoreTree(root, folder: rootFolder, rootFD: rootFD, components: [], targetPath: target,
                             parentIncluded: false, jobs: jobs, failure: failure)
-            flushRun(jobs)
+            flushAll(jobs)
         } catch {
             jobs.close()
             workers.forEach { $0.join() }
@@ -217,7 +367,7 @@ public final class Restorer {
         workers.forEach { $0.join() }
         try failure.check()
         // Folder times last: creating entries inside a folder changes its mtime.
-        applyDirectoryMetadata(rootFD: rootFD)
+        applyDirectoryMetadata(rootFD: rootFolder.fd)
         summary.errors += errors.current
         summary.end = Date()
         summary.bytes = progress.snapshot.bytes
@@ -305,8 +455,9 @@ public final class Restorer {
         }
     }
 
-    private func restoreTree(_ tree: BlobID, fd: Int32, rootFD: Int32, components: [[UInt8]], targetPath: String,
+    private func restoreTree(_ tree: BlobID, folder: Folder, rootFD: Int32, components: [[UInt8]], targetPath: String,
                              parentIncluded: Bool, jobs: BoundedQueue<[Job]>, failure: FirstError) throws {
+        let fd = folder.fd
         let loaded: Tree
         do {
             loaded = try loadTree(tree)
@@ -326,14 +477,21 @@ public final class Restorer {
             case .directory:
                 guard let subtree = node.subtree else { continue }
                 if !included && !hasIncludedDescendant(subtree, path: relative) { continue }
-                let sub = try makeDirectory(node.name, in: fd, path: shown)
-                defer { close(sub) }
+                // Folders stay open while their files wait for workers: past the budget, hand
+                // out everything gathered and wait for workers to finish folders' files (the
+                // walker's own folders, one per level, do not count against it).
+                let ownFolders = components.count + 1
+                if openFolders.count >= limits.folders + ownFolders {
+                    flushAll(jobs)
+                    openFolders.wait(below: limits.folders + ownFolders)
+                }
+                let sub = Folder(fd: try makeDirectory(node.name, in: fd, path: shown), budget: openFolders)
                 createdDirectories.append((childComponents, node))
                 summary.directories += 1
-                try restoreTree(subtree, fd: sub, rootFD: rootFD, components: childComponents, targetPath: targetPath,
+                try restoreTree(subtree, folder: sub, rootFD: rootFD, components: childComponents, targetPath: targetPath,
                                 parentIncluded: included, jobs: jobs, failure: failure)
             case .file where included:
-                try restoreFile(node, in: fd, rootFD: rootFD, components: childComponents, path: shown, jobs: jobs)
+                try restoreFile(node, in: folder, rootFD: rootFD, components: childComponents, path: shown, jobs: jobs)
             case .symlink where included:
                 try removeExisting(node.name, in: fd)
                 try FileSystem.withCName(node.name) { name in
@@ -403,17 +561,18 @@ public final class Restorer {
         FileSystem.withCName(name) { cname in _ = unlinkat(fd, cname, 0) }
     }
 
-    private func restoreFile(_ node: Node, in fd: Int32, rootFD: Int32, components: [[UInt8]], path: String,
+    private func restoreFile(_ node: Node, in folder: Folder, rootFD: Int32, components: [[UInt8]], path: String,
                              jobs: BoundedQueue<[Job]>) throws {
+        let fd = folder.fd
         let linkKey = HardLinkKey(device: node.device, inode: node.inode)
         if node.links > 1, let first = hardLinks[linkKey] {
             try removeExisting(node.name, in: fd)
             // By descriptor and exact bytes: the first name may lie below a path longer than
             // PATH_MAX, or hold bytes that are not UTF-8.
-            if let folder = try? FileSystem.openDirectory(Array(first.dropLast()), below: rootFD, path: path) {
-                defer { close(folder) }
+            if let firstFolder = try? FileSystem.openDirectory(Array(first.dropLast()), below: rootFD, path: path) {
+                defer { close(firstFolder) }
                 let linked = FileSystem.withCName(first.last!) { existing in
-                    FileSystem.withCName(node.name) { name in Syscall.attempt { linkat(folder, existing, fd, name, 0) } }
+                    FileSystem.withCName(node.name) { name in Syscall.attempt { linkat(firstFolder, existing, fd, name, 0) } }
                 }
                 if linked.0 == 0 {
                     summary.files += 1
@@ -423,20 +582,8 @@ public final class Restorer {
             }
         }
         try removeExisting(node.name, in: fd)
-        let flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC
-        let file = try FileSystem.withCName(node.name) { name in
-            try Syscall.call("openat", path) { openat(fd, name, flags, 0o600) }
-        }
         summary.files += 1
         progress.add(files: 1)
-        if node.links > 1 { hardLinks[linkKey] = components }
-        if node.content.count > 1 {
-            // Sized first: its blobs land out of order from several workers, and writes inside
-            // the file's length do not move its end again and again. A one-blob file gets its
-            // length from its one write (see writeSkippingZeros).
-            let (result, code) = Syscall.attempt { ftruncate(file, off_t(node.size)) }
-            if result != 0 { close(file); throw KhoError.posix("ftruncate", path, errno: code) }
-        }
         var locations: [BlobLocation] = []
         locations.reserveCapacity(node.content.count)
         for id in node.content {
@@ -448,12 +595,31 @@ public final class Restorer {
             }
             locations.append(location)
         }
+        // A file with content is created by the worker that writes its first blob; the walker
+        // creates it only when nothing is to be written, or when later names will link to it.
+        if !locations.isEmpty && node.links <= 1 {
+            enqueue(FileSink(name: node.name, in: folder, node: node, path: path, blobs: locations.count,
+                             restoreOwners: options.restoreOwners), locations, jobs)
+            return
+        }
+        let file = try FileSystem.withCName(node.name) { name in
+            try Syscall.call("openat", path) { openat(fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
+        }
+        if node.links > 1 { hardLinks[linkKey] = components }
+        if node.content.count > 1 {
+            let (result, code) = Syscall.attempt { ftruncate(file, off_t(node.size)) }
+            if result != 0 { close(file); throw KhoError.posix("ftruncate", path, errno: code) }
+        }
         if locations.isEmpty {
             Restorer.applyMetadata(fd: file, node: node, restoreOwners: options.restoreOwners)
             close(file)
             return
         }
-        let sink = FileSink(fd: file, node: node, path: path, blobs: locations.count, restoreOwners: options.restoreOwners)
+        enqueue(FileSink(fd: file, node: node, path: path, blobs: locations.count, restoreOwners: options.restoreOwners),
+                locations, jobs)
+    }
+
+    private func enqueue(_ sink: FileSink, _ locations: [BlobLocation], _ jobs: BoundedQueue<[Job]>) {
         var offset = 0
         for location in locations {
             enqueue(Job(sink: sink, location: location, offset: offset), jobs)
@@ -461,24 +627,48 @@ public final class Restorer {
         }
     }
 
-    /// Adds a blob to the current run, handing the run to the workers first when the blob does
-    /// not continue it.
+    /// Adds a blob to those wanted from its pack; hands that pack's blobs to the workers when one
+    /// read could not cover them all, and the largest gathering when too many files wait.
     private func enqueue(_ job: Job, _ jobs: BoundedQueue<[Job]>) {
-        if let first = run.first, let last = run.last {
-            let lastEnd = Int(last.location.blob.offset) + Int(last.location.blob.length)
-            let start = Int(job.location.blob.offset)
-            let continues = job.location.pack == last.location.pack && start >= lastEnd && start - lastEnd <= Restorer.runGap
-                && start + Int(job.location.blob.length) - Int(first.location.blob.offset) <= Restorer.runBytes
-                && run.count < Restorer.runBlobs
-            if !continues { flushRun(jobs) }
+        let pack = job.location.pack
+        let start = Int(job.location.blob.offset)
+        let end = start + Int(job.location.blob.length)
+        if let gathered = pending[pack],
+           max(end, gathered.end) - min(start, gathered.start) > limits.bytes || gathered.jobs.count >= limits.blobs {
+            flush(pack, jobs)
         }
-        run.append(job)
+        pending[pack, default: Gathering()].add(job, start: start, end: end)
+        pendingBlobs += 1
+        if pendingBlobs >= limits.gathered, let largest = pending.max(by: { $0.value.jobs.count < $1.value.jobs.count })?.key {
+            flush(largest, jobs)
+        }
     }
 
-    private func flushRun(_ jobs: BoundedQueue<[Job]>) {
-        guard !run.isEmpty else { return }
-        _ = jobs.push(run)
-        run = []
+    /// Hands one pack's gathered blobs to the workers in offset order, as one read per stretch
+    /// without a gap wider than `limits.gap` and no longer than `limits.bytes`.
+    private func flush(_ pack: BlobID, _ jobs: BoundedQueue<[Job]>) {
+        guard let gathered = pending.removeValue(forKey: pack) else { return }
+        pendingBlobs -= gathered.jobs.count
+        let sorted = gathered.jobs.sorted { $0.location.blob.offset < $1.location.blob.offset }
+        var read: [Job] = []
+        var readStart = 0
+        var readEnd = 0
+        for job in sorted {
+            let start = Int(job.location.blob.offset)
+            let end = start + Int(job.location.blob.length)
+            if !read.isEmpty && (start - readEnd > limits.gap || max(end, readEnd) - readStart > limits.bytes) {
+                _ = jobs.push(read)
+                read = []
+            }
+            if read.isEmpty { readStart = start; readEnd = end }
+            read.append(job)
+            readEnd = max(readEnd, end)
+        }
+        if !read.isEmpty { _ = jobs.push(read) }
+    }
+
+    private func flushAll(_ jobs: BoundedQueue<[Job]>) {
+        for pack in Array(pending.keys) { flush(pack, jobs) }
     }
 }
 

@@ -37,6 +37,17 @@ public struct Handle: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String { path }
+
+    /// Whether the name is the SHA-256 (lowercase hex) of the file's stored bytes, as for every
+    /// kind but the config and locks.
+    public var isNamedByContent: Bool {
+        switch kind {
+        case .key, .data, .index, .snapshot:
+            return name.utf8.count == 64 && name.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
+        case .config, .lock:
+            return false
+        }
+    }
 }
 
 public struct StoredFile: Hashable, Sendable {
@@ -65,6 +76,9 @@ public protocol Storage: Sendable {
     /// hash of its bytes), so that the file need not be held in memory; nil when this storage can
     /// only save whole files.
     func makeStreamWriter(for kind: FileKind) throws -> (any StorageStreamWriter)?
+    /// Whether every read is a request to a server (object storage), so that readers should
+    /// gather what they need into fewer, larger reads even at the cost of bytes read for nothing.
+    var readsAreRequests: Bool { get }
 }
 
 /// Writes a file piece by piece; `commit` gives it its name atomically, `abort` leaves nothing.
@@ -76,6 +90,7 @@ public protocol StorageStreamWriter: AnyObject {
 
 extension Storage {
     public func makeStreamWriter(for kind: FileKind) throws -> (any StorageStreamWriter)? { nil }
+    public var readsAreRequests: Bool { false }
 
     public func load(_ handle: Handle) throws -> [UInt8] {
         try load(handle, offset: 0, length: nil)

@@ -249,6 +249,7 @@ public struct S3Storage: Storage {
     let client: S3Client
     /// Object lock for files written from now on (see S3ObjectLock.swift), shared by copies.
     let retention = Locked<ObjectLockSettings?>(nil)
+    public var readsAreRequests: Bool { true }
 
     public init(address: S3Address, configuration: S3Configuration) {
         self.address = address
@@ -270,8 +271,11 @@ public struct S3Storage: Storage {
     // MARK: the five verbs
 
     public func save(_ handle: Handle, data: [UInt8]) throws {
+        // Files named by the SHA-256 of their bytes (docs/FORMAT.md) carry that name as the signed
+        // payload hash: no second pass over a pack, and a server that checks payloads (AWS,
+        // MinIO) refuses a body that does not match its name instead of storing it.
         let response = try client.send("PUT", key: address.key(handle), headers: lockHeaders(for: handle, body: data), body: data,
-                                       what: "write \(handle.path)")
+                                       bodyHash: handle.isNamedByContent ? handle.name : nil, what: "write \(handle.path)")
         guard (200...299).contains(response.status) else {
             throw client.failure(response, what: "write \(handle.path)")
         }
@@ -413,13 +417,48 @@ struct S3Response: Sendable {
     var status: Int
     /// Header names in lowercase.
     var headers: [String: String]
-    /// The body as received: object contents are copied out of it once, into `bytes`.
-    var buffer: ByteBuffer?
+    /// The body, copied once from the connection's buffers into memory sized by Content-Length.
+    var bytes: [UInt8]
 
     /// Small bodies (errors, listings) for the XML readers.
-    var body: Data { buffer.map { Data($0.readableBytesView) } ?? Data() }
+    var body: Data { Data(bytes) }
+}
 
-    var bytes: [UInt8] { buffer.map { Array($0.readableBytesView) } ?? [] }
+/// Gathers a response for `S3Response`. AsyncHTTPClient's own accumulator grows a `ByteBuffer`
+/// by doubling as parts arrive, which for a 16 MiB pack means copies on the way and a buffer of
+/// up to twice its size, then one more copy out of it; here the array is sized once from
+/// Content-Length and each part is copied into it once.
+final class S3ResponseCollector: HTTPClientResponseDelegate, @unchecked Sendable {
+    typealias Response = S3Response
+    // Called on one event loop, one call after the other (AsyncHTTPClient's promise).
+    private var status = 0
+    private var headers: [String: String] = [:]
+    private var bytes: [UInt8] = []
+    private let isHead: Bool
+
+    init(method: HTTPMethod) { isHead = method == .HEAD }
+
+    func didReceiveHead(task: HTTPClient.Task<S3Response>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
+        status = Int(head.status.code)
+        for (name, value) in head.headers {
+            let name = name.lowercased()
+            headers[name] = headers[name].map { $0 + ", " + value } ?? value
+        }
+        // A HEAD answer names the object's length without a body: reserve nothing then.
+        if let length = headers["content-length"].flatMap(Int.init), length > 0, length <= 1 << 30, !isHead {
+            bytes.reserveCapacity(length)
+        }
+        return task.eventLoop.makeSucceededVoidFuture()
+    }
+
+    func didReceiveBodyPart(task: HTTPClient.Task<S3Response>, _ buffer: ByteBuffer) -> EventLoopFuture<Void> {
+        bytes.append(contentsOf: buffer.readableBytesView)
+        return task.eventLoop.makeSucceededVoidFuture()
+    }
+
+    func didFinishRequest(task: HTTPClient.Task<S3Response>) throws -> S3Response {
+        S3Response(status: status, headers: headers, bytes: bytes)
+    }
 }
 
 struct S3Object: Sendable, Equatable {
@@ -483,9 +522,10 @@ final class S3Client: @unchecked Sendable {
 
     /// Sends one request, trying again on timeouts, lost connections and 5xx/429 answers.
     /// Of `headers`, `x-amz-*` and `Content-MD5` are signed (S3 insists on signed `x-amz-*`), the
-    /// rest (`Range`) sent unsigned; `what` names the operation in messages.
+    /// rest (`Range`) sent unsigned; `what` names the operation in messages. `bodyHash` is the
+    /// body's SHA-256 in hex when the caller knows it already (a file named by its hash).
     func send(_ method: String, key: String?, query: [(String, String)] = [], headers: [String: String] = [:],
-              body: [UInt8]? = nil, what: String) throws -> S3Response {
+              body: [UInt8]? = nil, bodyHash: String? = nil, what: String) throws -> S3Response {
         if let setupError { throw setupError }
         let encodedPath = "/" + SigV4.uriEncode(address.bucket, keepSlash: false)
             + (key.map { "/" + SigV4.uriEncode($0, keepSlash: true) } ?? "")
@@ -494,7 +534,7 @@ final class S3Client: @unchecked Sendable {
         guard URL(string: url) != nil else {
             throw KhoError(.usage, "\(address) does not make a valid URL for \(what).")
         }
-        let payloadHash = body.map { SHA256.hash($0).hex } ?? SigV4.emptyPayloadHash
+        let payloadHash = body.map { bodyHash ?? SHA256.hash($0).hex } ?? SigV4.emptyPayloadHash
         var attempt = 0
         while true {
             attempt += 1
@@ -565,13 +605,7 @@ final class S3Client: @unchecked Sendable {
     private func perform(_ request: HTTPClient.Request) -> Result<S3Response, any Error> {
         let deadline = NIODeadline.now() + .nanoseconds(Int64(max(configuration.timeout * 20, 3600) * 1e9))
         do {
-            let response = try http.execute(request: request, deadline: deadline).wait()
-            var headers: [String: String] = [:]
-            for (name, value) in response.headers {
-                let name = name.lowercased()
-                headers[name] = headers[name].map { $0 + ", " + value } ?? value
-            }
-            return .success(S3Response(status: Int(response.status.code), headers: headers, buffer: response.body))
+            return .success(try http.execute(request: request, delegate: S3ResponseCollector(method: request.method), deadline: deadline).wait())
         } catch {
             return .failure(error)
         }

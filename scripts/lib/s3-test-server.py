@@ -103,6 +103,10 @@ def run_moto(args):
     from moto.core.authorization import ActionAuthenticatorMixin
 
     canonical_query_like_aws()
+    # moto keeps an object in memory only up to 5 MiB by default and moves anything larger (every
+    # 16 MiB pack) to a temporary file on disk, then reads the whole file back for each ranged
+    # GET: keep objects up to 64 MiB in memory, as an S3 server's own cache would.
+    os.environ.setdefault("MOTO_S3_DEFAULT_KEY_BUFFER_SIZE", str(64 << 20))
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
