@@ -100,16 +100,24 @@ public final class Restorer {
         var inode: UInt64
     }
 
-    public init(repository: Repository, index: MasterIndex, options: RestoreOptions, progress: ProgressCounter = ProgressCounter(),
-                warn: @escaping @Sendable (String) -> Void) {
+    public convenience init(repository: Repository, index: MasterIndex, options: RestoreOptions, progress: ProgressCounter = ProgressCounter(),
+                            warn: @escaping @Sendable (String) -> Void) {
+        self.init(repository: repository, index: index, options: options, progress: progress,
+                  limits: RunLimits.forStorage(remote: repository.storage.readsAreRequests, workers: options.workers,
+                                               openFileLimit: DescriptorLimit.current),
+                  warn: warn)
+    }
+
+    /// With limits of the caller's choosing (tests: a budget of one folder).
+    init(repository: Repository, index: MasterIndex, options: RestoreOptions, progress: ProgressCounter, limits: RunLimits,
+         warn: @escaping @Sendable (String) -> Void) {
         self.repository = repository
         self.index = index
         self.options = options
         self.progress = progress
         self.warn = warn
         codec = BlobCodec(repository: repository)
-        limits = RunLimits.forStorage(remote: repository.storage.readsAreRequests, workers: options.workers,
-                                      openFileLimit: DescriptorLimit.current)
+        self.limits = limits
     }
 
     /// A folder the walker created, kept open while files in it wait to be created by workers;

@@ -146,8 +146,8 @@ struct Restore: ParsableCommand {
         var options = RestoreOptions()
         options.includes = include
         options.overwrite = overwrite
-        // Each blob is one ranged GET on S3: keep more of them in flight than there are cores, so that
-        // round trips overlap (the S3 client's pool, KHO_S3_CONNECTIONS, default 16, bounds them).
+        // Each read is a GET of up to 16 MiB on S3: keep more of them in flight than there are
+        // cores, so that round trips overlap (the S3 client's pool, KHO_S3_CONNECTIONS, bounds them).
         if repo.storage.location.hasPrefix("s3:") { options.workers = max(options.workers, 8) }
         let progress = ProgressCounter()
         let line = ProgressLine(progress: progress, label: "restore", enabled: !json)
