@@ -135,28 +135,38 @@ public final class PolicyRunner: @unchecked Sendable {
         return jobs.indices.compactMap { collected[$0] } + drillResults
     }
 
-    /// Drills to run now: per policy with drills, the selected source whose last drill is oldest,
-    /// when that is older than the policy's drill period (or it was never drilled). One source per
-    /// policy per run, so drills rotate through a policy's sources.
+    /// Drills to run now: per policy with drills, one source per run, so that drills rotate
+    /// through a policy's sources. A source is due when it was never drilled, when its last drill
+    /// passed longer ago than the policy's drill period, or when its last drill did not pass (it
+    /// failed, or was interrupted) and started longer ago than `retryPause(every:)`: a drill that
+    /// did not pass proves nothing, so it is tried again soon rather than a whole period later.
+    /// Of the due sources, the one whose last passed drill is oldest (never passed first) goes.
     public func dueDrills(now: Date) throws -> [(Policy, SourceSpec, Date)] {
         var result: [(Policy, SourceSpec, Date)] = []
         for policy in policies where options.policy == nil || policy.name == options.policy {
             guard let drills = policy.drills else { continue }
-            var oldest: (SourceSpec, Date?)?
+            var chosen: (source: SourceSpec, lastPassed: Date?)?
             for source in policy.sources where options.source == nil || source.name == options.source {
-                let last = try catalog.last(policy: policy.name, source: source.name, kind: "drill")?.started
-                if let current = oldest {
-                    if (last ?? .distantPast) < (current.1 ?? .distantPast) { oldest = (source, last) }
-                } else {
-                    oldest = (source, last)
+                let last = try catalog.last(policy: policy.name, source: source.name, kind: "drill")
+                let lastPassed = last?.outcome == "success"
+                    ? last?.started : try catalog.last(policy: policy.name, source: source.name, kind: "drill", outcome: "success")?.started
+                if options.onlyDue, let last {
+                    let wait = last.outcome == "success" ? drills.every : PolicyRunner.retryPause(every: drills.every)
+                    if now.timeIntervalSince(last.started) < wait { continue }
+                }
+                if chosen == nil || (lastPassed ?? .distantPast) < (chosen!.lastPassed ?? .distantPast) {
+                    chosen = (source, lastPassed)
                 }
             }
-            guard let (source, last) = oldest else { continue }
-            if !options.onlyDue || last == nil || now.timeIntervalSince(last!) >= drills.every {
-                result.append((policy, source, now))
-            }
+            if let chosen { result.append((policy, chosen.source, now)) }
         }
         return result
+    }
+
+    /// How long after a drill that did not pass the source is drilled again: a quarter of the
+    /// drill period, at most a day (a drill restores a whole snapshot into a scratch server).
+    public static func retryPause(every: TimeInterval) -> TimeInterval {
+        min(every / 4, 86400)
     }
 
     /// Runs a policy's `notify:` when a selected source's newest good backup is older than the RPO

@@ -28,7 +28,7 @@ public struct SourceStatus: Codable, Sendable {
     public var nextRun: Date?
     public var lastDrill: Date?
     public var lastDrillOutcome: String?
-    /// No drill within the policy's drill period (or never).
+    /// No drill that passed within the policy's drill period (or never).
     public var untested: Bool
     /// One per `copies:` destination of the policy.
     public var copies: [CopyStatus] = []
@@ -65,10 +65,13 @@ public enum StatusReport {
                 else if let age, age <= 2 * policy.rpo { freshness = .late }
                 else { freshness = .missed }
                 let failureIsNewer = failure.map { f in good.map { f.started > $0.started } ?? true } ?? false
+                // Tested means a drill that passed, within the period: a failed one proves nothing.
+                let passedDrill = drill?.outcome == "success"
+                    ? drill : try catalog.last(policy: policy.name, source: source.name, kind: "drill", outcome: "success")
                 var untested = true
-                if let drill, let period = policy.drills?.every {
-                    untested = now.timeIntervalSince(drill.started) > period
-                } else if drill != nil && policy.drills == nil {
+                if let passedDrill, let period = policy.drills?.every {
+                    untested = now.timeIntervalSince(passedDrill.started) > period
+                } else if passedDrill != nil && policy.drills == nil {
                     untested = false
                 }
                 var copyStatuses: [CopyStatus] = []

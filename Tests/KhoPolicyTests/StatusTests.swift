@@ -153,6 +153,15 @@ struct StatusTests {
         s = try f.status(at: "2026-03-09T03:00:01+07:00")
         #expect(s.untested)
         #expect(try f.status(at: "2026-03-02T04:00:00+07:00", source: "scans").untested)
+        // A drill that failed is shown as the last drill, but proves nothing: the source counts
+        // as tested only by the earlier drill that passed, until that one is out of the period.
+        try f.record("drill", outcome: "failure", started: "2026-03-05T03:00:00+07:00", snapshot: "s2")
+        s = try f.status(at: "2026-03-06T03:00:00+07:00")
+        #expect(s.lastDrill == at("2026-03-05T03:00:00+07:00") && s.lastDrillOutcome == "failure")
+        #expect(!s.untested)
+        #expect(try f.status(at: "2026-03-09T03:00:01+07:00").untested)
+        try f.record("drill", source: "scans", outcome: "failure", started: "2026-03-02T05:00:00+07:00", snapshot: "f1")
+        #expect(try f.status(at: "2026-03-02T06:00:00+07:00", source: "scans").untested)
     }
 
     @Test("metrics: every series per source, each family grouped under its HELP and TYPE")
@@ -288,6 +297,28 @@ struct StatusTests {
         try f.record("drill", source: "scans", outcome: "success", started: "2026-03-02T15:00:00+07:00", snapshot: "f1")
         #expect(try runner.dueDrills(now: at("2026-03-09T13:59:59+07:00")).isEmpty)
         #expect(try runner.dueDrills(now: at("2026-03-09T14:00:00+07:00")).map(\.1.name) == ["van-ban"])
+    }
+
+    @Test("drills due: a drill that failed or was killed is tried again after a quarter of the period (at most a day)")
+    func failedDrillIsRetried() throws {
+        #expect(PolicyRunner.retryPause(every: 7 * 86400) == 86400)
+        #expect(PolicyRunner.retryPause(every: 86400) == 6 * 3600)
+        let f = try StatusFixture(extra: "drills:\n  every: 7d")
+        let runner = PolicyRunner(policies: f.policies, catalog: f.catalog, options: RunOptions()) { _ in }
+        try f.record("drill", outcome: "success", started: "2026-03-02T14:00:00+07:00", snapshot: "s1")
+        try f.record("drill", source: "scans", outcome: "failure", started: "2026-03-02T15:00:00+07:00", snapshot: "f1")
+        // Not again at the next run, but a day later, long before the week is out.
+        #expect(try runner.dueDrills(now: at("2026-03-02T16:00:00+07:00")).isEmpty)
+        #expect(try runner.dueDrills(now: at("2026-03-03T14:59:59+07:00")).isEmpty)
+        #expect(try runner.dueDrills(now: at("2026-03-03T15:00:00+07:00")).map(\.1.name) == ["scans"])
+        // A drill killed with its process (its record still says running) is treated the same way.
+        try f.record("drill", source: "scans", outcome: "running", started: "2026-03-03T15:00:00+07:00", snapshot: "f1")
+        #expect(try runner.dueDrills(now: at("2026-03-04T14:00:00+07:00")).isEmpty)
+        #expect(try runner.dueDrills(now: at("2026-03-04T15:00:00+07:00")).map(\.1.name) == ["scans"])
+        // Both due: the source that has never passed goes before the one that passed a week ago.
+        #expect(try runner.dueDrills(now: at("2026-03-09T14:00:00+07:00")).map(\.1.name) == ["scans"])
+        try f.record("drill", source: "scans", outcome: "success", started: "2026-03-09T14:00:00+07:00", snapshot: "f2")
+        #expect(try runner.dueDrills(now: at("2026-03-09T15:00:00+07:00")).map(\.1.name) == ["van-ban"])
     }
 }
 }
