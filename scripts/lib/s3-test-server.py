@@ -35,6 +35,18 @@
       --location): a redirect, a server error or a throttling answer, as a test needs. With
       --count, FILE holds the number of requests answered so far.
 
+  s3-test-server.py forward-proxy --ready FILE [--count FILE] [--resolve NAME=ADDRESS]...
+      An HTTP forward proxy (what http_proxy / https_proxy name) on a free port of 127.0.0.1.
+      `CONNECT host:port` (https through a proxy) is answered `200 Connection established` and
+      the bytes are passed both ways; an absolute-form request (`GET http://host:port/path`,
+      plain http through a proxy) is sent on to host:port in origin form (`GET /path`) with its
+      headers and body, and the answer passed back. Requests are read one by one, so a
+      keep-alive connection carries several (each rewritten); a connection to a server is kept
+      while the client's requests go to that same server. A server that cannot be reached gets
+      502. With --resolve, NAME is reached at ADDRESS instead of being looked up: a host name
+      that only the proxy knows, so a request that gets through did go through the proxy.
+      With --count, FILE holds the number of requests and tunnels handled so far.
+
   s3-test-server.py delete --port P --key-id ID --secret SECRET --bucket B --prefix PREFIX
       Removes the first object under PREFIX (an object deleted behind kho's back) and prints its key.
 
@@ -278,6 +290,179 @@ async def run_tls_proxy(args):
         await server.serve_forever()
 
 
+async def run_forward_proxy(args):
+    resolve = {}
+    for entry in args.resolve:
+        name, _, address = entry.partition("=")
+        resolve[name.lower()] = address
+    handled = {"count": 0}
+
+    def count_request():
+        handled["count"] += 1
+        if args.count:
+            write_ready(args.count, handled["count"])
+
+    def host_and_port(authority, default_port):
+        # host, host:port, [v6] or [v6]:port
+        if authority.startswith("["):
+            host, _, rest = authority[1:].partition("]")
+            return host, int(rest[1:]) if rest.startswith(":") else default_port
+        host, colon, port = authority.rpartition(":")
+        return (host, int(port)) if colon else (authority, default_port)
+
+    async def connect(host, port):
+        return await asyncio.open_connection(resolve.get(host.lower(), host), port, limit=1 << 20)
+
+    async def read_head(reader):
+        """The start line and headers of the next message, or None when the peer closed between messages."""
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as error:
+            if error.partial.strip():
+                raise ConnectionError("message head cut short")
+            return None
+        lines = head[:-4].decode("latin-1").split("\r\n")
+        headers = []
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers.append((name.strip(), value.strip()))
+        return lines[0], headers
+
+    def header(headers, name):
+        values = [value for key, value in headers if key.lower() == name]
+        return ", ".join(values) if values else None
+
+    def head_bytes(start_line, headers):
+        return (start_line + "\r\n" + "".join(f"{name}: {value}\r\n" for name, value in headers) + "\r\n").encode("latin-1")
+
+    async def copy_exactly(reader, writer, count):
+        while count:
+            data = await reader.read(min(count, 65536))
+            if not data:
+                raise ConnectionError("body cut short")
+            writer.write(data)
+            await writer.drain()
+            count -= len(data)
+
+    async def relay_body(reader, writer, headers, until_close):
+        """Passes on the body that follows a head; returns False when it ended with the connection."""
+        if "chunked" in (header(headers, "transfer-encoding") or "").lower():
+            while True:
+                line = await reader.readuntil(b"\r\n")
+                writer.write(line)
+                size = int(line.split(b";")[0].strip(), 16)
+                if size == 0:
+                    while True:  # trailers, up to the empty line
+                        line = await reader.readuntil(b"\r\n")
+                        writer.write(line)
+                        if line == b"\r\n":
+                            break
+                    break
+                await copy_exactly(reader, writer, size + 2)
+        elif header(headers, "content-length") is not None:
+            await copy_exactly(reader, writer, int(header(headers, "content-length")))
+        elif until_close:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                writer.write(data)
+                await writer.drain()
+            return False
+        await writer.drain()
+        return True
+
+    def wants_close(version, headers):
+        tokens = [token.strip().lower() for token in (header(headers, "connection") or "").split(",")]
+        return "close" in tokens or (version == "HTTP/1.0" and "keep-alive" not in tokens)
+
+    async def tunnel(target, client_reader, client_writer):
+        host, port = host_and_port(target, 443)
+        try:
+            server_reader, server_writer = await connect(host, port)
+        except OSError:
+            client_writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            await client_writer.drain()
+            return
+        client_writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await client_writer.drain()
+        await asyncio.gather(pipe(client_reader, server_writer), pipe(server_reader, client_writer))
+
+    async def handle(client_reader, client_writer):
+        server = None  # ((host, port), reader, writer): kept while requests go to the same server
+        try:
+            while True:
+                head = await read_head(client_reader)
+                if head is None:
+                    break
+                request_line, headers = head
+                method, target, version = request_line.split(" ", 2)
+                count_request()
+                if method == "CONNECT":
+                    await tunnel(target, client_reader, client_writer)
+                    return
+                if not target.lower().startswith("http://"):
+                    client_writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    break
+                rest = target[len("http://"):]
+                slash = min([i for i in (rest.find("/"), rest.find("?")) if i >= 0], default=len(rest))
+                address = host_and_port(rest[:slash], 80)
+                path = rest[slash:] or "/"
+                if path.startswith("?"):
+                    path = "/" + path
+                if server is not None and (server[0] != address or server[2].is_closing()):
+                    server[2].close()
+                    server = None
+                if server is None:
+                    try:
+                        server = (address,) + await connect(*address)
+                    except OSError:
+                        client_writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        break
+                _, server_reader, server_writer = server
+                forwarded = [(name, value) for name, value in headers if name.lower() not in ("proxy-connection", "proxy-authorization")]
+                server_writer.write(head_bytes(f"{method} {path} {version}", forwarded))
+                await relay_body(client_reader, server_writer, headers, until_close=False)
+                while True:
+                    answer = await read_head(server_reader)
+                    if answer is None:
+                        raise ConnectionError("the server closed without answering")
+                    status_line, answer_headers = answer
+                    status = int(status_line.split(" ", 2)[1])
+                    client_writer.write(head_bytes(status_line, answer_headers))
+                    if status >= 200 or status == 101:
+                        break
+                    await client_writer.drain()  # 1xx: the real answer follows
+                if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+                    await client_writer.drain()
+                    kept = True
+                else:
+                    kept = await relay_body(server_reader, client_writer, answer_headers, until_close=True)
+                if not kept or wants_close(status_line.split(" ", 1)[0], answer_headers):
+                    server_writer.close()
+                    server = None
+                    if not kept:
+                        break  # an answer that ended with the connection: the client reads until close
+                if wants_close(version, headers):
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, OSError):
+            pass
+        finally:
+            if server is not None:
+                server[2].close()
+            try:
+                client_writer.close()
+            except Exception:
+                pass
+
+    proxy = await asyncio.start_server(handle, "127.0.0.1", 0, limit=1 << 20)
+    if args.count:
+        write_ready(args.count, 0)
+    write_ready(args.ready, {"port": proxy.sockets[0].getsockname()[1]})
+    async with proxy:
+        await proxy.serve_forever()
+
+
 def run_answer(args):
     import http.server
 
@@ -361,6 +546,10 @@ def main():
     answer_command.add_argument("--code")
     answer_command.add_argument("--location")
     answer_command.add_argument("--count")
+    forward_proxy_command = commands.add_parser("forward-proxy")
+    forward_proxy_command.add_argument("--ready", required=True)
+    forward_proxy_command.add_argument("--count")
+    forward_proxy_command.add_argument("--resolve", action="append", default=[])
     delete_command = commands.add_parser("delete")
     for name in ["--port", "--key-id", "--secret", "--bucket", "--prefix"]:
         delete_command.add_argument(name, required=True)
@@ -380,6 +569,8 @@ def main():
         asyncio.run(run_tls_proxy(args))
     elif args.command == "answer":
         run_answer(args)
+    elif args.command == "forward-proxy":
+        asyncio.run(run_forward_proxy(args))
     else:
         asyncio.run(run_proxy(args))
 
