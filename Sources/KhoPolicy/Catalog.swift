@@ -140,6 +140,16 @@ public final class Catalog: @unchecked Sendable {
         }
     }
 
+    /// Every run of a source for one planned time, oldest first (a planned time tried again
+    /// after a failure has several).
+    public func attempts(policy: String, source: String, kind: String = "backup", planned: Date) throws -> [RunRecord] {
+        try queue.read { db in
+            try RunRecord.filter(Column("policy") == policy && Column("source") == source && Column("kind") == kind
+                                 && Column("planned") == planned)
+                .order(Column("started"), Column("id")).fetchAll(db)
+        }
+    }
+
     public func last(policy: String, source: String, kind: String, outcome: String? = nil) throws -> RunRecord? {
         try queue.read { db in
             var request = RunRecord.filter(Column("policy") == policy && Column("source") == source && Column("kind") == kind)

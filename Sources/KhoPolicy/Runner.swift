@@ -73,7 +73,8 @@ public final class PolicyRunner: @unchecked Sendable {
 
     /// The jobs to run at `now`. A source never run is due at once; otherwise a source is due when
     /// its schedule fired since the last planned run, and a run missed while the host was down is
-    /// caught up once, for the latest planned time.
+    /// caught up once, for the latest planned time. A planned time whose backup failed is tried
+    /// again (see `retryDelays`) until the schedule fires next.
     public func plan(now: Date) throws -> [Job] {
         var jobs: [Job] = []
         for (policy, source) in selected {
@@ -84,6 +85,8 @@ public final class PolicyRunner: @unchecked Sendable {
             if let last = try catalog.lastPlanned(policy: policy.name, source: source.name) {
                 if let planned = policy.schedule.latest(after: last, upTo: now) {
                     jobs.append(Job(policy: policy, source: source, planned: planned))
+                } else if try isRetryDue(policy, source, planned: last, now: now) {
+                    jobs.append(Job(policy: policy, source: source, planned: last))
                 }
             } else {
                 let recent = policy.schedule.latest(after: now.addingTimeInterval(-86400), upTo: now)
@@ -91,6 +94,20 @@ public final class PolicyRunner: @unchecked Sendable {
             }
         }
         return jobs
+    }
+
+    /// Pauses before the second and third attempt of a planned backup that failed: a database
+    /// restarting, a full disk being cleared or an S3 server back from maintenance should not cost
+    /// the night's recovery point, and a lasting fault should not be hammered.
+    public static let retryDelays: [TimeInterval] = [15 * 60, 30 * 60]
+
+    /// Whether the backup planned for `planned` failed every time so far (or was killed: its
+    /// record still says running), has attempts left, and its last attempt began long enough ago.
+    func isRetryDue(_ policy: Policy, _ source: SourceSpec, planned: Date, now: Date) throws -> Bool {
+        let attempts = try catalog.attempts(policy: policy.name, source: source.name, planned: planned)
+        guard let latest = attempts.last, attempts.count <= PolicyRunner.retryDelays.count,
+              !attempts.contains(where: { $0.outcome == "success" || $0.outcome == "partial" }) else { return false }
+        return now.timeIntervalSince(latest.started) >= PolicyRunner.retryDelays[attempts.count - 1]
     }
 
     /// Runs the planned jobs and returns their results in plan order.

@@ -76,8 +76,16 @@ enum ServerSupport {
 
     /// Gives `path` and everything below it to `user` (as `chown -R`).
     static func chownTree(_ path: String, to user: String) throws {
-        guard let entry = getpwnam(user) else { throw ServerError("there is no user \(user) on this machine") }
-        let (uid, gid) = (entry.pointee.pw_uid, entry.pointee.pw_gid)
+        // getpwnam_r, not getpwnam: suites start PostgreSQL and MariaDB in parallel, and getpwnam's
+        // one static answer can be overwritten by the other thread's ("mysql" owning a postgres
+        // folder: initdb then fails with "Permission denied").
+        var entry = passwd()
+        var found: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 16384)
+        guard getpwnam_r(user, &entry, &buffer, buffer.count, &found) == 0, found != nil else {
+            throw ServerError("there is no user \(user) on this machine")
+        }
+        let (uid, gid) = (entry.pw_uid, entry.pw_gid)
         func walk(_ p: String) {
             lchown(p, uid, gid)
             var info = stat()

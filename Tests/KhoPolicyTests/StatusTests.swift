@@ -266,10 +266,10 @@ struct StatusTests {
         jobs = try runner.plan(now: at("2026-03-05T14:00:00+07:00"))
         #expect(jobs.count == 2)
         #expect(jobs.map { local($0.planned) } == ["2026-03-05T01:00:00+07:00", "2026-03-05T01:00:00+07:00"])
-        // A failed run counts as attempted for its planned time: it is reported (status, notify),
-        // and the next attempt is the next planned time.
+        // A failed run is reported (status, notify) and its planned time is tried again later
+        // (see the retry test); a run that succeeded is not.
         try f.record(outcome: "failure", started: "2026-03-05T14:00:00+07:00", planned: "2026-03-05T01:00:00+07:00", error: "boom")
-        #expect(try runner.plan(now: at("2026-03-05T20:00:00+07:00")).map(\.source.name) == ["scans"])
+        #expect(try runner.plan(now: at("2026-03-05T14:10:00+07:00")).map(\.source.name) == ["scans"])
 
         // --all: everything selected, planned now.
         var all = RunOptions()
@@ -281,6 +281,31 @@ struct StatusTests {
         var other = RunOptions()
         other.policy = "no-such-policy"
         #expect(try PolicyRunner(policies: f.policies, catalog: f.catalog, options: other) { _ in }.plan(now: at("2026-03-09T20:00:00+07:00")).isEmpty)
+    }
+
+    @Test("planning: a failed backup is tried again 15 and then 30 minutes later, three attempts in all, until the schedule fires")
+    func failedBackupIsRetried() throws {
+        let f = try StatusFixture()
+        var options = RunOptions()
+        options.source = "van-ban"
+        let runner = PolicyRunner(policies: f.policies, catalog: f.catalog, options: options) { _ in }
+        let night = "2026-03-05T01:00:00+07:00"
+        try f.record(outcome: "success", started: "2026-03-04T01:00:05+07:00", snapshot: "s1", planned: "2026-03-04T01:00:00+07:00")
+        try f.record(outcome: "failure", started: "2026-03-05T01:00:05+07:00", planned: night, error: "the server closed the connection")
+        #expect(try runner.plan(now: at("2026-03-05T01:15:04+07:00")).isEmpty)
+        #expect(try runner.plan(now: at("2026-03-05T01:15:05+07:00")).map { local($0.planned) } == [night])
+        // A killed attempt (still "running" in the catalog) counts as a failed one.
+        try f.record(outcome: "running", started: "2026-03-05T01:15:05+07:00", planned: night)
+        #expect(try runner.plan(now: at("2026-03-05T01:45:04+07:00")).isEmpty)
+        #expect(try runner.plan(now: at("2026-03-05T01:45:05+07:00")).map { local($0.planned) } == [night])
+        try f.record(outcome: "failure", started: "2026-03-05T01:45:05+07:00", planned: night, error: "still down")
+        // Three attempts: none more until the next night.
+        #expect(try runner.plan(now: at("2026-03-05T12:00:00+07:00")).isEmpty)
+        #expect(try runner.plan(now: at("2026-03-06T01:00:00+07:00")).map { local($0.planned) } == ["2026-03-06T01:00:00+07:00"])
+        // A retry that succeeds ends the retries.
+        try f.record(outcome: "failure", started: "2026-03-06T01:00:05+07:00", planned: "2026-03-06T01:00:00+07:00", error: "boom")
+        try f.record(outcome: "success", started: "2026-03-06T01:15:05+07:00", snapshot: "s2", planned: "2026-03-06T01:00:00+07:00")
+        #expect(try runner.plan(now: at("2026-03-06T03:00:00+07:00")).isEmpty)
     }
 
     @Test("drills due: only policies with drills, the least recently drilled source, once per period")
