@@ -574,7 +574,7 @@ final class S3Client: @unchecked Sendable {
                     || (response.status == 400 && S3ErrorBody(response.body)?.code == "RequestTimeout") {
                     reason = "HTTP \(response.status)" + (S3ErrorBody(response.body).map { " \($0.code)" } ?? "")
                     if attempt > configuration.retries {
-                        throw KhoError(.storage, "The S3 server at \(address.endpoint) kept failing to \(what) (\(reason), \(attempt) attempts): check the server's health, then run the command again.", retryable: true)
+                        throw KhoError(.storage, "The S3 server at \(address.endpoint) kept failing\(throughProxy) to \(what) (\(reason), \(Self.attempts(attempt))): check the server's health, then run the command again.", retryable: true)
                     }
                 } else {
                     if (200...299).contains(response.status) { bucketSeen.withLock { $0 = true } }
@@ -584,16 +584,28 @@ final class S3Client: @unchecked Sendable {
                 let problem = TransportProblem(error, caFile: configuration.caFile, host: address.host)
                 reason = problem.description
                 if !problem.isTransient {
-                    throw KhoError(.storage, "Cannot \(what) on the S3 server at \(address.endpoint): \(reason).")
+                    throw KhoError(.storage, "Cannot \(what) on the S3 server at \(address.endpoint)\(throughProxy): \(reason).")
                 }
                 if attempt > configuration.retries {
-                    throw KhoError(.storage, "The S3 server at \(address.endpoint) did not answer when asked to \(what) (\(reason), \(attempt) attempts): check that it runs and can be reached, then run the command again.", retryable: true)
+                    if configuration.proxy != nil {
+                        throw KhoError(.storage, "The S3 server at \(address.endpoint) could not be reached\(throughProxy) to \(what) (\(reason), \(Self.attempts(attempt))): check that the proxy runs and lets this host through, or set no_proxy to reach the server directly, then run the command again.", retryable: true)
+                    }
+                    throw KhoError(.storage, "The S3 server at \(address.endpoint) did not answer when asked to \(what) (\(reason), \(Self.attempts(attempt))): check that it runs and can be reached, then run the command again.", retryable: true)
                 }
             }
             let pause = min(configuration.maximumRetryDelay, configuration.retryDelay * Double(1 << min(attempt - 1, 20)))
             Thread.sleep(forTimeInterval: pause * Double.random(in: 0.75...1.0))
         }
     }
+
+    /// " through the proxy HOST:PORT (https_proxy)" when requests go through a proxy, for messages:
+    /// a refusal may be the proxy's, and the operator should know where to look.
+    private var throughProxy: String {
+        guard let proxy = configuration.proxy else { return "" }
+        return " through the proxy \(proxy.host):\(proxy.port) (\(address.scheme == "https" ? "https_proxy" : "http_proxy"))"
+    }
+
+    static func attempts(_ count: Int) -> String { count == 1 ? "1 attempt" : "\(count) attempts" }
 
     static func mustSign(_ header: String) -> Bool {
         let name = header.lowercased()
@@ -721,9 +733,13 @@ struct TransportProblem: CustomStringConvertible {
                 set("timed out", transient: true)
             case .remoteConnectionClosed, .uncleanShutdown, .requestStreamCancelled:
                 set("connection lost", transient: true)
+            case .proxyAuthenticationRequired:
+                set("the proxy asks for a user and password (407), which kho does not send", transient: false)
+            case .invalidProxyResponse:
+                set("the proxy refused to open a connection to the server", transient: false)
             case .invalidURL, .emptyHost, .emptyScheme, .alreadyShutdown, .shutdownUnsupported, .redirectLimitReached,
                  .redirectCycleDetected, .invalidRedirectConfiguration, .invalidHTTPVersionConfiguration, .bodyLengthMismatch,
-                 .proxyAuthenticationRequired, .invalidProxyResponse, .invalidProxyConfiguration:
+                 .invalidProxyConfiguration:
                 set("\(error)", transient: false)
             default:
                 set("\(error)", transient: true)

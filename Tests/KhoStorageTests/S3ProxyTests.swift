@@ -168,12 +168,12 @@ extension S3ProxyTests {
             let storage = try storage("\(scheme)://\(Self.name):\(port)",
                                       configuration(server, ["\(scheme)_proxy": closed], caFile: server.ca.certificateFile, retries: 1))
             let error = #expect(throws: KhoError.self) { try storage.checkAccess() }
-            // As S3Client words it: the proxy's refusal reads as the S3 server's, and the message
-            // does not name the proxy or its variable.
+            // The message names the proxy and the variable it came from, so that the operator
+            // looks at the proxy, not only at the S3 server.
             let message = error?.message ?? ""
             #expect(error?.kind == .storage && error?.retryable == true, "\(message)")
-            #expect(message.contains("The S3 server at \(scheme)://\(Self.name):\(port) did not answer when asked to list the objects under proxy-"), "\(message)")
-            #expect(message.contains("(connection refused, 2 attempts): check that it runs and can be reached"), "\(message)")
+            #expect(message.hasPrefix("The S3 server at \(scheme)://\(Self.name):\(port) could not be reached through the proxy \(closed.dropFirst("http://".count)) (\(scheme)_proxy) to list the objects under proxy-"), "\(message)")
+            #expect(message.contains("(connection refused, 2 attempts): check that the proxy runs and lets this host through, or set no_proxy"), "\(message)")
         }
     }
 }
