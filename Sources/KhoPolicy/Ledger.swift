@@ -71,21 +71,32 @@ public final class AuditLedger: @unchecked Sendable {
         return pattern.stringByReplacingMatches(in: text, range: NSRange(text.startIndex..., in: text), withTemplate: "$1:[removed]@")
     }
 
-    /// Appends an entry under an exclusive file lock, chaining it to the last one.
+    /// The command of the entry written when the ledger was found shorter than its head says.
+    public static let truncationCommand = "ledger-truncated"
+
+    /// Appends an entry under an exclusive file lock, chaining it to the last one. Only the last
+    /// line is read, so that appending costs the same however long the ledger has grown. When
+    /// the ledger ends before the entry its head names (entries were cut off its end), an entry
+    /// saying so is written first: the next append would otherwise overwrite the head, and the
+    /// cut would go unnoticed.
     @discardableResult
     public func append(command: String, arguments: [String], outcome: String, time: Date = Clock.now) throws -> LedgerEntry {
         let fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw KhoError.posix("open", path, errno: errno) }
         defer { close(fd) }
         guard flock(fd, LOCK_EX) == 0 else { throw KhoError.posix("flock", path, errno: errno) }
-        let entries = (try? AuditLedger.parse(readAll(fd))) ?? []
-        var entry = LedgerEntry(sequence: (entries.last?.sequence ?? 0) + 1, time: time, user: Host.user, host: Host.name,
-                                command: command, arguments: AuditLedger.redact(arguments), outcome: AuditLedger.redactText(outcome),
-                                previous: entries.last?.hash ?? "", hash: "")
-        entry.hash = entry.computedHash()
-        let line = String(decoding: try JSON.encoder.encode(entry), as: UTF8.self) + "\n"
-        try Array(line.utf8).withUnsafeBytes { try Syscall.writeAll(fd, $0, path) }
-        try Syscall.call("fsync", path) { fsync(fd) }
+        var (last, damaged) = lastEntry(fd)
+        // A damaged last line is `verify`'s to name; only a clean end can be compared to the head.
+        if !damaged, let head = readHead(),
+           head.sequence > (last?.sequence ?? 0) || (head.sequence == last?.sequence && head.hash != last?.hash) {
+            last = try write(LedgerEntry(sequence: (last?.sequence ?? 0) + 1, time: time, user: Host.user, host: Host.name,
+                                         command: AuditLedger.truncationCommand, arguments: [],
+                                         outcome: "the ledger ended at entry \(last?.sequence ?? 0) but entry \(head.sequence) had been written: entries were removed from its end",
+                                         previous: last?.hash ?? "", hash: ""), to: fd)
+        }
+        let entry = try write(LedgerEntry(sequence: (last?.sequence ?? 0) + 1, time: time, user: Host.user, host: Host.name,
+                                          command: command, arguments: AuditLedger.redact(arguments), outcome: AuditLedger.redactText(outcome),
+                                          previous: last?.hash ?? "", hash: ""), to: fd)
         // The head (last sequence and hash) is kept beside the ledger, so that cutting entries off
         // its end is noticed too.
         let head = "\(entry.sequence) \(entry.hash)\n"
@@ -94,17 +105,46 @@ public final class AuditLedger: @unchecked Sendable {
         return entry
     }
 
-    private func readAll(_ fd: Int32) -> [UInt8] {
-        var result: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        var offset = 0
-        while true {
-            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 65536, off_t(offset)) }
-            if n <= 0 { break }
-            result.append(contentsOf: buffer[0..<n])
-            offset += n
+    private func write(_ unhashed: LedgerEntry, to fd: Int32) throws -> LedgerEntry {
+        var entry = unhashed
+        entry.hash = entry.computedHash()
+        let line = String(decoding: try JSON.encoder.encode(entry), as: UTF8.self) + "\n"
+        try Array(line.utf8).withUnsafeBytes { try Syscall.writeAll(fd, $0, path) }
+        try Syscall.call("fsync", path) { fsync(fd) }
+        return entry
+    }
+
+    /// The sequence and hash the head file names, if it can be read.
+    private func readHead() -> (sequence: Int, hash: String)? {
+        guard let text = try? String(contentsOfFile: path + ".head", encoding: .utf8) else { return nil }
+        let parts = text.split(separator: " ")
+        guard parts.count == 2, let sequence = Int(parts[0]) else { return nil }
+        return (sequence, parts[1].trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    /// The ledger's last entry, read from the end of the file: nil for an empty ledger, or with
+    /// `damaged` for a last line that is not an entry (`verify` names that line).
+    private func lastEntry(_ fd: Int32) -> (entry: LedgerEntry?, damaged: Bool) {
+        let size = Int(lseek(fd, 0, SEEK_END))
+        guard size > 0 else { return (nil, false) }
+        func decode(_ line: ArraySlice<UInt8>) -> (LedgerEntry?, Bool) {
+            let entry = try? JSON.decoder.decode(LedgerEntry.self, from: Data(line))
+            return (entry, entry == nil)
         }
-        return result
+        var window = 4096
+        while true {
+            let start = max(0, size - window)
+            var bytes = [UInt8](repeating: 0, count: size - start)
+            let read = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(start)) }
+            guard read == bytes.count else { return (nil, true) }
+            var end = bytes.count
+            while end > 0 && bytes[end - 1] == UInt8(ascii: "\n") { end -= 1 }
+            if let newline = bytes[..<end].lastIndex(of: UInt8(ascii: "\n")) {
+                return decode(bytes[(newline + 1)..<end])
+            }
+            if start == 0 { return end == 0 ? (nil, false) : decode(bytes[..<end]) }
+            window *= 4
+        }
     }
 
     static func parse(_ bytes: [UInt8]) throws -> [LedgerEntry] {
@@ -137,6 +177,9 @@ public final class AuditLedger: @unchecked Sendable {
             }
             if entry.sequence != expectedSequence {
                 return (i + 1, "entry \(entry.sequence) (line \(i + 1)) should be number \(expectedSequence): an entry was removed or reordered")
+            }
+            if entry.command == AuditLedger.truncationCommand {
+                return (i + 1, "entry \(entry.sequence) (line \(i + 1)) records that \(entry.outcome)")
             }
             previous = entry.hash
             expectedSequence += 1

@@ -118,6 +118,36 @@ struct LedgerTests {
         #expect(problem.line == 5)
     }
 
+    @Test("entries cut off the end and then appended to are still noticed: an entry records the cut")
+    func truncatedThenAppended() throws {
+        let f = try LedgerFixture()
+        var lines = try f.lines
+        lines.removeLast(2)
+        try f.write(lines)
+        try f.ledger.append(command: "restore", arguments: ["restore", "latest"], outcome: "success", time: at("2026-03-02T09:00:00+07:00"))
+        let entries = try f.ledger.entries()
+        #expect(entries.map(\.command) == ["restore", "forget", "prune", AuditLedger.truncationCommand, "restore"])
+        #expect(entries.map(\.sequence) == [1, 2, 3, 4, 5])
+        let problem = try #require(try f.ledger.verify())
+        #expect(problem.line == 4)
+        #expect(problem.reason == "entry 4 (line 4) records that the ledger ended at entry 3 but entry 5 had been written: entries were removed from its end")
+        // Later appends do not repeat it.
+        try f.ledger.append(command: "prune", arguments: ["prune"], outcome: "success", time: at("2026-03-02T10:00:00+07:00"))
+        #expect(try f.ledger.entries().filter { $0.command == AuditLedger.truncationCommand }.count == 1)
+    }
+
+    @Test("appending reads only the end: a damaged early line does not restart the chain")
+    func appendReadsTheEnd() throws {
+        let f = try LedgerFixture()
+        var lines = try f.lines
+        let fifth = try f.ledger.entries()[4]
+        lines[1] = String(lines[1].prefix(20))
+        try f.write(lines)
+        let entry = try f.ledger.append(command: "prune", arguments: ["prune"], outcome: "success", time: at("2026-03-02T09:00:00+07:00"))
+        #expect(entry.sequence == 6 && entry.previous == fifth.hash)
+        #expect(try f.ledger.verify()?.line == 2)
+    }
+
     @Test("a deleted first entry and a damaged line are named")
     func deletedFirstAndDamaged() throws {
         let f = try LedgerFixture()
