@@ -72,6 +72,9 @@ public final class Restorer {
         var queued: Int
         /// Blobs gathered (over all packs) before the largest gathering is handed out.
         var gathered: Int
+        /// Packs gathered from at once: on a local disk one, so that blobs are handed out in the
+        /// order of the files (a file of many blobs is then written front to back).
+        var packs: Int
         /// Folders kept open for files not yet created; the rest of the descriptors are left for
         /// the files being written and the storage's connections.
         var folders: Int
@@ -82,9 +85,11 @@ public final class Restorer {
         static func forStorage(remote: Bool, workers: Int, openFileLimit: Int) -> RunLimits {
             let folders = max(16, openFileLimit / 2)
             guard remote else {
-                return RunLimits(bytes: 4 << 20, blobs: 64, gap: 256 << 10, queued: workers * 2, gathered: 64, folders: folders)
+                return RunLimits(bytes: 4 << 20, blobs: 64, gap: 256 << 10, queued: workers * 2, gathered: 64, packs: 1,
+                                 folders: folders)
             }
-            return RunLimits(bytes: 16 << 20, blobs: 1 << 14, gap: 2 << 20, queued: workers, gathered: 1 << 16, folders: folders)
+            return RunLimits(bytes: 16 << 20, blobs: 1 << 14, gap: 2 << 20, queued: workers, gathered: 1 << 16, packs: .max,
+                             folders: folders)
         }
     }
 
@@ -641,9 +646,12 @@ public final class Restorer {
         let pack = job.location.pack
         let start = Int(job.location.blob.offset)
         let end = start + Int(job.location.blob.length)
-        if let gathered = pending[pack],
-           max(end, gathered.end) - min(start, gathered.start) > limits.bytes || gathered.jobs.count >= limits.blobs {
-            flush(pack, jobs)
+        if let gathered = pending[pack] {
+            if max(end, gathered.end) - min(start, gathered.start) > limits.bytes || gathered.jobs.count >= limits.blobs {
+                flush(pack, jobs)
+            }
+        } else if pending.count >= limits.packs {
+            flushAll(jobs)
         }
         pending[pack, default: Gathering()].add(job, start: start, end: end)
         pendingBlobs += 1
