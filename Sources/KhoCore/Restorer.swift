@@ -326,6 +326,7 @@ public final class Restorer {
         let rootFolder = Folder(fd: rootFD, budget: openFolders)
 
         let jobs = BoundedQueue<[Job]>(capacity: limits.queued)
+        let decoders = DispatchSemaphore(value: min(options.workers, Machine.cores))
         let failure = FirstError()
         var workers: [Worker] = []
         for n in 0..<options.workers {
@@ -335,6 +336,11 @@ public final class Restorer {
                   let base = Int(run[0].location.blob.offset)
                   let end = run.lazy.map { Int($0.location.blob.offset) + Int($0.location.blob.length) }.max()!
                   let loaded = Result { try repository.storage.load(Handle(.data, run[0].location.pack.hex), offset: base, length: end - base) }
+                  // More workers than cores wait on reads (S3); only as many decode and write at
+                  // once as there are cores: writers of one file queue on its inode lock, and
+                  // more of them only spin there.
+                  decoders.wait()
+                  defer { decoders.signal() }
                   for job in run {
                     defer { job.sink.blobDone() }
                     let fd: Int32
