@@ -399,10 +399,10 @@ def set_aside(work, path, label):
 
 
 def s3_reps(args):
-    """After the three tools, two repetitions of the S3 part keep a full run within its 15 minutes
-    (its tree restores alone take minutes on a VM that faults page-cache pages in from the host);
-    run alone (--only s3) it has all of them."""
-    return args.reps if args.only == "s3" else min(args.reps, 2)
+    """As many repetitions as the rest (a median of two is the mean of a good and a bad sample, and
+    a full run's writeback stalls make bad ones); since restores read whole packs the S3 part takes
+    about a minute a repetition."""
+    return args.reps
 
 
 def run_s3(bench):
