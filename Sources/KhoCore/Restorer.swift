@@ -181,22 +181,12 @@ public final class Restorer {
         private var remaining: Int
         private let blobs: Int
 
-        /// A file the walker created.
-        init(fd: Int32, node: Node, path: String, blobs: Int, restoreOwners: Bool) {
+        /// A file the walker created (`fd`), or one to create as `name` in `folder` when its first
+        /// blob is written.
+        init(fd: Int32 = -1, name: [UInt8] = [], in folder: Folder? = nil, node: Node, path: String, blobs: Int, restoreOwners: Bool) {
             self.fd = fd
-            self.node = node
-            self.path = path
-            self.restoreOwners = restoreOwners
-            self.blobs = blobs
-            remaining = blobs
-            name = []
-        }
-
-        /// A file to create as `name` in `folder` when its first blob is written.
-        init(name: [UInt8], in folder: Folder, node: Node, path: String, blobs: Int, restoreOwners: Bool) {
-            fd = -1
-            self.folder = folder
             self.name = name
+            self.folder = folder
             self.node = node
             self.path = path
             self.restoreOwners = restoreOwners
