@@ -132,8 +132,11 @@ public final class Repository: Sendable {
         return config
     }
 
-    public static func open(storage: any Storage, password: [UInt8], logger: Logger = Logger(label: "kho")) throws -> Repository {
-        let config = try readConfig(storage: storage)
+    /// `config` is the one the caller read already with `readConfig` (to say "not a repository"
+    /// before asking for a password), so that it is not fetched twice.
+    public static func open(storage: any Storage, password: [UInt8], config known: RepositoryConfig? = nil,
+                            logger: Logger = Logger(label: "kho")) throws -> Repository {
+        let config = try known ?? readConfig(storage: storage)
         let keys = try storage.list(.key)
         guard !keys.isEmpty else {
             throw KhoError(.integrity, "\(storage.location) has no key files left: restore keys/ from a copy of the repository.")

@@ -120,9 +120,9 @@ struct RepositoryOptions: ParsableArguments {
 
     func open() throws -> Repository {
         let storage = try storage()
-        _ = try Repository.readConfig(storage: storage)
+        let config = try Repository.readConfig(storage: storage)
         let password = try Password.read(purpose: "repository password")
-        return try Repository.open(storage: storage, password: password)
+        return try Repository.open(storage: storage, password: password, config: config)
     }
 
     /// Opens the repository and takes a lock for the duration of `body`.
