@@ -688,6 +688,10 @@ final class S3Client: @unchecked Sendable {
             return KhoError(.storage, "The S3 server at \(address.endpoint) refused the request because this machine's clock is off (RequestTimeTooSkewed): set the time (NTP), then run the command again.")
         case (403, _):
             return KhoError(.storage, "The S3 server at \(address.endpoint) refused the credentials of access key \(keyID) when asked to \(what) in bucket \(address.bucket)\(detail.isEmpty ? " (403 Forbidden)" : detail): check the key and its permissions on the bucket.")
+        case (400, "XAmzContentSHA256Mismatch"), (400, "BadDigest"):
+            // The payload hash kho signs is the file's name (or the body's hash) and Content-MD5
+            // the body's MD5: the server checked them and stored nothing.
+            return KhoError(.storage, "The S3 server at \(address.endpoint) refused to \(what): the bytes it received do not match their checksum (\(code)), so they were damaged on the way or in this machine's memory, and nothing was stored. Run the command again; if it happens again, check the network path and this machine's memory.", retryable: true)
         case (400, "AuthorizationHeaderMalformed"), (400, "InvalidRegion"):
             return KhoError(.storage, "The S3 server at \(address.endpoint) rejected the region \(configuration.region)\(detail): set KHO_S3_REGION to the bucket's region.")
         case (301, _), (302, _), (307, _), (308, _):

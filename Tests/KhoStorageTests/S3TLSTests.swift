@@ -166,6 +166,18 @@ struct S3AnswerTests {
         #expect(server.requests == 3)
     }
 
+    @Test(arguments: ["XAmzContentSHA256Mismatch", "BadDigest"])
+    func aBodyTheServerFoundDamagedIsNamedAndNothingIsStored(_ code: String) throws {
+        let server = try FixedAnswerServer(status: 400, code: code)
+        let handle = Handle(.data, String(repeating: "ef", count: 32))
+        let error = #expect(throws: KhoError.self) { try storage(server).save(handle, data: [1, 2, 3]) }
+        #expect(error?.kind == .storage && error?.retryable == true, "\(error?.message ?? "")")
+        #expect(error?.message.contains("refused to write data/ef/\(handle.name): the bytes it received do not match their checksum (\(code))") == true,
+                "\(error?.message ?? "")")
+        #expect(error?.message.contains("Run the command again") == true)
+        #expect(server.requests == 1)
+    }
+
     @Test func otherClientErrorsAreNotTriedAgain() throws {
         let server = try FixedAnswerServer(status: 400, code: "InvalidArgument")
         let error = #expect(throws: KhoError.self) { _ = try storage(server).load(Handle(.index, String(repeating: "cd", count: 32))) }
