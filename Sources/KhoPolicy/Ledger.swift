@@ -85,8 +85,13 @@ public final class AuditLedger: @unchecked Sendable {
         guard fd >= 0 else { throw KhoError.posix("open", path, errno: errno) }
         defer { close(fd) }
         guard flock(fd, LOCK_EX) == 0 else { throw KhoError.posix("flock", path, errno: errno) }
-        var (last, damaged) = lastEntry(fd)
-        // A damaged last line is `verify`'s to name; only a clean end can be compared to the head.
+        var (last, damaged, endsWithNewline) = lastEntry(fd)
+        if !endsWithNewline {
+            // A line cut short by a crash: end it, so that the new entry is a line of its own.
+            try [UInt8(ascii: "\n")].withUnsafeBytes { try Syscall.writeAll(fd, $0, path) }
+        }
+        // Damaged last lines are `verify`'s to name; only a clean end can be compared to the head.
+        // The new entry follows the last good one.
         if !damaged, let head = readHead(),
            head.sequence > (last?.sequence ?? 0) || (head.sequence == last?.sequence && head.hash != last?.hash) {
             last = try write(LedgerEntry(sequence: (last?.sequence ?? 0) + 1, time: time, user: Host.user, host: Host.name,
@@ -122,27 +127,29 @@ public final class AuditLedger: @unchecked Sendable {
         return (sequence, parts[1].trimmingCharacters(in: .whitespacesAndNewlines))
     }
 
-    /// The ledger's last entry, read from the end of the file: nil for an empty ledger, or with
-    /// `damaged` for a last line that is not an entry (`verify` names that line).
-    private func lastEntry(_ fd: Int32) -> (entry: LedgerEntry?, damaged: Bool) {
+    /// The ledger's last good entry, read from the end of the file (nil for an empty ledger);
+    /// `damaged` when lines after it are not entries (a crash in the middle of an append, or an
+    /// edit: `verify` names them), and whether the file ends with a line break.
+    private func lastEntry(_ fd: Int32) -> (entry: LedgerEntry?, damaged: Bool, endsWithNewline: Bool) {
         let size = Int(lseek(fd, 0, SEEK_END))
-        guard size > 0 else { return (nil, false) }
-        func decode(_ line: ArraySlice<UInt8>) -> (LedgerEntry?, Bool) {
-            let entry = try? JSON.decoder.decode(LedgerEntry.self, from: Data(line))
-            return (entry, entry == nil)
-        }
+        guard size > 0 else { return (nil, false, true) }
+        let newline = UInt8(ascii: "\n")
         var window = 4096
         while true {
             let start = max(0, size - window)
             var bytes = [UInt8](repeating: 0, count: size - start)
             let read = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(start)) }
-            guard read == bytes.count else { return (nil, true) }
-            var end = bytes.count
-            while end > 0 && bytes[end - 1] == UInt8(ascii: "\n") { end -= 1 }
-            if let newline = bytes[..<end].lastIndex(of: UInt8(ascii: "\n")) {
-                return decode(bytes[(newline + 1)..<end])
+            guard read == bytes.count else { return (nil, true, true) }
+            let endsWithNewline = bytes.last == newline
+            // Whole lines only: the window's first line may begin before the window.
+            var lines = bytes.split(separator: newline, omittingEmptySubsequences: true)
+            if start > 0 && !lines.isEmpty { lines.removeFirst() }
+            for (skipped, line) in lines.reversed().enumerated() {
+                if let entry = try? JSON.decoder.decode(LedgerEntry.self, from: Data(line)) {
+                    return (entry, skipped > 0, endsWithNewline)
+                }
             }
-            if start == 0 { return end == 0 ? (nil, false) : decode(bytes[..<end]) }
+            if start == 0 { return (nil, !lines.isEmpty, endsWithNewline) }
             window *= 4
         }
     }

@@ -148,6 +148,21 @@ struct LedgerTests {
         #expect(try f.ledger.verify()?.line == 2)
     }
 
+    @Test("an append cut short by a crash: the next entry is a line of its own, chained to the last good entry")
+    func crashInTheMiddleOfAnAppend() throws {
+        let f = try LedgerFixture()
+        var lines = try f.lines
+        let fourth = try f.ledger.entries()[3]
+        lines[4] = String(lines[4].prefix(30))
+        try (lines.joined(separator: "\n")).write(toFile: f.ledger.path, atomically: false, encoding: .utf8)
+        let entry = try f.ledger.append(command: "prune", arguments: ["prune"], outcome: "success", time: at("2026-03-02T09:00:00+07:00"))
+        #expect(entry.sequence == 5 && entry.previous == fourth.hash)
+        let after = try f.lines
+        #expect(after.count == 6 && after[4] == lines[4])
+        let problem = try #require(try f.ledger.verify())
+        #expect(problem.line == 5 && problem.reason == "line 5 is not a ledger entry (edited or damaged)")
+    }
+
     @Test("a deleted first entry and a damaged line are named")
     func deletedFirstAndDamaged() throws {
         let f = try LedgerFixture()
