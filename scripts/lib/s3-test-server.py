@@ -362,12 +362,7 @@ async def run_forward_proxy(args):
         elif header(headers, "content-length") is not None:
             await copy_exactly(reader, writer, int(header(headers, "content-length")))
         elif until_close:
-            while True:
-                data = await reader.read(65536)
-                if not data:
-                    break
-                writer.write(data)
-                await writer.drain()
+            await pipe(reader, writer)  # to the end of the connection; the caller stops reading
             return False
         await writer.drain()
         return True
