@@ -101,12 +101,14 @@ public final class PolicyRunner: @unchecked Sendable {
     /// the night's recovery point, and a lasting fault should not be hammered.
     public static let retryDelays: [TimeInterval] = [15 * 60, 30 * 60]
 
-    /// Whether the backup planned for `planned` failed every time so far (or was killed: its
-    /// record still says running), has attempts left, and its last attempt began long enough ago.
+    /// Whether the backup planned for `planned` failed every time so far, has attempts left, and
+    /// its last attempt began long enough ago. An attempt still "running" is not tried again: a
+    /// large database's backup may well run longer than the pause, and a second one beside it
+    /// would only wait for its lock (a killed one is caught up at the next planned time).
     func isRetryDue(_ policy: Policy, _ source: SourceSpec, planned: Date, now: Date) throws -> Bool {
         let attempts = try catalog.attempts(policy: policy.name, source: source.name, planned: planned)
         guard let latest = attempts.last, attempts.count <= PolicyRunner.retryDelays.count,
-              !attempts.contains(where: { $0.outcome == "success" || $0.outcome == "partial" }) else { return false }
+              attempts.allSatisfy({ $0.outcome == "failure" }) else { return false }
         return now.timeIntervalSince(latest.started) >= PolicyRunner.retryDelays[attempts.count - 1]
     }
 

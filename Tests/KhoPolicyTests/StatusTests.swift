@@ -283,7 +283,7 @@ struct StatusTests {
         #expect(try PolicyRunner(policies: f.policies, catalog: f.catalog, options: other) { _ in }.plan(now: at("2026-03-09T20:00:00+07:00")).isEmpty)
     }
 
-    @Test("planning: a failed backup is tried again 15 and then 30 minutes later, three attempts in all, until the schedule fires")
+    @Test("planning: a failed backup is tried again 15 and then 30 minutes later, three attempts in all, until the schedule fires; never beside one still running")
     func failedBackupIsRetried() throws {
         let f = try StatusFixture()
         var options = RunOptions()
@@ -294,18 +294,22 @@ struct StatusTests {
         try f.record(outcome: "failure", started: "2026-03-05T01:00:05+07:00", planned: night, error: "the server closed the connection")
         #expect(try runner.plan(now: at("2026-03-05T01:15:04+07:00")).isEmpty)
         #expect(try runner.plan(now: at("2026-03-05T01:15:05+07:00")).map { local($0.planned) } == [night])
-        // A killed attempt (still "running" in the catalog) counts as a failed one.
-        try f.record(outcome: "running", started: "2026-03-05T01:15:05+07:00", planned: night)
+        try f.record(outcome: "failure", started: "2026-03-05T01:15:05+07:00", planned: night, error: "still down")
         #expect(try runner.plan(now: at("2026-03-05T01:45:04+07:00")).isEmpty)
         #expect(try runner.plan(now: at("2026-03-05T01:45:05+07:00")).map { local($0.planned) } == [night])
         try f.record(outcome: "failure", started: "2026-03-05T01:45:05+07:00", planned: night, error: "still down")
         // Three attempts: none more until the next night.
         #expect(try runner.plan(now: at("2026-03-05T12:00:00+07:00")).isEmpty)
         #expect(try runner.plan(now: at("2026-03-06T01:00:00+07:00")).map { local($0.planned) } == ["2026-03-06T01:00:00+07:00"])
-        // A retry that succeeds ends the retries.
+        // An attempt still running (a long backup, or one killed) is not started again beside it.
         try f.record(outcome: "failure", started: "2026-03-06T01:00:05+07:00", planned: "2026-03-06T01:00:00+07:00", error: "boom")
-        try f.record(outcome: "success", started: "2026-03-06T01:15:05+07:00", snapshot: "s2", planned: "2026-03-06T01:00:00+07:00")
+        try f.record(outcome: "running", started: "2026-03-06T01:15:05+07:00", planned: "2026-03-06T01:00:00+07:00")
         #expect(try runner.plan(now: at("2026-03-06T03:00:00+07:00")).isEmpty)
+        #expect(try runner.plan(now: at("2026-03-07T01:00:00+07:00")).map { local($0.planned) } == ["2026-03-07T01:00:00+07:00"])
+        // A retry that succeeds ends the retries.
+        try f.record(outcome: "failure", started: "2026-03-07T01:00:05+07:00", planned: "2026-03-07T01:00:00+07:00", error: "boom")
+        try f.record(outcome: "success", started: "2026-03-07T01:15:05+07:00", snapshot: "s2", planned: "2026-03-07T01:00:00+07:00")
+        #expect(try runner.plan(now: at("2026-03-07T03:00:00+07:00")).isEmpty)
     }
 
     @Test("drills due: only policies with drills, the least recently drilled source, once per period")
