@@ -180,11 +180,13 @@ public final class Restorer {
         private var createError: Error?
         private var remaining: Int
         private let blobs: Int
+        private let created: Bool
 
-        /// A file the walker created (`fd`), or one to create as `name` in `folder` when its first
-        /// blob is written.
-        init(fd: Int32 = -1, name: [UInt8] = [], in folder: Folder? = nil, node: Node, path: String, blobs: Int, restoreOwners: Bool) {
-            self.fd = fd
+        /// A file to open as `name` in `folder` when its first blob is written: to create, or
+        /// already `created` by the walker (and closed: a waiting file holds no descriptor).
+        init(name: [UInt8], in folder: Folder, created: Bool = false, node: Node, path: String, blobs: Int, restoreOwners: Bool) {
+            fd = -1
+            self.created = created
             self.name = name
             self.folder = folder
             self.node = node
@@ -201,20 +203,20 @@ public final class Restorer {
             if fd >= 0 { return fd }
             if let createError { throw createError }
             do {
-                let created = try FileSystem.withCName(name) { cname in
-                    try Syscall.call("openat", path) {
-                        openat(folder!.fd, cname, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-                    }
+                // The walker's files exist already; any other name must be new (O_EXCL).
+                let flags = created ? O_WRONLY | O_NOFOLLOW | O_CLOEXEC : O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC
+                let opened = try FileSystem.withCName(name) { cname in
+                    try Syscall.call("openat", path) { openat(folder!.fd, cname, flags, 0o600) }
                 }
                 if blobs > 1 {
                     // Sized first: its blobs land out of order from several workers, and writes
                     // inside the file's length do not move its end again and again. A one-blob
                     // file gets its length from its one write (see writeSkippingZeros).
-                    let (result, code) = Syscall.attempt { ftruncate(created, off_t(node.size)) }
-                    if result != 0 { close(created); throw KhoError.posix("ftruncate", path, errno: code) }
+                    let (result, code) = Syscall.attempt { ftruncate(opened, off_t(node.size)) }
+                    if result != 0 { close(opened); throw KhoError.posix("ftruncate", path, errno: code) }
                 }
-                fd = created
-                return created
+                fd = opened
+                return opened
             } catch {
                 createError = error
                 throw error
@@ -615,17 +617,20 @@ public final class Restorer {
             try Syscall.call("openat", path) { openat(fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
         }
         if node.links > 1 { hardLinks[linkKey] = components }
-        if node.content.count > 1 {
-            let (result, code) = Syscall.attempt { ftruncate(file, off_t(node.size)) }
-            if result != 0 { close(file); throw KhoError.posix("ftruncate", path, errno: code) }
-        }
         if locations.isEmpty {
+            if node.content.count > 1 {
+                let (result, code) = Syscall.attempt { ftruncate(file, off_t(node.size)) }
+                if result != 0 { close(file); throw KhoError.posix("ftruncate", path, errno: code) }
+            }
             Restorer.applyMetadata(fd: file, node: node, restoreOwners: options.restoreOwners)
             close(file)
             return
         }
-        enqueue(FileSink(fd: file, node: node, path: path, blobs: locations.count, restoreOwners: options.restoreOwners),
-                locations, jobs)
+        // Closed until its first blob: a tree of hard-linked files would otherwise hold one
+        // descriptor per gathered file.
+        close(file)
+        enqueue(FileSink(name: node.name, in: folder, created: true, node: node, path: path, blobs: locations.count,
+                         restoreOwners: options.restoreOwners), locations, jobs)
     }
 
     private func enqueue(_ sink: FileSink, _ locations: [BlobLocation], _ jobs: BoundedQueue<[Job]>) {
