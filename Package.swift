@@ -39,8 +39,7 @@ let package = Package(
                 "CZstd",
                 "COpenSSL",
                 .product(name: "Logging", package: "swift-log"),
-            ],
-            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+            ]
         ),
         .target(
             name: "KhoStorage",

@@ -45,14 +45,14 @@ public final class Archiver {
     }
 
     public init(repository: Repository, index: MasterIndex, options: BackupOptions, progress: ProgressCounter = ProgressCounter(),
-                warn: @escaping (String) -> Void) {
+                warn: @escaping (String) -> Void) throws {
         self.repository = repository
         self.index = index
         self.options = options
         self.progress = progress
         self.warn = warn
-        codec = BlobCodec(repository: repository)
-        saver = BlobSaver(repository: repository, index: index, compressionLevel: options.compressionLevel, workers: options.workers,
+        codec = try BlobCodec(repository: repository)
+        saver = try BlobSaver(repository: repository, index: index, compressionLevel: options.compressionLevel, workers: options.workers,
                           uploaders: max(1, options.uploaders))
         streamChunker = StreamChunker(chunker: repository.chunker)
     }

@@ -9,9 +9,9 @@ public final class BlobCodec {
     let decompressor = Decompressor()
     private var scratch: UnsafeMutableRawBufferPointer
 
-    public init(repository: Repository, compressionLevel: Int? = nil) {
-        hasher = BlobHasher(key: repository.key.mac)
-        sealer = Sealer(key: repository.key.encryption)
+    public init(repository: Repository, compressionLevel: Int? = nil) throws {
+        hasher = try BlobHasher(key: repository.key.mac)
+        sealer = try repository.makeSealer()
         let level = compressionLevel ?? repository.config.compressionLevel
         compressor = level > 0 ? Compressor(level: level) : nil
         scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
@@ -33,7 +33,7 @@ public final class BlobCodec {
 
     /// Compresses (when it saves at least 1/32 of the size) and seals `plain` into a buffer the
     /// codec owns (valid until its next call): no allocation per blob on the backup path.
-    func sealInPlace(_ plain: UnsafeRawBufferPointer, id: BlobID) -> (compressed: Bool, sealed: UnsafeRawBufferPointer) {
+    func sealInPlace(_ plain: UnsafeRawBufferPointer, id: BlobID) throws -> (compressed: Bool, sealed: UnsafeRawBufferPointer) {
         var payload = plain
         var compressed = false
         if let compressor, plain.count >= 64 {
@@ -51,16 +51,16 @@ public final class BlobCodec {
         }
         var context = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         withUnsafeMutableBytes(of: &context) { id.write(to: $0.baseAddress!) }
-        withUnsafeBytes(of: &context) { aad in
-            sealer.seal(payload, context: aad, into: sealedScratch.baseAddress!)
+        try withUnsafeBytes(of: &context) { aad in
+            try sealer.seal(payload, context: aad, into: sealedScratch.baseAddress!)
         }
         return (compressed, UnsafeRawBufferPointer(rebasing: sealedScratch[0..<sealedLength]))
     }
 
     /// Compresses (when it saves at least 1/32 of the size) and seals `plain`, into an array of
     /// its own (for storages that build packs in memory).
-    func seal(_ plain: UnsafeRawBufferPointer, id: BlobID, kind: BlobKind) -> SealedBlob {
-        let (compressed, sealed) = sealInPlace(plain, id: id)
+    func seal(_ plain: UnsafeRawBufferPointer, id: BlobID, kind: BlobKind) throws -> SealedBlob {
+        let (compressed, sealed) = try sealInPlace(plain, id: id)
         return SealedBlob(id: id, kind: kind, compressed: compressed, rawLength: plain.count, bytes: Array(sealed))
     }
 
@@ -75,8 +75,8 @@ public final class BlobCodec {
         ensureScratch(payloadLength + rawLength + 64)
         var context = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         withUnsafeMutableBytes(of: &context) { blob.id.write(to: $0.baseAddress!) }
-        let opened = withUnsafeBytes(of: &context) { aad in
-            sealer.open(sealed, context: aad, into: scratch.baseAddress!)
+        let opened = try withUnsafeBytes(of: &context) { aad in
+            try sealer.open(sealed, context: aad, into: scratch.baseAddress!)
         }
         guard opened else {
             throw KhoError(.integrity, "Blob \(blob.id.shortHex) does not authenticate: its pack is damaged.")
@@ -91,7 +91,7 @@ public final class BlobCodec {
         } else if plain.count != rawLength {
             throw KhoError(.integrity, "Blob \(blob.id.shortHex) has the wrong length: its pack is damaged.")
         }
-        guard hasher.id(of: plain) == blob.id else {
+        guard ConstantTime.equal(try hasher.id(of: plain), blob.id) else {
             throw KhoError(.integrity, "Blob \(blob.id.shortHex) does not hash to its ID: its pack is damaged.")
         }
         try body(plain)

@@ -64,10 +64,10 @@ public final class BlobSaver: @unchecked Sendable {
     private var stopped = false
 
     public init(repository: Repository, index: MasterIndex, compressionLevel: Int? = nil,
-                workers workerCount: Int = Machine.cores, uploaders uploaderCount: Int = 1, packsPerIndexFile: Int = 8) {
+                workers workerCount: Int = Machine.cores, uploaders uploaderCount: Int = 1, packsPerIndexFile: Int = 8) throws {
         self.repository = repository
         self.index = index
-        self.codec = BlobCodec(repository: repository)
+        self.codec = try BlobCodec(repository: repository)
         self.packsPerIndexFile = packsPerIndexFile
         jobs = BoundedQueue(capacity: workerCount * 2)
         // As many large chunks as can be on their way at once: queued, being sealed, being batched.
@@ -88,7 +88,7 @@ public final class BlobSaver: @unchecked Sendable {
     /// The ID of `data`, stored unless the repository or this session already has it.
     @discardableResult
     public func save(_ data: UnsafeRawBufferPointer, kind: BlobKind) throws -> BlobID {
-        let id = codec.hasher.id(of: data)
+        let id = try codec.hasher.id(of: data)
         try save(data, id: id, kind: kind)
         return id
     }
@@ -125,7 +125,16 @@ public final class BlobSaver: @unchecked Sendable {
     }
 
     private func packLoop(level: Int) {
-        let codec = BlobCodec(repository: repository, compressionLevel: level)
+        let codec: BlobCodec
+        do {
+            codec = try BlobCodec(repository: repository, compressionLevel: level)
+        } catch {
+            failure.record(error)
+            jobs.close()
+            uploads.close()
+            activeWorkers.withLock { $0 -= 1 }
+            return
+        }
         var newBlobs = 0
         var rawBytes: Int64 = 0
         while let batch = jobs.pop() {
@@ -133,11 +142,11 @@ public final class BlobSaver: @unchecked Sendable {
             if failure.value != nil { continue }
             // Compress and seal outside the lock; only the copy into the shared pack is serialized.
             if streams {
-                let (compressed, sealed) = codec.sealInPlace(job.data.bytes, id: job.id)
-                newBlobs += 1
-                rawBytes += Int64(job.data.count)
                 var closed: ClosedPack?
                 do {
+                    let (compressed, sealed) = try codec.sealInPlace(job.data.bytes, id: job.id)
+                    newBlobs += 1
+                    rawBytes += Int64(job.data.count)
                     try streamLock.withLock { open in
                         if let current = open[job.kind], current.count + sealed.count > repository.config.packSize {
                             closed = ClosedPack(bytes: [], blobs: current.blobs, stream: current)
@@ -156,21 +165,29 @@ public final class BlobSaver: @unchecked Sendable {
                 if let closed, !uploads.push(closed) { break }
                 continue
             }
-            let sealed = codec.seal(job.data.bytes, id: job.id, kind: job.kind)
-            newBlobs += 1
-            rawBytes += Int64(job.data.count)
-            let closed = packLock.withLock { builders -> ClosedPack? in
-                var closed: ClosedPack?
-                let builder = builders[job.kind] ?? PackBuilder(targetSize: repository.config.packSize)
-                builders[job.kind] = builder
-                // Close the open pack first when this blob would take it past the target size, so
-                // that a pack's buffer never grows beyond the capacity it was given.
-                if !builder.isEmpty && builder.count + sealed.bytes.count > repository.config.packSize {
-                    let (bytes, blobs) = builder.finish(sealer: codec.sealer)
-                    closed = ClosedPack(bytes: bytes, blobs: blobs)
+            let closed: ClosedPack?
+            do {
+                let sealed = try codec.seal(job.data.bytes, id: job.id, kind: job.kind)
+                newBlobs += 1
+                rawBytes += Int64(job.data.count)
+                closed = try packLock.withLock { builders -> ClosedPack? in
+                    var closed: ClosedPack?
+                    let builder = builders[job.kind] ?? PackBuilder(targetSize: repository.config.packSize)
+                    builders[job.kind] = builder
+                    // Close the open pack first when this blob would take it past the target size, so
+                    // that a pack's buffer never grows beyond the capacity it was given.
+                    if !builder.isEmpty && builder.count + sealed.bytes.count > repository.config.packSize {
+                        let (bytes, blobs) = try builder.finish(sealer: codec.sealer)
+                        closed = ClosedPack(bytes: bytes, blobs: blobs)
+                    }
+                    builder.append(sealed)
+                    return closed
                 }
-                builder.append(sealed)
-                return closed
+            } catch {
+                failure.record(error)
+                jobs.close()
+                uploads.close()
+                continue
             }
             if let closed, !uploads.push(closed) { break }
           }
@@ -188,19 +205,34 @@ public final class BlobSaver: @unchecked Sendable {
             }
             for pack in closed { uploads.push(pack) }
         } else if last && failure.value == nil {
-            let closed = packLock.withLock { builders -> [ClosedPack] in
-                [BlobKind.data, .tree].compactMap { kind in
-                    guard let builder = builders[kind], !builder.isEmpty else { return nil }
-                    let (bytes, blobs) = builder.finish(sealer: codec.sealer)
-                    return ClosedPack(bytes: bytes, blobs: blobs)
+            do {
+                let closed = try packLock.withLock { builders -> [ClosedPack] in
+                    try [BlobKind.data, .tree].compactMap { kind in
+                        guard let builder = builders[kind], !builder.isEmpty else { return nil }
+                        let (bytes, blobs) = try builder.finish(sealer: codec.sealer)
+                        return ClosedPack(bytes: bytes, blobs: blobs)
+                    }
                 }
+                for pack in closed { uploads.push(pack) }
+            } catch {
+                failure.record(error)
+                jobs.close()
+                uploads.close()
             }
-            for pack in closed { uploads.push(pack) }
         }
     }
 
     private func uploadLoop() {
-        let sealer = Sealer(key: repository.key.encryption)
+        let sealer: Sealer
+        do {
+            sealer = try repository.makeSealer()
+        } catch {
+            failure.record(error)
+            jobs.close()
+            uploads.close()
+            while let pack = uploads.pop() { pack.stream?.abort() }
+            return
+        }
         while let pack = uploads.pop() {
             if failure.value != nil {
                 pack.stream?.abort()
@@ -212,7 +244,7 @@ public final class BlobSaver: @unchecked Sendable {
                 if let stream = pack.stream {
                     (id, size) = try stream.finish(sealer: sealer)
                 } else {
-                    id = SHA256.hash(pack.bytes)
+                    id = try SHA256.hash(pack.bytes)
                     size = pack.bytes.count
                     try repository.storage.save(Handle(.data, id.hex), data: pack.bytes)
                 }
@@ -300,11 +332,12 @@ public final class BlobSaver: @unchecked Sendable {
 /// `finish`.
 final class StreamingPack: @unchecked Sendable {
     private let writer: any StorageStreamWriter
-    private let hash = SHA256.Context()
+    private let hash: SHA256.Context
     private(set) var blobs: [PackedBlob] = []
     private(set) var count = 0
 
     init(storage: any Storage) throws {
+        hash = try SHA256.Context()
         guard let writer = try storage.makeStreamWriter(for: .data) else {
             throw KhoError(.failure, "The storage cannot stream packs.")
         }
@@ -313,7 +346,7 @@ final class StreamingPack: @unchecked Sendable {
 
     func append(id: BlobID, kind: BlobKind, compressed: Bool, rawLength: Int, sealed: UnsafeRawBufferPointer) throws {
         try writer.write(sealed)
-        hash.update(sealed)
+        try hash.update(sealed)
         blobs.append(PackedBlob(id: id, kind: kind, compressed: compressed, offset: UInt32(count),
                                 length: UInt32(sealed.count), rawLength: UInt32(rawLength)))
         count += sealed.count
@@ -321,13 +354,13 @@ final class StreamingPack: @unchecked Sendable {
 
     /// Writes the header and trailer and gives the file its name; returns the pack ID and size.
     func finish(sealer: Sealer) throws -> (BlobID, Int) {
-        var tail = sealer.seal(PackFormat.encodeHeader(blobs), context: PackFormat.headerContext)
+        var tail = try sealer.seal(PackFormat.encodeHeader(blobs), context: PackFormat.headerContext)
         withUnsafeBytes(of: UInt32(tail.count).littleEndian) { tail.append(contentsOf: $0) }
         try tail.withUnsafeBytes { raw in
             try writer.write(raw)
-            hash.update(raw)
+            try hash.update(raw)
         }
-        let id = hash.finish()
+        let id = try hash.finish()
         try writer.commit(as: Handle(.data, id.hex))
         return (id, count + tail.count)
     }

@@ -24,6 +24,11 @@ public struct CheckReport: Codable, Sendable {
     public var warnings: [String] = []
     public var damagedPacks: [String] = []
     public var affected: [Affected] = []
+    /// Nonces used by more than one sealed object under the repository's key (docs/FORMAT.md,
+    /// section 5.5); any is an integrity error that only moving to a fresh key mends.
+    public var repeatedNonces: [RepeatedNonce] = []
+    /// Sealed objects whose nonces were compared: files and pack headers, and with data reading every blob.
+    public var noncesCompared = 0
     public var snapshots = 0
     public var trees = 0
     public var packs = 0
@@ -32,6 +37,13 @@ public struct CheckReport: Codable, Sendable {
     public var bytesRead: Int64 = 0
 
     public var ok: Bool { errors.isEmpty }
+}
+
+public struct RepeatedNonce: Codable, Sendable {
+    /// The 12-byte nonce, in hex.
+    public var nonce: String
+    /// The objects that use it: `snapshots/…`, `index/…`, `header of pack …`, `blob … in pack …`.
+    public var objects: [String]
 }
 
 /// Checks a repository: every index, snapshot and tree readable, every referenced blob indexed and
@@ -78,9 +90,12 @@ public final class Checker {
             report.warnings.append("pack \(name.prefix(8)) is in no index (left by an interrupted backup or prune); `kho prune` removes it")
         }
 
+        let census = NonceCensus()
+        try countNonces(census, packs: stored.filter { !badPacks.contains($0.key) })
+
         if options.readData != .none {
             let selected = selectPacks(stored.keys.filter { indexedPacks.contains($0) && !badPacks.contains($0) }.sorted())
-            let (bad, damaged, errors, stats) = readPacks(selected, index: byPack)
+            let (bad, damaged, errors, stats) = readPacks(selected, index: byPack, census: census)
             badBlobs.formUnion(bad)
             badPacks.formUnion(damaged)
             report.errors += errors
@@ -95,7 +110,67 @@ public final class Checker {
         report.snapshots = snapshots.count
         try traceSnapshots(snapshots, index: index, badBlobs: badBlobs)
         report.damagedPacks = badPacks.sorted()
+        reportRepeats(census, snapshots: snapshots)
         return report
+    }
+
+    /// Reads the nonce of every snapshot file, index file and pack header (a few bytes each).
+    private func countNonces(_ census: NonceCensus, packs: [String: Int]) throws {
+        enum Item: Sendable { case file(FileKind, String), pack(String, Int) }
+        var items: [Item] = []
+        for kind in [FileKind.snapshot, .index] {
+            for file in try repository.storage.list(kind) { items.append(.file(kind, file.name)) }
+        }
+        for (name, size) in packs.sorted(by: { $0.key < $1.key }) { items.append(.pack(name, size)) }
+        let queue = BoundedQueue<Item>(capacity: items.count + 1)
+        items.forEach { queue.push($0) }
+        queue.close()
+        let problems = Locked([String]())
+        let repository = self.repository
+        var workers: [Worker] = []
+        for n in 0..<max(1, options.workers) {
+            workers.append(Worker(name: "kho-nonces-\(n)") {
+                while let item = queue.pop() {
+                    do {
+                        switch item {
+                        case .file(let kind, let name):
+                            let nonce = try repository.storage.load(Handle(kind, name), offset: 0, length: Sealer.nonceSize)
+                            census.add(nonce, kind: kind == .snapshot ? .snapshotFile : .indexFile, place: name)
+                        case .pack(let name, let size):
+                            census.add(try repository.packHeaderNonce(name: name, size: size), kind: .packHeader, place: name)
+                        }
+                    } catch {
+                        let what: String
+                        switch item {
+                        case .file(let kind, let name): what = "\(kind.folder)/\(name.prefix(8))"
+                        case .pack(let name, _): what = "pack \(name.prefix(8))"
+                        }
+                        problems.withLock { $0.append("\(what): its nonce could not be read: \((error as? KhoError)?.message ?? "\(error)")") }
+                    }
+                }
+            })
+        }
+        workers.forEach { $0.join() }
+        report.errors += problems.current.sorted()
+    }
+
+    private func reportRepeats(_ census: NonceCensus, snapshots: [Snapshot]) {
+        report.noncesCompared = census.count
+        let repeats = census.repeats()
+        guard !repeats.isEmpty else { return }
+        report.repeatedNonces = repeats.map { RepeatedNonce(nonce: $0.nonce, objects: $0.objects) }
+        let shown = 20
+        for item in repeats.prefix(shown) {
+            let objects = item.objects.prefix(8).joined(separator: ", ") + (item.objects.count > 8 ? " and \(item.objects.count - 8) more" : "")
+            report.errors.append("nonce \(item.nonce) is used by \(item.objects.count) different sealed objects: \(objects)")
+        }
+        if repeats.count > shown {
+            report.errors.append("\(repeats.count - shown) more nonces are used more than once (see --json)")
+        }
+        let location = repository.storage.location
+        report.errors.append("\(repeats.count) nonces repeat under this repository's key (written by a kho release build before 2026-12, or by a faulty writer): "
+            + "whoever can read the storage can read parts of these objects and forge data that checks as intact, so all \(snapshots.count) snapshots are at risk. "
+            + "Move every snapshot into a repository with a fresh key: `kho rekey --from-repo \(location) --to-repo NEW`, which checks the result with --read-data before it says the old repository can be retired.")
     }
 
     private func selectPacks(_ packs: [String]) -> [String] {
@@ -115,7 +190,7 @@ public final class Checker {
 
     private struct ReadStats { var packs = 0; var blobs = 0; var bytes: Int64 = 0 }
 
-    private func readPacks(_ packs: [String], index: [BlobID: [PackedBlob]])
+    private func readPacks(_ packs: [String], index: [BlobID: [PackedBlob]], census: NonceCensus)
         -> (Set<BlobID>, Set<String>, [String], ReadStats) {
         let queue = BoundedQueue<String>(capacity: packs.count + 1)
         packs.forEach { queue.push($0) }
@@ -126,7 +201,14 @@ public final class Checker {
         var workers: [Worker] = []
         for n in 0..<max(1, options.workers) {
             workers.append(Worker(name: "kho-check-\(n)") {
-                let codec = BlobCodec(repository: repository)
+                let codec: BlobCodec
+                do {
+                    codec = try BlobCodec(repository: repository)
+                } catch {
+                    // The other workers read the packs; the check fails with the reason.
+                    result.withLock { $0.2.append("a reader could not start: \((error as? KhoError)?.message ?? "\(error)")") }
+                    return
+                }
                 while let name = queue.pop() {
                     let indexed = index[BlobID(hex: name) ?? .zero] ?? []
                     var bad = Set<BlobID>()
@@ -136,7 +218,7 @@ public final class Checker {
                     do {
                         let bytes = try repository.storage.load(Handle(.data, name))
                         size = bytes.count
-                        if SHA256.hash(bytes).hex != name {
+                        if try SHA256.hash(bytes).hex != name {
                             errors.append("pack \(name.prefix(8)): its content does not hash to its name (the file was changed or damaged)")
                         }
                         var header: [PackedBlob] = []
@@ -161,8 +243,10 @@ public final class Checker {
                                     errors.append("pack \(name.prefix(8)): blob \(blob.id.shortHex) lies outside the pack")
                                     continue
                                 }
+                                let sealed = UnsafeRawBufferPointer(rebasing: raw[Int(blob.offset)..<end])
+                                census.add(sealed, kind: .blob, place: name, blob: blob.id)
                                 do {
-                                    try codec.open(UnsafeRawBufferPointer(rebasing: raw[Int(blob.offset)..<end]), blob: blob) { _ in }
+                                    try codec.open(sealed, blob: blob) { _ in }
                                 } catch let error as KhoError {
                                     bad.insert(blob.id)
                                     errors.append("pack \(name.prefix(8)): \(error.message)")
@@ -195,7 +279,7 @@ public final class Checker {
     /// Walks every snapshot's trees, reporting unreadable trees, blobs not in the index, and the
     /// files that use damaged blobs.
     private func traceSnapshots(_ snapshots: [Snapshot], index: MasterIndex, badBlobs: Set<BlobID>) throws {
-        let codec = BlobCodec(repository: repository)
+        let codec = try BlobCodec(repository: repository)
         // Per tree: the paths below it (relative) that are affected; computed once per tree.
         var memo: [BlobID: [String]] = [:]
         var reportedTrees = Set<BlobID>()

@@ -30,12 +30,12 @@ public struct GearTable: Sendable {
     public let values: [UInt64]
 
     /// Entry i is the first 8 bytes (big-endian) of HMAC-SHA256(seed, "kho-gear" ‖ i as one byte).
-    public init(seed: SecretBytes) {
-        let hasher = BlobHasher(key: seed)
+    public init(seed: SecretBytes) throws {
+        let hasher = try BlobHasher(key: seed)
         var values = [UInt64]()
         values.reserveCapacity(256)
         for i in 0..<256 {
-            let id = hasher.id(of: Array("kho-gear".utf8) + [UInt8(i)])
+            let id = try hasher.id(of: Array("kho-gear".utf8) + [UInt8(i)])
             values.append(id.w0)
         }
         self.values = values

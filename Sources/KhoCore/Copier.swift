@@ -53,12 +53,12 @@ public final class Copier {
     private let progress: ProgressCounter
 
     public init(source: Repository, sourceIndex: MasterIndex, target: Repository, targetIndex: MasterIndex,
-                uploaders: Int = 1, progress: ProgressCounter = ProgressCounter()) {
+                uploaders: Int = 1, progress: ProgressCounter = ProgressCounter()) throws {
         self.source = source
         self.target = target
         self.sourceIndex = sourceIndex
         self.targetIndex = targetIndex
-        self.sourceCodec = BlobCodec(repository: source)
+        self.sourceCodec = try BlobCodec(repository: source)
         self.uploaders = max(1, uploaders)
         self.progress = progress
     }
@@ -90,7 +90,7 @@ public final class Copier {
         guard let root = snapshot.treeID else {
             throw KhoError(.integrity, "Snapshot \(snapshot.shortID) of \(source.storage.location) names no valid tree: it cannot be copied; run `kho check` there.")
         }
-        let saver = BlobSaver(repository: target, index: targetIndex, uploaders: uploaders)
+        let saver = try BlobSaver(repository: target, index: targetIndex, uploaders: uploaders)
         let newRoot: BlobID
         do {
             newRoot = try copyTree(root, saver: saver)
@@ -152,7 +152,7 @@ public final class Copier {
     /// decrypted and its ID recomputed under the target's key.
     private func verify(_ ids: [String]) throws {
         let index = try target.loadIndex()
-        let codec = BlobCodec(repository: target)
+        let codec = try BlobCodec(repository: target)
         var seen = Set<BlobID>()
         func check(_ id: BlobID, isTree: Bool) throws {
             guard seen.insert(id).inserted else { return }

@@ -46,7 +46,8 @@ public final class RepositoryLock: @unchecked Sendable {
     /// Takes the lock, waiting up to `wait` seconds for conflicting holders to go away.
     public static func acquire(storage: any Storage, exclusive: Bool, command: String, wait: TimeInterval = 0,
                                refreshInterval: TimeInterval = RepositoryLock.refreshInterval,
-                               name: String = RepositoryLock.newName()) throws -> RepositoryLock {
+                               name: String? = nil) throws -> RepositoryLock {
+        let name = try name ?? RepositoryLock.newName()
         let deadline = Date().addingTimeInterval(wait)
         while true {
             if let holder = try conflict(storage: storage, exclusive: exclusive, ignoring: nil) {
@@ -72,7 +73,7 @@ public final class RepositoryLock: @unchecked Sendable {
     }
 
     /// A fresh lock file name; a caller that must clean up after a signal can learn it first.
-    public static func newName() -> String { Hex.encode(Random.bytes(32)) }
+    public static func newName() throws -> String { Hex.encode(try Random.bytes(32)) }
 
     private static func lockedError(_ holder: LockInfo, storage: any Storage) -> KhoError {
         KhoError(.locked, "The repository at \(storage.location) is locked\(holder.exclusive ? " exclusively" : "") by \(holder.holder): wait for it to finish (see --lock-wait), or if that process is gone run `kho unlock`.", retryable: true)

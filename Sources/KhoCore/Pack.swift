@@ -85,7 +85,7 @@ extension Repository {
             throw KhoError(.integrity, "Pack \(name.prefix(8)) records a header length of \(length) bytes that does not fit the pack: it is truncated or damaged.")
         }
         let sealed = Array(pack[(pack.count - 4 - length)..<(pack.count - 4)])
-        guard let plain = Sealer(key: key.encryption).open(sealed, context: PackFormat.headerContext) else {
+        guard let plain = try makeSealer().open(sealed, context: PackFormat.headerContext) else {
             throw KhoError(.integrity, "The header of pack \(name.prefix(8)) does not authenticate: the pack is damaged.")
         }
         return try PackFormat.decodeHeader(plain, pack: name)
@@ -104,7 +104,7 @@ extension Repository {
             throw KhoError(.integrity, "Pack \(name.prefix(8)) records a header length of \(length) bytes that does not fit the pack: it is truncated or damaged.")
         }
         let sealed = try storage.load(handle, offset: size - 4 - length, length: length)
-        guard let plain = Sealer(key: key.encryption).open(sealed, context: PackFormat.headerContext) else {
+        guard let plain = try makeSealer().open(sealed, context: PackFormat.headerContext) else {
             throw KhoError(.integrity, "The header of pack \(name.prefix(8)) does not authenticate: the pack is damaged.")
         }
         return try PackFormat.decodeHeader(plain, pack: name)
@@ -146,8 +146,8 @@ final class PackBuilder {
     }
 
     /// Closes the pack: appends the sealed header and its length. Returns the bytes and the blobs.
-    func finish(sealer: Sealer) -> (bytes: [UInt8], blobs: [PackedBlob]) {
-        let header = sealer.seal(PackFormat.encodeHeader(blobs), context: PackFormat.headerContext)
+    func finish(sealer: Sealer) throws -> (bytes: [UInt8], blobs: [PackedBlob]) {
+        let header = try sealer.seal(PackFormat.encodeHeader(blobs), context: PackFormat.headerContext)
         bytes.append(contentsOf: header)
         withUnsafeBytes(of: UInt32(header.count).littleEndian) { bytes.append(contentsOf: $0) }
         let result = (bytes, blobs)

@@ -212,7 +212,7 @@ public final class Pruner {
 
     /// IDs of every tree and data blob reachable from `snapshots`.
     private func usedBlobs(_ snapshots: [Snapshot], index: MasterIndex) throws -> Set<BlobID> {
-        let codec = BlobCodec(repository: repository)
+        let codec = try BlobCodec(repository: repository)
         var used = Set<BlobID>()
         var pending: [BlobID] = []
         for snapshot in snapshots {
@@ -240,13 +240,13 @@ public final class Pruner {
     /// Copies blobs, still sealed, into new packs; each is opened and its ID checked first so that
     /// damage is never carried into a new pack unnoticed.
     private func copyBlobs(_ sources: [(pack: BlobID, blobs: [PackedBlob])]) throws -> [(pack: BlobID, blobs: [PackedBlob])] {
-        let codec = BlobCodec(repository: repository)
+        let codec = try BlobCodec(repository: repository)
         var builder = PackBuilder(targetSize: repository.config.packSize)
         var written: [(pack: BlobID, blobs: [PackedBlob])] = []
         func flush() throws {
             guard !builder.isEmpty else { return }
-            let (bytes, blobs) = builder.finish(sealer: codec.sealer)
-            let id = SHA256.hash(bytes)
+            let (bytes, blobs) = try builder.finish(sealer: codec.sealer)
+            let id = try SHA256.hash(bytes)
             try repository.storage.save(Handle(.data, id.hex), data: bytes)
             written.append((id, blobs))
             builder = PackBuilder(targetSize: repository.config.packSize)

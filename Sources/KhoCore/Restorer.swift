@@ -106,8 +106,8 @@ public final class Restorer {
     }
 
     public convenience init(repository: Repository, index: MasterIndex, options: RestoreOptions, progress: ProgressCounter = ProgressCounter(),
-                            warn: @escaping @Sendable (String) -> Void) {
-        self.init(repository: repository, index: index, options: options, progress: progress,
+                            warn: @escaping @Sendable (String) -> Void) throws {
+        try self.init(repository: repository, index: index, options: options, progress: progress,
                   limits: RunLimits.forStorage(remote: repository.storage.readsAreRequests, workers: options.workers,
                                                openFileLimit: DescriptorLimit.current),
                   warn: warn)
@@ -115,13 +115,13 @@ public final class Restorer {
 
     /// With limits of the caller's choosing (tests: a budget of one folder).
     init(repository: Repository, index: MasterIndex, options: RestoreOptions, progress: ProgressCounter, limits: RunLimits,
-         warn: @escaping @Sendable (String) -> Void) {
+         warn: @escaping @Sendable (String) -> Void) throws {
         self.repository = repository
         self.index = index
         self.options = options
         self.progress = progress
         self.warn = warn
-        codec = BlobCodec(repository: repository)
+        codec = try BlobCodec(repository: repository)
         self.limits = limits
     }
 
@@ -323,7 +323,14 @@ public final class Restorer {
         var workers: [Worker] = []
         for n in 0..<options.workers {
             workers.append(Worker(name: "kho-restore-\(n)") { [repository, progress, warn, errors] in
-                let codec = BlobCodec(repository: repository)
+                let codec: BlobCodec
+                do {
+                    codec = try BlobCodec(repository: repository)
+                } catch {
+                    failure.record(error)
+                    while let run = jobs.pop() { for job in run { job.sink.blobDone() } }
+                    return
+                }
                 while let run = jobs.pop() {
                   let base = Int(run[0].location.blob.offset)
                   let end = run.lazy.map { Int($0.location.blob.offset) + Int($0.location.blob.length) }.max()!
@@ -719,7 +726,7 @@ public final class OrderedBlobReader {
         var threads: [Worker] = []
         for n in 0..<workers {
             threads.append(Worker(name: "kho-read-\(n)") {
-                let codec = BlobCodec(repository: repository)
+                let codec = Result { try BlobCodec(repository: repository) }
                 while true {
                     // Stay within the window so memory stays bounded.
                     ready.lock()
@@ -728,7 +735,7 @@ public final class OrderedBlobReader {
                     if stop.current { return }
                     let i = next.withLock { n -> Int in let i = n; n += 1; return i }
                     if i >= locations.count { return }
-                    let result = Result { try codec.loadBytes(locations[i], from: repository) }
+                    let result = Result { try codec.get().loadBytes(locations[i], from: repository) }
                     results.withLock { $0[i] = result }
                     ready.lock(); ready.broadcast(); ready.unlock()
                 }

@@ -17,10 +17,10 @@ public struct LedgerEntry: Codable, Sendable, Equatable {
     /// SHA-256 of this entry's JSON with this field empty.
     public var hash: String
 
-    func computedHash() -> String {
+    func computedHash() throws -> String {
         var copy = self
         copy.hash = ""
-        return SHA256.hash(Array((try? JSON.encoder.encode(copy)) ?? Data())).hex
+        return try SHA256.hash(Array(try JSON.encoder.encode(copy))).hex
     }
 }
 
@@ -112,7 +112,7 @@ public final class AuditLedger: @unchecked Sendable {
 
     private func write(_ unhashed: LedgerEntry, to fd: Int32) throws -> LedgerEntry {
         var entry = unhashed
-        entry.hash = entry.computedHash()
+        entry.hash = try entry.computedHash()
         let line = String(decoding: try JSON.encoder.encode(entry), as: UTF8.self) + "\n"
         try Array(line.utf8).withUnsafeBytes { try Syscall.writeAll(fd, $0, path) }
         try Syscall.call("fsync", path) { fsync(fd) }
@@ -176,7 +176,7 @@ public final class AuditLedger: @unchecked Sendable {
             guard let entry = try? JSON.decoder.decode(LedgerEntry.self, from: Data(line.utf8)) else {
                 return (i + 1, "line \(i + 1) is not a ledger entry (edited or damaged)")
             }
-            if entry.computedHash() != entry.hash {
+            if try entry.computedHash() != entry.hash {
                 return (i + 1, "entry \(entry.sequence) (line \(i + 1)) was changed after it was written: its hash does not match its content")
             }
             if entry.previous != previous {

@@ -245,7 +245,7 @@ public final class PolicyRunner: @unchecked Sendable {
                 backupOptions.source = SnapshotSource(kind: job.source.kind.rawValue, name: job.source.name)
                 backupOptions.workers = max(1, Machine.cores / max(1, min(options.jobs, 2)))
                 backupOptions.uploaders = PolicyRunner.uploaders(for: job.policy.repository.path)
-                let archiver = Archiver(repository: repository, index: index, options: backupOptions) { [log] warning in
+                let archiver = try Archiver(repository: repository, index: index, options: backupOptions) { [log] warning in
                     log("\(job.policy.name)/\(job.source.name): warning: \(warning)")
                 }
                 if let source = job.source.make() {
@@ -409,7 +409,7 @@ public final class PolicyRunner: @unchecked Sendable {
                     // whole and verified on its own, and a failure leaves the earlier ones done.
                     let summary: CopySummary
                     do {
-                        let copier = Copier(source: source, sourceIndex: sourceIndex,
+                        let copier = try Copier(source: source, sourceIndex: sourceIndex,
                                             target: opened, targetIndex: try opened.loadIndex(), uploaders: PolicyRunner.uploaders(for: destination.path))
                         summary = try copier.copy([snapshot])
                     } catch let error as KhoError where error.kind == .integrity {

@@ -31,7 +31,7 @@ struct StoredEvidence: Decodable {
         guard let range = text.range(of: field) else { return false }
         var unsealed = text
         unsealed.replaceSubrange(range, with: "\"evidenceSHA256\":\"\"")
-        return SHA256.hash(Array(unsealed.utf8)).hex == hash
+        return (try? SHA256.hash(Array(unsealed.utf8)).hex) == hash
     }
 }
 

@@ -52,7 +52,7 @@ public struct ReportDocument: Sendable {
     }
 
     public static func hash(_ data: ReportData) throws -> String {
-        SHA256.hash(try canonical(data)).hex
+        try SHA256.hash(try canonical(data)).hex
     }
 
     public func render(_ format: ReportFormat) throws -> [UInt8] {

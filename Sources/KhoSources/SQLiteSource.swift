@@ -84,7 +84,7 @@ public struct SQLiteSource: BackupSource {
                 count += 1
                 var bytes: [UInt8] = []
                 for value in values { value.encode(into: &bytes) }
-                let hash = SHA256.hash(bytes).w0
+                let hash = try SHA256.hash(bytes).w0
                 let (low, overflow) = sumLow.addingReportingOverflow(hash)
                 sumLow = low
                 if overflow { sumHigh += 1 }

@@ -66,7 +66,7 @@ public struct LocalStorage: Storage {
     public func save(_ handle: Handle, data: [UInt8]) throws {
         let folder = folder(of: handle)
         let target = path(handle)
-        let temporary = folder + "/.tmp-" + Hex.encode(Random.bytes(8))
+        let temporary = folder + "/.tmp-" + Hex.encode(try Random.bytes(8))
         var (fd, code) = Syscall.attempt { open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
         if code == ENOENT {
             try makeFolders(folder)
@@ -90,7 +90,7 @@ public struct LocalStorage: Storage {
     }
 
     public func makeStreamWriter(for kind: FileKind) throws -> (any StorageStreamWriter)? {
-        LocalStreamWriter(storage: self, kind: kind)
+        try LocalStreamWriter(storage: self, kind: kind)
     }
 
     /// The folder a handle's file lives in, created if missing.
@@ -305,10 +305,10 @@ final class LocalStreamWriter: StorageStreamWriter {
     private var fd: Int32 = -1
     private var failed: Error?
 
-    init(storage: LocalStorage, kind: FileKind) {
+    init(storage: LocalStorage, kind: FileKind) throws {
         self.storage = storage
         let base = storage.root + "/" + (kind == .config ? "" : kind.folder)
-        temporary = base + "/.tmp-" + Hex.encode(Random.bytes(8))
+        temporary = base + "/.tmp-" + Hex.encode(try Random.bytes(8))
     }
 
     private func open() throws {

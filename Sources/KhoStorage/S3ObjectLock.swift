@@ -37,12 +37,12 @@ extension S3Storage: RetainingStorage {
     }
 
     /// The headers that lock a file being written, with the Content-MD5 S3 asks for with them.
-    func lockHeaders(for handle: Handle, body: [UInt8]) -> [String: String] {
+    func lockHeaders(for handle: Handle, body: [UInt8]) throws -> [String: String] {
         guard let settings = retention.current, handle.kind != .lock else { return [:] }
         return [
             "x-amz-object-lock-mode": settings.mode.rawValue.uppercased(),
             "x-amz-object-lock-retain-until-date": S3Time.format(Date().addingTimeInterval(Double(settings.days) * 86400)),
-            "Content-MD5": Data(MD5.digest(body)).base64EncodedString(),
+            "Content-MD5": Data(try MD5.digest(body)).base64EncodedString(),
         ]
     }
 
@@ -65,7 +65,7 @@ extension S3Storage: RetainingStorage {
             """.utf8)
         let what = "extend the object lock of \(handle.path)"
         let response = try client.send("PUT", key: address.key(handle), query: [("retention", "")],
-                                       headers: ["Content-MD5": Data(MD5.digest(body)).base64EncodedString()], body: body, what: what)
+                                       headers: ["Content-MD5": Data(try MD5.digest(body)).base64EncodedString()], body: body, what: what)
         switch response.status {
         case 200...299: return
         case 404: throw client.notFound(response, handle: handle)

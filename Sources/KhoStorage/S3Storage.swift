@@ -534,7 +534,7 @@ final class S3Client: @unchecked Sendable {
         guard URL(string: url) != nil else {
             throw KhoError(.usage, "\(address) does not make a valid URL for \(what).")
         }
-        let payloadHash = body.map { bodyHash ?? SHA256.hash($0).hex } ?? SigV4.emptyPayloadHash
+        let payloadHash = try body.map { try bodyHash ?? SHA256.hash($0).hex } ?? SigV4.emptyPayloadHash
         var attempt = 0
         while true {
             attempt += 1
@@ -551,7 +551,7 @@ final class S3Client: @unchecked Sendable {
             ]
             if let token = configuration.credentials.sessionToken { signed["x-amz-security-token"] = token }
             for (name, value) in headers where Self.mustSign(name) { signed[name.lowercased()] = value }
-            let signature = SigV4.sign(method: method, encodedPath: encodedPath, query: query, headers: signed, payloadHash: payloadHash,
+            let signature = try SigV4.sign(method: method, encodedPath: encodedPath, query: query, headers: signed, payloadHash: payloadHash,
                                        credentials: configuration.credentials, region: configuration.region, service: "s3",
                                        time: signed["x-amz-date"]!)
             // The Host header exactly as signed (the HTTP client would add its own otherwise).

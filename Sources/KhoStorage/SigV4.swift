@@ -73,18 +73,18 @@ public enum SigV4 {
     public static let emptyPayloadHash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
     /// HMAC-SHA256. Keys longer than a SHA-256 block are hashed first, as HMAC says.
-    public static func hmac(key: [UInt8], _ data: [UInt8]) -> [UInt8] {
-        let usable = key.count > 64 ? SHA256.hash(key).bytes : key
+    public static func hmac(key: [UInt8], _ data: [UInt8]) throws -> [UInt8] {
+        let usable = key.count > 64 ? try SHA256.hash(key).bytes : key
         let secret = SecretBytes(usable)
-        return BlobHasher(key: secret).id(of: data).bytes
+        return try BlobHasher(key: secret).id(of: data).bytes
     }
 
     /// The key that signs requests of one day, region and service.
-    public static func signingKey(secret: String, date: String, region: String, service: String) -> [UInt8] {
-        let kDate = hmac(key: Array(("AWS4" + secret).utf8), Array(date.utf8))
-        let kRegion = hmac(key: kDate, Array(region.utf8))
-        let kService = hmac(key: kRegion, Array(service.utf8))
-        return hmac(key: kService, Array("aws4_request".utf8))
+    public static func signingKey(secret: String, date: String, region: String, service: String) throws -> [UInt8] {
+        let kDate = try hmac(key: Array(("AWS4" + secret).utf8), Array(date.utf8))
+        let kRegion = try hmac(key: kDate, Array(region.utf8))
+        let kService = try hmac(key: kRegion, Array(service.utf8))
+        return try hmac(key: kService, Array("aws4_request".utf8))
     }
 
     /// Percent-encodes everything except the unreserved characters `A-Z a-z 0-9 - . _ ~` (and `/`
@@ -139,7 +139,7 @@ public enum SigV4 {
     /// `x-amz-content-sha256`) and are sent as given.
     public static func sign(method: String, encodedPath: String, query: [(String, String)], headers: [String: String],
                             payloadHash: String, credentials: S3Credentials, region: String, service: String,
-                            time: String) -> Signed {
+                            time: String) throws -> Signed {
         let day = String(time.prefix(8))
         let canonicalHeaders = headers.map { (name: $0.key.lowercased(), value: normalize($0.value)) }.sorted { $0.name < $1.name }
         let signedHeaders = canonicalHeaders.map(\.name).joined(separator: ";")
@@ -156,10 +156,10 @@ public enum SigV4 {
             "AWS4-HMAC-SHA256",
             time,
             scope,
-            SHA256.hash(Array(canonicalRequest.utf8)).hex,
+            try SHA256.hash(Array(canonicalRequest.utf8)).hex,
         ].joined(separator: "\n")
-        let key = signingKey(secret: credentials.secretAccessKey, date: day, region: region, service: service)
-        let signature = Hex.encode(hmac(key: key, Array(stringToSign.utf8)))
+        let key = try signingKey(secret: credentials.secretAccessKey, date: day, region: region, service: service)
+        let signature = Hex.encode(try hmac(key: key, Array(stringToSign.utf8)))
         let authorization = "AWS4-HMAC-SHA256 Credential=\(credentials.accessKeyID)/\(scope), SignedHeaders=\(signedHeaders), Signature=\(signature)"
         return Signed(canonicalRequest: canonicalRequest, stringToSign: stringToSign, signature: signature, authorization: authorization)
     }

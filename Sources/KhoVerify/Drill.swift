@@ -36,7 +36,7 @@ public struct DrillEvidence: Codable, Sendable {
 
     public mutating func seal() throws {
         evidenceSHA256 = ""
-        evidenceSHA256 = SHA256.hash(Array(try JSON.encoder.encode(self))).hex
+        evidenceSHA256 = try SHA256.hash(Array(try JSON.encoder.encode(self))).hex
     }
 
     /// True when the stored hash matches the record.
@@ -44,7 +44,7 @@ public struct DrillEvidence: Codable, Sendable {
         var copy = self
         copy.evidenceSHA256 = ""
         guard let data = try? JSON.encoder.encode(copy) else { return false }
-        return SHA256.hash(Array(data)).hex == evidenceSHA256
+        return (try? SHA256.hash(Array(data)).hex) == evidenceSHA256
     }
 }
 
@@ -75,7 +75,7 @@ public final class DrillRunner {
     /// Runs one drill. `snapshotID` nil means the newest good snapshot of the source.
     public func drill(policy: Policy, source: SourceSpec, snapshotID: String?, planned: Date? = nil) throws -> DrillEvidence {
         let repository = try Repository.open(storage: try StorageFactory.make(location: policy.repository.path), password: try policy.repository.password())
-        let lockName = RepositoryLock.newName()
+        let lockName = try RepositoryLock.newName()
         lockPending?(repository.storage, lockName)
         let lock = try RepositoryLock.acquire(storage: repository.storage, exclusive: false, command: "verify \(policy.name)/\(source.name)",
                                               wait: 600, name: lockName)
@@ -371,7 +371,7 @@ enum ClientFeederAccess {
 enum FileVerifier {
     static func verify(snapshot: Snapshot, repository: Repository, index: MasterIndex, restoredRoot: String) throws -> (Int, [String]) {
         guard let root = snapshot.treeID else { return (0, ["snapshot names no tree"]) }
-        let codec = BlobCodec(repository: repository)
+        let codec = try BlobCodec(repository: repository)
         let chunker = StreamChunker(chunker: repository.chunker)
         var checked = 0
         var mismatches: [String] = []
@@ -392,7 +392,7 @@ enum FileVerifier {
                 var size: UInt64 = 0
                 chunker.reset()
                 while try chunker.next(read: { buffer in try Syscall.call("read", full) { read(fd, buffer.baseAddress, buffer.count) } }, { chunk in
-                    ids.append(codec.hasher.id(of: chunk))
+                    ids.append(try codec.hasher.id(of: chunk))
                     size += UInt64(chunk.count)
                 }) {}
                 if size != node.size { mismatches.append("\(child): size \(size), snapshot says \(node.size)") }

@@ -47,7 +47,7 @@ func measure(_ name: String, bytes: Int, _ body: () -> Void) {
 let data = dumpLikeData(size)
 let chunks: [Range<Int>]
 let params = ChunkerParameters.standard
-let gear = GearTable(seed: SecretBytes(Random.bytes(32)))
+let gear = try GearTable(seed: SecretBytes(try Random.bytes(32)))
 let chunker = Chunker(parameters: params, gear: gear)
 do {
     var ranges: [Range<Int>] = []
@@ -72,10 +72,10 @@ measure("FastCDC chunker", bytes: size) {
     }
 }
 
-let hasher = BlobHasher(key: SecretBytes(Random.bytes(32)))
+let hasher = try BlobHasher(key: SecretBytes(try Random.bytes(32)))
 measure("HMAC-SHA256 (blob IDs)", bytes: size) {
     data.withUnsafeBytes { raw in
-        for range in chunks { _ = hasher.id(of: UnsafeRawBufferPointer(rebasing: raw[range])) }
+        for range in chunks { _ = try! hasher.id(of: UnsafeRawBufferPointer(rebasing: raw[range])) }
     }
 }
 
@@ -94,17 +94,17 @@ measure("zstd level \(level) (default)", bytes: size) {
 }
 print("  (zstd ratio)".padding(toLength: 28, withPad: " ", startingAt: 0) + String(format: " %10.2f ×", Double(size) / Double(max(1, compressedTotal))))
 
-let sealer = Sealer(key: SecretBytes(Random.bytes(32)))
+let sealer = try Sealer(key: SecretBytes(try Random.bytes(32)))
 let sealed = UnsafeMutableRawPointer.allocate(byteCount: params.maxSize + Sealer.overhead, alignment: 64)
 let context = [UInt8](repeating: 7, count: 32)
 measure("AES-256-GCM", bytes: size) {
     data.withUnsafeBytes { raw in
         context.withUnsafeBytes { aad in
-            for range in chunks { sealer.seal(UnsafeRawBufferPointer(rebasing: raw[range]), context: aad, into: sealed) }
+            for range in chunks { try! sealer.seal(UnsafeRawBufferPointer(rebasing: raw[range]), context: aad, into: sealed) }
         }
     }
 }
 
 measure("SHA-256 (pack names)", bytes: size) {
-    _ = SHA256.hash(data)
+    _ = try! SHA256.hash(data)
 }

@@ -132,7 +132,7 @@ struct Backup: ParsableCommand {
                 limits.minSizeRatio = minSizeRatio
                 limits.hostname = host
                 options.source = SnapshotSource(kind: "sqlite", name: sourceName)
-                let archiver = Archiver(repository: repo, index: index, options: options, progress: progress) { message in
+                let archiver = try Archiver(repository: repo, index: index, options: options, progress: progress) { message in
                     line.finish()
                     Terminal.warning(message)
                 }
@@ -150,14 +150,14 @@ struct Backup: ParsableCommand {
                     ? PostgresSource(name: sourceName!, endpoint: endpoint, databases: databases, includeGlobals: !noGlobals, limits: limits)
                     : MariaDBSource(name: sourceName!, endpoint: endpoint, databases: databases, limits: limits)
                 options.source = SnapshotSource(kind: engine, name: sourceName)
-                let archiver = Archiver(repository: repo, index: index, options: options, progress: progress) { message in
+                let archiver = try Archiver(repository: repo, index: index, options: options, progress: progress) { message in
                     line.finish()
                     Terminal.warning(message)
                 }
                 return try source.backup(with: archiver, repository: repo)
             }
             if command != nil { options.source = SnapshotSource(kind: "command", name: stdinName) }
-            let archiver = Archiver(repository: repo, index: index, options: options, progress: progress) { message in
+            let archiver = try Archiver(repository: repo, index: index, options: options, progress: progress) { message in
                 line.finish()
                 Terminal.warning(message)
             }

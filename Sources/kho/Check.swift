@@ -67,7 +67,16 @@ struct Check: ParsableCommand {
                 line += "; read \(report.packsRead) packs, \(report.blobsRead) blobs, \(Format.bytes(report.bytesRead))"
             }
             Terminal.out(line)
-            Terminal.out(report.ok ? "no errors found" : "\(report.errors.count) errors found: restore what is affected from another copy, and run `kho backup` again for the sources listed")
+            line = "compared the nonces of \(report.noncesCompared) sealed objects"
+            line += report.repeatedNonces.isEmpty ? ": none repeats" : ": \(report.repeatedNonces.count) repeat"
+            Terminal.out(line)
+            if report.ok {
+                Terminal.out("no errors found")
+            } else if !report.repeatedNonces.isEmpty {
+                Terminal.out("\(report.errors.count) errors found: move every snapshot to a fresh key with `kho rekey --from-repo \((try? repository.location()) ?? "THIS-REPOSITORY") --to-repo NEW`, then retire this repository and its keys")
+            } else {
+                Terminal.out("\(report.errors.count) errors found: restore what is affected from another copy, and run `kho backup` again for the sources listed")
+            }
         }
         if !report.ok { throw ExitStatus(code: ExitStatus.integrity) }
     }

@@ -83,7 +83,7 @@ struct Copy: ParsableCommand {
         }
         let progress = ProgressCounter()
         let line = ProgressLine(progress: progress, label: "copy", enabled: !json)
-        let copier = Copier(source: source, sourceIndex: try source.loadIndex(), target: target, targetIndex: try target.loadIndex(),
+        let copier = try Copier(source: source, sourceIndex: try source.loadIndex(), target: target, targetIndex: try target.loadIndex(),
                             uploaders: connections ?? (targetAddress.hasPrefix("s3:") ? 4 : 1), progress: progress)
         let summary: CopySummary
         do {
@@ -112,7 +112,7 @@ struct Copy: ParsableCommand {
     }
 
     private func lock(_ storage: any Storage, command: String, wait: TimeInterval) throws -> RepositoryLock {
-        let name = RepositoryLock.newName()
+        let name = try RepositoryLock.newName()
         Signals.pending(storage: storage, name: name)
         let lock = try RepositoryLock.acquire(storage: storage, exclusive: false, command: command, wait: wait, name: name)
         Signals.held(lock)

@@ -28,7 +28,7 @@ struct Daemon: ParsableCommand {
             let catalog = try orchestration.catalog()
             let runner = PolicyRunner(policies: policies, catalog: catalog, options: options, log: log)
             runner.drill = Run.drillJob(catalog: catalog, quiet: false)
-            PolicyChanges.record(policies: policies, stateDirectory: orchestration.stateDirectory)
+            try PolicyChanges.record(policies: policies, stateDirectory: orchestration.stateDirectory)
             let watcher = Worker(name: "kho-daemon-stop") {
                 while !stop.current && !runner.stopRequested.current { Thread.sleep(forTimeInterval: 0.2) }
                 runner.stopRequested.withLock { $0 = true }

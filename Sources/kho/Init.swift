@@ -51,10 +51,7 @@ struct Init: ParsableCommand {
         if let average = chunkAverage {
             options.chunker = ChunkerParameters(minSize: average / 2, averageSize: average, maxSize: average * 8)
         }
-        if let n = ProcessInfo.processInfo.environment["KHO_TEST_SCRYPT_N"], let value = UInt64(n) {
-            // For tests only: a cheap key derivation keeps hundreds of test repositories fast.
-            options.scrypt = Scrypt.Parameters(n: value, r: 8, p: 1)
-        }
+        options.scrypt = try Key.scrypt()
         if let other = copyChunkerParamsFrom {
             let otherStorage = try StorageFactory.make(location: other)
             _ = try Repository.readConfig(storage: otherStorage)

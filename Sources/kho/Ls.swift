@@ -37,7 +37,7 @@ struct Ls: ParsableCommand {
         let repo = try repository.open()
         let index = try repo.loadIndex()
         let snap = try repo.findSnapshot(snapshot)
-        let lookup = TreeLookup(repository: repo, index: index)
+        let lookup = try TreeLookup(repository: repo, index: index)
         let start = try lookup.node(at: path, in: snap)
         var entries: [Entry] = []
         let base = path == "/" ? "/" : "/" + path.split(separator: "/").joined(separator: "/")

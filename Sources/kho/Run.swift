@@ -48,7 +48,7 @@ struct Run: ParsableCommand {
             if !quiet { Terminal.write(STDERR_FILENO, "\(Format.time(Date())) \(line)\n") }
         }
         runner.drill = Run.drillJob(catalog: runner.catalog, quiet: quiet)
-        PolicyChanges.record(policies: policies, stateDirectory: orchestration.stateDirectory)
+        try PolicyChanges.record(policies: policies, stateDirectory: orchestration.stateDirectory)
         let results = try runner.run(now: Clock.now)
         try Run.report(results, json: json)
     }

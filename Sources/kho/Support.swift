@@ -130,7 +130,7 @@ struct RepositoryOptions: ParsableArguments {
         let repository = try open()
         // The name is known to the signal handler before the file exists, so that Ctrl-C at any
         // moment removes it.
-        let name = RepositoryLock.newName()
+        let name = try RepositoryLock.newName()
         Signals.pending(storage: repository.storage, name: name)
         let lock = try RepositoryLock.acquire(storage: repository.storage, exclusive: exclusive, command: command,
                                               wait: try lockWaitSeconds(), name: name)

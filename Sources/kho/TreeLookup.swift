@@ -7,10 +7,10 @@ struct TreeLookup {
     let index: MasterIndex
     let codec: BlobCodec
 
-    init(repository: Repository, index: MasterIndex) {
+    init(repository: Repository, index: MasterIndex) throws {
         self.repository = repository
         self.index = index
-        codec = BlobCodec(repository: repository)
+        codec = try BlobCodec(repository: repository)
     }
 
     /// The node at `path` ("/a/b" or "a/b"); for "/" a synthetic folder node holding the root tree.

@@ -162,13 +162,13 @@ extension AuditTrail {
 
 /// Notices policy files that changed since the last run and writes each change to the ledger.
 enum PolicyChanges {
-    static func record(policies: [Policy], stateDirectory: String) {
+    static func record(policies: [Policy], stateDirectory: String) throws {
         let path = stateDirectory + "/policy-hashes.json"
         let old = (FileManager.default.contents(atPath: path)).flatMap { try? JSONDecoder().decode([String: String].self, from: $0) } ?? [:]
         var current: [String: String] = [:]
         for policy in policies {
             guard let data = FileManager.default.contents(atPath: policy.file) else { continue }
-            current[policy.name] = SHA256.hash(Array(data)).hex
+            current[policy.name] = try SHA256.hash(Array(data)).hex
         }
         guard current != old else { return }
         let ledger = try? AuditLedger(stateDirectory: stateDirectory)

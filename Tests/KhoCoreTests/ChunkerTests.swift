@@ -55,8 +55,8 @@ enum TestData {
 
 private let smallParameters = ChunkerParameters(minSize: 16 << 10, averageSize: 64 << 10, maxSize: 256 << 10)
 
-private func gear(seed: UInt8) -> GearTable {
-    GearTable(seed: SecretBytes([UInt8](repeating: seed, count: 32)))
+private func gear(seed: UInt8) throws -> GearTable {
+    try GearTable(seed: SecretBytes([UInt8](repeating: seed, count: 32)))
 }
 
 /// Cut points of `data` found by calling `nextCut` on everything that is left, with `final` set.
@@ -113,8 +113,8 @@ private func checkBounds(_ ranges: [Range<Int>], total: Int, _ parameters: Chunk
     }
 }
 
-private func contentHashes(_ data: [UInt8], _ ranges: [Range<Int>]) -> [BlobID] {
-    data.withUnsafeBytes { all in ranges.map { SHA256.hash(UnsafeRawBufferPointer(rebasing: all[$0])) } }
+private func contentHashes(_ data: [UInt8], _ ranges: [Range<Int>]) throws -> [BlobID] {
+    try data.withUnsafeBytes { all in try ranges.map { try SHA256.hash(UnsafeRawBufferPointer(rebasing: all[$0])) } }
 }
 
 private func inserting(_ bytes: [UInt8], at offset: Int, into data: [UInt8]) -> [UInt8] {
@@ -128,9 +128,9 @@ private func inserting(_ bytes: [UInt8], at offset: Int, into data: [UInt8]) -> 
 
 /// Chunks of the shared 64 MiB stream with the small parameters and gear seed 1, computed once.
 private enum SmallChunks {
-    static let chunker = Chunker(parameters: smallParameters, gear: gear(seed: 1))
+    static let chunker = Chunker(parameters: smallParameters, gear: try! gear(seed: 1))
     static let ranges: [Range<Int>] = chunkRanges(TestData.stream64MiB, chunker)
-    static let hashes: [BlobID] = contentHashes(TestData.stream64MiB, ranges)
+    static let hashes: [BlobID] = try! contentHashes(TestData.stream64MiB, ranges)
 }
 
 // MARK: - tests
@@ -165,7 +165,7 @@ private enum SmallChunks {
         let modified = inserting(bytes, at: offset, into: TestData.stream64MiB)
         let ranges = chunkRanges(modified, SmallChunks.chunker)
         checkBounds(ranges, total: modified.count, smallParameters)
-        let hashes = contentHashes(modified, ranges)
+        let hashes = try contentHashes(modified, ranges)
         let new = hashes.filter { !original.contains($0) }.count
         #expect(new >= 1, "the chunk holding the inserted bytes must be new")
         #expect(new <= 3, "\(new) of \(hashes.count) chunks changed after inserting \(bytes.count) bytes at \(offset)")
@@ -176,13 +176,13 @@ private enum SmallChunks {
         var modified = TestData.stream64MiB
         modified.removeSubrange(200_000..<200_013)
         let ranges = chunkRanges(modified, SmallChunks.chunker)
-        let new = contentHashes(modified, ranges).filter { !original.contains($0) }.count
+        let new = try contentHashes(modified, ranges).filter { !original.contains($0) }.count
         #expect(new >= 1 && new <= 3, "\(new) chunks changed after deleting 13 bytes")
     }
 
     @Test func standardParametersOnSixtyFourMiB() throws {
         let data = TestData.stream64MiB
-        let chunker = Chunker(parameters: .standard, gear: gear(seed: 7))
+        let chunker = Chunker(parameters: .standard, gear: try gear(seed: 7))
         let ranges = chunkRanges(data, chunker)
         checkBounds(ranges, total: data.count, .standard)
         let mean = Double(data.count) / Double(ranges.count)
@@ -193,18 +193,18 @@ private enum SmallChunks {
         for range in ranges { reassembled.append(contentsOf: data[range]) }
         #expect(reassembled == data)
 
-        let original = Set(contentHashes(data, ranges))
+        let original = Set(try contentHashes(data, ranges))
         let modified = inserting([9, 8, 7], at: 1000, into: data)
         let modifiedRanges = chunkRanges(modified, chunker)
-        let new = contentHashes(modified, modifiedRanges).filter { !original.contains($0) }.count
+        let new = try contentHashes(modified, modifiedRanges).filter { !original.contains($0) }.count
         #expect(new >= 1 && new <= 3, "\(new) of \(modifiedRanges.count) chunks changed")
     }
 
     @Test func sameSeedGivesSameCutsAndDifferentSeedGivesDifferentCuts() throws {
         let data = Array(TestData.stream64MiB[0..<(8 << 20)])
-        let a = chunkRanges(data, Chunker(parameters: smallParameters, gear: gear(seed: 1)))
-        let again = chunkRanges(data, Chunker(parameters: smallParameters, gear: gear(seed: 1)))
-        let b = chunkRanges(data, Chunker(parameters: smallParameters, gear: gear(seed: 2)))
+        let a = chunkRanges(data, Chunker(parameters: smallParameters, gear: try gear(seed: 1)))
+        let again = chunkRanges(data, Chunker(parameters: smallParameters, gear: try gear(seed: 1)))
+        let b = chunkRanges(data, Chunker(parameters: smallParameters, gear: try gear(seed: 2)))
         #expect(a == again)
         #expect(a != b)
         // Not just shifted a little: most cut points differ.
@@ -216,10 +216,10 @@ private enum SmallChunks {
     @Test func gearTableFollowsTheDocumentedDerivation() throws {
         // Entry i is the first 8 bytes (big-endian) of HMAC-SHA256(seed, "kho-gear" ‖ i).
         let seedBytes = (0..<32).map { UInt8($0 * 7 & 0xff) }
-        let table = GearTable(seed: SecretBytes(seedBytes))
+        let table = try GearTable(seed: SecretBytes(seedBytes))
         #expect(table.values.count == 256)
         for i in [0, 1, 127, 255] {
-            let mac = referenceHMACSHA256(key: seedBytes, message: Array("kho-gear".utf8) + [UInt8(i)])
+            let mac = try referenceHMACSHA256(key: seedBytes, message: Array("kho-gear".utf8) + [UInt8(i)])
             let expected = mac[0..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
             #expect(table.values[i] == expected, "gear entry \(i)")
         }
@@ -238,18 +238,18 @@ private enum SmallChunks {
         #expect(small.map(\.count) == expected.map(\.count))
         #expect(large.map(\.count) == expected.map(\.count))
         // Same content, not just the same lengths.
-        #expect(small.map { SHA256.hash($0) } == SmallChunks.hashes)
-        #expect(large.map { SHA256.hash($0) } == SmallChunks.hashes)
+        #expect(try small.map { try SHA256.hash($0) } == SmallChunks.hashes)
+        #expect(try large.map { try SHA256.hash($0) } == SmallChunks.hashes)
     }
 
     @Test func streamChunkerOnStandardParametersWithOddReads() throws {
         let data = Array(TestData.stream64MiB[0..<(24 << 20)])
-        let chunker = Chunker(parameters: .standard, gear: gear(seed: 3))
+        let chunker = Chunker(parameters: .standard, gear: try gear(seed: 3))
         var rng = SplitMix64(seed: 99)
         let pieces = try streamChunks(data, chunker) { Int.random(in: 1...7919, using: &rng) }
         let expected = chunkRanges(data, chunker)
         #expect(pieces.map(\.count) == expected.map(\.count))
-        #expect(pieces.map { SHA256.hash($0) } == contentHashes(data, expected))
+        #expect(try pieces.map { try SHA256.hash($0) } == contentHashes(data, expected))
     }
 
     @Test func oneStreamChunkerServesSeveralStreamsWithReset() throws {

@@ -85,7 +85,7 @@ private func makeRepository() throws -> Repository {
         #expect(known.w3 == 0x1819_1a1b_1c1d_1e1f)
     }
 
-    @Test func invalidHexIsRejected() {
+    @Test func invalidHexIsRejected() throws {
         let good = String(repeating: "ab", count: 32)
         #expect(BlobID(hex: good) != nil)
         #expect(BlobID(hex: String(good.dropLast())) == nil)
@@ -133,7 +133,7 @@ private func makeRepository() throws -> Repository {
         }
     }
 
-    @Test func hashingDistinguishesIDs() {
+    @Test func hashingDistinguishesIDs() throws {
         var rng = SplitMix64(seed: 8)
         let ids = (0..<1000).map { _ in rng.blobID() }
         #expect(Set(ids).count == 1000)
@@ -221,7 +221,7 @@ private func makeRepository() throws -> Repository {
     static let nfc: [UInt8] = Array("Nguy".utf8) + [0xE1, 0xBB, 0x85] + Array("n".utf8)              // U+1EC5
     static let nfd: [UInt8] = Array("Nguy".utf8) + [0x65, 0xCC, 0x82, 0xCC, 0x83] + Array("n".utf8)  // e + U+0302 + U+0303
 
-    static func awkwardNodes() -> [Node] {
+    static func awkwardNodes() throws -> [Node] {
         var rng = SplitMix64(seed: 21)
         let names: [[UInt8]] = [
             [0xff, 0xfe, 0x80, 0x2e],                     // not UTF-8
@@ -266,7 +266,7 @@ private func makeRepository() throws -> Repository {
     }
 
     @Test func encodeDecodeRoundTripWithAwkwardNames() throws {
-        let nodes = Self.awkwardNodes()
+        let nodes = try Self.awkwardNodes()
         let tree = Tree(nodes: nodes)
         #expect(tree.nodes.count == nodes.count)
         let encoded = tree.encoded()
@@ -285,15 +285,15 @@ private func makeRepository() throws -> Repository {
         #expect(decoded.node(named: []) == nil)
     }
 
-    @Test func nodesAreSortedByNameBytes() {
-        let tree = Tree(nodes: Self.awkwardNodes())
+    @Test func nodesAreSortedByNameBytes() throws {
+        let tree = Tree(nodes: try Self.awkwardNodes())
         for (a, b) in zip(tree.nodes, tree.nodes.dropFirst()) {
             #expect(a.name.lexicographicallyPrecedes(b.name))
         }
     }
 
-    @Test func sameNodesInAnyOrderEncodeIdentically() {
-        let nodes = Self.awkwardNodes()
+    @Test func sameNodesInAnyOrderEncodeIdentically() throws {
+        let nodes = try Self.awkwardNodes()
         let reference = Tree(nodes: nodes).encoded()
         var rng = SplitMix64(seed: 99)
         for _ in 0..<10 {
@@ -313,8 +313,8 @@ private func makeRepository() throws -> Repository {
         #expect(empty.encoded() == Array("KTRE".utf8) + [1, 0, 0, 0, 0])
     }
 
-    @Test func damagedTreesThrowIntegrity() {
-        let encoded = Tree(nodes: Array(Self.awkwardNodes().prefix(4))).encoded()
+    @Test func damagedTreesThrowIntegrity() throws {
+        let encoded = Tree(nodes: Array(try Self.awkwardNodes().prefix(4))).encoded()
         for length in 0..<encoded.count {
             expectKhoError(.integrity, "prefix of \(length) bytes") {
                 _ = try Tree(decoding: Array(encoded[0..<length]), id: .zero)
@@ -336,7 +336,7 @@ private func makeRepository() throws -> Repository {
 
 // MARK: - IndexFile and MasterIndex
 
-private func randomPacks(_ rng: inout SplitMix64, packs: Int, blobsPerPack: ClosedRange<Int>) -> [(pack: BlobID, blobs: [PackedBlob])] {
+private func randomPacks(_ rng: inout SplitMix64, packs: Int, blobsPerPack: ClosedRange<Int>) throws -> [(pack: BlobID, blobs: [PackedBlob])] {
     (0..<packs).map { _ in
         var offset: UInt32 = 0
         let blobs = (0..<Int.random(in: blobsPerPack, using: &rng)).map { _ -> PackedBlob in
@@ -358,7 +358,7 @@ private func expectSamePacks(_ a: [(pack: BlobID, blobs: [PackedBlob])], _ b: [(
 @Suite struct IndexTests {
     @Test func indexFileRoundTripWithSupersedes() throws {
         var rng = SplitMix64(seed: 31)
-        let packs = randomPacks(&rng, packs: 40, blobsPerPack: 0...60)
+        let packs = try randomPacks(&rng, packs: 40, blobsPerPack: 0...60)
         let supersedes = (0..<5).map { _ in rng.blobID() }
         let file = IndexFile(packs: packs, supersedes: supersedes)
         let encoded = file.encoded()
@@ -382,9 +382,9 @@ private func expectSamePacks(_ a: [(pack: BlobID, blobs: [PackedBlob])], _ b: [(
         #expect(decoded.packs.first?.blobs == [blob])
     }
 
-    @Test func damagedIndexFilesThrowIntegrity() {
+    @Test func damagedIndexFilesThrowIntegrity() throws {
         var rng = SplitMix64(seed: 32)
-        let encoded = IndexFile(packs: randomPacks(&rng, packs: 2, blobsPerPack: 1...2), supersedes: [rng.blobID()]).encoded()
+        let encoded = IndexFile(packs: try randomPacks(&rng, packs: 2, blobsPerPack: 1...2), supersedes: [rng.blobID()]).encoded()
         for length in 0..<encoded.count {
             expectKhoError(.integrity, "prefix of \(length) bytes") { _ = try IndexFile(decoding: Array(encoded[0..<length]), name: "t") }
         }
@@ -400,7 +400,7 @@ private func expectSamePacks(_ a: [(pack: BlobID, blobs: [PackedBlob])], _ b: [(
 
     @Test func masterIndexLookupOverThousandsOfIDs() throws {
         var rng = SplitMix64(seed: 33)
-        let packs = randomPacks(&rng, packs: 100, blobsPerPack: 20...80)
+        let packs = try randomPacks(&rng, packs: 100, blobsPerPack: 20...80)
         let index = MasterIndex(packs: packs, files: ["a", "b"])
         let total = packs.reduce(0) { $0 + $1.blobs.count }
         #expect(total > 3000)
@@ -441,7 +441,7 @@ private func expectSamePacks(_ a: [(pack: BlobID, blobs: [PackedBlob])], _ b: [(
 
     @Test func masterIndexKeepsDuplicates() throws {
         var rng = SplitMix64(seed: 34)
-        var packs = randomPacks(&rng, packs: 30, blobsPerPack: 10...30)
+        var packs = try randomPacks(&rng, packs: 30, blobsPerPack: 10...30)
         let twice = packs[3].blobs[5]
         let thrice = packs[7].blobs[0]
         // The same blobs stored again in later packs, at other offsets.
@@ -480,7 +480,7 @@ private func expectSamePacks(_ a: [(pack: BlobID, blobs: [PackedBlob])], _ b: [(
         #expect(index.packIDs.count == Set(packs.map(\.pack)).count)
     }
 
-    @Test func emptyMasterIndex() {
+    @Test func emptyMasterIndex() throws {
         let index = MasterIndex()
         #expect(index.blobCount == 0)
         #expect(!index.contains(.zero))
@@ -495,20 +495,20 @@ private func expectSamePacks(_ a: [(pack: BlobID, blobs: [PackedBlob])], _ b: [(
 @Suite struct PackFormatTests {
     /// Builds a pack of `count` blobs (some compressible) through the repository's blob codec;
     /// returns the plaintexts too.
-    private func buildPack(_ repository: Repository, builder: PackBuilder, count: Int, seed: UInt64)
+    private func buildPack(_ repository: Repository, builder: PackBuilder, count: Int, seed: UInt64) throws
         -> (bytes: [UInt8], blobs: [PackedBlob], plaintexts: [BlobID: [UInt8]]) {
         var rng = SplitMix64(seed: seed)
-        let codec = BlobCodec(repository: repository)
+        let codec = try BlobCodec(repository: repository)
         var plaintexts: [BlobID: [UInt8]] = [:]
         for i in 0..<count {
             var plaintext = rng.bytes(i == 0 ? 0 : Int.random(in: 1...50_000, using: &rng))
             if i % 2 == 1 { plaintext = [UInt8](repeating: UInt8(i), count: plaintext.count * 2) }
-            let id = codec.hasher.id(of: plaintext)
+            let id = try codec.hasher.id(of: plaintext)
             plaintexts[id] = plaintext
-            let sealed = plaintext.withUnsafeBytes { codec.seal($0, id: id, kind: i % 3 == 0 ? .tree : .data) }
+            let sealed = try plaintext.withUnsafeBytes { try codec.seal($0, id: id, kind: i % 3 == 0 ? .tree : .data) }
             builder.append(sealed)
         }
-        let (bytes, blobs) = builder.finish(sealer: Sealer(key: repository.key.encryption))
+        let (bytes, blobs) = try builder.finish(sealer: try Sealer(key: repository.key.encryption))
         return (bytes, blobs, plaintexts)
     }
 
@@ -516,16 +516,16 @@ private func expectSamePacks(_ a: [(pack: BlobID, blobs: [PackedBlob])], _ b: [(
         let repository = try makeRepository()
         let builder = PackBuilder(targetSize: 1 << 20)
         #expect(builder.isEmpty)
-        let (bytes, blobs, plaintexts) = buildPack(repository, builder: builder, count: 25, seed: 41)
+        let (bytes, blobs, plaintexts) = try buildPack(repository, builder: builder, count: 25, seed: 41)
         #expect(blobs.count == 25)
         #expect(blobs.contains { $0.compressed } && blobs.contains { !$0.compressed })
-        let name = SHA256.hash(bytes).hex
+        let name = try SHA256.hash(bytes).hex
         let header = try repository.packHeader(of: bytes, name: name)
         #expect(header == blobs)
 
         // Blobs are laid out one after another from offset 0, and each one opens where the header says.
         var expectedOffset: UInt32 = 0
-        let codec = BlobCodec(repository: repository)
+        let codec = try BlobCodec(repository: repository)
         for blob in header {
             #expect(blob.offset == expectedOffset)
             expectedOffset += blob.length
@@ -551,10 +551,10 @@ private func expectSamePacks(_ a: [(pack: BlobID, blobs: [PackedBlob])], _ b: [(
     @Test func builderStartsAfreshAfterFinish() throws {
         let repository = try makeRepository()
         let builder = PackBuilder(targetSize: 100_000)
-        _ = buildPack(repository, builder: builder, count: 3, seed: 1)
+        _ = try buildPack(repository, builder: builder, count: 3, seed: 1)
         #expect(builder.isEmpty)
         #expect(!builder.isFull)
-        let (bytes, blobs, _) = buildPack(repository, builder: builder, count: 2, seed: 2)
+        let (bytes, blobs, _) = try buildPack(repository, builder: builder, count: 2, seed: 2)
         #expect(blobs.first?.offset == 0)
         #expect(try repository.packHeader(of: bytes, name: "second") == blobs)
 
@@ -566,8 +566,8 @@ private func expectSamePacks(_ a: [(pack: BlobID, blobs: [PackedBlob])], _ b: [(
 
     @Test func damagedBlobsDoNotOpen() throws {
         let repository = try makeRepository()
-        let (bytes, blobs, _) = buildPack(repository, builder: PackBuilder(targetSize: 1 << 20), count: 6, seed: 44)
-        let codec = BlobCodec(repository: repository)
+        let (bytes, blobs, _) = try buildPack(repository, builder: PackBuilder(targetSize: 1 << 20), count: 6, seed: 44)
+        let codec = try BlobCodec(repository: repository)
         for blob in blobs {
             var sealed = Array(bytes[Int(blob.offset)..<Int(blob.offset + blob.length)])
             sealed[sealed.count / 2] ^= 0x10
@@ -592,14 +592,14 @@ private func expectSamePacks(_ a: [(pack: BlobID, blobs: [PackedBlob])], _ b: [(
 
     @Test func emptyPackParses() throws {
         let repository = try makeRepository()
-        let (bytes, blobs) = PackBuilder(targetSize: 1000).finish(sealer: Sealer(key: repository.key.encryption))
+        let (bytes, blobs) = try PackBuilder(targetSize: 1000).finish(sealer: try Sealer(key: repository.key.encryption))
         #expect(blobs.isEmpty)
         #expect(try repository.packHeader(of: bytes, name: "empty").isEmpty)
     }
 
     @Test func damagedPacksThrowIntegrity() throws {
         let repository = try makeRepository()
-        let (bytes, blobs, _) = buildPack(repository, builder: PackBuilder(targetSize: 1 << 20), count: 4, seed: 43)
+        let (bytes, blobs, _) = try buildPack(repository, builder: PackBuilder(targetSize: 1 << 20), count: 4, seed: 43)
         let headerStart = Int(blobs.last!.offset + blobs.last!.length)
 
         for length in [0, 1, 3, 4, 20, bytes.count - 1] {
@@ -621,7 +621,7 @@ private func expectSamePacks(_ a: [(pack: BlobID, blobs: [PackedBlob])], _ b: [(
         let other = try makeRepository()
         expectKhoError(.integrity, "other repository") { _ = try other.packHeader(of: bytes, name: "t") }
         // Through storage: truncated pack.
-        let name = SHA256.hash(bytes).hex
+        let name = try SHA256.hash(bytes).hex
         try repository.storage.save(Handle(.data, name), data: Array(bytes.dropLast()))
         expectKhoError(.integrity, "truncated in storage") { _ = try repository.loadPackHeader(name: name) }
         try repository.storage.save(Handle(.data, name), data: [1, 2, 3])

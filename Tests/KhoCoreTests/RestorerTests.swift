@@ -57,7 +57,7 @@ private struct RestoreFixture {
         options.scrypt = Scrypt.Parameters(n: 1024, r: 8, p: 1)
         options.packSize = 1 << 20
         repository = try Repository.create(storage: storage, password: Array("test password".utf8), options: options)
-        let archiver = Archiver(repository: repository, index: try repository.loadIndex(), options: BackupOptions()) { _ in }
+        let archiver = try Archiver(repository: repository, index: try repository.loadIndex(), options: BackupOptions()) { _ in }
         snapshot = try archiver.backup(paths: [source])
     }
 
@@ -66,7 +66,7 @@ private struct RestoreFixture {
         let index = try repository.loadIndex()
         var options = RestoreOptions()
         options.workers = 4
-        let restorer = Restorer(repository: repository, index: index, options: options, progress: ProgressCounter(),
+        let restorer = try Restorer(repository: repository, index: index, options: options, progress: ProgressCounter(),
                                 limits: limits ?? .forStorage(remote: storage.readsAreRequests, workers: options.workers,
                                                               openFileLimit: DescriptorLimit.current)) { warning in
             Issue.record("restore warned: \(warning)")

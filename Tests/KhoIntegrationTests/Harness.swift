@@ -121,7 +121,7 @@ final class Child: @unchecked Sendable {
     /// Starts `executable` with exactly `environment`; output goes to files in `scratch`.
     static func spawn(_ executable: String, _ arguments: [String], environment: [String: String],
                       input: StandardInput = .null, scratch: String) throws -> Child {
-        let tag = Hex.encode(Random.bytes(6))
+        let tag = Hex.encode(try Random.bytes(6))
         let stdoutPath = scratch + "/.out-" + tag
         let stderrPath = scratch + "/.err-" + tag
         var actions = posix_spawn_file_actions_t()
@@ -436,7 +436,7 @@ func dumpText(_ count: Int, seed: UInt64) -> [UInt8] {
     return Array(out.prefix(count))
 }
 
-func sha256(_ bytes: [UInt8]) -> String { SHA256.hash(bytes).hex }
+func sha256(_ bytes: [UInt8]) -> String { try! SHA256.hash(bytes).hex }
 
 /// Removes a tree of any depth (by descriptor, so paths longer than PATH_MAX work).
 func removeTree(_ path: String) throws {
@@ -565,14 +565,14 @@ struct Manifest {
                     try check("openat", shownChild) { openat(fd, c, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
                 }
                 defer { close(file) }
-                let context = SHA256.Context()
+                let context = try SHA256.Context()
                 var buffer = [UInt8](repeating: 0, count: 1 << 20)
                 while true {
                     let n = try buffer.withUnsafeMutableBytes { raw in try check("read", shownChild) { read(file, raw.baseAddress, raw.count) } }
                     if n == 0 { break }
-                    buffer.withUnsafeBytes { context.update(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+                    try buffer.withUnsafeBytes { try context.update(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
                 }
-                record(path, info: info, content: context.finish().hex, link: nil)
+                record(path, info: info, content: try context.finish().hex, link: nil)
             case S_IFLNK:
                 var target = [UInt8](repeating: 0, count: 8192)
                 let n = try withCName(name) { c in

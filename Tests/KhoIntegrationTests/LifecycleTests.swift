@@ -84,7 +84,7 @@ private final class LifecycleProcess {
 
     init(_ sandbox: Sandbox, _ arguments: [String], env extra: [String: String?] = [:]) throws {
         self.arguments = arguments
-        let tag = Hex.encode(Random.bytes(6))
+        let tag = Hex.encode(try Random.bytes(6))
         stdoutPath = sandbox.path(".lifecycle-out-\(tag)")
         stderrPath = sandbox.path(".lifecycle-err-\(tag)")
         var actions = posix_spawn_file_actions_t()
@@ -193,7 +193,7 @@ private func lifecycleDiff(_ got: [String: String], _ want: [String: String]) ->
 /// returns the problems (empty when the restore is byte-identical).
 private func lifecycleRestoreProblems(_ sandbox: Sandbox, _ snapshot: String, source: String,
                                       expected: [String: String]) throws -> [String] {
-    let target = sandbox.path("restore-" + Hex.encode(Random.bytes(6)))
+    let target = sandbox.path("restore-" + Hex.encode(try Random.bytes(6)))
     defer { try? removeTree(target) }
     let result = try sandbox.kho("restore", snapshot, "--target", target)
     guard result.exitCode == 0 else { return ["restore of \(snapshot.prefix(8)) failed: \(result)"] }
@@ -709,7 +709,7 @@ struct LifecycleTests {
         #expect(listSecond.first(where: \.current)?.label == "night jobs")
         // Either password opens the repository and reads the data.
         for password in [first, second] {
-            let target = sandbox.path("restore-" + Hex.encode(Random.bytes(4)))
+            let target = sandbox.path("restore-" + Hex.encode(try Random.bytes(4)))
             let restore = try sandbox.kho(["restore", snapshot, "--target", target], env: ["KHO_PASSWORD": password])
             #expect(restore.exitCode == 0, "\(restore)")
             #expect(lifecycleDiff(try lifecycleContent(target + source), content).isEmpty)

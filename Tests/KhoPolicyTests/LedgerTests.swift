@@ -76,7 +76,7 @@ struct LedgerTests {
         // Recompute the hash the way the ledger does (SHA-256 of the JSON with the hash empty).
         var blank = entries[1]
         blank.hash = ""
-        entries[1].hash = SHA256.hash(Array(try JSON.encoder.encode(blank))).hex
+        entries[1].hash = try SHA256.hash(Array(try JSON.encoder.encode(blank))).hex
         var lines = try f.lines
         lines[1] = String(decoding: try JSON.encoder.encode(entries[1]), as: UTF8.self)
         try f.write(lines)

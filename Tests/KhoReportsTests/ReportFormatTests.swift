@@ -109,7 +109,7 @@ struct ReportFormatTests {
         #expect((top["generated"] as? [String: Any])?["language"] as? String == language.rawValue)
         let envelope = try JSON.decoder.decode(ReportDocument.Envelope.self, from: Data(bytes))
         #expect(envelope.data == document.data)
-        #expect(envelope.dataSHA256 == SHA256.hash(Array(try JSON.encoder.encode(envelope.data))).hex)
+        #expect(try envelope.dataSHA256 == SHA256.hash(Array(try JSON.encoder.encode(envelope.data))).hex)
         // A damaged report (a required field gone) does not validate.
         var damaged = top
         var data = try #require(damaged["data"] as? [String: Any])

@@ -215,8 +215,8 @@ final class SimulatedMonth: @unchecked Sendable {
 
     deinit { try? FileManager.default.removeItem(atPath: root) }
 
-    static func snapshotID(_ dataset: String, _ date: Date) -> String {
-        SHA256.hash(Array("\(dataset) \(Timestamp.format(date))".utf8)).hex
+    static func snapshotID(_ dataset: String, _ date: Date) throws -> String {
+        try SHA256.hash(Array("\(dataset) \(Timestamp.format(date))".utf8)).hex
     }
 
     /// The nightly runs from October 25 to November 30, and the drills.
@@ -249,10 +249,10 @@ final class SimulatedMonth: @unchecked Sendable {
                     run.error = "Source dat-dai-db: the dump is 1200 bytes, 2% of the previous good dump (61000 bytes, snapshot 1a2b3c4d), below the allowed 50%; no snapshot was written: check the database, or lower min-size-ratio if the shrink is expected."
                 case "partial":
                     run.outcome = "partial"
-                    run.snapshot = SimulatedMonth.snapshotID(key, started)
+                    run.snapshot = try SimulatedMonth.snapshotID(key, started)
                     run.snapshotTime = started.addingTimeInterval(1)
                 default:
-                    run.snapshot = SimulatedMonth.snapshotID(key, started)
+                    run.snapshot = try SimulatedMonth.snapshotID(key, started)
                     run.snapshotTime = started.addingTimeInterval(1)
                 }
                 runs.append(run)

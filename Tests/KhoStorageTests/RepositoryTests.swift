@@ -60,7 +60,7 @@ private func samplePacks(seed: UInt64, packs: Int, blobs: Int) -> [(pack: BlobID
             // Layout: one key file named by the SHA-256 of its bytes, and a config.
             let keys = try storage.list(.key)
             #expect(keys.map(\.name) == [created.keyID])
-            #expect(SHA256.hash(try storage.load(Handle(.key, created.keyID))).hex == created.keyID)
+            #expect(try SHA256.hash(try storage.load(Handle(.key, created.keyID))).hex == created.keyID)
             #expect(storage.exists(.config))
             // Two repositories never share keys.
             let other = try Repository.create(storage: LocalStorage(path: folder + "/other"), password: password, options: createOptions())
@@ -173,7 +173,7 @@ private func samplePacks(seed: UInt64, packs: Int, blobs: Int) -> [(pack: BlobID
             let second = Array("night jobs".utf8)
             let secondID = try repository.addKey(password: second, label: "night", parameters: fastScrypt)
             #expect(secondID != repository.keyID)
-            #expect(SHA256.hash(try storage.load(Handle(.key, secondID))).hex == secondID)
+            #expect(try SHA256.hash(try storage.load(Handle(.key, secondID))).hex == secondID)
 
             let viaSecond = try Repository.open(storage: storage, password: second)
             #expect(viaSecond.keyID == secondID)
@@ -255,7 +255,7 @@ private func samplePacks(seed: UInt64, packs: Int, blobs: Int) -> [(pack: BlobID
             let older = try repository.saveSnapshot(snapshot(time: Date(timeIntervalSince1970: 1_600_000_000)))
             let newest = try repository.saveSnapshot(snapshot(time: Date(timeIntervalSince1970: 1_800_000_000), tags: ["weekly"]))
             // Saved in a different order than their times, named by the hash of the stored bytes.
-            #expect(SHA256.hash(try storage.load(Handle(.snapshot, fullID.hex))) == fullID)
+            #expect(try SHA256.hash(try storage.load(Handle(.snapshot, fullID.hex))) == fullID)
 
             let loaded = try repository.loadSnapshot(id: fullID.hex)
             #expect(loaded.id == fullID.hex)
@@ -342,7 +342,7 @@ private func samplePacks(seed: UInt64, packs: Int, blobs: Int) -> [(pack: BlobID
             let second = samplePacks(seed: 2, packs: 2, blobs: 40)
             let firstID = try repository.saveIndexFile(IndexFile(packs: first))
             let secondID = try repository.saveIndexFile(IndexFile(packs: second))
-            #expect(SHA256.hash(try storage.load(Handle(.index, firstID.hex))) == firstID)
+            #expect(try SHA256.hash(try storage.load(Handle(.index, firstID.hex))) == firstID)
 
             let reread = try repository.loadIndexFile(name: firstID.hex)
             #expect(reread.packs.map(\.pack) == first.map(\.pack))
