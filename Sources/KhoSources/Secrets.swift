@@ -52,21 +52,27 @@ public enum Secrets {
         return ["PASS", "PWD", "SECRET", "TOKEN", "CREDENTIAL", "PRIVATE", "KEY", "AUTH", "COOKIE"].contains { upper.contains($0) }
     }
 
+    /// Whether a value is worth masking: long enough, and not a switch such as `true` (a
+    /// FEATURE_KEY=true in the environment must not turn every "true" in a message into ***).
+    static func maskable(_ value: String) -> Bool {
+        value.count >= minimumLength && !["true", "false", "none", "null", "unset", "empty", "disabled", "enabled"].contains(value.lowercased())
+    }
+
     /// The environment's secrets, read once.
     private static let environmentSecrets: Set<String> = {
-        Set(ProcessInfo.processInfo.environment.filter { isSecretName($0.key) && $0.value.count >= minimumLength }.map(\.value))
+        Set(ProcessInfo.processInfo.environment.filter { isSecretName($0.key) && maskable($0.value) }.map(\.value))
     }()
 
     /// A password or key kho read (from a file or a variable).
     public static func register(_ value: String) {
         let trimmed = value.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard trimmed.count >= minimumLength else { return }
-        values.withLock { $0.insert(trimmed) }
+        guard maskable(trimmed) else { return }
+        values.withLock { _ = $0.insert(trimmed) }
     }
 
     /// A value a policy took from the variable `name`.
     public static func registerExpanded(_ value: String, name: String) {
-        guard value.count >= minimumLength else { return }
+        guard maskable(value) else { return }
         if isSecretName(name) { values.withLock { _ = $0.insert(value) } }
         expanded.withLock { _ = $0.insert(value) }
     }

@@ -291,7 +291,8 @@ public final class DrillRunner {
             }
             let scratch = try ScratchFolder()
             defer { scratch.tearDown() }
-            let path = scratch.directory + "/" + database.file
+            // A fixed name: the manifest's file name is not joined to a path.
+            let path = scratch.directory + "/restored.sqlite"
             if path == source.sqlitePath { throw KhoError(.usage, "The scratch file would be the source itself; refusing.") }
             evidence.scratch = "sqlite file \(path)"
             let node = try lookup(database.file)

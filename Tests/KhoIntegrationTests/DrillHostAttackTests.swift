@@ -101,20 +101,34 @@ func pwnedMarker() -> String { "/tmp/kho-pwned-" + Hex.encode(Random.bytes(4)) }
        .enabled(if: ScratchPostgres.isAvailable, Comment(rawValue: ScratchPostgres.unavailableReason ?? "")),
        .enabled(if: ScratchMariaDB.isAvailable, Comment(rawValue: ScratchMariaDB.unavailableReason ?? "")))
 struct DrillHostAttackTests {
-    @Test("a MariaDB table or database named with backticks, \\! and newlines runs no command in backup, drill or restore; the drill still checks every table")
-    func mariadbHostileNames() throws {
+    @Test("a MariaDB table named with a backtick and \\! (x`; \\! touch FILE #) runs no command in the drill, which still checks it")
+    func mariadbBacktickTable() throws {
         try requireRoot()
-        let maria = try ScratchMariaDB.requireShared()
-        let bench = try DrillBench("drill-evil-maria")
+        let marker = pwnedMarker()
+        defer { unlink(marker) }
+        try mariadbHostileNames(label: "drill-tick-maria", database: "drill_evil_tick",
+                                tables: ["x`; \\! touch \(marker) #", "plain"], markers: [marker])
+    }
+
+    @Test("MariaDB tables named with newlines and \\!, in a database named with a backtick and a space, run no command in backup, drill or restore; the drill still checks every table")
+    func mariadbNewlineNames() throws {
+        try requireRoot()
         let markers = [pwnedMarker(), pwnedMarker(), pwnedMarker()]
         defer { for marker in markers { unlink(marker) } }
-        let database = "drill`e v"
-        let tables = ["x`; \\! touch \(markers[0]) #", "y\n\\! touch \(markers[1])\nz", "plain"]
+        try mariadbHostileNames(label: "drill-newline-maria", database: "drill`e v",
+                                tables: ["x`; \\! touch \(markers[0]) #", "y\n\\! touch \(markers[1])\nz", "plain"], markers: markers)
+    }
+
+    /// Backs up `database` with `tables` (rows whose values hold `\\! touch`), drills it and
+    /// restores it into another database: no marker may appear, and the drill checks every table.
+    func mariadbHostileNames(label: String, database: String, tables: [String], markers: [String]) throws {
+        let maria = try ScratchMariaDB.requireShared()
+        let bench = try DrillBench(label)
         func q(_ name: String) -> String { "`" + name.replacingOccurrences(of: "`", with: "``") + "`" }
         try maria.sql("DROP DATABASE IF EXISTS \(q(database)); CREATE DATABASE \(q(database)) CHARACTER SET utf8mb4;")
         for (i, table) in tables.enumerated() {
             try maria.sql("CREATE TABLE \(q(database)).\(q(table)) (id INT PRIMARY KEY, note VARCHAR(60)) ENGINE=InnoDB;"
-                          + "USE \(q(database)); INSERT INTO \(q(database)).\(q(table)) SELECT seq, CONCAT('\\\\! touch \(markers[2]) ', seq) FROM seq_1_to_\(10 + i);")
+                          + "USE \(q(database)); INSERT INTO \(q(database)).\(q(table)) SELECT seq, CONCAT('\\\\! touch \(markers.last!) ', seq) FROM seq_1_to_\(10 + i);")
         }
         try bench.writePolicy("evil", """
             sources:
@@ -122,7 +136,7 @@ struct DrillHostAttackTests {
                 kind: mariadb
                 host: 127.0.0.1
                 port: \(maria.port)
-                databases: ['drill`e v']
+                databases: ['\(database.replacingOccurrences(of: "'", with: "''"))']
             objectives:
               rpo: 24h
               rto: 1h
