@@ -42,6 +42,7 @@ public struct RepositorySpec: Sendable, Equatable {
             return bytes
         }
         if let passwordEnv, let value = ProcessInfo.processInfo.environment[passwordEnv] {
+            Secrets.register(value)
             return Array(value.utf8)
         }
         throw KhoError(.usage, "The repository password variable \(passwordEnv ?? "?") is not set.")
