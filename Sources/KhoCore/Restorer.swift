@@ -10,6 +10,9 @@ public struct RestoreOptions: Sendable {
     /// Set owners (only works as root; off otherwise).
     public var restoreOwners = geteuid() == 0
     public var workers: Int = Machine.cores
+    /// Applied to every entry before it is created (drills: no setuid files, no device nodes);
+    /// nil skips the entry.
+    public var adjust: (@Sendable (Node) -> Node?)?
     public init() {}
 }
 
@@ -485,8 +488,9 @@ public final class Restorer {
             summary.errors += 1
             return
         }
-        for node in loaded.nodes {
+        for stored in loaded.nodes {
             try failure.check()
+            guard let node = options.adjust.map({ $0(stored) }) ?? stored else { continue }
             let childComponents = components + [node.name]
             let relative = childComponents.flatMap { [UInt8(ascii: "/")] + $0 }
             let included = parentIncluded || isIncluded(relative)

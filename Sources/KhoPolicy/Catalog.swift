@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import KhoCore
+import KhoSources
 
 /// The time kho believes it is. Real time, unless KHO_TEST_NOW (tests only: an RFC 3339 time)
 /// says otherwise, so that a test can simulate weeks of nightly runs in seconds.
@@ -112,11 +113,15 @@ public final class Catalog: @unchecked Sendable {
     @discardableResult
     public func insert(_ record: RunRecord) throws -> RunRecord {
         var record = record
+        record.error = record.error.map(Secrets.mask)
         try queue.write { db in try record.insert(db) }
         return record
     }
 
+    /// A run's error is kept with every secret masked (see Secrets), whoever recorded it.
     public func update(_ record: RunRecord) throws {
+        var record = record
+        record.error = record.error.map(Secrets.mask)
         try queue.write { db in try record.update(db) }
     }
 

@@ -38,9 +38,11 @@ public struct RepositorySpec: Sendable, Equatable {
             }
             var bytes = Array(data)
             while let last = bytes.last, last == 0x0a || last == 0x0d { bytes.removeLast() }
+            Secrets.register(String(decoding: bytes, as: UTF8.self))
             return bytes
         }
         if let passwordEnv, let value = ProcessInfo.processInfo.environment[passwordEnv] {
+            Secrets.register(value)
             return Array(value.utf8)
         }
         throw KhoError(.usage, "The repository password variable \(passwordEnv ?? "?") is not set.")
@@ -219,6 +221,8 @@ extension PolicyLoader {
                 let parts = body.components(separatedBy: ":-")
                 let name = parts[0]
                 if let value = environment[name], !value.isEmpty {
+                    // Masked wherever kho shows a command or an error (see Secrets).
+                    Secrets.registerExpanded(value, name: name)
                     output += value
                 } else if parts.count > 1 {
                     output += parts.dropFirst().joined(separator: ":-")

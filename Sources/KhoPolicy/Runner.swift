@@ -63,7 +63,9 @@ public final class PolicyRunner: @unchecked Sendable {
         self.policies = policies
         self.catalog = catalog
         self.options = options
-        self.log = log
+        // Every line kho prints about a run goes through the mask: a secret in an error message
+        // (a command's output, a client's) is shown as ***.
+        self.log = { log(Secrets.mask($0)) }
     }
 
     private var selected: [(Policy, SourceSpec)] {
@@ -516,7 +518,7 @@ public final class PolicyRunner: @unchecked Sendable {
 
     /// Marks a run failed in the catalog and returns the one-sentence message.
     private func recordFailure(_ record: inout RunRecord, _ error: Error, ended: Date) -> String {
-        let message = (error as? KhoError)?.message ?? "\(error)"
+        let message = Secrets.mask((error as? KhoError)?.message ?? "\(error)")
         record.outcome = "failure"
         record.error = message
         record.ended = ended
@@ -579,13 +581,14 @@ public enum Notifier {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/sh")
         process.arguments = ["-c", command]
-        var env = ProcessInfo.processInfo.environment
+        // The notify command learns what happened, not kho's secrets.
+        var env = ChildEnvironment.minimal()
         env["KHO_EVENT"] = event
         env["KHO_POLICY"] = policy.name
         env["KHO_AGENCY"] = policy.agency
         env["KHO_SYSTEM"] = policy.system
         env["KHO_SOURCE"] = source
-        env["KHO_DETAIL"] = detail
+        env["KHO_DETAIL"] = Secrets.mask(detail)
         env["KHO_SNAPSHOT"] = snapshot ?? ""
         env["KHO_TIME"] = Timestamp.format(Clock.now)
         process.environment = env

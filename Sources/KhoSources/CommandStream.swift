@@ -20,15 +20,16 @@ public final class CommandStream: @unchecked Sendable {
     public let timeout: TimeInterval?
     public static let stderrLimit = 64 << 10
 
+    /// The command gets kho's minimal environment (`ChildEnvironment.minimal`) plus `environment`:
+    /// never kho's own secrets. What kho shows of it (`displayName`, its error output) has every
+    /// secret and every value a policy took from a variable masked.
     public init(command: String, displayName: String? = nil, environment: [String: String]? = nil, timeout: TimeInterval? = nil) {
         self.command = command
-        self.displayName = displayName ?? command
+        self.displayName = Secrets.maskCommand(displayName ?? command)
         self.timeout = timeout
         process.executableURL = URL(fileURLWithPath: "/bin/sh")
         process.arguments = ["-c", command]
-        if let environment {
-            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-        }
+        process.environment = ChildEnvironment.minimal(environment ?? [:])
         process.standardOutput = stdoutPipe
         process.standardError = stderrPipe
         process.standardInput = FileHandle.nullDevice
@@ -76,7 +77,7 @@ public final class CommandStream: @unchecked Sendable {
 
     /// The command's standard error (its last 64 KiB), as text.
     public var standardError: String {
-        String(decoding: stderrTail.current, as: UTF8.self)
+        Secrets.maskCommand(String(decoding: stderrTail.current, as: UTF8.self))
     }
 
     /// Waits for the command; throws unless it exited 0 within its time.

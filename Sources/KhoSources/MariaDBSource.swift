@@ -31,18 +31,40 @@ public struct MariaDBSource: BackupSource {
         throw KhoError(.source, "Source \(source): \(names[0]) is not installed or not on PATH: install Debian's mariadb-client.")
     }
 
+    /// The whole environment of a MariaDB client kho starts: no secret of kho's, the password (if
+    /// any) as MYSQL_PWD for this child only.
     static func environment(_ endpoint: DatabaseEndpoint) throws -> [String: String] {
         var env: [String: String] = [:]
         if let password = try endpoint.password() { env["MYSQL_PWD"] = password }
-        return env
+        return ChildEnvironment.minimal(env)
     }
 
+    /// Options for a client or mariadb-dump: `options`, then where the server is and who logs in,
+    /// each as one `--name=value` word (a value is never read as an option). For a scratch server,
+    /// no option file is read (`--no-defaults`, which must come first).
+    static func arguments(_ endpoint: DatabaseEndpoint, _ options: [String]) -> [String] {
+        let place = endpoint.isSocket ? ["--protocol=SOCKET", "--socket=" + endpoint.host]
+            : ["--protocol=TCP", "--host=" + endpoint.host, "--port=" + String(endpoint.port)]
+        return (endpoint.isolated ? ["--no-defaults"] : []) + options + place + ["--user=" + endpoint.user]
+    }
+
+    /// The `mariadb` client in sandbox mode: statements only, none of its own commands (`\!`
+    /// runs a shell command, `\.` reads a file), wherever a name or a dump puts them.
     static func session(_ endpoint: DatabaseEndpoint, database: String?, source: String) throws -> SQLSession {
-        var arguments = ["--batch", "--skip-column-names", "--raw", "--unbuffered", "--protocol=TCP", "--connect-timeout=10",
-                         "-h", endpoint.host, "-P", String(endpoint.port), "-u", endpoint.user]
-        if let database { arguments.append(database) }
+        var arguments = arguments(endpoint, ["--sandbox", "--batch", "--skip-column-names", "--raw", "--unbuffered", "--connect-timeout=10"])
+        if let database { arguments.append("--database=" + database) }
         return try SQLSession(engine: "mariadb", program: try tool(["mariadb", "mysql"], source: source), arguments: arguments,
                               environment: try environment(endpoint), sourceName: source)
+    }
+
+    /// `CHECK TABLE … EXTENDED` on `tables` of `database`: the client's output lines (table, op,
+    /// message type, text), through a sandboxed session with every name quoted.
+    public static func checkTables(_ endpoint: DatabaseEndpoint, database: String, tables: [String], source: String) throws -> [String] {
+        guard !tables.isEmpty else { return [] }
+        let session = try session(endpoint, database: nil, source: source)
+        defer { session.close() }
+        let names = tables.map { quote(database) + "." + quote($0) }.joined(separator: ", ")
+        return try session.query("CHECK TABLE \(names) EXTENDED;")
     }
 
     static func quote(_ name: String) -> String { "`" + name.replacingOccurrences(of: "`", with: "``") + "`" }
@@ -69,8 +91,9 @@ public struct MariaDBSource: BackupSource {
                 let parts = (facts.last ?? "").split(separator: "\t").map(String.init)
                 version.withLock { $0 = parts.first ?? "" }
                 let size = Int64(parts.count > 1 ? parts[1] : "0") ?? 0
+                let options = MariaDBSource.arguments(endpoint, ["--single-transaction", "--routines", "--events", "--triggers", "--hex-blob"])
                 let stream = CommandStream(
-                    command: "exec \(shellQuote(dump)) --single-transaction --routines --events --triggers --hex-blob --protocol=TCP -h \(shellQuote(endpoint.host)) -P \(endpoint.port) -u \(shellQuote(endpoint.user)) --databases \(shellQuote(database))",
+                    command: "exec \(shellQuote(dump)) \(options.map(shellQuote).joined(separator: " ")) --databases -- \(shellQuote(database))",
                     displayName: "source \(name): mariadb-dump \(database)", environment: env, timeout: limits.timeout)
                 try stream.start()
                 // mariadb-dump starts its consistent-snapshot transaction before it names the first
@@ -116,10 +139,10 @@ public struct MariaDBSource: BackupSource {
     }
 
     static func tables(_ session: SQLSession, database: String) throws -> [DumpManifest.Table] {
-        let names = try session.query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = \(literal(database)) AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME;")
+        let names = try names(session, "SELECT HEX(TABLE_NAME) FROM information_schema.TABLES WHERE TABLE_SCHEMA = \(literal(database)) AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME;")
         var tables: [DumpManifest.Table] = []
-        for table in names where !table.isEmpty {
-            let columns = try session.query("SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = \(literal(database)) AND TABLE_NAME = \(literal(table)) ORDER BY ORDINAL_POSITION;")
+        for table in names {
+            let columns = try self.names(session, "SELECT HEX(COLUMN_NAME) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = \(literal(database)) AND TABLE_NAME = \(literal(table)) ORDER BY ORDINAL_POSITION;")
             let row = columns.map { "QUOTE(\(quote($0)))" }.joined(separator: ", ")
             let result = try session.query("SELECT COUNT(*), COALESCE(SUM(CAST(CONV(SUBSTRING(MD5(CONCAT_WS('|', \(row))), 1, 16), 16, 10) AS DECIMAL(65,0))), 0) FROM \(quote(database)).\(quote(table));")
             let values = (result.last ?? "").split(separator: "\t").map(String.init)
@@ -128,13 +151,30 @@ public struct MariaDBSource: BackupSource {
         return tables
     }
 
+    /// Names a query returns as HEX(…): the client prints names raw, and one with a tab or a
+    /// newline in it would otherwise split into several.
+    static func names(_ session: SQLSession, _ sql: String) throws -> [String] {
+        try session.query(sql).filter { !$0.isEmpty }.map { line in
+            guard let name = fromHex(line) else {
+                throw KhoError(.source, "MariaDB returned a name kho cannot read (\(line.prefix(80))): report this as a bug.")
+            }
+            return name
+        }
+    }
+
+    static func fromHex(_ text: String) -> String? {
+        guard let bytes = Hex.decode(text) else { return nil }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
     static func dropTablesAndViews(_ admin: SQLSession, database: String) throws {
-        let objects = try admin.query("SELECT TABLE_TYPE, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = \(literal(database));")
+        let objects = try admin.query("SELECT TABLE_TYPE, HEX(TABLE_NAME) FROM information_schema.TABLES WHERE TABLE_SCHEMA = \(literal(database));")
         var statements = ["SET FOREIGN_KEY_CHECKS = 0;"]
         for line in objects where !line.isEmpty {
             let parts = line.split(separator: "\t", maxSplits: 1).map(String.init)
             guard parts.count == 2 else { continue }
-            statements.append("DROP \(parts[0] == "VIEW" ? "VIEW" : "TABLE") IF EXISTS \(quote(database)).\(quote(parts[1]));")
+            guard let name = fromHex(parts[1]) else { continue }
+            statements.append("DROP \(parts[0] == "VIEW" ? "VIEW" : "TABLE") IF EXISTS \(quote(database)).\(quote(name));")
         }
         statements.append("SET FOREIGN_KEY_CHECKS = 1;")
         _ = try admin.query(statements.joined(separator: "\n"))
@@ -165,7 +205,7 @@ public struct MariaDBSource: BackupSource {
         do {
             // The dump names its database (USE `x`); point it at the target instead.
             bytes = try ClientFeeder.feed(program: client,
-                                          arguments: ["--protocol=TCP", "-h", target.host, "-P", String(target.port), "-u", target.user, target.database],
+                                          arguments: arguments(target, ["--sandbox", "--database=" + target.database]),
                                           environment: try environment(target), engine: "mariadb", sourceName: sourceName) { write in
                 try withoutActuallyEscaping(write) { write in
                     let filter = DatabaseNameFilter(from: sourceDatabase, to: target.database)
@@ -203,8 +243,8 @@ public struct MariaDBSource: BackupSource {
             }
             let aside = "\(original.database)__kho_replaced_\(Int(Date().timeIntervalSince1970))"
             _ = try admin.query("CREATE DATABASE \(quote(aside));")
-            let old = try admin.query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = \(literal(original.database));").filter { !$0.isEmpty }
-            let new = try admin.query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = \(literal(target.database));").filter { !$0.isEmpty }
+            let old = try names(admin, "SELECT HEX(TABLE_NAME) FROM information_schema.TABLES WHERE TABLE_SCHEMA = \(literal(original.database));")
+            let new = try names(admin, "SELECT HEX(TABLE_NAME) FROM information_schema.TABLES WHERE TABLE_SCHEMA = \(literal(target.database));")
             let moves = old.map { "\(quote(original.database)).\(quote($0)) TO \(quote(aside)).\(quote($0))" }
                 + new.map { "\(quote(target.database)).\(quote($0)) TO \(quote(original.database)).\(quote($0))" }
             if !moves.isEmpty { _ = try admin.query("RENAME TABLE \(moves.joined(separator: ", "));") }

@@ -57,7 +57,10 @@ public struct DatabaseLoader {
         }
     }
 
-    func literal(_ text: String) -> String { "'" + text.replacingOccurrences(of: "'", with: "''") + "'" }
+    /// An escape-string literal: read the same whatever the server's standard_conforming_strings.
+    func literal(_ text: String) -> String {
+        "E'" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "''") + "'"
+    }
 
     /// Creates the database (or a scratch one for `replace`), feeds it the dump from `produce`, and
     /// swaps names when asked. `produce` writes the dump into the given sink.
@@ -112,22 +115,22 @@ public struct DatabaseLoader {
 
     private func feedPsql(database: String, produce: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws -> Int64 {
         let psql = try postgres.tool("psql")
-        let env = try postgres.environment()
-        let arguments = ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-w", "--single-transaction",
-                         "-h", target.host, "-p", String(target.port), "-U", target.user, "-d", database, "-o", "/dev/null"]
+        let env = try postgres.environment(database: database)
+        let arguments = ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-w", "--single-transaction", "-o", "/dev/null"]
         return try ClientFeeder.feed(program: psql, arguments: arguments, environment: env, engine: "postgres",
                                      sourceName: sourceName, produce: produce)
     }
 }
 
-/// Runs a database client and writes a dump into its standard input.
+/// Runs a database client and writes a dump into its standard input. `environment` is the
+/// client's whole environment (see `ChildEnvironment`).
 enum ClientFeeder {
     static func feed(program: String, arguments: [String], environment: [String: String], engine: String, sourceName: String,
                      produce: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws -> Int64 {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: program)
         process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        process.environment = environment
         let input = Pipe()
         let errors = Pipe()
         process.standardInput = input
@@ -159,7 +162,7 @@ enum ClientFeeder {
         try? input.fileHandleForWriting.close()
         process.waitUntilExit()
         reader.join()
-        let text = String(decoding: stderrText.current, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let text = Secrets.mask(String(decoding: stderrText.current, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
         if process.terminationStatus != 0 || process.terminationReason != .exit {
             if text.isEmpty, let writeError { throw writeError }
             let first = text.split(separator: "\n").prefix(3).joined(separator: " | ")

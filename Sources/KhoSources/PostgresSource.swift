@@ -37,26 +37,30 @@ public struct PostgresSource: BackupSource {
         return path
     }
 
-    func environment() throws -> [String: String] {
-        var env = ["PGCONNECT_TIMEOUT": "10", "PGAPPNAME": "kho"]
+    /// The whole environment of a PostgreSQL client kho starts: where to connect (see
+    /// `DatabaseEndpoint.libpqEnvironment`), the password (if any) as PGPASSWORD for this child
+    /// only, no secret of kho's, and none of the administrator's PG* settings for a drill's
+    /// scratch server.
+    func environment(database: String?) throws -> [String: String] {
+        var env = endpoint.isolated ? ChildEnvironment.minimal() : ChildEnvironment.postgres()
+        env["PGDATABASE"] = nil
+        env["PGCONNECT_TIMEOUT"] = "10"
+        env["PGAPPNAME"] = "kho"
+        env.merge(endpoint.libpqEnvironment(database: database)) { _, new in new }
         if let password = try endpoint.password() { env["PGPASSWORD"] = password }
         return env
     }
 
+    /// psql reads statements from kho only: no ~/.psqlrc (-X), stops at the first error. Every
+    /// identifier kho writes into them is quoted (`quoteIdentifier`) and every value is a literal.
     func session(database: String) throws -> SQLSession {
         try SQLSession(engine: "postgres", program: try tool("psql"),
-                       arguments: ["-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-w",
-                                   "-h", endpoint.host, "-p", String(endpoint.port), "-U", endpoint.user, "-d", database],
-                       environment: try environment(), sourceName: name)
-    }
-
-    var connectionArguments: String {
-        "-w -h \(shellQuote(endpoint.host)) -p \(endpoint.port) -U \(shellQuote(endpoint.user))"
+                       arguments: ["-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-w"],
+                       environment: try environment(database: database), sourceName: name)
     }
 
     public func backup(with archiver: Archiver, repository: Repository) throws -> Snapshot {
         let pgDump = try tool("pg_dump")
-        let env = try environment()
         // Reach the server first, so that a wrong password or host gets one clear sentence.
         for database in databases {
             let probe = try session(database: database)
@@ -67,8 +71,9 @@ public struct PostgresSource: BackupSource {
         if includeGlobals {
             let pgDumpAll = try tool("pg_dumpall")
             inputs.append(Archiver.StreamInput(name: "globals.sql") {
-                let stream = CommandStream(command: "exec \(shellQuote(pgDumpAll)) --globals-only \(connectionArguments)",
-                                           displayName: "source \(name): pg_dumpall --globals-only", environment: env, timeout: limits.timeout)
+                let stream = CommandStream(command: "exec \(shellQuote(pgDumpAll)) --globals-only -w",
+                                           displayName: "source \(name): pg_dumpall --globals-only", environment: try environment(database: nil),
+                                           timeout: limits.timeout)
                 try stream.start()
                 return ({ try stream.read($0) }, { try stream.finish() })
             })
@@ -88,8 +93,8 @@ public struct PostgresSource: BackupSource {
                 version.withLock { $0 = parts.first ?? "" }
                 let size = Int64(parts.count > 1 ? parts[1] : "0") ?? 0
                 let stream = CommandStream(
-                    command: "exec \(shellQuote(pgDump)) --format=plain --snapshot=\(shellQuote(snapshotID)) \(connectionArguments) \(shellQuote(database))",
-                    displayName: "source \(name): pg_dump \(database)", environment: env, timeout: limits.timeout)
+                    command: "exec \(shellQuote(pgDump)) --format=plain --snapshot=\(shellQuote(snapshotID)) -w",
+                    displayName: "source \(name): pg_dump \(database)", environment: try environment(database: database), timeout: limits.timeout)
                 try stream.start()
                 return ({ try stream.read($0) }, {
                     try stream.finish()
@@ -112,16 +117,19 @@ public struct PostgresSource: BackupSource {
     /// checksum, in schema and name order.
     static func tables(_ session: SQLSession) throws -> [DumpManifest.Table] {
         let names = try session.query("""
-            SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            SELECT encode(convert_to(n.nspname, 'UTF8'), 'hex'), encode(convert_to(c.relname, 'UTF8'), 'hex') FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
               AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
-            ORDER BY 1, 2;
+            ORDER BY n.nspname, c.relname;
             """)
         var tables: [DumpManifest.Table] = []
         for line in names where !line.isEmpty {
             let parts = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
-            guard parts.count == 2 else { continue }
-            let (schema, table) = (parts[0], parts[1])
+            // Names come as hex: psql prints them raw, and a tab or newline in one would split it.
+            guard parts.count == 2, let schemaBytes = Hex.decode(parts[0]), let tableBytes = Hex.decode(parts[1]) else {
+                throw KhoError(.source, "PostgreSQL returned a table name kho cannot read (\(line.prefix(80))): report this as a bug.")
+            }
+            let (schema, table) = (String(decoding: schemaBytes, as: UTF8.self), String(decoding: tableBytes, as: UTF8.self))
             let quoted = quoteIdentifier(schema) + "." + quoteIdentifier(table)
             let result = try session.query(
                 "SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint::numeric), 0) FROM ONLY \(quoted) AS t;")

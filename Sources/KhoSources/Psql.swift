@@ -11,14 +11,32 @@ public struct DatabaseEndpoint: Sendable, Equatable {
     public var database: String
     public var passwordFile: String?
     public var passwordEnv: String?
+    /// A drill's scratch server: kho's clients take none of the administrator's client settings
+    /// (PG* variables, ~/.my.cnf), which could send them, and the restored data, elsewhere.
+    public var isolated = false
 
-    public init(host: String, port: Int, user: String, database: String, passwordFile: String? = nil, passwordEnv: String? = nil) {
+    public init(host: String, port: Int, user: String, database: String, passwordFile: String? = nil, passwordEnv: String? = nil,
+                isolated: Bool = false) {
         self.host = host
         self.port = port
         self.user = user
         self.database = database
         self.passwordFile = passwordFile
         self.passwordEnv = passwordEnv
+        self.isolated = isolated
+    }
+
+    /// A host that starts with `/` is a unix socket: PostgreSQL's socket folder, MariaDB's socket file.
+    public var isSocket: Bool { host.hasPrefix("/") }
+
+    /// Where a PostgreSQL client connects, as libpq's environment variables for that child only.
+    /// A value there is taken as it is: never as an option (`--x`), nor as more key=value pairs,
+    /// which libpq makes of a database name containing `=` given on the command line or inside a
+    /// connection string (`dbname=x host=elsewhere` would send the dump, or load it, elsewhere).
+    public func libpqEnvironment(database: String?) -> [String: String] {
+        var env = ["PGHOST": host, "PGPORT": String(port), "PGUSER": user]
+        if let database { env["PGDATABASE"] = database }
+        return env
     }
 
     /// Parses `postgres://user@host:port/db` or `mariadb://user@host:port/db` (also `mysql://`).
@@ -54,12 +72,15 @@ public struct DatabaseEndpoint: Sendable, Equatable {
             guard let data = FileManager.default.contents(atPath: passwordFile) else {
                 throw KhoError(.usage, "The password file \(passwordFile) cannot be read: check the path and its permissions.")
             }
-            return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .newlines)
+            let value = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .newlines)
+            Secrets.register(value)
+            return value
         }
         if let passwordEnv {
             guard let value = ProcessInfo.processInfo.environment[passwordEnv] else {
                 throw KhoError(.usage, "The environment variable \(passwordEnv) that should hold the database password is not set.")
             }
+            Secrets.register(value)
             return value
         }
         return nil
@@ -104,13 +125,14 @@ final class SQLSession {
     let sourceName: String
     let engine: String
 
-    /// `arguments` start the client in a quiet, unaligned, tuples-only mode.
+    /// `arguments` start the client in a quiet, unaligned, tuples-only mode; `environment` is the
+    /// client's whole environment (see `ChildEnvironment`).
     init(engine: String, program: String, arguments: [String], environment: [String: String], sourceName: String) throws {
         self.engine = engine
         self.sourceName = sourceName
         process.executableURL = URL(fileURLWithPath: program)
         process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        process.environment = environment
         process.standardInput = input
         process.standardOutput = output
         process.standardError = errors
@@ -158,8 +180,8 @@ final class SQLSession {
     private func failure() -> KhoError {
         try? input.fileHandleForWriting.close()
         process.waitUntilExit()
-        let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let text = Secrets.mask(String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            .trimmingCharacters(in: .whitespacesAndNewlines))
         return SQLSession.describe(text, engine: engine, source: sourceName)
     }
 

@@ -22,9 +22,23 @@ public struct SQLiteSource: BackupSource {
     }
 
     public func backup(with archiver: Archiver, repository: Repository) throws -> Snapshot {
-        let copy = NSTemporaryDirectory() + "kho-sqlite-\(UInt64.random(in: 0...UInt64.max)).sqlite"
+        // The copy holds everything the database holds: it lives in a folder only kho can enter,
+        // is created 0600 before SQLite opens it (SQLite would create it 0644), and SQLite's
+        // -wal, -shm and -journal files beside it take its mode.
+        var template = Array((NSTemporaryDirectory() + "kho-sqlite-XXXXXX").utf8CString)
+        guard let made = mkdtemp(&template) else {
+            throw KhoError(.failure, "Cannot create a private folder for the copy of \(path) in \(NSTemporaryDirectory()): \(String(cString: strerror(errno))); check TMPDIR.")
+        }
+        let folder = String(cString: made)
+        let copy = folder + "/copy.sqlite"
         // A copy of a database in WAL mode is in WAL mode too: reading it leaves -wal and -shm beside it.
-        defer { for suffix in ["", "-wal", "-shm", "-journal"] { unlink(copy + suffix) } }
+        defer {
+            for suffix in ["", "-wal", "-shm", "-journal"] { unlink(copy + suffix) }
+            rmdir(folder)
+        }
+        let created = open(copy, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard created >= 0 else { throw KhoError.posix("open", copy, errno: errno) }
+        close(created)
         try SQLiteSource.onlineCopy(from: path, to: copy, source: name)
         let database = try SQLiteDatabase(path: copy, readOnly: true, source: name)
         let tables = try SQLiteSource.tables(database)

@@ -49,7 +49,7 @@ public struct CommandSource: BackupSource {
     public var restoreCommand: String?
     public var limits: SourceLimits
     public var kind: String { "command" }
-    public var summary: String { "command `\(command)`" }
+    public var summary: String { "command `\(Secrets.maskCommand(command))`" }
 
     public init(name: String, command: String, restoreCommand: String? = nil, limits: SourceLimits = SourceLimits()) {
         self.name = name

@@ -202,16 +202,24 @@ public final class DrillRunner {
             guard let manifest else { throw KhoError(.integrity, "Snapshot \(snapshot.shortID) has no manifest to compare against.") }
             let scratch = try ScratchPostgres()
             defer { scratch.tearDown() }
-            evidence.scratch = "postgres cluster on 127.0.0.1:\(scratch.port) in \(scratch.directory)"
-            if source.endpoint?.host == "127.0.0.1" && source.endpoint?.port == scratch.port {
-                throw KhoError(.usage, "The scratch cluster would be the source itself; refusing.")
-            }
+            evidence.scratch = "postgres cluster on socket \(scratch.directory) (no TCP port, peer authentication)"
             if let globals = try? lookup("globals.sql") {
-                // Roles first, so that ownership in the dump resolves; "already exists" errors are expected.
-                let feedGlobals = try ClientFeederAccess.loadIgnoringErrors(endpoint: scratch.endpoint(database: "postgres")) { write in
-                    try stream(globals, write)
+                // Roles first, so that ownership in the dump resolves; "already exists" errors are
+                // expected. Without the production password hashes: the scratch cluster is no
+                // place to keep (or crack) them, and its roles need none.
+                var script: [UInt8] = []
+                try stream(globals) { chunk in
+                    guard script.count + chunk.count <= GlobalsFilter.limit else {
+                        throw KhoError(.integrity, "globals.sql of snapshot \(snapshot.shortID) is larger than \(GlobalsFilter.limit >> 20) MiB, which no cluster's roles and tablespaces need.")
+                    }
+                    script += chunk
                 }
-                evidence.checks.append(.init(name: "globals", outcome: "pass", output: "roles and tablespaces loaded (\(feedGlobals) bytes)"))
+                let stripped = GlobalsFilter.withoutPasswords(script)
+                let feedGlobals = try ClientFeederAccess.loadIgnoringErrors(endpoint: scratch.endpoint(database: "postgres")) { write in
+                    try stripped.bytes.withUnsafeBytes { try write($0) }
+                }
+                evidence.checks.append(.init(name: "globals", outcome: "pass",
+                                             output: "roles and tablespaces loaded (\(feedGlobals) bytes; \(stripped.removed) password hashes left out)"))
             }
             var comparisons: [ManifestComparison.Row] = []
             for database in manifest.databases {
@@ -221,10 +229,13 @@ public final class DrillRunner {
                 comparisons += result.comparison?.rows ?? []
             }
             evidence.rtoSeconds = Date().timeIntervalSince(realStart)
+            DrillRunner.pauseForTests(["host": scratch.directory, "port": String(scratch.port), "directory": scratch.directory])
             for database in manifest.databases {
                 let amcheck = Shell.find("pg_amcheck")
                 if let amcheck {
-                    let result = Shell.run(amcheck, ["--install-missing", "--heapallindexed", "-h", "127.0.0.1", "-p", String(scratch.port), "-U", "postgres", "-d", database.name])
+                    // The database in PGDATABASE: its name is never an option, a pattern or a connection string.
+                    let result = Shell.run(amcheck, ["--install-missing", "--heapallindexed", "--no-password"],
+                                           environment: ChildEnvironment.minimal(scratch.endpoint(database: database.name).libpqEnvironment(database: database.name)))
                     let pass = result.status == 0
                     evidence.checks.append(.init(name: "pg_amcheck \(database.name)", outcome: pass ? "pass" : "fail",
                                                  output: DrillRunner.bounded(result.output.isEmpty ? "no corruption found in tables and B-tree indexes" : result.output)))
@@ -239,7 +250,7 @@ public final class DrillRunner {
             guard let manifest else { throw KhoError(.integrity, "Snapshot \(snapshot.shortID) has no manifest to compare against.") }
             let scratch = try ScratchMariaDB()
             defer { scratch.tearDown() }
-            evidence.scratch = "mariadb server on 127.0.0.1:\(scratch.port) in \(scratch.directory)"
+            evidence.scratch = "mariadb server on socket \(scratch.socket) (no networking, unix_socket authentication)"
             var comparisons: [ManifestComparison.Row] = []
             for database in manifest.databases {
                 let node = try lookup(database.file)
@@ -248,18 +259,29 @@ public final class DrillRunner {
                 comparisons += result.comparison?.rows ?? []
             }
             evidence.rtoSeconds = Date().timeIntervalSince(realStart)
-            let client = Shell.find("mariadb") ?? "/usr/bin/mariadb"
+            DrillRunner.pauseForTests(["host": scratch.socket, "port": "0", "directory": scratch.directory])
             for database in manifest.databases {
-                let tables = database.tables.map { "`\(database.name)`.`\($0.name)`" }.joined(separator: ", ")
-                guard !tables.isEmpty else { continue }
-                let result = Shell.run(client, ["--protocol=TCP", "-h", "127.0.0.1", "-P", String(scratch.port), "-u", "root", "--batch", "--skip-column-names",
-                                                "-e", "CHECK TABLE \(tables) EXTENDED"])
-                let bad = result.output.split(separator: "\n").filter { line in
-                    let fields = line.split(separator: "\t")
-                    return fields.count >= 4 && (fields[2] == "error" || (fields[2] == "status" && fields[3] != "OK"))
+                guard !database.tables.isEmpty else { continue }
+                // Names from the manifest are quoted, and the client runs sandboxed: a table name
+                // is never a client command (`\!` would run a shell).
+                var lines: [String] = []
+                var failed: String?
+                do {
+                    lines = try MariaDBSource.checkTables(scratch.endpoint(database: database.name), database: database.name,
+                                                          tables: database.tables.map(\.name), source: source.name)
+                } catch {
+                    failed = (error as? KhoError)?.message ?? "\(error)"
                 }
-                let pass = result.status == 0 && bad.isEmpty
-                evidence.checks.append(.init(name: "CHECK TABLE \(database.name)", outcome: pass ? "pass" : "fail", output: DrillRunner.bounded(result.output)))
+                // Table, Op, Msg_type, Msg_text: read from the end, a name may hold a tab.
+                let bad = lines.filter { line in
+                    let fields = line.split(separator: "\t", omittingEmptySubsequences: false)
+                    guard fields.count >= 4 else { return false }
+                    let type = fields[fields.count - 2], text = fields[fields.count - 1]
+                    return type == "error" || (type == "status" && text != "OK")
+                }
+                let pass = failed == nil && bad.isEmpty
+                let output = (lines + (failed.map { [$0] } ?? [])).joined(separator: "\n")
+                evidence.checks.append(.init(name: "CHECK TABLE \(database.name)", outcome: pass ? "pass" : "fail", output: DrillRunner.bounded(output)))
                 if !pass { evidence.failureReasons.append("CHECK TABLE reported problems in \(database.name)") }
             }
             record(&evidence, ManifestComparison(rows: comparisons))
@@ -269,7 +291,8 @@ public final class DrillRunner {
             }
             let scratch = try ScratchFolder()
             defer { scratch.tearDown() }
-            let path = scratch.directory + "/" + database.file
+            // A fixed name: the manifest's file name is not joined to a path.
+            let path = scratch.directory + "/restored.sqlite"
             if path == source.sqlitePath { throw KhoError(.usage, "The scratch file would be the source itself; refusing.") }
             evidence.scratch = "sqlite file \(path)"
             let node = try lookup(database.file)
@@ -293,6 +316,10 @@ public final class DrillRunner {
             evidence.scratch = "folder \(target)"
             var options = RestoreOptions()
             options.restoreOwners = false
+            // Restored as root, a setuid file or a device node would be a way in for whoever can
+            // reach the scratch folder: the drill creates neither (nor world-writable folders) and
+            // compares the modes with the snapshot instead.
+            options.adjust = DrillModes.adjust
             // What the restorer warns about (a damaged pack, a blob missing from the index) is the
             // reason a drill fails: keep the first messages as evidence.
             let warnings = Locked<[String]>([])
@@ -308,11 +335,16 @@ public final class DrillRunner {
             } else {
                 evidence.rtoSeconds = Date().timeIntervalSince(realStart)
             }
+            DrillRunner.pauseForTests(["directory": scratch.directory])
             let (checked, mismatches) = try FileVerifier.verify(snapshot: snapshot, repository: repository, index: index, restoredRoot: target)
             let pass = mismatches.isEmpty && summary.errors == 0
             evidence.checks.append(.init(name: "file contents and sizes", outcome: pass ? "pass" : "fail",
                                          output: DrillRunner.bounded(mismatches.isEmpty ? "\(checked) files: size and content (keyed chunk hashes) equal to the snapshot" : mismatches.joined(separator: "\n"))))
             if !mismatches.isEmpty { evidence.failureReasons.append("\(mismatches.count) files differ from the snapshot") }
+            let modes = try DrillModes.verify(snapshot: snapshot, repository: repository, index: index, restoredRoot: target)
+            evidence.checks.append(.init(name: "file modes", outcome: modes.mismatches.isEmpty ? "pass" : "fail",
+                                         output: DrillRunner.bounded(modes.mismatches.isEmpty ? modes.summary : modes.mismatches.joined(separator: "\n"))))
+            if !modes.mismatches.isEmpty { evidence.failureReasons.append("\(modes.mismatches.count) entries have modes that differ from the snapshot") }
         }
     }
 
@@ -348,7 +380,8 @@ enum ClientFeederAccess {
         guard let psql = Shell.find("psql") else { throw KhoError(.failure, "psql is not installed: install Debian's postgresql-client.") }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: psql)
-        process.arguments = ["-X", "-q", "-h", endpoint.host, "-p", String(endpoint.port), "-U", endpoint.user, "-d", endpoint.database, "-o", "/dev/null"]
+        process.arguments = ["-X", "-q", "-w", "-o", "/dev/null"]
+        process.environment = ChildEnvironment.minimal(endpoint.libpqEnvironment(database: endpoint.database))
         let input = Pipe()
         process.standardInput = input
         process.standardOutput = FileHandle.nullDevice
@@ -401,5 +434,148 @@ enum FileVerifier {
         }
         try walk(root, "")
         return (checked, mismatches)
+    }
+}
+
+extension DrillRunner {
+    /// Tests only: with KHO_TEST_DRILL_PAUSE set to a file name, a drill whose scratch target is
+    /// loaded writes where it is (key=value lines, then a line "."), and waits until the file is
+    /// removed (at most ten minutes), so that a test can try to reach the scratch target.
+    static func pauseForTests(_ facts: [String: String]) {
+        guard let path = ProcessInfo.processInfo.environment["KHO_TEST_DRILL_PAUSE"], !path.isEmpty else { return }
+        let text = facts.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)\n" }.joined() + ".\n"
+        guard FileManager.default.createFile(atPath: path, contents: Data(text.utf8)) else { return }
+        let deadline = Date().addingTimeInterval(600)
+        while access(path, F_OK) == 0 && Date() < deadline && !ScratchRegistry.interrupted.current { usleep(50_000) }
+    }
+}
+
+/// The modes a file drill gives restored entries, and their check against the snapshot.
+enum DrillModes {
+    /// Permission bits a drill applies: no setuid, setgid or sticky bit, nothing writable by
+    /// group or others.
+    static let applied: UInt32 = 0o755
+
+    @Sendable static func adjust(_ node: Node) -> Node? {
+        if node.kind == .characterDevice || node.kind == .blockDevice { return nil }
+        var node = node
+        node.mode &= applied
+        return node
+    }
+
+    /// Every entry's mode against the snapshot's (as `adjust` applies it); device nodes are
+    /// counted and must not exist.
+    static func verify(snapshot: Snapshot, repository: Repository, index: MasterIndex, restoredRoot: String) throws
+        -> (summary: String, mismatches: [String]) {
+        guard let root = snapshot.treeID else { return ("", ["snapshot names no tree"]) }
+        let codec = BlobCodec(repository: repository)
+        var checked = 0, special = 0, devices = 0
+        var mismatches: [String] = []
+        func walk(_ tree: BlobID, _ path: String) throws {
+            for node in try repository.loadTree(tree, index: index, codec: codec).nodes {
+                let child = path + "/" + node.nameString
+                var info = stat()
+                let present = lstat(restoredRoot + child, &info) == 0
+                switch node.kind {
+                case .characterDevice, .blockDevice:
+                    devices += 1
+                    if present { mismatches.append("\(child): a device node was created") }
+                    continue
+                case .symlink:
+                    continue
+                default:
+                    break
+                }
+                checked += 1
+                if node.mode & ~applied != 0 { special += 1 }
+                if !present {
+                    mismatches.append("\(child): missing after restore")
+                } else if UInt32(info.st_mode) & 0o7777 != node.mode & applied {
+                    mismatches.append("\(child): mode \(String(UInt32(info.st_mode) & 0o7777, radix: 8)), snapshot says \(String(node.mode, radix: 8)) (applied as \(String(node.mode & applied, radix: 8)))")
+                }
+                if node.kind == .directory, let subtree = node.subtree { try walk(subtree, child) }
+            }
+        }
+        try walk(root, "")
+        var summary = "\(checked) entries: modes equal to the snapshot"
+        if special > 0 { summary += "; \(special) with setuid, setgid, sticky or group/other write bits, compared from the snapshot and not applied" }
+        if devices > 0 { summary += "; \(devices) device nodes recorded in the snapshot, not created" }
+        return (summary, mismatches)
+    }
+}
+
+/// Takes the password hashes out of a `pg_dumpall --globals-only` script before a scratch cluster
+/// loads it: `[ENCRYPTED] PASSWORD '…'` clauses go, outside quoted names, literals and comments.
+enum GlobalsFilter {
+    static let limit = 64 << 20
+
+    static func withoutPasswords(_ script: [UInt8]) -> (bytes: [UInt8], removed: Int) {
+        var out: [UInt8] = []
+        out.reserveCapacity(script.count)
+        var removed = 0
+        var i = 0
+        let n = script.count
+        func isWord(_ c: UInt8) -> Bool { (c >= 0x30 && c <= 0x39) || (c | 0x20 >= 0x61 && c | 0x20 <= 0x7a) || c == 0x5f || c == 0x24 || c >= 0x80 }
+        func isSpace(_ c: UInt8) -> Bool { c == 0x20 || c == 0x09 || c == 0x0a || c == 0x0d }
+        /// The end of a quoted run starting at `start` (the quote), with doubled quotes inside;
+        /// `backslashes` for E'' strings.
+        func quotedEnd(_ start: Int, _ quote: UInt8, backslashes: Bool) -> Int {
+            var j = start + 1
+            while j < n {
+                if backslashes && script[j] == 0x5c { j += 2; continue }
+                if script[j] == quote {
+                    if j + 1 < n && script[j + 1] == quote { j += 2; continue }
+                    return j + 1
+                }
+                j += 1
+            }
+            return n
+        }
+        while i < n {
+            let c = script[i]
+            if c == 0x27 || c == 0x22 {  // ' or "
+                let escaped = c == 0x27 && i > 0 && (script[i - 1] | 0x20) == 0x65 && (i < 2 || !isWord(script[i - 2]))
+                let end = quotedEnd(i, c, backslashes: escaped)
+                out += script[i..<end]
+                i = end
+            } else if c == 0x2d && i + 1 < n && script[i + 1] == 0x2d {  // -- comment
+                var end = i
+                while end < n && script[end] != 0x0a { end += 1 }
+                out += script[i..<end]
+                i = end
+            } else if c == 0x2f && i + 1 < n && script[i + 1] == 0x2a {  // /* comment */
+                var end = i + 2
+                while end + 1 < n && !(script[end] == 0x2a && script[end + 1] == 0x2f) { end += 1 }
+                end = min(n, end + 2)
+                out += script[i..<end]
+                i = end
+            } else if isWord(c) {
+                var end = i
+                while end < n && isWord(script[end]) { end += 1 }
+                let word = String(decoding: script[i..<end], as: UTF8.self).uppercased()
+                if word == "PASSWORD" {
+                    var j = end
+                    while j < n && isSpace(script[j]) { j += 1 }
+                    if j < n && script[j] == 0x27 {
+                        // Drop the clause (and an ENCRYPTED before it); PASSWORD NULL stays.
+                        var kept = out.count
+                        while kept > 0 && isSpace(out[kept - 1]) { kept -= 1 }
+                        if kept >= 9, String(decoding: out[(kept - 9)..<kept], as: UTF8.self).uppercased() == "ENCRYPTED",
+                           kept == 9 || !isWord(out[kept - 10]) {
+                            out.removeSubrange((kept - 9)...)
+                        }
+                        i = quotedEnd(j, 0x27, backslashes: false)
+                        removed += 1
+                        continue
+                    }
+                }
+                out += script[i..<end]
+                i = end
+            } else {
+                out.append(c)
+                i += 1
+            }
+        }
+        return (out, removed)
     }
 }

@@ -51,7 +51,8 @@ public class ScratchTarget: @unchecked Sendable {
         }
         directory = String(cString: made)
         ScratchRegistry.register(self)
-        chmod(directory, 0o755)
+        // mkdtemp's 0700 stays: restored data (and a scratch server's socket) is for kho alone;
+        // a scratch server's folder is handed to the server's user, still 0700.
         if ScratchRegistry.interrupted.current { tearDown() }
     }
 
@@ -142,7 +143,7 @@ enum Shell {
     /// the signal handler kills.
     @discardableResult
     /// Once an interruption began, only the teardown (`duringTeardown`) starts programs.
-    static func run(_ program: String, _ arguments: [String], environment: [String: String] = [:],
+    static func run(_ program: String, _ arguments: [String], environment: [String: String] = ChildEnvironment.minimal(),
                     duringTeardown: Bool = false) -> (status: Int32, output: String) {
         let outputPath = NSTemporaryDirectory() + "kho-drill-output-\(UInt64.random(in: 0...UInt64.max))"
         let outputFD = open(outputPath, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
@@ -161,7 +162,8 @@ enum Shell {
         defer { posix_spawnattr_destroy(&attributes) }
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP))
         posix_spawnattr_setpgroup(&attributes, 0)
-        let env = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }.map { "\($0.key)=\($0.value)" }
+        // `environment` is the program's whole environment: kho's secrets stay in kho.
+        let env = environment.map { "\($0.key)=\($0.value)" }
         let argv = ([program] + arguments).map { strdup($0) } + [nil]
         let envp = env.map { strdup($0) } + [nil]
         defer {
@@ -191,25 +193,18 @@ enum Shell {
     }
 
     static func find(_ name: String) -> String? { findProgram(name, serverFirst: true) }
-
-    static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
 }
 
-/// A temporary PostgreSQL cluster on a random loopback port (initdb in a scratch folder; as the
-/// `postgres` user when kho runs as root, since initdb refuses root).
+/// A temporary PostgreSQL cluster that only kho can reach (initdb in a scratch folder; as the
+/// `postgres` user when kho runs as root, since initdb refuses root). It listens on no TCP port:
+/// its one socket is in the scratch folder (0700, the server's user), and it lets in only the
+/// operating-system users mapped to its superuser (peer authentication: kho's user and the
+/// server's own), so that a local user can neither reach the restored data nor run programs
+/// through it (COPY … TO PROGRAM).
 public final class ScratchPostgres: ScratchTarget, @unchecked Sendable {
-    public let port: Int
+    /// Only names the socket file (.s.PGSQL.5432) in the private folder: no TCP port is opened,
+    /// so none is chosen, and none can be taken by another process.
+    public let port = 5432
     private let bin: String
     private let asRoot = geteuid() == 0
 
@@ -218,21 +213,36 @@ public final class ScratchPostgres: ScratchTarget, @unchecked Sendable {
             throw KhoError(.failure, "The drill needs PostgreSQL's server programs (initdb, pg_ctl): install Debian's postgresql package.")
         }
         bin = (initdb as NSString).deletingLastPathComponent
-        port = Shell.freePort()
         try super.init(prefix: "pg")
-        if asRoot { _ = Shell.run("/bin/chown", ["postgres", directory]) }
-        let data = directory + "/data"
-        let made = runAsOwner(bin + "/initdb", ["-D", data, "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8", "-U", "postgres"])
-        guard made.status == 0 else {
+        do {
+            if asRoot { try Scratch.giveFolder(directory, to: "postgres") }
+            let data = directory + "/data"
+            let made = runAsOwner(bin + "/initdb", ["-D", data, "--auth-local=peer", "--auth-host=reject", "-E", "UTF8", "--locale=C.UTF-8", "-U", "postgres"])
+            guard made.status == 0 else {
+                throw KhoError(.failure, "initdb of the scratch cluster failed: \(made.output.split(separator: "\n").last ?? "")")
+            }
+            // Peer authentication maps kho's user (and the server's) to the superuser; nothing else
+            // gets in. Settings go into the files, not onto pg_ctl's command line, which pg_ctl
+            // hands to a shell.
+            let me = asRoot ? "root" : Scratch.userName()
+            try Scratch.write(data + "/pg_hba.conf", "local all all peer map=kho\n")
+            try Scratch.write(data + "/pg_ident.conf", "kho \(me) postgres\nkho postgres postgres\n")
+            try Scratch.write(data + "/postgresql.conf", """
+
+                listen_addresses = ''
+                port = \(port)
+                unix_socket_directories = \(Scratch.configQuote(directory))
+                unix_socket_permissions = 0700
+
+                """, append: true)
+            let started = runAsOwner(bin + "/pg_ctl", ["-D", data, "-l", directory + "/server.log", "-w", "-t", "60", "start"])
+            guard started.status == 0 else {
+                let log = (try? String(contentsOfFile: directory + "/server.log", encoding: .utf8)) ?? ""
+                throw KhoError(.failure, "The scratch PostgreSQL did not start: \(log.split(separator: "\n").last ?? Substring(started.output)).")
+            }
+        } catch {
             tearDown()
-            throw KhoError(.failure, "initdb of the scratch cluster failed: \(made.output.split(separator: "\n").last ?? "")")
-        }
-        let started = runAsOwner(bin + "/pg_ctl", ["-D", data, "-l", directory + "/server.log", "-w", "-t", "60",
-                                                   "-o", "-p \(port) -k \(directory) -c listen_addresses=127.0.0.1", "start"])
-        guard started.status == 0 else {
-            let log = (try? String(contentsOfFile: directory + "/server.log", encoding: .utf8)) ?? ""
-            tearDown()
-            throw KhoError(.failure, "The scratch PostgreSQL did not start: \(log.split(separator: "\n").last ?? Substring(started.output)).")
+            throw error
         }
     }
 
@@ -241,8 +251,9 @@ public final class ScratchPostgres: ScratchTarget, @unchecked Sendable {
             : Shell.run(program, arguments, duringTeardown: duringTeardown)
     }
 
+    /// The socket folder as host: kho's clients reach the cluster through its private socket.
     public func endpoint(database: String) -> DatabaseEndpoint {
-        DatabaseEndpoint(host: "127.0.0.1", port: port, user: "postgres", database: database)
+        DatabaseEndpoint(host: directory, port: port, user: "postgres", database: database, isolated: true)
     }
 
     override func stop() {
@@ -268,55 +279,63 @@ public final class ScratchPostgres: ScratchTarget, @unchecked Sendable {
     }
 }
 
-/// A temporary MariaDB server on a random loopback port, in a scratch data folder.
+/// A temporary MariaDB server that only kho can reach: no networking, its socket in the scratch
+/// folder (0700, the server's user), and root logs in only as the operating-system root
+/// (unix_socket authentication; the account of kho's own user when kho is not root).
 public final class ScratchMariaDB: ScratchTarget, @unchecked Sendable {
-    public let port: Int
     private var process: Process?
+    private let user: String
+    public var socket: String { directory + "/sock" }
 
     public init() throws {
         guard let install = Shell.find("mariadb-install-db") ?? Shell.find("mysql_install_db"),
               let server = Shell.find("mariadbd") ?? Shell.find("mysqld") else {
             throw KhoError(.failure, "The drill needs MariaDB's server programs (mariadb-install-db, mariadbd): install Debian's mariadb-server package.")
         }
-        port = Shell.freePort()
-        try super.init(prefix: "mariadb")
         let root = geteuid() == 0
-        if root { _ = Shell.run("/bin/chown", ["mysql:mysql", directory]) }
-        // Temporary files in the scratch folder too: the server runs as mysql, which may not be
-        // allowed to write to kho's TMPDIR (InnoDB then fails to start).
-        var installArguments = ["--no-defaults", "--datadir=\(directory)/data", "--tmpdir=\(directory)",
-                                "--auth-root-authentication-method=normal", "--skip-test-db"]
-        if root { installArguments.append("--user=mysql") }
-        let made = Shell.run(install, installArguments)
-        guard made.status == 0 else {
-            tearDown()
-            throw KhoError(.failure, "mariadb-install-db for the scratch server failed: \(made.output.split(separator: "\n").last ?? "")")
-        }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: server)
-        var arguments = ["--no-defaults", "--datadir=\(directory)/data", "--port=\(port)", "--bind-address=127.0.0.1",
-                         "--socket=\(directory)/sock", "--pid-file=\(directory)/pid", "--tmpdir=\(directory)", "--skip-log-bin",
-                         "--log-error=\(directory)/error.log"]
-        if root { arguments.append("--user=mysql") }
-        process.arguments = arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        self.process = process
-        let client = Shell.find("mariadb") ?? "/usr/bin/mariadb"
-        let deadline = Date().addingTimeInterval(60)
-        while Shell.run(client, ["--protocol=TCP", "-h", "127.0.0.1", "-P", String(port), "-u", "root", "-e", "SELECT 1"]).status != 0 {
-            if Date() > deadline || !process.isRunning {
-                let log = (try? String(contentsOfFile: directory + "/error.log", encoding: .utf8)) ?? ""
-                tearDown()
-                throw KhoError(.failure, "The scratch MariaDB did not start: \(log.split(separator: "\n").last ?? "no log").")
+        user = root ? "root" : Scratch.userName()
+        try super.init(prefix: "mariadb")
+        do {
+            if root { try Scratch.giveFolder(directory, to: "mysql") }
+            // Temporary files in the scratch folder too: the server runs as mysql, which may not be
+            // allowed to write to kho's TMPDIR (InnoDB then fails to start).
+            var installArguments = ["--no-defaults", "--datadir=\(directory)/data", "--tmpdir=\(directory)",
+                                    "--auth-root-authentication-method=socket", "--skip-test-db"]
+            installArguments += root ? ["--user=mysql"] : ["--auth-root-socket-user=\(user)"]
+            let made = Shell.run(install, installArguments)
+            guard made.status == 0 else {
+                throw KhoError(.failure, "mariadb-install-db for the scratch server failed: \(made.output.split(separator: "\n").last ?? "")")
             }
-            Thread.sleep(forTimeInterval: 0.2)
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: server)
+            var arguments = ["--no-defaults", "--datadir=\(directory)/data", "--skip-networking",
+                             "--socket=\(socket)", "--pid-file=\(directory)/pid", "--tmpdir=\(directory)", "--skip-log-bin",
+                             "--log-error=\(directory)/error.log"]
+            if root { arguments.append("--user=mysql") }
+            process.arguments = arguments
+            process.environment = ChildEnvironment.minimal()
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            self.process = process
+            let client = Shell.find("mariadb") ?? "/usr/bin/mariadb"
+            let deadline = Date().addingTimeInterval(60)
+            while Shell.run(client, ["--no-defaults", "--protocol=SOCKET", "--socket=\(socket)", "--user=\(user)", "-e", "SELECT 1"]).status != 0 {
+                if Date() > deadline || !process.isRunning {
+                    let log = (try? String(contentsOfFile: directory + "/error.log", encoding: .utf8)) ?? ""
+                    throw KhoError(.failure, "The scratch MariaDB did not start: \(log.split(separator: "\n").last ?? "no log").")
+                }
+                Thread.sleep(forTimeInterval: 0.2)
+            }
+        } catch {
+            tearDown()
+            throw error
         }
     }
 
+    /// The socket file as host.
     public func endpoint(database: String) -> DatabaseEndpoint {
-        DatabaseEndpoint(host: "127.0.0.1", port: port, user: "root", database: database)
+        DatabaseEndpoint(host: socket, port: 0, user: user, database: database, isolated: true)
     }
 
     override func stop() {
@@ -332,4 +351,35 @@ public final class ScratchMariaDB: ScratchTarget, @unchecked Sendable {
 /// A scratch folder (for files and SQLite drills).
 public final class ScratchFolder: ScratchTarget, @unchecked Sendable {
     public init() throws { try super.init(prefix: "files") }
+}
+
+/// Small pieces the scratch servers share.
+enum Scratch {
+    /// Hands the (empty, 0700) scratch folder to a server's user.
+    static func giveFolder(_ path: String, to user: String) throws {
+        guard let entry = getpwnam(user) else {
+            throw KhoError(.failure, "The drill needs the system user \(user) (created by the server's Debian package): install the package.")
+        }
+        guard chown(path, entry.pointee.pw_uid, entry.pointee.pw_gid) == 0, chmod(path, 0o700) == 0 else {
+            throw KhoError.posix("chown", path, errno: errno)
+        }
+    }
+
+    static func userName() -> String {
+        guard let entry = getpwuid(geteuid()) else { return String(geteuid()) }
+        return String(cString: entry.pointee.pw_name)
+    }
+
+    /// Writes a server's configuration file (keeping its owner and mode: it exists already).
+    static func write(_ path: String, _ text: String, append: Bool = false) throws {
+        let fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | (append ? O_APPEND : O_TRUNC))
+        guard fd >= 0 else { throw KhoError.posix("open", path, errno: errno) }
+        defer { close(fd) }
+        try Array(text.utf8).withUnsafeBytes { try Syscall.writeAll(fd, $0, path) }
+    }
+
+    /// A value in postgresql.conf: single quotes, with quotes and backslashes escaped.
+    static func configQuote(_ value: String) -> String {
+        "'" + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "''") + "'"
+    }
 }

@@ -12,7 +12,7 @@ import Testing
 
 // MARK: JSON printed by kho
 
-private struct Evidence: Decodable, CustomStringConvertible {
+struct DrillEvidenceJSON: Decodable, CustomStringConvertible {
     struct Check: Decodable {
         var name: String
         var outcome: String
@@ -57,7 +57,7 @@ private struct Evidence: Decodable, CustomStringConvertible {
     }
 }
 
-private struct SourceStatusJSON: Decodable {
+struct DrillSourceStatusJSON: Decodable {
     var policy: String
     var source: String
     var lastDrill: String?
@@ -88,7 +88,7 @@ private struct LedgerEntryJSON: Decodable {
 
 /// A sandbox with a repository (password in a file), a policy folder, a state folder and a TMPDIR
 /// for kho.
-private final class DrillBench: @unchecked Sendable {
+final class DrillBench: @unchecked Sendable {
     let box: Sandbox
     var policies: String { box.path("policies") }
     var state: String { box.path("state") }
@@ -149,15 +149,15 @@ private final class DrillBench: @unchecked Sendable {
     }
 
     /// `kho verify … --json`, decoded; the exit code is the caller's to check.
-    func verify(_ arguments: [String], env extra: [String: String?] = [:]) throws -> (ProcessResult, [Evidence]) {
+    func verify(_ arguments: [String], env extra: [String: String?] = [:]) throws -> (ProcessResult, [DrillEvidenceJSON]) {
         let result = try run(["verify", "--json"] + arguments, env: extra)
-        let evidence = try #require(try? result.decode([Evidence].self), "\(result)")
+        let evidence = try #require(try? result.decode([DrillEvidenceJSON].self), "\(result)")
         return (result, evidence)
     }
 
-    func status(env extra: [String: String?] = [:]) throws -> [SourceStatusJSON] {
+    func status(env extra: [String: String?] = [:]) throws -> [DrillSourceStatusJSON] {
         let result = try ok(["status", "--json"], env: extra)
-        return try result.decode([SourceStatusJSON].self)
+        return try result.decode([DrillSourceStatusJSON].self)
     }
 
     /// The evidence JSON the catalog holds for a drill.
@@ -180,7 +180,7 @@ private final class DrillBench: @unchecked Sendable {
 // MARK: what a drill may leave behind
 
 /// Processes (other than this one) whose command line mentions `path`.
-private func processesMentioning(_ path: String) -> [String] {
+func processesMentioning(_ path: String) -> [String] {
     let needle = Array(path.utf8)
     let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
     return names.compactMap { name -> String? in
@@ -196,7 +196,7 @@ private func processesMentioning(_ path: String) -> [String] {
 
 /// Requires that no scratch folder (kho-drill-*) is left in the bench's TMPDIR and that no process
 /// (postgres, mariadbd, initdb …) started from one still runs.
-private func expectNothingLeft(_ bench: DrillBench, after what: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+func expectNothingLeft(_ bench: DrillBench, after what: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
     let left = try FileManager.default.contentsOfDirectory(atPath: bench.tmp).filter { $0.hasPrefix("kho-drill") }
     #expect(left.isEmpty, "\(what): scratch left in TMPDIR: \(left)", sourceLocation: sourceLocation)
     let running = processesMentioning(bench.tmp)
@@ -366,7 +366,7 @@ struct DrillTests {
         // PostgreSQL: roles, pg_amcheck (tables and B-tree indexes), both tables compared.
         let shop = try #require(drills.first { $0.source == "shop-db" })
         #expect(shop.sourceKind == "postgres")
-        #expect(shop.scratch.contains("postgres cluster on 127.0.0.1:") && shop.scratch.contains(bench.tmp + "/kho-drill-pg-"), "\(shop.scratch)")
+        #expect(shop.scratch.contains("postgres cluster on socket ") && shop.scratch.contains(bench.tmp + "/kho-drill-pg-"), "\(shop.scratch)")
         #expect(shop.checks.map(\.name) == ["globals", "pg_amcheck drill_good", "manifest", "rto"], "\(shop)")
         #expect(shop.comparison?.rows.map(\.table) == ["public.customers", "public.orders"], "\(shop)")
         #expect(shop.row("public.customers")?.actualRows == 1000 && shop.row("public.orders")?.actualRows == 2000, "\(shop)")
@@ -374,7 +374,7 @@ struct DrillTests {
         // MariaDB: CHECK TABLE on each table.
         let land = try #require(drills.first { $0.source == "land-db" })
         #expect(land.sourceKind == "mariadb")
-        #expect(land.scratch.contains("mariadb server on 127.0.0.1:") && land.scratch.contains(bench.tmp + "/kho-drill-mariadb-"), "\(land.scratch)")
+        #expect(land.scratch.contains("mariadb server on socket ") && land.scratch.contains(bench.tmp + "/kho-drill-mariadb-"), "\(land.scratch)")
         #expect(land.checks.map(\.name) == ["CHECK TABLE drill_good", "manifest", "rto"], "\(land)")
         let checkTable = try #require(land.check("CHECK TABLE drill_good")).output
         #expect(checkTable.contains("drill_good.thua_dat") && checkTable.contains("drill_good.bien_dong") && checkTable.contains("OK"), "\(checkTable)")
@@ -392,7 +392,7 @@ struct DrillTests {
         // Files: every file's size and content.
         let files = try #require(drills.first { $0.source == "scans" })
         #expect(files.sourceKind == "files")
-        #expect(files.checks.map(\.name) == ["file contents and sizes", "rto"], "\(files)")
+        #expect(files.checks.map(\.name) == ["file contents and sizes", "file modes", "rto"], "\(files)")
         #expect(files.check("file contents and sizes")?.output.hasPrefix("\(fileCount) files:") == true, "\(files)")
         #expect(files.comparison == nil)
 
@@ -435,7 +435,7 @@ struct DrillTests {
         try makeDirectories(wrappers)
         try writeFile(wrappers + "/pg_dump", Array(#"""
             #!/bin/sh
-            for database in "$@"; do :; done
+            database="$PGDATABASE"
             "\#(pg.program("pg_dump"))" "$@" | awk -v db="$database" '
                 /^COPY public\.orders / { copying = 1; print; next }
                 copying && /^\\\.$/ { copying = 0 }
