@@ -93,7 +93,7 @@ func psqlIn(_ pg: ScratchPostgres, _ database: String, _ sql: String) throws {
 }
 
 /// A short path in /tmp for a file an injected command would create.
-func pwnedMarker() -> String { "/tmp/kho-pwned-" + Hex.encode(Random.bytes(4)) }
+func pwnedMarker() -> String { "/tmp/kho-pwned-" + Hex.encode(randomBytes(4)) }
 
 // MARK: the tests
 
