@@ -468,7 +468,7 @@ enum DrillModes {
     static func verify(snapshot: Snapshot, repository: Repository, index: MasterIndex, restoredRoot: String) throws
         -> (summary: String, mismatches: [String]) {
         guard let root = snapshot.treeID else { return ("", ["snapshot names no tree"]) }
-        let codec = BlobCodec(repository: repository)
+        let codec = try BlobCodec(repository: repository)
         var checked = 0, special = 0, devices = 0
         var mismatches: [String] = []
         func walk(_ tree: BlobID, _ path: String) throws {
