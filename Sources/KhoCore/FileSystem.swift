@@ -1,9 +1,13 @@
 import Foundation
 import Glibc
 
+// renameat2, which Glibc's module does not export.
+@_silgen_name("renameat2") private func systemRenameat2(_ oldFD: Int32, _ old: UnsafePointer<CChar>, _ newFD: Int32,
+                                                        _ new: UnsafePointer<CChar>, _ flags: UInt32) -> Int32
+
 /// Helpers for walking and recreating directory trees by file descriptor, so that paths of any
 /// length work and names stay the exact bytes the filesystem holds.
-enum FileSystem {
+public enum FileSystem {
     /// O_NOATIME, which Glibc's module does not export (Linux value).
     static let noAccessTime: Int32 = 0o1000000
 
@@ -107,5 +111,34 @@ enum FileSystem {
             if withCName(Array(component), { fnmatch(pattern, $0, 0) == 0 }) { return true }
         }
         return false
+    }
+
+    /// RENAME_EXCHANGE: swap two entries in one step (Linux value).
+    static let renameExchange: UInt32 = 2
+
+    static func renameat2(_ oldFD: Int32, _ old: UnsafePointer<CChar>, _ newFD: Int32, _ new: UnsafePointer<CChar>, _ flags: UInt32) -> Int32 {
+        systemRenameat2(oldFD, old, newFD, new, flags)
+    }
+
+    /// Creates `path` and its missing parents with `mode`, syncing the folder each new one was
+    /// made in: a folder whose entry is not on disk vanishes with everything in it at a power cut.
+    public static func makeFolders(_ path: String, mode: mode_t) throws {
+        let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        var missing: [String] = []
+        var current = absolute
+        while current != "/" && !current.isEmpty {
+            if access(current, F_OK) == 0 { break }
+            guard errno == ENOENT else { throw KhoError.posix("stat", current, errno: errno) }
+            missing.append(current)
+            current = (current as NSString).deletingLastPathComponent
+        }
+        for folder in missing.reversed() {
+            let (made, code) = Syscall.attempt { mkdir(folder, mode) }
+            if made != 0 && code != EEXIST { throw KhoError.posix("mkdir", folder, errno: code) }
+            let parent = (folder as NSString).deletingLastPathComponent
+            let fd = try Syscall.call("open", parent) { open(parent.isEmpty ? "/" : parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+            defer { close(fd) }
+            try Syscall.call("fsync", parent) { fsync(fd) }
+        }
     }
 }
