@@ -93,7 +93,7 @@ let package = Package(
         ),
         .testTarget(name: "KhoCoreTests", dependencies: ["KhoCore"]),
         .testTarget(name: "KhoStorageTests", dependencies: ["KhoCore", "KhoStorage"]),
-        .testTarget(name: "KhoIntegrationTests", dependencies: ["KhoCore"]),
+        .testTarget(name: "KhoIntegrationTests", dependencies: ["KhoCore", "KhoStorage"]),
         .testTarget(name: "KhoReportsTests", dependencies: ["KhoReports", "KhoPolicy", "KhoVerify", "KhoCore"]),
         .testTarget(name: "KhoPolicyTests", dependencies: ["KhoPolicy", "KhoCore"]),
     ],
