@@ -549,7 +549,8 @@ public final class Restorer {
         }
         let (fd, code) = Syscall.attempt { open(target, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
         guard fd >= 0 else {
-            if code == ELOOP {
+            // With O_DIRECTORY, a symlink fails as ENOTDIR: lstat tells the two apart.
+            if code == ELOOP || (code == ENOTDIR && lstat(target, &info) == 0 && info.st_mode & S_IFMT == S_IFLNK) {
                 throw KhoError(.usage, "The restore target \(target) is a symbolic link: name the folder itself, so that nobody can point the restore elsewhere.")
             }
             if code == ENOTDIR {

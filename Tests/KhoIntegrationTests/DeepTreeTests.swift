@@ -43,13 +43,11 @@ private func readDeepFile(_ base: String, levels: Int) -> [UInt8]? {
 
 /// Removes a tree too deep for the harness's recursive removal (`rm` walks without recursing).
 private func removeDeep(_ path: String) {
-    var pid: pid_t = 0
-    let argv = ["/bin/rm", "-rf", path].map { strdup($0) } + [nil]
-    defer { argv.forEach { free($0) } }
-    if posix_spawn(&pid, "/bin/rm", nil, nil, argv, environ) == 0 {
-        var status: Int32 = 0
-        waitpid(pid, &status, 0)
-    }
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/bin/rm")
+    process.arguments = ["-rf", path]
+    try? process.run()
+    process.waitUntilExit()
 }
 
 @Suite("deep trees")

@@ -24,6 +24,9 @@ private func markerPolicy(_ sandbox: Sandbox, marker: String, name: String = "ma
           - name: \(name)-dump
             kind: command
             command: touch \(marker); echo data
+        objectives:
+          rpo: 24h
+          rto: 2h
 
         """
 }

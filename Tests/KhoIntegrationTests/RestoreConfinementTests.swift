@@ -73,6 +73,9 @@ struct RestoreConfinementTests {
               - name: ../escaped
                 kind: command
                 command: echo secret
+            objectives:
+              rpo: 24h
+              rto: 2h
 
             """.utf8), mode: 0o600)
         let run = try sandbox.kho(["run", "--policies", policies, "--state-dir", sandbox.path("state")], env: ["KHO_PASSWORD": nil])
