@@ -542,6 +542,11 @@ public final class Restorer {
     /// missing. The target is held by this descriptor from here on and everything is created
     /// relative to it, so that a symlink put in its place or inside it later is never followed.
     private func openTarget(_ target: String) throws -> Int32 {
+        // A folder on the way that another user can change (a symlink of theirs in /tmp, a
+        // folder they can write) could send the restore, as root, anywhere.
+        if let problem = FileSystem.trustProblem(target, includingItself: false) {
+            throw KhoError(.usage, "The restore target \(target) is not safe to write as \(geteuid() == 0 ? "root" : "this user"): \(problem), or restore elsewhere.")
+        }
         var info = Glibc.stat()
         if lstat(target, &info) != 0 {
             guard errno == ENOENT else { throw KhoError.posix("stat", target, errno: errno) }

@@ -202,36 +202,10 @@ public struct PolicyLoader {
 /// way, runs commands as root. A policy is read only when it and every folder above it can be
 /// changed by nobody but root and the user running kho.
 public enum PolicyTrust {
-    /// Why `path` cannot be trusted, or nil. Symlinks are resolved first and the real path checked.
+    /// Why `path` cannot be trusted, or nil (see `FileSystem.trustProblem`).
     public static func problem(_ path: String) -> String? {
-        guard let resolved = realpath(path, nil) else {
-            return "cannot be read (\(String(cString: strerror(errno))))"
-        }
-        let real = String(cString: resolved)
-        free(resolved)
-        let me = geteuid()
-        var current = real
-        var first = true
-        while true {
-            var info = stat()
-            guard lstat(current, &info) == 0 else { return "cannot be checked: \(current): \(String(cString: strerror(errno)))" }
-            let what = first ? "it" : "the folder \(current) above it"
-            if info.st_uid != 0 && info.st_uid != me {
-                return "is not read: \(what) belongs to user \(info.st_uid), who could make kho run any command as \(me == 0 ? "root" : "user \(me)"); make it belong to root (chown root)"
-            }
-            let groupWritable = info.st_mode & S_IWGRP != 0 && info.st_gid != 0
-            let othersWritable = info.st_mode & S_IWOTH != 0
-            // A sticky folder (/tmp) lets nobody rename or remove what others own in it: what
-            // lies below is safe as long as it is owned by root or this user, as checked above.
-            let sticky = !first && info.st_mode & S_IFMT == S_IFDIR && info.st_mode & S_ISVTX != 0
-            if (groupWritable || othersWritable) && !sticky {
-                return "is not read: \(what) can be changed by \(othersWritable ? "every user" : "the group \(info.st_gid)"), who could make kho run any command as \(me == 0 ? "root" : "user \(me)"); remove that write permission (chmod go-w)"
-            }
-            if current == "/" { return nil }
-            current = (current as NSString).deletingLastPathComponent
-            if current.isEmpty { current = "/" }
-            first = false
-        }
+        FileSystem.trustProblem(path, includingItself: true)
+            .map { "is not read: \($0), who could make kho run any command as \(geteuid() == 0 ? "root" : "user \(geteuid())")" }
     }
 }
 

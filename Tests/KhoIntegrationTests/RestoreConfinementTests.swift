@@ -133,6 +133,22 @@ struct RestoreConfinementTests {
         #expect(restore.exitCode == 2, "\(restore)")
         #expect(restore.err.contains("symbolic link"), "\(restore)")
         #expect(namesBelow(elsewhere).isEmpty, "\(namesBelow(elsewhere))")
+
+        // A symlink on the way that another user owns: they choose where it leads.
+        let hop = sandbox.path("hop")
+        try #require(symlink(elsewhere, hop) == 0)
+        try #require(lchown(hop, 12345, 12345) == 0)
+        let viaHop = try sandbox.kho("restore", "latest", "--target", hop + "/new")
+        #expect(viaHop.exitCode == 2 && viaHop.err.contains("belongs to user 12345"), "\(viaHop)")
+        #expect(namesBelow(elsewhere).isEmpty, "\(namesBelow(elsewhere))")
+
+        // A folder on the way that every user can write (and not sticky): they can swap the target.
+        let open = sandbox.path("open")
+        try makeDirectories(open)
+        chmod(open, 0o777)
+        let below = try sandbox.kho("restore", "latest", "--target", open + "/target")
+        #expect(below.exitCode == 2 && below.err.contains("every user"), "\(below)")
+        #expect(namesBelow(open).isEmpty, "\(namesBelow(open))")
     }
 
     @Test("--overwrite into a target holding a symlink `sub -> outside`: the symlink is replaced, nothing is written outside")
