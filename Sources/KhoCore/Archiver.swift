@@ -80,7 +80,7 @@ public final class Archiver {
             let trie = PathTrie(paths: absolute)
             let rootFD = try Syscall.call("open", "/") { open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
             defer { close(rootFD) }
-            rootID = try saveSelection(trie, fd: rootFD, path: [], parent: parentRoot)
+            rootID = try saveSelection(trie, fd: rootFD, path: [], depth: 0, parent: parentRoot)
         } catch {
             saver.abort(error)
             throw error
@@ -141,9 +141,10 @@ public final class Archiver {
         }
     }
 
-    private func saveSelection(_ trie: PathTrie, fd: Int32, path: [UInt8], parent: Tree?) throws -> BlobID {
+    /// `depth` counts the folders from `/` down to `fd` (see `TreeDepth`).
+    private func saveSelection(_ trie: PathTrie, fd: Int32, path: [UInt8], depth: Int, parent: Tree?) throws -> BlobID {
         if trie.selected {
-            return try saveDirectoryContents(fd: fd, path: path, parent: parent)
+            return try saveDirectoryContents(fd: fd, path: path, depth: depth, parent: parent)
         }
         var nodes: [Node] = []
         for name in trie.children.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
@@ -155,7 +156,7 @@ public final class Archiver {
             }
             let parentNode = parent?.node(named: name)
             if child.selected {
-                if let saved = try saveEntry(node: node, at: fd, path: childPath, parent: parentNode) { nodes.append(saved) }
+                if let saved = try saveEntry(node: node, at: fd, path: childPath, depth: depth + 1, parent: parentNode) { nodes.append(saved) }
             } else {
                 if node.kind == .symlink {
                     // A folder on the way to a selected path may be a symlink (/lib → usr/lib, /var/run
@@ -168,11 +169,14 @@ public final class Archiver {
                     warning(childPath, "is no longer a folder, the paths below it are not saved")
                     continue
                 }
+                guard depth + 1 <= TreeDepth.maximum else {
+                    throw KhoError(.usage, "\(String(decoding: childPath, as: UTF8.self)) is more than \(TreeDepth.maximum) folders deep: kho does not back up paths that deep.")
+                }
                 let sub = try FileSystem.withCName(name) { cname in
                     try Syscall.call("openat", String(decoding: childPath, as: UTF8.self)) { openat(fd, cname, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
                 }
                 defer { close(sub) }
-                node.subtree = try saveSelection(child, fd: sub, path: childPath, parent: try parentTree(of: parentNode))
+                node.subtree = try saveSelection(child, fd: sub, path: childPath, depth: depth + 1, parent: try parentTree(of: parentNode))
                 nodes.append(node)
             }
         }
@@ -185,7 +189,13 @@ public final class Archiver {
     }
 
     private func saveTree(_ tree: Tree) throws -> BlobID {
-        try saver.save(tree.encoded(), kind: .tree)
+        // Names from readdir are always plain; this is the last guard for every other way a name
+        // gets into a tree (a stream's name, a source's), so that no snapshot kho writes can make
+        // a restore leave its target.
+        if let bad = tree.nodes.first(where: { !Node.isPlainName($0.name) }) {
+            throw KhoError(.usage, "\(String(decoding: bad.name, as: UTF8.self).debugDescription) cannot be stored as a file name: a name must not be empty, `.` or `..`, nor contain `/` or NUL; choose another name.")
+        }
+        return try saver.save(tree.encoded(), kind: .tree)
     }
 
     private func warning(_ path: [UInt8], _ text: String) {
@@ -198,7 +208,7 @@ public final class Archiver {
         options.excludes.contains { FileSystem.matches($0, path: path) }
     }
 
-    private func saveDirectoryContents(fd: Int32, path: [UInt8], parent: Tree?) throws -> BlobID {
+    private func saveDirectoryContents(fd: Int32, path: [UInt8], depth: Int, parent: Tree?) throws -> BlobID {
         let pathString = String(decoding: path, as: UTF8.self)
         let names: [[UInt8]]
         do {
@@ -218,7 +228,7 @@ public final class Archiver {
                 continue
             }
             guard let node = FileSystem.node(name: name, from: info) else { continue }
-            if let saved = try saveEntry(node: node, at: fd, path: childPath, parent: parent?.node(named: name)) {
+            if let saved = try saveEntry(node: node, at: fd, path: childPath, depth: depth + 1, parent: parent?.node(named: name)) {
                 nodes.append(saved)
             }
         }
@@ -226,10 +236,17 @@ public final class Archiver {
     }
 
     /// Saves one entry found in the folder `fd`; nil when it vanished or could not be read.
-    private func saveEntry(node: Node, at fd: Int32, path: [UInt8], parent: Node?) throws -> Node? {
+    /// `depth` is the entry's own depth from `/`.
+    private func saveEntry(node: Node, at fd: Int32, path: [UInt8], depth: Int, parent: Node?) throws -> Node? {
         var node = node
         switch node.kind {
         case .directory:
+            guard depth <= TreeDepth.maximum else {
+                // Anyone who can write below a backed-up folder can make it this deep: the rest
+                // of the backup goes on without it, rather than failing every night.
+                warning(path, "is more than \(TreeDepth.maximum) folders deep, not saved")
+                return nil
+            }
             let (sub, code) = FileSystem.withCName(node.name) { cname in
                 Syscall.attempt { openat(fd, cname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
             }
@@ -239,7 +256,7 @@ public final class Archiver {
             }
             defer { close(sub) }
             summary.directories += 1
-            node.subtree = try saveDirectoryContents(fd: sub, path: path, parent: try parentTree(of: parent))
+            node.subtree = try saveDirectoryContents(fd: sub, path: path, depth: depth, parent: try parentTree(of: parent))
         case .symlink:
             do {
                 node.linkTarget = try FileSystem.readLink(at: fd, node.name, path: String(decoding: path, as: UTF8.self))
@@ -350,6 +367,10 @@ public final class Archiver {
         var manifest: JSONValue?
         do {
             var nodes: [Node] = []
+            for input in inputs where !Node.isPlainName(input.name) {
+                // Refused before any command starts: the name is the file a restore creates.
+                throw KhoError(.usage, "The stream name \(input.name.debugDescription) is not a plain file name: it must not be empty, `.` or `..`, nor contain `/` or NUL; choose another --stdin-name or source name.")
+            }
             for input in inputs {
                 var node = Node(name: Array(input.name.utf8), kind: .file)
                 node.mode = 0o600

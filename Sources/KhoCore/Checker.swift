@@ -285,8 +285,13 @@ public final class Checker {
         var reportedTrees = Set<BlobID>()
         var reportedBlobs = Set<BlobID>()
 
-        func affectedPaths(_ tree: BlobID) -> [String] {
+        func affectedPaths(_ tree: BlobID, depth: Int = 0) -> [String] {
             if let known = memo[tree] { return known }
+            // Recursion once per level: a tree chain deeper than any backup writes is damage.
+            guard depth <= TreeDepth.maximum else {
+                if reportedTrees.insert(tree).inserted { report.errors.append("tree \(tree.shortHex): \(TreeDepth.tooDeep("").message)") }
+                return [""]
+            }
             report.trees += 1
             var result: [String] = []
             let loaded: Tree
@@ -305,7 +310,7 @@ public final class Checker {
                 switch node.kind {
                 case .directory:
                     if let subtree = node.subtree {
-                        result += affectedPaths(subtree).map { name + $0 }
+                        result += affectedPaths(subtree, depth: depth + 1).map { name + $0 }
                     }
                 case .file:
                     var damaged = false

@@ -118,8 +118,9 @@ public final class Copier {
     }
 
     /// Rewrites a tree (and those below it) with target IDs; returns its target ID.
-    private func copyTree(_ id: BlobID, saver: BlobSaver) throws -> BlobID {
+    private func copyTree(_ id: BlobID, saver: BlobSaver, depth: Int = 0) throws -> BlobID {
         if let known = translated[id] { return known }
+        guard depth <= TreeDepth.maximum else { throw TreeDepth.tooDeep("tree \(id.shortHex)") }
         let tree = try source.loadTree(id, index: sourceIndex, codec: sourceCodec)
         var nodes = tree.nodes
         for i in nodes.indices {
@@ -127,7 +128,7 @@ public final class Copier {
                 nodes[i].content = try nodes[i].content.map { try copyData($0, saver: saver) }
                 progress.add(files: 1)
             }
-            if let subtree = nodes[i].subtree { nodes[i].subtree = try copyTree(subtree, saver: saver) }
+            if let subtree = nodes[i].subtree { nodes[i].subtree = try copyTree(subtree, saver: saver, depth: depth + 1) }
         }
         let newID = try saver.save(Tree(nodes: nodes).encoded(), kind: .tree)
         translated[id] = newID
@@ -154,8 +155,9 @@ public final class Copier {
         let index = try target.loadIndex()
         let codec = try BlobCodec(repository: target)
         var seen = Set<BlobID>()
-        func check(_ id: BlobID, isTree: Bool) throws {
+        func check(_ id: BlobID, isTree: Bool, depth: Int = 0) throws {
             guard seen.insert(id).inserted else { return }
+            guard depth <= TreeDepth.maximum else { throw TreeDepth.tooDeep("tree \(id.shortHex)") }
             guard let location = index.lookup(id) else {
                 throw KhoError(.integrity, "The copy is incomplete: blob \(id.shortHex) is not in the index of \(target.storage.location); run `kho check` there and copy again.")
             }
@@ -165,7 +167,7 @@ public final class Copier {
             let tree = try Tree(decoding: bytes, id: id)
             for node in tree.nodes {
                 for blob in node.content { try check(blob, isTree: false) }
-                if let subtree = node.subtree { try check(subtree, isTree: true) }
+                if let subtree = node.subtree { try check(subtree, isTree: true, depth: depth + 1) }
             }
         }
         for id in ids {

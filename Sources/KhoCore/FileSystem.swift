@@ -1,9 +1,13 @@
 import Foundation
 import Glibc
 
+// renameat2, which Glibc's module does not export.
+@_silgen_name("renameat2") private func systemRenameat2(_ oldFD: Int32, _ old: UnsafePointer<CChar>, _ newFD: Int32,
+                                                        _ new: UnsafePointer<CChar>, _ flags: UInt32) -> Int32
+
 /// Helpers for walking and recreating directory trees by file descriptor, so that paths of any
 /// length work and names stay the exact bytes the filesystem holds.
-enum FileSystem {
+public enum FileSystem {
     /// O_NOATIME, which Glibc's module does not export (Linux value).
     static let noAccessTime: Int32 = 0o1000000
 
@@ -107,5 +111,93 @@ enum FileSystem {
             if withCName(Array(component), { fnmatch(pattern, $0, 0) == 0 }) { return true }
         }
         return false
+    }
+
+    /// RENAME_EXCHANGE: swap two entries in one step (Linux value).
+    static let renameExchange: UInt32 = 2
+
+    static func renameat2(_ oldFD: Int32, _ old: UnsafePointer<CChar>, _ newFD: Int32, _ new: UnsafePointer<CChar>, _ flags: UInt32) -> Int32 {
+        systemRenameat2(oldFD, old, newFD, new, flags)
+    }
+
+    /// Creates `path` and its missing parents with `mode`, syncing the folder each new one was
+    /// made in: a folder whose entry is not on disk vanishes with everything in it at a power cut.
+    public static func makeFolders(_ path: String, mode: mode_t) throws {
+        let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        var missing: [String] = []
+        var current = absolute
+        while current != "/" && !current.isEmpty {
+            if access(current, F_OK) == 0 { break }
+            guard errno == ENOENT else { throw KhoError.posix("stat", current, errno: errno) }
+            missing.append(current)
+            current = (current as NSString).deletingLastPathComponent
+        }
+        for folder in missing.reversed() {
+            let (made, code) = Syscall.attempt { mkdir(folder, mode) }
+            if made != 0 && code != EEXIST { throw KhoError.posix("mkdir", folder, errno: code) }
+            let parent = (folder as NSString).deletingLastPathComponent
+            let fd = try Syscall.call("open", parent) { open(parent.isEmpty ? "/" : parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+            defer { close(fd) }
+            try Syscall.call("fsync", parent) { fsync(fd) }
+        }
+    }
+
+    /// Why a user other than root and the running user could change what `path` names, or nil:
+    /// each component of the path as written (symlinks included) and each folder of the path
+    /// they resolve to must belong to root or the running user, and must not be writable by
+    /// others, unless it is a sticky folder such as /tmp (whose entries others cannot rename or
+    /// remove). `includingItself`: whether `path` itself is held to the same rule (else only
+    /// the folders above it). A missing `path` is checked from its nearest existing folder.
+    public static func trustProblem(_ path: String, includingItself: Bool) -> String? {
+        let me = geteuid()
+        func problem(_ current: String, isItself: Bool) -> String? {
+            var info = Glibc.stat()
+            guard Glibc.lstat(current, &info) == 0 else {
+                return errno == ENOENT ? nil : "\(current) cannot be checked (\(String(cString: strerror(errno))))"
+            }
+            let what = isItself ? "it" : "\(current) on its way"
+            if info.st_uid != 0 && info.st_uid != me {
+                return "\(what) belongs to user \(info.st_uid); make it belong to root (chown root)"
+            }
+            guard info.st_mode & S_IFMT != S_IFLNK else { return nil }
+            let groupWritable = info.st_mode & S_IWGRP != 0 && info.st_gid != 0
+            let othersWritable = info.st_mode & S_IWOTH != 0
+            let sticky = !isItself && info.st_mode & S_IFMT == S_IFDIR && info.st_mode & S_ISVTX != 0
+            if (groupWritable || othersWritable) && !sticky {
+                return "\(what) can be changed by \(othersWritable ? "every user" : "the group \(info.st_gid)"); remove that write permission (chmod go-w)"
+            }
+            return nil
+        }
+        func prefixes(_ path: String) -> [String] {
+            var parts: [String] = []
+            var current = path
+            while true {
+                parts.append(current)
+                if current == "/" || current.isEmpty { break }
+                let parent = (current as NSString).deletingLastPathComponent
+                current = parent.isEmpty ? "/" : parent
+            }
+            return parts
+        }
+        let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        // The path as written: a symlink on the way that another user owns could point anywhere.
+        for (n, current) in prefixes(absolute).enumerated() where n > 0 || includingItself {
+            if let found = problem(current, isItself: n == 0) { return found }
+        }
+        // Where it leads: every folder of the resolved path, from the nearest one that exists.
+        var existing = absolute
+        var skipped = 0
+        while access(existing, F_OK) != 0 && existing != "/" {
+            existing = (existing as NSString).deletingLastPathComponent
+            if existing.isEmpty { existing = "/" }
+            skipped += 1
+        }
+        guard let resolved = realpath(existing, nil) else { return "\(existing) cannot be resolved (\(String(cString: strerror(errno))))" }
+        let real = String(cString: resolved)
+        free(resolved)
+        for (n, current) in prefixes(real).enumerated() where n > 0 || skipped > 0 || includingItself {
+            if let found = problem(current, isItself: n == 0 && skipped == 0) { return found }
+        }
+        return nil
     }
 }

@@ -50,6 +50,7 @@ public final class Restorer {
     private var pendingBlobs = 0
     private let limits: RunLimits
     private let openFolders = FolderBudget()
+    private let temporaries = Temporaries()
 
     private struct Gathering {
         var jobs: [Job] = []
@@ -184,12 +185,18 @@ public final class Restorer {
         private var remaining: Int
         private let blobs: Int
         private let created: Bool
+        /// With --overwrite: the file is written under a temporary `name` and renamed to this one
+        /// only when every blob landed, so that a restore that fails leaves the old file whole.
+        private let replacing: Replacement?
+        private var failed = false
 
         /// A file to open as `name` in `folder` when its first blob is written: to create, or
         /// already `created` by the walker (and closed: a waiting file holds no descriptor).
-        init(name: [UInt8], in folder: Folder, created: Bool = false, node: Node, path: String, blobs: Int, restoreOwners: Bool) {
+        init(name: [UInt8], in folder: Folder, created: Bool = false, replacing: Replacement? = nil, node: Node, path: String,
+             blobs: Int, restoreOwners: Bool) {
             fd = -1
             self.created = created
+            self.replacing = replacing
             self.name = name
             self.folder = folder
             self.node = node
@@ -226,21 +233,82 @@ public final class Restorer {
             }
         }
 
-        func blobDone() {
+        /// One blob written (or, `failed`, not); after the last, the file gets its metadata, is
+        /// synced and closed, and a replacement takes the old name. Returns a warning to show.
+        func blobDone(failed blobFailed: Bool) throws -> String? {
             lock.lock()
             remaining -= 1
+            if blobFailed { failed = true }
             let last = remaining == 0
             lock.unlock()
-            if last { finish() }
+            guard last else { return nil }
+            defer { folder = nil }
+            if fd >= 0 {
+                let opened = fd
+                fd = -1
+                defer { close(opened) }
+                Restorer.applyMetadata(fd: opened, node: node, restoreOwners: restoreOwners)
+                // Before the close (and the rename): a restore reported done must survive a power cut.
+                try Syscall.call("fsync", path) { fsync(opened) }
+            }
+            guard let replacing, let folder else { return nil }
+            if failed {
+                FileSystem.withCName(name) { _ = unlinkat(folder.fd, $0, 0) }
+                replacing.done()
+                return "\(path): the existing file is kept, as its replacement could not be restored whole"
+            }
+            try replacing.commit(in: folder.fd, temporary: name, path: path)
+            return nil
+        }
+    }
+
+    /// A temporary name that becomes `final` when the entry written under it is complete. Listed
+    /// in `Temporaries` until then, so that a restore that stops removes what it left half done.
+    final class Replacement: @unchecked Sendable {
+        let final: [UInt8]
+        let temporary: [[UInt8]]
+        private let registry: Temporaries
+
+        init(final: [UInt8], temporary: [[UInt8]], registry: Temporaries) {
+            self.final = final
+            self.temporary = temporary
+            self.registry = registry
+            registry.add(self)
         }
 
-        private func finish() {
-            if fd >= 0 {
-                Restorer.applyMetadata(fd: fd, node: node, restoreOwners: restoreOwners)
-                close(fd)
-                fd = -1
+        /// Renames the finished entry over the old one: the old name always holds a whole file.
+        func commit(in folder: Int32, temporary name: [UInt8], path: String) throws {
+            defer { done() }
+            try FileSystem.withCName(name) { from in
+                try FileSystem.withCName(final) { to in
+                    try Syscall.call("renameat", path) { renameat(folder, from, folder, to) }
+                }
             }
-            folder = nil
+        }
+
+        func done() { registry.remove(self) }
+    }
+
+    /// Temporary entries of --overwrite not yet renamed, by their path below the target.
+    final class Temporaries: @unchecked Sendable {
+        private let lock = NSLock()
+        private var entries: [ObjectIdentifier: [[UInt8]]] = [:]
+
+        func add(_ entry: Replacement) { lock.lock(); entries[ObjectIdentifier(entry)] = entry.temporary; lock.unlock() }
+        func remove(_ entry: Replacement) { lock.lock(); entries[ObjectIdentifier(entry)] = nil; lock.unlock() }
+
+        /// Removes every temporary entry left: called when a restore stops half way.
+        func discard(below root: Int32) {
+            lock.lock()
+            let left = Array(entries.values)
+            entries.removeAll()
+            lock.unlock()
+            for components in left {
+                guard let name = components.last,
+                      let folder = try? FileSystem.openDirectory(Array(components.dropLast()), below: root, path: "") else { continue }
+                FileSystem.withCName(name) { _ = unlinkat(folder, $0, 0) }
+                close(folder)
+            }
         }
     }
 
@@ -262,13 +330,14 @@ public final class Restorer {
     public func measure(tree: BlobID) throws -> (files: Int, bytes: Int64) {
         var files = 0
         var bytes: Int64 = 0
-        try walk(tree: tree, path: []) { path, node, included in
+        try walk(tree: tree, path: [], depth: 0) { path, node, included in
             if included && node.kind == .file { files += 1; bytes += Int64(node.size) }
         }
         return (files, bytes)
     }
 
-    private func walk(tree: BlobID, path: [UInt8], parentIncluded: Bool = false,
+    /// `depth`: how many folders below the snapshot's root `tree` is (see `TreeDepth`).
+    private func walk(tree: BlobID, path: [UInt8], depth: Int, parentIncluded: Bool = false,
                       _ visit: ([UInt8], Node, Bool) throws -> Void) throws {
         let loaded = try loadTree(tree)
         for node in loaded.nodes {
@@ -276,7 +345,8 @@ public final class Restorer {
             let included = parentIncluded || isIncluded(childPath)
             try visit(childPath, node, included)
             if node.kind == .directory, let subtree = node.subtree {
-                try walk(tree: subtree, path: childPath, parentIncluded: included, visit)
+                guard depth + 1 <= TreeDepth.maximum else { throw TreeDepth.tooDeep(String(decoding: childPath, as: UTF8.self)) }
+                try walk(tree: subtree, path: childPath, depth: depth + 1, parentIncluded: included, visit)
             }
         }
     }
@@ -314,10 +384,10 @@ public final class Restorer {
         guard let root = snapshot.treeID else {
             throw KhoError(.integrity, "Snapshot \(snapshot.shortID) names no valid tree: the snapshot file is damaged.")
         }
-        try prepareTarget(target)
+        // Every tree is read (and its names and depth checked) before anything is written.
         let totals = try measure(tree: root)
+        let rootFD = try openTarget(target)
         progress.setTotals(files: totals.files, bytes: totals.bytes)
-        let rootFD = try Syscall.call("open", target) { open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
         let rootFolder = Folder(fd: rootFD, budget: openFolders)
 
         let jobs = BoundedQueue<[Job]>(capacity: limits.queued)
@@ -344,7 +414,14 @@ public final class Restorer {
                   decoders.wait()
                   defer { decoders.signal() }
                   for job in run {
-                    defer { job.sink.blobDone() }
+                    var blobFailed = true
+                    defer {
+                        do {
+                            if let note = try job.sink.blobDone(failed: blobFailed) { warn(note) }
+                        } catch {
+                            failure.record(error)
+                        }
+                    }
                     let fd: Int32
                     do {
                         fd = try job.sink.descriptor()
@@ -362,6 +439,7 @@ public final class Restorer {
                             }
                         }
                         progress.add(bytes: Int64(job.location.blob.rawLength))
+                        blobFailed = false
                     } catch let error as KhoError where error.kind == .storageFull {
                         // Stops the restore; said once by the caller, not once per blob in flight.
                         failure.record(error)
@@ -377,18 +455,24 @@ public final class Restorer {
         }
         do {
             try restoreTree(root, folder: rootFolder, rootFD: rootFD, components: [], targetPath: target,
-                            parentIncluded: false, jobs: jobs, failure: failure)
+                            parentIncluded: false, depth: 0, jobs: jobs, failure: failure)
             flushAll(jobs)
         } catch {
             jobs.close()
             workers.forEach { $0.join() }
+            temporaries.discard(below: rootFD)
             throw error
         }
         jobs.close()
         workers.forEach { $0.join() }
-        try failure.check()
+        do {
+            try failure.check()
+        } catch {
+            temporaries.discard(below: rootFD)
+            throw error
+        }
         // Folder times last: creating entries inside a folder changes its mtime.
-        applyDirectoryMetadata(rootFD: rootFolder.fd)
+        try applyDirectoryMetadata(rootFD: rootFolder.fd, target: target)
         summary.errors += errors.current
         summary.end = Date()
         summary.bytes = progress.snapshot.bytes
@@ -425,13 +509,20 @@ public final class Restorer {
     }
 
     /// Sets every created folder's metadata, children before parents, opening each folder once
-    /// from its parent (the list is in creation order, which is parent-first).
-    private func applyDirectoryMetadata(rootFD: Int32) {
+    /// from its parent (the list is in creation order, which is parent-first). Each folder is
+    /// synced after its entries, and the target last: the names of restored files are in their
+    /// folders, and a restore reported done survives a power cut.
+    private func applyDirectoryMetadata(rootFD: Int32, target: String) throws {
         var stack: [(components: [[UInt8]], fd: Int32, node: Node)] = []
+        var syncError: Error?
         func popOne() {
             let top = stack.removeLast()
             if top.fd >= 0 {
                 Restorer.applyMetadata(fd: top.fd, node: top.node, restoreOwners: options.restoreOwners)
+                if syncError == nil {
+                    let shown = target + "/" + top.components.map { String(decoding: $0, as: UTF8.self) }.joined(separator: "/")
+                    do { try Syscall.call("fsync", shown) { fsync(top.fd) } } catch { syncError = error }
+                }
                 close(top.fd)
             }
         }
@@ -445,6 +536,8 @@ public final class Restorer {
             stack.append((components, fd, node))
         }
         while !stack.isEmpty { popOne() }
+        if let syncError { throw syncError }
+        try Syscall.call("fsync", target) { fsync(rootFD) }
     }
 
     static func isZero(_ buffer: UnsafeRawBufferPointer) -> Bool {
@@ -455,29 +548,53 @@ public final class Restorer {
         return true
     }
 
-    private func prepareTarget(_ target: String) throws {
+    /// Opens the restore target, creating it (and syncing the parents of what was created) if
+    /// missing. The target is held by this descriptor from here on and everything is created
+    /// relative to it, so that a symlink put in its place or inside it later is never followed.
+    private func openTarget(_ target: String) throws -> Int32 {
+        // A folder on the way that another user can change (a symlink of theirs in /tmp, a
+        // folder they can write) could send the restore, as root, anywhere.
+        if let problem = FileSystem.trustProblem(target, includingItself: false) {
+            throw KhoError(.usage, "The restore target \(target) is not safe to write as \(geteuid() == 0 ? "root" : "this user"): \(problem), or restore elsewhere.")
+        }
         var info = Glibc.stat()
-        if stat(target, &info) != 0 {
+        if lstat(target, &info) != 0 {
             guard errno == ENOENT else { throw KhoError.posix("stat", target, errno: errno) }
-            do {
-                try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
-            } catch {
-                throw KhoError(.failure, "Cannot create the restore target \(target): \(error.localizedDescription).")
+            try FileSystem.makeFolders(target, mode: 0o700)
+        }
+        let (fd, code) = Syscall.attempt { open(target, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+        guard fd >= 0 else {
+            // With O_DIRECTORY, a symlink fails as ENOTDIR: lstat tells the two apart.
+            if code == ELOOP || (code == ENOTDIR && lstat(target, &info) == 0 && info.st_mode & S_IFMT == S_IFLNK) {
+                throw KhoError(.usage, "The restore target \(target) is a symbolic link: name the folder itself, so that nobody can point the restore elsewhere.")
             }
-            return
+            if code == ENOTDIR {
+                throw KhoError(.usage, "The restore target \(target) exists and is not a folder: choose a new or empty folder.")
+            }
+            throw KhoError.posix("open", target, errno: code)
         }
-        guard info.st_mode & S_IFMT == S_IFDIR else {
-            throw KhoError(.usage, "The restore target \(target) exists and is not a folder: choose a new or empty folder.")
+        do {
+            guard fstat(fd, &info) == 0 else { throw KhoError.posix("fstat", target, errno: errno) }
+            if info.st_uid != geteuid() && info.st_uid != 0 {
+                throw KhoError(.usage, "The restore target \(target) belongs to user \(info.st_uid), who could move what kho writes there: restore into a new folder, or one of your own.")
+            }
+            if !options.overwrite, !(try FileSystem.entries(of: fd, path: target)).isEmpty {
+                throw KhoError(.usage, "The restore target \(target) is not empty: choose a new or empty folder, or pass --overwrite to replace what is there.")
+            }
+        } catch {
+            close(fd)
+            throw error
         }
-        let fd = try Syscall.call("open", target) { open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
-        defer { close(fd) }
-        if !options.overwrite, !(try FileSystem.entries(of: fd, path: target)).isEmpty {
-            throw KhoError(.usage, "The restore target \(target) is not empty: choose a new or empty folder, or pass --overwrite to replace what is there.")
-        }
+        return fd
+    }
+
+    /// A name for an entry being written in place of another (--overwrite), unlikely to be used.
+    private static func temporaryName() -> [UInt8] {
+        Array(".kho-restore-\(Hex.encode(Random.bytes(8)))".utf8)
     }
 
     private func restoreTree(_ tree: BlobID, folder: Folder, rootFD: Int32, components: [[UInt8]], targetPath: String,
-                             parentIncluded: Bool, jobs: BoundedQueue<[Job]>, failure: FirstError) throws {
+                             parentIncluded: Bool, depth: Int, jobs: BoundedQueue<[Job]>, failure: FirstError) throws {
         let fd = folder.fd
         let loaded: Tree
         do {
@@ -498,7 +615,8 @@ public final class Restorer {
             switch node.kind {
             case .directory:
                 guard let subtree = node.subtree else { continue }
-                if !included && !hasIncludedDescendant(subtree, path: relative) { continue }
+                guard depth + 1 <= TreeDepth.maximum else { throw TreeDepth.tooDeep(String(decoding: relative, as: UTF8.self)) }
+                if !included && !hasIncludedDescendant(subtree, path: relative, depth: depth + 1) { continue }
                 // Folders stay open while their files wait for workers: past the budget, hand
                 // out everything gathered and wait for workers to finish folders' files (the
                 // walker's own folders, one per level, do not count against it).
@@ -511,12 +629,12 @@ public final class Restorer {
                 createdDirectories.append((childComponents, node))
                 summary.directories += 1
                 try restoreTree(subtree, folder: sub, rootFD: rootFD, components: childComponents, targetPath: targetPath,
-                                parentIncluded: included, jobs: jobs, failure: failure)
+                                parentIncluded: included, depth: depth + 1, jobs: jobs, failure: failure)
             case .file where included:
                 try restoreFile(node, in: folder, rootFD: rootFD, components: childComponents, path: shown, jobs: jobs)
             case .symlink where included:
-                try removeExisting(node.name, in: fd)
-                try FileSystem.withCName(node.name) { name in
+                guard let name = try nameToCreate(node.name, in: fd, path: shown) else { continue }
+                try FileSystem.withCName(name) { name in
                     _ = try FileSystem.withCName(node.linkTarget) { target in
                         try Syscall.call("symlinkat", shown) { symlinkat(target, fd, name) }
                     }
@@ -525,10 +643,11 @@ public final class Restorer {
                                  timespec(tv_sec: Int(node.mtime.seconds), tv_nsec: Int(node.mtime.nanoseconds))]
                     _ = utimensat(fd, name, &times, AT_SYMLINK_NOFOLLOW)
                 }
+                try replace(node.name, with: name, in: fd, path: shown)
                 summary.otherEntries += 1
             case .fifo, .characterDevice, .blockDevice, .socket:
                 guard included else { continue }
-                try removeExisting(node.name, in: fd)
+                guard let name = try nameToCreate(node.name, in: fd, path: shown) else { continue }
                 let type: mode_t
                 switch node.kind {
                 case .fifo: type = S_IFIFO
@@ -536,7 +655,7 @@ public final class Restorer {
                 case .blockDevice: type = S_IFBLK
                 default: type = S_IFSOCK
                 }
-                let made = FileSystem.withCName(node.name) { name in
+                let made = FileSystem.withCName(name) { name in
                     Syscall.attempt { mknodat(fd, name, type | mode_t(node.mode & 0o777), dev_t(node.rdev)) }
                 }
                 if made.0 != 0 {
@@ -544,13 +663,15 @@ public final class Restorer {
                     summary.errors += 1
                     continue
                 }
-                FileSystem.withCName(node.name) { name in
+                FileSystem.withCName(name) { name in
                     if options.restoreOwners { _ = fchownat(fd, name, node.uid, node.gid, AT_SYMLINK_NOFOLLOW) }
-                    _ = fchmodat(fd, name, mode_t(node.mode), 0)
+                    // NOFOLLOW: should the node have been swapped for a symlink, no other file's mode changes.
+                    _ = fchmodat(fd, name, mode_t(node.mode), AT_SYMLINK_NOFOLLOW)
                     var times = [timespec(tv_sec: Int(node.mtime.seconds), tv_nsec: Int(node.mtime.nanoseconds)),
                                  timespec(tv_sec: Int(node.mtime.seconds), tv_nsec: Int(node.mtime.nanoseconds))]
                     _ = utimensat(fd, name, &times, AT_SYMLINK_NOFOLLOW)
                 }
+                try replace(node.name, with: name, in: fd, path: shown)
                 summary.otherEntries += 1
             default:
                 continue
@@ -558,52 +679,100 @@ public final class Restorer {
         }
     }
 
-    private func hasIncludedDescendant(_ tree: BlobID, path: [UInt8]) -> Bool {
+    private func hasIncludedDescendant(_ tree: BlobID, path: [UInt8], depth: Int) -> Bool {
         if options.includes.isEmpty { return true }
         var found = false
         struct Found: Error {}
         do {
-            try walk(tree: tree, path: path) { _, _, included in
+            try walk(tree: tree, path: path, depth: depth) { _, _, included in
                 if included { found = true; throw Found() }
             }
         } catch {}
         return found
     }
 
+    /// Opens the folder `name` in `fd`, creating it if missing. A symlink or file of that name
+    /// (only possible with --overwrite) is never followed: it is replaced by a new folder.
     private func makeDirectory(_ name: [UInt8], in fd: Int32, path: String) throws -> Int32 {
         try FileSystem.withCName(name) { cname in
             let (made, code) = Syscall.attempt { mkdirat(fd, cname, 0o700) }
             if made != 0 && code != EEXIST { throw KhoError.posix("mkdirat", path, errno: code) }
+            let (opened, openCode) = Syscall.attempt { openat(fd, cname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+            if opened >= 0 { return opened }
+            guard made != 0, options.overwrite, openCode == ELOOP || openCode == ENOTDIR else {
+                throw KhoError.posix("openat", path, errno: openCode)
+            }
+            // Swapped in one step, then the old entry removed: the name is never missing.
+            let temporary = Restorer.temporaryName()
+            try FileSystem.withCName(temporary) { temp in
+                try Syscall.call("mkdirat", path) { mkdirat(fd, temp, 0o700) }
+                let (swapped, swapCode) = Syscall.attempt { FileSystem.renameat2(fd, temp, fd, cname, FileSystem.renameExchange) }
+                if swapped != 0 {
+                    _ = unlinkat(fd, temp, AT_REMOVEDIR)
+                    throw KhoError.posix("renameat2", path, errno: swapCode)
+                }
+                _ = unlinkat(fd, temp, 0)
+            }
             return try Syscall.call("openat", path) { openat(fd, cname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
         }
     }
 
-    private func removeExisting(_ name: [UInt8], in fd: Int32) throws {
-        guard options.overwrite else { return }
-        FileSystem.withCName(name) { cname in _ = unlinkat(fd, cname, 0) }
+    /// The name to create a non-folder entry under: its own, or with --overwrite over an existing
+    /// entry, a temporary name that `replace` renames over it once the entry is complete. Nil
+    /// (after a warning) when a folder is in the way: a folder is never removed.
+    private func nameToCreate(_ name: [UInt8], in fd: Int32, path: String) throws -> [UInt8]? {
+        guard options.overwrite else { return name }
+        let (info, code) = FileSystem.lstat(at: fd, name)
+        guard let info else {
+            if code == ENOENT { return name }
+            throw KhoError.posix("fstatat", path, errno: code)
+        }
+        if info.st_mode & S_IFMT == S_IFDIR {
+            warn("\(path): a folder of this name is in the target; it is not replaced by the snapshot's \(String(decoding: name, as: UTF8.self))")
+            summary.errors += 1
+            return nil
+        }
+        return Restorer.temporaryName()
+    }
+
+    /// Renames `created` over `name` when they differ (see `nameToCreate`).
+    private func replace(_ name: [UInt8], with created: [UInt8], in fd: Int32, path: String) throws {
+        guard created != name else { return }
+        try FileSystem.withCName(created) { from in
+            try FileSystem.withCName(name) { to in
+                let (result, code) = Syscall.attempt { renameat(fd, from, fd, to) }
+                if result != 0 {
+                    _ = unlinkat(fd, from, 0)
+                    throw KhoError.posix("renameat", path, errno: code)
+                }
+            }
+        }
     }
 
     private func restoreFile(_ node: Node, in folder: Folder, rootFD: Int32, components: [[UInt8]], path: String,
                              jobs: BoundedQueue<[Job]>) throws {
         let fd = folder.fd
+        guard let name = try nameToCreate(node.name, in: fd, path: path) else { return }
+        // A replacement is listed until it is renamed, so that a restore that stops removes it.
+        let replacing = name == node.name ? nil
+            : Replacement(final: node.name, temporary: Array(components.dropLast()) + [name], registry: temporaries)
         let linkKey = HardLinkKey(device: node.device, inode: node.inode)
         if node.links > 1, let first = hardLinks[linkKey] {
-            try removeExisting(node.name, in: fd)
             // By descriptor and exact bytes: the first name may lie below a path longer than
             // PATH_MAX, or hold bytes that are not UTF-8.
             if let firstFolder = try? FileSystem.openDirectory(Array(first.dropLast()), below: rootFD, path: path) {
                 defer { close(firstFolder) }
                 let linked = FileSystem.withCName(first.last!) { existing in
-                    FileSystem.withCName(node.name) { name in Syscall.attempt { linkat(firstFolder, existing, fd, name, 0) } }
+                    FileSystem.withCName(name) { name in Syscall.attempt { linkat(firstFolder, existing, fd, name, 0) } }
                 }
                 if linked.0 == 0 {
+                    if let replacing { try replacing.commit(in: fd, temporary: name, path: path) }
                     summary.files += 1
                     progress.add(files: 1)
                     return
                 }
             }
         }
-        try removeExisting(node.name, in: fd)
         summary.files += 1
         progress.add(files: 1)
         var locations: [BlobLocation] = []
@@ -617,30 +786,40 @@ public final class Restorer {
             }
             locations.append(location)
         }
+        if locations.isEmpty && !node.content.isEmpty, let replacing {
+            // Its content is not in the repository: the file in the target is worth more.
+            replacing.done()
+            warn("\(path): the existing file is kept, as its replacement could not be restored whole")
+            return
+        }
         // A file with content is created by the worker that writes its first blob; the walker
         // creates it only when nothing is to be written, or when later names will link to it.
         if !locations.isEmpty && node.links <= 1 {
-            enqueue(FileSink(name: node.name, in: folder, node: node, path: path, blobs: locations.count,
+            enqueue(FileSink(name: name, in: folder, replacing: replacing, node: node, path: path, blobs: locations.count,
                              restoreOwners: options.restoreOwners), locations, jobs)
             return
         }
-        let file = try FileSystem.withCName(node.name) { name in
+        let file = try FileSystem.withCName(name) { name in
             try Syscall.call("openat", path) { openat(fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
         }
-        if node.links > 1 { hardLinks[linkKey] = components }
+        // Later names link to the name it has now; with --overwrite its temporary one, which
+        // stays valid until its last blob lands (the walker has linked every name by then).
+        if node.links > 1 { hardLinks[linkKey] = Array(components.dropLast()) + [name] }
         if locations.isEmpty {
+            defer { close(file) }
             if node.content.count > 1 {
                 let (result, code) = Syscall.attempt { ftruncate(file, off_t(node.size)) }
-                if result != 0 { close(file); throw KhoError.posix("ftruncate", path, errno: code) }
+                if result != 0 { throw KhoError.posix("ftruncate", path, errno: code) }
             }
             Restorer.applyMetadata(fd: file, node: node, restoreOwners: options.restoreOwners)
-            close(file)
+            try Syscall.call("fsync", path) { fsync(file) }
+            if let replacing { try replacing.commit(in: fd, temporary: name, path: path) }
             return
         }
         // Closed until its first blob: a tree of hard-linked files would otherwise hold one
         // descriptor per gathered file.
         close(file)
-        enqueue(FileSink(name: node.name, in: folder, created: true, node: node, path: path, blobs: locations.count,
+        enqueue(FileSink(name: name, in: folder, created: true, replacing: replacing, node: node, path: path, blobs: locations.count,
                          restoreOwners: options.restoreOwners), locations, jobs)
     }
 

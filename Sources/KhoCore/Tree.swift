@@ -49,6 +49,31 @@ public struct Node: Sendable, Equatable {
     }
 
     public var nameString: String { String(decoding: name, as: UTF8.self) }
+
+    /// Whether `name` is one entry of one folder: not empty, not `.` or `..`, no `/` and no NUL.
+    /// Anything else would let a restore create or follow a path outside the folder it writes in
+    /// (`..`, `a/../../etc`), so it is refused when a snapshot is written and when a tree is read.
+    public static func isPlainName(_ name: [UInt8]) -> Bool {
+        if name.isEmpty || name == [0x2e] || name == [0x2e, 0x2e] { return false }
+        return !name.contains(UInt8(ascii: "/")) && !name.contains(0)
+    }
+
+    public static func isPlainName(_ name: String) -> Bool { isPlainName(Array(name.utf8)) }
+}
+
+/// How many folders deep a snapshot may go, counted from `/`. Every walk over files or trees
+/// (backup, restore, check, copy, ls) recurses once per level and holds one descriptor per level
+/// while restoring; the limit keeps that inside the thread's stack and the descriptor limit, so
+/// that a folder made deep on purpose (or a tree chain written by a key holder) gets a clear
+/// message instead of a crash that leaves the repository locked. Deeper folders are not saved
+/// (the backup warns and is partial); a deeper tree in a repository is refused as damaged.
+public enum TreeDepth {
+    public static let maximum = 1000
+
+    /// The error for a tree deeper than `maximum`, naming where it was found.
+    public static func tooDeep(_ path: String) -> KhoError {
+        KhoError(.integrity, "\(path.isEmpty ? "/" : path) is more than \(maximum) folders deep: no snapshot kho writes goes that deep, so the repository holds a tree written to harm whoever reads it; do not restore from it.")
+    }
 }
 
 /// A directory's entries, sorted by name bytes, encoded so that equal directories give equal blobs.
@@ -104,6 +129,10 @@ public struct Tree: Sendable, Equatable {
         nodes.reserveCapacity(min(count, 1 << 20))
         for _ in 0..<count {
             let name = try r.data(limit: 1 << 16)
+            guard Node.isPlainName(name) else {
+                let shown = String(decoding: name, as: UTF8.self).debugDescription
+                throw KhoError(.integrity, "Tree \(id.shortHex) has an entry named \(shown), which is not a plain file name: a restore would write outside its folder; the repository was written by something other than kho, do not restore from it.")
+            }
             guard let kind = NodeKind(rawValue: try r.u8()) else {
                 throw KhoError(.integrity, "Tree \(id.shortHex) has an entry of unknown kind: the repository is damaged.")
             }

@@ -66,13 +66,24 @@ public final class Catalog: @unchecked Sendable {
 
     public static let schemaVersion = 1
 
+    /// Takes group and other permissions away from `path` if it has any.
+    static func restrict(_ path: String, mode: mode_t) throws {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { throw KhoError.posix("stat", path, errno: errno) }
+        if info.st_mode & 0o077 != 0 { try Syscall.call("chmod", path) { chmod(path, mode) } }
+    }
+
     public init(stateDirectory: String) throws {
         do {
-            try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
-        } catch {
-            throw KhoError(.usage, "The state folder \(stateDirectory) cannot be created: \(error.localizedDescription); set --state-dir or KHO_STATE_DIR to a writable folder.")
+            try FileSystem.makeFolders(stateDirectory, mode: 0o700)
+        } catch let error as KhoError {
+            throw KhoError(.usage, "The state folder \(stateDirectory) cannot be created: \(error.message); set --state-dir or KHO_STATE_DIR to a writable folder.")
         }
         path = stateDirectory + "/catalog.sqlite"
+        // The history of every agency's backups is for root alone, also in a state folder that
+        // an older kho (or an administrator) created readable by all.
+        try Catalog.restrict(stateDirectory, mode: 0o700)
+        if access(path, F_OK) == 0 { try Catalog.restrict(path, mode: 0o600) }
         var configuration = Configuration()
         configuration.busyMode = .timeout(30)
         do {

@@ -141,6 +141,9 @@ public struct PolicyLoader {
         guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
             return ([], [PolicyError(file: directory, line: 0, column: 0, message: "is not a folder of policy files: check --policies")])
         }
+        if let problem = PolicyTrust.problem(directory) {
+            return ([], [PolicyError(file: directory, line: 0, column: 0, message: problem)])
+        }
         let files = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
             .filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }.sorted()
         var policies: [Policy] = []
@@ -172,6 +175,9 @@ public struct PolicyLoader {
     }
 
     public func load(file path: String) -> (Policy?, [PolicyError]) {
+        if let problem = PolicyTrust.problem(path) {
+            return (nil, [PolicyError(file: path, line: 0, column: 0, message: problem)])
+        }
         guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
             return (nil, [PolicyError(file: path, line: 0, column: 0, message: "cannot be read as UTF-8 text")])
         }
@@ -191,6 +197,17 @@ public struct PolicyLoader {
         var reader = PolicyReader(file: path, checkSecrets: checkSecrets)
         let policy = reader.policy(node, defaultName: ((path as NSString).lastPathComponent as NSString).deletingPathExtension)
         return (reader.errors.isEmpty ? policy : nil, reader.errors)
+    }
+}
+
+/// A policy names commands kho runs as root: whoever can change a policy file, or a folder on its
+/// way, runs commands as root. A policy is read only when it and every folder above it can be
+/// changed by nobody but root and the user running kho.
+public enum PolicyTrust {
+    /// Why `path` cannot be trusted, or nil (see `FileSystem.trustProblem`).
+    public static func problem(_ path: String) -> String? {
+        FileSystem.trustProblem(path, includingItself: true)
+            .map { "is not read: \($0), who could make kho run any command as \(geteuid() == 0 ? "root" : "user \(geteuid())")" }
     }
 }
 

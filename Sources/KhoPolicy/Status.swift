@@ -147,6 +147,9 @@ public enum Metrics {
         guard FileManager.default.createFile(atPath: temporary, contents: Data(text.utf8)) else {
             throw KhoError(.failure, "Cannot write the metrics file \(path): check that its folder exists and is writable.")
         }
+        // Read by the metrics collector, which runs as its own user; it holds no data, only
+        // sizes, times and names (kho's umask would make it 0600).
+        chmod(temporary, 0o644)
         guard rename(temporary, path) == 0 else {
             throw KhoError.posix("rename", path, errno: errno)
         }

@@ -29,6 +29,10 @@ struct Kho: ParsableCommand {
 @main
 enum Main {
     static func main() {
+        // Before anything is created: kho runs as root and writes catalogs, ledgers, evidence,
+        // repositories and temporary copies of databases; none of it is for other users. Files
+        // meant for others (restored files, the metrics file) get their modes set explicitly.
+        umask(0o077)
         MemoryTuning.apply()
         DescriptorLimit.raise()
         Signals.install()

@@ -5,7 +5,7 @@ import KhoPolicy
 
 /// Where the policies and the catalog are: shared by the orchestration commands.
 struct OrchestrationOptions: ParsableArguments {
-    @Option(help: "Folder of policy files. Default: $KHO_POLICIES, else ./policies, else /etc/kho/policies.")
+    @Option(help: "Folder of policy files. Default: $KHO_POLICIES, else /etc/kho/policies (never the current folder).")
     var policies: String?
 
     @Option(name: .customLong("state-dir"), help: "Folder of the catalog. Default: $KHO_STATE_DIR, else /var/lib/kho.")
@@ -14,8 +14,8 @@ struct OrchestrationOptions: ParsableArguments {
     var policyDirectory: String {
         if let policies { return policies }
         if let env = ProcessInfo.processInfo.environment["KHO_POLICIES"], !env.isEmpty { return env }
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: "policies", isDirectory: &isDirectory), isDirectory.boolValue { return "policies" }
+        // Never the current folder: root starting kho in a folder another user can write would
+        // run that user's commands.
         return "/etc/kho/policies"
     }
 

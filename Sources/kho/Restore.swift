@@ -171,6 +171,15 @@ struct Restore: ParsableCommand {
 
     /// The dump file to restore and, for database sources, its part of the manifest.
     private func dumpFile(_ snap: Snapshot) throws -> (file: String, manifest: DumpManifest.Database?) {
+        let (file, manifest) = try recordedDumpFile(snap)
+        // The name comes from the snapshot: a name with a path in it is not one kho wrote.
+        guard Node.isPlainName(file) else {
+            throw KhoError(.integrity, "Snapshot \(snap.shortID) names its dump \(file.debugDescription), which is not a plain file name: the repository was written by something other than kho; do not restore from it.")
+        }
+        return (file, manifest)
+    }
+
+    private func recordedDumpFile(_ snap: Snapshot) throws -> (file: String, manifest: DumpManifest.Database?) {
         if let manifest = DumpManifest(snap.manifest) {
             let choices = manifest.databases
             if let database {
@@ -213,17 +222,26 @@ struct Restore: ParsableCommand {
             let destination = toFile ?? "standard output"
             try confirm("Plan: write \(file) of \(describe(snap)) to \(destination)")
             var fd = STDOUT_FILENO
+            // With --overwrite the dump goes to a new file beside the old one and is renamed over
+            // it once whole: a restore that fails leaves the old file, and a symlink planted under
+            // the name is replaced, never written through.
+            var written: String?
             if let toFile {
-                let flags = O_WRONLY | O_CREAT | O_CLOEXEC | (overwrite ? O_TRUNC : O_EXCL)
-                fd = open(toFile, flags, 0o600)
+                let path = overwrite ? RestoreFile.temporaryPath(beside: toFile) : toFile
+                fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
                 guard fd >= 0 else {
                     if errno == EEXIST {
                         throw KhoError(.usage, "\(toFile) exists: choose a new file name, or pass --overwrite to replace it.")
                     }
                     throw KhoError.posix("open", toFile, errno: errno)
                 }
+                written = path
             }
-            defer { if fd != STDOUT_FILENO { close(fd) } }
+            var finished = false
+            defer {
+                if fd != STDOUT_FILENO { close(fd) }
+                if overwrite, !finished, let written { unlink(written) }
+            }
             let line = ProgressLine(progress: progress, label: "restore", enabled: !json && !stdout)
             defer { line.finish() }
             try reader.run { bytes in
@@ -231,6 +249,11 @@ struct Restore: ParsableCommand {
                 progress.add(bytes: Int64(bytes.count))
             }
             if fd != STDOUT_FILENO { try Syscall.call("fsync", destination) { fsync(fd) } }
+            if let toFile, let written, written != toFile {
+                try Syscall.call("rename", toFile) { rename(written, toFile) }
+            }
+            if let toFile { try RestoreFile.syncFolder(of: toFile) }
+            finished = true
             line.finish()
             var comparison: ManifestComparison?
             if let toFile, let expected, DumpManifest(snap.manifest)?.engine == "sqlite" {
@@ -282,5 +305,23 @@ struct Restore: ParsableCommand {
             if let comparison = result.comparison { Restore.printComparison(comparison) }
         }
         if let comparison = result.comparison, !comparison.equal { throw ExitStatus(code: ExitStatus.integrity) }
+    }
+}
+
+enum RestoreFile {
+    /// A new name in the folder of `path`, for a file renamed over `path` once written.
+    static func temporaryPath(beside path: String) -> String {
+        let folder = (path as NSString).deletingLastPathComponent
+        let name = ".\((path as NSString).lastPathComponent).kho-\(Hex.encode(Random.bytes(6)))"
+        return folder.isEmpty ? name : folder + "/" + name
+    }
+
+    /// Syncs the folder that holds `path`, so that the file's name survives a power cut.
+    static func syncFolder(of path: String) throws {
+        var folder = (path as NSString).deletingLastPathComponent
+        if folder.isEmpty { folder = "." }
+        let fd = try Syscall.call("open", folder) { open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        defer { close(fd) }
+        try Syscall.call("fsync", folder) { fsync(fd) }
     }
 }

@@ -33,12 +33,13 @@ struct TreeLookup {
     }
 
     /// Calls `visit` for every entry below `node` (and for `node` itself unless it is the root).
-    func walk(_ node: Node, path: String, _ visit: (String, Node) throws -> Void) throws {
+    func walk(_ node: Node, path: String, depth: Int = 0, _ visit: (String, Node) throws -> Void) throws {
         if !node.name.isEmpty { try visit(path, node) }
         guard node.kind == .directory, let subtree = node.subtree else { return }
+        guard depth <= TreeDepth.maximum else { throw TreeDepth.tooDeep(path) }
         for child in try repository.loadTree(subtree, index: index, codec: codec).nodes {
             let childPath = (path == "/" ? "" : path) + "/" + child.nameString
-            try walk(child, path: childPath, visit)
+            try walk(child, path: childPath, depth: depth + 1, visit)
         }
     }
 }
