@@ -401,7 +401,11 @@ public final class Restorer {
                     codec = try BlobCodec(repository: repository)
                 } catch {
                     failure.record(error)
-                    while let run = jobs.pop() { for job in run { job.sink.blobDone() } }
+                    while let run = jobs.pop() {
+                        for job in run {
+                            do { _ = try job.sink.blobDone(failed: true) } catch { failure.record(error) }
+                        }
+                    }
                     return
                 }
                 while let run = jobs.pop() {
@@ -589,8 +593,8 @@ public final class Restorer {
     }
 
     /// A name for an entry being written in place of another (--overwrite), unlikely to be used.
-    private static func temporaryName() -> [UInt8] {
-        Array(".kho-restore-\(Hex.encode(Random.bytes(8)))".utf8)
+    private static func temporaryName() throws -> [UInt8] {
+        Array(".kho-restore-\(Hex.encode(try Random.bytes(8)))".utf8)
     }
 
     private func restoreTree(_ tree: BlobID, folder: Folder, rootFD: Int32, components: [[UInt8]], targetPath: String,
@@ -703,7 +707,7 @@ public final class Restorer {
                 throw KhoError.posix("openat", path, errno: openCode)
             }
             // Swapped in one step, then the old entry removed: the name is never missing.
-            let temporary = Restorer.temporaryName()
+            let temporary = try Restorer.temporaryName()
             try FileSystem.withCName(temporary) { temp in
                 try Syscall.call("mkdirat", path) { mkdirat(fd, temp, 0o700) }
                 let (swapped, swapCode) = Syscall.attempt { FileSystem.renameat2(fd, temp, fd, cname, FileSystem.renameExchange) }
@@ -732,7 +736,7 @@ public final class Restorer {
             summary.errors += 1
             return nil
         }
-        return Restorer.temporaryName()
+        return try Restorer.temporaryName()
     }
 
     /// Renames `created` over `name` when they differ (see `nameToCreate`).

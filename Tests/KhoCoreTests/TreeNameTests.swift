@@ -44,7 +44,7 @@ struct TreeNameTests {
         let repository = try memoryRepository()
         for name in ["..", ".", "", "../x", "a/b"] {
             var read = false
-            let archiver = Archiver(repository: repository, index: try repository.loadIndex(), options: BackupOptions()) { _ in }
+            let archiver = try Archiver(repository: repository, index: try repository.loadIndex(), options: BackupOptions()) { _ in }
             #expect(throws: KhoError.self) {
                 _ = try archiver.backupStream(name: name, read: { _ in read = true; return 0 }, finish: {})
             }
