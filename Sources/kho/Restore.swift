@@ -227,7 +227,7 @@ struct Restore: ParsableCommand {
             // the name is replaced, never written through.
             var written: String?
             if let toFile {
-                let path = overwrite ? RestoreFile.temporaryPath(beside: toFile) : toFile
+                let path = overwrite ? try RestoreFile.temporaryPath(beside: toFile) : toFile
                 fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
                 guard fd >= 0 else {
                     if errno == EEXIST {
@@ -310,9 +310,9 @@ struct Restore: ParsableCommand {
 
 enum RestoreFile {
     /// A new name in the folder of `path`, for a file renamed over `path` once written.
-    static func temporaryPath(beside path: String) -> String {
+    static func temporaryPath(beside path: String) throws -> String {
         let folder = (path as NSString).deletingLastPathComponent
-        let name = ".\((path as NSString).lastPathComponent).kho-\(Hex.encode(Random.bytes(6)))"
+        let name = ".\((path as NSString).lastPathComponent).kho-\(Hex.encode(try Random.bytes(6)))"
         return folder.isEmpty ? name : folder + "/" + name
     }
 
