@@ -13,7 +13,7 @@ func plantSnapshot(_ sandbox: Sandbox, paths: [String] = ["/planted"],
                    _ build: (BlobSaver) throws -> [Node]) throws -> String {
     let repository = try Repository.open(storage: LocalStorage(path: sandbox.repo), password: Array(sandbox.password.utf8))
     let index = try repository.loadIndex()
-    let saver = BlobSaver(repository: repository, index: index)
+    let saver = try BlobSaver(repository: repository, index: index)
     let root = try saver.save(Tree(nodes: try build(saver)).encoded(), kind: .tree)
     _ = try saver.finish()
     var snapshot = Snapshot(time: Date(), tree: root, paths: paths, hostname: "planted", username: "root", tags: [],
