@@ -1,13 +1,17 @@
 import Foundation
 import Glibc
 
-// renameat2, which Glibc's module does not export.
+// renameat2 and syncfs, which Glibc's module does not export.
 @_silgen_name("renameat2") private func systemRenameat2(_ oldFD: Int32, _ old: UnsafePointer<CChar>, _ newFD: Int32,
                                                         _ new: UnsafePointer<CChar>, _ flags: UInt32) -> Int32
+@_silgen_name("syncfs") private func systemSyncfs(_ fd: Int32) -> Int32
 
 /// Helpers for walking and recreating directory trees by file descriptor, so that paths of any
 /// length work and names stay the exact bytes the filesystem holds.
 public enum FileSystem {
+    /// Writes out everything of the filesystem that holds `fd`: data, metadata and folder entries.
+    public static func syncFilesystem(_ fd: Int32) -> Int32 { systemSyncfs(fd) }
+
     /// O_NOATIME, which Glibc's module does not export (Linux value).
     static let noAccessTime: Int32 = 0o1000000
 

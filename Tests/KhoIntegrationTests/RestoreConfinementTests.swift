@@ -222,7 +222,7 @@ struct RestoreConfinementTests {
         #expect(!namesBelow(target).contains { $0.contains(".kho-restore-") }, "\(namesBelow(target))")
     }
 
-    @Test("every restored file and folder is fsynced (seen with strace)",
+    @Test("a restore is on disk before it says done: the target's filesystem is synced after the last write, and a replaced file before its rename (seen with strace)",
           .enabled(if: access("/usr/bin/strace", X_OK) == 0, "strace is not installed"))
     func restoredFilesAreSynced() throws {
         let sandbox = try Sandbox("restore-fsync")
@@ -234,26 +234,27 @@ struct RestoreConfinementTests {
         try writeFile(data + "/sub/deeper/empty", [])
         try sandbox.ok("backup", data)
         let target = sandbox.path("target")
-        let log = sandbox.path("strace.log")
-        let traced = try Child.spawn("/usr/bin/strace", ["-f", "-qq", "-y", "-e", "trace=fsync,fdatasync", "-o", log,
-                                                         Harness.binary, "restore", "latest", "--target", target],
-                                     environment: sandbox.environment(), scratch: sandbox.dir).wait()
-        try #require(traced.exitCode == 0, "\(traced)")
-        let text = String(decoding: try readFile(log), as: UTF8.self)
-        let synced = Set(text.split(separator: "\n").compactMap { line -> String? in
-            guard let open = line.range(of: "sync("), let start = line.range(of: "<", range: open.upperBound..<line.endIndex),
-                  let end = line.range(of: ">)", range: start.upperBound..<line.endIndex), line.hasSuffix("= 0") else { return nil }
-            return String(line[start.upperBound..<end.lowerBound])
-        })
-        var expected = [target]
-        var path = target
-        for component in data.split(separator: "/") {
-            path += "/" + component
-            expected.append(path)
+        func traced(_ arguments: [String]) throws -> [String] {
+            let log = sandbox.path("strace-\(arguments.count).log")
+            let result = try Child.spawn("/usr/bin/strace", ["-f", "-qq", "-y", "-e", "trace=fsync,fdatasync,syncfs,pwrite64,write,renameat,renameat2", "-o", log,
+                                                             Harness.binary] + arguments,
+                                         environment: sandbox.environment(), scratch: sandbox.dir).wait()
+            try #require(result.exitCode == 0, "\(result)")
+            return String(decoding: try readFile(log), as: UTF8.self).split(separator: "\n").map(String.init)
         }
-        for relative in ["a.txt", "sub", "sub/b.bin", "sub/deeper", "sub/deeper/empty"] { expected.append(target + data + "/" + relative) }
-        for path in expected {
-            #expect(synced.contains(path), "\(path) was not fsynced; synced: \(synced.sorted())")
+        // A fresh restore: one syncfs of the target, after the last write of a restored file.
+        let fresh = try traced(["restore", "latest", "--target", target])
+        let sync = try #require(fresh.lastIndex { $0.contains("syncfs(") && $0.contains("<\(target)>") && $0.hasSuffix("= 0") },
+                                "no syncfs of the target: \(fresh.filter { $0.contains("sync") })")
+        let lastWrite = fresh.lastIndex { ($0.contains("pwrite64(") || $0.contains(" write(")) && $0.contains("<\(target)/") }
+        #expect(lastWrite.map { $0 < sync } ?? true, "a restored file was written after the sync")
+
+        // --overwrite: each replacement is fsynced before it is renamed over the old file.
+        let again = try traced(["restore", "latest", "--target", target, "--overwrite"])
+        for (i, line) in again.enumerated() where line.contains("rename") && line.contains("b.bin") {
+            let fsynced = again[..<i].contains { $0.contains("fsync(") && $0.contains("kho-restore") && $0.hasSuffix("= 0") }
+            #expect(fsynced, "b.bin was renamed into place before its data was synced: \(again[..<i].suffix(5))")
         }
+        #expect(again.contains { $0.contains("syncfs(") && $0.hasSuffix("= 0") })
     }
 }
