@@ -111,7 +111,7 @@ class Tool:
             if key.startswith(("KHO_", "RESTIC_", "BORG_")):
                 del env[key]
         password = "bench-password-" + name
-        if name == "kho":
+        if name.startswith("kho"):
             env.update(KHO_REPOSITORY=self.repo, KHO_PASSWORD=password)
         elif name == "restic":
             env.update(RESTIC_REPOSITORY=self.repo, RESTIC_PASSWORD=password, RESTIC_CACHE_DIR=self.cache)
@@ -121,42 +121,49 @@ class Tool:
                        BORG_DISPLAY_PASSPHRASE="no")
         self.env = env
 
+    def command(self, table):
+        """This tool's row of `table`; the baseline kho runs kho's commands with its own binary."""
+        if self.name == "kho-base":
+            argv = table["kho"]
+            return [self.bench.baseline] + argv[1:]
+        return table[self.name]
+
     def init(self):
-        return {
+        return self.command({
             "kho": [self.bench.kho, "init"],
             "restic": ["restic", "init", "--repository-version", "2"],
             "borg": ["borg", "init", "--encryption", "repokey-blake2"],
-        }[self.name]
+        })
 
     def backup_stdin(self, n):
-        return {
+        return self.command({
             "kho": [self.bench.kho, "backup", "--stdin", "--stdin-name", "db.sql"],
             "restic": ["restic", "backup", "--stdin", "--stdin-filename", "db.sql"],
             "borg": ["borg", "create", "--compression", "zstd,3", "--stdin-name", "db.sql", f"::dump{n}", "-"],
-        }[self.name]
+        })
 
     def backup_tree(self, n):
         tree = self.bench.tree
-        return {
+        return self.command({
             "kho": [self.bench.kho, "backup", tree],
             "restic": ["restic", "backup", tree],
             "borg": ["borg", "create", "--compression", "zstd,3", f"::tree{n}", tree],
-        }[self.name]
+        })
 
     def restore_latest(self, target, archive):
         """The newest snapshot into target (a new folder, also the working folder for Borg)."""
-        return {
+        return self.command({
             "kho": [self.bench.kho, "restore", "latest", "--target", target],
             "restic": ["restic", "restore", "latest", "--target", target],
             "borg": ["borg", "extract", f"::{archive}"],
-        }[self.name]
+        })
 
     def check(self):
-        return {
+        return self.command({
             "kho": [self.bench.kho, "check", "--read-data"],
             "restic": ["restic", "check", "--read-data"],
             "borg": ["borg", "check", "--verify-data"],
-        }[self.name]
+        })
 
 
 class Bench:
@@ -164,6 +171,7 @@ class Bench:
         self.args = args
         self.work = args.work
         self.kho = args.kho
+        self.baseline = args.baseline
         self.tree = os.path.join(args.work, "tree")
         self.dumps = [os.path.join(args.work, "dumps", f"dump{n}.sql") for n in range(1, DUMPS + 1)]
         self.logs = os.path.join(args.work, "logs")
@@ -618,8 +626,25 @@ def cpu_table(bench):
     return rows
 
 
+def baseline_table(bench):
+    """kho against the baseline kho (BENCH_BASELINE): wall and CPU medians and their ratios."""
+    rows = ["| figure | kho | baseline | kho / baseline | CPU kho | CPU baseline | CPU kho / baseline |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for key, label, unit, _ in STEPS:
+        a, b = median(bench.results["kho"].get(key, [])), median(bench.results["kho-base"].get(key, []))
+        ca, cb = median(bench.results["kho"].get("cpu_" + key, [])), median(bench.results["kho-base"].get("cpu_" + key, []))
+        r, rc = ratio(a, b), ratio(ca, cb)
+        rows.append(f"| {label} | {fmt(a, unit)} | {fmt(b, unit)} | {'—' if r is None else f'{r:.3f}'} | "
+                    f"{fmt(ca, 's')} | {fmt(cb, 's')} | {'—' if rc is None else f'{rc:.3f}'} |")
+    for key, label, _ in SIZES:
+        a, b = median(bench.results["kho"].get(key, [])), median(bench.results["kho-base"].get(key, []))
+        r = ratio(a, b)
+        rows.append(f"| {label} | {fmt(a, 'MB')} | {fmt(b, 'MB')} | {'—' if r is None else f'{r:.3f}'} | | | |")
+    return rows
+
+
 def raw_table(bench):
-    rows = ["| figure | kho | restic | borg |", "| --- | --- | --- | --- |"]
+    rows = ["| figure | " + " | ".join(TOOLS) + " |", "| --- |" + " --- |" * len(TOOLS)]
     for key, label, unit, _ in STEPS:
         cells = [", ".join(f"{v:.2f}" for v in bench.results[tool].get(key, [])) or "—" for tool in TOOLS]
         rows.append(f"| {label} (s) | " + " | ".join(cells) + " |")
@@ -710,6 +735,11 @@ def write_report(bench, args):
     lines.append("")
     lines += cpu_table(bench)
     lines.append("")
+    if bench.baseline:
+        lines.append(f"kho against the baseline kho ({bench.baseline}), same data, same run, interleaved:")
+        lines.append("")
+        lines += baseline_table(bench)
+        lines.append("")
     lines.append("Every repetition (wall seconds, in the order run):")
     lines.append("")
     lines += raw_table(bench)
@@ -755,7 +785,10 @@ def main():
     parser.add_argument("--verify-all", action="store_true", help="compare the restored tree in every repetition")
     parser.add_argument("--only", default="", choices=["", "s3"], help="s3: only kho on S3 against kho on a local folder")
     parser.add_argument("--s3", default="1", help="1: after the tools, the S3 part too")
+    parser.add_argument("--baseline", default="", help="a second kho binary measured beside the first (BENCH_BASELINE)")
     args = parser.parse_args()
+    if args.baseline:
+        TOOLS.insert(1, "kho-base")
 
     bench = Bench(args)
     bench.run()
