@@ -1,6 +1,8 @@
 /// The kinds of files a repository holds, each in its own folder.
 public enum FileKind: String, Sendable, CaseIterable, Codable {
     case config, key, data, index, snapshot, lock
+    /// Heads of audit ledgers that used this repository (see docs/FORMAT.md, "Ledger anchors").
+    case anchor
 
     /// The folder (or key prefix) the kind lives under; `config` is a single file at the top.
     public var folder: String {
@@ -11,6 +13,7 @@ public enum FileKind: String, Sendable, CaseIterable, Codable {
         case .index: return "index"
         case .snapshot: return "snapshots"
         case .lock: return "locks"
+        case .anchor: return "anchors"
         }
     }
 }
@@ -42,7 +45,7 @@ public struct Handle: Hashable, Sendable, CustomStringConvertible {
     /// kind but the config and locks.
     public var isNamedByContent: Bool {
         switch kind {
-        case .key, .data, .index, .snapshot:
+        case .key, .data, .index, .snapshot, .anchor:
             return name.utf8.count == 64 && name.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
         case .config, .lock:
             return false
