@@ -1,3 +1,5 @@
+import Foundation
+
 /// The kinds of files a repository holds, each in its own folder.
 public enum FileKind: String, Sendable, CaseIterable, Codable {
     case config, key, data, index, snapshot, lock
@@ -56,7 +58,16 @@ public struct Handle: Hashable, Sendable, CustomStringConvertible {
 public struct StoredFile: Hashable, Sendable {
     public var name: String
     public var size: Int
-    public init(name: String, size: Int) { self.name = name; self.size = size }
+    /// When the storage last wrote the file, by the storage's clock; nil where it does not say.
+    public var modified: Date?
+    public init(name: String, size: Int, modified: Date? = nil) { self.name = name; self.size = size; self.modified = modified }
+
+    // A file is its name and size; when it was written is information about it, not part of it.
+    public static func == (a: StoredFile, b: StoredFile) -> Bool { a.name == b.name && a.size == b.size }
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(name)
+        hasher.combine(size)
+    }
 }
 
 /// Where a repository's files are kept. As small as a filesystem: every implementation passes the
