@@ -136,7 +136,8 @@ struct Audit: ParsableCommand {
                 detail.append("legacy (plain SHA-256) up to entry \(legacy), keyed from entry \(legacy + 1)")
             }
             if !check.unkeyed.isEmpty {
-                detail.append("entries \(check.unkeyed.map(String.init).joined(separator: ", ")) not keyed (their command could not open its repository; the keyed entries after them hold them in place)")
+                let which = check.unkeyed.count == 1 ? "entry \(check.unkeyed[0]) is" : "entries \(check.unkeyed.map(String.init).joined(separator: ", ")) are"
+                detail.append("\(which) not keyed (the command could not open its repository; only keyed entries after an entry hold it in place)")
             }
             if !check.anchored.isEmpty {
                 detail.append("head confirmed by \(check.anchored.count) repositor\(check.anchored.count == 1 ? "y" : "ies")")
