@@ -114,6 +114,25 @@ struct LockSafetyTests {
         #expect(check.exitCode == 0, "\(check)")
     }
 
+    @Test("packs a killed backup left unindexed stay through the grace period (they could be a running backup's) and go after it")
+    func unindexedPacksGrace() throws {
+        let sandbox = try Sandbox("lock-grace")
+        try sandbox.initRepository("--pack-size", "1", "--chunk-average", "262144")
+        let backup = try PausedBackup(sandbox)
+        backup.child.send(SIGKILL)
+        _ = backup.child.wait()
+        // What it left, counted after the kill (it may have written more since it was looked at).
+        let left = try packFiles(sandbox).subtracting(backup.packsBefore)
+        let kept = try sandbox.kho("prune", "--json")
+        #expect(kept.exitCode == 0 && kept.out.contains("\"unindexedKept\" : \(left.count)"), "\(kept)")
+        #expect(left.isSubset(of: try packFiles(sandbox)))
+        let removed = try sandbox.kho(["prune", "--json"], env: ["KHO_TEST_PRUNE_GRACE": "0"])
+        #expect(removed.exitCode == 0 && removed.out.contains("\"orphanPacks\" : \(left.count)"), "\(removed)")
+        #expect(try packFiles(sandbox).isDisjoint(with: left))
+        let check = try sandbox.kho("check", "--read-data")
+        #expect(check.exitCode == 0, "\(check)")
+    }
+
     @Test("a lock of this host is stale only when its process is gone, whatever its time says; another host's only when its file, too, was not written for 30 minutes")
     func stalenessWithoutClocks() throws {
         let sandbox = try Sandbox("lock-stale")
