@@ -76,14 +76,17 @@ public struct LedgerAnchor: Codable, Sendable, Equatable {
 
 extension Repository {
     /// Stores a ledger head. Anchors of the same ledger that it supersedes are removed afterwards
-    /// (not in append-only repositories): a failure there leaves an older anchor, which is never
-    /// taken over a newer one.
+    /// (not in append-only repositories, nor while object lock keeps them): a failure there
+    /// leaves an older anchor, which is never taken over a newer one.
     public func saveLedgerAnchor(_ anchor: LedgerAnchor) throws {
         let existing = try ledgerAnchors()
         try saveSealed(Array(try JSON.encoder.encode(anchor)), kind: .anchor, compress: false)
-        guard !isAppendOnly, objectLock == nil else { return }
-        for (name, old) in existing where old.ledger == anchor.ledger && old.sequence < anchor.sequence {
-            try storage.remove(Handle(.anchor, name))
+        guard !isAppendOnly else { return }
+        let superseded = existing.filter { $0.anchor.ledger == anchor.ledger && $0.anchor.sequence < anchor.sequence }
+            .map { Handle(.anchor, $0.name) }
+        let locked = try retentionDates(superseded)
+        for handle in superseded where locked[handle] == nil {
+            try storage.remove(handle)
         }
     }
 

@@ -188,8 +188,10 @@ public final class Pruner {
             report.indexFilesReplaced = oldIndexFiles.count
         }
 
-        // 3. Old index files, then packs nothing lists any more.
+        // 3. Old index files, then packs nothing lists any more. Only while the exclusive lock is
+        // still ours: once it is gone, a backup may have started and reused what would go.
         stepHook?("remove-index")
+        try RepositoryLock.checkHeld(repository.storage, confirm: true)
         // Only object lock needs them (to extend their locks): no extra listing otherwise.
         var liveIndexFiles = repository.objectLock == nil ? [] : try repository.storage.list(.index).compactMap { BlobID(hex: $0.name) }
         if changesIndex {
@@ -206,6 +208,7 @@ public final class Pruner {
             liveIndexFiles = liveIndexFiles.filter { !oldIndexFiles.contains($0) }
         }
         stepHook?("remove-packs")
+        try RepositoryLock.checkHeld(repository.storage, confirm: true)
         for use in remove { try repository.storage.remove(Handle(.data, use.pack.hex)) }
         for use in repack { try repository.storage.remove(Handle(.data, use.pack.hex)) }
         for name in orphans { try repository.storage.remove(Handle(.data, name)) }
@@ -245,6 +248,8 @@ public final class Pruner {
         var handles = keptPacks.map { Handle(.data, $0.hex) } + indexFiles.map { Handle(.index, $0.hex) }
         handles += try repository.storage.list(.snapshot).map { Handle(.snapshot, $0.name) }
         handles += try repository.storage.list(.key).map { Handle(.key, $0.name) }
+        // Ledger anchors: an unlocked one could be removed to hide a cut ledger.
+        handles += try repository.storage.list(.anchor).map { Handle(.anchor, $0.name) }
         handles.append(.config)
         return try repository.extendRetention(handles)
     }

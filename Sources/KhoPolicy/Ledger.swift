@@ -35,14 +35,14 @@ public struct LedgerEntry: Codable, Sendable, Equatable {
     }
 
     /// The JSON the hash covers: the entry with `hash` empty.
-    func hashedBytes() -> [UInt8] {
+    func hashedBytes() throws -> [UInt8] {
         var copy = self
         copy.hash = ""
-        return Array((try? JSON.encoder.encode(copy)) ?? Data())
+        return Array(try JSON.encoder.encode(copy))
     }
 
-    func computedHash() -> String {
-        SHA256.hash(hashedBytes()).hex
+    func computedHash() throws -> String {
+        SHA256.hash(try hashedBytes()).hex
     }
 
     /// Whether the entry is in the legacy form (no `key` field).
@@ -240,7 +240,7 @@ public final class AuditLedger: @unchecked Sendable {
 
     private func write(_ unhashed: LedgerEntry, key: DerivedKey?, to fd: Int32) throws -> LedgerEntry {
         var entry = unhashed
-        entry.hash = key.map { $0.mac(entry.hashedBytes()) } ?? entry.computedHash()
+        entry.hash = try key.map { $0.mac(try entry.hashedBytes()) } ?? entry.computedHash()
         let line = String(decoding: try JSON.encoder.encode(entry), as: UTF8.self) + "\n"
         try Array(line.utf8).withUnsafeBytes { try Syscall.writeAll(fd, $0, path) }
         try Syscall.call("fsync", path) { fsync(fd) }
@@ -366,14 +366,14 @@ public final class AuditLedger: @unchecked Sendable {
             }
             if let repository = entry.key, !repository.isEmpty {
                 if let key = keys[repository] {
-                    if !key.verify(entry.hashedBytes(), expected: entry.hash) {
+                    if !key.verify(try entry.hashedBytes(), expected: entry.hash) {
                         return fail(n, "\(name) was changed after it was written: its keyed hash does not match its content (rewritten without the key of repository \(repository.prefix(8)))")
                     }
                     result.keyed[repository, default: 0] += 1
                 } else if strict {
                     return fail(n, "\(name) is keyed with repository \(repository.prefix(8)), which was not opened: give that repository (--repo, or the policy that uses it) to check it")
                 }
-            } else if entry.computedHash() != entry.hash {
+            } else if try entry.computedHash() != entry.hash {
                 return fail(n, "\(name) was changed after it was written: its hash does not match its content")
             } else if !entry.isLegacy {
                 // Only a command that never got into its repository writes an unkeyed entry, and

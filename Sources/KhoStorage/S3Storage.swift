@@ -369,7 +369,10 @@ public struct S3Storage: Storage {
     public func remove(_ handle: Handle) throws {
         let what = "remove \(handle.path)"
         var query: [(String, String)] = []
-        if retention.current != nil {
+        // A lock file is rewritten while held, so it has several versions: removing only the
+        // newest would bring back the one before it. It is never locked, and hiding it behind a
+        // delete marker is what releasing it needs.
+        if retention.current != nil && handle.kind != .lock {
             // In a versioned (object lock) bucket a plain DELETE only hides the object behind a
             // delete marker; removing the version itself frees the space, and fails while locked.
             guard let version = try removableVersion(handle) else { return }
