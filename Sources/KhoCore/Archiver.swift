@@ -416,6 +416,8 @@ public final class Archiver {
                                 username: Host.user, tags: options.tags, parent: parent, source: source,
                                 partial: partial, summary: summary, manifest: manifest ?? options.manifest)
         snapshot.keyID = repository.keyID
+        // A backup that lost its lock may have had packs removed by a prune: it records nothing.
+        try RepositoryLock.checkHeld(repository.storage, confirm: true)
         let id = try repository.saveSnapshot(snapshot)
         snapshot.id = id.hex
         // The snapshot file counts toward what this backup added.

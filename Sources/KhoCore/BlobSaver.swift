@@ -239,6 +239,8 @@ public final class BlobSaver: @unchecked Sendable {
                 continue
             }
             do {
+                // A lost lock stops the backup at its next pack rather than at its end.
+                try RepositoryLock.checkHeld(repository.storage)
                 let id: BlobID
                 let size: Int
                 if let stream = pack.stream {

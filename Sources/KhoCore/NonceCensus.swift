@@ -10,7 +10,7 @@
 /// Memory: 32 bytes per sealed object, about 60 MiB for two million blobs.
 final class NonceCensus: @unchecked Sendable {
     enum ObjectKind: UInt8 {
-        case snapshotFile, indexFile, packHeader, blob
+        case snapshotFile, indexFile, anchorFile, packHeader, blob
     }
 
     struct Record {
@@ -98,6 +98,7 @@ final class NonceCensus: @unchecked Sendable {
         switch record.kind {
         case .snapshotFile: return "snapshots/\(place.prefix(8))"
         case .indexFile: return "index/\(place.prefix(8))"
+        case .anchorFile: return "anchors/\(place.prefix(8))"
         case .packHeader: return "header of pack \(place.prefix(8))"
         case .blob:
             return "blob \(Hex.encode(withUnsafeBytes(of: record.blobWord.bigEndian) { Array($0) }).prefix(8)) in pack \(place.prefix(8))"

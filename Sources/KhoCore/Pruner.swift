@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 
 public struct PruneOptions: Sendable {
     /// Unused space allowed to remain in partly used packs, as a share of all pack bytes. Packs
@@ -6,6 +7,10 @@ public struct PruneOptions: Sendable {
     public var maxUnused: Double = 0.05
     public var dryRun = false
     public var workers = Machine.cores
+    /// Packs no index lists that are younger than this (or than the oldest live or unreadable
+    /// lock) are kept: they may belong to a backup that runs without prune knowing (its lock
+    /// removed by mistake, or unreadable). Twice the time after which a silent lock is stale.
+    public var unindexedGrace: TimeInterval = 2 * RepositoryLock.staleAfter
     public init() {}
 }
 
@@ -21,6 +26,9 @@ public struct PruneReport: Codable, Sendable {
     public var packsRepacked = 0
     public var packsWritten = 0
     public var orphanPacks = 0
+    /// Packs no index lists that prune kept because a running backup may still be writing them
+    /// (see `PruneOptions.unindexedGrace`); a later prune removes them if they stay unlisted.
+    public var unindexedKept = 0
     public var indexFilesReplaced = 0
     public var bytesFreed: Int64 = 0
     /// Files prune would have removed but S3 Object Lock keeps until their date (left for a later prune).
@@ -71,7 +79,9 @@ public final class Pruner {
 
         // Every blob some snapshot reaches: a table of 32-byte IDs, not objects.
         let used = try usedBlobs(snapshots, index: index)
-        let stored = Dictionary(try repository.storage.list(.data).map { ($0.name, $0.size) }, uniquingKeysWith: { a, _ in a })
+        let storedFiles = try repository.storage.list(.data)
+        let stored = Dictionary(storedFiles.map { ($0.name, $0.size) }, uniquingKeysWith: { a, _ in a })
+        let written = Dictionary(storedFiles.map { ($0.name, $0.modified) }, uniquingKeysWith: { a, _ in a })
         let byPack = index.blobsByPack()
         report.packs = stored.count
 
@@ -102,7 +112,14 @@ public final class Pruner {
             report.blobsUsed += usedHere.count
             report.blobsUnused += blobs.count - usedHere.count
         }
-        let unlistedPacks = stored.keys.filter { BlobID(hex: $0).map { byPack[$0] == nil } ?? true }.sorted()
+        // Unlisted packs a running backup may still be about to index stay (docs/FORMAT.md, "Locks").
+        let (cutoff, othersHoldLocks) = try unindexedCutoff(now: Date())
+        let allUnlisted = stored.keys.filter { BlobID(hex: $0).map { byPack[$0] == nil } ?? true }.sorted()
+        let unlistedPacks = allUnlisted.filter { name in
+            guard let time = written[name] ?? nil else { return !othersHoldLocks }
+            return time < cutoff
+        }
+        report.unindexedKept = allUnlisted.count - unlistedPacks.count
         report.orphanPacks = unlistedPacks.count
         report.bytesTotal = stored.values.reduce(Int64(0)) { $0 + Int64($1) }
         report.bytesUnused = uses.reduce(Int64(0)) { $0 + $1.unusedBytes } + unlistedPacks.reduce(Int64(0)) { $0 + Int64(stored[$1]!) }
@@ -171,8 +188,10 @@ public final class Pruner {
             report.indexFilesReplaced = oldIndexFiles.count
         }
 
-        // 3. Old index files, then packs nothing lists any more.
+        // 3. Old index files, then packs nothing lists any more. Only while the exclusive lock is
+        // still ours: once it is gone, a backup may have started and reused what would go.
         stepHook?("remove-index")
+        try RepositoryLock.checkHeld(repository.storage, confirm: true)
         // Only object lock needs them (to extend their locks): no extra listing otherwise.
         var liveIndexFiles = repository.objectLock == nil ? [] : try repository.storage.list(.index).compactMap { BlobID(hex: $0.name) }
         if changesIndex {
@@ -189,6 +208,7 @@ public final class Pruner {
             liveIndexFiles = liveIndexFiles.filter { !oldIndexFiles.contains($0) }
         }
         stepHook?("remove-packs")
+        try RepositoryLock.checkHeld(repository.storage, confirm: true)
         for use in remove { try repository.storage.remove(Handle(.data, use.pack.hex)) }
         for use in repack { try repository.storage.remove(Handle(.data, use.pack.hex)) }
         for name in orphans { try repository.storage.remove(Handle(.data, name)) }
@@ -196,6 +216,28 @@ public final class Pruner {
         report.locksExtended = try extendLocks(keptPacks: keptPacks.map(\.pack), indexFiles: liveIndexFiles)
         stepHook?("done")
         return report
+    }
+
+    /// The time before which an unlisted pack cannot belong to a running backup: now less the
+    /// grace period, or the start of the oldest live lock of another process if earlier; nothing
+    /// at all when a lock file cannot be read (its backup's start is unknown). Also whether any
+    /// other process holds (or may hold) a lock, for packs whose time the storage does not tell.
+    private func unindexedCutoff(now: Date) throws -> (Date, Bool) {
+        var cutoff = now.addingTimeInterval(-options.unindexedGrace)
+        var others = false
+        for file in try RepositoryLock.scan(storage: repository.storage) {
+            switch file {
+            case .readable(_, let info, let modified):
+                if info.isFromThisBoot && info.pid == getpid() { continue }
+                if info.isStale(now: now, modified: modified) { continue }
+                others = true
+                cutoff = min(cutoff, info.time)
+            case .unreadable:
+                others = true
+                cutoff = .distantPast
+            }
+        }
+        return (cutoff, others)
     }
 
     /// With object lock, what the snapshots still use (packs, index files, the snapshots, keys and
@@ -206,6 +248,8 @@ public final class Pruner {
         var handles = keptPacks.map { Handle(.data, $0.hex) } + indexFiles.map { Handle(.index, $0.hex) }
         handles += try repository.storage.list(.snapshot).map { Handle(.snapshot, $0.name) }
         handles += try repository.storage.list(.key).map { Handle(.key, $0.name) }
+        // Ledger anchors: an unlocked one could be removed to hide a cut ledger.
+        handles += try repository.storage.list(.anchor).map { Handle(.anchor, $0.name) }
         handles.append(.config)
         return try repository.extendRetention(handles)
     }

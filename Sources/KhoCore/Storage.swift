@@ -1,6 +1,10 @@
+import Foundation
+
 /// The kinds of files a repository holds, each in its own folder.
 public enum FileKind: String, Sendable, CaseIterable, Codable {
     case config, key, data, index, snapshot, lock
+    /// Heads of audit ledgers that used this repository (see docs/FORMAT.md, "Ledger anchors").
+    case anchor
 
     /// The folder (or key prefix) the kind lives under; `config` is a single file at the top.
     public var folder: String {
@@ -11,6 +15,7 @@ public enum FileKind: String, Sendable, CaseIterable, Codable {
         case .index: return "index"
         case .snapshot: return "snapshots"
         case .lock: return "locks"
+        case .anchor: return "anchors"
         }
     }
 }
@@ -42,7 +47,7 @@ public struct Handle: Hashable, Sendable, CustomStringConvertible {
     /// kind but the config and locks.
     public var isNamedByContent: Bool {
         switch kind {
-        case .key, .data, .index, .snapshot:
+        case .key, .data, .index, .snapshot, .anchor:
             return name.utf8.count == 64 && name.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
         case .config, .lock:
             return false
@@ -53,7 +58,16 @@ public struct Handle: Hashable, Sendable, CustomStringConvertible {
 public struct StoredFile: Hashable, Sendable {
     public var name: String
     public var size: Int
-    public init(name: String, size: Int) { self.name = name; self.size = size }
+    /// When the storage last wrote the file, by the storage's clock; nil where it does not say.
+    public var modified: Date?
+    public init(name: String, size: Int, modified: Date? = nil) { self.name = name; self.size = size; self.modified = modified }
+
+    // A file is its name and size; when it was written is information about it, not part of it.
+    public static func == (a: StoredFile, b: StoredFile) -> Bool { a.name == b.name && a.size == b.size }
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(name)
+        hasher.combine(size)
+    }
 }
 
 /// Where a repository's files are kept. As small as a filesystem: every implementation passes the

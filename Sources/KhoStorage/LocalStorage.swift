@@ -145,7 +145,8 @@ public struct LocalStorage: Storage {
         let (_, code) = Syscall.attempt { statPath(file, &info) }
         if code == ENOENT { throw KhoError.missing(handle, in: root) }
         guard code == 0 else { throw KhoError.posix("stat", file, errno: code) }
-        return StoredFile(name: handle.name, size: Int(info.st_size))
+        return StoredFile(name: handle.name, size: Int(info.st_size),
+                          modified: Date(timeIntervalSince1970: Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9))
     }
 
     private func entries(of folder: String) throws -> [(name: String, isDirectory: Bool)] {

@@ -361,7 +361,7 @@ public struct S3Storage: Storage {
                 name = rest
             }
             guard !name.isEmpty, !name.hasPrefix(".") else { continue }
-            result.append(StoredFile(name: String(name), size: object.size))
+            result.append(StoredFile(name: String(name), size: object.size, modified: object.modified))
         }
         return result
     }
@@ -369,7 +369,10 @@ public struct S3Storage: Storage {
     public func remove(_ handle: Handle) throws {
         let what = "remove \(handle.path)"
         var query: [(String, String)] = []
-        if retention.current != nil {
+        // A lock file is rewritten while held, so it has several versions: removing only the
+        // newest would bring back the one before it. It is never locked, and hiding it behind a
+        // delete marker is what releasing it needs.
+        if retention.current != nil && handle.kind != .lock {
             // In a versioned (object lock) bucket a plain DELETE only hides the object behind a
             // delete marker; removing the version itself frees the space, and fails while locked.
             guard let version = try removableVersion(handle) else { return }
@@ -464,6 +467,8 @@ final class S3ResponseCollector: HTTPClientResponseDelegate, @unchecked Sendable
 struct S3Object: Sendable, Equatable {
     var key: String
     var size: Int
+    /// LastModified, by the server's clock (lock staleness, the age of unindexed packs).
+    var modified: Date? = nil
 }
 
 /// Signs, sends and retries requests; shared by the copies of one `S3Storage`.
@@ -912,6 +917,7 @@ struct ListPage {
         var page = ListPage()
         var key: String?
         var size: Int?
+        var modified: Date?
         var broken = false
         var root = false
         let ok = XMLCollector { path, text in
@@ -921,10 +927,12 @@ struct ListPage {
             case ["ListBucketResult", "NextContinuationToken"]: page.nextToken = text
             case ["ListBucketResult", "Contents", "Key"]: key = text
             case ["ListBucketResult", "Contents", "Size"]: size = Int(text.trimmingCharacters(in: .whitespaces))
+            case ["ListBucketResult", "Contents", "LastModified"]: modified = Timestamp.parse(text.trimmingCharacters(in: .whitespaces))
             case ["ListBucketResult", "Contents"]:
-                if let key, let size { page.objects.append(S3Object(key: key, size: size)) } else { broken = true }
+                if let key, let size { page.objects.append(S3Object(key: key, size: size, modified: modified)) } else { broken = true }
                 key = nil
                 size = nil
+                modified = nil
             default: break
             }
         }.parse(data)

@@ -33,10 +33,29 @@ public struct DrillEvidence: Codable, Sendable {
     public var host: String
     /// SHA-256 of this record's JSON with this field empty.
     public var evidenceSHA256: String
+    /// The repository whose evidence key made `evidenceMAC` (absent in evidence of an earlier kho).
+    public var sealRepository: String?
+    /// HMAC-SHA256, under a key derived from the repository's master key, of this record's JSON
+    /// with this field absent and `evidenceSHA256` empty: whoever edits the evidence and
+    /// recomputes the SHA-256 cannot recompute this without the repository's password.
+    public var evidenceMAC: String?
 
-    public mutating func seal() throws {
+    public mutating func seal(key: DerivedKey? = nil) throws {
         evidenceSHA256 = ""
+        evidenceMAC = nil
+        sealRepository = key?.repositoryID
+        if let key { evidenceMAC = try key.mac(Array(try JSON.encoder.encode(self))) }
         evidenceSHA256 = try SHA256.hash(Array(try JSON.encoder.encode(self))).hex
+    }
+
+    /// True when the keyed seal matches the record (and the SHA-256 too); false without one.
+    public func verifyKeyedSeal(_ key: DerivedKey) -> Bool {
+        guard verifySeal(), let mac = evidenceMAC, sealRepository == key.repositoryID else { return false }
+        var copy = self
+        copy.evidenceSHA256 = ""
+        copy.evidenceMAC = nil
+        guard let data = try? JSON.encoder.encode(copy) else { return false }
+        return (try? key.verify(Array(data), expected: mac)) ?? false
     }
 
     /// True when the stored hash matches the record.
@@ -75,6 +94,8 @@ public final class DrillRunner {
     /// Runs one drill. `snapshotID` nil means the newest good snapshot of the source.
     public func drill(policy: Policy, source: SourceSpec, snapshotID: String?, planned: Date? = nil) throws -> DrillEvidence {
         let repository = try Repository.open(storage: try StorageFactory.make(location: policy.repository.path), password: try policy.repository.password())
+        // The audit ledger keys the drill's entry with it.
+        OpenedRepositories.remember(repository)
         let lockName = try RepositoryLock.newName()
         lockPending?(repository.storage, lockName)
         let lock = try RepositoryLock.acquire(storage: repository.storage, exclusive: false, command: "verify \(policy.name)/\(source.name)",
@@ -162,7 +183,7 @@ public final class DrillRunner {
         }
         evidence.passed = !evidence.failureReasons.contains { !$0.contains("(not counted:") }
         evidence.end = started.addingTimeInterval(Date().timeIntervalSince(realStart))
-        try evidence.seal()
+        try evidence.seal(key: try repository.evidenceKey)
         if let catalog {
             record.ended = evidence.end
             record.outcome = evidence.passed ? "success" : "failure"

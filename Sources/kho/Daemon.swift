@@ -28,7 +28,12 @@ struct Daemon: ParsableCommand {
             let catalog = try orchestration.catalog()
             let runner = PolicyRunner(policies: policies, catalog: catalog, options: options, log: log)
             runner.drill = Run.drillJob(catalog: catalog, quiet: false)
-            try PolicyChanges.record(policies: policies, stateDirectory: orchestration.stateDirectory)
+            do {
+                try PolicyChanges.record(policies: policies, stateDirectory: orchestration.stateDirectory)
+            } catch {
+                // Not recorded: the hashes stay as they were, so the next round records the change.
+                log("policy changes could not be recorded in the audit ledger: \((error as? KhoError)?.message ?? "\(error)")")
+            }
             let watcher = Worker(name: "kho-daemon-stop") {
                 while !stop.current && !runner.stopRequested.current { Thread.sleep(forTimeInterval: 0.2) }
                 runner.stopRequested.withLock { $0 = true }

@@ -38,17 +38,26 @@ enum Main {
         Signals.install()
         do {
             var command = try Kho.parseAsRoot()
+            // A privileged command whose entry could not be written does not run.
+            try AuditTrail.prepare(command)
+            var failure: Error?
+            var outcome = "success"
             do {
                 try command.run()
-                AuditTrail.record(command, outcome: "success")
             } catch {
-                let outcome: String
+                failure = error
                 if let status = error as? ExitStatus { outcome = "exit \(status.code)" }
                 else if let error = error as? KhoError { outcome = "exit \(ExitStatus.code(for: error.kind)): \(error.message)" }
                 else { outcome = "failure" }
-                AuditTrail.record(command, outcome: outcome)
-                throw error
             }
+            do {
+                try AuditTrail.record(command, outcome: outcome)
+            } catch {
+                let message = (error as? KhoError)?.message ?? "\(error)"
+                Terminal.error("\(AuditTrail.name(of: command) ?? "the command") \(failure == nil ? "finished" : "failed") but could not be recorded in the audit ledger in \(AuditTrail.ledgerDirectory): \(message)")
+                if failure == nil { exit(ExitStatus.failure) }
+            }
+            if let failure { throw failure }
         } catch let error as KhoError {
             Terminal.error(error.message)
             exit(ExitStatus.code(for: error.kind))

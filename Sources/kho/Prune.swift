@@ -38,6 +38,9 @@ struct Prune: ParsableCommand {
         if let last = r.retained.map(\.until).max() {
             Terminal.out("left \(r.retained.count) files that S3 Object Lock keeps (the last until \(ObjectLockFormat.text(last))); a prune after that date removes them")
         }
+        if r.unindexedKept > 0 {
+            Terminal.out("kept \(r.unindexedKept) packs no index lists yet: a running backup may still be writing them (a later prune removes them if they stay unlisted)")
+        }
         if r.locksExtended > 0 {
             Terminal.out("extended the object lock of \(r.locksExtended) files that snapshots still use")
         }
@@ -47,6 +50,10 @@ struct Prune: ParsableCommand {
         var options = PruneOptions()
         options.maxUnused = try Prune.parseShare(maxUnused)
         options.dryRun = dryRun
+        if let grace = ProcessInfo.processInfo.environment["KHO_TEST_PRUNE_GRACE"], let seconds = Double(grace) {
+            // Tests only: how long unlisted packs are kept (docs/FORMAT.md, "Locks").
+            options.unindexedGrace = seconds
+        }
         let report: PruneReport = try repository.withRepository(exclusive: !dryRun, command: "prune") { repo in
             let pruner = Pruner(repository: repo, options: options, warn: { Terminal.warning($0) })
             if let step = ProcessInfo.processInfo.environment["KHO_TEST_PRUNE_PAUSE"] {

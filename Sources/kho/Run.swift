@@ -65,7 +65,13 @@ struct Run: ParsableCommand {
                 result.outcome = evidence.passed ? "success" : "failure"
                 result.snapshot = evidence.snapshot
                 result.error = evidence.passed ? nil : evidence.failureReasons.joined(separator: "; ")
-                AuditTrail.recordDrill(policy: policy.name, source: source.name, outcome: result.outcome)
+                do {
+                    try AuditTrail.recordDrill(policy: policy, source: source.name, outcome: result.outcome)
+                } catch {
+                    // A drill that left no ledger entry does not count as done.
+                    result.outcome = "failure"
+                    result.error = "the drill could not be recorded in the audit ledger: \((error as? KhoError)?.message ?? "\(error)")"
+                }
             } catch {
                 result.error = (error as? KhoError)?.message ?? "\(error)"
             }

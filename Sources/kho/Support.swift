@@ -122,7 +122,10 @@ struct RepositoryOptions: ParsableArguments {
         let storage = try storage()
         let config = try Repository.readConfig(storage: storage)
         let password = try Password.read(purpose: "repository password")
-        return try Repository.open(storage: storage, password: password, config: config)
+        let repository = try Repository.open(storage: storage, password: password, config: config)
+        // A privileged command's audit ledger entry is keyed and anchored with it.
+        OpenedRepositories.remember(repository)
+        return repository
     }
 
     /// Opens the repository and takes a lock for the duration of `body`.

@@ -4,7 +4,7 @@ import KhoCore
 
 struct Unlock: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Remove stale locks (their process is gone, or they were not refreshed for 30 minutes).",
+        abstract: "Remove stale locks (their process on this host is gone, or another host's lock was not refreshed for 30 minutes).",
         discussion: "Does not need the password: lock files hold no secret."
     )
 
@@ -20,9 +20,14 @@ struct Unlock: ParsableCommand {
         for (name, info) in removed {
             Terminal.out("removed lock \(name.prefix(8)) held by \(info.holder)")
         }
-        let left = try RepositoryLock.list(storage: storage)
-        for (name, info) in left {
-            Terminal.out("kept lock \(name.prefix(8)) of \(info.holder): its process is alive (use --remove-all if you are sure it is not)")
+        let left = try RepositoryLock.scan(storage: storage)
+        for file in left {
+            switch file {
+            case .readable(let name, let info, _):
+                Terminal.out("kept lock \(name.prefix(8)) of \(info.holder): its process may be alive (use --remove-all if you are sure it is not)")
+            case .unreadable(let name, let reason, _):
+                Terminal.out("kept lock file \(name.prefix(8)), which cannot be read (\(reason)): it blocks forget and prune; once you have checked that no kho process uses this repository on any host, remove it with --remove-all")
+            }
         }
         if removed.isEmpty && left.isEmpty { Terminal.out("no locks") }
     }

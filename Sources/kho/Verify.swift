@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KhoCore
 import KhoPolicy
+import KhoStorage
 import KhoVerify
 
 struct Verify: ParsableCommand {
@@ -101,16 +102,104 @@ struct Audit: ParsableCommand {
     }
 
     struct VerifyLedger: ParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "verify", abstract: "Check the hash chain; exit 12 naming the first bad entry.")
+        static let configuration = CommandConfiguration(
+            commandName: "verify",
+            abstract: "Check the ledger's keyed chain, the heads the repositories recorded and the keyed seals of drill evidence; exit 12 naming the first problem.",
+            discussion: """
+            The keys come from the repositories: --repo (repeatable; default $KHO_REPOSITORY, password as
+            for every command) and those of the policies (their password files). Every repository
+            that keyed an entry must be given.
+            """
+        )
         @OptionGroup var orchestration: OrchestrationOptions
+        @Option(name: .customLong("repo"), help: "A repository whose key checks the ledger (repeatable). Default: $KHO_REPOSITORY.")
+        var repos: [String] = []
 
         func run() throws {
             let ledger = try AuditLedger(stateDirectory: orchestration.stateDirectory)
-            if let (_, reason) = try ledger.verify() {
+            let (witnesses, notes) = try openWitnesses()
+            for note in notes { Terminal.warning(note) }
+            guard !witnesses.isEmpty else {
+                throw KhoError(.usage, "No repository could be opened to check the ledger's keys with: give --repo (or KHO_REPOSITORY) and its password, or policies whose repositories can be opened.")
+            }
+            let check = try ledger.check(witnesses: witnesses)
+            if let (_, reason) = check.problem {
                 Terminal.out("ledger \(ledger.path): BROKEN: \(reason)")
                 throw ExitStatus(code: ExitStatus.integrity)
             }
-            Terminal.out("ledger \(ledger.path): \(try ledger.entries().count) entries, chain intact")
+            if let evidenceProblem = try checkEvidence(witnesses: witnesses, ledger: ledger) {
+                Terminal.out("drill evidence in \(orchestration.stateDirectory): BROKEN: \(evidenceProblem)")
+                throw ExitStatus(code: ExitStatus.integrity)
+            }
+            var detail: [String] = []
+            if let legacy = check.legacyThrough {
+                detail.append("legacy (plain SHA-256) up to entry \(legacy), keyed from entry \(legacy + 1)")
+            }
+            if !check.unkeyed.isEmpty {
+                let which = check.unkeyed.count == 1 ? "entry \(check.unkeyed[0]) is" : "entries \(check.unkeyed.map(String.init).joined(separator: ", ")) are"
+                detail.append("\(which) not keyed (the command could not open its repository; only keyed entries after an entry hold it in place)")
+            }
+            if !check.anchored.isEmpty {
+                detail.append("head confirmed by \(check.anchored.count) repositor\(check.anchored.count == 1 ? "y" : "ies")")
+            }
+            Terminal.out("ledger \(ledger.path): \(check.entries) entries, chain intact\(detail.isEmpty ? "" : " (" + detail.joined(separator: "; ") + ")")")
+        }
+
+        /// The repositories named by --repo (or KHO_REPOSITORY) and by the policies.
+        private func openWitnesses() throws -> ([Repository], [String]) {
+            var opened: [Repository] = []
+            var notes: [String] = []
+            var locations = repos
+            if locations.isEmpty, let env = ProcessInfo.processInfo.environment["KHO_REPOSITORY"], !env.isEmpty { locations = [env] }
+            for location in locations {
+                let storage = try StorageFactory.make(location: location)
+                opened.append(try Repository.open(storage: storage, password: try Password.read(purpose: "password of \(location)"),
+                                                  config: try Repository.readConfig(storage: storage)))
+            }
+            var isFolder: ObjCBool = false
+            if FileManager.default.fileExists(atPath: orchestration.policyDirectory, isDirectory: &isFolder), isFolder.boolValue {
+                let (policies, _) = PolicyLoader(checkSecrets: false).load(directory: orchestration.policyDirectory)
+                var seen = Set(locations)
+                for policy in policies where seen.insert(policy.repository.path).inserted {
+                    do {
+                        let repository = try Repository.open(storage: try StorageFactory.make(location: policy.repository.path), password: try policy.repository.password())
+                        if !opened.contains(where: { $0.config.id == repository.config.id }) { opened.append(repository) }
+                    } catch {
+                        notes.append("the repository \(policy.repository.path) of policy \(policy.name) could not be opened: \((error as? KhoError)?.message ?? "\(error)")")
+                    }
+                }
+            }
+            return (opened, notes)
+        }
+
+        /// The first drill record whose evidence does not carry a valid keyed seal. Evidence
+        /// without one is accepted only from before the ledger was keyed (an earlier kho).
+        private func checkEvidence(witnesses: [Repository], ledger: AuditLedger) throws -> String? {
+            let catalogFile = orchestration.stateDirectory + "/catalog.sqlite"
+            guard FileManager.default.fileExists(atPath: catalogFile) else { return nil }
+            let keyedSince = try ledger.entries().first { $0.isKeyed }?.time
+            let keys = Dictionary(try witnesses.map { ($0.config.id, try $0.evidenceKey) }, uniquingKeysWith: { a, _ in a })
+            for record in try orchestration.catalog().runs(kind: "drill") {
+                guard let details = record.details else { continue }
+                let name = "drill record \(record.id.map(String.init) ?? "?") (\(record.policy)/\(record.source), \(Format.time(record.started)))"
+                guard let evidence = try? JSON.decoder.decode(DrillEvidence.self, from: Data(details.utf8)) else {
+                    return "\(name) holds no readable evidence: it was edited"
+                }
+                guard evidence.verifySeal() else { return "\(name): the evidence does not match its SHA-256: it was edited" }
+                guard let repository = evidence.sealRepository, evidence.evidenceMAC != nil else {
+                    if let keyedSince, evidence.end >= keyedSince {
+                        return "\(name) carries no keyed seal although it is newer than the keyed ledger: its seal was removed and recomputed"
+                    }
+                    continue
+                }
+                guard let key = keys[repository] else {
+                    return "\(name) is sealed with repository \(repository.prefix(8)), which was not opened: give it with --repo"
+                }
+                guard evidence.verifyKeyedSeal(key) else {
+                    return "\(name): the evidence does not match its keyed seal: it was edited and its SHA-256 recomputed without the repository's key"
+                }
+            }
+            return nil
         }
     }
 }
@@ -124,15 +213,39 @@ enum AuditTrail {
         (Key.Remove.self, "key remove"), (Key.Passwd.self, "key passwd"), (Verify.self, "verify"),
     ]
 
-    static func record(_ command: ParsableCommand, outcome: String) {
-        guard let name = privileged.first(where: { $0.type == type(of: command) })?.name else { return }
-        let state = ledgerDirectory
-        let arguments = Array(CommandLine.arguments.dropFirst())
-        do {
-            try AuditLedger(stateDirectory: state).append(command: name, arguments: arguments, outcome: outcome)
-        } catch {
-            Terminal.warning("the action could not be written to the audit ledger in \(state): \((error as? KhoError)?.message ?? "\(error)")")
+    static func name(of command: ParsableCommand) -> String? {
+        privileged.first(where: { $0.type == type(of: command) })?.name
+    }
+
+    /// Before a privileged command runs: its entry must be writable, or it does not run.
+    static func prepare(_ command: ParsableCommand) throws {
+        guard name(of: command) != nil else { return }
+        try AuditLedger(stateDirectory: ledgerDirectory).checkWritable()
+    }
+
+    /// Writes the entry of a privileged command, keyed with the repository it opened (or, when
+    /// it failed before opening one, the repository its options name, if that opens) and
+    /// anchored in every repository it opened.
+    static func record(_ command: ParsableCommand, outcome: String) throws {
+        guard let name = name(of: command) else { return }
+        var witnesses = OpenedRepositories.all
+        if witnesses.isEmpty, let options = repositoryOptions(of: command) {
+            do {
+                witnesses = [try options.open()]
+            } catch {
+                // Nothing was done in a repository that cannot be opened: the entry is written
+                // unkeyed, and held in place by the next keyed one.
+            }
         }
+        try AuditLedger(stateDirectory: ledgerDirectory).append(command: name, arguments: Array(CommandLine.arguments.dropFirst()),
+                                                                outcome: outcome, witnesses: witnesses)
+    }
+
+    private static func repositoryOptions(of command: ParsableCommand) -> RepositoryOptions? {
+        for child in Mirror(reflecting: command).children {
+            if let group = child.value as? OptionGroup<RepositoryOptions> { return group.wrappedValue }
+        }
+        return nil
     }
 
     /// The state folder as the orchestration commands find it (`OrchestrationOptions.stateDirectory`):
@@ -154,13 +267,16 @@ enum AuditTrail {
 }
 
 extension AuditTrail {
-    static func recordDrill(policy: String, source: String, outcome: String) {
-        let state = ledgerDirectory
-        try? AuditLedger(stateDirectory: state).append(command: "drill", arguments: ["--policy", policy, "--source", source], outcome: outcome)
+    /// A drill of `kho run`: keyed with, and anchored in, the policy's repository.
+    static func recordDrill(policy: Policy, source: String, outcome: String) throws {
+        let witnesses = OpenedRepositories.all.filter { $0.storage.location == policy.repository.path }
+        try AuditLedger(stateDirectory: ledgerDirectory).append(command: "drill", arguments: ["--policy", policy.name, "--source", source],
+                                                                outcome: outcome, witnesses: witnesses.isEmpty ? Array(OpenedRepositories.all.prefix(1)) : witnesses)
     }
 }
 
-/// Notices policy files that changed since the last run and writes each change to the ledger.
+/// Notices policy files that changed since the last run and writes each change to the ledger,
+/// keyed with the policy's repository.
 enum PolicyChanges {
     static func record(policies: [Policy], stateDirectory: String) throws {
         let path = stateDirectory + "/policy-hashes.json"
@@ -171,16 +287,33 @@ enum PolicyChanges {
             current[policy.name] = try SHA256.hash(Array(data)).hex
         }
         guard current != old else { return }
-        let ledger = try? AuditLedger(stateDirectory: stateDirectory)
+        let ledger = try AuditLedger(stateDirectory: stateDirectory)
         for (name, hash) in current.sorted(by: { $0.key < $1.key }) where old[name] != hash {
-            let file = policies.first { $0.name == name }?.file ?? name
-            _ = try? ledger?.append(command: "policy change", arguments: [file, old[name].map { "from \($0.prefix(12))" } ?? "new", "to \(hash.prefix(12))"], outcome: "picked up by kho run")
+            let policy = policies.first { $0.name == name }
+            let file = policy?.file ?? name
+            try ledger.append(command: "policy change", arguments: [file, old[name].map { "from \($0.prefix(12))" } ?? "new", "to \(hash.prefix(12))"],
+                              outcome: "picked up by kho run", witnesses: policy.map(witnesses) ?? [])
         }
         for name in old.keys.sorted() where current[name] == nil {
-            _ = try? ledger?.append(command: "policy change", arguments: [name, "removed"], outcome: "picked up by kho run")
+            try ledger.append(command: "policy change", arguments: [name, "removed"], outcome: "picked up by kho run",
+                              witnesses: Array(OpenedRepositories.all.prefix(1)))
         }
-        if let data = try? JSONEncoder().encode(current) {
-            FileManager.default.createFile(atPath: path, contents: data)
+        do {
+            try JSONEncoder().encode(current).write(to: URL(fileURLWithPath: path), options: .atomic)
+        } catch {
+            throw KhoError(.failure, "The policy hashes in \(path) cannot be written (\(error.localizedDescription)): fix the state folder; the next run would record the same changes again.")
+        }
+    }
+
+    /// The policy's repository, opened (and remembered) to key the entry; none when it does not open.
+    private static func witnesses(_ policy: Policy) -> [any LedgerWitness] {
+        if let known = OpenedRepositories.all.first(where: { $0.storage.location == policy.repository.path }) { return [known] }
+        do {
+            let repository = try Repository.open(storage: try StorageFactory.make(location: policy.repository.path), password: try policy.repository.password())
+            OpenedRepositories.remember(repository)
+            return [repository]
+        } catch {
+            return []
         }
     }
 }

@@ -765,6 +765,11 @@ struct LifecycleTests {
         try writeFile(locks + "/" + live, lock(exclusive: false, host: Host.name, pid: getpid(), refreshed: now))
         try writeFile(locks + "/" + remoteLive, lock(exclusive: false, host: "other-host.example", pid: deadPID, refreshed: now))
         try writeFile(locks + "/" + remoteOld, lock(exclusive: true, host: "other-host.example", pid: 4242, refreshed: now.addingTimeInterval(-31 * 60)))
+        // Another host's lock is stale only when its file, too, was not written for 30 minutes
+        // (its content's time alone may come from a wrong clock).
+        let silent = Int(now.addingTimeInterval(-31 * 60).timeIntervalSince1970)
+        var times = [timespec(tv_sec: silent, tv_nsec: 0), timespec(tv_sec: silent, tv_nsec: 0)]
+        try #require(utimensat(AT_FDCWD, locks + "/" + remoteOld, &times, 0) == 0)
 
         // Stale exclusive locks block nobody; live shared ones let backups in but keep prune out.
         let source = sandbox.path("f.txt")
