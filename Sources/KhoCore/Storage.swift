@@ -18,6 +18,24 @@ public enum FileKind: String, Sendable, CaseIterable, Codable {
         case .anchor: return "anchors"
         }
     }
+
+    /// The largest file of this kind the format allows (with room to spare). A read of more is
+    /// refused before anything is allocated: a file planted by whoever can write the storage
+    /// cannot make kho read gigabytes into memory.
+    public var maximumSize: Int {
+        switch self {
+        case .config, .key, .lock: return 64 << 10
+        case .anchor: return 1 << 20
+        case .snapshot: return 64 << 20
+        // Up to 512 MiB of blobs plus a header; index files list many packs' blobs.
+        case .data, .index: return 1 << 30
+        }
+    }
+
+    /// The integrity error for a file larger than its kind allows.
+    public func tooLarge(_ handle: Handle, size: Int, in location: String) -> KhoError {
+        KhoError(.integrity, "\(handle.path) in \(location) is \(size) bytes, more than a \(rawValue) file of a kho repository can be (\(maximumSize) bytes): it was not written by kho; remove it after checking what put it there.")
+    }
 }
 
 /// One stored file: its kind and its name (64 hex digits, or `config`).

@@ -128,6 +128,7 @@ public struct LocalStorage: Storage {
             try Syscall.call("fstat", file) { fstat(fd, &info) }
             count = max(0, Int(info.st_size) - offset)
         }
+        guard count <= handle.kind.maximumSize else { throw handle.kind.tooLarge(handle, size: count, in: root) }
         var got = 0
         let bytes = try [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
             got = try Syscall.preadFull(fd, UnsafeMutableRawBufferPointer(buffer), offset: offset, file)

@@ -296,7 +296,10 @@ public struct S3Storage: Storage {
             headers["Range"] = "bytes=\(offset)-"
         }
         let what = "read \(handle.path)"
-        let response = try client.send("GET", key: address.key(handle), headers: headers, what: what)
+        if let length, length > handle.kind.maximumSize { throw handle.kind.tooLarge(handle, size: length, in: address.description) }
+        let response = try client.send("GET", key: address.key(handle), headers: headers, what: what,
+                                       maxBody: length ?? handle.kind.maximumSize,
+                                       tooLarge: { handle.kind.tooLarge(handle, size: $0, in: self.address.description) })
         switch response.status {
         case 200:
             // The whole object (no range asked, or a server that ignores ranges).
@@ -438,8 +441,15 @@ final class S3ResponseCollector: HTTPClientResponseDelegate, @unchecked Sendable
     private var headers: [String: String] = [:]
     private var bytes: [UInt8] = []
     private let isHead: Bool
+    /// The most body bytes accepted: more fails the request before they are held in memory.
+    private let limit: Int
+    private let tooLarge: @Sendable (Int) -> KhoError
 
-    init(method: HTTPMethod) { isHead = method == .HEAD }
+    init(method: HTTPMethod, limit: Int, tooLarge: @escaping @Sendable (Int) -> KhoError) {
+        isHead = method == .HEAD
+        self.limit = limit
+        self.tooLarge = tooLarge
+    }
 
     func didReceiveHead(task: HTTPClient.Task<S3Response>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
         status = Int(head.status.code)
@@ -448,13 +458,17 @@ final class S3ResponseCollector: HTTPClientResponseDelegate, @unchecked Sendable
             headers[name] = headers[name].map { $0 + ", " + value } ?? value
         }
         // A HEAD answer names the object's length without a body: reserve nothing then.
-        if let length = headers["content-length"].flatMap(Int.init), length > 0, length <= 1 << 30, !isHead {
-            bytes.reserveCapacity(length)
+        if let length = headers["content-length"].flatMap(Int.init), length > 0, !isHead {
+            if length > limit && (200...299).contains(status) { return task.eventLoop.makeFailedFuture(tooLarge(length)) }
+            bytes.reserveCapacity(min(length, limit))
         }
         return task.eventLoop.makeSucceededVoidFuture()
     }
 
     func didReceiveBodyPart(task: HTTPClient.Task<S3Response>, _ buffer: ByteBuffer) -> EventLoopFuture<Void> {
+        // An error answer carries a small XML body whatever was asked for.
+        let allowed = (200...299).contains(status) ? limit : max(limit, 1 << 20)
+        if bytes.count + buffer.readableBytes > allowed { return task.eventLoop.makeFailedFuture(tooLarge(bytes.count + buffer.readableBytes)) }
         bytes.append(contentsOf: buffer.readableBytesView)
         return task.eventLoop.makeSucceededVoidFuture()
     }
@@ -530,7 +544,8 @@ final class S3Client: @unchecked Sendable {
     /// rest (`Range`) sent unsigned; `what` names the operation in messages. `bodyHash` is the
     /// body's SHA-256 in hex when the caller knows it already (a file named by its hash).
     func send(_ method: String, key: String?, query: [(String, String)] = [], headers: [String: String] = [:],
-              body: [UInt8]? = nil, bodyHash: String? = nil, what: String) throws -> S3Response {
+              body: [UInt8]? = nil, bodyHash: String? = nil, what: String, maxBody: Int = 64 << 20,
+              tooLarge: @escaping @Sendable (Int) -> KhoError = { KhoError(.storage, "An S3 answer of \($0) bytes is larger than any kho asks for: check that the endpoint is an S3 server.") }) throws -> S3Response {
         if let setupError { throw setupError }
         let encodedPath = "/" + SigV4.uriEncode(address.bucket, keepSlash: false)
             + (key.map { "/" + SigV4.uriEncode($0, keepSlash: true) } ?? "")
@@ -570,7 +585,7 @@ final class S3Client: @unchecked Sendable {
                 request.headers.replaceOrAdd(name: "Content-Type", value: "application/octet-stream")
                 request.body = .bytes(body)
             }
-            let outcome = perform(request)
+            let outcome = perform(request, maxBody: maxBody, tooLarge: tooLarge)
             let reason: String
             switch outcome {
             case .success(let response):
@@ -585,6 +600,9 @@ final class S3Client: @unchecked Sendable {
                     if (200...299).contains(response.status) { bucketSeen.withLock { $0 = true } }
                     return response
                 }
+            case .failure(let error as KhoError):
+                // Refused by the collector (a body larger than the format allows): not a network fault.
+                throw error
             case .failure(let error):
                 let problem = TransportProblem(error, caFile: configuration.caFile, host: address.host)
                 reason = problem.description
@@ -619,10 +637,11 @@ final class S3Client: @unchecked Sendable {
 
     /// One attempt, waited for on the calling thread. A 16 MiB pack on a slow line may take long:
     /// only a stall times out (the client's timeouts), and a whole request has a generous deadline.
-    private func perform(_ request: HTTPClient.Request) -> Result<S3Response, any Error> {
+    private func perform(_ request: HTTPClient.Request, maxBody: Int, tooLarge: @escaping @Sendable (Int) -> KhoError) -> Result<S3Response, any Error> {
         let deadline = NIODeadline.now() + .nanoseconds(Int64(max(configuration.timeout * 20, 3600) * 1e9))
         do {
-            return .success(try http.execute(request: request, delegate: S3ResponseCollector(method: request.method), deadline: deadline).wait())
+            let collector = S3ResponseCollector(method: request.method, limit: maxBody, tooLarge: tooLarge)
+            return .success(try http.execute(request: request, delegate: collector, deadline: deadline).wait())
         } catch {
             return .failure(error)
         }

@@ -30,6 +30,7 @@ struct StorageConformance {
         case zeroLengthFile
         case concurrentSaves
         case concurrentSavesOfOneName
+        case oversizedFileIsRefused
 
         var testDescription: String { rawValue }
     }
@@ -62,6 +63,7 @@ struct StorageConformance {
         case .zeroLengthFile: try zeroLengthFile(storage)
         case .concurrentSaves: try concurrentSaves(storage)
         case .concurrentSavesOfOneName: try concurrentSavesOfOneName(storage)
+        case .oversizedFileIsRefused: try oversizedFileIsRefused(storage)
         }
     }
 
@@ -102,6 +104,21 @@ struct StorageConformance {
                     "offset \(offset) length \(length)")
         }
         #expect(try storage.load(handle, offset: 7_777, length: nil) == Array(data[7_777...]), "offset with no length reads to the end")
+    }
+
+    /// A file larger than its kind allows (planted by whoever can write the storage) is refused
+    /// with an integrity error instead of being read into memory; ranges within it still read.
+    func oversizedFileIsRefused(_ storage: any Storage) throws {
+        var rng = TestRandom(seed: 9)
+        let lock = Handle(.lock, rng.name())
+        let size = FileKind.lock.maximumSize + 1
+        try storage.save(lock, data: rng.bytes(size))
+        expectKhoError(.integrity, "a lock file of \(size) bytes") { _ = try storage.load(lock) }
+        expectKhoError(.integrity, "a range longer than a lock file can be") { _ = try storage.load(lock, offset: 0, length: size) }
+        #expect(try storage.load(lock, offset: 0, length: 100).count == 100)
+        let config = Handle.config
+        try storage.save(config, data: rng.bytes(FileKind.config.maximumSize + 10))
+        expectKhoError(.integrity, "a config of more than 64 KiB") { _ = try storage.load(config) }
     }
 
     func loadPastEndThrowsIntegrity(_ storage: any Storage) throws {
@@ -266,7 +283,8 @@ struct StorageConformance {
         let jobs: [(Handle, [UInt8])] = (0..<count).map { i in
             var name = rng.name()
             if i % 2 == 0 { name = "7e" + name.dropFirst(2) }
-            return (Handle(kinds[i % kinds.count], name), rng.bytes(Int.random(in: 0...200_000, using: &rng)))
+            let kind = kinds[i % kinds.count]
+            return (Handle(kind, name), rng.bytes(min(Int.random(in: 0...200_000, using: &rng), kind.maximumSize)))
         }
         let failures = Failures()
         DispatchQueue.concurrentPerform(iterations: count) { i in
@@ -289,7 +307,7 @@ struct StorageConformance {
     func concurrentSavesOfOneName(_ storage: any Storage) throws {
         var rng = TestRandom(seed: 14)
         let handle = Handle(.lock, rng.name())
-        let versions = (0..<16).map { _ in rng.bytes(Int.random(in: 1000...100_000, using: &rng)) }
+        let versions = (0..<16).map { _ in rng.bytes(Int.random(in: 1000...FileKind.lock.maximumSize, using: &rng)) }
         let failures = Failures()
         DispatchQueue.concurrentPerform(iterations: versions.count) { i in
             do { try storage.save(handle, data: versions[i]) } catch { failures.append("\(error)") }
