@@ -96,6 +96,37 @@ private func hex(_ text: String) -> [UInt8] { Hex.decode(text)! }
     let key = SecretBytes((0..<32).map { UInt8($0) })
     let context = Array("kho/test".utf8)
 
+    /// What the release build of 971e2b7 got wrong: under -Ounchecked the nonce was never drawn.
+    /// Run in the release lane too, so an optimization that drops the draw fails here.
+    @Test func everySealDrawsAFreshNonce() throws {
+        let sealer = try Sealer(key: key)
+        var seen = Set<[UInt8]>()
+        for i in 0..<10_000 {
+            // The same message every time, into a buffer that keeps the previous nonce.
+            let sealed = try sealer.seal([UInt8(i & 1)], context: context)
+            let nonce = Array(sealed[0..<Sealer.nonceSize])
+            #expect(nonce != [UInt8](repeating: 0, count: Sealer.nonceSize))
+            #expect(seen.insert(nonce).inserted, "nonce \(Hex.encode(nonce)) drawn twice")
+        }
+        var buffer = [UInt8](repeating: 0, count: 16 + Sealer.overhead)
+        var nonces = Set<[UInt8]>()
+        for _ in 0..<1000 {
+            try [UInt8](repeating: 7, count: 16).withUnsafeBytes { p in
+                try context.withUnsafeBytes { c in try buffer.withUnsafeMutableBytes { try sealer.seal(p, context: c, into: $0.baseAddress!) } }
+            }
+            nonces.insert(Array(buffer[0..<Sealer.nonceSize]))
+        }
+        #expect(nonces.count == 1000, "sealing into the same buffer reused a nonce")
+    }
+
+    /// The engine's test-only source (reachable only through @testable) repeats: what `kho check`
+    /// must find in old repositories.
+    @Test func theTestOnlyNonceSourceRepeats() throws {
+        let sealer = try Sealer(key: key, nonces: .repeatedForTesting)
+        let a = try sealer.seal([1], context: context), b = try sealer.seal([2], context: context)
+        #expect(a[0..<12] == b[0..<12])
+    }
+
     @Test(arguments: [0, 1, 15, 16, 17, 1000, 1 << 20])
     func roundTrip(length: Int) throws {
         var rng = SplitMix64(seed: UInt64(length))
@@ -226,6 +257,25 @@ private func hex(_ text: String) -> [UInt8] { Hex.decode(text)! }
         expectKhoError(.integrity, "N=\(parameters.n) r=\(parameters.r) p=\(parameters.p)") {
             _ = try Scrypt.deriveKey(password: [1], salt: [2], parameters: parameters, length: 32)
         }
+    }
+
+    @Test(arguments: [
+        Scrypt.Parameters(n: 1 << 8, r: 8, p: 1),     // below the floor in every build
+        Scrypt.Parameters(n: 1 << 15, r: 4, p: 1),    // r below the floor
+        Scrypt.Parameters(n: 1 << 20, r: 8, p: 1),    // 1 GiB: above the memory ceiling
+        Scrypt.Parameters(n: 1 << 17, r: 8, p: 16),   // accepted memory, 128× the work
+    ])
+    func floorAndCeilingAreKept(parameters: Scrypt.Parameters) {
+        #expect(Scrypt.refusal(parameters) != nil)
+        expectKhoError(.integrity, "N=\(parameters.n) r=\(parameters.r) p=\(parameters.p)") {
+            _ = try Scrypt.deriveKey(password: [1], salt: [2], parameters: parameters, length: 32)
+        }
+    }
+
+    @Test func theFloorAndTheStandardAreAccepted() {
+        #expect(Scrypt.refusal(.standard) == nil)
+        #expect(Scrypt.refusal(Scrypt.minimum) == nil)
+        #expect(Scrypt.refusal(Scrypt.Parameters(n: 1 << 17, r: 8, p: 1)) == nil)
     }
 
     @Test func standardParametersAreAccepted() throws {

@@ -9,7 +9,7 @@ import Testing
 
 private func memoryRepository() throws -> Repository {
     var options = Repository.CreateOptions()
-    options.scrypt = Scrypt.Parameters(n: 1024, r: 8, p: 1)
+    options.scrypt = Scrypt.minimum  // the cheapest a key file may ask for in this build
     return try Repository.create(storage: MemoryStorage(), password: Array("test password".utf8), options: options)
 }
 

@@ -3,7 +3,7 @@ import KhoCore
 import KhoStorage
 import Testing
 
-private let fastScrypt = Scrypt.Parameters(n: 1024, r: 8, p: 1)
+private let fastScrypt = Scrypt.minimum
 private let password = Array("mật khẩu đêm".utf8)
 
 private func createOptions() -> Repository.CreateOptions {
