@@ -422,6 +422,7 @@ public enum Scrypt {
     public static func testParameters(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Parameters? {
         guard let text = environment["KHO_TEST_SCRYPT_N"] else { return nil }
         #if DEBUG
+        // (TestKnobs.refusal stops a release kho before it gets here; this is for library users.)
         guard let n = UInt64(text) else {
             throw KhoError(.usage, "KHO_TEST_SCRYPT_N=\(text) is not a number: give a power of two such as 1024, or unset it.")
         }

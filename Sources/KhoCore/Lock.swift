@@ -247,7 +247,7 @@ public final class RepositoryLock: @unchecked Sendable {
     /// For tests only (KHO_TEST_LOCK_REFRESH, seconds): a short refresh interval, so that a test
     /// sees a lost lock noticed without waiting minutes. Read only when a test sets it.
     static let testRefreshInterval: TimeInterval? = {
-        guard let text = ProcessInfo.processInfo.environment["KHO_TEST_LOCK_REFRESH"], let seconds = Double(text), seconds > 0 else { return nil }
+        guard let text = TestKnobs.value("KHO_TEST_LOCK_REFRESH"), let seconds = Double(text), seconds > 0 else { return nil }
         return seconds
     }()
 

@@ -7,10 +7,10 @@ import KhoSources
 /// says otherwise, so that a test can simulate weeks of nightly runs in seconds.
 public enum Clock {
     public static var now: Date {
-        if let text = ProcessInfo.processInfo.environment["KHO_TEST_NOW"], let date = Timestamp.parse(text) { return date }
+        if let text = TestKnobs.value("KHO_TEST_NOW"), let date = Timestamp.parse(text) { return date }
         return Date()
     }
-    public static var isSimulated: Bool { ProcessInfo.processInfo.environment["KHO_TEST_NOW"] != nil }
+    public static var isSimulated: Bool { TestKnobs.value("KHO_TEST_NOW") != nil }
 }
 
 /// One job run as the catalog records it.

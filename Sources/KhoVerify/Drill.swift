@@ -463,7 +463,7 @@ extension DrillRunner {
     /// loaded writes where it is (key=value lines, then a line "."), and waits until the file is
     /// removed (at most ten minutes), so that a test can try to reach the scratch target.
     static func pauseForTests(_ facts: [String: String]) {
-        guard let path = ProcessInfo.processInfo.environment["KHO_TEST_DRILL_PAUSE"], !path.isEmpty else { return }
+        guard let path = TestKnobs.value("KHO_TEST_DRILL_PAUSE"), !path.isEmpty else { return }
         let text = facts.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)\n" }.joined() + ".\n"
         guard FileManager.default.createFile(atPath: path, contents: Data(text.utf8)) else { return }
         let deadline = Date().addingTimeInterval(600)

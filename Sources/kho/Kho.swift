@@ -37,6 +37,7 @@ enum Main {
         DescriptorLimit.raise()
         Signals.install()
         do {
+            if let refusal = TestKnobs.refusal() { throw refusal }
             var command = try Kho.parseAsRoot()
             // A privileged command whose entry could not be written does not run.
             try AuditTrail.prepare(command)

@@ -50,13 +50,13 @@ struct Prune: ParsableCommand {
         var options = PruneOptions()
         options.maxUnused = try Prune.parseShare(maxUnused)
         options.dryRun = dryRun
-        if let grace = ProcessInfo.processInfo.environment["KHO_TEST_PRUNE_GRACE"], let seconds = Double(grace) {
+        if let grace = TestKnobs.value("KHO_TEST_PRUNE_GRACE"), let seconds = Double(grace) {
             // Tests only: how long unlisted packs are kept (docs/FORMAT.md, "Locks").
             options.unindexedGrace = seconds
         }
         let report: PruneReport = try repository.withRepository(exclusive: !dryRun, command: "prune") { repo in
             let pruner = Pruner(repository: repo, options: options, warn: { Terminal.warning($0) })
-            if let step = ProcessInfo.processInfo.environment["KHO_TEST_PRUNE_PAUSE"] {
+            if let step = TestKnobs.value("KHO_TEST_PRUNE_PAUSE") {
                 // Tests only: pause at a named step so that a test can kill the process there.
                 pruner.stepHook = { name in
                     if name == step {

@@ -234,6 +234,21 @@ import Testing
         }
     }
 
+    @Test("a release build refuses to run with any test-only knob set (a clock, a prune grace, a lock refresh, a pause); a debug build honours them",
+          arguments: ["KHO_TEST_NOW", "KHO_TEST_PRUNE_GRACE", "KHO_TEST_LOCK_REFRESH", "KHO_TEST_DRILL_PAUSE", "KHO_TEST_PRUNE_PAUSE"])
+    func testKnobsRefusedByRelease(knob: String) throws {
+        let sandbox = try Sandbox("knobs")
+        try sandbox.initRepository()
+        let value = knob == "KHO_TEST_NOW" ? "2030-01-01T00:00:00Z" : "1"
+        let result = try sandbox.kho(["snapshots"], env: [knob: value])
+        if Harness.releaseLane {
+            #expect(result.exitCode == 2, "\(result)")
+            #expect(result.err.contains(knob) && result.err.contains("unset it"), "\(result)")
+        } else {
+            #expect(result.exitCode == 0, "\(result)")
+        }
+    }
+
     @Test("planted key files: one below the scrypt floor and one above the ceiling are skipped with a warning; a costly accepted one is tried after the genuine key")
     func plantedKeyFiles() throws {
         let sandbox = try Sandbox("keys")
