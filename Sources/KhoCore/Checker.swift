@@ -90,6 +90,9 @@ public final class Checker {
             report.warnings.append("pack \(name.prefix(8)) is in no index (left by an interrupted backup or prune); `kho prune` removes it")
         }
 
+        if !repository.configAuthenticated {
+            report.warnings.append("the config is not authenticated (made before kho authenticated configs): whoever can write the storage could change it unnoticed; run `kho upgrade`")
+        }
         let census = NonceCensus()
         try countNonces(census, packs: stored.filter { !badPacks.contains($0.key) })
 

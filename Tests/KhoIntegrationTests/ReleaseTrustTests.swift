@@ -210,6 +210,8 @@ import Testing
         let opened = try sandbox.kho("snapshots")
         #expect(opened.exitCode == 0, "\(opened)")
         #expect(opened.err.contains("kho upgrade"), "the operator is told: \(opened)")
+        let check = try sandbox.kho("check")
+        #expect(check.exitCode == 0 && check.all.contains("the config is not authenticated"), "check warns: \(check)")
         let upgrade = try sandbox.kho("upgrade")
         #expect(upgrade.exitCode == 0 && upgrade.out.contains("now bound"), "\(upgrade)")
         let quiet = try sandbox.kho("snapshots")
