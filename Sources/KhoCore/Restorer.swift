@@ -281,7 +281,7 @@ public final class Restorer {
         /// Renames the finished entry over the old one: the old name always holds a whole file.
         func commit(in folder: Int32, temporary name: [UInt8], path: String) throws {
             defer { done() }
-            try FileSystem.withCName(name) { from in
+            _ = try FileSystem.withCName(name) { from in
                 try FileSystem.withCName(final) { to in
                     try Syscall.call("renameat", path) { renameat(folder, from, folder, to) }
                 }
