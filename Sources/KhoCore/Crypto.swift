@@ -417,12 +417,10 @@ public enum Scrypt {
         return nil
     }
 
-    /// The parameters asked for by `KHO_TEST_SCRYPT_N` (tests only), or nil when it is not set.
-    /// A release build refuses the variable instead of making weaker keys.
+    /// The parameters asked for by `KHO_TEST_SCRYPT_N` (tests only, debug builds only: see
+    /// `TestKnobs`, which also makes a release kho refuse to start with it set), or nil.
     public static func testParameters(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Parameters? {
-        guard let text = environment["KHO_TEST_SCRYPT_N"] else { return nil }
-        #if DEBUG
-        // (TestKnobs.refusal stops a release kho before it gets here; this is for library users.)
+        guard let text = TestKnobs.value("KHO_TEST_SCRYPT_N", environment: environment) else { return nil }
         guard let n = UInt64(text) else {
             throw KhoError(.usage, "KHO_TEST_SCRYPT_N=\(text) is not a number: give a power of two such as 1024, or unset it.")
         }
@@ -431,9 +429,6 @@ public enum Scrypt {
             throw KhoError(.usage, "KHO_TEST_SCRYPT_N=\(text) is refused (\(why)): give a power of two from \(minimum.n), or unset it.")
         }
         return parameters
-        #else
-        throw KhoError(.usage, "KHO_TEST_SCRYPT_N is a setting for kho's own tests and would weaken new keys: unset it (this release build makes every key with the standard scrypt cost).")
-        #endif
     }
 
     /// Derives a key for a key file: parameters outside kho's floor and ceiling are refused.
