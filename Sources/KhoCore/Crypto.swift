@@ -66,6 +66,12 @@ public final class SecretBytes: @unchecked Sendable {
         return other.withUnsafeBytes { o in withUnsafeBytes { ConstantTime.equal($0, o) } }
     }
 
+    /// Compares two secrets without copying either out of wiped memory.
+    public func constantTimeEquals(_ other: SecretBytes) -> Bool {
+        guard other.count == count else { return false }
+        return other.withUnsafeBytes { o in withUnsafeBytes { ConstantTime.equal($0, o) } }
+    }
+
     deinit {
         OPENSSL_cleanse(pointer.baseAddress, pointer.count)
         pointer.deallocate()

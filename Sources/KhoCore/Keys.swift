@@ -19,8 +19,14 @@ public final class MasterKey: Sendable {
         MasterKey(encryption: try .random(count: 32), mac: try .random(count: 32), chunkerSeed: try .random(count: 32))
     }
 
-    /// encryption ‖ mac ‖ chunker seed, 96 bytes. The caller wipes the copy (`Wipe.bytes`).
-    var serialized: [UInt8] { encryption.bytes + mac.bytes + chunkerSeed.bytes }
+    /// encryption ‖ mac ‖ chunker seed, 96 bytes, in one array with room for the key file's binding
+    /// byte (so appending it does not leave a copy behind); the caller wipes it (`Wipe.bytes`).
+    var serialized: [UInt8] {
+        var out = [UInt8]()
+        out.reserveCapacity(97)
+        for part in [encryption, mac, chunkerSeed] { part.withUnsafeBytes { out.append(contentsOf: $0) } }
+        return out
+    }
 
     convenience init?(serialized bytes: [UInt8]) {
         guard bytes.count >= 96 else { return nil }

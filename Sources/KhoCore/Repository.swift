@@ -288,7 +288,7 @@ public final class Repository: Sendable {
         }
         let oldKey = try storage.load(Handle(.key, keyID))
         let oldFile = try JSON.decoder.decode(KeyFile.self, from: Data(oldKey))
-        guard let checked = try oldFile.open(password: password), checked.mac.constantTimeEquals(key.mac.bytes) else {
+        guard let checked = try oldFile.open(password: password), checked.mac.constantTimeEquals(key.mac) else {
             throw KhoError(.wrongPassword, "The password given does not open key \(keyID.prefix(8)): give the password of the key that opened the repository.")
         }
         var unsigned = config

@@ -76,7 +76,7 @@ struct Copy: ParsableCommand {
             var seen = Set<String>()
             chosen = try snapshots.map { try source.findSnapshot($0) }.filter { seen.insert($0.id ?? "").inserted }
         }
-        if source.config.chunker != target.config.chunker || source.key.chunkerSeed.bytes != target.key.chunkerSeed.bytes {
+        if source.config.chunker != target.config.chunker || !source.key.chunkerSeed.constantTimeEquals(target.key.chunkerSeed) {
             if !json {
                 Terminal.warning("\(targetAddress) cuts data differently from \(fromRepo) (it was not made with --copy-chunker-params-from): copies are complete, but new backups in one will not deduplicate against data copied from the other.")
             }

@@ -91,7 +91,7 @@ struct Rekey: ParsableCommand {
         guard target.config.id != source.config.id else {
             throw KhoError(.usage, "\(fromRepo) and \(targetAddress) are the same repository: give a new, empty place.")
         }
-        if target.key.encryption.constantTimeEquals(source.key.encryption.bytes) {
+        if target.key.encryption.constantTimeEquals(source.key.encryption) {
             throw KhoError(.usage, "\(targetAddress) uses the same encryption key as \(fromRepo): give a new, empty place so that a fresh key is made.")
         }
 
