@@ -64,10 +64,10 @@ struct Copy: ParsableCommand {
             throw KhoError(.usage, "\(fromRepo) and \(targetAddress) are the same repository (id \(source.config.id.prefix(8))): copy to another one.")
         }
 
-        let sourceLock = try lock(source.storage, command: "copy to \(targetAddress)", wait: wait)
-        defer { unlock(sourceLock) }
-        let targetLock = try lock(target.storage, command: "copy from \(fromRepo)", wait: wait)
-        defer { unlock(targetLock) }
+        let sourceLock = try Signals.lock(source.storage, exclusive: false, command: "copy to \(targetAddress)", wait: wait)
+        defer { Signals.unlock(sourceLock) }
+        let targetLock = try Signals.lock(target.storage, exclusive: false, command: "copy from \(fromRepo)", wait: wait)
+        defer { Signals.unlock(targetLock) }
 
         let chosen: [Snapshot]
         if snapshots.isEmpty {
@@ -109,18 +109,5 @@ struct Copy: ParsableCommand {
         }
         Terminal.out("\(summary.copied.count) snapshots copied: read \(summary.blobsRead) blobs (\(Format.bytes(summary.bytesRead))), "
                      + "\(summary.blobsNew) new in the target, added \(Format.bytes(summary.bytesAdded)); read back \(summary.blobsVerified) blobs, all intact")
-    }
-
-    private func lock(_ storage: any Storage, command: String, wait: TimeInterval) throws -> RepositoryLock {
-        let name = try RepositoryLock.newName()
-        Signals.pending(storage: storage, name: name)
-        let lock = try RepositoryLock.acquire(storage: storage, exclusive: false, command: command, wait: wait, name: name)
-        Signals.held(lock)
-        return lock
-    }
-
-    private func unlock(_ lock: RepositoryLock) {
-        lock.release()
-        Signals.released(lock)
     }
 }

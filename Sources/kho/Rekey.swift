@@ -95,12 +95,10 @@ struct Rekey: ParsableCommand {
             throw KhoError(.usage, "\(targetAddress) uses the same encryption key as \(fromRepo): give a new, empty place so that a fresh key is made.")
         }
 
-        let sourceLock = try RepositoryLock.acquire(storage: source.storage, exclusive: false, command: "rekey to \(targetAddress)")
-        Signals.held(sourceLock)
-        defer { sourceLock.release(); Signals.released(sourceLock) }
-        let targetLock = try RepositoryLock.acquire(storage: target.storage, exclusive: false, command: "rekey from \(fromRepo)")
-        Signals.held(targetLock)
-        defer { targetLock.release(); Signals.released(targetLock) }
+        let sourceLock = try Signals.lock(source.storage, exclusive: false, command: "rekey to \(targetAddress)", wait: 0)
+        defer { Signals.unlock(sourceLock) }
+        let targetLock = try Signals.lock(target.storage, exclusive: false, command: "rekey from \(fromRepo)", wait: 0)
+        defer { Signals.unlock(targetLock) }
 
         var damaged: [String] = []
         let snapshots = try source.listSnapshots { name, error in damaged.append("snapshots/\(name.prefix(8)): \(error.message)") }

@@ -131,17 +131,8 @@ struct RepositoryOptions: ParsableArguments {
     /// Opens the repository and takes a lock for the duration of `body`.
     func withRepository<R>(exclusive: Bool, command: String, _ body: (Repository) throws -> R) throws -> R {
         let repository = try open()
-        // The name is known to the signal handler before the file exists, so that Ctrl-C at any
-        // moment removes it.
-        let name = try RepositoryLock.newName()
-        Signals.pending(storage: repository.storage, name: name)
-        let lock = try RepositoryLock.acquire(storage: repository.storage, exclusive: exclusive, command: command,
-                                              wait: try lockWaitSeconds(), name: name)
-        Signals.held(lock)
-        defer {
-            lock.release()
-            Signals.released(lock)
-        }
+        let lock = try Signals.lock(repository.storage, exclusive: exclusive, command: command, wait: try lockWaitSeconds())
+        defer { Signals.unlock(lock) }
         return try body(repository)
     }
 }
@@ -256,6 +247,21 @@ enum Signals {
 
     static func released(_ lock: RepositoryLock) {
         locks.withLock { $0[ObjectIdentifier(lock)] = nil }
+    }
+
+    /// Takes a lock that Ctrl-C or SIGTERM removes at any moment: its name is known to the
+    /// handler before the file exists. Give it back with `unlock`.
+    static func lock(_ storage: any Storage, exclusive: Bool, command: String, wait: TimeInterval) throws -> RepositoryLock {
+        let name = try RepositoryLock.newName()
+        pending(storage: storage, name: name)
+        let lock = try RepositoryLock.acquire(storage: storage, exclusive: exclusive, command: command, wait: wait, name: name)
+        held(lock)
+        return lock
+    }
+
+    static func unlock(_ lock: RepositoryLock) {
+        lock.release()
+        released(lock)
     }
 }
 

@@ -22,15 +22,8 @@ struct Upgrade: ParsableCommand {
         let config = try Repository.readConfig(storage: storage)
         let password = try Password.read(purpose: "repository password")
         let repo = try Repository.open(storage: storage, password: password, config: config)
-        let name = try RepositoryLock.newName()
-        Signals.pending(storage: repo.storage, name: name)
-        let lock = try RepositoryLock.acquire(storage: repo.storage, exclusive: true, command: "upgrade",
-                                              wait: try repository.lockWaitSeconds(), name: name)
-        Signals.held(lock)
-        defer {
-            lock.release()
-            Signals.released(lock)
-        }
+        let lock = try Signals.lock(repo.storage, exclusive: true, command: "upgrade", wait: try repository.lockWaitSeconds())
+        defer { Signals.unlock(lock) }
         if try repo.upgradeConfig(password: password) {
             Terminal.out("the config of \(repo.storage.location) is now bound to its key; key \(repo.keyID.prefix(8)) was replaced by one that requires it")
         } else {

@@ -7,6 +7,12 @@ import Testing
 
 /// A policy whose one command source touches `marker`, backing up into the sandbox's repository.
 private func markerPolicy(_ sandbox: Sandbox, marker: String, name: String = "marker") throws -> String {
+    try commandPolicy(sandbox, name: name, sourceName: "\(name)-dump", command: "touch \(marker); echo data")
+}
+
+/// A policy with one command source, backing up into the sandbox's repository (its password in a
+/// 0600 file beside it).
+func commandPolicy(_ sandbox: Sandbox, name: String, sourceName: String, command: String) throws -> String {
     let passwordFile = sandbox.path("repository.pass")
     if access(passwordFile, F_OK) != 0 {
         try writeFile(passwordFile, Array((sandbox.password + "\n").utf8), mode: 0o600)
@@ -21,9 +27,9 @@ private func markerPolicy(_ sandbox: Sandbox, marker: String, name: String = "ma
           path: \(sandbox.repo)
           password-file: \(passwordFile)
         sources:
-          - name: \(name)-dump
+          - name: \(sourceName)
             kind: command
-            command: touch \(marker); echo data
+            command: \(command)
         objectives:
           rpo: 24h
           rto: 2h

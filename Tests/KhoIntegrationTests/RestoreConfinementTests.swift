@@ -58,26 +58,8 @@ struct RestoreConfinementTests {
         let policies = sandbox.path("policies")
         try makeDirectories(policies)
         chmod(policies, 0o755)
-        let passwordFile = sandbox.path("repository.pass")
-        try writeFile(passwordFile, Array((sandbox.password + "\n").utf8), mode: 0o600)
-        try writeFile(policies + "/escape.yaml", Array("""
-            name: escape
-            agency: Sở Tư pháp
-            system: kiểm thử
-            security-level: 3
-            schedule: "0 1 * * *"
-            repository:
-              path: \(sandbox.repo)
-              password-file: \(passwordFile)
-            sources:
-              - name: ../escaped
-                kind: command
-                command: echo secret
-            objectives:
-              rpo: 24h
-              rto: 2h
-
-            """.utf8), mode: 0o600)
+        let policy = try commandPolicy(sandbox, name: "escape", sourceName: "../escaped", command: "echo secret")
+        try writeFile(policies + "/escape.yaml", Array(policy.utf8), mode: 0o600)
         let run = try sandbox.kho(["run", "--policies", policies, "--state-dir", sandbox.path("state")], env: ["KHO_PASSWORD": nil])
         #expect(run.exitCode != 0, "\(run)")
         #expect(run.all.contains("not a plain file name"), "\(run)")
