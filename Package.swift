@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "kho", targets: ["kho"]),
         .library(name: "KhoCore", targets: ["KhoCore"]),
+        .library(name: "KhoSupport", targets: ["KhoSupport"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -34,8 +35,12 @@ let package = Package(
             providers: [.apt(["libsqlite3-dev"])]
         ),
         .target(
+            name: "KhoSupport"
+        ),
+        .target(
             name: "KhoCore",
             dependencies: [
+                "KhoSupport",
                 "CZstd",
                 "COpenSSL",
                 .product(name: "Logging", package: "swift-log"),
@@ -44,6 +49,7 @@ let package = Package(
         .target(
             name: "KhoStorage",
             dependencies: [
+                "KhoSupport",
                 "KhoCore",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -54,11 +60,12 @@ let package = Package(
         ),
         .target(
             name: "KhoSources",
-            dependencies: ["KhoCore", "CSQLite"]
+            dependencies: ["KhoSupport", "KhoCore", "CSQLite"]
         ),
         .target(
             name: "KhoPolicy",
             dependencies: [
+                "KhoSupport",
                 "KhoCore",
                 "KhoStorage",
                 "KhoSources",
@@ -69,12 +76,13 @@ let package = Package(
         ),
         .target(
             name: "KhoVerify",
-            dependencies: ["KhoCore", "KhoStorage", "KhoSources", "KhoPolicy"]
+            dependencies: ["KhoSupport", "KhoCore", "KhoStorage", "KhoSources", "KhoPolicy"]
         ),
-        .target(name: "KhoReports", dependencies: ["KhoCore", "KhoPolicy"]),
+        .target(name: "KhoReports", dependencies: ["KhoSupport", "KhoCore", "KhoPolicy"]),
         .executableTarget(
             name: "kho",
             dependencies: [
+                "KhoSupport",
                 "KhoVerify",
                 "KhoReports",
                 "KhoCore",
@@ -87,14 +95,14 @@ let package = Package(
         ),
         .executableTarget(
             name: "kho-bench",
-            dependencies: ["KhoCore"],
+            dependencies: ["KhoSupport", "KhoCore"],
             path: "Sources/kho-bench"
         ),
-        .testTarget(name: "KhoCoreTests", dependencies: ["KhoCore"]),
-        .testTarget(name: "KhoStorageTests", dependencies: ["KhoCore", "KhoStorage"]),
-        .testTarget(name: "KhoIntegrationTests", dependencies: ["KhoCore", "KhoStorage"]),
-        .testTarget(name: "KhoReportsTests", dependencies: ["KhoReports", "KhoPolicy", "KhoVerify", "KhoCore"]),
-        .testTarget(name: "KhoPolicyTests", dependencies: ["KhoPolicy", "KhoCore"]),
+        .testTarget(name: "KhoCoreTests", dependencies: ["KhoSupport", "KhoCore"]),
+        .testTarget(name: "KhoStorageTests", dependencies: ["KhoSupport", "KhoCore", "KhoStorage"]),
+        .testTarget(name: "KhoIntegrationTests", dependencies: ["KhoSupport", "KhoCore", "KhoStorage"]),
+        .testTarget(name: "KhoReportsTests", dependencies: ["KhoReports", "KhoPolicy", "KhoVerify", "KhoSupport", "KhoCore"]),
+        .testTarget(name: "KhoPolicyTests", dependencies: ["KhoPolicy", "KhoSupport", "KhoCore"]),
     ],
     swiftLanguageModes: [.v6]
 )

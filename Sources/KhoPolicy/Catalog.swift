@@ -1,17 +1,8 @@
 import Foundation
 import GRDB
 import KhoCore
+import KhoSupport
 import KhoSources
-
-/// The time kho believes it is. Real time, unless KHO_TEST_NOW (tests only: an RFC 3339 time)
-/// says otherwise, so that a test can simulate weeks of nightly runs in seconds.
-public enum Clock {
-    public static var now: Date {
-        if let text = TestKnobs.value("KHO_TEST_NOW"), let date = Timestamp.parse(text) { return date }
-        return Date()
-    }
-    public static var isSimulated: Bool { TestKnobs.value("KHO_TEST_NOW") != nil }
-}
 
 /// One job run as the catalog records it.
 public struct RunRecord: Codable, Sendable, FetchableRecord, MutablePersistableRecord {

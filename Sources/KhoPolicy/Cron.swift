@@ -1,5 +1,6 @@
 import Foundation
 import KhoCore
+import KhoSupport
 
 /// A cron schedule (minute hour day-of-month month day-of-week) evaluated in a time zone.
 /// Supports `*`, lists, ranges, steps, and month and weekday names; day-of-week 0 and 7 are Sunday.

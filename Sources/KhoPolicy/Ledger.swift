@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import KhoCore
+import KhoSupport
 
 /// One privileged action.
 public struct LedgerEntry: Codable, Sendable, Equatable {

@@ -1,5 +1,6 @@
 import Foundation
 import KhoCore
+import KhoSupport
 
 /// Per policy source: how fresh the newest good backup is against the RPO, what failed last, and
 /// when the next run is.

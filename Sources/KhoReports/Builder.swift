@@ -1,5 +1,6 @@
 import Foundation
 import KhoCore
+import KhoSupport
 import KhoPolicy
 
 /// What a report covers: a period and, optionally, one policy.

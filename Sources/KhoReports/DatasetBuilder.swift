@@ -1,5 +1,6 @@
 import Foundation
 import KhoCore
+import KhoSupport
 import KhoPolicy
 
 /// The drill evidence as the catalog keeps it (`DrillEvidence` in KhoVerify, read here without

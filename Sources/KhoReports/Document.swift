@@ -1,5 +1,6 @@
 import Foundation
 import KhoCore
+import KhoSupport
 
 public enum ReportFormat: String, CaseIterable, Sendable, Codable {
     case html, json, md, csv

@@ -1,5 +1,6 @@
 import Foundation
 import KhoCore
+import KhoSupport
 
 /// Markdown for mail: the same sections as the HTML page, as tables.
 struct MarkdownRenderer {

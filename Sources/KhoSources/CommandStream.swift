@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import KhoCore
+import KhoSupport
 
 /// Runs a command through `/bin/sh -c` and exposes its standard output as a stream for the
 /// archiver. Its standard error is kept (the last 64 KiB) for messages and the catalog.

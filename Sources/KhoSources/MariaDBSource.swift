@@ -1,5 +1,6 @@
 import Foundation
 import KhoCore
+import KhoSupport
 
 /// MariaDB (and MySQL) databases dumped with `mariadb-dump --single-transaction --routines --events
 /// --triggers`, streamed into the repository.

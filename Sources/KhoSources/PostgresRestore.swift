@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import KhoCore
+import KhoSupport
 
 /// What a database restore did, for the summary and the drill evidence.
 public struct DatabaseRestoreResult: Codable, Sendable {

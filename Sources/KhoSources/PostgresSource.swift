@@ -1,5 +1,6 @@
 import Foundation
 import KhoCore
+import KhoSupport
 
 /// PostgreSQL databases dumped with `pg_dump --format=plain` (uncompressed, so that it
 /// deduplicates), streamed into the repository with no temporary file, plus the cluster's roles

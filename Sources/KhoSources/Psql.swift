@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import KhoCore
+import KhoSupport
 
 /// Where a PostgreSQL or MariaDB server is and how to log in. The password comes from a file or
 /// an environment variable, never from a policy or a command line.

@@ -2,6 +2,7 @@ internal import CSQLite
 import Foundation
 import Glibc
 import KhoCore
+import KhoSupport
 
 /// A SQLite database copied with SQLite's online backup API (a consistent copy while other
 /// processes keep writing), stored as `<name>.sqlite`, with a manifest computed from the copy:

@@ -1,5 +1,6 @@
 import Foundation
 import KhoCore
+import KhoSupport
 
 /// The environment of the programs kho starts. kho's own environment holds the repository
 /// password (KHO_PASSWORD …), cloud keys (AWS_…) and database passwords; a dump command, a database

@@ -1,5 +1,6 @@
 import Foundation
 import KhoCore
+import KhoSupport
 
 /// Settings every database source shares.
 public struct SourceLimits: Sendable {

@@ -1,5 +1,6 @@
 import Foundation
 import KhoCore
+import KhoSupport
 
 /// The one place that turns a repository address into a storage.
 public enum StorageFactory {

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import KhoCore
+import KhoSupport
 import KhoSources
 
 /// Scratch targets a drill creates and always destroys: also when a step fails, and when the

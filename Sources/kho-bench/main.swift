@@ -1,5 +1,6 @@
 import Foundation
 import KhoCore
+import KhoSupport
 
 // Throughput of each stage of the backup pipeline on one core, on the same buffer: what
 // `scripts/bench-core` prints beside the machine's own limits.

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Glibc
 import KhoCore
+import KhoSupport
 import KhoSources
 
 struct Backup: ParsableCommand {
@@ -189,7 +190,7 @@ struct Backup: ParsableCommand {
             return try archiver.backup(paths: paths)
         }
         try report(snapshot)
-        if snapshot.partial { throw ExitStatus(code: ExitStatus.partial) }
+        if snapshot.partial { throw ExitStatus(.partial) }
     }
 
     static func databaseEndpoint(_ url: String, expected: String, passwordFile: String?, passwordEnv: String?) throws -> (String, DatabaseEndpoint) {

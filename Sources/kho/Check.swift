@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KhoCore
+import KhoSupport
 
 struct Check: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -78,6 +79,6 @@ struct Check: ParsableCommand {
                 Terminal.out("\(report.errors.count) errors found: restore what is affected from another copy, and run `kho backup` again for the sources listed")
             }
         }
-        if !report.ok { throw ExitStatus(code: ExitStatus.integrity) }
+        if !report.ok { throw ExitStatus(.integrity) }
     }
 }

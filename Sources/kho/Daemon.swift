@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KhoCore
+import KhoSupport
 import KhoPolicy
 
 struct Daemon: ParsableCommand {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Glibc
 import KhoCore
+import KhoSupport
 
 struct Dump: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Write one file of a snapshot (a stored dump) to standard output.")

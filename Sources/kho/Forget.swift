@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KhoCore
+import KhoSupport
 
 struct Forget: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Glibc
 import KhoCore
+import KhoSupport
 
 struct Kho: ParsableCommand {
     static let version = "0.1.0"
@@ -47,8 +48,8 @@ enum Main {
                 try command.run()
             } catch {
                 failure = error
-                if let status = error as? ExitStatus { outcome = "exit \(status.code)" }
-                else if let error = error as? KhoError { outcome = "exit \(ExitStatus.code(for: error.kind)): \(error.message)" }
+                if let status = error as? ExitStatus { outcome = "exit \(status.code.rawValue)" }
+                else if let error = error as? KhoError { outcome = "exit \(KhoExitCode(error.kind).rawValue): \(error.message)" }
                 else { outcome = "failure" }
             }
             do {
@@ -56,14 +57,14 @@ enum Main {
             } catch {
                 let message = (error as? KhoError)?.message ?? "\(error)"
                 Terminal.error("\(AuditTrail.name(of: command) ?? "the command") \(failure == nil ? "finished" : "failed") but could not be recorded in the audit ledger in \(AuditTrail.ledgerDirectory): \(message)")
-                if failure == nil { exit(ExitStatus.failure) }
+                if failure == nil { exit(KhoExitCode.failure.rawValue) }
             }
             if let failure { throw failure }
         } catch let error as KhoError {
             Terminal.error(error.message)
-            exit(ExitStatus.code(for: error.kind))
+            exit(KhoExitCode(error.kind).rawValue)
         } catch let status as ExitStatus {
-            exit(status.code)
+            exit(status.code.rawValue)
         } catch {
             let code = Kho.exitCode(for: error)
             let message = Kho.fullMessage(for: error)
@@ -73,9 +74,9 @@ enum Main {
             }
             if !message.isEmpty { Terminal.write(STDERR_FILENO, message + "\n") }
             if code == .validationFailure {
-                exit(ExitStatus.usage)
+                exit(KhoExitCode.usage.rawValue)
             }
-            exit(code.rawValue == 0 ? 0 : ExitStatus.failure)
+            exit(code.rawValue == 0 ? 0 : KhoExitCode.failure.rawValue)
         }
         exit(0)
     }

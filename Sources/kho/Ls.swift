@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KhoCore
+import KhoSupport
 
 struct Ls: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List the files in a snapshot, and its dump manifest.")

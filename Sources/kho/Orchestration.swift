@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KhoCore
+import KhoSupport
 import KhoPolicy
 
 /// Where the policies and the catalog are: shared by the orchestration commands.
@@ -62,7 +63,7 @@ struct PolicyCommand: ParsableCommand {
                 Terminal.out("\(policies.count) policies, \(policies.reduce(0) { $0 + $1.sources.count }) sources: all valid")
             } else {
                 Terminal.out("\(errors.count) problem\(errors.count == 1 ? "" : "s") found")
-                throw ExitStatus(code: ExitStatus.usage)
+                throw ExitStatus(.usage)
             }
         }
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KhoCore
+import KhoSupport
 import KhoStorage
 
 struct Rekey: ParsableCommand {
@@ -142,7 +143,7 @@ struct Rekey: ParsableCommand {
                 Terminal.out("keep \(fromRepo): the move is not complete; fix what is listed above and run `kho rekey` again (it copies only what is missing).")
             }
         }
-        if !report.ok { throw ExitStatus(code: ExitStatus.integrity) }
-        if !retire { throw ExitStatus(code: ExitStatus.failure) }
+        if !report.ok { throw ExitStatus(.integrity) }
+        if !retire { throw ExitStatus(.failure) }
     }
 }

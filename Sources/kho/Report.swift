@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Glibc
 import KhoCore
+import KhoSupport
 import KhoPolicy
 import KhoReports
 
@@ -135,6 +136,6 @@ struct Report: ParsableCommand {
             Terminal.out("MISMATCH \(path): the data hash matches the catalog but the text was changed after the report was made")
         }
         for difference in result.differences { Terminal.out("  \(difference)") }
-        throw ExitStatus(code: ExitStatus.integrity)
+        throw ExitStatus(.integrity)
     }
 }

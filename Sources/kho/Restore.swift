@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Glibc
 import KhoCore
+import KhoSupport
 import KhoSources
 
 struct Restore: ParsableCommand {
@@ -166,7 +167,7 @@ struct Restore: ParsableCommand {
                 Terminal.out("\(summary.errors) entries could not be restored: see the warnings above and run `kho check --read-data`.")
             }
         }
-        if summary.errors > 0 { throw ExitStatus(code: ExitStatus.integrity) }
+        if summary.errors > 0 { throw ExitStatus(.integrity) }
     }
 
     /// The dump file to restore and, for database sources, its part of the manifest.
@@ -269,7 +270,7 @@ struct Restore: ParsableCommand {
                     Terminal.out("wrote \(Format.bytes(Int64(node.size))) to \(destination) in \(Format.duration(seconds))")
                 }
             }
-            if let comparison, !comparison.equal { throw ExitStatus(code: ExitStatus.integrity) }
+            if let comparison, !comparison.equal { throw ExitStatus(.integrity) }
             return
         }
 
@@ -304,7 +305,7 @@ struct Restore: ParsableCommand {
             }
             if let comparison = result.comparison { Restore.printComparison(comparison) }
         }
-        if let comparison = result.comparison, !comparison.equal { throw ExitStatus(code: ExitStatus.integrity) }
+        if let comparison = result.comparison, !comparison.equal { throw ExitStatus(.integrity) }
     }
 }
 

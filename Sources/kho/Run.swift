@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KhoCore
+import KhoSupport
 import KhoPolicy
 
 struct Run: ParsableCommand {
@@ -94,7 +95,7 @@ struct Run: ParsableCommand {
             }
         }
         // A failed copy fails the run too: the backup is saved, but not where the policy wants it.
-        if results.contains(where: { $0.outcome == "failure" || ($0.copiesFailed ?? 0) > 0 }) { throw ExitStatus(code: ExitStatus.failure) }
-        if results.contains(where: { $0.outcome == "partial" }) { throw ExitStatus(code: ExitStatus.partial) }
+        if results.contains(where: { $0.outcome == "failure" || ($0.copiesFailed ?? 0) > 0 }) { throw ExitStatus(.failure) }
+        if results.contains(where: { $0.outcome == "partial" }) { throw ExitStatus(.partial) }
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KhoCore
+import KhoSupport
 
 struct ScheduleCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KhoCore
+import KhoSupport
 
 struct Snapshots: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List the snapshots in the repository, oldest first.")

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KhoCore
+import KhoSupport
 
 struct Stats: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show how much data the repository holds and how well it deduplicates and compresses.")

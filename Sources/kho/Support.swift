@@ -2,28 +2,13 @@ import ArgumentParser
 import Foundation
 import Glibc
 import KhoCore
+import KhoSupport
 import KhoStorage
 
 /// A command's result that is not success; thrown to leave with that exit code.
 struct ExitStatus: Error {
-    var code: Int32
-
-    static let failure: Int32 = 1
-    static let usage: Int32 = 2
-    static let partial: Int32 = 3
-    static let locked: Int32 = 10
-    static let wrongPassword: Int32 = 11
-    static let integrity: Int32 = 12
-
-    static func code(for kind: KhoError.Kind) -> Int32 {
-        switch kind {
-        case .usage: return usage
-        case .locked: return locked
-        case .wrongPassword: return wrongPassword
-        case .integrity: return integrity
-        case .failure, .notARepository, .storageFull, .source, .storage, .interrupted: return failure
-        }
-    }
+    var code: KhoExitCode
+    init(_ code: KhoExitCode) { self.code = code }
 }
 
 enum Terminal {

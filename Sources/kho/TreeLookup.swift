@@ -1,5 +1,6 @@
 import Foundation
 import KhoCore
+import KhoSupport
 
 /// Finding entries of a snapshot by path.
 struct TreeLookup {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KhoCore
+import KhoSupport
 
 struct Unlock: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KhoCore
+import KhoSupport
 
 struct Upgrade: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KhoCore
+import KhoSupport
 import KhoPolicy
 import KhoStorage
 import KhoVerify
@@ -60,8 +61,8 @@ struct Verify: ParsableCommand {
             for e in results { Verify.describe(e) }
         }
         let integrityFailure = results.contains { e in e.checks.contains { $0.outcome == "fail" && $0.name != "rto" } }
-        if integrityFailure { throw ExitStatus(code: ExitStatus.integrity) }
-        if couldNotRun || results.contains(where: { !$0.passed }) { throw ExitStatus(code: ExitStatus.failure) }
+        if integrityFailure { throw ExitStatus(.integrity) }
+        if couldNotRun || results.contains(where: { !$0.passed }) { throw ExitStatus(.failure) }
     }
 
     static func describe(_ e: DrillEvidence) {
@@ -125,11 +126,11 @@ struct Audit: ParsableCommand {
             let check = try ledger.check(witnesses: witnesses)
             if let (_, reason) = check.problem {
                 Terminal.out("ledger \(ledger.path): BROKEN: \(reason)")
-                throw ExitStatus(code: ExitStatus.integrity)
+                throw ExitStatus(.integrity)
             }
             if let evidenceProblem = try checkEvidence(witnesses: witnesses, ledger: ledger) {
                 Terminal.out("drill evidence in \(orchestration.stateDirectory): BROKEN: \(evidenceProblem)")
-                throw ExitStatus(code: ExitStatus.integrity)
+                throw ExitStatus(.integrity)
             }
             var detail: [String] = []
             if let legacy = check.legacyThrough {

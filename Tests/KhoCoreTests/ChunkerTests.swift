@@ -1,5 +1,6 @@
 import Testing
 @testable import KhoCore
+import KhoSupport
 
 // MARK: - deterministic test data
 

@@ -1,5 +1,6 @@
 import Testing
 @testable import KhoCore
+import KhoSupport
 
 @Suite struct CompressionTests {
     private func compressible(_ count: Int) -> [UInt8] {

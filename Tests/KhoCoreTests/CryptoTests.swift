@@ -1,5 +1,6 @@
 import Testing
 @testable import KhoCore
+import KhoSupport
 
 /// HMAC-SHA256 written out from RFC 2104 on top of the (separately tested) SHA-256, as a reference.
 func referenceHMACSHA256(key: [UInt8], message: [UInt8]) throws -> [UInt8] {

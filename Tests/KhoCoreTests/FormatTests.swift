@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import KhoCore
+import KhoSupport
 
 // MARK: - helpers shared by the KhoCore tests
 

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Testing
 @testable import KhoCore
+import KhoSupport
 
 /// A memory storage that says its reads are requests (as S3 does) or not, and counts the reads
 /// of each pack.

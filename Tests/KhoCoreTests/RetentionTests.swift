@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import KhoCore
+import KhoSupport
 
 // Retention is a pure function: these tests give it snapshot times and tags and check the exact
 // set it keeps and the rule it names for each decision.

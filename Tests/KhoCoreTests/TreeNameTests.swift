@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Testing
 @testable import KhoCore
+import KhoSupport
 
 // The library-level half of the restore-confinement tests: names that are paths never get into a
 // tree kho writes, and a tree holding one is refused by every reader (see RestoreConfinementTests

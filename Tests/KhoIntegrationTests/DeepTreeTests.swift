@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import KhoCore
+import KhoSupport
 import Testing
 
 // Folders and trees deeper than any walk should recurse: a local user can make a folder 30,000

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import KhoCore
+import KhoSupport
 import Testing
 
 // Restore drills (`kho verify`, drills in `kho run`) and the audit ledger, driven through the `kho`

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import KhoCore
+import KhoSupport
 import Testing
 
 // The harness for tests that drive the built `kho` binary as a subprocess against real files.

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import KhoCore
+import KhoSupport
 import Testing
 
 // Repository lifecycle driven through the `kho` binary: concurrent backups, locks against prune,

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import KhoCore
+import KhoSupport
 import Testing
 
 // Locks that are not there: a lock file kho cannot read, a backup whose lock was removed or

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 @testable import KhoCore
+import KhoSupport
 import KhoStorage
 import Testing
 

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import KhoCore
+import KhoSupport
 import Testing
 
 // `kho report` against a catalog made by the real policy engine: `kho run` under a fake clock

@@ -1,5 +1,6 @@
 import Foundation
 import KhoCore
+import KhoSupport
 import KhoPolicy
 import Testing
 

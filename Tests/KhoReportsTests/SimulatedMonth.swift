@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import KhoCore
+import KhoSupport
 import KhoPolicy
 import KhoVerify
 @testable import KhoReports

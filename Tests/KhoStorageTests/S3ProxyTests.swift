@@ -2,6 +2,7 @@ import Foundation
 import Testing
 @testable import KhoStorage
 import KhoCore
+import KhoSupport
 
 @Suite("S3 proxy variables")
 struct S3ProxyTests {

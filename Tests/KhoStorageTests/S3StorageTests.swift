@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import KhoCore
+import KhoSupport
 import KhoStorage
 import Testing
 

@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import KhoCore
+import KhoSupport
 import Testing
 
 /// The contract every `Storage` implementation must meet, as a reusable suite.

@@ -1,0 +1,97 @@
+import Foundation
+import KhoSupport
+
+/// What a database dump contained, recorded by the server in the same snapshot the dump read:
+/// the proof that a later restore is correct (checksums equal) and complete (every table, every row).
+public struct DumpManifest: Codable, Sendable, Equatable {
+    public struct Table: Codable, Sendable, Equatable {
+        public var schema: String
+        public var name: String
+        public var rows: Int64
+        /// Computed by the server from every row's text; see the source for the formula.
+        public var checksum: String
+        public init(schema: String, name: String, rows: Int64, checksum: String) {
+            self.schema = schema; self.name = name; self.rows = rows; self.checksum = checksum
+        }
+        public var qualifiedName: String { schema.isEmpty ? name : "\(schema).\(name)" }
+    }
+
+    public struct Database: Codable, Sendable, Equatable {
+        public var name: String
+        /// The file in the snapshot that holds this database's dump.
+        public var file: String
+        public var sizeBytes: Int64
+        public var tables: [Table]
+        public init(name: String, file: String, sizeBytes: Int64, tables: [Table]) {
+            self.name = name; self.file = file; self.sizeBytes = sizeBytes; self.tables = tables
+        }
+    }
+
+    public var engine: String
+    public var serverVersion: String
+    /// How checksums were computed, so that a reader knows what equality means.
+    public var checksumMethod: String
+    public var databases: [Database]
+
+    public init(engine: String, serverVersion: String, checksumMethod: String, databases: [Database]) {
+        self.engine = engine
+        self.serverVersion = serverVersion
+        self.checksumMethod = checksumMethod
+        self.databases = databases
+    }
+
+    public var json: JSONValue {
+        get throws {
+            try JSON.decoder.decode(JSONValue.self, from: try JSON.encoder.encode(self))
+        }
+    }
+
+    public init?(_ value: JSONValue?) {
+        guard let value, let data = try? JSON.encoder.encode(value),
+              let manifest = try? JSON.decoder.decode(DumpManifest.self, from: data) else { return nil }
+        self = manifest
+    }
+}
+
+/// A table-by-table comparison of a recorded manifest with one recomputed after a restore.
+public struct ManifestComparison: Codable, Sendable {
+    public enum Outcome: String, Codable, Sendable {
+        case equal, missing, extra, rowsDiffer = "rows-differ", checksumDiffers = "checksum-differs"
+    }
+
+    public struct Row: Codable, Sendable {
+        public var table: String
+        public var expectedRows: Int64?
+        public var actualRows: Int64?
+        public var expectedChecksum: String?
+        public var actualChecksum: String?
+        public var outcome: Outcome
+    }
+
+    public var rows: [Row]
+    public var equal: Bool { rows.allSatisfy { $0.outcome == .equal } }
+
+    public init(expected: [DumpManifest.Table], actual: [DumpManifest.Table]) {
+        var byName: [String: DumpManifest.Table] = [:]
+        for table in actual { byName[table.qualifiedName] = table }
+        var rows: [Row] = []
+        for table in expected {
+            let found = byName.removeValue(forKey: table.qualifiedName)
+            let outcome: Outcome
+            if let found {
+                if found.rows != table.rows { outcome = .rowsDiffer }
+                else if found.checksum != table.checksum { outcome = .checksumDiffers }
+                else { outcome = .equal }
+            } else {
+                outcome = .missing
+            }
+            rows.append(Row(table: table.qualifiedName, expectedRows: table.rows, actualRows: found?.rows,
+                            expectedChecksum: table.checksum, actualChecksum: found?.checksum, outcome: outcome))
+        }
+        for table in byName.values.sorted(by: { $0.qualifiedName < $1.qualifiedName }) {
+            rows.append(Row(table: table.qualifiedName, expectedRows: nil, actualRows: table.rows,
+                            expectedChecksum: nil, actualChecksum: table.checksum, outcome: .extra))
+        }
+        self.rows = rows
+    }
+}

@@ -1,0 +1,141 @@
+import Foundation
+import KhoSupport
+
+/// The kinds of files a repository holds, each in its own folder.
+public enum FileKind: String, Sendable, CaseIterable, Codable {
+    case config, key, data, index, snapshot, lock
+    /// Heads of audit ledgers that used this repository (see docs/FORMAT.md, "Ledger anchors").
+    case anchor
+
+    /// The folder (or key prefix) the kind lives under; `config` is a single file at the top.
+    public var folder: String {
+        switch self {
+        case .config: return ""
+        case .key: return "keys"
+        case .data: return "data"
+        case .index: return "index"
+        case .snapshot: return "snapshots"
+        case .lock: return "locks"
+        case .anchor: return "anchors"
+        }
+    }
+
+    /// The largest file of this kind the format allows (with room to spare). A read of more is
+    /// refused before anything is allocated: a file planted by whoever can write the storage
+    /// cannot make kho read gigabytes into memory.
+    public var maximumSize: Int {
+        switch self {
+        case .config, .key, .lock: return 64 << 10
+        case .anchor: return 1 << 20
+        case .snapshot: return 64 << 20
+        // Up to 512 MiB of blobs plus a header; index files list many packs' blobs.
+        case .data, .index: return 1 << 30
+        }
+    }
+
+    /// The integrity error for a file larger than its kind allows.
+    public func tooLarge(_ handle: Handle, size: Int, in location: String) -> KhoError {
+        KhoError(.integrity, "\(handle.path) in \(location) is \(size) bytes, more than a \(rawValue) file of a kho repository can be (\(maximumSize) bytes): it was not written by kho; remove it after checking what put it there.")
+    }
+}
+
+/// One stored file: its kind and its name (64 hex digits, or `config`).
+public struct Handle: Hashable, Sendable, CustomStringConvertible {
+    public var kind: FileKind
+    public var name: String
+
+    public init(_ kind: FileKind, _ name: String) {
+        self.kind = kind
+        self.name = name
+    }
+
+    public static let config = Handle(.config, "config")
+
+    /// Where the file lives relative to the repository root.
+    public var path: String {
+        switch kind {
+        case .config: return "config"
+        case .data: return "data/\(name.prefix(2))/\(name)"
+        default: return "\(kind.folder)/\(name)"
+        }
+    }
+
+    public var description: String { path }
+
+    /// Whether the name is the SHA-256 (lowercase hex) of the file's stored bytes, as for every
+    /// kind but the config and locks.
+    public var isNamedByContent: Bool {
+        switch kind {
+        case .key, .data, .index, .snapshot, .anchor:
+            return name.utf8.count == 64 && name.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
+        case .config, .lock:
+            return false
+        }
+    }
+}
+
+public struct StoredFile: Hashable, Sendable {
+    public var name: String
+    public var size: Int
+    /// When the storage last wrote the file, by the storage's clock; nil where it does not say.
+    public var modified: Date?
+    public init(name: String, size: Int, modified: Date? = nil) { self.name = name; self.size = size; self.modified = modified }
+
+    // A file is its name and size; when it was written is information about it, not part of it.
+    public static func == (a: StoredFile, b: StoredFile) -> Bool { a.name == b.name && a.size == b.size }
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(name)
+        hasher.combine(size)
+    }
+}
+
+/// Where a repository's files are kept. As small as a filesystem: every implementation passes the
+/// same conformance suite, and the engine never assumes more than these five verbs.
+///
+/// `save` is atomic: a reader sees either no file or the whole file, also after a crash. Saving a
+/// name that exists replaces it (only locks are ever saved twice). `load` with a length reads
+/// exactly that many bytes or throws.
+public protocol Storage: Sendable {
+    /// A human-readable location, for messages.
+    var location: String { get }
+    func save(_ handle: Handle, data: [UInt8]) throws
+    func load(_ handle: Handle, offset: Int, length: Int?) throws -> [UInt8]
+    func stat(_ handle: Handle) throws -> StoredFile
+    func list(_ kind: FileKind) throws -> [StoredFile]
+    func remove(_ handle: Handle) throws
+    /// Whether anything is stored at this location at all (used by `init` to refuse a used place).
+    func isEmpty() throws -> Bool
+    /// A writer for a file whose name is known only once it is complete (a pack is named by the
+    /// hash of its bytes), so that the file need not be held in memory; nil when this storage can
+    /// only save whole files.
+    func makeStreamWriter(for kind: FileKind) throws -> (any StorageStreamWriter)?
+    /// Whether every read is a request to a server (object storage), so that readers should
+    /// gather what they need into fewer, larger reads even at the cost of bytes read for nothing.
+    var readsAreRequests: Bool { get }
+}
+
+/// Writes a file piece by piece; `commit` gives it its name atomically, `abort` leaves nothing.
+public protocol StorageStreamWriter: AnyObject {
+    func write(_ bytes: UnsafeRawBufferPointer) throws
+    func commit(as handle: Handle) throws
+    func abort()
+}
+
+extension Storage {
+    public func makeStreamWriter(for kind: FileKind) throws -> (any StorageStreamWriter)? { nil }
+    public var readsAreRequests: Bool { false }
+
+    public func load(_ handle: Handle) throws -> [UInt8] {
+        try load(handle, offset: 0, length: nil)
+    }
+
+    public func exists(_ handle: Handle) -> Bool {
+        (try? stat(handle)) != nil
+    }
+}
+
+extension KhoError {
+    public static func missing(_ handle: Handle, in location: String) -> KhoError {
+        KhoError(.integrity, "\(handle.path) is missing from the repository at \(location): run `kho check` to see which snapshots it affects.")
+    }
+}
