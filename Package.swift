@@ -78,7 +78,7 @@ let package = Package(
             name: "KhoVerify",
             dependencies: ["KhoSupport", "KhoCore", "KhoStorage", "KhoSources", "KhoPolicy"]
         ),
-        .target(name: "KhoReports", dependencies: ["KhoSupport", "KhoCore", "KhoPolicy"]),
+        .target(name: "KhoReports", dependencies: ["KhoSupport", "KhoCore", "KhoSources", "KhoPolicy"]),
         .executableTarget(
             name: "kho",
             dependencies: [

@@ -2,6 +2,7 @@ import Foundation
 import KhoCore
 import KhoSupport
 import KhoPolicy
+import KhoSources
 
 /// The drill evidence as the catalog keeps it (`DrillEvidence` in KhoVerify, read here without
 /// depending on that module): only the fields a report uses, all optional, so that evidence

@@ -3,6 +3,7 @@ import Foundation
 import KhoCore
 import KhoSupport
 import KhoPolicy
+import KhoSources
 
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
