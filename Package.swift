@@ -98,11 +98,18 @@ let package = Package(
             dependencies: ["KhoSupport", "KhoCore"],
             path: "Sources/kho-bench"
         ),
-        .testTarget(name: "KhoCoreTests", dependencies: ["KhoSupport", "KhoCore"]),
-        .testTarget(name: "KhoStorageTests", dependencies: ["KhoSupport", "KhoCore", "KhoStorage"]),
-        .testTarget(name: "KhoIntegrationTests", dependencies: ["KhoSupport", "KhoCore", "KhoStorage"]),
-        .testTarget(name: "KhoReportsTests", dependencies: ["KhoReports", "KhoPolicy", "KhoVerify", "KhoSupport", "KhoCore"]),
-        .testTarget(name: "KhoPolicyTests", dependencies: ["KhoPolicy", "KhoSupport", "KhoCore"]),
+        // Helpers every test target shares: scratch database servers, moto, proxies, temporary folders.
+        .target(
+            name: "KhoTestSupport",
+            dependencies: ["KhoSupport", "KhoCore", "KhoStorage"],
+            path: "Tests/KhoTestSupport"
+        ),
+        .testTarget(name: "KhoCoreTests", dependencies: ["KhoSupport", "KhoCore", "KhoTestSupport"]),
+        .testTarget(name: "KhoStorageTests", dependencies: ["KhoSupport", "KhoCore", "KhoStorage", "KhoTestSupport"]),
+        // Depends on the `kho` executable so that `swift test` never runs against a stale binary.
+        .testTarget(name: "KhoIntegrationTests", dependencies: ["kho", "KhoSupport", "KhoCore", "KhoStorage", "KhoTestSupport"]),
+        .testTarget(name: "KhoReportsTests", dependencies: ["KhoReports", "KhoPolicy", "KhoVerify", "KhoSupport", "KhoCore", "KhoTestSupport"]),
+        .testTarget(name: "KhoPolicyTests", dependencies: ["KhoPolicy", "KhoSupport", "KhoCore", "KhoTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )
