@@ -99,6 +99,7 @@ let package = Package(
             path: "Sources/kho-bench"
         ),
         .testTarget(name: "KhoCoreTests", dependencies: ["KhoSupport", "KhoCore"]),
+        .testTarget(name: "KhoSupportTests", dependencies: ["KhoSupport"]),
         .testTarget(name: "KhoStorageTests", dependencies: ["KhoSupport", "KhoCore", "KhoStorage"]),
         .testTarget(name: "KhoIntegrationTests", dependencies: ["KhoSupport", "KhoCore", "KhoStorage"]),
         .testTarget(name: "KhoReportsTests", dependencies: ["KhoReports", "KhoPolicy", "KhoVerify", "KhoSupport", "KhoCore"]),

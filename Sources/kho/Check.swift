@@ -43,9 +43,7 @@ struct Check: ParsableCommand {
         if readData { options.readData = .all }
         if let subset = readDataSubset { options.readData = try Check.parseSubset(subset) }
         let report: CheckReport = try repository.withRepository(exclusive: false, command: "check") { repo in
-            // Each pack is one GET on S3: a few more in flight than cores, so that round trips
-            // overlap (each reader holds one pack, about 16 MiB).
-            if repo.storage.location.hasPrefix("s3:") { options.workers = max(options.workers, 4) }
+            options.workers = repo.storage.suggestedCheckWorkers(options.workers)
             let progress = ProgressCounter()
             let line = ProgressLine(progress: progress, label: "check", enabled: !json && options.readData != .none)
             defer { line.finish() }
@@ -79,6 +77,6 @@ struct Check: ParsableCommand {
                 Terminal.out("\(report.errors.count) errors found: restore what is affected from another copy, and run `kho backup` again for the sources listed")
             }
         }
-        if !report.ok { throw ExitStatus(.integrity) }
+        try finish(Verdict(report))
     }
 }
