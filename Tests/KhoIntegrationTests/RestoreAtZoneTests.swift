@@ -5,7 +5,7 @@ import Testing
 // to read it in Asia/Ho_Chi_Minh whatever the machine said, so an operator on a server kept in UTC
 // who typed the time shown by `date` got the snapshot of seven hours earlier.
 
-@Suite struct LocalTimeTests {
+@Suite struct RestoreAtZoneTests {
     @Test("restore --at reads a local time in the machine's zone (TZ); an offset is taken as written")
     func atFollowsTheMachinesZone() throws {
         let sandbox = try Sandbox("at-zone")
