@@ -72,6 +72,7 @@ struct Check: ParsableCommand {
             if report.ok {
                 Terminal.out("no errors found")
             } else if !report.repeatedNonces.isEmpty {
+                // try?: only the advice's wording; a repository given by flag or KHO_REPOSITORY was read above.
                 Terminal.out("\(report.errors.count) errors found: move every snapshot to a fresh key with `kho rekey --from-repo \((try? repository.location()) ?? "THIS-REPOSITORY") --to-repo NEW`, then retire this repository and its keys")
             } else {
                 Terminal.out("\(report.errors.count) errors found: restore what is affected from another copy, and run `kho backup` again for the sources listed")

@@ -220,6 +220,7 @@ enum Signals {
                 }
                 ScratchRegistry.tearDownAll()
                 for lock in locks.current.values { lock.release() }
+                // try?: a lock still being written may not exist yet; one left behind is stale and `kho unlock` removes it.
                 for (storage, name) in pendingLocks.current { try? storage.remove(Handle(.lock, name)) }
                 if Terminal.isInteractive { Terminal.write(STDERR_FILENO, "\n") }
                 Terminal.error("interrupted; nothing was committed after the last complete step.")
