@@ -99,9 +99,7 @@ struct Backup: ParsableCommand {
         if let name = stdinName, name.contains("/") {
             throw ValidationError("--stdin-name must be a plain file name without '/': got \(name).")
         }
-        if let connections, !(1...64).contains(connections) {
-            throw ValidationError("--connections must be 1 to 64; got \(connections).")
-        }
+        try Flags.checkConnections(connections)
         if let compression, !(0...22).contains(compression) {
             throw ValidationError("--compression must be 0 (off) to 22; got \(compression).")
         }
@@ -136,7 +134,7 @@ struct Backup: ParsableCommand {
                 }
                 return try source.backup(with: archiver, repository: repo)
             }
-            if command != nil { options.source = SnapshotSource(kind: "command", name: stdinName) }
+            if command != nil { options.source = SnapshotSource(kind: SourceSpec.Kind.command.rawValue, name: stdinName) }
             let archiver = try Archiver(repository: repo, index: index, options: options, progress: progress) { message in
                 line.finish()
                 Terminal.warning(message)

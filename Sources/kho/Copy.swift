@@ -49,9 +49,7 @@ struct Copy: ParsableCommand {
     }
 
     func validate() throws {
-        if let connections, !(1...64).contains(connections) {
-            throw ValidationError("--connections must be 1 to 64; got \(connections).")
-        }
+        try Flags.checkConnections(connections)
     }
 
     func run() throws {

@@ -38,9 +38,7 @@ struct Rekey: ParsableCommand {
     var json = false
 
     func validate() throws {
-        if let connections, !(1...64).contains(connections) {
-            throw ValidationError("--connections must be 1 to 64; got \(connections).")
-        }
+        try Flags.checkConnections(connections)
     }
 
     struct Result: Codable {

@@ -169,7 +169,7 @@ struct Restore: ParsableCommand {
         }
         let files = snap.paths
         if let database, files.contains(database) { return (database, nil) }
-        guard files.count == 1, let only = files.first, snap.source.kind != "files" else {
+        guard files.count == 1, let only = files.first, SourceSpec.Kind(rawValue: snap.source.kind) != .files else {
             throw KhoError(.usage, "Snapshot \(snap.shortID) is not a single dump: restore it with --target DIR, or name the file with --database.")
         }
         return (only, nil)
@@ -230,7 +230,7 @@ struct Restore: ParsableCommand {
             finished = true
             line.finish()
             var comparison: ManifestComparison?
-            if let toFile, let expected, DumpManifest(snap.manifest)?.engine == "sqlite" {
+            if let toFile, let expected, DumpManifest(snap.manifest).flatMap({ SourceSpec.Kind(rawValue: $0.engine) }) == .sqlite {
                 comparison = ManifestComparison(expected: expected.tables,
                                                 actual: try SQLiteSource.manifestTables(path: toFile, source: snap.source.name ?? file))
             }

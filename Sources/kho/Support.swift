@@ -149,6 +149,16 @@ struct RepositoryOptions: ParsableArguments {
     }
 }
 
+/// Checks of flags several commands share.
+enum Flags {
+    /// `--connections` (backup, copy, rekey): uploads in flight, within what a storage client pools.
+    static func checkConnections(_ connections: Int?) throws {
+        if let connections, !(1...64).contains(connections) {
+            throw ValidationError("--connections must be 1 to 64; got \(connections).")
+        }
+    }
+}
+
 enum DurationText {
     /// Parses a duration option (`90s`, `15m`, `2h`, `7d`, `1h30m` or plain seconds).
     static func parse(_ text: String, option: String) throws -> TimeInterval {
