@@ -89,7 +89,7 @@ enum Format {
     static func time(_ date: Date) -> String {
         let formatter = DateFormatter()
         formatter.dateFormat = "yyyy-MM-dd HH:mm:ss"
-        formatter.timeZone = TimeZone.current
+        formatter.timeZone = LocalTime.systemZone
         return formatter.string(from: date)
     }
 }
