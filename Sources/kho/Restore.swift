@@ -143,38 +143,6 @@ struct Restore: ParsableCommand {
         try finish(Verdict(summary))
     }
 
-    /// The dump file to restore and, for database sources, its part of the manifest.
-    private func dumpFile(_ snap: Snapshot) throws -> (file: String, manifest: DumpManifest.Database?) {
-        let (file, manifest) = try recordedDumpFile(snap)
-        // The name comes from the snapshot: a name with a path in it is not one kho wrote.
-        guard Node.isPlainName(file) else {
-            throw KhoError(.integrity, "Snapshot \(snap.shortID) names its dump \(file.debugDescription), which is not a plain file name: the repository was written by something other than kho; do not restore from it.")
-        }
-        return (file, manifest)
-    }
-
-    private func recordedDumpFile(_ snap: Snapshot) throws -> (file: String, manifest: DumpManifest.Database?) {
-        if let manifest = DumpManifest(snap.manifest) {
-            let choices = manifest.databases
-            if let database {
-                guard let match = choices.first(where: { $0.name == database }) else {
-                    throw KhoError(.usage, "Snapshot \(snap.shortID) holds no database \(database); it holds \(choices.map(\.name).joined(separator: ", ")).")
-                }
-                return (match.file, match)
-            }
-            guard choices.count == 1, let only = choices.first else {
-                throw KhoError(.usage, "Snapshot \(snap.shortID) holds several databases (\(choices.map(\.name).joined(separator: ", "))): choose one with --database NAME.")
-            }
-            return (only.file, only)
-        }
-        let files = snap.paths
-        if let database, files.contains(database) { return (database, nil) }
-        guard files.count == 1, let only = files.first, SourceSpec.Kind(rawValue: snap.source.kind) != .files else {
-            throw KhoError(.usage, "Snapshot \(snap.shortID) is not a single dump: restore it with --target DIR, or name the file with --database.")
-        }
-        return (only, nil)
-    }
-
     static func printComparison(_ comparison: ManifestComparison) {
         Terminal.out("manifest comparison (recorded at backup → restored):")
         for row in comparison.rows {
@@ -185,7 +153,7 @@ struct Restore: ParsableCommand {
     }
 
     private func restoreDump(_ repo: Repository, index: MasterIndex, snapshot snap: Snapshot) throws {
-        let (file, expected) = try dumpFile(snap)
+        let (file, expected) = try DumpSelector.dump(in: snap, database: database)
         let node = try TreeLookup(repository: repo, index: index).node(at: file, in: snap)
         let reader = try OrderedBlobReader(repository: repo, index: index, content: node.content)
         let progress = ProgressCounter()
