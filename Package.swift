@@ -105,11 +105,12 @@ let package = Package(
             path: "Tests/KhoTestSupport"
         ),
         .testTarget(name: "KhoCoreTests", dependencies: ["KhoSupport", "KhoCore", "KhoTestSupport"]),
+        .testTarget(name: "KhoSupportTests", dependencies: ["KhoSupport"]),
         .testTarget(name: "KhoStorageTests", dependencies: ["KhoSupport", "KhoCore", "KhoStorage", "KhoTestSupport"]),
         // Depends on the `kho` executable so that `swift test` never runs against a stale binary.
         .testTarget(name: "KhoIntegrationTests", dependencies: ["kho", "KhoSupport", "KhoCore", "KhoStorage", "KhoTestSupport"]),
         .testTarget(name: "KhoReportsTests", dependencies: ["KhoReports", "KhoPolicy", "KhoVerify", "KhoSupport", "KhoCore", "KhoTestSupport"]),
-        .testTarget(name: "KhoPolicyTests", dependencies: ["KhoPolicy", "KhoSupport", "KhoCore", "KhoTestSupport"]),
+        .testTarget(name: "KhoPolicyTests", dependencies: ["KhoPolicy", "KhoSources", "KhoSupport", "KhoCore", "KhoTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )
