@@ -111,6 +111,12 @@ public enum ConstantTime {
 enum Algorithms {
     nonisolated(unsafe) static let sha256: OpaquePointer = fetchDigest("SHA256")
     nonisolated(unsafe) static let md5: OpaquePointer = fetchDigest("MD5")
+    nonisolated(unsafe) static let hmac: OpaquePointer = {
+        guard let mac = EVP_MAC_fetch(nil, "HMAC", nil) else {
+            fatalError("OpenSSL's EVP_MAC_fetch(HMAC) failed: this OpenSSL has no HMAC; install Debian's libssl3.")
+        }
+        return mac
+    }()
     nonisolated(unsafe) static let aes256gcm: OpaquePointer = {
         guard let cipher = EVP_CIPHER_fetch(nil, "AES-256-GCM", nil) else {
             fatalError("OpenSSL's EVP_CIPHER_fetch(AES-256-GCM) failed: this OpenSSL has no AES-256-GCM; install Debian's libssl3.")
@@ -189,63 +195,46 @@ public enum SHA256 {
     }
 }
 
-/// HMAC-SHA256 under a fixed key. The key's inner and outer pads are hashed once, so each call only
-/// copies two prepared states; one instance per thread.
+/// HMAC-SHA256 under a fixed key, through OpenSSL's MAC API. The key is set once; each call
+/// re-initializes the context from the keyed state OpenSSL keeps (no key schedule, no allocation
+/// of ours); one instance per thread.
 public final class BlobHasher {
-    private let inner: OpaquePointer
-    private let outer: OpaquePointer
-    private let work: OpaquePointer
+    private let context: OpaquePointer
 
     public init(key: SecretBytes) throws {
-        guard key.count <= 64 else {
-            throw KhoError(.failure, "An HMAC key of \(key.count) bytes is longer than SHA-256's block: kho only makes 32-byte keys; this is a bug in kho.")
+        guard let context = EVP_MAC_CTX_new(Algorithms.hmac) else { throw CryptoFailure.error("EVP_MAC_CTX_new(HMAC)") }
+        self.context = context
+        // The key is read from its wiped memory, never copied out; its pointer is never null (even
+        // for an empty key), which matters: a null key asks OpenSSL to reuse one never set.
+        let ok = "digest".withCString { name in
+            "SHA256".withCString { digest in
+                var params = [OSSL_PARAM_construct_utf8_string(name, UnsafeMutablePointer(mutating: digest), 0),
+                              OSSL_PARAM_construct_end()]
+                return EVP_MAC_init(context, key.pointer.baseAddress!.assumingMemoryBound(to: UInt8.self), key.count, &params)
+            }
         }
-        guard let inner = EVP_MD_CTX_new(), let outer = EVP_MD_CTX_new(), let work = EVP_MD_CTX_new() else {
-            throw CryptoFailure.error("EVP_MD_CTX_new")
-        }
-        self.inner = inner
-        self.outer = outer
-        self.work = work
-        var ipad = [UInt8](repeating: 0x36, count: 64)
-        var opad = [UInt8](repeating: 0x5c, count: 64)
-        defer {
-            OPENSSL_cleanse(&ipad, 64)
-            OPENSSL_cleanse(&opad, 64)
-        }
-        key.withUnsafeBytes { k in
-            for i in 0..<k.count { ipad[i] ^= k[i]; opad[i] ^= k[i] }
-        }
-        try checkOpenSSL(EVP_DigestInit_ex(inner, Algorithms.sha256, nil), "EVP_DigestInit_ex(HMAC inner)")
-        try checkOpenSSL(EVP_DigestUpdate(inner, ipad, 64), "EVP_DigestUpdate(HMAC inner pad)")
-        try checkOpenSSL(EVP_DigestInit_ex(outer, Algorithms.sha256, nil), "EVP_DigestInit_ex(HMAC outer)")
-        try checkOpenSSL(EVP_DigestUpdate(outer, opad, 64), "EVP_DigestUpdate(HMAC outer pad)")
+        try checkOpenSSL(ok, "EVP_MAC_init(HMAC, SHA256)")
     }
 
     public func id(of data: UnsafeRawBufferPointer) throws -> BlobID {
         var digest = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
-        var length: UInt32 = 0
-        // All six results are combined and checked once: the hot path keeps a single branch.
+        var length = 0
+        // All results are combined and checked once: the hot path keeps a single branch.
         let ok = withUnsafeMutableBytes(of: &digest) { d -> Int32 in
             let out = d.baseAddress!.assumingMemoryBound(to: UInt8.self)
-            var ok = EVP_MD_CTX_copy_ex(work, inner)
-            if data.count > 0 { ok &= EVP_DigestUpdate(work, data.baseAddress, data.count) }
-            ok &= EVP_DigestFinal_ex(work, out, &length)
-            ok &= EVP_MD_CTX_copy_ex(work, outer)
-            ok &= EVP_DigestUpdate(work, out, 32)
-            ok &= EVP_DigestFinal_ex(work, out, &length)
+            // A null key re-initializes with the key set in `init`.
+            var ok = EVP_MAC_init(context, nil, 0, nil)
+            if data.count > 0 { ok &= EVP_MAC_update(context, data.baseAddress!.assumingMemoryBound(to: UInt8.self), data.count) }
+            ok &= EVP_MAC_final(context, out, &length, 32)
             return ok
         }
-        try checkOpenSSL(ok, "HMAC-SHA256 (EVP_MD_CTX_copy_ex/EVP_DigestUpdate/EVP_DigestFinal_ex)")
+        try checkOpenSSL(length == 32 ? ok : 0, "HMAC-SHA256 (EVP_MAC_init/EVP_MAC_update/EVP_MAC_final)")
         return withUnsafeBytes(of: &digest) { BlobID(bytes: $0.baseAddress!) }
     }
 
     public func id(of data: [UInt8]) throws -> BlobID { try data.withUnsafeBytes { try id(of: $0) } }
 
-    deinit {
-        EVP_MD_CTX_free(inner)
-        EVP_MD_CTX_free(outer)
-        EVP_MD_CTX_free(work)
-    }
+    deinit { EVP_MAC_CTX_free(context) }
 }
 
 /// Where a `Sealer`'s nonces come from. Outside kho's own tests it is always `.random`: the other

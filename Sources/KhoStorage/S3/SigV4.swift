@@ -73,11 +73,9 @@ public struct S3Credentials: Sendable, Equatable {
 public enum SigV4 {
     public static let emptyPayloadHash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
-    /// HMAC-SHA256. Keys longer than a SHA-256 block are hashed first, as HMAC says.
+    /// HMAC-SHA256 (OpenSSL hashes keys longer than a block first, as HMAC says).
     public static func hmac(key: [UInt8], _ data: [UInt8]) throws -> [UInt8] {
-        let usable = key.count > 64 ? try SHA256.hash(key).bytes : key
-        let secret = SecretBytes(usable)
-        return try BlobHasher(key: secret).id(of: data).bytes
+        try BlobHasher(key: SecretBytes(key)).id(of: data).bytes
     }
 
     /// The key that signs requests of one day, region and service.
