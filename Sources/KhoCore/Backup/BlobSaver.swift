@@ -105,6 +105,9 @@ public final class BlobSaver: @unchecked Sendable {
 
     private func save(_ data: UnsafeRawBufferPointer, id: BlobID, kind: BlobKind) throws {
         try failure.check()
+        // A lost lock stops the reading at the next chunk: a slow stream may take long to fill
+        // the next pack, and what it still reads could never be recorded.
+        try RepositoryLock.checkHeld(repository.storage)
         if has(id) { return }
         sessionBlobs.insert(id)
         batch.append(Job(id: id, kind: kind, data: ChunkCopy(data, pool: buffers)))

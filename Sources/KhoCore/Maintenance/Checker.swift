@@ -115,6 +115,9 @@ public final class Checker {
         try traceSnapshots(snapshots, index: index, badBlobs: badBlobs)
         report.damagedPacks = badPacks.sorted()
         reportRepeats(census, snapshots: snapshots)
+        // A check whose lock was lost may have watched a prune remove packs: its findings are
+        // not about the repository as it stands, so the lost lock is the answer.
+        try RepositoryLock.checkHeld(repository.storage)
         return report
     }
 

@@ -278,7 +278,7 @@ public final class RepositoryLock: @unchecked Sendable {
         let message = (error as? KhoError)?.message ?? "\(error)"
         failure.withLock { current in
             if current == nil {
-                current = KhoError(.locked, "The lock of this \(info.command) on \(storage.location) could not be refreshed (\(message)): stopping, since another kho may now treat the repository as unlocked; nothing from this run is recorded as good. Run it again.")
+                current = KhoError(.locked, "The lock of this \(info.command) on \(storage.location) could not be refreshed (\(message)), so it stopped: another kho (a prune) may now treat the repository as unlocked and remove what it wrote; nothing from this run is recorded as good. Run it again.", retryable: true)
             }
         }
     }

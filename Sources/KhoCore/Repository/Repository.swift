@@ -233,18 +233,36 @@ public final class Repository: Sendable {
     static func open(storage: any Storage, password: [UInt8], config known: RepositoryConfig?, logger: Logger,
                      nonces: NonceSource) throws -> Repository {
         let config = try known ?? readConfig(storage: storage)
-        let keys = try storage.list(.key)
+        let keys: [StoredFile]
+        do {
+            keys = try storage.list(.key)
+        } catch let error as KhoError {
+            throw keyStorageFailure("The key files of \(storage.location) could not be listed", error)
+        }
         guard !keys.isEmpty else {
             throw KhoError(.integrity, "\(storage.location) has no key files left: restore keys/ from a copy of the repository.")
         }
         var candidates: [(name: String, file: KeyFile)] = []
+        // A key file the storage failed to read (permissions, I/O, a server error) may be the one
+        // the password opens: if no other key opens, that failure is the answer, not "wrong
+        // password".
+        var readFailure: KhoError?
         for file in keys where file.size <= KeyFile.maximumSize {
             let handle = Handle(.key, file.name)
+            let bytes: [UInt8]
             do {
-                let bytes = try storage.load(handle)
+                bytes = try storage.load(handle)
+            } catch let error as KhoError where error.kind == .integrity {
+                // Removed since the listing, or truncated: not a key anyone can open.
+                logger.warning("skipping key file \(handle.path): \(error.message)")
+                continue
+            } catch let error as KhoError {
+                logger.warning("key file \(handle.path) could not be read: \(error.message)")
+                readFailure = readFailure ?? keyStorageFailure("Key file \(handle.path) of \(storage.location) could not be read", error)
+                continue
+            }
+            do {
                 candidates.append((file.name, try JSON.decoder.decode(KeyFile.self, from: Data(bytes))))
-            } catch let error as KhoError where error.kind == .storage {
-                throw error
             } catch {
                 logger.warning("skipping unreadable key file \(handle.path)")
             }
@@ -275,7 +293,15 @@ public final class Repository: Sendable {
             return try Repository(storage: storage, config: config, key: master, keyID: name, logger: logger,
                                   configAuthenticated: authenticated, nonces: nonces)
         }
+        if let readFailure { throw readFailure }
         throw KhoError(.wrongPassword, "No key of the repository at \(storage.location) opens with this password: check KHO_PASSWORD_FILE, KHO_PASSWORD_COMMAND or KHO_PASSWORD.")
+    }
+
+    /// A storage failure met while looking for the key: reported as such (exit 1, retryable when
+    /// the storage's error is), since whether the password is right is not known.
+    private static func keyStorageFailure(_ what: String, _ error: KhoError) -> KhoError {
+        KhoError(.storage, "\(what) (\(error.message)): the storage failed, so the password could not be tried; fix the storage (permissions, disk, server), then run the command again.",
+                 retryable: error.retryable)
     }
 
     /// Binds the config of a repository made before configs were authenticated: writes `config`
@@ -313,6 +339,8 @@ public final class Repository: Sendable {
         try storage.list(.key).compactMap { file in
             guard file.size <= KeyFile.maximumSize else { return nil }
             let bytes = try storage.load(Handle(.key, file.name))
+            // try?: a file that is not a key file (damaged, planted) is left out of the list, as
+            // `open` skips it; storage failures above are thrown.
             guard let keyFile = try? JSON.decoder.decode(KeyFile.self, from: Data(bytes)) else { return nil }
             return (file.name, keyFile)
         }
