@@ -75,6 +75,7 @@ public final class BlobSaver: @unchecked Sendable {
         buffers = BufferPool(keep: workerCount * 3 + 1)
         uploads = BoundedQueue(capacity: uploaderCount)
         packLock = Locked([:])
+        // try?: a storage that cannot make a stream writer now gets whole packs, as one without any.
         streams = ((try? repository.storage.makeStreamWriter(for: .data)) ?? nil) != nil
         activeWorkers = Locked(workerCount)
         let level = compressionLevel ?? repository.config.compressionLevel
@@ -304,6 +305,8 @@ public final class BlobSaver: @unchecked Sendable {
         uploaders.forEach { $0.join() }
         if let error = failure.value {
             // Packs that did reach storage stay usable by the next backup.
+            // try?: the error thrown is the first one; packs left unindexed are removed by prune
+            // after its grace period, and the next backup writes them again.
             try? flushIndex()
             throw error
         }
@@ -327,6 +330,7 @@ public final class BlobSaver: @unchecked Sendable {
             open.values.forEach { $0.abort() }
             open = [:]
         }
+        // try?: as in `finish` after a failure: `reason` is what the caller reports.
         try? flushIndex()
     }
 

@@ -61,6 +61,8 @@ public struct LockInfo: Codable, Sendable {
 /// What identifies a process on Linux beyond its PID.
 public enum ProcessIdentity {
     public static let bootID: String? = {
+        // try?: without /proc (not Linux, a restricted container) locks carry no boot ID and are
+        // judged by host name and PID, as locks of an earlier kho are.
         guard let text = try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8) else { return nil }
         let id = text.trimmingCharacters(in: .whitespacesAndNewlines)
         return id.isEmpty ? nil : id
@@ -68,6 +70,7 @@ public enum ProcessIdentity {
 
     /// Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot.
     public static func startTime(of pid: Int32) -> UInt64? {
+        // try?: no such process (or no /proc): no start time, and the PID alone decides.
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
               let close = text.lastIndex(of: ")") else { return nil }
         // The command name (field 2) may hold spaces and parentheses: count from its end.
@@ -135,6 +138,8 @@ public final class RepositoryLock: @unchecked Sendable {
             try storage.save(Handle(.lock, name), data: Array(try JSON.encoder.encode(info)))
             // Someone may have written a conflicting lock at the same moment: both look again.
             if let holder = try conflict(storage: storage, exclusive: exclusive, ignoring: name) {
+                // try?: a lock of ours left behind is stale once this process ends (its PID is
+                // gone); the conflict is what this command reports or waits out.
                 try? storage.remove(Handle(.lock, name))
                 if Date() >= deadline { throw lockedError(holder, storage: storage) }
                 Thread.sleep(forTimeInterval: Double.random(in: 0.05...0.3))
@@ -184,7 +189,10 @@ public final class RepositoryLock: @unchecked Sendable {
             do {
                 bytes = try storage.load(handle)
             } catch let error as KhoError {
-                if error.kind == .integrity, (try? storage.stat(handle)) == nil { continue }
+                // Gone since the listing (released meanwhile) only when the storage says it is
+                // missing; a stat that fails otherwise leaves it listed as unreadable, which
+                // keeps prune out: the safe side.
+                if error.kind == .integrity, try !storage.exists(handle) { continue }
                 result.append(.unreadable(name: file.name, reason: error.message, modified: file.modified))
                 continue
             }
@@ -274,6 +282,8 @@ public final class RepositoryLock: @unchecked Sendable {
         }
     }
 
+    /// The error is of kind `.locked` (exit 10, retryable): the lock is what failed, as when the
+    /// repository is locked, and running the command again is the fix.
     private func fail(_ error: Error) {
         let message = (error as? KhoError)?.message ?? "\(error)"
         failure.withLock { current in
@@ -295,6 +305,7 @@ public final class RepositoryLock: @unchecked Sendable {
         }
         // A file damaged in place still kept prune and forget out (an unreadable lock blocks
         // them), so it is simply written again; another process's lock under this name is not.
+        // try?: a file that does not decode is that damaged file.
         if let stored = try? JSON.decoder.decode(LockInfo.self, from: Data(current)),
            stored.pid != info.pid || stored.hostname != info.hostname || abs(stored.time.timeIntervalSince(info.time)) >= 0.001 {
             throw KhoError(.locked, "its file locks/\(name) was replaced by the lock of \(stored.holder)")
@@ -312,6 +323,8 @@ public final class RepositoryLock: @unchecked Sendable {
         stop.signal()
         refresher?.join()
         RepositoryLock.held.withLock { $0[storage.location]?.removeAll { $0 === self } }
+        // try?: the operation is over; a lock file left behind names a process that is about to
+        // end, so it is stale for everyone (and `kho unlock` removes it).
         try? storage.remove(Handle(.lock, name))
     }
 

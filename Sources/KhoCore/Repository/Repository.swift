@@ -211,6 +211,7 @@ public final class Repository: Sendable {
         guard config.format == "kho-repository" else {
             throw KhoError(.notARepository, "\(location) is not a kho repository: check --repo or KHO_REPOSITORY.")
         }
+        // try?: `validate` says why in terms of flags; here any failure means a damaged config.
         guard config.version >= 1, (try? config.chunker.validate()) != nil, (1 << 20...512 << 20).contains(config.packSize),
               (0...22).contains(config.compressionLevel) else {
             throw KhoError(.notARepository, "\(location) has a config file with impossible values: it is damaged; restore it from a copy of the repository.")

@@ -47,6 +47,9 @@ extension Restorer {
             entries.removeAll()
             lock.unlock()
             for components in left {
+                // try?: cleaning up after the failure being reported; a folder that cannot be
+                // opened keeps its `.kho-restore-*` entry, which the restore's error names no
+                // worse than before.
                 guard let name = components.last,
                       let folder = try? FileSystem.openDirectory(Array(components.dropLast()), below: root, path: "") else { continue }
                 FileSystem.withCName(name) { _ = unlinkat(folder, $0, 0) }

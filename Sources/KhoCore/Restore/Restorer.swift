@@ -115,6 +115,8 @@ public final class Restorer {
     /// the ordinary error messages.
     func loadTree(_ id: BlobID) throws -> Tree {
         guard let location = index.lookup(id) else { return try repository.loadTree(id, index: index, codec: codec) }
+        // try? (both): a shortcut; whatever fails in it is done again the ordinary way below,
+        // whose error is the one reported.
         if treePacks[location.pack] == nil, treePackBytes < Restorer.treePackBudget,
            let bytes = try? repository.storage.load(Handle(.data, location.pack.hex)) {
             treePacks[location.pack] = bytes
@@ -351,6 +353,8 @@ public final class Restorer {
         if node.links > 1, let first = hardLinks[linkKey] {
             // By descriptor and exact bytes: the first name may lie below a path longer than
             // PATH_MAX, or hold bytes that are not UTF-8.
+            // try?: when the first name's folder cannot be opened the content is written again
+            // (a copy instead of a link): the file is whole either way.
             if let firstFolder = try? FileSystem.openDirectory(Array(first.dropLast()), below: rootFD, path: path) {
                 defer { close(firstFolder) }
                 let linked = FileSystem.withCName(first.last!) { existing in

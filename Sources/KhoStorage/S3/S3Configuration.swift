@@ -121,6 +121,7 @@ public struct S3Configuration: Sendable {
             throw KhoError(.usage, "KHO_S3_CA_FILE=\(path) cannot be read (permissions?): make it readable by this user, or \(fix).")
         }
         let text = String(decoding: data, as: UTF8.self)
+        // try?: a file NIOSSL cannot parse gets the message below, which says how to make one.
         guard text.contains("-----BEGIN CERTIFICATE-----"),
               let certificates = try? NIOSSLCertificate.fromPEMBytes([UInt8](data)), !certificates.isEmpty else {
             throw KhoError(.usage, "KHO_S3_CA_FILE=\(path) holds no PEM certificate (-----BEGIN CERTIFICATE-----): \(fix) (a DER file becomes PEM with `openssl x509 -inform der -in ca.cer -out ca.pem`).")
