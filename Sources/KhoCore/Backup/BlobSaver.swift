@@ -3,7 +3,7 @@ import KhoSupport
 import Logging
 
 /// Counters of what a saver stored.
-public struct SaverStatistics: Sendable {
+package struct SaverStatistics: Sendable {
     public var blobsNew = 0
     public var bytesNewRaw: Int64 = 0
     public var bytesAdded: Int64 = 0
@@ -294,7 +294,7 @@ public final class BlobSaver: @unchecked Sendable {
 
     /// Waits until every blob is packed, uploaded and indexed. After this returns, a snapshot that
     /// refers to the saved blobs may be written.
-    public func finish() throws -> SaverStatistics {
+    package func finish() throws -> SaverStatistics {
         precondition(!finished)
         do { try flushBatch() } catch { abort(error); throw error }
         finished = true
@@ -334,7 +334,7 @@ public final class BlobSaver: @unchecked Sendable {
         try? flushIndex()
     }
 
-    public var statistics: SaverStatistics { stats.current }
+    package var statistics: SaverStatistics { stats.current }
 }
 
 /// A pack being written straight to storage: sealed blobs are appended to a temporary file and

@@ -79,7 +79,7 @@ public final class SecretBytes: @unchecked Sendable {
     }
 }
 
-public enum Wipe {
+enum Wipe {
     /// Overwrites an array's bytes with zeros in a way the optimizer cannot drop.
     public static func bytes(_ array: inout [UInt8]) {
         let count = array.count

@@ -99,12 +99,12 @@ public final class BlobCodec {
     }
 
     /// Loads one blob from storage and passes its verified plaintext to `body`.
-    public func load(_ location: BlobLocation, from repository: Repository, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+    package func load(_ location: BlobLocation, from repository: Repository, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
         let sealed = try repository.storage.load(Handle(.data, location.pack.hex), offset: Int(location.blob.offset), length: Int(location.blob.length))
         try sealed.withUnsafeBytes { try open($0, blob: location.blob, into: body) }
     }
 
-    public func loadBytes(_ location: BlobLocation, from repository: Repository) throws -> [UInt8] {
+    package func loadBytes(_ location: BlobLocation, from repository: Repository) throws -> [UInt8] {
         var result: [UInt8] = []
         try load(location, from: repository) { result = Array($0) }
         return result

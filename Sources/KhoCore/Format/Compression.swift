@@ -34,7 +34,7 @@ public final class Compressor {
     }
 }
 
-public final class Decompressor {
+final class Decompressor {
     private let dctx: OpaquePointer
 
     public init() { dctx = ZSTD_createDCtx() }

@@ -1,6 +1,6 @@
 import KhoSupport
 /// Where a blob is stored.
-public struct BlobLocation: Sendable, Equatable {
+package struct BlobLocation: Sendable, Equatable {
     public var pack: BlobID
     public var blob: PackedBlob
 }
@@ -68,13 +68,13 @@ public struct MasterIndex: Sendable {
 
     public func contains(_ id: BlobID) -> Bool { firstIndex(of: id) != nil }
 
-    public func lookup(_ id: BlobID) -> BlobLocation? {
+    package func lookup(_ id: BlobID) -> BlobLocation? {
         guard let i = firstIndex(of: id) else { return nil }
         return location(entries[i])
     }
 
     /// Every location of a blob (more than one after concurrent backups or an interrupted prune).
-    public func lookupAll(_ id: BlobID) -> [BlobLocation] {
+    package func lookupAll(_ id: BlobID) -> [BlobLocation] {
         guard var i = firstIndex(of: id) else { return [] }
         var result: [BlobLocation] = []
         while i < entries.count, entries[i].id == id {
@@ -100,7 +100,7 @@ public struct MasterIndex: Sendable {
     }
 
     /// Calls `body` for every entry, in ID order.
-    public func forEach(_ body: (BlobLocation) throws -> Void) rethrows {
+    package func forEach(_ body: (BlobLocation) throws -> Void) rethrows {
         for e in entries { try body(location(e)) }
     }
 }

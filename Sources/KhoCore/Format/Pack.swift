@@ -46,7 +46,7 @@ public struct PackedBlob: Sendable, Equatable {
 
 /// A pack file: sealed blobs one after another, then the sealed header listing them, then the
 /// header's sealed length as a little-endian u32.
-public enum PackFormat {
+enum PackFormat {
     static let headerContext = Array("kho/pack-header".utf8)
     static let headerMagic = Array("KPAK".utf8)
 

@@ -4,7 +4,7 @@ import KhoSupport
 /// What `kho copy` did.
 public struct CopySummary: Codable, Sendable, Equatable {
     /// Snapshots copied, as (source ID, target ID).
-    public var copied: [CopiedSnapshot] = []
+    package var copied: [CopiedSnapshot] = []
     /// Snapshots the target already had (same time, host, paths, tags and source).
     public var alreadyThere: [String] = []
     /// Blobs read and decrypted from the source.
@@ -21,7 +21,7 @@ public struct CopySummary: Codable, Sendable, Equatable {
     public init() {}
 }
 
-public struct CopiedSnapshot: Codable, Sendable, Equatable {
+package struct CopiedSnapshot: Codable, Sendable, Equatable {
     public var source: String
     public var target: String
     public var time: Date

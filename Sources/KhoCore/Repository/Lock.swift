@@ -4,7 +4,7 @@ import Glibc
 
 /// The content of a lock file in `locks/`. Lock files are the only files rewritten in place (when
 /// refreshed) and are named by a random ID, not by their hash.
-public struct LockInfo: Codable, Sendable {
+package struct LockInfo: Codable, Sendable {
     public var exclusive: Bool
     public var hostname: String
     public var pid: Int32
@@ -86,7 +86,7 @@ public enum ProcessIdentity {
 
 /// A file in `locks/`: a lock kho can read, or one it cannot (damaged, from a newer kho, not
 /// readable), which must be taken for a live lock of unknown kind.
-public enum LockFile: Sendable {
+package enum LockFile: Sendable {
     case readable(name: String, info: LockInfo, modified: Date?)
     case unreadable(name: String, reason: String, modified: Date?)
 
@@ -181,7 +181,7 @@ public final class RepositoryLock: @unchecked Sendable {
 
     /// Every lock file, read. A file that went away while being read (a lock released meanwhile)
     /// is left out.
-    public static func scan(storage: any Storage) throws -> [LockFile] {
+    package static func scan(storage: any Storage) throws -> [LockFile] {
         var result: [LockFile] = []
         for file in try storage.list(.lock) {
             let handle = Handle(.lock, file.name)
@@ -205,7 +205,7 @@ public final class RepositoryLock: @unchecked Sendable {
         return result
     }
 
-    public static func list(storage: any Storage) throws -> [(name: String, info: LockInfo)] {
+    package static func list(storage: any Storage) throws -> [(name: String, info: LockInfo)] {
         try scan(storage: storage).compactMap { file in
             if case .readable(let name, let info, _) = file { return (name, info) }
             return nil
@@ -214,7 +214,7 @@ public final class RepositoryLock: @unchecked Sendable {
 
     /// Removes stale locks, or all locks with `all`. Returns the names removed. With `all`, lock
     /// files that cannot be read (damaged, or from a newer kho) go too.
-    public static func unlock(storage: any Storage, all: Bool) throws -> [(name: String, info: LockInfo)] {
+    package static func unlock(storage: any Storage, all: Bool) throws -> [(name: String, info: LockInfo)] {
         var removed: [(String, LockInfo)] = []
         for file in try scan(storage: storage) {
             switch file {

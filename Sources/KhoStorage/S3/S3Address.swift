@@ -3,7 +3,7 @@ import KhoCore
 import KhoSupport
 
 /// Where an S3 repository lives: `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]`, path-style.
-public struct S3Address: Sendable, Equatable, CustomStringConvertible {
+package struct S3Address: Sendable, Equatable, CustomStringConvertible {
     public var scheme: String
     /// The host as written in the URL (an IPv6 address keeps its brackets).
     public var host: String

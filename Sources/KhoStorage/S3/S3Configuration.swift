@@ -4,7 +4,7 @@ import KhoSupport
 internal import NIOSSL
 
 /// How an `S3Storage` talks to its server.
-public struct S3Configuration: Sendable {
+package struct S3Configuration: Sendable {
     public var credentials: S3Credentials
     /// The region the requests are signed for; most S3-compatible servers accept `us-east-1`.
     public var region: String = "us-east-1"
@@ -130,7 +130,7 @@ public struct S3Configuration: Sendable {
     }
 }
 
-public struct S3Proxy: Sendable, Equatable {
+package struct S3Proxy: Sendable, Equatable {
     public var host: String
     public var port: Int
 }

@@ -19,7 +19,7 @@ internal import NIOSSL
 /// connection or get a 5xx (or 429) answer are tried again after a pause that doubles each time;
 /// refused credentials (403) and a missing bucket are reported at once. Calls block the calling
 /// thread: the engine's workers are threads, and each waits for its own request.
-public struct S3Storage: Storage {
+package struct S3Storage: Storage {
     public let address: S3Address
     public let configuration: S3Configuration
     let client: S3Client

@@ -4,7 +4,7 @@ import KhoCore
 import KhoSupport
 
 /// Credentials for an S3-compatible server.
-public struct S3Credentials: Sendable, Equatable {
+package struct S3Credentials: Sendable, Equatable {
     public var accessKeyID: String
     public var secretAccessKey: String
     /// Set for temporary credentials (STS); sent as `x-amz-security-token`.
@@ -70,7 +70,7 @@ public struct S3Credentials: Sendable, Equatable {
 /// The string to sign names the algorithm, the time, the scope (date/region/service/aws4_request)
 /// and the hash of the canonical request; the key is derived from the secret by HMAC-SHA256 over the
 /// scope's parts in turn.
-public enum SigV4 {
+package enum SigV4 {
     public static let emptyPayloadHash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
     /// HMAC-SHA256 (OpenSSL hashes keys longer than a block first, as HMAC says).
