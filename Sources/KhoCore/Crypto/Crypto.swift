@@ -87,7 +87,7 @@ enum Wipe {
     }
 }
 
-public enum ConstantTime {
+package enum ConstantTime {
     /// Compares MACs, tags and other authenticators in time that does not depend on their content.
     public static func equal(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
         guard a.count == b.count else { return false }
@@ -134,7 +134,7 @@ enum Algorithms {
 
 /// MD5, only because S3 asks for a `Content-MD5` on uploads that carry an object lock; never used
 /// to identify or authenticate anything.
-public enum MD5 {
+package enum MD5 {
     public static func digest(_ data: [UInt8]) throws -> [UInt8] {
         var out = [UInt8](repeating: 0, count: 16)
         var length: UInt32 = 0

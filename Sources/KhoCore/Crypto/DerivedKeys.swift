@@ -109,7 +109,7 @@ extension Repository {
 
 /// Repositories this process opened, so that the audit ledger can key a privileged command's
 /// entry and anchor its head in them after the command is done.
-public enum OpenedRepositories {
+package enum OpenedRepositories {
     private static let opened = Locked<[Repository]>([])
 
     public static func remember(_ repository: Repository) {

@@ -9,7 +9,7 @@ import KhoSupport
 
 /// Helpers for walking and recreating directory trees by file descriptor, so that paths of any
 /// length work and names stay the exact bytes the filesystem holds.
-public enum FileSystem {
+package enum FileSystem {
     /// Writes out everything of the filesystem that holds `fd`: data, metadata and folder entries.
     public static func syncFilesystem(_ fd: Int32) -> Int32 { systemSyncfs(fd) }
 

@@ -65,7 +65,7 @@ public struct BlobID: Hashable, Comparable, Sendable, CustomStringConvertible {
     }
 }
 
-public enum Hex {
+package enum Hex {
     private static let digits: [UInt8] = Array("0123456789abcdef".utf8)
 
     public static func encode(_ bytes: some Sequence<UInt8>) -> String {

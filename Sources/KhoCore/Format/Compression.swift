@@ -2,7 +2,7 @@ import KhoSupport
 internal import CZstd
 
 /// zstd compression with a context reused across calls; one instance per thread.
-public final class Compressor {
+package final class Compressor {
     private let cctx: OpaquePointer
     public let level: Int32
 

@@ -68,7 +68,7 @@ public struct Node: Sendable, Equatable {
 /// that a folder made deep on purpose (or a tree chain written by a key holder) gets a clear
 /// message instead of a crash that leaves the repository locked. Deeper folders are not saved
 /// (the backup warns and is partial); a deeper tree in a repository is refused as damaged.
-public enum TreeDepth {
+package enum TreeDepth {
     public static let maximum = 1000
 
     /// The error for a tree deeper than `maximum`, naming where it was found.

@@ -110,7 +110,7 @@ public enum Retention {
     }
 }
 
-public enum DurationFormat {
+package enum DurationFormat {
     /// Parses `90s`, `15m`, `2h`, `7d`, `2w`, combinations such as `1h30m`, or plain seconds;
     /// nil when the text is none of these.
     public static func parse(_ text: String) -> TimeInterval? {

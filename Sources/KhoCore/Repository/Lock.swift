@@ -59,7 +59,7 @@ package struct LockInfo: Codable, Sendable {
 }
 
 /// What identifies a process on Linux beyond its PID.
-public enum ProcessIdentity {
+package enum ProcessIdentity {
     public static let bootID: String? = {
         // try?: without /proc (not Linux, a restricted container) locks carry no boot ID and are
         // judged by host name and PID, as locks of an earlier kho are.

@@ -133,7 +133,7 @@ extension Repository {
     }
 }
 
-public enum ObjectLockFormat {
+package enum ObjectLockFormat {
     /// `2026-12-29 08:30 UTC`
     public static func text(_ date: Date) -> String {
         let formatter = DateFormatter()
