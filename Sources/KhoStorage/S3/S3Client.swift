@@ -1,14 +1,9 @@
 internal import AsyncHTTPClient
-import Dispatch
 import Foundation
-#if canImport(FoundationXML)
-import FoundationXML
-#endif
 import KhoCore
 import KhoSupport
 internal import NIOCore
 internal import NIOHTTP1
-internal import NIOPosix
 internal import NIOSSL
 
 struct S3Response: Sendable {

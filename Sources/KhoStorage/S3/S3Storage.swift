@@ -1,15 +1,6 @@
-internal import AsyncHTTPClient
-import Dispatch
 import Foundation
-#if canImport(FoundationXML)
-import FoundationXML
-#endif
 import KhoCore
 import KhoSupport
-internal import NIOCore
-internal import NIOHTTP1
-internal import NIOPosix
-internal import NIOSSL
 
 /// A repository in an S3-compatible bucket (AWS S3, MinIO, Ceph RGW, …), addressed path-style and
 /// signed with Signature Version 4.

@@ -1,13 +1,8 @@
 internal import AsyncHTTPClient
-import Dispatch
 import Foundation
-#if canImport(FoundationXML)
-import FoundationXML
-#endif
 import KhoCore
 import KhoSupport
 internal import NIOCore
-internal import NIOHTTP1
 internal import NIOPosix
 internal import NIOSSL
 
