@@ -134,3 +134,62 @@ package struct S3Proxy: Sendable, Equatable {
     public var host: String
     public var port: Int
 }
+
+/// Credentials for an S3-compatible server.
+package struct S3Credentials: Sendable, Equatable {
+    public var accessKeyID: String
+    public var secretAccessKey: String
+    /// Set for temporary credentials (STS); sent as `x-amz-security-token`.
+    public var sessionToken: String?
+
+    public init(accessKeyID: String, secretAccessKey: String, sessionToken: String? = nil) {
+        self.accessKeyID = accessKeyID
+        self.secretAccessKey = secretAccessKey
+        self.sessionToken = sessionToken
+    }
+
+    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`), else the profile
+    /// `AWS_PROFILE` (default `default`) of the credentials file (`AWS_SHARED_CREDENTIALS_FILE`, default
+    /// `~/.aws/credentials`).
+    public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) throws -> S3Credentials {
+        if let id = environment["AWS_ACCESS_KEY_ID"], !id.isEmpty {
+            guard let secret = environment["AWS_SECRET_ACCESS_KEY"], !secret.isEmpty else {
+                throw KhoError(.usage, "AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not: set both for the S3 repository.")
+            }
+            let token = environment["AWS_SESSION_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
+            return S3Credentials(accessKeyID: id, secretAccessKey: secret, sessionToken: token)
+        }
+        let profile = environment["AWS_PROFILE"].flatMap { $0.isEmpty ? nil : $0 } ?? "default"
+        let file = environment["AWS_SHARED_CREDENTIALS_FILE"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? (environment["HOME"] ?? NSHomeDirectory()) + "/.aws/credentials"
+        guard let data = FileManager.default.contents(atPath: file) else {
+            throw KhoError(.usage, "No S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or write them to \(file) under [\(profile)].")
+        }
+        let values = parseProfile(String(decoding: data, as: UTF8.self), profile: profile)
+        guard let id = values["aws_access_key_id"], !id.isEmpty, let secret = values["aws_secret_access_key"], !secret.isEmpty else {
+            throw KhoError(.usage, "\(file) has no aws_access_key_id and aws_secret_access_key under [\(profile)]: add them, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.")
+        }
+        return S3Credentials(accessKeyID: id, secretAccessKey: secret, sessionToken: values["aws_session_token"])
+    }
+
+    /// The `key = value` lines of one `[profile]` section of an AWS credentials file.
+    static func parseProfile(_ text: String, profile: String) -> [String: String] {
+        var values: [String: String] = [:]
+        var inside = false
+        for raw in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty || line.hasPrefix("#") || line.hasPrefix(";") { continue }
+            if line.hasPrefix("[") && line.hasSuffix("]") {
+                var name = line.dropFirst().dropLast().trimmingCharacters(in: .whitespaces)
+                if name.hasPrefix("profile ") { name = String(name.dropFirst(8)).trimmingCharacters(in: .whitespaces) }
+                inside = name == profile
+                continue
+            }
+            guard inside, let equals = line.firstIndex(of: "=") else { continue }
+            let key = line[..<equals].trimmingCharacters(in: .whitespaces).lowercased()
+            let value = line[line.index(after: equals)...].trimmingCharacters(in: .whitespaces)
+            values[key] = value
+        }
+        return values
+    }
+}
