@@ -4,11 +4,11 @@ import Logging
 
 /// Counters of what a saver stored.
 package struct SaverStatistics: Sendable {
-    public var blobsNew = 0
-    public var bytesNewRaw: Int64 = 0
-    public var bytesAdded: Int64 = 0
-    public var packsWritten = 0
-    public var indexFilesWritten = 0
+    package var blobsNew = 0
+    package var bytesNewRaw: Int64 = 0
+    package var bytesAdded: Int64 = 0
+    package var packsWritten = 0
+    package var indexFilesWritten = 0
 }
 
 /// The write half of the pipeline: deduplicates blobs, then compresses, seals and packs the new ones

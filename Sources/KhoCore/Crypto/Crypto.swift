@@ -89,18 +89,18 @@ enum Wipe {
 
 package enum ConstantTime {
     /// Compares MACs, tags and other authenticators in time that does not depend on their content.
-    public static func equal(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
+    package static func equal(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
         guard a.count == b.count else { return false }
         if a.count == 0 { return true }
         return CRYPTO_memcmp(a.baseAddress, b.baseAddress, a.count) == 0
     }
 
-    public static func equal(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    package static func equal(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         a.withUnsafeBytes { x in b.withUnsafeBytes { y in equal(x, y) } }
     }
 
     /// Blob IDs are MACs: compared without an early exit.
-    public static func equal(_ a: BlobID, _ b: BlobID) -> Bool {
+    package static func equal(_ a: BlobID, _ b: BlobID) -> Bool {
         ((a.w0 ^ b.w0) | (a.w1 ^ b.w1) | (a.w2 ^ b.w2) | (a.w3 ^ b.w3)) == 0
     }
 }
@@ -135,7 +135,7 @@ enum Algorithms {
 /// MD5, only because S3 asks for a `Content-MD5` on uploads that carry an object lock; never used
 /// to identify or authenticate anything.
 package enum MD5 {
-    public static func digest(_ data: [UInt8]) throws -> [UInt8] {
+    package static func digest(_ data: [UInt8]) throws -> [UInt8] {
         var out = [UInt8](repeating: 0, count: 16)
         var length: UInt32 = 0
         let ok = data.withUnsafeBytes { input in

@@ -112,11 +112,11 @@ extension Repository {
 package enum OpenedRepositories {
     private static let opened = Locked<[Repository]>([])
 
-    public static func remember(_ repository: Repository) {
+    package static func remember(_ repository: Repository) {
         opened.withLock { list in
             if !list.contains(where: { $0.config.id == repository.config.id }) { list.append(repository) }
         }
     }
 
-    public static var all: [Repository] { opened.current }
+    package static var all: [Repository] { opened.current }
 }

@@ -1,8 +1,8 @@
 import KhoSupport
 /// Where a blob is stored.
 package struct BlobLocation: Sendable, Equatable {
-    public var pack: BlobID
-    public var blob: PackedBlob
+    package var pack: BlobID
+    package var blob: PackedBlob
 }
 
 /// One row of the in-memory index: 56 bytes with padding, no references.

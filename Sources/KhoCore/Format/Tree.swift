@@ -69,10 +69,10 @@ public struct Node: Sendable, Equatable {
 /// message instead of a crash that leaves the repository locked. Deeper folders are not saved
 /// (the backup warns and is partial); a deeper tree in a repository is refused as damaged.
 package enum TreeDepth {
-    public static let maximum = 1000
+    package static let maximum = 1000
 
     /// The error for a tree deeper than `maximum`, naming where it was found.
-    public static func tooDeep(_ path: String) -> KhoError {
+    package static func tooDeep(_ path: String) -> KhoError {
         KhoError(.integrity, "\(path.isEmpty ? "/" : path) is more than \(maximum) folders deep: no snapshot kho writes goes that deep, so the repository holds a tree written to harm whoever reads it; do not restore from it.")
     }
 }

@@ -42,9 +42,9 @@ public struct CheckReport: Codable, Sendable {
 
 package struct RepeatedNonce: Codable, Sendable {
     /// The 12-byte nonce, in hex.
-    public var nonce: String
+    package var nonce: String
     /// The objects that use it: `snapshots/…`, `index/…`, `header of pack …`, `blob … in pack …`.
-    public var objects: [String]
+    package var objects: [String]
 }
 
 /// Checks a repository: every index, snapshot and tree readable, every referenced blob indexed and

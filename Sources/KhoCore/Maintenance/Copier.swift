@@ -22,9 +22,9 @@ public struct CopySummary: Codable, Sendable, Equatable {
 }
 
 package struct CopiedSnapshot: Codable, Sendable, Equatable {
-    public var source: String
-    public var target: String
-    public var time: Date
+    package var source: String
+    package var target: String
+    package var time: Date
 }
 
 /// Copies snapshots from one repository (the source) into another (the target).

@@ -5,20 +5,20 @@ import Glibc
 /// The content of a lock file in `locks/`. Lock files are the only files rewritten in place (when
 /// refreshed) and are named by a random ID, not by their hash.
 package struct LockInfo: Codable, Sendable {
-    public var exclusive: Bool
-    public var hostname: String
-    public var pid: Int32
-    public var user: String
-    public var command: String
-    public var time: Date
-    public var refreshed: Date
+    package var exclusive: Bool
+    package var hostname: String
+    package var pid: Int32
+    package var user: String
+    package var command: String
+    package var time: Date
+    package var refreshed: Date
     /// The boot of the holder's host (Linux boot_id) and the process's start time in clock ticks
     /// since that boot: with them a PID names one process, not whichever reuses the number later.
     /// Absent in locks of an earlier kho.
-    public var bootID: String?
-    public var processStart: UInt64?
+    package var bootID: String?
+    package var processStart: UInt64?
 
-    public init(exclusive: Bool, hostname: String, pid: Int32, user: String, command: String, time: Date, refreshed: Date,
+    package init(exclusive: Bool, hostname: String, pid: Int32, user: String, command: String, time: Date, refreshed: Date,
                 bootID: String? = nil, processStart: UInt64? = nil) {
         self.exclusive = exclusive
         self.hostname = hostname
@@ -31,13 +31,13 @@ package struct LockInfo: Codable, Sendable {
         self.processStart = processStart
     }
 
-    public var holder: String {
+    package var holder: String {
         "PID \(pid) on \(hostname) (user \(user), `\(command)`, since \(Timestamp.format(time)))"
     }
 
     /// Whether the holder is this host in its current boot, where the process table answers for
     /// it and no clock is needed.
-    public var isFromThisBoot: Bool {
+    package var isFromThisBoot: Bool {
         hostname == Host.name && (bootID == nil || bootID == ProcessIdentity.bootID)
     }
 
@@ -46,7 +46,7 @@ package struct LockInfo: Codable, Sendable {
     /// another boot, which may be another machine) is stale only when neither its content nor
     /// the storage's modification time of its file shows a refresh for `staleAfter` seconds:
     /// one host's clock being wrong does not make a live lock stale.
-    public func isStale(now: Date = Date(), modified: Date? = nil, staleAfter: TimeInterval = RepositoryLock.staleAfter) -> Bool {
+    package func isStale(now: Date = Date(), modified: Date? = nil, staleAfter: TimeInterval = RepositoryLock.staleAfter) -> Bool {
         if isFromThisBoot {
             guard ProcessIdentity.isRunning(pid) else { return true }
             if let processStart, let current = ProcessIdentity.startTime(of: pid), current != processStart { return true }
@@ -60,7 +60,7 @@ package struct LockInfo: Codable, Sendable {
 
 /// What identifies a process on Linux beyond its PID.
 package enum ProcessIdentity {
-    public static let bootID: String? = {
+    package static let bootID: String? = {
         // try?: without /proc (not Linux, a restricted container) locks carry no boot ID and are
         // judged by host name and PID, as locks of an earlier kho are.
         guard let text = try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8) else { return nil }
@@ -69,7 +69,7 @@ package enum ProcessIdentity {
     }()
 
     /// Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot.
-    public static func startTime(of pid: Int32) -> UInt64? {
+    package static func startTime(of pid: Int32) -> UInt64? {
         // try?: no such process (or no /proc): no start time, and the PID alone decides.
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
               let close = text.lastIndex(of: ")") else { return nil }
@@ -79,7 +79,7 @@ package enum ProcessIdentity {
         return UInt64(fields[19])
     }
 
-    public static func isRunning(_ pid: Int32) -> Bool {
+    package static func isRunning(_ pid: Int32) -> Bool {
         pid > 0 && (kill(pid, 0) == 0 || errno != ESRCH)
     }
 }
@@ -90,7 +90,7 @@ package enum LockFile: Sendable {
     case readable(name: String, info: LockInfo, modified: Date?)
     case unreadable(name: String, reason: String, modified: Date?)
 
-    public var name: String {
+    package var name: String {
         switch self {
         case .readable(let name, _, _), .unreadable(let name, _, _): return name
         }

@@ -135,7 +135,7 @@ extension Repository {
 
 package enum ObjectLockFormat {
     /// `2026-12-29 08:30 UTC`
-    public static func text(_ date: Date) -> String {
+    package static func text(_ date: Date) -> String {
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "UTC")

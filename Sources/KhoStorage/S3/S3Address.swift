@@ -4,15 +4,15 @@ import KhoSupport
 
 /// Where an S3 repository lives: `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]`, path-style.
 package struct S3Address: Sendable, Equatable, CustomStringConvertible {
-    public var scheme: String
+    package var scheme: String
     /// The host as written in the URL (an IPv6 address keeps its brackets).
-    public var host: String
-    public var port: Int?
-    public var bucket: String
+    package var host: String
+    package var port: Int?
+    package var bucket: String
     /// Folders inside the bucket, without leading or trailing slashes; empty for the bucket's top.
-    public var prefix: String
+    package var prefix: String
 
-    public init(scheme: String, host: String, port: Int?, bucket: String, prefix: String) {
+    package init(scheme: String, host: String, port: Int?, bucket: String, prefix: String) {
         self.scheme = scheme
         self.host = host
         self.port = port
@@ -22,7 +22,7 @@ package struct S3Address: Sendable, Equatable, CustomStringConvertible {
 
     static let format = "s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]"
 
-    public static func parse(_ text: String) throws -> S3Address {
+    package static func parse(_ text: String) throws -> S3Address {
         func bad(_ why: String) -> KhoError {
             KhoError(.usage, "\(text) is not an S3 repository address (\(why)): write it as \(format), e.g. s3:https://s3.example.vn/backups/agency.")
         }
@@ -71,7 +71,7 @@ package struct S3Address: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// `http://host:port` (the port only when given).
-    public var endpoint: String {
+    package var endpoint: String {
         "\(scheme)://\(host)" + (port.map { ":\($0)" } ?? "")
     }
 
@@ -81,7 +81,7 @@ package struct S3Address: Sendable, Equatable, CustomStringConvertible {
         return "\(host):\(port)"
     }
 
-    public var description: String {
+    package var description: String {
         "s3:\(endpoint)/\(bucket)" + (prefix.isEmpty ? "" : "/\(prefix)")
     }
 

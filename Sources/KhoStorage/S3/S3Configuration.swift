@@ -5,28 +5,28 @@ internal import NIOSSL
 
 /// How an `S3Storage` talks to its server.
 package struct S3Configuration: Sendable {
-    public var credentials: S3Credentials
+    package var credentials: S3Credentials
     /// The region the requests are signed for; most S3-compatible servers accept `us-east-1`.
-    public var region: String = "us-east-1"
+    package var region: String = "us-east-1"
     /// How long one request may go without progress before it counts as timed out.
-    public var timeout: TimeInterval = 60
+    package var timeout: TimeInterval = 60
     /// How often a request that timed out, lost its connection or got a 5xx answer is tried again.
-    public var retries: Int = 5
+    package var retries: Int = 5
     /// The first pause before trying again; each further pause doubles, up to `maximumRetryDelay`.
-    public var retryDelay: TimeInterval = 0.5
-    public var maximumRetryDelay: TimeInterval = 30
+    package var retryDelay: TimeInterval = 0.5
+    package var maximumRetryDelay: TimeInterval = 30
     /// Connections kept open to the server at most (requests above that wait for one).
-    public var connections: Int = 16
+    package var connections: Int = 16
     /// Objects asked for per ListObjectsV2 page (S3 gives at most 1000).
-    public var listPageSize: Int = 1000
+    package var listPageSize: Int = 1000
     /// A PEM file of one or more CA certificates trusted for TLS in addition to the system's trust
     /// store: for a server whose certificate a private CA signed.
-    public var caFile: String?
+    package var caFile: String?
     /// An HTTP proxy (`host:port`) that requests go through (CONNECT for https), from
     /// `https_proxy` / `http_proxy` unless `no_proxy` names the endpoint's host.
-    public var proxy: S3Proxy?
+    package var proxy: S3Proxy?
 
-    public init(credentials: S3Credentials) {
+    package init(credentials: S3Credentials) {
         self.credentials = credentials
     }
 
@@ -35,7 +35,7 @@ package struct S3Configuration: Sendable {
     /// `KHO_S3_RETRIES` (default 5), `KHO_S3_CONNECTIONS` (default 16) and `KHO_S3_CA_FILE` (a PEM
     /// file of CA certificates trusted besides the system's store; read here, so that a missing or
     /// wrong file is a usage error before anything is sent).
-    public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) throws -> S3Configuration {
+    package static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) throws -> S3Configuration {
         func value(_ name: String) -> String? {
             environment[name].flatMap { $0.trimmingCharacters(in: .whitespaces).isEmpty ? nil : $0.trimmingCharacters(in: .whitespaces) }
         }
@@ -131,18 +131,18 @@ package struct S3Configuration: Sendable {
 }
 
 package struct S3Proxy: Sendable, Equatable {
-    public var host: String
-    public var port: Int
+    package var host: String
+    package var port: Int
 }
 
 /// Credentials for an S3-compatible server.
 package struct S3Credentials: Sendable, Equatable {
-    public var accessKeyID: String
-    public var secretAccessKey: String
+    package var accessKeyID: String
+    package var secretAccessKey: String
     /// Set for temporary credentials (STS); sent as `x-amz-security-token`.
-    public var sessionToken: String?
+    package var sessionToken: String?
 
-    public init(accessKeyID: String, secretAccessKey: String, sessionToken: String? = nil) {
+    package init(accessKeyID: String, secretAccessKey: String, sessionToken: String? = nil) {
         self.accessKeyID = accessKeyID
         self.secretAccessKey = secretAccessKey
         self.sessionToken = sessionToken
@@ -151,7 +151,7 @@ package struct S3Credentials: Sendable, Equatable {
     /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`), else the profile
     /// `AWS_PROFILE` (default `default`) of the credentials file (`AWS_SHARED_CREDENTIALS_FILE`, default
     /// `~/.aws/credentials`).
-    public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) throws -> S3Credentials {
+    package static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) throws -> S3Credentials {
         if let id = environment["AWS_ACCESS_KEY_ID"], !id.isEmpty {
             guard let secret = environment["AWS_SECRET_ACCESS_KEY"], !secret.isEmpty else {
                 throw KhoError(.usage, "AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not: set both for the S3 repository.")

@@ -11,20 +11,20 @@ import KhoSupport
 /// refused credentials (403) and a missing bucket are reported at once. Calls block the calling
 /// thread: the engine's workers are threads, and each waits for its own request.
 package struct S3Storage: Storage {
-    public let address: S3Address
-    public let configuration: S3Configuration
+    package let address: S3Address
+    package let configuration: S3Configuration
     let client: S3Client
     /// Object lock for files written from now on (see S3ObjectLock.swift), shared by copies.
     let retention = Locked<ObjectLockSettings?>(nil)
-    public var readsAreRequests: Bool { true }
+    package var readsAreRequests: Bool { true }
 
-    public init(address: S3Address, configuration: S3Configuration) {
+    package init(address: S3Address, configuration: S3Configuration) {
         self.address = address
         self.configuration = configuration
         client = S3Client(address: address, configuration: configuration)
     }
 
-    public init(location: String, configuration: S3Configuration) throws {
+    package init(location: String, configuration: S3Configuration) throws {
         let address = try S3Address.parse(location)
         var configuration = configuration
         if configuration.proxy == nil {
@@ -33,11 +33,11 @@ package struct S3Storage: Storage {
         self.init(address: address, configuration: configuration)
     }
 
-    public var location: String { address.description }
+    package var location: String { address.description }
 
     // MARK: the five verbs
 
-    public func save(_ handle: Handle, data: [UInt8]) throws {
+    package func save(_ handle: Handle, data: [UInt8]) throws {
         // Files named by the SHA-256 of their bytes (docs/FORMAT.md) carry that name as the signed
         // payload hash: no second pass over a pack, and a server that checks payloads (AWS,
         // MinIO) refuses a body that does not match its name instead of storing it.
@@ -48,7 +48,7 @@ package struct S3Storage: Storage {
         }
     }
 
-    public func load(_ handle: Handle, offset: Int, length: Int?) throws -> [UInt8] {
+    package func load(_ handle: Handle, offset: Int, length: Int?) throws -> [UInt8] {
         precondition(offset >= 0 && (length ?? 0) >= 0)
         if length == 0 {
             // There is no empty range in HTTP: ask for the size instead.
@@ -94,7 +94,7 @@ package struct S3Storage: Storage {
         }
     }
 
-    public func stat(_ handle: Handle) throws -> StoredFile {
+    package func stat(_ handle: Handle) throws -> StoredFile {
         let what = "look up \(handle.path)"
         let response = try client.send("HEAD", key: address.key(handle), what: what)
         switch response.status {
@@ -112,7 +112,7 @@ package struct S3Storage: Storage {
         }
     }
 
-    public func list(_ kind: FileKind) throws -> [StoredFile] {
+    package func list(_ kind: FileKind) throws -> [StoredFile] {
         if kind == .config {
             do { return [try stat(.config)] } catch let error as KhoError where error.kind == .integrity { return [] }
         }
@@ -136,7 +136,7 @@ package struct S3Storage: Storage {
         return result
     }
 
-    public func remove(_ handle: Handle) throws {
+    package func remove(_ handle: Handle) throws {
         let what = "remove \(handle.path)"
         var query: [(String, String)] = []
         // A lock file is rewritten while held, so it has several versions: removing only the
@@ -167,7 +167,7 @@ package struct S3Storage: Storage {
         }
     }
 
-    public func isEmpty() throws -> Bool {
+    package func isEmpty() throws -> Bool {
         try client.listObjects(prefix: address.rootPrefix, limit: 1).isEmpty
     }
 
@@ -175,7 +175,7 @@ package struct S3Storage: Storage {
 
     /// One request that proves the server answers, the credentials are accepted and the bucket
     /// exists, so that a wrong setting is reported before anything else is tried.
-    public func checkAccess() throws {
+    package func checkAccess() throws {
         _ = try client.listObjects(prefix: address.rootPrefix, limit: 1)
     }
 

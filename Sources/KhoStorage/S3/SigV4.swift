@@ -12,15 +12,15 @@ import KhoSupport
 /// and the hash of the canonical request; the key is derived from the secret by HMAC-SHA256 over the
 /// scope's parts in turn.
 package enum SigV4 {
-    public static let emptyPayloadHash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    package static let emptyPayloadHash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
     /// HMAC-SHA256 (OpenSSL hashes keys longer than a block first, as HMAC says).
-    public static func hmac(key: [UInt8], _ data: [UInt8]) throws -> [UInt8] {
+    package static func hmac(key: [UInt8], _ data: [UInt8]) throws -> [UInt8] {
         try BlobHasher(key: SecretBytes(key)).id(of: data).bytes
     }
 
     /// The key that signs requests of one day, region and service.
-    public static func signingKey(secret: String, date: String, region: String, service: String) throws -> [UInt8] {
+    package static func signingKey(secret: String, date: String, region: String, service: String) throws -> [UInt8] {
         let kDate = try hmac(key: Array(("AWS4" + secret).utf8), Array(date.utf8))
         let kRegion = try hmac(key: kDate, Array(region.utf8))
         let kService = try hmac(key: kRegion, Array(service.utf8))
@@ -29,7 +29,7 @@ package enum SigV4 {
 
     /// Percent-encodes everything except the unreserved characters `A-Z a-z 0-9 - . _ ~` (and `/`
     /// when `keepSlash`), with uppercase hex digits, byte by byte of the UTF-8 form.
-    public static func uriEncode(_ text: String, keepSlash: Bool) -> String {
+    package static func uriEncode(_ text: String, keepSlash: Bool) -> String {
         let hex: [UInt8] = Array("0123456789ABCDEF".utf8)
         var out: [UInt8] = []
         out.reserveCapacity(text.utf8.count)
@@ -50,7 +50,7 @@ package enum SigV4 {
     }
 
     /// The query string in canonical form (and in the form sent: the two must match byte for byte).
-    public static func canonicalQuery(_ query: [(String, String)]) -> String {
+    package static func canonicalQuery(_ query: [(String, String)]) -> String {
         query.map { (uriEncode($0.0, keepSlash: false), uriEncode($0.1, keepSlash: false)) }
             .sorted { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 }
             .map { "\($0.0)=\($0.1)" }
@@ -58,7 +58,7 @@ package enum SigV4 {
     }
 
     /// `20150830T123600Z` and `20150830` for `date`, in UTC.
-    public static func timestamps(_ date: Date) -> (time: String, day: String) {
+    package static func timestamps(_ date: Date) -> (time: String, day: String) {
         var seconds = time_t(date.timeIntervalSince1970.rounded(.down))
         var parts = tm()
         gmtime_r(&seconds, &parts)
@@ -67,7 +67,7 @@ package enum SigV4 {
         return (time, day)
     }
 
-    public struct Signed: Sendable {
+    package struct Signed: Sendable {
         public var canonicalRequest: String
         public var stringToSign: String
         public var signature: String
@@ -77,7 +77,7 @@ package enum SigV4 {
     /// Signs a request. `encodedPath` is the path exactly as sent (already percent-encoded);
     /// `headers` are the headers to sign (they must include `host` and `x-amz-date`, and for S3
     /// `x-amz-content-sha256`) and are sent as given.
-    public static func sign(method: String, encodedPath: String, query: [(String, String)], headers: [String: String],
+    package static func sign(method: String, encodedPath: String, query: [(String, String)], headers: [String: String],
                             payloadHash: String, credentials: S3Credentials, region: String, service: String,
                             time: String) throws -> Signed {
         let day = String(time.prefix(8))
