@@ -27,7 +27,7 @@ public struct ChunkerParameters: Codable, Sendable, Equatable {
     }
 }
 
-public struct GearTable: Sendable {
+package struct GearTable: Sendable {
     public let values: [UInt64]
 
     /// Entry i is the first 8 bytes (big-endian) of HMAC-SHA256(seed, "kho-gear" ‖ i as one byte).
@@ -55,7 +55,7 @@ public struct Chunker: Sendable {
     private let maskSmall: UInt64
     private let maskLarge: UInt64
 
-    public init(parameters: ChunkerParameters, gear: GearTable) {
+    package init(parameters: ChunkerParameters, gear: GearTable) {
         self.parameters = parameters
         self.gear = gear.values
         let bits = parameters.averageSize.trailingZeroBitCount

@@ -29,7 +29,7 @@ enum CryptoFailure {
 }
 
 /// Bytes that must not outlive their use: zeroed when the last reference goes.
-public final class SecretBytes: @unchecked Sendable {
+package final class SecretBytes: @unchecked Sendable {
     let pointer: UnsafeMutableRawBufferPointer
 
     public init(_ bytes: some Collection<UInt8>) {
@@ -146,7 +146,7 @@ package enum MD5 {
     }
 }
 
-public enum Random {
+package enum Random {
     /// Random bytes that are not secret (names, salts); `SecretBytes.random` for keys.
     public static func bytes(_ count: Int) throws -> [UInt8] {
         var out = [UInt8](repeating: 0, count: count)
@@ -157,7 +157,7 @@ public enum Random {
 }
 
 /// SHA-256, used to name stored files.
-public enum SHA256 {
+package enum SHA256 {
     public static func hash(_ data: UnsafeRawBufferPointer) throws -> BlobID {
         var digest = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         var length: UInt32 = 0
@@ -198,7 +198,7 @@ public enum SHA256 {
 /// HMAC-SHA256 under a fixed key, through OpenSSL's MAC API. The key is set once; each call
 /// re-initializes the context from the keyed state OpenSSL keeps (no key schedule, no allocation
 /// of ours); one instance per thread.
-public final class BlobHasher {
+package final class BlobHasher {
     private let context: OpaquePointer
 
     public init(key: SecretBytes) throws {
@@ -249,7 +249,7 @@ enum NonceSource: Sendable {
 /// AES-256-GCM with a random 96-bit nonce per message. A sealed message is
 /// `nonce (12) ‖ ciphertext ‖ tag (16)`; `context` is authenticated but not stored.
 /// One instance per thread.
-public final class Sealer {
+package final class Sealer {
     public static let nonceSize = 12
     public static let tagSize = 16
     public static let overhead = nonceSize + tagSize
@@ -363,7 +363,7 @@ public final class Sealer {
     }
 }
 
-public enum Scrypt {
+package enum Scrypt {
     public struct Parameters: Codable, Sendable, Equatable {
         public var n: UInt64
         public var r: UInt64

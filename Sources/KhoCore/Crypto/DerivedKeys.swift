@@ -18,7 +18,7 @@ public struct DerivedKey: Sendable {
 
     /// HMAC-SHA256(master MAC key, label): a distinct key per label, none of which reveals the
     /// master key or the others.
-    public init(master: MasterKey, repositoryID: String, label: String) throws {
+    package init(master: MasterKey, repositoryID: String, label: String) throws {
         var derived = try BlobHasher(key: master.mac).id(of: Array(label.utf8)).bytes
         defer { Wipe.bytes(&derived) }
         self.init(repositoryID: repositoryID, secret: SecretBytes(derived))

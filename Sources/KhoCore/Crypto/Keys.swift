@@ -2,7 +2,7 @@ import Foundation
 import KhoSupport
 
 /// The repository's secrets. Created once at `init`; every key file wraps the same master key.
-public final class MasterKey: Sendable {
+package final class MasterKey: Sendable {
     /// AES-256-GCM key for blobs and files.
     public let encryption: SecretBytes
     /// HMAC-SHA256 key that makes blob IDs.
@@ -46,7 +46,7 @@ public final class MasterKey: Sendable {
 }
 
 /// A key file: the master key sealed under a key derived from one password.
-public struct KeyFile: Codable, Sendable {
+package struct KeyFile: Codable, Sendable {
     public var version: Int
     public var created: Date
     public var host: String

@@ -3,7 +3,7 @@ import KhoSupport
 
 /// The per-thread tools to turn plaintext into a stored blob and back: keyed hash, cipher and zstd
 /// contexts. Not shareable; every pipeline thread makes its own.
-public final class BlobCodec {
+package final class BlobCodec {
     public let hasher: BlobHasher
     let sealer: Sealer
     let compressor: Compressor?
@@ -113,7 +113,7 @@ public final class BlobCodec {
 
 extension Repository {
     /// Loads and decodes a tree blob.
-    public func loadTree(_ id: BlobID, index: MasterIndex, codec: BlobCodec) throws -> Tree {
+    package func loadTree(_ id: BlobID, index: MasterIndex, codec: BlobCodec) throws -> Tree {
         guard let location = index.lookup(id) else {
             throw KhoError(.integrity, "Tree \(id.shortHex) is not in the index: the repository is missing data; run `kho check`.")
         }

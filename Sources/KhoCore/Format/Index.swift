@@ -91,7 +91,7 @@ public struct MasterIndex: Sendable {
     }
 
     /// Blobs grouped by pack.
-    public func blobsByPack() -> [BlobID: [PackedBlob]] {
+    package func blobsByPack() -> [BlobID: [PackedBlob]] {
         var result: [BlobID: [PackedBlob]] = [:]
         for e in entries {
             result[packs[Int(e.pack)], default: []].append(location(e).blob)
@@ -106,7 +106,7 @@ public struct MasterIndex: Sendable {
 }
 
 /// The content of one index file: packs and their blobs, and the index files it replaces.
-public struct IndexFile: Sendable {
+package struct IndexFile: Sendable {
     public var packs: [(pack: BlobID, blobs: [PackedBlob])]
     /// Index files this one makes obsolete (written by prune before it removes them).
     public var supersedes: [BlobID]
@@ -161,11 +161,11 @@ public struct IndexFile: Sendable {
 }
 
 extension Repository {
-    public func saveIndexFile(_ file: IndexFile) throws -> BlobID {
+    package func saveIndexFile(_ file: IndexFile) throws -> BlobID {
         try saveSealed(file.encoded(), kind: .index)
     }
 
-    public func loadIndexFile(name: String) throws -> IndexFile {
+    package func loadIndexFile(name: String) throws -> IndexFile {
         try IndexFile(decoding: try loadSealed(Handle(.index, name)), name: name)
     }
 

@@ -6,7 +6,7 @@ public enum BlobKind: UInt8, Sendable, Codable {
 }
 
 /// A blob's place inside one pack, as the pack header and the index record it.
-public struct PackedBlob: Sendable, Equatable {
+package struct PackedBlob: Sendable, Equatable {
     public var id: BlobID
     public var kind: BlobKind
     public var compressed: Bool
@@ -77,7 +77,7 @@ enum PackFormat {
 
 extension Repository {
     /// Reads and authenticates a pack's header from the pack's full bytes.
-    public func packHeader(of pack: [UInt8], name: String) throws -> [PackedBlob] {
+    package func packHeader(of pack: [UInt8], name: String) throws -> [PackedBlob] {
         guard pack.count >= 4 else {
             throw KhoError(.integrity, "Pack \(name.prefix(8)) is only \(pack.count) bytes long: it is truncated.")
         }
@@ -93,7 +93,7 @@ extension Repository {
     }
 
     /// Reads a pack's header from storage without reading its blobs.
-    public func loadPackHeader(name: String) throws -> [PackedBlob] {
+    package func loadPackHeader(name: String) throws -> [PackedBlob] {
         let handle = Handle(.data, name)
         let size = try storage.stat(handle).size
         guard size >= 4 + Sealer.overhead else {

@@ -38,7 +38,7 @@ public protocol RetainingStorage: Storage {
 }
 
 /// A file that could not be removed yet, and from when it can be.
-public struct RetainedFile: Sendable, Equatable, Codable {
+package struct RetainedFile: Sendable, Equatable, Codable {
     public var path: String
     public var until: Date
 }

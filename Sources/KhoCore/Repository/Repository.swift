@@ -90,10 +90,10 @@ public struct RepositoryConfig: Codable, Sendable, Equatable {
 public final class Repository: Sendable {
     public let storage: any Storage
     public let config: RepositoryConfig
-    public let key: MasterKey
+    package let key: MasterKey
     /// The key file that opened the repository.
     public let keyID: String
-    public let gear: GearTable
+    package let gear: GearTable
     public let logger: Logger
     /// Whether `config` is bound to the master key; false only for repositories made before
     /// configs were authenticated and not yet upgraded (`kho upgrade`).
@@ -126,7 +126,7 @@ public final class Repository: Sendable {
         /// larger on file trees (docs/BENCHMARKS.md, "Compression level").
         public var compressionLevel: Int = 1
         public var packSize: Int = 16 << 20
-        public var scrypt: Scrypt.Parameters = .standard
+        package var scrypt: Scrypt.Parameters = .standard
         /// Use another repository's chunker seed and sizes, so both cut data the same way.
         public var copyChunkerFrom: Repository?
         public var keyLabel: String = "first key"
@@ -336,7 +336,7 @@ public final class Repository: Sendable {
 
     // MARK: keys
 
-    public func listKeys() throws -> [(id: String, file: KeyFile)] {
+    package func listKeys() throws -> [(id: String, file: KeyFile)] {
         try storage.list(.key).compactMap { file in
             guard file.size <= KeyFile.maximumSize else { return nil }
             let bytes = try storage.load(Handle(.key, file.name))
@@ -348,7 +348,7 @@ public final class Repository: Sendable {
     }
 
     @discardableResult
-    public func addKey(password: [UInt8], label: String, parameters: Scrypt.Parameters = .standard) throws -> String {
+    package func addKey(password: [UInt8], label: String, parameters: Scrypt.Parameters = .standard) throws -> String {
         guard !password.isEmpty else {
             throw KhoError(.usage, "The new password is empty: give a non-empty password.")
         }
