@@ -28,10 +28,10 @@ public struct ChunkerParameters: Codable, Sendable, Equatable {
 }
 
 package struct GearTable: Sendable {
-    public let values: [UInt64]
+    package let values: [UInt64]
 
     /// Entry i is the first 8 bytes (big-endian) of HMAC-SHA256(seed, "kho-gear" ‖ i as one byte).
-    public init(seed: SecretBytes) throws {
+    package init(seed: SecretBytes) throws {
         let hasher = try BlobHasher(key: seed)
         var values = [UInt64]()
         values.reserveCapacity(256)
@@ -42,7 +42,7 @@ package struct GearTable: Sendable {
         self.values = values
     }
 
-    public init(values: [UInt64]) {
+    package init(values: [UInt64]) {
         precondition(values.count == 256)
         self.values = values
     }

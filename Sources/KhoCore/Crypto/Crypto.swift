@@ -32,7 +32,7 @@ enum CryptoFailure {
 package final class SecretBytes: @unchecked Sendable {
     let pointer: UnsafeMutableRawBufferPointer
 
-    public init(_ bytes: some Collection<UInt8>) {
+    package init(_ bytes: some Collection<UInt8>) {
         pointer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bytes.count, 1), alignment: 16)
         pointer.copyBytes(from: bytes)
         count = bytes.count
@@ -46,29 +46,29 @@ package final class SecretBytes: @unchecked Sendable {
 
     /// Fresh bytes from the system's generator, written straight into wiped memory (no copy of the
     /// secret is left in an ordinary array).
-    public static func random(count: Int) throws -> SecretBytes {
+    package static func random(count: Int) throws -> SecretBytes {
         let secret = SecretBytes(zeroed: count)
         try checkOpenSSL(RAND_bytes(secret.pointer.baseAddress!.assumingMemoryBound(to: UInt8.self), Int32(count)), "RAND_bytes")
         return secret
     }
 
-    public let count: Int
+    package let count: Int
 
     /// A copy in an ordinary array: the caller wipes it (`Wipe.bytes`) when done.
-    public var bytes: [UInt8] { Array(UnsafeRawBufferPointer(rebasing: pointer[0..<count])) }
+    package var bytes: [UInt8] { Array(UnsafeRawBufferPointer(rebasing: pointer[0..<count])) }
 
     func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         try body(UnsafeRawBufferPointer(rebasing: pointer[0..<count]))
     }
 
     /// Compares in time that does not depend on where the bytes differ.
-    public func constantTimeEquals(_ other: [UInt8]) -> Bool {
+    package func constantTimeEquals(_ other: [UInt8]) -> Bool {
         guard other.count == count else { return false }
         return other.withUnsafeBytes { o in withUnsafeBytes { ConstantTime.equal($0, o) } }
     }
 
     /// Compares two secrets without copying either out of wiped memory.
-    public func constantTimeEquals(_ other: SecretBytes) -> Bool {
+    package func constantTimeEquals(_ other: SecretBytes) -> Bool {
         guard other.count == count else { return false }
         return other.withUnsafeBytes { o in withUnsafeBytes { ConstantTime.equal($0, o) } }
     }
@@ -148,7 +148,7 @@ package enum MD5 {
 
 package enum Random {
     /// Random bytes that are not secret (names, salts); `SecretBytes.random` for keys.
-    public static func bytes(_ count: Int) throws -> [UInt8] {
+    package static func bytes(_ count: Int) throws -> [UInt8] {
         var out = [UInt8](repeating: 0, count: count)
         let ok = out.withUnsafeMutableBufferPointer { RAND_bytes($0.baseAddress, Int32(count)) }
         try checkOpenSSL(ok, "RAND_bytes")
@@ -158,7 +158,7 @@ package enum Random {
 
 /// SHA-256, used to name stored files.
 package enum SHA256 {
-    public static func hash(_ data: UnsafeRawBufferPointer) throws -> BlobID {
+    package static func hash(_ data: UnsafeRawBufferPointer) throws -> BlobID {
         var digest = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         var length: UInt32 = 0
         let ok = withUnsafeMutableBytes(of: &digest) { d in
@@ -168,12 +168,12 @@ package enum SHA256 {
         return withUnsafeBytes(of: &digest) { BlobID(bytes: $0.baseAddress!) }
     }
 
-    public static func hash(_ data: [UInt8]) throws -> BlobID {
+    package static func hash(_ data: [UInt8]) throws -> BlobID {
         try data.withUnsafeBytes { try hash($0) }
     }
 
     /// Incremental hashing, for files too large to hold in memory.
-    public final class Context {
+    package final class Context {
         private let ctx: OpaquePointer
         public init() throws {
             guard let ctx = EVP_MD_CTX_new() else { throw CryptoFailure.error("EVP_MD_CTX_new") }
@@ -201,7 +201,7 @@ package enum SHA256 {
 package final class BlobHasher {
     private let context: OpaquePointer
 
-    public init(key: SecretBytes) throws {
+    package init(key: SecretBytes) throws {
         guard let context = EVP_MAC_CTX_new(Algorithms.hmac) else { throw CryptoFailure.error("EVP_MAC_CTX_new(HMAC)") }
         self.context = context
         // The key is read from its wiped memory, never copied out; its pointer is never null (even
@@ -216,7 +216,7 @@ package final class BlobHasher {
         try checkOpenSSL(ok, "EVP_MAC_init(HMAC, SHA256)")
     }
 
-    public func id(of data: UnsafeRawBufferPointer) throws -> BlobID {
+    package func id(of data: UnsafeRawBufferPointer) throws -> BlobID {
         var digest = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         var length = 0
         // All results are combined and checked once: the hot path keeps a single branch.
@@ -232,7 +232,7 @@ package final class BlobHasher {
         return withUnsafeBytes(of: &digest) { BlobID(bytes: $0.baseAddress!) }
     }
 
-    public func id(of data: [UInt8]) throws -> BlobID { try data.withUnsafeBytes { try id(of: $0) } }
+    package func id(of data: [UInt8]) throws -> BlobID { try data.withUnsafeBytes { try id(of: $0) } }
 
     deinit { EVP_MAC_CTX_free(context) }
 }
@@ -250,15 +250,15 @@ enum NonceSource: Sendable {
 /// `nonce (12) ‖ ciphertext ‖ tag (16)`; `context` is authenticated but not stored.
 /// One instance per thread.
 package final class Sealer {
-    public static let nonceSize = 12
-    public static let tagSize = 16
-    public static let overhead = nonceSize + tagSize
+    package static let nonceSize = 12
+    package static let tagSize = 16
+    package static let overhead = nonceSize + tagSize
 
     private let ctx: OpaquePointer
     private let key: SecretBytes
     let nonces: NonceSource
 
-    public convenience init(key: SecretBytes) throws {
+    package convenience init(key: SecretBytes) throws {
         try self.init(key: key, nonces: .random)
     }
 
@@ -276,7 +276,7 @@ package final class Sealer {
 
     /// Writes the sealed form of `plaintext` to `out`, which must hold `plaintext.count + overhead`.
     /// Throws, leaving `out` unusable, when the random generator or the cipher fails.
-    public func seal(_ plaintext: UnsafeRawBufferPointer, context: UnsafeRawBufferPointer, into out: UnsafeMutableRawPointer) throws {
+    package func seal(_ plaintext: UnsafeRawBufferPointer, context: UnsafeRawBufferPointer, into out: UnsafeMutableRawPointer) throws {
         let nonce = out.assumingMemoryBound(to: UInt8.self)
         switch nonces {
         case .random:
@@ -309,7 +309,7 @@ package final class Sealer {
                          "EVP_CIPHER_CTX_ctrl(EVP_CTRL_AEAD_GET_TAG)")
     }
 
-    public func seal(_ plaintext: [UInt8], context: [UInt8]) throws -> [UInt8] {
+    package func seal(_ plaintext: [UInt8], context: [UInt8]) throws -> [UInt8] {
         try [UInt8](unsafeUninitializedCapacity: plaintext.count + Sealer.overhead) { buffer, count in
             try plaintext.withUnsafeBytes { p in
                 try context.withUnsafeBytes { c in try seal(p, context: c, into: UnsafeMutableRawPointer(buffer.baseAddress!)) }
@@ -321,7 +321,7 @@ package final class Sealer {
     /// Opens a sealed message into `out` (room for `sealed.count - overhead` bytes); false when the
     /// message does not authenticate under this key and context (GCM compares the tag in constant
     /// time). Throws when the cipher itself fails.
-    public func open(_ sealed: UnsafeRawBufferPointer, context: UnsafeRawBufferPointer, into out: UnsafeMutableRawPointer) throws -> Bool {
+    package func open(_ sealed: UnsafeRawBufferPointer, context: UnsafeRawBufferPointer, into out: UnsafeMutableRawPointer) throws -> Bool {
         guard sealed.count >= Sealer.overhead else { return false }
         let nonce = sealed.baseAddress!.assumingMemoryBound(to: UInt8.self)
         let bodyLength = sealed.count - Sealer.overhead
@@ -345,7 +345,7 @@ package final class Sealer {
         return EVP_DecryptFinal_ex(ctx, output + bodyLength, &outLength) == 1
     }
 
-    public func open(_ sealed: [UInt8], context: [UInt8]) throws -> [UInt8]? {
+    package func open(_ sealed: [UInt8], context: [UInt8]) throws -> [UInt8]? {
         guard sealed.count >= Sealer.overhead else { return nil }
         var ok = false
         var plain = [UInt8](repeating: 0, count: max(sealed.count - Sealer.overhead, 1))
@@ -364,7 +364,7 @@ package final class Sealer {
 }
 
 package enum Scrypt {
-    public struct Parameters: Codable, Sendable, Equatable {
+    package struct Parameters: Codable, Sendable, Equatable {
         public var n: UInt64
         public var r: UInt64
         public var p: UInt64
@@ -382,7 +382,7 @@ package enum Scrypt {
     /// could be guessed cheaply, so a `keys/` file asking for less (planted or edited) is refused.
     /// Debug builds accept N = 2^10 so that the test suite's many keys are quick to make (the
     /// release build refuses the knob that asks for it, see `testParameters`).
-    public static var minimum: Parameters {
+    package static var minimum: Parameters {
         #if DEBUG
         Parameters(n: 1 << 10, r: 8, p: 1)
         #else
@@ -392,11 +392,11 @@ package enum Scrypt {
 
     /// The dearest parameters kho accepts: 256 MiB and about eight times the standard work, so a
     /// planted key file cannot make every command take minutes and gigabytes.
-    public static let maximumMemory: UInt64 = 256 << 20
-    public static let maximumCost: UInt64 = Parameters.standard.cost * 8
+    package static let maximumMemory: UInt64 = 256 << 20
+    package static let maximumCost: UInt64 = Parameters.standard.cost * 8
 
     /// Why `parameters` are outside kho's bounds, or nil when they are usable.
-    public static func refusal(_ parameters: Parameters) -> String? {
+    package static func refusal(_ parameters: Parameters) -> String? {
         let least = minimum
         guard parameters.n >= 2, parameters.n.nonzeroBitCount == 1 else {
             return "N=\(parameters.n) is not a power of two"
@@ -415,7 +415,7 @@ package enum Scrypt {
 
     /// The parameters asked for by `KHO_TEST_SCRYPT_N` (tests only, debug builds only: see
     /// `TestKnobs`, which also makes a release kho refuse to start with it set), or nil.
-    public static func testParameters(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Parameters? {
+    package static func testParameters(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Parameters? {
         guard let text = TestKnobs.value("KHO_TEST_SCRYPT_N", environment: environment) else { return nil }
         guard let n = UInt64(text) else {
             throw KhoError(.usage, "KHO_TEST_SCRYPT_N=\(text) is not a number: give a power of two such as 1024, or unset it.")
@@ -428,7 +428,7 @@ package enum Scrypt {
     }
 
     /// Derives a key for a key file: parameters outside kho's floor and ceiling are refused.
-    public static func deriveKey(password: [UInt8], salt: [UInt8], parameters: Parameters, length: Int) throws -> SecretBytes {
+    package static func deriveKey(password: [UInt8], salt: [UInt8], parameters: Parameters, length: Int) throws -> SecretBytes {
         if let why = refusal(parameters) {
             throw KhoError(.integrity, "A key file asks for scrypt parameters that kho does not accept (\(why)): the key file is damaged or planted; remove it with `kho key remove` once another key opens the repository.")
         }

@@ -4,13 +4,13 @@ import KhoSupport
 /// The per-thread tools to turn plaintext into a stored blob and back: keyed hash, cipher and zstd
 /// contexts. Not shareable; every pipeline thread makes its own.
 package final class BlobCodec {
-    public let hasher: BlobHasher
+    package let hasher: BlobHasher
     let sealer: Sealer
     let compressor: Compressor?
     let decompressor = Decompressor()
     private var scratch: UnsafeMutableRawBufferPointer
 
-    public init(repository: Repository, compressionLevel: Int? = nil) throws {
+    package init(repository: Repository, compressionLevel: Int? = nil) throws {
         hasher = try BlobHasher(key: repository.key.mac)
         sealer = try repository.makeSealer()
         let level = compressionLevel ?? repository.config.compressionLevel

@@ -107,18 +107,18 @@ public struct MasterIndex: Sendable {
 
 /// The content of one index file: packs and their blobs, and the index files it replaces.
 package struct IndexFile: Sendable {
-    public var packs: [(pack: BlobID, blobs: [PackedBlob])]
+    package var packs: [(pack: BlobID, blobs: [PackedBlob])]
     /// Index files this one makes obsolete (written by prune before it removes them).
-    public var supersedes: [BlobID]
+    package var supersedes: [BlobID]
 
-    public init(packs: [(pack: BlobID, blobs: [PackedBlob])], supersedes: [BlobID] = []) {
+    package init(packs: [(pack: BlobID, blobs: [PackedBlob])], supersedes: [BlobID] = []) {
         self.packs = packs
         self.supersedes = supersedes
     }
 
     static let magic = Array("KIDX".utf8)
 
-    public func encoded() -> [UInt8] {
+    package func encoded() -> [UInt8] {
         var w = BinaryWriter(capacity: 64 + packs.reduce(0) { $0 + 36 + $1.blobs.count * PackedBlob.encodedSize })
         w.raw(IndexFile.magic)
         w.u8(1)
@@ -133,7 +133,7 @@ package struct IndexFile: Sendable {
         return w.bytes
     }
 
-    public init(decoding bytes: [UInt8], name: String) throws {
+    package init(decoding bytes: [UInt8], name: String) throws {
         var r = BinaryReader(bytes, what: "index file \(name.prefix(8))")
         guard Array(try r.raw(4)) == IndexFile.magic, try r.u8() == 1 else {
             throw KhoError(.integrity, "Index file \(name.prefix(8)) is not a version 1 index: it is damaged or newer than this kho.")

@@ -7,17 +7,17 @@ public enum BlobKind: UInt8, Sendable, Codable {
 
 /// A blob's place inside one pack, as the pack header and the index record it.
 package struct PackedBlob: Sendable, Equatable {
-    public var id: BlobID
-    public var kind: BlobKind
-    public var compressed: Bool
+    package var id: BlobID
+    package var kind: BlobKind
+    package var compressed: Bool
     /// Offset of the sealed blob from the start of the pack.
-    public var offset: UInt32
+    package var offset: UInt32
     /// Length of the sealed blob (nonce, ciphertext, tag).
-    public var length: UInt32
+    package var length: UInt32
     /// Length of the plaintext after decompression.
-    public var rawLength: UInt32
+    package var rawLength: UInt32
 
-    public init(id: BlobID, kind: BlobKind, compressed: Bool, offset: UInt32, length: UInt32, rawLength: UInt32) {
+    package init(id: BlobID, kind: BlobKind, compressed: Bool, offset: UInt32, length: UInt32, rawLength: UInt32) {
         self.id = id; self.kind = kind; self.compressed = compressed
         self.offset = offset; self.length = length; self.rawLength = rawLength
     }

@@ -39,8 +39,8 @@ public protocol RetainingStorage: Storage {
 
 /// A file that could not be removed yet, and from when it can be.
 package struct RetainedFile: Sendable, Equatable, Codable {
-    public var path: String
-    public var until: Date
+    package var path: String
+    package var until: Date
 }
 
 extension Repository {
