@@ -63,7 +63,7 @@ private func samplePacks(seed: UInt64, packs: Int, blobs: Int) -> [(pack: BlobID
             let keys = try storage.list(.key)
             #expect(keys.map(\.name) == [created.keyID])
             #expect(try SHA256.hash(try storage.load(Handle(.key, created.keyID))).hex == created.keyID)
-            #expect(storage.exists(.config))
+            #expect(try storage.exists(.config))
             // Two repositories never share keys.
             let other = try Repository.create(storage: LocalStorage(path: folder + "/other"), password: password, options: createOptions())
             #expect(other.key.encryption.bytes != created.key.encryption.bytes)
@@ -124,7 +124,7 @@ private func samplePacks(seed: UInt64, packs: Int, blobs: Int) -> [(pack: BlobID
             let storage = LocalStorage(path: folder)
             expectKhoError(.usage, "folder with a file") { _ = try Repository.create(storage: storage, password: password, options: createOptions()) }
             #expect(try storage.list(.key).isEmpty, "nothing was written")
-            #expect(!storage.exists(.config))
+            #expect(try !storage.exists(.config))
             #expect(try Data(contentsOf: URL(fileURLWithPath: folder + "/thesis.docx")) == Data("precious".utf8))
 
             let repo = LocalStorage(path: folder + "/repo")

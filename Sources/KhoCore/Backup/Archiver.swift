@@ -74,6 +74,7 @@ public final class Archiver {
         let parentSnapshot = try findParent(paths: absolute)
         var parentRoot: Tree?
         if let parentSnapshot, let treeID = parentSnapshot.treeID {
+            // try?: the parent only lets unchanged files be skipped; without it every file is read.
             parentRoot = try? repository.loadTree(treeID, index: index, codec: codec)
         }
         let rootID: BlobID
@@ -186,6 +187,7 @@ public final class Archiver {
 
     private func parentTree(of node: Node?) throws -> Tree? {
         guard let node, node.kind == .directory, let subtree = node.subtree else { return nil }
+        // try?: as for the parent's root: without it this folder's files are all read.
         return try? repository.loadTree(subtree, index: index, codec: codec)
     }
 
@@ -400,6 +402,8 @@ public final class Archiver {
             throw error
         }
         let host = options.hostname
+        // try?: the parent is recorded for information and the new/changed count; a stream is
+        // read whole either way, and a storage that fails here fails the save below.
         let parent = try? repository.listSnapshots().last { $0.source.name == sourceName && $0.hostname == host }
         if parent == nil { summary.filesNew = inputs.count } else { summary.filesChanged = inputs.count }
         return try commit(root: rootID, paths: inputs.map(\.name), parent: parent?.id,
@@ -422,6 +426,7 @@ public final class Archiver {
         let id = try repository.saveSnapshot(snapshot)
         snapshot.id = id.hex
         // The snapshot file counts toward what this backup added.
+        // try?: only the summary's byte count; the snapshot is written and named already.
         if let size = try? repository.storage.stat(Handle(.snapshot, id.hex)).size {
             snapshot.summary?.bytesAdded += Int64(size)
         }

@@ -3,12 +3,12 @@ import KhoSupport
 import Logging
 
 /// Counters of what a saver stored.
-public struct SaverStatistics: Sendable {
-    public var blobsNew = 0
-    public var bytesNewRaw: Int64 = 0
-    public var bytesAdded: Int64 = 0
-    public var packsWritten = 0
-    public var indexFilesWritten = 0
+package struct SaverStatistics: Sendable {
+    package var blobsNew = 0
+    package var bytesNewRaw: Int64 = 0
+    package var bytesAdded: Int64 = 0
+    package var packsWritten = 0
+    package var indexFilesWritten = 0
 }
 
 /// The write half of the pipeline: deduplicates blobs, then compresses, seals and packs the new ones
@@ -75,6 +75,7 @@ public final class BlobSaver: @unchecked Sendable {
         buffers = BufferPool(keep: workerCount * 3 + 1)
         uploads = BoundedQueue(capacity: uploaderCount)
         packLock = Locked([:])
+        // try?: a storage that cannot make a stream writer now gets whole packs, as one without any.
         streams = ((try? repository.storage.makeStreamWriter(for: .data)) ?? nil) != nil
         activeWorkers = Locked(workerCount)
         let level = compressionLevel ?? repository.config.compressionLevel
@@ -105,6 +106,9 @@ public final class BlobSaver: @unchecked Sendable {
 
     private func save(_ data: UnsafeRawBufferPointer, id: BlobID, kind: BlobKind) throws {
         try failure.check()
+        // A lost lock stops the reading at the next chunk: a slow stream may take long to fill
+        // the next pack, and what it still reads could never be recorded.
+        try RepositoryLock.checkHeld(repository.storage)
         if has(id) { return }
         sessionBlobs.insert(id)
         batch.append(Job(id: id, kind: kind, data: ChunkCopy(data, pool: buffers)))
@@ -290,7 +294,7 @@ public final class BlobSaver: @unchecked Sendable {
 
     /// Waits until every blob is packed, uploaded and indexed. After this returns, a snapshot that
     /// refers to the saved blobs may be written.
-    public func finish() throws -> SaverStatistics {
+    package func finish() throws -> SaverStatistics {
         precondition(!finished)
         do { try flushBatch() } catch { abort(error); throw error }
         finished = true
@@ -301,6 +305,8 @@ public final class BlobSaver: @unchecked Sendable {
         uploaders.forEach { $0.join() }
         if let error = failure.value {
             // Packs that did reach storage stay usable by the next backup.
+            // try?: the error thrown is the first one; packs left unindexed are removed by prune
+            // after its grace period, and the next backup writes them again.
             try? flushIndex()
             throw error
         }
@@ -324,10 +330,11 @@ public final class BlobSaver: @unchecked Sendable {
             open.values.forEach { $0.abort() }
             open = [:]
         }
+        // try?: as in `finish` after a failure: `reason` is what the caller reports.
         try? flushIndex()
     }
 
-    public var statistics: SaverStatistics { stats.current }
+    package var statistics: SaverStatistics { stats.current }
 }
 
 /// A pack being written straight to storage: sealed blobs are appended to a temporary file and

@@ -27,11 +27,11 @@ public struct ChunkerParameters: Codable, Sendable, Equatable {
     }
 }
 
-public struct GearTable: Sendable {
-    public let values: [UInt64]
+package struct GearTable: Sendable {
+    package let values: [UInt64]
 
     /// Entry i is the first 8 bytes (big-endian) of HMAC-SHA256(seed, "kho-gear" ‖ i as one byte).
-    public init(seed: SecretBytes) throws {
+    package init(seed: SecretBytes) throws {
         let hasher = try BlobHasher(key: seed)
         var values = [UInt64]()
         values.reserveCapacity(256)
@@ -42,7 +42,7 @@ public struct GearTable: Sendable {
         self.values = values
     }
 
-    public init(values: [UInt64]) {
+    package init(values: [UInt64]) {
         precondition(values.count == 256)
         self.values = values
     }
@@ -55,7 +55,7 @@ public struct Chunker: Sendable {
     private let maskSmall: UInt64
     private let maskLarge: UInt64
 
-    public init(parameters: ChunkerParameters, gear: GearTable) {
+    package init(parameters: ChunkerParameters, gear: GearTable) {
         self.parameters = parameters
         self.gear = gear.values
         let bits = parameters.averageSize.trailingZeroBitCount

@@ -29,10 +29,10 @@ enum CryptoFailure {
 }
 
 /// Bytes that must not outlive their use: zeroed when the last reference goes.
-public final class SecretBytes: @unchecked Sendable {
+package final class SecretBytes: @unchecked Sendable {
     let pointer: UnsafeMutableRawBufferPointer
 
-    public init(_ bytes: some Collection<UInt8>) {
+    package init(_ bytes: some Collection<UInt8>) {
         pointer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bytes.count, 1), alignment: 16)
         pointer.copyBytes(from: bytes)
         count = bytes.count
@@ -46,29 +46,29 @@ public final class SecretBytes: @unchecked Sendable {
 
     /// Fresh bytes from the system's generator, written straight into wiped memory (no copy of the
     /// secret is left in an ordinary array).
-    public static func random(count: Int) throws -> SecretBytes {
+    package static func random(count: Int) throws -> SecretBytes {
         let secret = SecretBytes(zeroed: count)
         try checkOpenSSL(RAND_bytes(secret.pointer.baseAddress!.assumingMemoryBound(to: UInt8.self), Int32(count)), "RAND_bytes")
         return secret
     }
 
-    public let count: Int
+    package let count: Int
 
     /// A copy in an ordinary array: the caller wipes it (`Wipe.bytes`) when done.
-    public var bytes: [UInt8] { Array(UnsafeRawBufferPointer(rebasing: pointer[0..<count])) }
+    package var bytes: [UInt8] { Array(UnsafeRawBufferPointer(rebasing: pointer[0..<count])) }
 
     func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         try body(UnsafeRawBufferPointer(rebasing: pointer[0..<count]))
     }
 
     /// Compares in time that does not depend on where the bytes differ.
-    public func constantTimeEquals(_ other: [UInt8]) -> Bool {
+    package func constantTimeEquals(_ other: [UInt8]) -> Bool {
         guard other.count == count else { return false }
         return other.withUnsafeBytes { o in withUnsafeBytes { ConstantTime.equal($0, o) } }
     }
 
     /// Compares two secrets without copying either out of wiped memory.
-    public func constantTimeEquals(_ other: SecretBytes) -> Bool {
+    package func constantTimeEquals(_ other: SecretBytes) -> Bool {
         guard other.count == count else { return false }
         return other.withUnsafeBytes { o in withUnsafeBytes { ConstantTime.equal($0, o) } }
     }
@@ -79,7 +79,7 @@ public final class SecretBytes: @unchecked Sendable {
     }
 }
 
-public enum Wipe {
+enum Wipe {
     /// Overwrites an array's bytes with zeros in a way the optimizer cannot drop.
     public static func bytes(_ array: inout [UInt8]) {
         let count = array.count
@@ -87,20 +87,20 @@ public enum Wipe {
     }
 }
 
-public enum ConstantTime {
+package enum ConstantTime {
     /// Compares MACs, tags and other authenticators in time that does not depend on their content.
-    public static func equal(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
+    package static func equal(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
         guard a.count == b.count else { return false }
         if a.count == 0 { return true }
         return CRYPTO_memcmp(a.baseAddress, b.baseAddress, a.count) == 0
     }
 
-    public static func equal(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    package static func equal(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         a.withUnsafeBytes { x in b.withUnsafeBytes { y in equal(x, y) } }
     }
 
     /// Blob IDs are MACs: compared without an early exit.
-    public static func equal(_ a: BlobID, _ b: BlobID) -> Bool {
+    package static func equal(_ a: BlobID, _ b: BlobID) -> Bool {
         ((a.w0 ^ b.w0) | (a.w1 ^ b.w1) | (a.w2 ^ b.w2) | (a.w3 ^ b.w3)) == 0
     }
 }
@@ -111,6 +111,12 @@ public enum ConstantTime {
 enum Algorithms {
     nonisolated(unsafe) static let sha256: OpaquePointer = fetchDigest("SHA256")
     nonisolated(unsafe) static let md5: OpaquePointer = fetchDigest("MD5")
+    nonisolated(unsafe) static let hmac: OpaquePointer = {
+        guard let mac = EVP_MAC_fetch(nil, "HMAC", nil) else {
+            fatalError("OpenSSL's EVP_MAC_fetch(HMAC) failed: this OpenSSL has no HMAC; install Debian's libssl3.")
+        }
+        return mac
+    }()
     nonisolated(unsafe) static let aes256gcm: OpaquePointer = {
         guard let cipher = EVP_CIPHER_fetch(nil, "AES-256-GCM", nil) else {
             fatalError("OpenSSL's EVP_CIPHER_fetch(AES-256-GCM) failed: this OpenSSL has no AES-256-GCM; install Debian's libssl3.")
@@ -128,8 +134,8 @@ enum Algorithms {
 
 /// MD5, only because S3 asks for a `Content-MD5` on uploads that carry an object lock; never used
 /// to identify or authenticate anything.
-public enum MD5 {
-    public static func digest(_ data: [UInt8]) throws -> [UInt8] {
+package enum MD5 {
+    package static func digest(_ data: [UInt8]) throws -> [UInt8] {
         var out = [UInt8](repeating: 0, count: 16)
         var length: UInt32 = 0
         let ok = data.withUnsafeBytes { input in
@@ -140,9 +146,9 @@ public enum MD5 {
     }
 }
 
-public enum Random {
+package enum Random {
     /// Random bytes that are not secret (names, salts); `SecretBytes.random` for keys.
-    public static func bytes(_ count: Int) throws -> [UInt8] {
+    package static func bytes(_ count: Int) throws -> [UInt8] {
         var out = [UInt8](repeating: 0, count: count)
         let ok = out.withUnsafeMutableBufferPointer { RAND_bytes($0.baseAddress, Int32(count)) }
         try checkOpenSSL(ok, "RAND_bytes")
@@ -151,8 +157,8 @@ public enum Random {
 }
 
 /// SHA-256, used to name stored files.
-public enum SHA256 {
-    public static func hash(_ data: UnsafeRawBufferPointer) throws -> BlobID {
+package enum SHA256 {
+    package static func hash(_ data: UnsafeRawBufferPointer) throws -> BlobID {
         var digest = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         var length: UInt32 = 0
         let ok = withUnsafeMutableBytes(of: &digest) { d in
@@ -162,12 +168,12 @@ public enum SHA256 {
         return withUnsafeBytes(of: &digest) { BlobID(bytes: $0.baseAddress!) }
     }
 
-    public static func hash(_ data: [UInt8]) throws -> BlobID {
+    package static func hash(_ data: [UInt8]) throws -> BlobID {
         try data.withUnsafeBytes { try hash($0) }
     }
 
     /// Incremental hashing, for files too large to hold in memory.
-    public final class Context {
+    package final class Context {
         private let ctx: OpaquePointer
         public init() throws {
             guard let ctx = EVP_MD_CTX_new() else { throw CryptoFailure.error("EVP_MD_CTX_new") }
@@ -189,63 +195,46 @@ public enum SHA256 {
     }
 }
 
-/// HMAC-SHA256 under a fixed key. The key's inner and outer pads are hashed once, so each call only
-/// copies two prepared states; one instance per thread.
-public final class BlobHasher {
-    private let inner: OpaquePointer
-    private let outer: OpaquePointer
-    private let work: OpaquePointer
+/// HMAC-SHA256 under a fixed key, through OpenSSL's MAC API. The key is set once; each call
+/// re-initializes the context from the keyed state OpenSSL keeps (no key schedule, no allocation
+/// of ours); one instance per thread.
+package final class BlobHasher {
+    private let context: OpaquePointer
 
-    public init(key: SecretBytes) throws {
-        guard key.count <= 64 else {
-            throw KhoError(.failure, "An HMAC key of \(key.count) bytes is longer than SHA-256's block: kho only makes 32-byte keys; this is a bug in kho.")
+    package init(key: SecretBytes) throws {
+        guard let context = EVP_MAC_CTX_new(Algorithms.hmac) else { throw CryptoFailure.error("EVP_MAC_CTX_new(HMAC)") }
+        self.context = context
+        // The key is read from its wiped memory, never copied out; its pointer is never null (even
+        // for an empty key), which matters: a null key asks OpenSSL to reuse one never set.
+        let ok = "digest".withCString { name in
+            "SHA256".withCString { digest in
+                var params = [OSSL_PARAM_construct_utf8_string(name, UnsafeMutablePointer(mutating: digest), 0),
+                              OSSL_PARAM_construct_end()]
+                return EVP_MAC_init(context, key.pointer.baseAddress!.assumingMemoryBound(to: UInt8.self), key.count, &params)
+            }
         }
-        guard let inner = EVP_MD_CTX_new(), let outer = EVP_MD_CTX_new(), let work = EVP_MD_CTX_new() else {
-            throw CryptoFailure.error("EVP_MD_CTX_new")
-        }
-        self.inner = inner
-        self.outer = outer
-        self.work = work
-        var ipad = [UInt8](repeating: 0x36, count: 64)
-        var opad = [UInt8](repeating: 0x5c, count: 64)
-        defer {
-            OPENSSL_cleanse(&ipad, 64)
-            OPENSSL_cleanse(&opad, 64)
-        }
-        key.withUnsafeBytes { k in
-            for i in 0..<k.count { ipad[i] ^= k[i]; opad[i] ^= k[i] }
-        }
-        try checkOpenSSL(EVP_DigestInit_ex(inner, Algorithms.sha256, nil), "EVP_DigestInit_ex(HMAC inner)")
-        try checkOpenSSL(EVP_DigestUpdate(inner, ipad, 64), "EVP_DigestUpdate(HMAC inner pad)")
-        try checkOpenSSL(EVP_DigestInit_ex(outer, Algorithms.sha256, nil), "EVP_DigestInit_ex(HMAC outer)")
-        try checkOpenSSL(EVP_DigestUpdate(outer, opad, 64), "EVP_DigestUpdate(HMAC outer pad)")
+        try checkOpenSSL(ok, "EVP_MAC_init(HMAC, SHA256)")
     }
 
-    public func id(of data: UnsafeRawBufferPointer) throws -> BlobID {
+    package func id(of data: UnsafeRawBufferPointer) throws -> BlobID {
         var digest = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
-        var length: UInt32 = 0
-        // All six results are combined and checked once: the hot path keeps a single branch.
+        var length = 0
+        // All results are combined and checked once: the hot path keeps a single branch.
         let ok = withUnsafeMutableBytes(of: &digest) { d -> Int32 in
             let out = d.baseAddress!.assumingMemoryBound(to: UInt8.self)
-            var ok = EVP_MD_CTX_copy_ex(work, inner)
-            if data.count > 0 { ok &= EVP_DigestUpdate(work, data.baseAddress, data.count) }
-            ok &= EVP_DigestFinal_ex(work, out, &length)
-            ok &= EVP_MD_CTX_copy_ex(work, outer)
-            ok &= EVP_DigestUpdate(work, out, 32)
-            ok &= EVP_DigestFinal_ex(work, out, &length)
+            // A null key re-initializes with the key set in `init`.
+            var ok = EVP_MAC_init(context, nil, 0, nil)
+            if data.count > 0 { ok &= EVP_MAC_update(context, data.baseAddress!.assumingMemoryBound(to: UInt8.self), data.count) }
+            ok &= EVP_MAC_final(context, out, &length, 32)
             return ok
         }
-        try checkOpenSSL(ok, "HMAC-SHA256 (EVP_MD_CTX_copy_ex/EVP_DigestUpdate/EVP_DigestFinal_ex)")
+        try checkOpenSSL(length == 32 ? ok : 0, "HMAC-SHA256 (EVP_MAC_init/EVP_MAC_update/EVP_MAC_final)")
         return withUnsafeBytes(of: &digest) { BlobID(bytes: $0.baseAddress!) }
     }
 
-    public func id(of data: [UInt8]) throws -> BlobID { try data.withUnsafeBytes { try id(of: $0) } }
+    package func id(of data: [UInt8]) throws -> BlobID { try data.withUnsafeBytes { try id(of: $0) } }
 
-    deinit {
-        EVP_MD_CTX_free(inner)
-        EVP_MD_CTX_free(outer)
-        EVP_MD_CTX_free(work)
-    }
+    deinit { EVP_MAC_CTX_free(context) }
 }
 
 /// Where a `Sealer`'s nonces come from. Outside kho's own tests it is always `.random`: the other
@@ -260,16 +249,16 @@ enum NonceSource: Sendable {
 /// AES-256-GCM with a random 96-bit nonce per message. A sealed message is
 /// `nonce (12) ‖ ciphertext ‖ tag (16)`; `context` is authenticated but not stored.
 /// One instance per thread.
-public final class Sealer {
-    public static let nonceSize = 12
-    public static let tagSize = 16
-    public static let overhead = nonceSize + tagSize
+package final class Sealer {
+    package static let nonceSize = 12
+    package static let tagSize = 16
+    package static let overhead = nonceSize + tagSize
 
     private let ctx: OpaquePointer
     private let key: SecretBytes
     let nonces: NonceSource
 
-    public convenience init(key: SecretBytes) throws {
+    package convenience init(key: SecretBytes) throws {
         try self.init(key: key, nonces: .random)
     }
 
@@ -287,7 +276,7 @@ public final class Sealer {
 
     /// Writes the sealed form of `plaintext` to `out`, which must hold `plaintext.count + overhead`.
     /// Throws, leaving `out` unusable, when the random generator or the cipher fails.
-    public func seal(_ plaintext: UnsafeRawBufferPointer, context: UnsafeRawBufferPointer, into out: UnsafeMutableRawPointer) throws {
+    package func seal(_ plaintext: UnsafeRawBufferPointer, context: UnsafeRawBufferPointer, into out: UnsafeMutableRawPointer) throws {
         let nonce = out.assumingMemoryBound(to: UInt8.self)
         switch nonces {
         case .random:
@@ -320,7 +309,7 @@ public final class Sealer {
                          "EVP_CIPHER_CTX_ctrl(EVP_CTRL_AEAD_GET_TAG)")
     }
 
-    public func seal(_ plaintext: [UInt8], context: [UInt8]) throws -> [UInt8] {
+    package func seal(_ plaintext: [UInt8], context: [UInt8]) throws -> [UInt8] {
         try [UInt8](unsafeUninitializedCapacity: plaintext.count + Sealer.overhead) { buffer, count in
             try plaintext.withUnsafeBytes { p in
                 try context.withUnsafeBytes { c in try seal(p, context: c, into: UnsafeMutableRawPointer(buffer.baseAddress!)) }
@@ -332,7 +321,7 @@ public final class Sealer {
     /// Opens a sealed message into `out` (room for `sealed.count - overhead` bytes); false when the
     /// message does not authenticate under this key and context (GCM compares the tag in constant
     /// time). Throws when the cipher itself fails.
-    public func open(_ sealed: UnsafeRawBufferPointer, context: UnsafeRawBufferPointer, into out: UnsafeMutableRawPointer) throws -> Bool {
+    package func open(_ sealed: UnsafeRawBufferPointer, context: UnsafeRawBufferPointer, into out: UnsafeMutableRawPointer) throws -> Bool {
         guard sealed.count >= Sealer.overhead else { return false }
         let nonce = sealed.baseAddress!.assumingMemoryBound(to: UInt8.self)
         let bodyLength = sealed.count - Sealer.overhead
@@ -356,7 +345,7 @@ public final class Sealer {
         return EVP_DecryptFinal_ex(ctx, output + bodyLength, &outLength) == 1
     }
 
-    public func open(_ sealed: [UInt8], context: [UInt8]) throws -> [UInt8]? {
+    package func open(_ sealed: [UInt8], context: [UInt8]) throws -> [UInt8]? {
         guard sealed.count >= Sealer.overhead else { return nil }
         var ok = false
         var plain = [UInt8](repeating: 0, count: max(sealed.count - Sealer.overhead, 1))
@@ -374,8 +363,8 @@ public final class Sealer {
     }
 }
 
-public enum Scrypt {
-    public struct Parameters: Codable, Sendable, Equatable {
+package enum Scrypt {
+    package struct Parameters: Codable, Sendable, Equatable {
         public var n: UInt64
         public var r: UInt64
         public var p: UInt64
@@ -393,7 +382,7 @@ public enum Scrypt {
     /// could be guessed cheaply, so a `keys/` file asking for less (planted or edited) is refused.
     /// Debug builds accept N = 2^10 so that the test suite's many keys are quick to make (the
     /// release build refuses the knob that asks for it, see `testParameters`).
-    public static var minimum: Parameters {
+    package static var minimum: Parameters {
         #if DEBUG
         Parameters(n: 1 << 10, r: 8, p: 1)
         #else
@@ -403,11 +392,11 @@ public enum Scrypt {
 
     /// The dearest parameters kho accepts: 256 MiB and about eight times the standard work, so a
     /// planted key file cannot make every command take minutes and gigabytes.
-    public static let maximumMemory: UInt64 = 256 << 20
-    public static let maximumCost: UInt64 = Parameters.standard.cost * 8
+    package static let maximumMemory: UInt64 = 256 << 20
+    package static let maximumCost: UInt64 = Parameters.standard.cost * 8
 
     /// Why `parameters` are outside kho's bounds, or nil when they are usable.
-    public static func refusal(_ parameters: Parameters) -> String? {
+    package static func refusal(_ parameters: Parameters) -> String? {
         let least = minimum
         guard parameters.n >= 2, parameters.n.nonzeroBitCount == 1 else {
             return "N=\(parameters.n) is not a power of two"
@@ -426,7 +415,7 @@ public enum Scrypt {
 
     /// The parameters asked for by `KHO_TEST_SCRYPT_N` (tests only, debug builds only: see
     /// `TestKnobs`, which also makes a release kho refuse to start with it set), or nil.
-    public static func testParameters(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Parameters? {
+    package static func testParameters(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Parameters? {
         guard let text = TestKnobs.value("KHO_TEST_SCRYPT_N", environment: environment) else { return nil }
         guard let n = UInt64(text) else {
             throw KhoError(.usage, "KHO_TEST_SCRYPT_N=\(text) is not a number: give a power of two such as 1024, or unset it.")
@@ -439,7 +428,7 @@ public enum Scrypt {
     }
 
     /// Derives a key for a key file: parameters outside kho's floor and ceiling are refused.
-    public static func deriveKey(password: [UInt8], salt: [UInt8], parameters: Parameters, length: Int) throws -> SecretBytes {
+    package static func deriveKey(password: [UInt8], salt: [UInt8], parameters: Parameters, length: Int) throws -> SecretBytes {
         if let why = refusal(parameters) {
             throw KhoError(.integrity, "A key file asks for scrypt parameters that kho does not accept (\(why)): the key file is damaged or planted; remove it with `kho key remove` once another key opens the repository.")
         }

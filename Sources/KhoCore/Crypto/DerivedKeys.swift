@@ -18,7 +18,7 @@ public struct DerivedKey: Sendable {
 
     /// HMAC-SHA256(master MAC key, label): a distinct key per label, none of which reveals the
     /// master key or the others.
-    public init(master: MasterKey, repositoryID: String, label: String) throws {
+    package init(master: MasterKey, repositoryID: String, label: String) throws {
         var derived = try BlobHasher(key: master.mac).id(of: Array(label.utf8)).bytes
         defer { Wipe.bytes(&derived) }
         self.init(repositoryID: repositoryID, secret: SecretBytes(derived))
@@ -109,14 +109,14 @@ extension Repository {
 
 /// Repositories this process opened, so that the audit ledger can key a privileged command's
 /// entry and anchor its head in them after the command is done.
-public enum OpenedRepositories {
+package enum OpenedRepositories {
     private static let opened = Locked<[Repository]>([])
 
-    public static func remember(_ repository: Repository) {
+    package static func remember(_ repository: Repository) {
         opened.withLock { list in
             if !list.contains(where: { $0.config.id == repository.config.id }) { list.append(repository) }
         }
     }
 
-    public static var all: [Repository] { opened.current }
+    package static var all: [Repository] { opened.current }
 }

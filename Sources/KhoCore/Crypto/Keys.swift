@@ -2,21 +2,21 @@ import Foundation
 import KhoSupport
 
 /// The repository's secrets. Created once at `init`; every key file wraps the same master key.
-public final class MasterKey: Sendable {
+package final class MasterKey: Sendable {
     /// AES-256-GCM key for blobs and files.
-    public let encryption: SecretBytes
+    package let encryption: SecretBytes
     /// HMAC-SHA256 key that makes blob IDs.
-    public let mac: SecretBytes
+    package let mac: SecretBytes
     /// Seed of the chunker's gear table.
-    public let chunkerSeed: SecretBytes
+    package let chunkerSeed: SecretBytes
 
-    public init(encryption: SecretBytes, mac: SecretBytes, chunkerSeed: SecretBytes) {
+    package init(encryption: SecretBytes, mac: SecretBytes, chunkerSeed: SecretBytes) {
         self.encryption = encryption
         self.mac = mac
         self.chunkerSeed = chunkerSeed
     }
 
-    public static func random() throws -> MasterKey {
+    package static func random() throws -> MasterKey {
         MasterKey(encryption: try .random(count: 32), mac: try .random(count: 32), chunkerSeed: try .random(count: 32))
     }
 
@@ -36,7 +36,7 @@ public final class MasterKey: Sendable {
 
     /// A key for one purpose, derived from the MAC key: HMAC-SHA256(mac, "kho/" ‖ purpose). Keys
     /// for different purposes are unrelated, and none reveals the MAC key.
-    public func derived(_ purpose: String) throws -> SecretBytes {
+    package func derived(_ purpose: String) throws -> SecretBytes {
         let hasher = try BlobHasher(key: mac)
         let id = try hasher.id(of: Array("kho/\(purpose)".utf8))
         var bytes = id.bytes
@@ -46,32 +46,32 @@ public final class MasterKey: Sendable {
 }
 
 /// A key file: the master key sealed under a key derived from one password.
-public struct KeyFile: Codable, Sendable {
-    public var version: Int
-    public var created: Date
-    public var host: String
-    public var user: String
-    public var label: String
-    public var kdf: String
-    public var scrypt: Scrypt.Parameters
-    public var salt: Data
+package struct KeyFile: Codable, Sendable {
+    package var version: Int
+    package var created: Date
+    package var host: String
+    package var user: String
+    package var label: String
+    package var kdf: String
+    package var scrypt: Scrypt.Parameters
+    package var salt: Data
     /// AES-256-GCM (context `kho/key`) under scrypt(password, salt) of the 96-byte master key,
     /// followed, in key files made since the config is authenticated, by one byte 0x01 that says
     /// "this repository's config must carry a valid authenticator" (docs/FORMAT.md, section 4).
-    public var sealedMasterKey: Data
+    package var sealedMasterKey: Data
 
     static let context = Array("kho/key".utf8)
     /// A key file is a few hundred bytes; anything far larger is not read.
-    public static let maximumSize = 64 << 10
+    package static let maximumSize = 64 << 10
     /// Length of the sealed master key with and without the "config authenticated" byte.
     static let sealedLengthLegacy = 96 + Sealer.overhead
     static let sealedLengthBound = 97 + Sealer.overhead
 
     /// Whether this key file says the config must be authenticated. The length of the sealed
     /// payload is covered by its tag, so this cannot be changed without the password.
-    public var requiresAuthenticatedConfig: Bool { sealedMasterKey.count == KeyFile.sealedLengthBound }
+    package var requiresAuthenticatedConfig: Bool { sealedMasterKey.count == KeyFile.sealedLengthBound }
 
-    public static func make(master: MasterKey, password: [UInt8], label: String, parameters: Scrypt.Parameters = .standard,
+    package static func make(master: MasterKey, password: [UInt8], label: String, parameters: Scrypt.Parameters = .standard,
                             configAuthenticated: Bool = true) throws -> KeyFile {
         let salt = try Random.bytes(32)
         let wrapping = try Scrypt.deriveKey(password: password, salt: salt, parameters: parameters, length: 32)
@@ -83,7 +83,7 @@ public struct KeyFile: Codable, Sendable {
                        scrypt: parameters, salt: Data(salt), sealedMasterKey: Data(sealed))
     }
 
-    public func open(password: [UInt8]) throws -> MasterKey? {
+    package func open(password: [UInt8]) throws -> MasterKey? {
         guard kdf == "scrypt",
               sealedMasterKey.count == KeyFile.sealedLengthLegacy || sealedMasterKey.count == KeyFile.sealedLengthBound else { return nil }
         let wrapping = try Scrypt.deriveKey(password: password, salt: Array(salt), parameters: scrypt, length: 32)
@@ -93,7 +93,7 @@ public struct KeyFile: Codable, Sendable {
         return MasterKey(serialized: plain)
     }
 
-    public func encoded() throws -> [UInt8] {
+    package func encoded() throws -> [UInt8] {
         Array(try JSON.encoder.encode(self))
     }
 }

@@ -9,9 +9,9 @@ import KhoSupport
 
 /// Helpers for walking and recreating directory trees by file descriptor, so that paths of any
 /// length work and names stay the exact bytes the filesystem holds.
-public enum FileSystem {
+package enum FileSystem {
     /// Writes out everything of the filesystem that holds `fd`: data, metadata and folder entries.
-    public static func syncFilesystem(_ fd: Int32) -> Int32 { systemSyncfs(fd) }
+    package static func syncFilesystem(_ fd: Int32) -> Int32 { systemSyncfs(fd) }
 
     /// O_NOATIME, which Glibc's module does not export (Linux value).
     static let noAccessTime: Int32 = 0o1000000
@@ -127,7 +127,7 @@ public enum FileSystem {
 
     /// Creates `path` and its missing parents with `mode`, syncing the folder each new one was
     /// made in: a folder whose entry is not on disk vanishes with everything in it at a power cut.
-    public static func makeFolders(_ path: String, mode: mode_t) throws {
+    package static func makeFolders(_ path: String, mode: mode_t) throws {
         let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
         var missing: [String] = []
         var current = absolute
@@ -153,7 +153,7 @@ public enum FileSystem {
     /// others, unless it is a sticky folder such as /tmp (whose entries others cannot rename or
     /// remove). `includingItself`: whether `path` itself is held to the same rule (else only
     /// the folders above it). A missing `path` is checked from its nearest existing folder.
-    public static func trustProblem(_ path: String, includingItself: Bool) -> String? {
+    package static func trustProblem(_ path: String, includingItself: Bool) -> String? {
         let me = geteuid()
         func problem(_ current: String, isItself: Bool) -> String? {
             var info = Glibc.stat()

@@ -1,6 +1,6 @@
 import KhoSupport
 /// Little-endian writer for the repository's binary structures.
-public struct BinaryWriter {
+struct BinaryWriter {
     public private(set) var bytes: [UInt8] = []
 
     public init(capacity: Int = 256) { bytes.reserveCapacity(capacity) }
@@ -22,7 +22,7 @@ public struct BinaryWriter {
 }
 
 /// Reader matching `BinaryWriter`; every read is bounds-checked and throws an integrity error.
-public struct BinaryReader {
+struct BinaryReader {
     private let bytes: [UInt8]
     public private(set) var offset: Int
     private let what: String

@@ -3,14 +3,14 @@ import KhoSupport
 
 /// The per-thread tools to turn plaintext into a stored blob and back: keyed hash, cipher and zstd
 /// contexts. Not shareable; every pipeline thread makes its own.
-public final class BlobCodec {
-    public let hasher: BlobHasher
+package final class BlobCodec {
+    package let hasher: BlobHasher
     let sealer: Sealer
     let compressor: Compressor?
     let decompressor = Decompressor()
     private var scratch: UnsafeMutableRawBufferPointer
 
-    public init(repository: Repository, compressionLevel: Int? = nil) throws {
+    package init(repository: Repository, compressionLevel: Int? = nil) throws {
         hasher = try BlobHasher(key: repository.key.mac)
         sealer = try repository.makeSealer()
         let level = compressionLevel ?? repository.config.compressionLevel
@@ -99,12 +99,12 @@ public final class BlobCodec {
     }
 
     /// Loads one blob from storage and passes its verified plaintext to `body`.
-    public func load(_ location: BlobLocation, from repository: Repository, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+    package func load(_ location: BlobLocation, from repository: Repository, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
         let sealed = try repository.storage.load(Handle(.data, location.pack.hex), offset: Int(location.blob.offset), length: Int(location.blob.length))
         try sealed.withUnsafeBytes { try open($0, blob: location.blob, into: body) }
     }
 
-    public func loadBytes(_ location: BlobLocation, from repository: Repository) throws -> [UInt8] {
+    package func loadBytes(_ location: BlobLocation, from repository: Repository) throws -> [UInt8] {
         var result: [UInt8] = []
         try load(location, from: repository) { result = Array($0) }
         return result
@@ -113,7 +113,7 @@ public final class BlobCodec {
 
 extension Repository {
     /// Loads and decodes a tree blob.
-    public func loadTree(_ id: BlobID, index: MasterIndex, codec: BlobCodec) throws -> Tree {
+    package func loadTree(_ id: BlobID, index: MasterIndex, codec: BlobCodec) throws -> Tree {
         guard let location = index.lookup(id) else {
             throw KhoError(.integrity, "Tree \(id.shortHex) is not in the index: the repository is missing data; run `kho check`.")
         }

@@ -2,11 +2,11 @@ import KhoSupport
 internal import CZstd
 
 /// zstd compression with a context reused across calls; one instance per thread.
-public final class Compressor {
+package final class Compressor {
     private let cctx: OpaquePointer
-    public let level: Int32
+    package let level: Int32
 
-    public init(level: Int) {
+    package init(level: Int) {
         cctx = ZSTD_createCCtx()
         self.level = Int32(level)
         ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, self.level)
@@ -14,17 +14,17 @@ public final class Compressor {
 
     deinit { ZSTD_freeCCtx(cctx) }
 
-    public static func bound(_ size: Int) -> Int { ZSTD_compressBound(size) }
+    package static func bound(_ size: Int) -> Int { ZSTD_compressBound(size) }
 
     /// Compresses into `out` (capacity `outCapacity`); nil when the result would not be smaller
     /// than `limit` bytes, so that the caller stores the blob uncompressed.
-    public func compress(_ input: UnsafeRawBufferPointer, into out: UnsafeMutableRawPointer, capacity: Int, limit: Int) -> Int? {
+    package func compress(_ input: UnsafeRawBufferPointer, into out: UnsafeMutableRawPointer, capacity: Int, limit: Int) -> Int? {
         let written = ZSTD_compress2(cctx, out, min(capacity, limit), input.baseAddress, input.count)
         if ZSTD_isError(written) != 0 { return nil }
         return written < limit ? written : nil
     }
 
-    public func compress(_ input: [UInt8]) -> [UInt8] {
+    package func compress(_ input: [UInt8]) -> [UInt8] {
         let capacity = Compressor.bound(input.count)
         return [UInt8](unsafeUninitializedCapacity: capacity) { buffer, count in
             input.withUnsafeBytes { i in
@@ -34,7 +34,7 @@ public final class Compressor {
     }
 }
 
-public final class Decompressor {
+final class Decompressor {
     private let dctx: OpaquePointer
 
     public init() { dctx = ZSTD_createDCtx() }

@@ -1,8 +1,8 @@
 import KhoSupport
 /// Where a blob is stored.
-public struct BlobLocation: Sendable, Equatable {
-    public var pack: BlobID
-    public var blob: PackedBlob
+package struct BlobLocation: Sendable, Equatable {
+    package var pack: BlobID
+    package var blob: PackedBlob
 }
 
 /// One row of the in-memory index: 56 bytes with padding, no references.
@@ -68,13 +68,13 @@ public struct MasterIndex: Sendable {
 
     public func contains(_ id: BlobID) -> Bool { firstIndex(of: id) != nil }
 
-    public func lookup(_ id: BlobID) -> BlobLocation? {
+    package func lookup(_ id: BlobID) -> BlobLocation? {
         guard let i = firstIndex(of: id) else { return nil }
         return location(entries[i])
     }
 
     /// Every location of a blob (more than one after concurrent backups or an interrupted prune).
-    public func lookupAll(_ id: BlobID) -> [BlobLocation] {
+    package func lookupAll(_ id: BlobID) -> [BlobLocation] {
         guard var i = firstIndex(of: id) else { return [] }
         var result: [BlobLocation] = []
         while i < entries.count, entries[i].id == id {
@@ -91,7 +91,7 @@ public struct MasterIndex: Sendable {
     }
 
     /// Blobs grouped by pack.
-    public func blobsByPack() -> [BlobID: [PackedBlob]] {
+    package func blobsByPack() -> [BlobID: [PackedBlob]] {
         var result: [BlobID: [PackedBlob]] = [:]
         for e in entries {
             result[packs[Int(e.pack)], default: []].append(location(e).blob)
@@ -100,25 +100,25 @@ public struct MasterIndex: Sendable {
     }
 
     /// Calls `body` for every entry, in ID order.
-    public func forEach(_ body: (BlobLocation) throws -> Void) rethrows {
+    package func forEach(_ body: (BlobLocation) throws -> Void) rethrows {
         for e in entries { try body(location(e)) }
     }
 }
 
 /// The content of one index file: packs and their blobs, and the index files it replaces.
-public struct IndexFile: Sendable {
-    public var packs: [(pack: BlobID, blobs: [PackedBlob])]
+package struct IndexFile: Sendable {
+    package var packs: [(pack: BlobID, blobs: [PackedBlob])]
     /// Index files this one makes obsolete (written by prune before it removes them).
-    public var supersedes: [BlobID]
+    package var supersedes: [BlobID]
 
-    public init(packs: [(pack: BlobID, blobs: [PackedBlob])], supersedes: [BlobID] = []) {
+    package init(packs: [(pack: BlobID, blobs: [PackedBlob])], supersedes: [BlobID] = []) {
         self.packs = packs
         self.supersedes = supersedes
     }
 
     static let magic = Array("KIDX".utf8)
 
-    public func encoded() -> [UInt8] {
+    package func encoded() -> [UInt8] {
         var w = BinaryWriter(capacity: 64 + packs.reduce(0) { $0 + 36 + $1.blobs.count * PackedBlob.encodedSize })
         w.raw(IndexFile.magic)
         w.u8(1)
@@ -133,7 +133,7 @@ public struct IndexFile: Sendable {
         return w.bytes
     }
 
-    public init(decoding bytes: [UInt8], name: String) throws {
+    package init(decoding bytes: [UInt8], name: String) throws {
         var r = BinaryReader(bytes, what: "index file \(name.prefix(8))")
         guard Array(try r.raw(4)) == IndexFile.magic, try r.u8() == 1 else {
             throw KhoError(.integrity, "Index file \(name.prefix(8)) is not a version 1 index: it is damaged or newer than this kho.")
@@ -161,11 +161,11 @@ public struct IndexFile: Sendable {
 }
 
 extension Repository {
-    public func saveIndexFile(_ file: IndexFile) throws -> BlobID {
+    package func saveIndexFile(_ file: IndexFile) throws -> BlobID {
         try saveSealed(file.encoded(), kind: .index)
     }
 
-    public func loadIndexFile(name: String) throws -> IndexFile {
+    package func loadIndexFile(name: String) throws -> IndexFile {
         try IndexFile(decoding: try loadSealed(Handle(.index, name)), name: name)
     }
 

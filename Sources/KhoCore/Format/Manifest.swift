@@ -47,6 +47,7 @@ public struct DumpManifest: Codable, Sendable, Equatable {
     }
 
     public init?(_ value: JSONValue?) {
+        // try?: a value that is not a dump manifest (another source's, an older kho's) is none.
         guard let value, let data = try? JSON.encoder.encode(value),
               let manifest = try? JSON.decoder.decode(DumpManifest.self, from: data) else { return nil }
         self = manifest

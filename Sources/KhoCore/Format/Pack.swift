@@ -6,18 +6,18 @@ public enum BlobKind: UInt8, Sendable, Codable {
 }
 
 /// A blob's place inside one pack, as the pack header and the index record it.
-public struct PackedBlob: Sendable, Equatable {
-    public var id: BlobID
-    public var kind: BlobKind
-    public var compressed: Bool
+package struct PackedBlob: Sendable, Equatable {
+    package var id: BlobID
+    package var kind: BlobKind
+    package var compressed: Bool
     /// Offset of the sealed blob from the start of the pack.
-    public var offset: UInt32
+    package var offset: UInt32
     /// Length of the sealed blob (nonce, ciphertext, tag).
-    public var length: UInt32
+    package var length: UInt32
     /// Length of the plaintext after decompression.
-    public var rawLength: UInt32
+    package var rawLength: UInt32
 
-    public init(id: BlobID, kind: BlobKind, compressed: Bool, offset: UInt32, length: UInt32, rawLength: UInt32) {
+    package init(id: BlobID, kind: BlobKind, compressed: Bool, offset: UInt32, length: UInt32, rawLength: UInt32) {
         self.id = id; self.kind = kind; self.compressed = compressed
         self.offset = offset; self.length = length; self.rawLength = rawLength
     }
@@ -46,7 +46,7 @@ public struct PackedBlob: Sendable, Equatable {
 
 /// A pack file: sealed blobs one after another, then the sealed header listing them, then the
 /// header's sealed length as a little-endian u32.
-public enum PackFormat {
+enum PackFormat {
     static let headerContext = Array("kho/pack-header".utf8)
     static let headerMagic = Array("KPAK".utf8)
 
@@ -77,7 +77,7 @@ public enum PackFormat {
 
 extension Repository {
     /// Reads and authenticates a pack's header from the pack's full bytes.
-    public func packHeader(of pack: [UInt8], name: String) throws -> [PackedBlob] {
+    package func packHeader(of pack: [UInt8], name: String) throws -> [PackedBlob] {
         guard pack.count >= 4 else {
             throw KhoError(.integrity, "Pack \(name.prefix(8)) is only \(pack.count) bytes long: it is truncated.")
         }
@@ -93,7 +93,7 @@ extension Repository {
     }
 
     /// Reads a pack's header from storage without reading its blobs.
-    public func loadPackHeader(name: String) throws -> [PackedBlob] {
+    package func loadPackHeader(name: String) throws -> [PackedBlob] {
         let handle = Handle(.data, name)
         let size = try storage.stat(handle).size
         guard size >= 4 + Sealer.overhead else {

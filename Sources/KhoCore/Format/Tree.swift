@@ -68,11 +68,11 @@ public struct Node: Sendable, Equatable {
 /// that a folder made deep on purpose (or a tree chain written by a key holder) gets a clear
 /// message instead of a crash that leaves the repository locked. Deeper folders are not saved
 /// (the backup warns and is partial); a deeper tree in a repository is refused as damaged.
-public enum TreeDepth {
-    public static let maximum = 1000
+package enum TreeDepth {
+    package static let maximum = 1000
 
     /// The error for a tree deeper than `maximum`, naming where it was found.
-    public static func tooDeep(_ path: String) -> KhoError {
+    package static func tooDeep(_ path: String) -> KhoError {
         KhoError(.integrity, "\(path.isEmpty ? "/" : path) is more than \(maximum) folders deep: no snapshot kho writes goes that deep, so the repository holds a tree written to harm whoever reads it; do not restore from it.")
     }
 }

@@ -27,7 +27,7 @@ public struct CheckReport: Codable, Sendable {
     public var affected: [Affected] = []
     /// Nonces used by more than one sealed object under the repository's key (docs/FORMAT.md,
     /// section 5.5); any is an integrity error that only moving to a fresh key mends.
-    public var repeatedNonces: [RepeatedNonce] = []
+    package var repeatedNonces: [RepeatedNonce] = []
     /// Sealed objects whose nonces were compared: files and pack headers, and with data reading every blob.
     public var noncesCompared = 0
     public var snapshots = 0
@@ -40,11 +40,11 @@ public struct CheckReport: Codable, Sendable {
     public var ok: Bool { errors.isEmpty }
 }
 
-public struct RepeatedNonce: Codable, Sendable {
+package struct RepeatedNonce: Codable, Sendable {
     /// The 12-byte nonce, in hex.
-    public var nonce: String
+    package var nonce: String
     /// The objects that use it: `snapshots/…`, `index/…`, `header of pack …`, `blob … in pack …`.
-    public var objects: [String]
+    package var objects: [String]
 }
 
 /// Checks a repository: every index, snapshot and tree readable, every referenced blob indexed and
@@ -115,6 +115,9 @@ public final class Checker {
         try traceSnapshots(snapshots, index: index, badBlobs: badBlobs)
         report.damagedPacks = badPacks.sorted()
         reportRepeats(census, snapshots: snapshots)
+        // A check whose lock was lost may have watched a prune remove packs: its findings are
+        // not about the repository as it stands, so the lost lock is the answer.
+        try RepositoryLock.checkHeld(repository.storage)
         return report
     }
 

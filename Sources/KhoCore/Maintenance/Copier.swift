@@ -4,7 +4,7 @@ import KhoSupport
 /// What `kho copy` did.
 public struct CopySummary: Codable, Sendable, Equatable {
     /// Snapshots copied, as (source ID, target ID).
-    public var copied: [CopiedSnapshot] = []
+    package var copied: [CopiedSnapshot] = []
     /// Snapshots the target already had (same time, host, paths, tags and source).
     public var alreadyThere: [String] = []
     /// Blobs read and decrypted from the source.
@@ -21,10 +21,10 @@ public struct CopySummary: Codable, Sendable, Equatable {
     public init() {}
 }
 
-public struct CopiedSnapshot: Codable, Sendable, Equatable {
-    public var source: String
-    public var target: String
-    public var time: Date
+package struct CopiedSnapshot: Codable, Sendable, Equatable {
+    package var source: String
+    package var target: String
+    package var time: Date
 }
 
 /// Copies snapshots from one repository (the source) into another (the target).
@@ -109,11 +109,17 @@ public final class Copier {
         copy.keyID = target.keyID
         // The parent, when the target has a copy of it.
         if let parentID = snapshot.parent {
+            // try?: the parent is a hint for the next backup; a source snapshot that cannot be
+            // read leaves the copy without one, as a first backup has none.
             let parent = try? source.loadSnapshot(id: parentID)
             copy.parent = parent.flatMap { p in existing.first { Copier.sameBackup($0, p) }?.id }
         }
+        // As a backup: a copy that lost its lock on the target may have had packs removed by a
+        // prune, so it records nothing.
+        try RepositoryLock.checkHeld(target.storage, confirm: true)
         let id = try target.saveSnapshot(copy)
         copy.id = id.hex
+        // try?: only the summary's byte count; the snapshot is written and named already.
         if let size = try? target.storage.stat(Handle(.snapshot, id.hex)).size { summary.bytesAdded += Int64(size) }
         return copy
     }

@@ -33,7 +33,7 @@ public struct PruneReport: Codable, Sendable {
     public var indexFilesReplaced = 0
     public var bytesFreed: Int64 = 0
     /// Files prune would have removed but S3 Object Lock keeps until their date (left for a later prune).
-    public var retained: [RetainedFile] = []
+    package var retained: [RetainedFile] = []
     /// Files whose object lock prune extended because snapshots still use them.
     public var locksExtended = 0
     public var dryRun = false
@@ -319,7 +319,7 @@ extension Repository {
     /// Removes snapshot files. Their data stays until `prune`. Snapshots still under object lock
     /// are left and returned with the date from which they can be removed.
     @discardableResult
-    public func removeSnapshots(_ ids: [String]) throws -> [RetainedFile] {
+    package func removeSnapshots(_ ids: [String]) throws -> [RetainedFile] {
         if !ids.isEmpty { try refuseRemovalIfAppendOnly(command: "forget") }
         let locked = try retentionDates(ids.map { Handle(.snapshot, $0) })
         var retained: [RetainedFile] = []

@@ -110,10 +110,10 @@ public enum Retention {
     }
 }
 
-public enum DurationFormat {
+package enum DurationFormat {
     /// Parses `90s`, `15m`, `2h`, `7d`, `2w`, combinations such as `1h30m`, or plain seconds;
     /// nil when the text is none of these.
-    public static func parse(_ text: String) -> TimeInterval? {
+    package static func parse(_ text: String) -> TimeInterval? {
         if let seconds = Double(text) { return seconds }
         var total = 0.0
         var number = ""
@@ -138,7 +138,7 @@ public enum DurationFormat {
         return number.isEmpty && !text.isEmpty ? total : nil
     }
 
-    public static func describe(_ seconds: TimeInterval) -> String {
+    package static func describe(_ seconds: TimeInterval) -> String {
         let s = Int(seconds)
         if s % 86400 == 0 { return "\(s / 86400)d" }
         if s % 3600 == 0 { return "\(s / 3600)h" }

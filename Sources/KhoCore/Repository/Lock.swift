@@ -4,21 +4,21 @@ import Glibc
 
 /// The content of a lock file in `locks/`. Lock files are the only files rewritten in place (when
 /// refreshed) and are named by a random ID, not by their hash.
-public struct LockInfo: Codable, Sendable {
-    public var exclusive: Bool
-    public var hostname: String
-    public var pid: Int32
-    public var user: String
-    public var command: String
-    public var time: Date
-    public var refreshed: Date
+package struct LockInfo: Codable, Sendable {
+    package var exclusive: Bool
+    package var hostname: String
+    package var pid: Int32
+    package var user: String
+    package var command: String
+    package var time: Date
+    package var refreshed: Date
     /// The boot of the holder's host (Linux boot_id) and the process's start time in clock ticks
     /// since that boot: with them a PID names one process, not whichever reuses the number later.
     /// Absent in locks of an earlier kho.
-    public var bootID: String?
-    public var processStart: UInt64?
+    package var bootID: String?
+    package var processStart: UInt64?
 
-    public init(exclusive: Bool, hostname: String, pid: Int32, user: String, command: String, time: Date, refreshed: Date,
+    package init(exclusive: Bool, hostname: String, pid: Int32, user: String, command: String, time: Date, refreshed: Date,
                 bootID: String? = nil, processStart: UInt64? = nil) {
         self.exclusive = exclusive
         self.hostname = hostname
@@ -31,13 +31,13 @@ public struct LockInfo: Codable, Sendable {
         self.processStart = processStart
     }
 
-    public var holder: String {
+    package var holder: String {
         "PID \(pid) on \(hostname) (user \(user), `\(command)`, since \(Timestamp.format(time)))"
     }
 
     /// Whether the holder is this host in its current boot, where the process table answers for
     /// it and no clock is needed.
-    public var isFromThisBoot: Bool {
+    package var isFromThisBoot: Bool {
         hostname == Host.name && (bootID == nil || bootID == ProcessIdentity.bootID)
     }
 
@@ -46,7 +46,7 @@ public struct LockInfo: Codable, Sendable {
     /// another boot, which may be another machine) is stale only when neither its content nor
     /// the storage's modification time of its file shows a refresh for `staleAfter` seconds:
     /// one host's clock being wrong does not make a live lock stale.
-    public func isStale(now: Date = Date(), modified: Date? = nil, staleAfter: TimeInterval = RepositoryLock.staleAfter) -> Bool {
+    package func isStale(now: Date = Date(), modified: Date? = nil, staleAfter: TimeInterval = RepositoryLock.staleAfter) -> Bool {
         if isFromThisBoot {
             guard ProcessIdentity.isRunning(pid) else { return true }
             if let processStart, let current = ProcessIdentity.startTime(of: pid), current != processStart { return true }
@@ -59,15 +59,18 @@ public struct LockInfo: Codable, Sendable {
 }
 
 /// What identifies a process on Linux beyond its PID.
-public enum ProcessIdentity {
-    public static let bootID: String? = {
+package enum ProcessIdentity {
+    package static let bootID: String? = {
+        // try?: without /proc (not Linux, a restricted container) locks carry no boot ID and are
+        // judged by host name and PID, as locks of an earlier kho are.
         guard let text = try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8) else { return nil }
         let id = text.trimmingCharacters(in: .whitespacesAndNewlines)
         return id.isEmpty ? nil : id
     }()
 
     /// Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot.
-    public static func startTime(of pid: Int32) -> UInt64? {
+    package static func startTime(of pid: Int32) -> UInt64? {
+        // try?: no such process (or no /proc): no start time, and the PID alone decides.
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
               let close = text.lastIndex(of: ")") else { return nil }
         // The command name (field 2) may hold spaces and parentheses: count from its end.
@@ -76,18 +79,18 @@ public enum ProcessIdentity {
         return UInt64(fields[19])
     }
 
-    public static func isRunning(_ pid: Int32) -> Bool {
+    package static func isRunning(_ pid: Int32) -> Bool {
         pid > 0 && (kill(pid, 0) == 0 || errno != ESRCH)
     }
 }
 
 /// A file in `locks/`: a lock kho can read, or one it cannot (damaged, from a newer kho, not
 /// readable), which must be taken for a live lock of unknown kind.
-public enum LockFile: Sendable {
+package enum LockFile: Sendable {
     case readable(name: String, info: LockInfo, modified: Date?)
     case unreadable(name: String, reason: String, modified: Date?)
 
-    public var name: String {
+    package var name: String {
         switch self {
         case .readable(let name, _, _), .unreadable(let name, _, _): return name
         }
@@ -135,6 +138,8 @@ public final class RepositoryLock: @unchecked Sendable {
             try storage.save(Handle(.lock, name), data: Array(try JSON.encoder.encode(info)))
             // Someone may have written a conflicting lock at the same moment: both look again.
             if let holder = try conflict(storage: storage, exclusive: exclusive, ignoring: name) {
+                // try?: a lock of ours left behind is stale once this process ends (its PID is
+                // gone); the conflict is what this command reports or waits out.
                 try? storage.remove(Handle(.lock, name))
                 if Date() >= deadline { throw lockedError(holder, storage: storage) }
                 Thread.sleep(forTimeInterval: Double.random(in: 0.05...0.3))
@@ -176,7 +181,7 @@ public final class RepositoryLock: @unchecked Sendable {
 
     /// Every lock file, read. A file that went away while being read (a lock released meanwhile)
     /// is left out.
-    public static func scan(storage: any Storage) throws -> [LockFile] {
+    package static func scan(storage: any Storage) throws -> [LockFile] {
         var result: [LockFile] = []
         for file in try storage.list(.lock) {
             let handle = Handle(.lock, file.name)
@@ -184,7 +189,10 @@ public final class RepositoryLock: @unchecked Sendable {
             do {
                 bytes = try storage.load(handle)
             } catch let error as KhoError {
-                if error.kind == .integrity, (try? storage.stat(handle)) == nil { continue }
+                // Gone since the listing (released meanwhile) only when the storage says it is
+                // missing; a stat that fails otherwise leaves it listed as unreadable, which
+                // keeps prune out: the safe side.
+                if error.kind == .integrity, try !storage.exists(handle) { continue }
                 result.append(.unreadable(name: file.name, reason: error.message, modified: file.modified))
                 continue
             }
@@ -197,7 +205,7 @@ public final class RepositoryLock: @unchecked Sendable {
         return result
     }
 
-    public static func list(storage: any Storage) throws -> [(name: String, info: LockInfo)] {
+    package static func list(storage: any Storage) throws -> [(name: String, info: LockInfo)] {
         try scan(storage: storage).compactMap { file in
             if case .readable(let name, let info, _) = file { return (name, info) }
             return nil
@@ -206,7 +214,7 @@ public final class RepositoryLock: @unchecked Sendable {
 
     /// Removes stale locks, or all locks with `all`. Returns the names removed. With `all`, lock
     /// files that cannot be read (damaged, or from a newer kho) go too.
-    public static func unlock(storage: any Storage, all: Bool) throws -> [(name: String, info: LockInfo)] {
+    package static func unlock(storage: any Storage, all: Bool) throws -> [(name: String, info: LockInfo)] {
         var removed: [(String, LockInfo)] = []
         for file in try scan(storage: storage) {
             switch file {
@@ -274,11 +282,13 @@ public final class RepositoryLock: @unchecked Sendable {
         }
     }
 
+    /// The error is of kind `.locked` (exit 10, retryable): the lock is what failed, as when the
+    /// repository is locked, and running the command again is the fix.
     private func fail(_ error: Error) {
         let message = (error as? KhoError)?.message ?? "\(error)"
         failure.withLock { current in
             if current == nil {
-                current = KhoError(.locked, "The lock of this \(info.command) on \(storage.location) could not be refreshed (\(message)): stopping, since another kho may now treat the repository as unlocked; nothing from this run is recorded as good. Run it again.")
+                current = KhoError(.locked, "The lock of this \(info.command) on \(storage.location) could not be refreshed (\(message)), so it stopped: another kho (a prune) may now treat the repository as unlocked and remove what it wrote; nothing from this run is recorded as good. Run it again.", retryable: true)
             }
         }
     }
@@ -295,6 +305,7 @@ public final class RepositoryLock: @unchecked Sendable {
         }
         // A file damaged in place still kept prune and forget out (an unreadable lock blocks
         // them), so it is simply written again; another process's lock under this name is not.
+        // try?: a file that does not decode is that damaged file.
         if let stored = try? JSON.decoder.decode(LockInfo.self, from: Data(current)),
            stored.pid != info.pid || stored.hostname != info.hostname || abs(stored.time.timeIntervalSince(info.time)) >= 0.001 {
             throw KhoError(.locked, "its file locks/\(name) was replaced by the lock of \(stored.holder)")
@@ -312,6 +323,8 @@ public final class RepositoryLock: @unchecked Sendable {
         stop.signal()
         refresher?.join()
         RepositoryLock.held.withLock { $0[storage.location]?.removeAll { $0 === self } }
+        // try?: the operation is over; a lock file left behind names a process that is about to
+        // end, so it is stale for everyone (and `kho unlock` removes it).
         try? storage.remove(Handle(.lock, name))
     }
 

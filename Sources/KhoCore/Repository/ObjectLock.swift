@@ -38,9 +38,9 @@ public protocol RetainingStorage: Storage {
 }
 
 /// A file that could not be removed yet, and from when it can be.
-public struct RetainedFile: Sendable, Equatable, Codable {
-    public var path: String
-    public var until: Date
+package struct RetainedFile: Sendable, Equatable, Codable {
+    package var path: String
+    package var until: Date
 }
 
 extension Repository {
@@ -133,9 +133,9 @@ extension Repository {
     }
 }
 
-public enum ObjectLockFormat {
+package enum ObjectLockFormat {
     /// `2026-12-29 08:30 UTC`
-    public static func text(_ date: Date) -> String {
+    package static func text(_ date: Date) -> String {
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "UTC")

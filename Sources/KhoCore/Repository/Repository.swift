@@ -90,10 +90,10 @@ public struct RepositoryConfig: Codable, Sendable, Equatable {
 public final class Repository: Sendable {
     public let storage: any Storage
     public let config: RepositoryConfig
-    public let key: MasterKey
+    package let key: MasterKey
     /// The key file that opened the repository.
     public let keyID: String
-    public let gear: GearTable
+    package let gear: GearTable
     public let logger: Logger
     /// Whether `config` is bound to the master key; false only for repositories made before
     /// configs were authenticated and not yet upgraded (`kho upgrade`).
@@ -126,7 +126,7 @@ public final class Repository: Sendable {
         /// larger on file trees (docs/BENCHMARKS.md, "Compression level").
         public var compressionLevel: Int = 1
         public var packSize: Int = 16 << 20
-        public var scrypt: Scrypt.Parameters = .standard
+        package var scrypt: Scrypt.Parameters = .standard
         /// Use another repository's chunker seed and sizes, so both cut data the same way.
         public var copyChunkerFrom: Repository?
         public var keyLabel: String = "first key"
@@ -211,6 +211,7 @@ public final class Repository: Sendable {
         guard config.format == "kho-repository" else {
             throw KhoError(.notARepository, "\(location) is not a kho repository: check --repo or KHO_REPOSITORY.")
         }
+        // try?: `validate` says why in terms of flags; here any failure means a damaged config.
         guard config.version >= 1, (try? config.chunker.validate()) != nil, (1 << 20...512 << 20).contains(config.packSize),
               (0...22).contains(config.compressionLevel) else {
             throw KhoError(.notARepository, "\(location) has a config file with impossible values: it is damaged; restore it from a copy of the repository.")
@@ -233,18 +234,36 @@ public final class Repository: Sendable {
     static func open(storage: any Storage, password: [UInt8], config known: RepositoryConfig?, logger: Logger,
                      nonces: NonceSource) throws -> Repository {
         let config = try known ?? readConfig(storage: storage)
-        let keys = try storage.list(.key)
+        let keys: [StoredFile]
+        do {
+            keys = try storage.list(.key)
+        } catch let error as KhoError {
+            throw keyStorageFailure("The key files of \(storage.location) could not be listed", error)
+        }
         guard !keys.isEmpty else {
             throw KhoError(.integrity, "\(storage.location) has no key files left: restore keys/ from a copy of the repository.")
         }
         var candidates: [(name: String, file: KeyFile)] = []
+        // A key file the storage failed to read (permissions, I/O, a server error) may be the one
+        // the password opens: if no other key opens, that failure is the answer, not "wrong
+        // password".
+        var readFailure: KhoError?
         for file in keys where file.size <= KeyFile.maximumSize {
             let handle = Handle(.key, file.name)
+            let bytes: [UInt8]
             do {
-                let bytes = try storage.load(handle)
+                bytes = try storage.load(handle)
+            } catch let error as KhoError where error.kind == .integrity {
+                // Removed since the listing, or truncated: not a key anyone can open.
+                logger.warning("skipping key file \(handle.path): \(error.message)")
+                continue
+            } catch let error as KhoError {
+                logger.warning("key file \(handle.path) could not be read: \(error.message)")
+                readFailure = readFailure ?? keyStorageFailure("Key file \(handle.path) of \(storage.location) could not be read", error)
+                continue
+            }
+            do {
                 candidates.append((file.name, try JSON.decoder.decode(KeyFile.self, from: Data(bytes))))
-            } catch let error as KhoError where error.kind == .storage {
-                throw error
             } catch {
                 logger.warning("skipping unreadable key file \(handle.path)")
             }
@@ -275,7 +294,15 @@ public final class Repository: Sendable {
             return try Repository(storage: storage, config: config, key: master, keyID: name, logger: logger,
                                   configAuthenticated: authenticated, nonces: nonces)
         }
+        if let readFailure { throw readFailure }
         throw KhoError(.wrongPassword, "No key of the repository at \(storage.location) opens with this password: check KHO_PASSWORD_FILE, KHO_PASSWORD_COMMAND or KHO_PASSWORD.")
+    }
+
+    /// A storage failure met while looking for the key: reported as such (exit 1, retryable when
+    /// the storage's error is), since whether the password is right is not known.
+    private static func keyStorageFailure(_ what: String, _ error: KhoError) -> KhoError {
+        KhoError(.storage, "\(what) (\(error.message)): the storage failed, so the password could not be tried; fix the storage (permissions, disk, server), then run the command again.",
+                 retryable: error.retryable)
     }
 
     /// Binds the config of a repository made before configs were authenticated: writes `config`
@@ -309,17 +336,19 @@ public final class Repository: Sendable {
 
     // MARK: keys
 
-    public func listKeys() throws -> [(id: String, file: KeyFile)] {
+    package func listKeys() throws -> [(id: String, file: KeyFile)] {
         try storage.list(.key).compactMap { file in
             guard file.size <= KeyFile.maximumSize else { return nil }
             let bytes = try storage.load(Handle(.key, file.name))
+            // try?: a file that is not a key file (damaged, planted) is left out of the list, as
+            // `open` skips it; storage failures above are thrown.
             guard let keyFile = try? JSON.decoder.decode(KeyFile.self, from: Data(bytes)) else { return nil }
             return (file.name, keyFile)
         }
     }
 
     @discardableResult
-    public func addKey(password: [UInt8], label: String, parameters: Scrypt.Parameters = .standard) throws -> String {
+    package func addKey(password: [UInt8], label: String, parameters: Scrypt.Parameters = .standard) throws -> String {
         guard !password.isEmpty else {
             throw KhoError(.usage, "The new password is empty: give a non-empty password.")
         }

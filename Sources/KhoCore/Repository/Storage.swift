@@ -129,8 +129,15 @@ extension Storage {
         try load(handle, offset: 0, length: nil)
     }
 
-    public func exists(_ handle: Handle) -> Bool {
-        (try? stat(handle)) != nil
+    /// False when the file is missing; a storage that cannot say (permissions, I/O, a server
+    /// error) throws, rather than have its failure read as "missing".
+    public func exists(_ handle: Handle) throws -> Bool {
+        do {
+            _ = try stat(handle)
+            return true
+        } catch let error as KhoError where error.kind == .integrity {
+            return false
+        }
     }
 }
 

@@ -169,7 +169,7 @@ public struct LocalStorage: Storage {
 
     public func list(_ kind: FileKind) throws -> [StoredFile] {
         if kind == .config {
-            return exists(.config) ? [try stat(.config)] : []
+            return try exists(.config) ? [try stat(.config)] : []
         }
         var names: [String] = []
         let base = root + "/" + kind.folder

@@ -3,65 +3,6 @@ import Glibc
 import KhoCore
 import KhoSupport
 
-/// Credentials for an S3-compatible server.
-public struct S3Credentials: Sendable, Equatable {
-    public var accessKeyID: String
-    public var secretAccessKey: String
-    /// Set for temporary credentials (STS); sent as `x-amz-security-token`.
-    public var sessionToken: String?
-
-    public init(accessKeyID: String, secretAccessKey: String, sessionToken: String? = nil) {
-        self.accessKeyID = accessKeyID
-        self.secretAccessKey = secretAccessKey
-        self.sessionToken = sessionToken
-    }
-
-    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`), else the profile
-    /// `AWS_PROFILE` (default `default`) of the credentials file (`AWS_SHARED_CREDENTIALS_FILE`, default
-    /// `~/.aws/credentials`).
-    public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) throws -> S3Credentials {
-        if let id = environment["AWS_ACCESS_KEY_ID"], !id.isEmpty {
-            guard let secret = environment["AWS_SECRET_ACCESS_KEY"], !secret.isEmpty else {
-                throw KhoError(.usage, "AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not: set both for the S3 repository.")
-            }
-            let token = environment["AWS_SESSION_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
-            return S3Credentials(accessKeyID: id, secretAccessKey: secret, sessionToken: token)
-        }
-        let profile = environment["AWS_PROFILE"].flatMap { $0.isEmpty ? nil : $0 } ?? "default"
-        let file = environment["AWS_SHARED_CREDENTIALS_FILE"].flatMap { $0.isEmpty ? nil : $0 }
-            ?? (environment["HOME"] ?? NSHomeDirectory()) + "/.aws/credentials"
-        guard let data = FileManager.default.contents(atPath: file) else {
-            throw KhoError(.usage, "No S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or write them to \(file) under [\(profile)].")
-        }
-        let values = parseProfile(String(decoding: data, as: UTF8.self), profile: profile)
-        guard let id = values["aws_access_key_id"], !id.isEmpty, let secret = values["aws_secret_access_key"], !secret.isEmpty else {
-            throw KhoError(.usage, "\(file) has no aws_access_key_id and aws_secret_access_key under [\(profile)]: add them, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.")
-        }
-        return S3Credentials(accessKeyID: id, secretAccessKey: secret, sessionToken: values["aws_session_token"])
-    }
-
-    /// The `key = value` lines of one `[profile]` section of an AWS credentials file.
-    static func parseProfile(_ text: String, profile: String) -> [String: String] {
-        var values: [String: String] = [:]
-        var inside = false
-        for raw in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
-            let line = raw.trimmingCharacters(in: .whitespaces)
-            if line.isEmpty || line.hasPrefix("#") || line.hasPrefix(";") { continue }
-            if line.hasPrefix("[") && line.hasSuffix("]") {
-                var name = line.dropFirst().dropLast().trimmingCharacters(in: .whitespaces)
-                if name.hasPrefix("profile ") { name = String(name.dropFirst(8)).trimmingCharacters(in: .whitespaces) }
-                inside = name == profile
-                continue
-            }
-            guard inside, let equals = line.firstIndex(of: "=") else { continue }
-            let key = line[..<equals].trimmingCharacters(in: .whitespaces).lowercased()
-            let value = line[line.index(after: equals)...].trimmingCharacters(in: .whitespaces)
-            values[key] = value
-        }
-        return values
-    }
-}
-
 /// AWS Signature Version 4 for requests whose headers carry the signature (`Authorization`).
 ///
 /// The canonical request is: method, URI (each path segment percent-encoded once), query (pairs
@@ -70,18 +11,16 @@ public struct S3Credentials: Sendable, Equatable {
 /// The string to sign names the algorithm, the time, the scope (date/region/service/aws4_request)
 /// and the hash of the canonical request; the key is derived from the secret by HMAC-SHA256 over the
 /// scope's parts in turn.
-public enum SigV4 {
-    public static let emptyPayloadHash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+package enum SigV4 {
+    package static let emptyPayloadHash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
-    /// HMAC-SHA256. Keys longer than a SHA-256 block are hashed first, as HMAC says.
-    public static func hmac(key: [UInt8], _ data: [UInt8]) throws -> [UInt8] {
-        let usable = key.count > 64 ? try SHA256.hash(key).bytes : key
-        let secret = SecretBytes(usable)
-        return try BlobHasher(key: secret).id(of: data).bytes
+    /// HMAC-SHA256 (OpenSSL hashes keys longer than a block first, as HMAC says).
+    package static func hmac(key: [UInt8], _ data: [UInt8]) throws -> [UInt8] {
+        try BlobHasher(key: SecretBytes(key)).id(of: data).bytes
     }
 
     /// The key that signs requests of one day, region and service.
-    public static func signingKey(secret: String, date: String, region: String, service: String) throws -> [UInt8] {
+    package static func signingKey(secret: String, date: String, region: String, service: String) throws -> [UInt8] {
         let kDate = try hmac(key: Array(("AWS4" + secret).utf8), Array(date.utf8))
         let kRegion = try hmac(key: kDate, Array(region.utf8))
         let kService = try hmac(key: kRegion, Array(service.utf8))
@@ -90,7 +29,7 @@ public enum SigV4 {
 
     /// Percent-encodes everything except the unreserved characters `A-Z a-z 0-9 - . _ ~` (and `/`
     /// when `keepSlash`), with uppercase hex digits, byte by byte of the UTF-8 form.
-    public static func uriEncode(_ text: String, keepSlash: Bool) -> String {
+    package static func uriEncode(_ text: String, keepSlash: Bool) -> String {
         let hex: [UInt8] = Array("0123456789ABCDEF".utf8)
         var out: [UInt8] = []
         out.reserveCapacity(text.utf8.count)
@@ -111,7 +50,7 @@ public enum SigV4 {
     }
 
     /// The query string in canonical form (and in the form sent: the two must match byte for byte).
-    public static func canonicalQuery(_ query: [(String, String)]) -> String {
+    package static func canonicalQuery(_ query: [(String, String)]) -> String {
         query.map { (uriEncode($0.0, keepSlash: false), uriEncode($0.1, keepSlash: false)) }
             .sorted { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 }
             .map { "\($0.0)=\($0.1)" }
@@ -119,7 +58,7 @@ public enum SigV4 {
     }
 
     /// `20150830T123600Z` and `20150830` for `date`, in UTC.
-    public static func timestamps(_ date: Date) -> (time: String, day: String) {
+    package static func timestamps(_ date: Date) -> (time: String, day: String) {
         var seconds = time_t(date.timeIntervalSince1970.rounded(.down))
         var parts = tm()
         gmtime_r(&seconds, &parts)
@@ -128,7 +67,7 @@ public enum SigV4 {
         return (time, day)
     }
 
-    public struct Signed: Sendable {
+    package struct Signed: Sendable {
         public var canonicalRequest: String
         public var stringToSign: String
         public var signature: String
@@ -138,7 +77,7 @@ public enum SigV4 {
     /// Signs a request. `encodedPath` is the path exactly as sent (already percent-encoded);
     /// `headers` are the headers to sign (they must include `host` and `x-amz-date`, and for S3
     /// `x-amz-content-sha256`) and are sent as given.
-    public static func sign(method: String, encodedPath: String, query: [(String, String)], headers: [String: String],
+    package static func sign(method: String, encodedPath: String, query: [(String, String)], headers: [String: String],
                             payloadHash: String, credentials: S3Credentials, region: String, service: String,
                             time: String) throws -> Signed {
         let day = String(time.prefix(8))
