@@ -82,7 +82,7 @@ struct StorageConformance {
     // that offers none passes these checks; one that does must keep save's promises.
 
     /// Writes `data` through a new stream writer in pieces of uneven sizes (some empty).
-    private func stream(_ data: [UInt8], to writer: any StorageStreamWriter, rng: inout TestRandom) throws {
+    private func stream(_ data: [UInt8], to writer: any StorageStreamWriter, rng: inout SplitMix64) throws {
         var at = 0
         while at < data.count {
             let n = min(data.count - at, [0, 1, 4095, 4096, 65_537, 1 << 20][Int(rng.next() % 6)])
@@ -93,7 +93,7 @@ struct StorageConformance {
 
     func streamWriterRoundTrip(_ storage: any Storage) throws {
         guard try storage.makeStreamWriter(for: .data) != nil else { return }
-        var rng = TestRandom(seed: 21)
+        var rng = SplitMix64(seed: 21)
         var saved: [Handle: [UInt8]] = [:]
         for (kind, size) in [(FileKind.data, 3 << 20), (.data, 1), (.data, 0), (.index, 70_001)] {
             let writer = try #require(try storage.makeStreamWriter(for: kind))
@@ -114,7 +114,7 @@ struct StorageConformance {
 
     func streamWriterAbortLeavesNothing(_ storage: any Storage) throws {
         guard try storage.makeStreamWriter(for: .data) != nil else { return }
-        var rng = TestRandom(seed: 22)
+        var rng = SplitMix64(seed: 22)
         let kept = Handle(.data, rng.name())
         try storage.save(kept, data: rng.bytes(100))
         // Aborted after writing, before writing anything, and never finished (released).
@@ -136,7 +136,7 @@ struct StorageConformance {
     /// A streamed file larger than its kind allows is refused when read, as a saved one is.
     func streamWriterOversizedIsRefused(_ storage: any Storage) throws {
         guard try storage.makeStreamWriter(for: .lock) != nil else { return }
-        var rng = TestRandom(seed: 23)
+        var rng = SplitMix64(seed: 23)
         let writer = try #require(try storage.makeStreamWriter(for: .lock))
         let size = FileKind.lock.maximumSize + 10
         try stream(rng.bytes(size), to: writer, rng: &rng)
