@@ -30,9 +30,14 @@ let package = Package(
             providers: [.apt(["libssl-dev"])]
         ),
         .systemLibrary(
-            name: "CSQLite",
-            pkgConfig: "sqlite3",
-            providers: [.apt(["libsqlite3-dev"])]
+            name: "CPostgres",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
+        .systemLibrary(
+            name: "CMariaDB",
+            pkgConfig: "libmariadb",
+            providers: [.apt(["libmariadb-dev"])]
         ),
         .target(
             name: "KhoSupport"
@@ -60,7 +65,7 @@ let package = Package(
         ),
         .target(
             name: "KhoSources",
-            dependencies: ["KhoSupport", "KhoCore", "CSQLite"]
+            dependencies: ["KhoSupport", "KhoCore", "CPostgres", "CMariaDB", .product(name: "GRDB", package: "GRDB.swift")]
         ),
         .target(
             name: "KhoPolicy",
@@ -103,6 +108,7 @@ let package = Package(
         .testTarget(name: "KhoIntegrationTests", dependencies: ["KhoSupport", "KhoCore", "KhoStorage"]),
         .testTarget(name: "KhoReportsTests", dependencies: ["KhoReports", "KhoPolicy", "KhoVerify", "KhoSupport", "KhoCore"]),
         .testTarget(name: "KhoPolicyTests", dependencies: ["KhoPolicy", "KhoSupport", "KhoCore"]),
+        .testTarget(name: "KhoSourcesTests", dependencies: ["KhoSources", "KhoSupport", "KhoCore"]),
     ],
     swiftLanguageModes: [.v6]
 )
