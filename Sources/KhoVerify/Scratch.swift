@@ -319,9 +319,8 @@ public final class ScratchMariaDB: ScratchTarget, @unchecked Sendable {
             process.standardError = FileHandle.nullDevice
             try process.run()
             self.process = process
-            let client = Shell.find("mariadb") ?? "/usr/bin/mariadb"
             let deadline = Date().addingTimeInterval(60)
-            while Shell.run(client, ["--no-defaults", "--protocol=SOCKET", "--socket=\(socket)", "--user=\(user)", "-e", "SELECT 1"]).status != 0 {
+            while !answers() {
                 if Date() > deadline || !process.isRunning {
                     let log = (try? String(contentsOfFile: directory + "/error.log", encoding: .utf8)) ?? ""
                     throw KhoError(.failure, "The scratch MariaDB did not start: \(log.split(separator: "\n").last ?? "no log").")
@@ -331,6 +330,18 @@ public final class ScratchMariaDB: ScratchTarget, @unchecked Sendable {
         } catch {
             tearDown()
             throw error
+        }
+    }
+
+    /// Whether the server takes kho's login and answers a query yet.
+    private func answers() -> Bool {
+        do {
+            try MariaDBConnection(endpoint: endpoint(database: ""), database: nil, source: "drill scratch", connectTimeout: 5).query("SELECT 1")
+            return true
+        } catch {
+            // Not up yet (no socket, or still starting): the caller's deadline reports a server
+            // that never comes up, with its log.
+            return false
         }
     }
 

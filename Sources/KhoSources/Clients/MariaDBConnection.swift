@@ -9,9 +9,9 @@ import KhoSupport
 /// would read as its own command (`\!`, `source`) exists here. Rows come back as text.
 ///
 /// Not for concurrent use: one thread at a time, as a Connector/C connection.
-final class MariaDBConnection {
+package final class MariaDBConnection {
     private let handle: UnsafeMutablePointer<MYSQL>
-    let source: String
+    package let source: String
 
     /// Connector/C's global state is set up once, before the first connection: doing it inside
     /// concurrent `mysql_init` calls is not thread-safe.
@@ -21,7 +21,7 @@ final class MariaDBConnection {
     /// which goes to the connector and nowhere else; into `database` when given. Within 10
     /// seconds. A production server's connection reads the administrator's [client] option files
     /// (SSL settings …) as the mariadb client does; a drill's scratch server's reads none.
-    init(endpoint: DatabaseEndpoint, database: String?, source: String, connectTimeout: UInt32 = 10) throws {
+    package init(endpoint: DatabaseEndpoint, database: String?, source: String, connectTimeout: UInt32 = 10) throws {
         self.source = source
         guard MariaDBConnection.library == 0, let connection = mysql_init(nil) else {
             throw KhoError(.failure, "Source \(source): the MariaDB connector could not be initialised; the machine is out of memory.")
@@ -54,12 +54,12 @@ final class MariaDBConnection {
     /// Runs one statement and returns its rows, each column as text or nil for NULL. With
     /// `parameters`, the statement is prepared and each `?` is bound to one value.
     @discardableResult
-    func query(_ sql: String, _ parameters: [String?] = []) throws -> [[String?]] {
+    package func query(_ sql: String, _ parameters: [String?] = []) throws -> [[String?]] {
         parameters.isEmpty ? try text(sql) : try prepared(sql, parameters)
     }
 
     /// The first column of the first row, or nil.
-    func value(_ sql: String, _ parameters: [String?] = []) throws -> String? {
+    package func value(_ sql: String, _ parameters: [String?] = []) throws -> String? {
         try query(sql, parameters).first?.first ?? nil
     }
 

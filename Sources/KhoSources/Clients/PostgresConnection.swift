@@ -7,9 +7,9 @@ import KhoSupport
 /// is never more than one statement. Rows come back as text, as the server writes them.
 ///
 /// Not for concurrent use: one thread at a time, as a libpq connection.
-final class PostgresConnection {
+package final class PostgresConnection {
     private let handle: OpaquePointer
-    let source: String
+    package let source: String
 
     /// Connects to `database` on `endpoint` (its socket folder or host and port), logging in as its
     /// user with its password, which goes to libpq and nowhere else. Within 10 seconds.
@@ -18,7 +18,7 @@ final class PostgresConnection {
     /// PGSSLROOTCERT, PGPASSFILE …), as the administrator's clients do. A drill's scratch server
     /// (`isolated`) is reached only through its private socket: the settings that could send the
     /// connection, and the restored data, elsewhere are given explicitly or refused.
-    init(endpoint: DatabaseEndpoint, database: String, source: String, connectTimeout: Int = 10) throws {
+    package init(endpoint: DatabaseEndpoint, database: String, source: String, connectTimeout: Int = 10) throws {
         self.source = source
         var parameters: [(String, String)] = [
             ("host", endpoint.host), ("port", String(endpoint.port)), ("user", endpoint.user), ("dbname", database),
@@ -59,7 +59,7 @@ final class PostgresConnection {
     /// Runs one statement with `parameters` as $1, $2 … (text; nil is NULL) and returns its rows,
     /// each column as text or nil for NULL.
     @discardableResult
-    func query(_ sql: String, _ parameters: [String?] = []) throws -> [[String?]] {
+    package func query(_ sql: String, _ parameters: [String?] = []) throws -> [[String?]] {
         let copies: [UnsafeMutablePointer<CChar>?] = parameters.map { $0.flatMap { strdup($0) } }
         defer { copies.forEach { free($0) } }
         var pointers: [UnsafePointer<CChar>?] = copies.map { $0.map { UnsafePointer($0) } }
@@ -94,7 +94,7 @@ final class PostgresConnection {
     }
 
     /// The first column of the first row, or nil.
-    func value(_ sql: String, _ parameters: [String?] = []) throws -> String? {
+    package func value(_ sql: String, _ parameters: [String?] = []) throws -> String? {
         try query(sql, parameters).first?.first ?? nil
     }
 
