@@ -108,7 +108,7 @@ let package = Package(
         .testTarget(name: "KhoIntegrationTests", dependencies: ["KhoSupport", "KhoCore", "KhoStorage"]),
         .testTarget(name: "KhoReportsTests", dependencies: ["KhoReports", "KhoPolicy", "KhoVerify", "KhoSupport", "KhoCore"]),
         .testTarget(name: "KhoPolicyTests", dependencies: ["KhoPolicy", "KhoSupport", "KhoCore"]),
-        .testTarget(name: "KhoSourcesTests", dependencies: ["KhoSources", "KhoSupport", "KhoCore"]),
+        .testTarget(name: "KhoSourcesTests", dependencies: ["KhoSources", "KhoSupport", "KhoCore", .product(name: "GRDB", package: "GRDB.swift")]),
     ],
     swiftLanguageModes: [.v6]
 )
