@@ -284,7 +284,7 @@ public final class ScratchPostgres: ScratchTarget, @unchecked Sendable {
 /// folder (0700, the server's user), and root logs in only as the operating-system root
 /// (unix_socket authentication; the account of kho's own user when kho is not root).
 public final class ScratchMariaDB: ScratchTarget, @unchecked Sendable {
-    private var process: Process?
+    private var process: Subprocess?
     private let user: String
     public var socket: String { directory + "/sock" }
 
@@ -307,21 +307,15 @@ public final class ScratchMariaDB: ScratchTarget, @unchecked Sendable {
             guard made.status == 0 else {
                 throw KhoError(.failure, "mariadb-install-db for the scratch server failed: \(made.output.split(separator: "\n").last ?? "")")
             }
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: server)
             var arguments = ["--no-defaults", "--datadir=\(directory)/data", "--skip-networking",
                              "--socket=\(socket)", "--pid-file=\(directory)/pid", "--tmpdir=\(directory)", "--skip-log-bin",
                              "--log-error=\(directory)/error.log"]
             if root { arguments.append("--user=mysql") }
-            process.arguments = arguments
-            process.environment = ChildEnvironment.minimal()
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            try process.run()
+            let process = try Subprocess(program: server, arguments: arguments, environment: ChildEnvironment.minimal(), stderrLimit: 16 << 10)
             self.process = process
             let deadline = Date().addingTimeInterval(60)
             while !answers() {
-                if Date() > deadline || !process.isRunning {
+                if Date() > deadline || process.hasEnded {
                     let log = (try? String(contentsOfFile: directory + "/error.log", encoding: .utf8)) ?? ""
                     throw KhoError(.failure, "The scratch MariaDB did not start: \(log.split(separator: "\n").last ?? "no log").")
                 }
@@ -351,12 +345,12 @@ public final class ScratchMariaDB: ScratchTarget, @unchecked Sendable {
     }
 
     override func stop() {
-        guard let process, process.isRunning else { return }
-        kill(process.processIdentifier, SIGTERM)
+        guard let process else { return }
+        process.signal(SIGTERM)
         let deadline = Date().addingTimeInterval(30)
-        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
+        while !process.hasEnded && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
+        process.signal(SIGKILL)
+        process.wait()
     }
 }
 
