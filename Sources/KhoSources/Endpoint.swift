@@ -34,7 +34,7 @@ public struct DatabaseEndpoint: Sendable, Equatable {
     /// A value there is taken as it is: never as an option (`--x`), nor as more key=value pairs,
     /// which libpq makes of a database name containing `=` given on the command line or inside a
     /// connection string (`dbname=x host=elsewhere` would send the dump, or load it, elsewhere).
-    public func libpqEnvironment(database: String?) -> [String: String] {
+    package func libpqEnvironment(database: String?) -> [String: String] {
         var env = ["PGHOST": host, "PGPORT": String(port), "PGUSER": user]
         if let database { env["PGDATABASE"] = database }
         return env
@@ -103,9 +103,10 @@ func shellQuote(_ word: String) -> String {
 /// With `serverFirst`, PostgreSQL's own folder (newest version) comes before PATH: a scratch
 /// server and its tools should be of one version; a dump tool is taken from PATH first, so that an
 /// administrator's choice wins.
-public func findProgram(_ name: String, serverFirst: Bool = false) -> String? {
+package func findProgram(_ name: String, serverFirst: Bool = false) -> String? {
     let path = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":").map(String.init)
     var postgres: [String] = []
+    // try?: no /usr/lib/postgresql means no Debian server package: PATH alone is searched.
     if let versions = try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql") {
         postgres = versions.sorted(by: >).map { "/usr/lib/postgresql/\($0)/bin" }
     }

@@ -50,7 +50,7 @@ public struct MariaDBSource: BackupSource {
 
     /// `CHECK TABLE … EXTENDED` on `tables` of `database`: one line per row the server returns
     /// (table, op, message type, text, tab-separated), every name quoted.
-    public static func checkTables(_ endpoint: DatabaseEndpoint, database: String, tables: [String], source: String) throws -> [String] {
+    package static func checkTables(_ endpoint: DatabaseEndpoint, database: String, tables: [String], source: String) throws -> [String] {
         guard !tables.isEmpty else { return [] }
         let connection = try MariaDBConnection(endpoint: endpoint, database: nil, source: source)
         let names = tables.map { SQLIdentifier.mariadb(database) + "." + SQLIdentifier.mariadb($0) }.joined(separator: ", ")
