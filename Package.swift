@@ -30,9 +30,14 @@ let package = Package(
             providers: [.apt(["libssl-dev"])]
         ),
         .systemLibrary(
-            name: "CSQLite",
-            pkgConfig: "sqlite3",
-            providers: [.apt(["libsqlite3-dev"])]
+            name: "CPostgres",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
+        .systemLibrary(
+            name: "CMariaDB",
+            pkgConfig: "libmariadb",
+            providers: [.apt(["libmariadb-dev"])]
         ),
         .target(
             name: "KhoSupport"
@@ -60,7 +65,7 @@ let package = Package(
         ),
         .target(
             name: "KhoSources",
-            dependencies: ["KhoSupport", "KhoCore", "CSQLite"]
+            dependencies: ["KhoSupport", "KhoCore", "CPostgres", "CMariaDB", .product(name: "GRDB", package: "GRDB.swift")]
         ),
         .target(
             name: "KhoPolicy",
@@ -111,6 +116,7 @@ let package = Package(
         .testTarget(name: "KhoIntegrationTests", dependencies: ["kho", "KhoSupport", "KhoCore", "KhoStorage", "KhoTestSupport"]),
         .testTarget(name: "KhoReportsTests", dependencies: ["KhoReports", "KhoPolicy", "KhoVerify", "KhoSupport", "KhoCore", "KhoTestSupport"]),
         .testTarget(name: "KhoPolicyTests", dependencies: ["KhoPolicy", "KhoSources", "KhoSupport", "KhoCore", "KhoTestSupport"]),
+        .testTarget(name: "KhoSourcesTests", dependencies: ["KhoSources", "KhoSupport", "KhoCore", "KhoTestSupport", .product(name: "GRDB", package: "GRDB.swift")]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -41,33 +41,3 @@ public enum SizeGuard {
         }
     }
 }
-
-/// Any command whose standard output is the dump (engines kho does not know). Its restore command
-/// reads the dump on standard input.
-public struct CommandSource: BackupSource {
-    public var name: String
-    public var command: String
-    public var restoreCommand: String?
-    public var limits: SourceLimits
-    public var kind: String { "command" }
-    public var summary: String { "command `\(Secrets.maskCommand(command))`" }
-
-    public init(name: String, command: String, restoreCommand: String? = nil, limits: SourceLimits = SourceLimits()) {
-        self.name = name
-        self.command = command
-        self.restoreCommand = restoreCommand
-        self.limits = limits
-    }
-
-    public func backup(with archiver: Archiver, repository: Repository) throws -> Snapshot {
-        let input = Archiver.StreamInput(name: name) {
-            let stream = CommandStream(command: command, displayName: "source \(name): \(command)", timeout: limits.timeout)
-            try stream.start()
-            return ({ try stream.read($0) }, { try stream.finish() })
-        }
-        return try archiver.backupStreams([input], sourceName: name) { total in
-            try SizeGuard.check(source: name, total: total, ratio: limits.minSizeRatio, repository: repository, host: limits.recordedHost)
-            return nil
-        }
-    }
-}

@@ -67,6 +67,7 @@ public class ScratchTarget: @unchecked Sendable {
             // A helper killed by an interruption may have left a child behind (initdb's server,
             // a postmaster pg_ctl had just forked): nothing that names the folder may survive it.
             Shell.killProcesses(naming: directory)
+            // try?: the folder is private (0700) and in TMPDIR; a teardown must go on to unregister whatever is left.
             try? FileManager.default.removeItem(atPath: directory)
             done = true
             ScratchRegistry.unregister(self)
@@ -101,6 +102,7 @@ enum Shell {
     /// Whether a process of the group still runs (zombies waiting for their parent do not count:
     /// an orphan's parent may take its time to reap it).
     static func groupAlive(_ group: pid_t) -> Bool {
+        // try?: without /proc, kill(-group, 0) answers the same question, zombies included.
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return kill(-group, 0) == 0 }
         for name in names where pid_t(name) != nil {
             guard let data = FileManager.default.contents(atPath: "/proc/\(name)/stat"),
@@ -116,6 +118,7 @@ enum Shell {
     static func killProcesses(naming path: String) {
         let needle = Array(path.utf8)
         func matching() -> [pid_t] {
+            // try?: without /proc no process can be found by its command line; the folder is removed regardless.
             guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
             return names.compactMap { name -> pid_t? in
                 guard let pid = pid_t(name), pid != getpid(),
@@ -238,6 +241,7 @@ public final class ScratchPostgres: ScratchTarget, @unchecked Sendable {
                 """, append: true)
             let started = runAsOwner(bin + "/pg_ctl", ["-D", data, "-l", directory + "/server.log", "-w", "-t", "60", "start"])
             guard started.status == 0 else {
+                // try?: the log only adds detail to the message; the error is thrown either way.
                 let log = (try? String(contentsOfFile: directory + "/server.log", encoding: .utf8)) ?? ""
                 throw KhoError(.failure, "The scratch PostgreSQL did not start: \(log.split(separator: "\n").last ?? Substring(started.output)).")
             }
@@ -271,6 +275,7 @@ public final class ScratchPostgres: ScratchTarget, @unchecked Sendable {
 
     /// Line 7 of postmaster.pid: the segment's key and ID.
     private func sharedMemorySegment() -> (key: key_t, id: Int32)? {
+        // try?: no pid file means the postmaster never created its segment.
         guard let text = try? String(contentsOfFile: directory + "/data/postmaster.pid", encoding: .utf8) else { return nil }
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
         guard lines.count >= 7 else { return nil }
@@ -284,7 +289,7 @@ public final class ScratchPostgres: ScratchTarget, @unchecked Sendable {
 /// folder (0700, the server's user), and root logs in only as the operating-system root
 /// (unix_socket authentication; the account of kho's own user when kho is not root).
 public final class ScratchMariaDB: ScratchTarget, @unchecked Sendable {
-    private var process: Process?
+    private var process: Subprocess?
     private let user: String
     public var socket: String { directory + "/sock" }
 
@@ -307,22 +312,16 @@ public final class ScratchMariaDB: ScratchTarget, @unchecked Sendable {
             guard made.status == 0 else {
                 throw KhoError(.failure, "mariadb-install-db for the scratch server failed: \(made.output.split(separator: "\n").last ?? "")")
             }
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: server)
             var arguments = ["--no-defaults", "--datadir=\(directory)/data", "--skip-networking",
                              "--socket=\(socket)", "--pid-file=\(directory)/pid", "--tmpdir=\(directory)", "--skip-log-bin",
                              "--log-error=\(directory)/error.log"]
             if root { arguments.append("--user=mysql") }
-            process.arguments = arguments
-            process.environment = ChildEnvironment.minimal()
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            try process.run()
+            let process = try Subprocess(program: server, arguments: arguments, environment: ChildEnvironment.minimal(), stderrLimit: 16 << 10)
             self.process = process
-            let client = Shell.find("mariadb") ?? "/usr/bin/mariadb"
             let deadline = Date().addingTimeInterval(60)
-            while Shell.run(client, ["--no-defaults", "--protocol=SOCKET", "--socket=\(socket)", "--user=\(user)", "-e", "SELECT 1"]).status != 0 {
-                if Date() > deadline || !process.isRunning {
+            while !answers() {
+                if Date() > deadline || process.hasEnded {
+                    // try?: the log only adds detail to the message; the error is thrown either way.
                     let log = (try? String(contentsOfFile: directory + "/error.log", encoding: .utf8)) ?? ""
                     throw KhoError(.failure, "The scratch MariaDB did not start: \(log.split(separator: "\n").last ?? "no log").")
                 }
@@ -334,18 +333,30 @@ public final class ScratchMariaDB: ScratchTarget, @unchecked Sendable {
         }
     }
 
+    /// Whether the server takes kho's login and answers a query yet.
+    private func answers() -> Bool {
+        do {
+            try MariaDBConnection(endpoint: endpoint(database: ""), database: nil, source: "drill scratch", connectTimeout: 5).query("SELECT 1")
+            return true
+        } catch {
+            // Not up yet (no socket, or still starting): the caller's deadline reports a server
+            // that never comes up, with its log.
+            return false
+        }
+    }
+
     /// The socket file as host.
     public func endpoint(database: String) -> DatabaseEndpoint {
         DatabaseEndpoint(host: socket, port: 0, user: user, database: database, isolated: true)
     }
 
     override func stop() {
-        guard let process, process.isRunning else { return }
-        kill(process.processIdentifier, SIGTERM)
+        guard let process else { return }
+        process.signal(SIGTERM)
         let deadline = Date().addingTimeInterval(30)
-        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
+        while !process.hasEnded && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
+        process.signal(SIGKILL)
+        process.wait()
     }
 }
 

@@ -1,10 +1,10 @@
-internal import CSQLite
 import Foundation
 import Glibc
+internal import GRDB
 import KhoCore
 import KhoSupport
 
-/// A SQLite database copied with SQLite's online backup API (a consistent copy while other
+/// A SQLite database copied with SQLite's online backup API (through GRDB) (a consistent copy while other
 /// processes keep writing), stored as `<name>.sqlite`, with a manifest computed from the copy:
 /// per table the row count and the sum of the first 64 bits of SHA-256 over each row's values.
 public struct SQLiteSource: BackupSource {
@@ -41,9 +41,13 @@ public struct SQLiteSource: BackupSource {
         guard created >= 0 else { throw KhoError.posix("open", copy, errno: errno) }
         close(created)
         try SQLiteSource.onlineCopy(from: path, to: copy, source: name)
-        let database = try SQLiteDatabase(path: copy, readOnly: true, source: name)
-        let tables = try SQLiteSource.tables(database)
-        let version = String(cString: sqlite3_libversion())
+        let (tables, version) = try {
+            let database = try SQLiteSource.openDatabase(copy, readOnly: true, source: name)
+            let tables = try SQLiteSource.tables(database, source: name)
+            let version = try SQLiteSource.reading(database, source: name) { try String.fetchOne($0, sql: "SELECT sqlite_version()") } ?? ""
+            try database.close()
+            return (tables, version)
+        }()
         var info = stat()
         _ = stat(copy, &info)
         let size = Int64(info.st_size)
@@ -61,52 +65,72 @@ public struct SQLiteSource: BackupSource {
         }
     }
 
+    /// Opens a SQLite file through GRDB, waiting up to 30 s for another process's lock.
+    static func openDatabase(_ path: String, readOnly: Bool, source: String) throws -> DatabaseQueue {
+        var configuration = Configuration()
+        configuration.readonly = readOnly
+        configuration.busyMode = .timeout(30)
+        configuration.label = "kho-sqlite"
+        do {
+            return try DatabaseQueue(path: path, configuration: configuration)
+        } catch let error as DatabaseError {
+            throw KhoError(.source, "Source \(source): cannot open the SQLite database \(path): \(error.message ?? error.resultCode.description).")
+        }
+    }
+
+    /// Runs `body` on `database`, turning SQLite's errors into the source's.
+    static func reading<T>(_ database: DatabaseQueue, source: String, _ body: (Database) throws -> T) throws -> T {
+        do {
+            return try database.read(body)
+        } catch let error as DatabaseError {
+            throw KhoError(.source, "Source \(source): SQLite failed on `\(error.sql ?? "a query")`: \(error.message ?? error.resultCode.description).")
+        }
+    }
+
     /// Copies the live database at `source` into a new file with the online backup API.
     static func onlineCopy(from sourcePath: String, to destinationPath: String, source: String) throws {
         guard access(sourcePath, R_OK) == 0 else {
             throw KhoError(.source, "Source \(source): the SQLite database \(sourcePath) cannot be read (\(String(cString: strerror(errno)))): check the path.")
         }
-        let from = try SQLiteDatabase(path: sourcePath, readOnly: true, source: source)
-        let to = try SQLiteDatabase(path: destinationPath, readOnly: false, source: source)
-        guard let backup = sqlite3_backup_init(to.handle, "main", from.handle, "main") else {
-            throw KhoError(.source, "Source \(source): SQLite cannot start a backup of \(sourcePath): \(to.message).")
-        }
-        var result: Int32
+        let from = try openDatabase(sourcePath, readOnly: true, source: source)
+        let to = try openDatabase(destinationPath, readOnly: false, source: source)
         var waited = 0
-        repeat {
-            // All pages in one step: the copy is one consistent read, however busy the writers are.
-            result = sqlite3_backup_step(backup, -1)
-            if result == SQLITE_BUSY || result == SQLITE_LOCKED {
+        while true {
+            do {
+                // All pages in one step: the copy is one consistent read, however busy the writers are.
+                try from.backup(to: to, pagesPerStep: -1)
+                return
+            } catch let error as DatabaseError where [.SQLITE_BUSY, .SQLITE_LOCKED].contains(error.resultCode.primaryResultCode) && waited < 600 {
                 waited += 1
-                if waited > 600 { break }
                 usleep(50_000)
+            } catch let error as DatabaseError {
+                throw KhoError(.source, "Source \(source): the SQLite online backup of \(sourcePath) failed: \(error.message ?? error.resultCode.description).")
             }
-        } while result == SQLITE_OK || result == SQLITE_BUSY || result == SQLITE_LOCKED
-        sqlite3_backup_finish(backup)
-        guard result == SQLITE_DONE else {
-            throw KhoError(.source, "Source \(source): the SQLite online backup of \(sourcePath) failed: \(String(cString: sqlite3_errstr(result))).")
         }
     }
 
-    static func tables(_ database: SQLiteDatabase) throws -> [DumpManifest.Table] {
-        let names = try database.rows("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name").map { $0[0].text }
-        var tables: [DumpManifest.Table] = []
-        for table in names {
-            var count: Int64 = 0
-            var sumLow: UInt64 = 0
-            var sumHigh: UInt64 = 0
-            try database.each("SELECT * FROM \"\(table.replacingOccurrences(of: "\"", with: "\"\""))\"") { values in
-                count += 1
-                var bytes: [UInt8] = []
-                for value in values { value.encode(into: &bytes) }
-                let hash = try SHA256.hash(bytes).w0
-                let (low, overflow) = sumLow.addingReportingOverflow(hash)
-                sumLow = low
-                if overflow { sumHigh += 1 }
+    static func tables(_ database: DatabaseQueue, source: String) throws -> [DumpManifest.Table] {
+        try reading(database, source: source) { db in
+            let names = try String.fetchAll(db, sql: "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+            var tables: [DumpManifest.Table] = []
+            for table in names {
+                var count: Int64 = 0
+                var sumLow: UInt64 = 0
+                var sumHigh: UInt64 = 0
+                let rows = try Row.fetchCursor(db, sql: "SELECT * FROM \(SQLIdentifier.postgres(table))")
+                while let row = try rows.next() {
+                    count += 1
+                    var bytes: [UInt8] = []
+                    for value in row.databaseValues { SQLiteValue(value).encode(into: &bytes) }
+                    let hash = try SHA256.hash(bytes).w0
+                    let (low, overflow) = sumLow.addingReportingOverflow(hash)
+                    sumLow = low
+                    if overflow { sumHigh += 1 }
+                }
+                tables.append(DumpManifest.Table(schema: "", name: table, rows: count, checksum: decimal(high: sumHigh, low: sumLow)))
             }
-            tables.append(DumpManifest.Table(schema: "", name: table, rows: count, checksum: decimal(high: sumHigh, low: sumLow)))
+            return tables
         }
-        return tables
     }
 
     /// A 128-bit number as decimal text.
@@ -126,21 +150,34 @@ public struct SQLiteSource: BackupSource {
 
     /// Recomputes the manifest of a SQLite file (after a restore).
     public static func manifestTables(path: String, source: String) throws -> [DumpManifest.Table] {
-        try tables(SQLiteDatabase(path: path, readOnly: true, source: source))
+        try tables(openDatabase(path, readOnly: true, source: source), source: source)
     }
 
     /// `PRAGMA integrity_check` and `foreign_key_check` on a SQLite file: empty when clean.
     public static func integrityProblems(path: String, source: String) throws -> [String] {
-        let database = try SQLiteDatabase(path: path, readOnly: true, source: source)
-        var problems = try database.rows("PRAGMA integrity_check").map { $0[0].text }.filter { $0 != "ok" }
-        problems += try database.rows("PRAGMA foreign_key_check").map { row in "foreign key: " + row.map(\.text).joined(separator: " ") }
-        return problems
+        try reading(openDatabase(path, readOnly: true, source: source), source: source) { db in
+            var problems = try Row.fetchAll(db, sql: "PRAGMA integrity_check").map { SQLiteValue($0.databaseValues.first ?? .null).text }.filter { $0 != "ok" }
+            problems += try Row.fetchAll(db, sql: "PRAGMA foreign_key_check").map { row in
+                "foreign key: " + row.databaseValues.map { SQLiteValue($0).text }.joined(separator: " ")
+            }
+            return problems
+        }
     }
 }
 
 /// A value of one column, as SQLite stores it.
 enum SQLiteValue {
     case null, integer(Int64), real(Double), text(String), blob([UInt8])
+
+    init(_ value: DatabaseValue) {
+        switch value.storage {
+        case .null: self = .null
+        case .int64(let v): self = .integer(v)
+        case .double(let v): self = .real(v)
+        case .string(let v): self = .text(v)
+        case .blob(let v): self = .blob(Array(v))
+        }
+    }
 
     var text: String {
         switch self {
@@ -167,69 +204,5 @@ enum SQLiteValue {
             withUnsafeBytes(of: UInt64(v.count).littleEndian) { bytes.append(contentsOf: $0) }
             bytes.append(contentsOf: v)
         }
-    }
-}
-
-/// A SQLite connection owned by one thread, closed when released.
-final class SQLiteDatabase {
-    let handle: OpaquePointer
-    let source: String
-
-    init(path: String, readOnly: Bool, source: String) throws {
-        self.source = source
-        var db: OpaquePointer?
-        let flags = readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)
-        let result = sqlite3_open_v2(path, &db, flags, nil)
-        guard result == SQLITE_OK, let db else {
-            let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? String(cString: sqlite3_errstr(result))
-            if let db { sqlite3_close(db) }
-            throw KhoError(.source, "Source \(source): cannot open the SQLite database \(path): \(message).")
-        }
-        handle = db
-        sqlite3_busy_timeout(db, 30_000)
-    }
-
-    deinit { sqlite3_close(handle) }
-
-    var message: String { String(cString: sqlite3_errmsg(handle)) }
-
-    func each(_ sql: String, _ body: ([SQLiteValue]) throws -> Void) throws {
-        var statement: OpaquePointer?
-        guard sqlite3_prepare_v2(handle, sql, -1, &statement, nil) == SQLITE_OK, let statement else {
-            throw KhoError(.source, "Source \(source): SQLite refused `\(sql)`: \(message).")
-        }
-        defer { sqlite3_finalize(statement) }
-        let columns = sqlite3_column_count(statement)
-        while true {
-            let step = sqlite3_step(statement)
-            if step == SQLITE_DONE { return }
-            guard step == SQLITE_ROW else {
-                throw KhoError(.source, "Source \(source): SQLite failed on `\(sql)`: \(message).")
-            }
-            var row: [SQLiteValue] = []
-            row.reserveCapacity(Int(columns))
-            for i in 0..<columns {
-                switch sqlite3_column_type(statement, i) {
-                case SQLITE_INTEGER: row.append(.integer(sqlite3_column_int64(statement, i)))
-                case SQLITE_FLOAT: row.append(.real(sqlite3_column_double(statement, i)))
-                case SQLITE_TEXT: row.append(.text(String(cString: sqlite3_column_text(statement, i))))
-                case SQLITE_BLOB:
-                    let count = Int(sqlite3_column_bytes(statement, i))
-                    if count > 0, let pointer = sqlite3_column_blob(statement, i) {
-                        row.append(.blob(Array(UnsafeRawBufferPointer(start: pointer, count: count))))
-                    } else {
-                        row.append(.blob([]))
-                    }
-                default: row.append(.null)
-                }
-            }
-            try body(row)
-        }
-    }
-
-    func rows(_ sql: String) throws -> [[SQLiteValue]] {
-        var result: [[SQLiteValue]] = []
-        try each(sql) { result.append($0) }
-        return result
     }
 }

@@ -1,0 +1,125 @@
+import Foundation
+import KhoCore
+import KhoSupport
+
+/// MariaDB (and MySQL) databases dumped with `mariadb-dump --single-transaction --routines --events
+/// --triggers`, streamed into the repository.
+///
+/// To record a manifest of exactly what the dump reads, kho briefly takes a global read lock,
+/// opens its own consistent-snapshot transaction, starts the dump, waits until the dump's
+/// transaction exists (both then see the same committed state), and releases the lock: writes
+/// pause for that moment only. The manifest: `MariaDBManifest`.
+public struct MariaDBSource: BackupSource {
+    public var name: String
+    public var endpoint: DatabaseEndpoint
+    public var databases: [String]
+    public var limits: SourceLimits
+    public var kind: String { "mariadb" }
+    public var summary: String { "mariadb \(endpoint.user)@\(endpoint.host):\(endpoint.port)/\(databases.joined(separator: ","))" }
+
+    public static let checksumMethod = MariaDBManifest.checksumMethod
+
+    public init(name: String, endpoint: DatabaseEndpoint, databases: [String], limits: SourceLimits = SourceLimits()) {
+        self.name = name
+        self.endpoint = endpoint
+        self.databases = databases
+        self.limits = limits
+    }
+
+    static func tool(_ names: [String], source: String) throws -> String {
+        for name in names { if let path = findProgram(name) { return path } }
+        throw KhoError(.source, "Source \(source): \(names[0]) is not installed or not on PATH: install Debian's mariadb-client.")
+    }
+
+    /// The whole environment of a MariaDB tool kho starts (mariadb-dump, the client loading a
+    /// dump): no secret of kho's, the password (if any) as MYSQL_PWD for this child only.
+    static func environment(_ endpoint: DatabaseEndpoint) throws -> [String: String] {
+        var env: [String: String] = [:]
+        if let password = try endpoint.password() { env["MYSQL_PWD"] = password }
+        return ChildEnvironment.minimal(env)
+    }
+
+    /// Options for the client or mariadb-dump: `options`, then where the server is and who logs in,
+    /// each as one `--name=value` word (a value is never read as an option). For a scratch server,
+    /// no option file is read (`--no-defaults`, which must come first).
+    static func arguments(_ endpoint: DatabaseEndpoint, _ options: [String]) -> [String] {
+        let place = endpoint.isSocket ? ["--protocol=SOCKET", "--socket=" + endpoint.host]
+            : ["--protocol=TCP", "--host=" + endpoint.host, "--port=" + String(endpoint.port)]
+        return (endpoint.isolated ? ["--no-defaults"] : []) + options + place + ["--user=" + endpoint.user]
+    }
+
+    /// `CHECK TABLE … EXTENDED` on `tables` of `database`: one line per row the server returns
+    /// (table, op, message type, text, tab-separated), every name quoted.
+    package static func checkTables(_ endpoint: DatabaseEndpoint, database: String, tables: [String], source: String) throws -> [String] {
+        guard !tables.isEmpty else { return [] }
+        let connection = try MariaDBConnection(endpoint: endpoint, database: nil, source: source)
+        let names = tables.map { SQLIdentifier.mariadb(database) + "." + SQLIdentifier.mariadb($0) }.joined(separator: ", ")
+        return try connection.query("CHECK TABLE \(names) EXTENDED").map { row in row.map { $0 ?? "NULL" }.joined(separator: "\t") }
+    }
+
+    public func backup(with archiver: Archiver, repository: Repository) throws -> Snapshot {
+        let dump = try MariaDBSource.tool(["mariadb-dump", "mysqldump"], source: name)
+        let env = try MariaDBSource.environment(endpoint)
+        let recorded = Locked<[DumpManifest.Database]>([])
+        let version = Locked("")
+        var inputs: [Archiver.StreamInput] = []
+        for database in databases {
+            let file = "\(database).sql"
+            inputs.append(Archiver.StreamInput(name: file) {
+                let connection = try MariaDBConnection(endpoint: endpoint, database: database, source: name)
+                // While FLUSH TABLES WITH READ LOCK waits (for a long query, LOCK TABLES, a schema
+                // change), every write on the server waits behind it: bound the wait by the source's
+                // timeout, and by a minute at most.
+                let lockWait = max(1, Int(min(limits.timeout ?? 60, 60).rounded(.up)))
+                try connection.query("SET SESSION lock_wait_timeout = \(lockWait)")
+                try connection.query("FLUSH TABLES WITH READ LOCK")
+                try connection.query("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+                let facts = try connection.query("SELECT VERSION(), COALESCE(SUM(DATA_LENGTH + INDEX_LENGTH), 0) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()").first ?? []
+                version.withLock { $0 = (facts.first ?? nil) ?? "" }
+                let size = Int64((facts.count > 1 ? facts[1] : nil) ?? "0") ?? 0
+                let options = MariaDBSource.arguments(endpoint, ["--single-transaction", "--routines", "--events", "--triggers", "--hex-blob"])
+                let stream = CommandStream(
+                    command: "exec \(shellQuote(dump)) \(options.map(shellQuote).joined(separator: " ")) --databases -- \(shellQuote(database))",
+                    displayName: "source \(name): mariadb-dump \(database)", environment: env, timeout: limits.timeout)
+                try stream.start()
+                // mariadb-dump starts its consistent-snapshot transaction before it names the first
+                // database; once that line is out, both snapshots exist and writes may resume.
+                var prefix: [UInt8] = []
+                let marker = Array("\n-- Current Database:".utf8)
+                var buffer = [UInt8](repeating: 0, count: 65536)
+                while true {
+                    let n = try buffer.withUnsafeMutableBytes { try stream.read($0) }
+                    if n == 0 { break }
+                    prefix.append(contentsOf: buffer[0..<n])
+                    if prefix.count > 4 << 20 || prefix.firstRange(of: marker) != nil { break }
+                }
+                do {
+                    try connection.query("UNLOCK TABLES")
+                } catch {
+                    stream.terminate()
+                    throw error
+                }
+                var served = 0
+                return ({ out in
+                    if served < prefix.count {
+                        let n = min(out.count, prefix.count - served)
+                        prefix.withUnsafeBytes { out.baseAddress!.copyMemory(from: $0.baseAddress! + served, byteCount: n) }
+                        served += n
+                        return n
+                    }
+                    return try stream.read(out)
+                }, {
+                    try stream.finish()
+                    let tables = try MariaDBManifest.tables(connection, database: database)
+                    try connection.query("COMMIT")
+                    recorded.withLock { $0.append(DumpManifest.Database(name: database, file: file, sizeBytes: size, tables: tables)) }
+                })
+            })
+        }
+        return try archiver.backupStreams(inputs, sourceName: name) { total in
+            try SizeGuard.check(source: name, total: total, ratio: limits.minSizeRatio, repository: repository, host: limits.recordedHost)
+            return try DumpManifest(engine: "mariadb", serverVersion: version.current, checksumMethod: MariaDBSource.checksumMethod,
+                                    databases: recorded.current).json
+        }
+    }
+}
