@@ -63,22 +63,33 @@ let package = Package(
             dependencies: ["KhoSupport", "KhoCore", "CSQLite"]
         ),
         .target(
+            name: "KhoCatalog",
+            dependencies: [
+                "KhoSupport",
+                "KhoCore",
+                "KhoSources",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]
+        ),
+        .target(
+            name: "KhoVerify",
+            dependencies: ["KhoSupport", "KhoCore", "KhoStorage", "KhoSources", "KhoCatalog"]
+        ),
+        .target(
             name: "KhoPolicy",
             dependencies: [
                 "KhoSupport",
                 "KhoCore",
                 "KhoStorage",
                 "KhoSources",
+                "KhoCatalog",
+                "KhoVerify",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .target(
-            name: "KhoVerify",
-            dependencies: ["KhoSupport", "KhoCore", "KhoStorage", "KhoSources", "KhoPolicy"]
-        ),
-        .target(name: "KhoReports", dependencies: ["KhoSupport", "KhoCore", "KhoSources", "KhoPolicy"]),
+        .target(name: "KhoReports", dependencies: ["KhoSupport", "KhoCore", "KhoSources", "KhoCatalog", "KhoPolicy"]),
         .executableTarget(
             name: "kho",
             dependencies: [
@@ -89,6 +100,7 @@ let package = Package(
                 "KhoStorage",
                 "KhoSources",
                 "KhoPolicy",
+                "KhoCatalog",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -101,8 +113,10 @@ let package = Package(
         .testTarget(name: "KhoCoreTests", dependencies: ["KhoSupport", "KhoCore"]),
         .testTarget(name: "KhoStorageTests", dependencies: ["KhoSupport", "KhoCore", "KhoStorage"]),
         .testTarget(name: "KhoIntegrationTests", dependencies: ["KhoSupport", "KhoCore", "KhoStorage"]),
-        .testTarget(name: "KhoReportsTests", dependencies: ["KhoReports", "KhoPolicy", "KhoVerify", "KhoSupport", "KhoCore"]),
-        .testTarget(name: "KhoPolicyTests", dependencies: ["KhoPolicy", "KhoSupport", "KhoCore"]),
+        .testTarget(name: "KhoReportsTests", dependencies: ["KhoReports", "KhoPolicy", "KhoCatalog", "KhoVerify", "KhoSupport", "KhoCore"]),
+        .testTarget(name: "KhoPolicyTests", dependencies: ["KhoPolicy", "KhoCatalog", "KhoSupport", "KhoCore"]),
+        .testTarget(name: "KhoCatalogTests", dependencies: ["KhoCatalog", "KhoSupport", "KhoCore", .product(name: "GRDB", package: "GRDB.swift")]),
+        .testTarget(name: "KhoVerifyTests", dependencies: ["KhoVerify", "KhoCatalog", "KhoSupport", "KhoCore"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,4 +1,5 @@
 import Foundation
+import KhoCatalog
 import KhoCore
 import KhoSupport
 import KhoSources
@@ -83,7 +84,8 @@ extension Policy {
 
 public struct DrillSpec: Sendable, Equatable {
     public var every: TimeInterval
-    public var checks: [String]
+    /// The groups of checks whose failure fails a drill (a failed restore always does).
+    public var checks: [DrillRequirement]
 }
 
 /// A policy file problem, located precisely.
@@ -444,9 +446,14 @@ struct PolicyReader {
         if let drillNode = map["drills"], let d = mapping(drillNode, "drills", allowed: ["every", "checks"]) {
             let every = duration(d["every"], "drills every")
             if d["every"] == nil { fail(drillNode, "drills needs every (e.g. 7d)") }
-            let checks = strings(d["checks"], "drills checks") ?? ["integrity", "manifest", "rto"]
-            for check in checks where !["integrity", "manifest", "rto"].contains(check) {
-                fail(d["checks"], "unknown drill check \"\(check)\"; expected integrity, manifest or rto")
+            let names = strings(d["checks"], "drills checks") ?? DrillRequirement.all.map(\.rawValue)
+            var checks: [DrillRequirement] = []
+            for name in names {
+                if let check = DrillRequirement(rawValue: name) {
+                    checks.append(check)
+                } else {
+                    fail(d["checks"], "unknown drill check \"\(name)\"; expected integrity, manifest or rto")
+                }
             }
             if let every { drills = DrillSpec(every: every, checks: checks) }
         }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Glibc
+import KhoCatalog
 import KhoCore
 import KhoSupport
 import KhoPolicy

@@ -46,6 +46,9 @@ public struct LedgerEntry: Codable, Sendable, Equatable {
         try SHA256.hash(try hashedBytes()).hex
     }
 
+    /// The outcome of a command that finished without error (others record their exit code).
+    public static let succeeded = "success"
+
     /// Whether the entry is in the legacy form (no `key` field).
     public var isLegacy: Bool { key == nil }
     /// Whether `hash` is an HMAC under a repository's ledger key.
@@ -379,7 +382,7 @@ public final class AuditLedger: @unchecked Sendable {
             } else if !entry.isLegacy {
                 // Only a command that never got into its repository writes an unkeyed entry, and
                 // such a command did not succeed.
-                if strict && entry.outcome == "success" && entry.command != AuditLedger.keyedCommand {
+                if strict && entry.outcome == LedgerEntry.succeeded && entry.command != AuditLedger.keyedCommand {
                     return fail(n, "\(name) records a success but is not keyed: a command that succeeded had its repository's key, so the entry was not written by kho")
                 }
                 if entry.command != AuditLedger.keyedCommand { result.unkeyed.append(entry.sequence) }
