@@ -8,7 +8,7 @@ import KhoStorage
 extension PolicyRunner {
     /// Copies to every `copies:` destination in turn, and applies each destination's retention
     /// after a good backup; adds one line per destination to `result`.
-    private func copyToDestinations(_ job: Job, from repository: Repository, newest: Snapshot?, into result: inout JobResult) {
+    func copyToDestinations(_ job: Job, from repository: Repository, newest: Snapshot?, into result: inout JobResult) {
         guard !job.policy.copies.isEmpty else { return }
         var lines: [String] = []
         var failed = 0
@@ -50,7 +50,7 @@ extension PolicyRunner {
     /// snapshot's data is damaged), which does not hold back the newer snapshots. Returns the
     /// result line and whether the copies succeeded, or nil when there was nothing to do and
     /// nothing to say (a night without a backup).
-    private func copy(_ job: Job, from source: Repository, newest: Snapshot?, to destination: CopySpec) -> (String, Bool)? {
+    func copy(_ job: Job, from source: Repository, newest: Snapshot?, to destination: CopySpec) -> (String, Bool)? {
         let name = "\(job.policy.name)/\(job.source.name)"
         let host = Host.name
         var copied: [(snapshot: Snapshot, details: CopyDetails)] = []  // in this call, oldest first
