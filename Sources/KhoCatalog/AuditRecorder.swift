@@ -32,7 +32,7 @@ public struct AuditRecorder: Sendable {
     public func recordDrill(policy: String, repository: String, source: String, outcome: RunOutcome) throws {
         let opened = OpenedRepositories.all
         let witnesses = opened.filter { $0.storage.location == repository }
-        try record(command: "drill", arguments: ["--policy", policy, "--source", source], outcome: outcome.rawValue,
+        try record(command: RunKind.drill.rawValue, arguments: ["--policy", policy, "--source", source], outcome: outcome.rawValue,
                    witnesses: witnesses.isEmpty ? Array(opened.prefix(1)) : witnesses)
     }
 }

@@ -180,6 +180,7 @@ struct Audit: ParsableCommand {
             for record in try orchestration.catalog().runs(kind: .drill) {
                 guard let details = record.details else { continue }
                 let name = "drill record \(record.id.map(String.init) ?? "?") (\(record.policy)/\(record.source), \(Format.time(record.started)))"
+                // try?: evidence that does not decode, for whatever reason, is the finding below.
                 guard let evidence = try? JSON.decoder.decode(DrillEvidence.self, from: Data(details.utf8)) else {
                     return "\(name) holds no readable evidence: it was edited"
                 }

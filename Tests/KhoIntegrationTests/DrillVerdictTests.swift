@@ -7,7 +7,7 @@ import Testing
 // The verdict of a drill decides `kho verify`'s exit code, not the text of its checks: a check the
 // policy's `drills: checks:` leaves out is recorded, shown as not counted, and changes nothing.
 
-@Suite("drill verdicts", .serialized)
+@Suite("drill verdicts", .serialized, .scratchPostgres)
 struct DrillVerdictTests {
     @Test("a manifest difference in a drill whose policy does not count the manifest: the drill passes and kho verify exits 0 (it exited 12)")
     func uncountedManifest() throws {
