@@ -139,4 +139,25 @@ struct RunOutcomeTests {
         #expect(lines.filter { $0.hasPrefix("locked-out\t") } == ["locked-out\tfailure\t0"], "\(rows)")
         #expect(lines.filter { $0.hasPrefix("db-down\t") } == Array(repeating: "db-down\tfailure\t1", count: 3), "\(rows)")
     }
+
+    @Test("kho daemon reports an error of a round (here: the metrics file cannot be written) on stderr instead of dropping it")
+    func daemonRoundError() throws {
+        let bench = try RunBench("run-daemon-error")
+        try bench.writePolicy("letters", bench.filesSource)
+        let metrics = bench.box.path("no-such-folder/kho.prom")
+        let daemon = try bench.box.start(["daemon", "--metrics-file", metrics], env: bench.env(["KHO_TEST_NOW": "2026-03-02T14:00:00+07:00"]))
+        try ServerSupport.waitUntil("the daemon's first backup is done", timeout: 120) {
+            guard daemon.isRunning else { return true }
+            guard access(bench.state + "/catalog.sqlite", F_OK) == 0,
+                  let done = try? bench.catalogSQL("SELECT count(*) FROM runs WHERE kind = 'backup' AND outcome = 'success';") else { return false }
+            return Int(done) ?? 0 > 0
+        }
+        // The round writes its metrics right after the backup; give it that moment.
+        Thread.sleep(forTimeInterval: 2)
+        try #require(daemon.isRunning, "the daemon ended by itself: \(daemon.wait(timeout: 5))")
+        daemon.send(SIGTERM)
+        let ended = daemon.wait(timeout: 120)
+        #expect(ended.exitCode == 0, "\(ended)")
+        #expect(ended.err.contains("ERROR: this round's runs could not all be planned or recorded") && ended.err.contains(metrics), "\(ended)")
+    }
 }
