@@ -160,4 +160,33 @@ struct RunOutcomeTests {
         #expect(ended.exitCode == 0, "\(ended)")
         #expect(ended.err.contains("ERROR: this round's runs could not all be planned or recorded") && ended.err.contains(metrics), "\(ended)")
     }
+
+    @Test("a policy change whose ledger entry cannot be written fails kho run and is not marked as seen: the next run records it")
+    func policyChangeUnrecorded() throws {
+        let bench = try RunBench("run-policy-change")
+        try bench.writePolicy("letters", bench.filesSource)
+        let (first, _) = try bench.run(["--all"])
+        try #require(first.exitCode == 0, "\(first)")
+        let hashes = bench.state + "/policy-hashes.json"
+        let seen = try readFile(hashes)
+        // The policy is edited; the ledger cannot be opened for writing (a folder stands in its place).
+        try bench.writePolicy("letters", bench.filesSource + "retention:\n  keep-daily: 7\n")
+        let ledger = bench.state + "/audit.log"
+        try #require(rename(ledger, ledger + ".aside") == 0)
+        try makeDirectories(ledger)
+        let (refused, _) = try bench.run(["--all"])
+        #expect(refused.exitCode != 0, "\(refused)")
+        #expect(refused.err.contains("policy change cannot be recorded in the audit ledger"), "\(refused)")
+        #expect(try readFile(hashes) == seen, "the change is not marked as seen")
+        // The ledger is back: the next run records the change.
+        try removeTree(ledger)
+        try #require(rename(ledger + ".aside", ledger) == 0)
+        let (recorded, _) = try bench.run(["--all"])
+        #expect(recorded.exitCode == 0, "\(recorded)")
+        let log = try bench.box.kho(["audit", "log", "--json"], env: bench.env())
+        let entries = try #require(try? log.json() as? [[String: Any]], "\(log)")
+        let changes = entries.filter { $0["command"] as? String == "policy change" }
+        #expect(changes.count == 2, "the first run's (new) and the edit's: \(changes)")
+        #expect((changes.last?["arguments"] as? [String])?.contains { $0.hasPrefix("from ") } == true, "\(changes)")
+    }
 }
