@@ -34,21 +34,24 @@ struct DrillVerdictTests {
             exit 0
 
             """#.utf8), mode: 0o755)
-        try bench.writePolicy("lenient", """
-            sources:
-              - name: orders-db
-                kind: postgres
-                port: \(pg.port)
-                databases: [\(database)]
-                globals: false
-            objectives:
-              rpo: 24h
-              rto: 1h
-            drills:
-              every: 7d
-              checks: [integrity, rto]
+        func writePolicy(checks: String) throws {
+            try bench.writePolicy("lenient", """
+                sources:
+                  - name: orders-db
+                    kind: postgres
+                    port: \(pg.port)
+                    databases: [\(database)]
+                    globals: false
+                objectives:
+                  rpo: 24h
+                  rto: 1h
+                drills:
+                  every: 7d
+                  checks: [\(checks)]
 
-            """)
+                """)
+        }
+        try writePolicy(checks: "integrity, rto")
         let path = wrappers + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")
         let backed = try bench.run(["run", "--all", "--json"], env: ["PATH": path])
         try #require(backed.exitCode == 0, "\(backed)")
@@ -62,21 +65,7 @@ struct DrillVerdictTests {
         #expect(result.exitCode == 0, "a drill that passed exits 0: \(result)")
 
         // The same drill with the manifest counted fails with 12.
-        try bench.writePolicy("lenient", """
-            sources:
-              - name: orders-db
-                kind: postgres
-                port: \(pg.port)
-                databases: [\(database)]
-                globals: false
-            objectives:
-              rpo: 24h
-              rto: 1h
-            drills:
-              every: 7d
-              checks: [integrity, manifest, rto]
-
-            """)
+        try writePolicy(checks: "integrity, manifest, rto")
         let (strict, strictDrills) = try bench.verify(["--policy", "lenient", "--source", "orders-db"])
         #expect(strict.exitCode == 12 && strictDrills.first?.passed == false, "\(strict)")
         try expectNothingLeft(bench, after: "drills with an uncounted and a counted manifest difference")
