@@ -143,7 +143,7 @@ struct DatasetBuilder {
             RecoveryPoint(snapshot: g.run.snapshot ?? "", time: g.time, confirmedAt: g.run.ended!, drillID: nil)
         }
         let failures = done.filter { $0.outcome != .success }.map {
-            RunFailure(started: $0.started, outcome: $0.outcome.rawValue, error: String(($0.error ?? "").prefix(300)))
+            RunFailure(started: $0.started, outcome: $0.outcome, error: String(($0.error ?? "").prefix(300)))
         }
 
         // Drills.
@@ -236,7 +236,7 @@ struct DatasetBuilder {
                 bytesAdded: good.reduce(Int64(0)) { $0 + $1.details.bytesAdded },
                 newestCopied: newestCopied, lagSeconds: lag,
                 failures: period.filter { $0.run.outcome != .success }.map {
-                    RunFailure(started: $0.run.started, outcome: $0.run.outcome.rawValue, error: String(($0.run.error ?? "").prefix(300)))
+                    RunFailure(started: $0.run.started, outcome: $0.run.outcome, error: String(($0.run.error ?? "").prefix(300)))
                 })
         }
         return Copies(status: items.allSatisfy { $0.status == "current" } ? "current" : "behind", allowedLagSeconds: allowed, items: items)
@@ -370,7 +370,7 @@ struct DrillView {
             passed: run.outcome == .success && evidence?.passed == true && intact,
             snapshot: run.snapshot ?? evidence?.snapshot ?? "", snapshotTime: run.snapshotTime ?? evidence?.snapshotTime,
             rtoSeconds: evidence?.rtoSeconds, rtoObjectiveSeconds: evidence?.rtoObjectiveSeconds ?? objective,
-            checks: (evidence?.checks ?? []).map { DrillCheck(name: $0.name, outcome: $0.outcome.rawValue) },
+            checks: (evidence?.checks ?? []).map { DrillCheck(name: $0.name, outcome: $0.outcome) },
             failureReasons: evidence?.failureReasons ?? [], evidenceSHA256: hash, sealIntact: intact)
     }
 }

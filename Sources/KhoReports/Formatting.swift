@@ -102,7 +102,7 @@ struct Formatter {
     /// Met / not met / no evidence for an optional judgement.
     func met(_ value: Bool?) -> Verdict { value.map { $0 ? .pass : .fail } ?? .noEvidence }
 
-    func outcome(_ o: String) -> String { RunOutcome(rawValue: o).flatMap { L.outcomes[$0] }.map(t) ?? o }
+    func outcome(_ o: RunOutcome) -> String { L.outcomes[o].map(t) ?? o.rawValue }
     func sourceKind(_ k: String) -> String { SourceSpec.Kind(rawValue: k).flatMap { L.sourceKinds[$0] }.map(t) ?? k }
 
     func metricLabel(_ m: Metric) -> String { L.metrics[m.id].map(t) ?? m.id }

@@ -64,7 +64,7 @@ struct ReportDataTests {
         #expect(try dataset("van-ban/van-ban-scan").backups.missed == 30)
         #expect(try dataset("van-ban/van-ban-scan").backups.successRate == 0)
         #expect(try dataset("van-ban/van-ban-tep").backups.unfinished == 1)
-        #expect(try dataset("dat-dai/dat-dai-db").backups.failures.first { $0.outcome == "failure" }?.error.contains("min-size-ratio") == true)
+        #expect(try dataset("dat-dai/dat-dai-db").backups.failures.first { $0.outcome == .failure }?.error.contains("min-size-ratio") == true)
     }
 
     @Test("recovery points: last good, last verified, worst achieved RPO against the objective")
