@@ -7,7 +7,8 @@ import KhoStorage
 
 /// What a drill needs to know of the policy it belongs to.
 public struct DrillTarget: Sendable {
-    public var policy: String
+    /// The policy's name.
+    public var name: String
     /// The repository's location.
     public var repository: String
     public var password: @Sendable () throws -> [UInt8]
@@ -16,9 +17,9 @@ public struct DrillTarget: Sendable {
     /// The groups of checks whose failure fails the drill (a failed restore always does).
     public var requirements: Set<DrillRequirement>
 
-    public init(policy: String, repository: String, password: @escaping @Sendable () throws -> [UInt8], rto: TimeInterval,
+    public init(name: String, repository: String, password: @escaping @Sendable () throws -> [UInt8], rto: TimeInterval,
                 requirements: Set<DrillRequirement>) {
-        self.policy = policy
+        self.name = name
         self.repository = repository
         self.password = password
         self.rto = rto
@@ -79,7 +80,7 @@ public final class DrillRunner {
         OpenedRepositories.remember(repository)
         let lockName = try RepositoryLock.newName()
         lockHooks.pending(repository.storage, lockName)
-        let lock = try RepositoryLock.acquire(storage: repository.storage, exclusive: false, command: "verify \(policy.policy)/\(source.name)",
+        let lock = try RepositoryLock.acquire(storage: repository.storage, exclusive: false, command: "verify \(policy.name)/\(source.name)",
                                               wait: 600, name: lockName)
         lockHooks.held(lock)
         defer {
@@ -92,18 +93,18 @@ public final class DrillRunner {
             snapshot = try repository.findSnapshot(snapshotID)
         } else {
             guard let newest = try repository.listSnapshots().last(where: { $0.source.name == source.name && !$0.partial }) else {
-                throw KhoError(.usage, "Source \(source.name) of policy \(policy.policy) has no good snapshot to drill: run `kho run --policy \(policy.policy)` first.")
+                throw KhoError(.usage, "Source \(source.name) of policy \(policy.name) has no good snapshot to drill: run `kho run --policy \(policy.name)` first.")
             }
             snapshot = newest
         }
         let started = Clock.now
         let realStart = Date()
-        var evidence = DrillEvidence(drillID: UUID().uuidString.lowercased(), policy: policy.policy, source: source.name,
+        var evidence = DrillEvidence(drillID: UUID().uuidString.lowercased(), policy: policy.name, source: source.name,
                                      sourceKind: source.kind, snapshot: snapshot.id ?? "", snapshotTime: snapshot.time,
                                      start: started, rtoObjectiveSeconds: policy.rto, khoVersion: khoVersion, host: Host.name)
         var findings: [DrillFinding] = []
-        log("\(policy.policy)/\(source.name): drill of snapshot \(snapshot.shortID) started")
-        var record = RunRecord(kind: .drill, policy: policy.policy, source: source.name, repository: policy.repository,
+        log("\(policy.name)/\(source.name): drill of snapshot \(snapshot.shortID) started")
+        var record = RunRecord(kind: .drill, policy: policy.name, source: source.name, repository: policy.repository,
                                planned: planned, started: started)
         if let catalog { record = try catalog.insert(record) }
         // An interrupted drill proved nothing: its record says so instead of "running" for ever.
@@ -172,7 +173,7 @@ public final class DrillRunner {
             }
         }
         if let recordError { throw recordError }
-        log("\(policy.policy)/\(source.name): drill \(evidence.passed ? "PASSED" : "FAILED: " + evidence.failureReasons.joined(separator: "; "))")
+        log("\(policy.name)/\(source.name): drill \(evidence.passed ? "PASSED" : "FAILED: " + evidence.failureReasons.joined(separator: "; "))")
         return evidence
     }
 

@@ -39,7 +39,7 @@ extension Policy {
     /// What a drill of this policy's sources needs of it.
     public var drillTarget: DrillTarget {
         let repository = self.repository
-        return DrillTarget(policy: name, repository: repository.path, password: { try repository.password() }, rto: rto,
+        return DrillTarget(name: name, repository: repository.path, password: { try repository.password() }, rto: rto,
                            requirements: Set(drills?.checks ?? DrillRequirement.all))
     }
 }
