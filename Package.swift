@@ -110,11 +110,19 @@ let package = Package(
             dependencies: ["KhoSupport", "KhoCore"],
             path: "Sources/kho-bench"
         ),
-        .testTarget(name: "KhoCoreTests", dependencies: ["KhoSupport", "KhoCore"]),
-        .testTarget(name: "KhoStorageTests", dependencies: ["KhoSupport", "KhoCore", "KhoStorage"]),
-        .testTarget(name: "KhoIntegrationTests", dependencies: ["KhoSupport", "KhoCore", "KhoStorage"]),
-        .testTarget(name: "KhoReportsTests", dependencies: ["KhoReports", "KhoPolicy", "KhoCatalog", "KhoVerify", "KhoSupport", "KhoCore"]),
-        .testTarget(name: "KhoPolicyTests", dependencies: ["KhoPolicy", "KhoCatalog", "KhoSupport", "KhoCore"]),
+        // Helpers every test target shares: scratch database servers, moto, proxies, temporary folders.
+        .target(
+            name: "KhoTestSupport",
+            dependencies: ["KhoSupport", "KhoCore", "KhoStorage"],
+            path: "Tests/KhoTestSupport"
+        ),
+        .testTarget(name: "KhoCoreTests", dependencies: ["KhoSupport", "KhoCore", "KhoTestSupport"]),
+        .testTarget(name: "KhoSupportTests", dependencies: ["KhoSupport"]),
+        .testTarget(name: "KhoStorageTests", dependencies: ["KhoSupport", "KhoCore", "KhoStorage", "KhoTestSupport"]),
+        // Depends on the `kho` executable so that `swift test` never runs against a stale binary.
+        .testTarget(name: "KhoIntegrationTests", dependencies: ["kho", "KhoSupport", "KhoCore", "KhoStorage", "KhoTestSupport"]),
+        .testTarget(name: "KhoReportsTests", dependencies: ["KhoReports", "KhoPolicy", "KhoCatalog", "KhoVerify", "KhoSupport", "KhoCore", "KhoTestSupport"]),
+        .testTarget(name: "KhoPolicyTests", dependencies: ["KhoPolicy", "KhoCatalog", "KhoSources", "KhoSupport", "KhoCore", "KhoTestSupport"]),
         .testTarget(name: "KhoCatalogTests", dependencies: ["KhoCatalog", "KhoSupport", "KhoCore", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(name: "KhoVerifyTests", dependencies: ["KhoVerify", "KhoCatalog", "KhoSupport", "KhoCore"]),
     ],

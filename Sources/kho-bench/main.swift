@@ -10,14 +10,7 @@ let repeats = 3
 
 /// Text that compresses like a database dump: rows of names, dates, numbers and addresses.
 func dumpLikeData(_ count: Int) -> [UInt8] {
-    var state: UInt64 = 0x9E3779B97F4A7C15
-    func next() -> UInt64 {
-        state &+= 0x9E3779B97F4A7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58476D1CE4E5B9
-        z = (z ^ (z >> 27)) &* 0x94D049BB133111EB
-        return z ^ (z >> 31)
-    }
+    var random = SplitMix64(seed: 0x9E37_79B9_7F4A_7C15)
     let names = ["Nguyễn Văn An", "Trần Thị Bình", "Lê Minh Châu", "Phạm Ngọc Dũng", "Huỳnh Quang Hà", "Võ Thanh Lan"]
     let communes = ["Nghĩa Hành", "Sơn Tịnh", "Bình Sơn", "Tư Nghĩa", "Mộ Đức", "Đức Phổ"]
     var out = [UInt8]()
@@ -25,7 +18,7 @@ func dumpLikeData(_ count: Int) -> [UInt8] {
     var row = 0
     while out.count < count {
         row += 1
-        let r = next()
+        let r = random.next()
         let line = "\(row)\t\(names[Int(r % 6)])\t19\(40 + r % 60)-0\(1 + r % 9)-1\(r % 9)\t\(100_000_000_000 + (r >> 20) % 899_999_999_999)\t\(communes[Int((r >> 8) % 6)])\tThôn \(1 + (r >> 12) % 20), tỉnh Quảng Ngãi\n"
         out.append(contentsOf: line.utf8)
     }

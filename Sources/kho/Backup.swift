@@ -99,9 +99,7 @@ struct Backup: ParsableCommand {
         if let name = stdinName, name.contains("/") {
             throw ValidationError("--stdin-name must be a plain file name without '/': got \(name).")
         }
-        if let connections, !(1...64).contains(connections) {
-            throw ValidationError("--connections must be 1 to 64; got \(connections).")
-        }
+        try Flags.checkConnections(connections)
         if let compression, !(0...22).contains(compression) {
             throw ValidationError("--compression must be 0 (off) to 22; got \(compression).")
         }
@@ -119,7 +117,6 @@ struct Backup: ParsableCommand {
         options.parent = parent
         options.force = force
         options.time = time.flatMap(Timestamp.parse)
-        options.uploaders = try connections ?? (repository.location().hasPrefix("s3:") ? 4 : 1)
         let timeoutSeconds = try timeout.map { try DurationText.parse($0, option: "--timeout") }
 
         let snapshot: Snapshot = try repository.withRepository(exclusive: false, command: "backup") { repo in
@@ -128,36 +125,16 @@ struct Backup: ParsableCommand {
             let line = ProgressLine(progress: progress, label: "backup", enabled: !json)
             defer { line.finish() }
             var options = options
-            if let sqlite {
-                var limits = SourceLimits()
-                limits.minSizeRatio = minSizeRatio
-                limits.hostname = host
-                options.source = SnapshotSource(kind: "sqlite", name: sourceName)
-                let archiver = try Archiver(repository: repo, index: index, options: options, progress: progress) { message in
-                    line.finish()
-                    Terminal.warning(message)
-                }
-                return try SQLiteSource(name: sourceName!, path: sqlite, limits: limits).backup(with: archiver, repository: repo)
-            }
-            if let url = postgres ?? mariadb {
-                let (engine, endpoint) = try Backup.databaseEndpoint(url, expected: postgres != nil ? "postgres" : "mariadb",
-                                                                     passwordFile: passwordFile, passwordEnv: passwordEnv)
-                var limits = SourceLimits()
-                limits.timeout = timeoutSeconds
-                limits.minSizeRatio = minSizeRatio
-                limits.hostname = host
-                let databases = endpoint.database.split(separator: ",").map(String.init)
-                let source: BackupSource = engine == "postgres"
-                    ? PostgresSource(name: sourceName!, endpoint: endpoint, databases: databases, includeGlobals: !noGlobals, limits: limits)
-                    : MariaDBSource(name: sourceName!, endpoint: endpoint, databases: databases, limits: limits)
-                options.source = SnapshotSource(kind: engine, name: sourceName)
+            options.uploaders = connections ?? repo.storage.suggestedUploaders
+            if let spec = try databaseSource(timeout: timeoutSeconds), let source = spec.make() {
+                options.source = SnapshotSource(kind: spec.kind.rawValue, name: spec.name)
                 let archiver = try Archiver(repository: repo, index: index, options: options, progress: progress) { message in
                     line.finish()
                     Terminal.warning(message)
                 }
                 return try source.backup(with: archiver, repository: repo)
             }
-            if command != nil { options.source = SnapshotSource(kind: "command", name: stdinName) }
+            if command != nil { options.source = SnapshotSource(kind: SourceSpec.Kind.command.rawValue, name: stdinName) }
             let archiver = try Archiver(repository: repo, index: index, options: options, progress: progress) { message in
                 line.finish()
                 Terminal.warning(message)
@@ -190,17 +167,29 @@ struct Backup: ParsableCommand {
             return try archiver.backup(paths: paths)
         }
         try report(snapshot)
-        if snapshot.partial { throw ExitStatus(.partial) }
+        try finish(Verdict(snapshot))
     }
 
-    static func databaseEndpoint(_ url: String, expected: String, passwordFile: String?, passwordEnv: String?) throws -> (String, DatabaseEndpoint) {
-        var (engine, endpoint) = try DatabaseEndpoint.parse(url)
-        guard engine == expected else {
-            throw KhoError(.usage, "\(url) is a \(engine) URL, but it was given to --\(expected).")
+    /// The database source the flags name (--postgres, --mariadb or --sqlite), as a policy would
+    /// describe it; nil for files, standard input and commands.
+    func databaseSource(timeout: TimeInterval?) throws -> SourceSpec? {
+        var spec: SourceSpec
+        if let sqlite {
+            spec = SourceSpec.sqlite(path: sqlite, name: sourceName!)
+        } else if let url = postgres ?? mariadb {
+            let expected: SourceSpec.Kind = postgres != nil ? .postgres : .mariadb
+            spec = try SourceSpec.database(url: url, name: sourceName!, passwordFile: passwordFile, passwordEnv: passwordEnv, databaseList: true)
+            guard spec.kind == expected else {
+                throw KhoError(.usage, "\(url) is a \(spec.kind.rawValue) URL, but it was given to --\(expected.rawValue).")
+            }
+            spec.globals = !noGlobals
+        } else {
+            return nil
         }
-        endpoint.passwordFile = passwordFile
-        endpoint.passwordEnv = passwordEnv
-        return (engine, endpoint)
+        spec.limits.timeout = timeout
+        spec.limits.minSizeRatio = minSizeRatio
+        spec.limits.hostname = host
+        return spec
     }
 
     private func report(_ snapshot: Snapshot) throws {

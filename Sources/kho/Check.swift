@@ -43,9 +43,7 @@ struct Check: ParsableCommand {
         if readData { options.readData = .all }
         if let subset = readDataSubset { options.readData = try Check.parseSubset(subset) }
         let report: CheckReport = try repository.withRepository(exclusive: false, command: "check") { repo in
-            // Each pack is one GET on S3: a few more in flight than cores, so that round trips
-            // overlap (each reader holds one pack, about 16 MiB).
-            if repo.storage.location.hasPrefix("s3:") { options.workers = max(options.workers, 4) }
+            options.workers = repo.storage.suggestedCheckWorkers(options.workers)
             let progress = ProgressCounter()
             let line = ProgressLine(progress: progress, label: "check", enabled: !json && options.readData != .none)
             defer { line.finish() }
@@ -74,11 +72,12 @@ struct Check: ParsableCommand {
             if report.ok {
                 Terminal.out("no errors found")
             } else if !report.repeatedNonces.isEmpty {
+                // try?: only the advice's wording; a repository given by flag or KHO_REPOSITORY was read above.
                 Terminal.out("\(report.errors.count) errors found: move every snapshot to a fresh key with `kho rekey --from-repo \((try? repository.location()) ?? "THIS-REPOSITORY") --to-repo NEW`, then retire this repository and its keys")
             } else {
                 Terminal.out("\(report.errors.count) errors found: restore what is affected from another copy, and run `kho backup` again for the sources listed")
             }
         }
-        if !report.ok { throw ExitStatus(.integrity) }
+        try finish(Verdict(report))
     }
 }

@@ -37,33 +37,31 @@ struct Copy: ParsableCommand {
     @Flag(help: "Print the result as JSON.")
     var json = false
 
-    func validate() throws {
-        if let connections, !(1...64).contains(connections) {
-            throw ValidationError("--connections must be 1 to 64; got \(connections).")
-        }
+    /// Copies `snapshots` with a progress line on a terminal (copy, rekey).
+    static func copy(_ snapshots: [Snapshot], from source: Repository, to target: Repository, connections: Int?,
+                     label: String, showProgress: Bool) throws -> CopySummary {
+        let progress = ProgressCounter()
+        let line = ProgressLine(progress: progress, label: label, enabled: showProgress)
+        defer { line.finish() }
+        let copier = try Copier(source: source, sourceIndex: try source.loadIndex(), target: target, targetIndex: try target.loadIndex(),
+                                uploaders: connections ?? target.storage.suggestedUploaders, progress: progress)
+        return try copier.copy(snapshots)
     }
 
-    private func targetLocation() throws -> String {
-        if let toRepo, !toRepo.isEmpty { return toRepo }
-        if let env = ProcessInfo.processInfo.environment["KHO_REPOSITORY"], !env.isEmpty { return env }
-        throw KhoError(.usage, "No target repository: pass --to-repo PATH or set KHO_REPOSITORY.")
+    func validate() throws {
+        try Flags.checkConnections(connections)
     }
 
     func run() throws {
-        let targetAddress = try targetLocation()
-        guard targetAddress != fromRepo else {
-            throw KhoError(.usage, "--from-repo and --to-repo are the same repository: copy to another one.")
-        }
+        let targetAddress = try RepositoryOptions.location(toRepo, missing: "No target repository: pass --to-repo PATH or set KHO_REPOSITORY.")
+        try RepositoryPair.refuseSameAddress(fromRepo, targetAddress, fix: "copy to another one")
         let wait = try lockWait.map { try DurationText.parse($0, option: "--lock-wait") } ?? 0
-        let sourceStorage = try StorageFactory.make(location: fromRepo)
-        _ = try Repository.readConfig(storage: sourceStorage)
+        let from = try OtherRepository(fromRepo)
         let targetStorage = try StorageFactory.make(location: targetAddress)
-        _ = try Repository.readConfig(storage: targetStorage)
-        let source = try Repository.open(storage: sourceStorage, password: try Password.read(purpose: "password of \(fromRepo)", prefix: "KHO_FROM_PASSWORD"))
-        let target = try Repository.open(storage: targetStorage, password: try Password.read(purpose: "password of \(targetAddress)"))
-        guard source.config.id != target.config.id else {
-            throw KhoError(.usage, "\(fromRepo) and \(targetAddress) are the same repository (id \(source.config.id.prefix(8))): copy to another one.")
-        }
+        let targetConfig = try Repository.readConfig(storage: targetStorage)
+        let source = try from.open()
+        let target = try Repository.open(storage: targetStorage, password: try Password.read(purpose: "password of \(targetAddress)"), config: targetConfig)
+        try RepositoryPair.refuseSame(source, target, from: fromRepo, to: targetAddress, fix: "copy to another one")
 
         let sourceLock = try Signals.lock(source.storage, exclusive: false, command: "copy to \(targetAddress)", wait: wait)
         defer { Signals.unlock(sourceLock) }
@@ -82,18 +80,7 @@ struct Copy: ParsableCommand {
                 Terminal.warning("\(targetAddress) cuts data differently from \(fromRepo) (it was not made with --copy-chunker-params-from): copies are complete, but new backups in one will not deduplicate against data copied from the other.")
             }
         }
-        let progress = ProgressCounter()
-        let line = ProgressLine(progress: progress, label: "copy", enabled: !json)
-        let copier = try Copier(source: source, sourceIndex: try source.loadIndex(), target: target, targetIndex: try target.loadIndex(),
-                            uploaders: connections ?? (targetAddress.hasPrefix("s3:") ? 4 : 1), progress: progress)
-        let summary: CopySummary
-        do {
-            summary = try copier.copy(chosen)
-            line.finish()
-        } catch {
-            line.finish()
-            throw error
-        }
+        let summary = try Copy.copy(chosen, from: source, to: target, connections: connections, label: "copy", showProgress: !json)
         if json {
             try Terminal.json(summary)
             return

@@ -7,7 +7,7 @@ struct Forget: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Remove snapshots by retention rules (or by ID); --prune then frees their data.",
         discussion: """
-        Snapshots are grouped by host and source (paths or stream name), and by tags with
+        Snapshots are grouped by host and source (its name, or the paths of a backup without one), and by tags with
         --group-by-tags; the rules apply within each group. Days, weeks, months and years are counted
         in the Asia/Ho_Chi_Minh time zone unless --time-zone is given. --keep-within counts back from
         the newest snapshot of the group. --dry-run shows every decision and the rule behind it.
@@ -96,19 +96,9 @@ struct Forget: ParsableCommand {
                 if !toRemove.contains(snapshot.id!) { toRemove.append(snapshot.id!) }
             }
         } else {
-            var grouped: [String: [Snapshot]] = [:]
-            var order: [String] = []
-            for s in all {
-                let source = s.source.kind == "files" ? s.paths.sorted().joined(separator: " ") : "\(s.source.kind):\(s.source.name ?? "")"
-                let key = [s.hostname, source, groupByTags ? s.tags.sorted().joined(separator: ",") : ""].joined(separator: "\u{0}")
-                if grouped[key] == nil { order.append(key) }
-                grouped[key, default: []].append(s)
-            }
-            for key in order {
-                let members = grouped[key]!
-                let parts = key.split(separator: "\u{0}", omittingEmptySubsequences: false).map(String.init)
-                let decisions = Retention.apply(rules, to: members.map { ($0.id!, $0.time, $0.tags) })
-                groups.append(Group(host: parts[0], source: parts[1], tags: groupByTags ? members[0].tags : nil, decisions: decisions))
+            for group in RetentionGroups.group(all, byTags: groupByTags) {
+                let decisions = group.decisions(rules)
+                groups.append(Group(host: group.host, source: group.label, tags: group.tags, decisions: decisions))
                 toRemove += decisions.filter { !$0.keep }.map(\.snapshotID)
             }
         }

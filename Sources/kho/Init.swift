@@ -54,10 +54,7 @@ struct Init: ParsableCommand {
         }
         options.scrypt = try Key.scrypt()
         if let other = copyChunkerParamsFrom {
-            let otherStorage = try StorageFactory.make(location: other)
-            _ = try Repository.readConfig(storage: otherStorage)
-            let otherPassword = try Password.read(purpose: "password of \(other)", prefix: "KHO_FROM_PASSWORD")
-            options.copyChunkerFrom = try Repository.open(storage: otherStorage, password: otherPassword)
+            options.copyChunkerFrom = try OtherRepository(other).open()
             if chunkAverage != nil {
                 throw KhoError(.usage, "--chunk-average and --copy-chunker-params-from both set the chunk sizes: give one of them.")
             }

@@ -72,6 +72,7 @@ struct Prune: ParsableCommand {
             // in seconds, so files older than an hour are leftovers.
             if !dryRun, let local = repo.storage as? LocalStorage {
                 let old = try local.leftoverTemporaryFiles().filter { $0.age > 3600 }
+                // try?: a leftover that cannot be removed now is found and removed by the next prune.
                 for file in old { try? FileManager.default.removeItem(atPath: file.path) }
                 if !old.isEmpty && !json { Terminal.out("removed \(old.count) temporary files left by interrupted saves") }
             }

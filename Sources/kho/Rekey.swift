@@ -38,9 +38,7 @@ struct Rekey: ParsableCommand {
     var json = false
 
     func validate() throws {
-        if let connections, !(1...64).contains(connections) {
-            throw ValidationError("--connections must be 1 to 64; got \(connections).")
-        }
+        try Flags.checkConnections(connections)
     }
 
     struct Result: Codable {
@@ -54,20 +52,9 @@ struct Rekey: ParsableCommand {
     }
 
     func run() throws {
-        let targetAddress: String
-        if let toRepo, !toRepo.isEmpty {
-            targetAddress = toRepo
-        } else if let env = ProcessInfo.processInfo.environment["KHO_REPOSITORY"], !env.isEmpty {
-            targetAddress = env
-        } else {
-            throw KhoError(.usage, "No new repository given: pass --to-repo PATH (an empty or new folder, or s3:…).")
-        }
-        guard targetAddress != fromRepo else {
-            throw KhoError(.usage, "--from-repo and --to-repo are the same: give a new, empty place for the repository with the fresh key.")
-        }
-        let sourceStorage = try StorageFactory.make(location: fromRepo)
-        _ = try Repository.readConfig(storage: sourceStorage)
-        let source = try Repository.open(storage: sourceStorage, password: try Password.read(purpose: "password of \(fromRepo)", prefix: "KHO_FROM_PASSWORD"))
+        let targetAddress = try RepositoryOptions.location(toRepo, missing: "No new repository given: pass --to-repo PATH (an empty or new folder, or s3:…).")
+        try RepositoryPair.refuseSameAddress(fromRepo, targetAddress, fix: "give a new, empty place for the repository with the fresh key")
+        let source = try OtherRepository(fromRepo).open()
 
         let targetStorage = try StorageFactory.make(location: targetAddress)
         let targetPassword = try Password.read(purpose: "password of the new repository \(targetAddress)", confirm: true)
@@ -89,9 +76,7 @@ struct Rekey: ParsableCommand {
             target = try Repository.open(storage: targetStorage, password: targetPassword, config: config)
             created = false
         }
-        guard target.config.id != source.config.id else {
-            throw KhoError(.usage, "\(fromRepo) and \(targetAddress) are the same repository: give a new, empty place.")
-        }
+        try RepositoryPair.refuseSame(source, target, from: fromRepo, to: targetAddress, fix: "give a new, empty place")
         if target.key.encryption.constantTimeEquals(source.key.encryption) {
             throw KhoError(.usage, "\(targetAddress) uses the same encryption key as \(fromRepo): give a new, empty place so that a fresh key is made.")
         }
@@ -103,22 +88,11 @@ struct Rekey: ParsableCommand {
 
         var damaged: [String] = []
         let snapshots = try source.listSnapshots { name, error in damaged.append("snapshots/\(name.prefix(8)): \(error.message)") }
-        let progress = ProgressCounter()
-        let line = ProgressLine(progress: progress, label: "rekey", enabled: !json)
-        let copier = try Copier(source: source, sourceIndex: try source.loadIndex(), target: target, targetIndex: try target.loadIndex(),
-                                uploaders: connections ?? (targetAddress.hasPrefix("s3:") ? 4 : 1), progress: progress)
-        let summary: CopySummary
-        do {
-            summary = try copier.copy(snapshots)
-            line.finish()
-        } catch {
-            line.finish()
-            throw error
-        }
+        let summary = try Copy.copy(snapshots, from: source, to: target, connections: connections, label: "rekey", showProgress: !json)
 
         var checkOptions = CheckOptions()
         checkOptions.readData = .all
-        if targetAddress.hasPrefix("s3:") { checkOptions.workers = max(checkOptions.workers, 4) }
+        checkOptions.workers = target.storage.suggestedCheckWorkers(checkOptions.workers)
         let report = try Checker(repository: target, options: checkOptions).run()
         let moved = try target.listSnapshots()
         let missing = snapshots.filter { old in !moved.contains { Copier.sameBackup($0, old) } }
@@ -143,7 +117,6 @@ struct Rekey: ParsableCommand {
                 Terminal.out("keep \(fromRepo): the move is not complete; fix what is listed above and run `kho rekey` again (it copies only what is missing).")
             }
         }
-        if !report.ok { throw ExitStatus(.integrity) }
-        if !retire { throw ExitStatus(.failure) }
+        try finish(Verdict(report).worst(retire ? .success : .incomplete))
     }
 }

@@ -137,6 +137,6 @@ struct Report: ParsableCommand {
             Terminal.out("MISMATCH \(path): the data hash matches the catalog but the text was changed after the report was made")
         }
         for difference in result.differences { Terminal.out("  \(difference)") }
-        throw ExitStatus(.integrity)
+        try finish(.damaged)
     }
 }

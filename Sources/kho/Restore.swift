@@ -32,7 +32,7 @@ struct Restore: ParsableCommand {
     @Option(help: "Restore the newest snapshot of this source (the --source-name or --stdin-name it was backed up with).")
     var source: String?
 
-    @Option(help: "With --source: the newest snapshot taken at or before this time, e.g. \"2026-11-28 23:00\" (Asia/Ho_Chi_Minh) or RFC 3339.")
+    @Option(help: "With --source: the newest snapshot taken at or before this time, e.g. \"2026-11-28 23:00\" (this machine's time zone, TZ) or RFC 3339 with an offset.")
     var at: String?
 
     @Option(help: "Folder to restore files into.")
@@ -82,37 +82,12 @@ struct Restore: ParsableCommand {
             throw ValidationError("Name the snapshot (an ID, a prefix or `latest`) or the source with --source NAME.")
         }
         if at != nil && source == nil { throw ValidationError("--at needs --source NAME.") }
-        if let at, Restore.parseTime(at) == nil {
-            throw ValidationError("--at \(at) is not a time: write e.g. \"2026-11-28 23:00\" or 2026-11-28T23:00:00+07:00.")
-        }
-    }
-
-    static func parseTime(_ text: String) -> Date? {
-        if let date = Timestamp.parse(text) { return date }
-        let formatter = DateFormatter()
-        formatter.timeZone = TimeZone(identifier: "Asia/Ho_Chi_Minh")
-        formatter.locale = Locale(identifier: "en_US_POSIX")
-        for format in ["yyyy-MM-dd HH:mm:ss", "yyyy-MM-dd HH:mm", "yyyy-MM-dd"] {
-            formatter.dateFormat = format
-            if let date = formatter.date(from: text) { return date }
-        }
-        return nil
+        if let at, LocalTime.parse(at) == nil { throw ValidationError(LocalTime.notATime(at, option: "--at").message) }
     }
 
     func selectSnapshot(_ repo: Repository) throws -> Snapshot {
-        if let reference = snapshotArgument ?? snapshotOption {
-            let snapshot = try repo.findSnapshot(reference, filter: { source == nil || $0.source.name == source })
-            if let source, snapshot.source.name != source {
-                throw KhoError(.usage, "Snapshot \(snapshot.shortID) is of source \(snapshot.source.name ?? snapshot.paths.joined(separator: " ")), not \(source).")
-            }
-            return snapshot
-        }
-        let limit = at.flatMap(Restore.parseTime) ?? .distantFuture
-        let candidates = try repo.listSnapshots().filter { $0.source.name == source && $0.time <= limit && !$0.partial }
-        guard let newest = candidates.last else {
-            throw KhoError(.usage, "No snapshot of source \(source!)\(at.map { " at or before \($0)" } ?? ""): see `kho snapshots`.")
-        }
-        return newest
+        try SnapshotSelector(reference: snapshotArgument ?? snapshotOption, source: source,
+                             at: try at.map { try LocalTime.parse($0, option: "--at") }, atText: at).select(in: repo)
     }
 
     func confirm(_ plan: String) throws {
@@ -147,9 +122,7 @@ struct Restore: ParsableCommand {
         var options = RestoreOptions()
         options.includes = include
         options.overwrite = overwrite
-        // Each read is a GET of up to 16 MiB on S3: keep more of them in flight than there are
-        // cores, so that round trips overlap (the S3 client's pool, KHO_S3_CONNECTIONS, bounds them).
-        if repo.storage.location.hasPrefix("s3:") { options.workers = max(options.workers, 8) }
+        options.workers = repo.storage.suggestedRestoreWorkers(options.workers)
         let progress = ProgressCounter()
         let line = ProgressLine(progress: progress, label: "restore", enabled: !json)
         let summary: RestoreSummary
@@ -167,39 +140,7 @@ struct Restore: ParsableCommand {
                 Terminal.out("\(summary.errors) entries could not be restored: see the warnings above and run `kho check --read-data`.")
             }
         }
-        if summary.errors > 0 { throw ExitStatus(.integrity) }
-    }
-
-    /// The dump file to restore and, for database sources, its part of the manifest.
-    private func dumpFile(_ snap: Snapshot) throws -> (file: String, manifest: DumpManifest.Database?) {
-        let (file, manifest) = try recordedDumpFile(snap)
-        // The name comes from the snapshot: a name with a path in it is not one kho wrote.
-        guard Node.isPlainName(file) else {
-            throw KhoError(.integrity, "Snapshot \(snap.shortID) names its dump \(file.debugDescription), which is not a plain file name: the repository was written by something other than kho; do not restore from it.")
-        }
-        return (file, manifest)
-    }
-
-    private func recordedDumpFile(_ snap: Snapshot) throws -> (file: String, manifest: DumpManifest.Database?) {
-        if let manifest = DumpManifest(snap.manifest) {
-            let choices = manifest.databases
-            if let database {
-                guard let match = choices.first(where: { $0.name == database }) else {
-                    throw KhoError(.usage, "Snapshot \(snap.shortID) holds no database \(database); it holds \(choices.map(\.name).joined(separator: ", ")).")
-                }
-                return (match.file, match)
-            }
-            guard choices.count == 1, let only = choices.first else {
-                throw KhoError(.usage, "Snapshot \(snap.shortID) holds several databases (\(choices.map(\.name).joined(separator: ", "))): choose one with --database NAME.")
-            }
-            return (only.file, only)
-        }
-        let files = snap.paths
-        if let database, files.contains(database) { return (database, nil) }
-        guard files.count == 1, let only = files.first, snap.source.kind != "files" else {
-            throw KhoError(.usage, "Snapshot \(snap.shortID) is not a single dump: restore it with --target DIR, or name the file with --database.")
-        }
-        return (only, nil)
+        try finish(Verdict(summary))
     }
 
     static func printComparison(_ comparison: ManifestComparison) {
@@ -212,7 +153,7 @@ struct Restore: ParsableCommand {
     }
 
     private func restoreDump(_ repo: Repository, index: MasterIndex, snapshot snap: Snapshot) throws {
-        let (file, expected) = try dumpFile(snap)
+        let (file, expected) = try DumpSelector.dump(in: snap, database: database)
         let node = try TreeLookup(repository: repo, index: index).node(at: file, in: snap)
         let reader = try OrderedBlobReader(repository: repo, index: index, content: node.content)
         let progress = ProgressCounter()
@@ -257,7 +198,7 @@ struct Restore: ParsableCommand {
             finished = true
             line.finish()
             var comparison: ManifestComparison?
-            if let toFile, let expected, DumpManifest(snap.manifest)?.engine == "sqlite" {
+            if let toFile, let expected, DumpManifest(snap.manifest).flatMap({ SourceSpec.Kind(rawValue: $0.engine) }) == .sqlite {
                 comparison = ManifestComparison(expected: expected.tables,
                                                 actual: try SQLiteSource.manifestTables(path: toFile, source: snap.source.name ?? file))
             }
@@ -270,18 +211,18 @@ struct Restore: ParsableCommand {
                     Terminal.out("wrote \(Format.bytes(Int64(node.size))) to \(destination) in \(Format.duration(seconds))")
                 }
             }
-            if let comparison, !comparison.equal { throw ExitStatus(.integrity) }
+            try finish(Verdict(comparison))
             return
         }
 
         let url = toDatabase!
-        var (engine, endpoint) = try DatabaseEndpoint.parse(url)
-        endpoint.passwordFile = passwordFile
-        endpoint.passwordEnv = passwordEnv
+        let spec = try SourceSpec.database(url: url, name: snap.source.name ?? file, passwordFile: passwordFile, passwordEnv: passwordEnv)
+        let engine = spec.kind.rawValue
+        let endpoint = spec.endpoint!
         if let kind = DumpManifest(snap.manifest)?.engine, kind != engine {
             throw KhoError(.usage, "Snapshot \(snap.shortID) holds a \(kind) dump; it cannot be loaded into \(engine): give a \(kind):// URL.")
         }
-        let loader = DatabaseLoader(engine: engine, target: endpoint, replace: replace, sourceName: snap.source.name ?? file)
+        let loader = try spec.loader(replace: replace)
         let state = try loader.plan()
         let action = !state.exists ? "create the database" : state.empty ? "load into the existing empty database" : (replace ? "load into a new database, then swap it in for the existing" : "refuse: the database exists and is not empty (see --replace)")
         try confirm("Plan: restore \(file) of \(describe(snap)) into \(engine)://\(endpoint.user)@\(endpoint.host):\(endpoint.port)/\(endpoint.database): \(action)")
@@ -305,7 +246,7 @@ struct Restore: ParsableCommand {
             }
             if let comparison = result.comparison { Restore.printComparison(comparison) }
         }
-        if let comparison = result.comparison, !comparison.equal { throw ExitStatus(.integrity) }
+        try finish(Verdict(result.comparison))
     }
 }
 

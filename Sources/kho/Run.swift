@@ -71,8 +71,6 @@ struct Run: ParsableCommand {
                 for line in r.copies ?? [] { Terminal.out("         \(line)") }
             }
         }
-        // A failed copy fails the run too: the backup is saved, but not where the policy wants it.
-        if results.contains(where: { $0.outcome == .failure || ($0.copiesFailed ?? 0) > 0 }) { throw ExitStatus(.failure) }
-        if results.contains(where: { $0.outcome == .partial }) { throw ExitStatus(.partial) }
+        try finish(JobResult.verdict(of: results))
     }
 }

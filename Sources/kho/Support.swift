@@ -4,11 +4,28 @@ import Glibc
 import KhoCore
 import KhoSupport
 import KhoStorage
+import KhoSources
+import KhoVerify
 
 /// A command's result that is not success; thrown to leave with that exit code.
 struct ExitStatus: Error {
     var code: KhoExitCode
     init(_ code: KhoExitCode) { self.code = code }
+    init(verdict: Verdict) { self.code = KhoExitCode(verdict) }
+}
+
+/// Ends a command with its verdict: nothing for success, else the verdict's exit code.
+func finish(_ verdict: Verdict) throws {
+    if verdict != .success { throw ExitStatus(verdict: verdict) }
+}
+
+/// What each library result says of how its command came out, in one place.
+extension Verdict {
+    init(_ snapshot: Snapshot) { self = snapshot.partial ? .partial : .success }
+    init(_ report: CheckReport) { self = report.ok ? .success : .damaged }
+    init(_ summary: RestoreSummary) { self = summary.errors > 0 ? .damaged : .success }
+    /// A restored database or file against its snapshot's manifest; no manifest, nothing to differ.
+    init(_ comparison: ManifestComparison?) { self = comparison.map { $0.equal ? .success : .damaged } ?? .success }
 }
 
 enum Terminal {
@@ -72,7 +89,7 @@ enum Format {
     static func time(_ date: Date) -> String {
         let formatter = DateFormatter()
         formatter.dateFormat = "yyyy-MM-dd HH:mm:ss"
-        formatter.timeZone = TimeZone.current
+        formatter.timeZone = LocalTime.systemZone
         return formatter.string(from: date)
     }
 }
@@ -87,9 +104,14 @@ struct RepositoryOptions: ParsableArguments {
     var lockWait: String?
 
     func location() throws -> String {
-        if let repo, !repo.isEmpty { return repo }
+        try RepositoryOptions.location(repo, missing: "No repository given: pass --repo PATH or set KHO_REPOSITORY.")
+    }
+
+    /// The address given by a flag, else KHO_REPOSITORY; `missing` is the usage error's text.
+    static func location(_ given: String?, missing: String) throws -> String {
+        if let given, !given.isEmpty { return given }
         if let env = ProcessInfo.processInfo.environment["KHO_REPOSITORY"], !env.isEmpty { return env }
-        throw KhoError(.usage, "No repository given: pass --repo PATH or set KHO_REPOSITORY.")
+        throw KhoError(.usage, missing)
     }
 
     /// A folder, or `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]` (credentials and settings from the
@@ -104,13 +126,18 @@ struct RepositoryOptions: ParsableArguments {
     }
 
     func open() throws -> Repository {
+        try openWithPassword().repository
+    }
+
+    /// The repository and the password that opened it (for `upgrade`, which binds the config with it).
+    func openWithPassword() throws -> (repository: Repository, password: [UInt8]) {
         let storage = try storage()
         let config = try Repository.readConfig(storage: storage)
         let password = try Password.read(purpose: "repository password")
         let repository = try Repository.open(storage: storage, password: password, config: config)
         // A privileged command's audit ledger entry is keyed and anchored with it.
         OpenedRepositories.remember(repository)
-        return repository
+        return (repository, password)
     }
 
     /// Opens the repository and takes a lock for the duration of `body`.
@@ -119,6 +146,16 @@ struct RepositoryOptions: ParsableArguments {
         let lock = try Signals.lock(repository.storage, exclusive: exclusive, command: command, wait: try lockWaitSeconds())
         defer { Signals.unlock(lock) }
         return try body(repository)
+    }
+}
+
+/// Checks of flags several commands share.
+enum Flags {
+    /// `--connections` (backup, copy, rekey): uploads in flight, within what a storage client pools.
+    static func checkConnections(_ connections: Int?) throws {
+        if let connections, !(1...64).contains(connections) {
+            throw ValidationError("--connections must be 1 to 64; got \(connections).")
+        }
     }
 }
 
@@ -133,32 +170,9 @@ enum DurationText {
 }
 
 enum Password {
-    /// Reads the password from the environment, or asks on a terminal.
+    /// The password from the environment (`PasswordSource`'s order), or asked on a terminal.
     static func read(purpose: String, prefix: String = "KHO_PASSWORD", confirm: Bool = false) throws -> [UInt8] {
-        let env = ProcessInfo.processInfo.environment
-        if let file = env["\(prefix)_FILE"], !file.isEmpty {
-            guard let data = FileManager.default.contents(atPath: file) else {
-                throw KhoError(.usage, "Cannot read the password file \(file) named by \(prefix)_FILE: check the path and its permissions.")
-            }
-            return trimNewline(Array(data))
-        }
-        if let command = env["\(prefix)_COMMAND"], !command.isEmpty {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/bin/sh")
-            process.arguments = ["-c", command]
-            let pipe = Pipe()
-            process.standardOutput = pipe
-            try process.run()
-            let data = pipe.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            guard process.terminationStatus == 0 else {
-                throw KhoError(.usage, "The password command in \(prefix)_COMMAND exited with status \(process.terminationStatus): fix the command.")
-            }
-            return trimNewline(Array(data))
-        }
-        if let value = env[prefix] {
-            return Array(value.utf8)
-        }
+        if let password = try PasswordSource.read(prefix: prefix) { return password }
         if isatty(STDIN_FILENO) != 0 {
             let first = prompt("Enter \(purpose): ")
             if confirm {
@@ -168,18 +182,32 @@ enum Password {
             }
             return first
         }
-        throw KhoError(.usage, "No \(purpose) given: set \(prefix)_FILE, \(prefix)_COMMAND or \(prefix).")
+        throw PasswordSource.missing(purpose: purpose, prefix: prefix)
     }
 
     private static func prompt(_ text: String) -> [UInt8] {
         guard let raw = getpass(text) else { return [] }
         return Array(String(cString: raw).utf8)
     }
+}
 
-    private static func trimNewline(_ bytes: [UInt8]) -> [UInt8] {
-        var bytes = bytes
-        while let last = bytes.last, last == 0x0a || last == 0x0d { bytes.removeLast() }
-        return bytes
+/// The other repository of `copy`, `rekey` and `init --copy-chunker-params-from`: its address is
+/// given on the command line, its password by KHO_FROM_PASSWORD_FILE, _COMMAND or KHO_FROM_PASSWORD.
+struct OtherRepository {
+    let location: String
+    let storage: any Storage
+    let config: RepositoryConfig
+
+    /// Reads the config first: a place that is no repository says so before a password is asked for.
+    init(_ location: String) throws {
+        self.location = location
+        storage = try StorageFactory.make(location: location)
+        config = try Repository.readConfig(storage: storage)
+    }
+
+    func open() throws -> Repository {
+        try Repository.open(storage: storage, password: try Password.read(purpose: "password of \(location)", prefix: "KHO_FROM_PASSWORD"),
+                            config: config)
     }
 }
 
@@ -202,6 +230,7 @@ enum Signals {
                 }
                 ScratchRegistry.tearDownAll()
                 for lock in locks.current.values { lock.release() }
+                // try?: a lock still being written may not exist yet; one left behind is stale and `kho unlock` removes it.
                 for (storage, name) in pendingLocks.current { try? storage.remove(Handle(.lock, name)) }
                 if Terminal.isInteractive { Terminal.write(STDERR_FILENO, "\n") }
                 Terminal.error("interrupted; nothing was committed after the last complete step.")
@@ -292,7 +321,4 @@ final class ProgressLine: @unchecked Sendable {
         self.worker = nil
     }
 }
-
-import KhoStorage
-import KhoVerify
 

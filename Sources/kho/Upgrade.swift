@@ -19,10 +19,7 @@ struct Upgrade: ParsableCommand {
     @OptionGroup var repository: RepositoryOptions
 
     func run() throws {
-        let storage = try repository.storage()
-        let config = try Repository.readConfig(storage: storage)
-        let password = try Password.read(purpose: "repository password")
-        let repo = try Repository.open(storage: storage, password: password, config: config)
+        let (repo, password) = try repository.openWithPassword()
         let lock = try Signals.lock(repo.storage, exclusive: true, command: "upgrade", wait: try repository.lockWaitSeconds())
         defer { Signals.unlock(lock) }
         if try repo.upgradeConfig(password: password) {

@@ -57,8 +57,7 @@ struct Verify: ParsableCommand {
         } else {
             for e in results { Verify.describe(e) }
         }
-        let code = DrillVerdict.exitCode(results, couldNotRun: couldNotRun)
-        if code != .success { throw ExitStatus(code) }
+        try finish(DrillVerdict.of(results, couldNotRun: couldNotRun))
     }
 
     static func describe(_ e: DrillEvidence) {
@@ -123,11 +122,11 @@ struct Audit: ParsableCommand {
             let check = try ledger.check(witnesses: witnesses)
             if let (_, reason) = check.problem {
                 Terminal.out("ledger \(ledger.path): BROKEN: \(reason)")
-                throw ExitStatus(.integrity)
+                try finish(.damaged)
             }
             if let evidenceProblem = try checkEvidence(witnesses: witnesses, ledger: ledger) {
                 Terminal.out("drill evidence in \(orchestration.stateDirectory): BROKEN: \(evidenceProblem)")
-                throw ExitStatus(.integrity)
+                try finish(.damaged)
             }
             var detail: [String] = []
             if let legacy = check.legacyThrough {

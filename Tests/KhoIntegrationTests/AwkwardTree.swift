@@ -1,4 +1,5 @@
 import Foundation
+import KhoTestSupport
 import Glibc
 
 /// Builds a source tree with every kind of entry and name a backup tool gets wrong: symlinks

@@ -1,4 +1,5 @@
 import Foundation
+import KhoTestSupport
 import Glibc
 import Testing
 
@@ -626,12 +627,14 @@ extension DatabaseSourceTests {
                 let target = "regions_at_\(i)"
                 var arguments = ["restore", "--source", "regions", "--to-database", pg.url(target), "--yes"]
                 if let at = item.at { arguments += ["--at", at] }
-                let result = try sandbox.kho(arguments)
+                // Local times are read on the machine's clock: this test's are Hanoi's.
+                let result = try sandbox.kho(arguments, env: ["TZ": "Asia/Ho_Chi_Minh"])
                 #expect(result.exitCode == 0, "\(result)")
                 #expect(result.err.contains("of snapshot \(short[item.snapshot] ?? "?")"), "--at \(item.at ?? "(none)") should pick \(short[item.snapshot] ?? "?"): \(result)")
                 #expect(try pg.value("SELECT count(*) FROM communes;", database: target) == String(item.rows), "--at \(item.at ?? "(none)")")
             }
-            let tooEarly = try sandbox.kho("restore", "--source", "regions", "--at", "2026-10-31 12:00", "--to-database", pg.url("regions_never"), "--yes")
+            let tooEarly = try sandbox.kho(["restore", "--source", "regions", "--at", "2026-10-31 12:00", "--to-database", pg.url("regions_never"), "--yes"],
+                                           env: ["TZ": "Asia/Ho_Chi_Minh"])
             try expectFailure(tooEarly, code: 2, "No snapshot of source regions at or before 2026-10-31 12:00")
             #expect(!(try pg.databases()).contains("regions_never"))
         }

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import KhoCore
 import KhoSupport
+import KhoTestSupport
 import Testing
 
 // Attacks on the drill host (issue #17): hostile identifiers reaching database clients, local

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import KhoCore
 import KhoSupport
+import KhoTestSupport
 import Testing
 
 // Restore drills (`kho verify`, drills in `kho run`) and the audit ledger, driven through the `kho`

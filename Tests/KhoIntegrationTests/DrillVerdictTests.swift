@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import KhoCore
 import KhoSupport
+import KhoTestSupport
 import Testing
 
 // The verdict of a drill decides `kho verify`'s exit code, not the text of its checks: a check the

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import KhoCore
 import KhoSupport
+import KhoTestSupport
 import Testing
 
 // Attacks on the evidence trail, driven through the `kho` binary: whoever can write the state

@@ -1,4 +1,5 @@
 import Foundation
+import KhoTestSupport
 import Testing
 
 // S3 Object Lock against moto's S3 server: `kho init --object-lock-days`, forget and prune that
@@ -7,7 +8,7 @@ import Testing
 // buckets, plays the attacker and plays the passing of time (moto, unlike real S3, lets a lock be
 // shortened).
 
-@Suite(.serialized, .enabled(if: S3Helper.unavailableReason == nil, Comment(rawValue: S3Helper.unavailableReason ?? "")))
+@Suite(.serialized, .enabled(if: S3TestSupport.unavailableReason == nil, Comment(rawValue: S3TestSupport.unavailableReason ?? "")))
 struct ObjectLockTests {
     static let script = Harness.packageRoot + "/scripts/lib/s3-object-lock.py"
 

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import KhoCore
 import KhoSupport
+import KhoTestSupport
 import Testing
 
 // The policy engine driven through the `kho` binary: `kho run --due` with the test-only fake clock

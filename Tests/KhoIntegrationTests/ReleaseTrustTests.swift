@@ -1,4 +1,5 @@
 import Foundation
+import KhoTestSupport
 import Glibc
 @testable import KhoCore
 import KhoSupport

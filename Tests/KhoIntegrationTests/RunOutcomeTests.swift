@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import KhoCore
 import KhoSupport
+import KhoTestSupport
 import Testing
 
 // What `kho run` and `kho verify` make of failures that used to vanish or be decided by text: a

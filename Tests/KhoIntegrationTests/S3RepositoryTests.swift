@@ -1,4 +1,5 @@
 import Foundation
+import KhoTestSupport
 import Glibc
 import Testing
 
@@ -9,94 +10,20 @@ import Testing
 // ones refused, exactly as when the server dies; when the proxy comes back, the server is back
 // with the objects it had, as a real S3 server with disks would be.
 
-/// A helper process of scripts/lib/s3-test-server.py.
-final class S3Helper: @unchecked Sendable {
-    static let script = Harness.packageRoot + "/scripts/lib/s3-test-server.py"
-
-    static let unavailableReason: String? = {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", "import moto.server, boto3"]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        do { try process.run() } catch { return "python3 cannot be started: \(error)" }
-        process.waitUntilExit()
-        return process.terminationStatus == 0 ? nil : "moto[server] is not installed (python3 -m pip install 'moto[server]')"
-    }()
-
-    let process: Process
-    let ready: [String: Any]
-    let log: String
-
-    init(_ arguments: [String], folder: String, timeout: Double = 90) throws {
-        let readyFile = folder + "/ready-\(UUID().uuidString).json"
-        log = folder + "/\(arguments[0])-\(UUID().uuidString).log"
-        FileManager.default.createFile(atPath: log, contents: nil)
-        let output = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", S3Helper.script] + arguments + ["--ready", readyFile]
-        process.standardOutput = output
-        process.standardError = output
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        let deadline = Date().addingTimeInterval(timeout)
-        var found: [String: Any]?
-        while Date() < deadline, process.isRunning {
-            if let data = FileManager.default.contents(atPath: readyFile),
-               let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
-                found = object
-                break
-            }
-            usleep(50_000)
-        }
-        guard let found else {
-            if process.isRunning {
-                Glibc.kill(process.processIdentifier, SIGKILL)
-                process.waitUntilExit()
-            }
-            throw HarnessError("s3-test-server.py \(arguments.joined(separator: " ")) did not get ready:\n"
-                               + ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").suffix(3000))
-        }
-        ready = found
-    }
-
-    var isRunning: Bool { process.isRunning }
-
-    func kill() {
-        if process.isRunning {
-            Glibc.kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
-    }
-
-    deinit { kill() }
-}
-
 /// moto's S3 server with a bucket `kho-it` and a key allowed every S3 action.
 final class S3Server: @unchecked Sendable {
     static let bucket = "kho-it"
-    let folder: String
-    private let helper: S3Helper
-    let port: Int
-    let keyID: String
-    let secret: String
+    private let moto: MotoServer
+    var folder: String { moto.folder }
+    var port: Int { moto.port }
+    var keyID: String { moto.keys["kho"]!.id }
+    var secret: String { moto.keys["kho"]!.secret }
 
     init() throws {
-        folder = try ServerSupport.makeTemporaryFolder("moto-it")
-        helper = try S3Helper(["moto", "--bucket", S3Server.bucket], folder: folder)
-        guard let port = helper.ready["port"] as? Int, let keys = helper.ready["keys"] as? [String: [String]], let kho = keys["kho"] else {
-            throw HarnessError("unexpected ready file \(helper.ready)")
-        }
-        self.port = port
-        keyID = kho[0]
-        secret = kho[1]
+        moto = try MotoServer(buckets: [S3Server.bucket])
     }
 
-    deinit {
-        helper.kill()
-        try? removeTree(folder)
-    }
+    deinit { moto.stop() }
 
     /// The environment that points kho at `prefix` in the bucket, through `port` (a proxy) or directly.
     func environment(prefix: String, port: Int? = nil, _ extra: [String: String?] = [:]) -> [String: String?] {
@@ -111,7 +38,7 @@ final class S3Server: @unchecked Sendable {
 
     /// Deletes the first object under `prefix` with another S3 client; returns its key.
     func deleteFirstObject(under prefix: String) throws -> String {
-        let result = try ServerSupport.run("/usr/bin/env", ["python3", S3Helper.script, "delete", "--port", String(port), "--key-id", keyID,
+        let result = try ServerSupport.run("/usr/bin/env", ["python3", S3TestSupport.helper, "delete", "--port", String(port), "--key-id", keyID,
                                                             "--secret", secret, "--bucket", S3Server.bucket, "--prefix", prefix],
                                            scratch: folder)
         guard result.succeeded else { throw HarnessError("deleting under \(prefix) failed: \(result.stderr)") }
@@ -119,46 +46,7 @@ final class S3Server: @unchecked Sendable {
     }
 }
 
-/// A TCP proxy in front of the server, on a port of its own that stays the same across restarts.
-private final class Proxy: @unchecked Sendable {
-    let port: Int
-    let target: Int
-    let folder: String
-    private var helper: S3Helper?
-
-    init(target: Int, folder: String, exitAfterBytes: Int = 0, stallFirst: Int = 0, stallSeconds: Double = 0) throws {
-        self.target = target
-        self.folder = folder
-        port = try ServerSupport.freeLoopbackPort()
-        try start(exitAfterBytes: exitAfterBytes, stallFirst: stallFirst, stallSeconds: stallSeconds)
-    }
-
-    func start(exitAfterBytes: Int = 0, stallFirst: Int = 0, stallSeconds: Double = 0) throws {
-        var lastError: Error?
-        for _ in 0..<20 {
-            do {
-                helper = try S3Helper(["proxy", "--listen", String(port), "--target", String(target), "--exit-after-bytes", String(exitAfterBytes),
-                                       "--stall-first", String(stallFirst), "--stall-seconds", String(stallSeconds)], folder: folder, timeout: 20)
-                return
-            } catch {
-                lastError = error
-                usleep(200_000)
-            }
-        }
-        throw lastError!
-    }
-
-    var isRunning: Bool { helper?.isRunning ?? false }
-
-    func kill() {
-        helper?.kill()
-        helper = nil
-    }
-
-    deinit { kill() }
-}
-
-@Suite(.serialized, .enabled(if: S3Helper.unavailableReason == nil, Comment(rawValue: S3Helper.unavailableReason ?? "")))
+@Suite(.serialized, .enabled(if: S3TestSupport.unavailableReason == nil, Comment(rawValue: S3TestSupport.unavailableReason ?? "")))
 struct S3RepositoryTests {
     @Test("an S3 repository: init, backup, restore byte-identical, check --read-data, forget --prune")
     func roundTrip() throws {
@@ -232,7 +120,7 @@ struct S3RepositoryTests {
     func serverKilledDuringBackup() throws {
         let server = try S3Server()
         let sandbox = try Sandbox("s3-killed")
-        let proxy = try Proxy(target: server.port, folder: server.folder)
+        let proxy = try TCPProxy(target: server.port)
         let env = server.environment(prefix: "killed", port: proxy.port, ["KHO_S3_RETRIES": "2", "KHO_S3_TIMEOUT": "5"])
         try #require(try sandbox.kho(["init"], env: env).exitCode == 0)
         let data = sandbox.path("data")
@@ -272,7 +160,7 @@ struct S3RepositoryTests {
         try makeDirectories(data)
         try writeFile(data + "/a.bin", randomBytes(2 << 20))
         // The first three connections get no answer for a minute; a request gives up after 2 s.
-        let proxy = try Proxy(target: server.port, folder: server.folder, stallFirst: 3, stallSeconds: 60)
+        let proxy = try TCPProxy(target: server.port, stallFirst: 3, stallSeconds: 60)
         let env = server.environment(prefix: "slow", port: proxy.port, ["KHO_S3_TIMEOUT": "2", "KHO_S3_RETRIES": "5"])
         let started = Date()
         let backup = try sandbox.kho(["backup", data], env: env)
@@ -281,7 +169,7 @@ struct S3RepositoryTests {
         #expect(elapsed >= 2, "at least one request timed out first (took \(elapsed) s)")
         #expect(elapsed < 60, "took \(elapsed) s")
         // Too slow for every attempt: a clear failure naming the timeout, not a hang.
-        let stuck = try Proxy(target: server.port, folder: server.folder, stallFirst: 1000, stallSeconds: 120)
+        let stuck = try TCPProxy(target: server.port, stallFirst: 1000, stallSeconds: 120)
         let failed = try sandbox.kho(["snapshots"], env: server.environment(prefix: "slow", port: stuck.port, ["KHO_S3_TIMEOUT": "1", "KHO_S3_RETRIES": "1"]))
         #expect(failed.exitCode == 1 && failed.err.contains("timed out"), "\(failed)")
     }

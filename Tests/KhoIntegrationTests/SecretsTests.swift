@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import KhoCore
 import KhoSupport
+import KhoTestSupport
 import Testing
 
 // Secrets kho holds must not reach the programs it starts, its messages or its catalog, and a

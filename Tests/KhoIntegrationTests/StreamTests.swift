@@ -1,4 +1,5 @@
 import Foundation
+import KhoTestSupport
 import Glibc
 import Testing
 

@@ -1,6 +1,7 @@
 import Foundation
 import KhoCore
 import KhoSupport
+import KhoTestSupport
 import KhoPolicy
 import Testing
 

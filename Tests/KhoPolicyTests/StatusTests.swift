@@ -2,6 +2,7 @@ import Foundation
 import KhoCatalog
 import KhoCore
 import KhoSupport
+import KhoTestSupport
 import KhoPolicy
 import Testing
 

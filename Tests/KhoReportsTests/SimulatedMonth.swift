@@ -3,6 +3,7 @@ import KhoCatalog
 import Glibc
 import KhoCore
 import KhoSupport
+import KhoTestSupport
 import KhoPolicy
 import KhoVerify
 @testable import KhoReports
@@ -107,9 +108,7 @@ final class SimulatedMonth: @unchecked Sendable {
                            "van-ban/van-ban-db", "van-ban/van-ban-scan", "van-ban/van-ban-tep"]
 
     init() throws {
-        var template = Array("/tmp/kho-report-unit-XXXXXX".utf8CString)
-        guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else { throw KhoError(.failure, "mkdtemp failed") }
-        root = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        root = try ServerSupport.makeTemporaryFolder("report-unit")
         policiesDir = root + "/policies"
         stateDir = root + "/state"
         try FileManager.default.createDirectory(atPath: policiesDir, withIntermediateDirectories: true)

@@ -1,4 +1,5 @@
 import Foundation
+import KhoTestSupport
 import KhoCore
 import KhoSupport
 import KhoStorage
@@ -27,7 +28,7 @@ import Testing
         try withTemporaryFolder { (folder: String) throws in
             let storage = LocalStorage(path: folder + "//")
             #expect(storage.location == folder)
-            var rng = TestRandom(seed: 20)
+            var rng = SplitMix64(seed: 20)
             let pack = rng.name()
             let names = (key: rng.name(), index: rng.name(), snapshot: rng.name(), lock: rng.name())
             try storage.save(Handle(.data, pack), data: [1])
@@ -51,7 +52,7 @@ import Testing
     @Test func interruptedSaveLeavesOnlyATemporaryFileThatListIgnores() throws {
         try withTemporaryFolder { (folder: String) throws in
             let storage = LocalStorage(path: folder)
-            var rng = TestRandom(seed: 21)
+            var rng = SplitMix64(seed: 21)
             let pack = rng.name()
             let snapshot = rng.name()
             try storage.save(Handle(.data, pack), data: [1, 2, 3])
@@ -98,7 +99,7 @@ import Testing
     @Test func strayEntriesAreNotListedAsPacks() throws {
         try withTemporaryFolder { (folder: String) throws in
             let storage = LocalStorage(path: folder)
-            var rng = TestRandom(seed: 22)
+            var rng = SplitMix64(seed: 22)
             let pack = rng.name()
             try storage.save(Handle(.data, pack), data: [1])
             // A file directly under data/ and a folder whose name is not a fan-out prefix.

@@ -1,4 +1,5 @@
 import Foundation
+import KhoTestSupport
 import KhoCore
 import KhoSupport
 import KhoStorage
@@ -26,7 +27,7 @@ private func snapshot(time: Date, tree: BlobID = BlobID(w0: 1, w1: 2, w2: 3, w3:
 }
 
 private func samplePacks(seed: UInt64, packs: Int, blobs: Int) -> [(pack: BlobID, blobs: [PackedBlob])] {
-    var rng = TestRandom(seed: seed)
+    var rng = SplitMix64(seed: seed)
     var result: [(pack: BlobID, blobs: [PackedBlob])] = []
     for _ in 0..<packs {
         let pack = BlobID(w0: rng.next(), w1: rng.next(), w2: rng.next(), w3: rng.next())

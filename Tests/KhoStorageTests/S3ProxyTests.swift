@@ -3,6 +3,7 @@ import Testing
 @testable import KhoStorage
 import KhoCore
 import KhoSupport
+import KhoTestSupport
 
 @Suite("S3 proxy variables")
 struct S3ProxyTests {
@@ -89,7 +90,7 @@ extension S3ProxyTests {
         func exercise(_ storage: S3Storage, seed: UInt64, after: (String) -> Void = { _ in }) throws {
             try storage.checkAccess()
             after("checkAccess")
-            var rng = TestRandom(seed: seed)
+            var rng = SplitMix64(seed: seed)
             let handle = Handle(.data, rng.name())
             let data = rng.bytes(3 << 20)
             try storage.save(handle, data: data)

@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import KhoCore
 import KhoSupport
+import KhoTestSupport
 import KhoStorage
 import Testing
 
@@ -159,7 +160,7 @@ struct S3StorageTests {
         // The suite's own check, with every listing cut into pages of 7 objects.
         try StorageConformance { try server.freshStorage(configuration: configuration) }.run(.listReturnsExactlyWhatWasSaved)
         let storage = try server.freshStorage(configuration: configuration)
-        var rng = TestRandom(seed: 38)
+        var rng = SplitMix64(seed: 38)
         var names = Set<String>()
         for _ in 0..<50 {
             let name = rng.name()
@@ -177,7 +178,7 @@ struct S3StorageTests {
         let oneAndMore = try S3Storage(location: base + "/site/one-more", configuration: server.configuration())
         let top = try S3Storage(location: base, configuration: server.configuration())
         #expect(try one.isEmpty() && oneAndMore.isEmpty() && top.isEmpty())
-        var rng = TestRandom(seed: 30)
+        var rng = SplitMix64(seed: 30)
         let pack = rng.name()
         try one.save(Handle(.data, pack), data: [1, 2, 3])
         try one.save(.config, data: [4])
@@ -272,7 +273,7 @@ struct S3StorageTests {
         let server = try MotoServer.requireShared()
         let proxy = try TCPProxy(target: server.port)
         let storage = try server.freshStorage(port: proxy.port, configuration: server.configuration(retries: 1))
-        var rng = TestRandom(seed: 34)
+        var rng = SplitMix64(seed: 34)
         let first = Handle(.data, rng.name())
         let data = rng.bytes(300_000)
         try storage.save(first, data: data)
@@ -293,7 +294,7 @@ struct S3StorageTests {
         // The first two connections get no answer for 30 s; requests time out after 1 s.
         let proxy = try TCPProxy(target: server.port, stallFirst: 2, stallSeconds: 30)
         let storage = try server.freshStorage(port: proxy.port, configuration: server.configuration(timeout: 1, retries: 3))
-        var rng = TestRandom(seed: 35)
+        var rng = SplitMix64(seed: 35)
         let handle = Handle(.index, rng.name())
         let data = rng.bytes(10_000)
         let started = Date()
@@ -336,7 +337,7 @@ struct S3StorageTests {
         let storage = try server.freshStorage()
         // Another client with the same address (another host, or an attacker) removes a pack.
         let other = try S3Storage(location: storage.location, configuration: server.configuration())
-        var rng = TestRandom(seed: 36)
+        var rng = SplitMix64(seed: 36)
         let handle = Handle(.data, rng.name())
         try storage.save(handle, data: rng.bytes(5000))
         #expect(try storage.load(handle, offset: 100, length: 10).count == 10)
@@ -352,7 +353,7 @@ struct S3StorageTests {
     @Test func manyParallelRangedReads() throws {
         let server = try MotoServer.requireShared()
         let storage = try server.freshStorage()
-        var rng = TestRandom(seed: 37)
+        var rng = SplitMix64(seed: 37)
         let handle = Handle(.data, rng.name())
         let data = rng.bytes(2 << 20)
         try storage.save(handle, data: data)
@@ -372,6 +373,6 @@ struct S3StorageTests {
 
 /// A repository file name from a seeded generator.
 private func randomName(_ seed: UInt64) -> String {
-    var rng = TestRandom(seed: seed)
+    var rng = SplitMix64(seed: seed)
     return rng.name()
 }

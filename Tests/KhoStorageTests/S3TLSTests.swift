@@ -1,6 +1,7 @@
 import Foundation
 import KhoCore
 import KhoSupport
+import KhoTestSupport
 import KhoStorage
 import Testing
 
@@ -75,7 +76,7 @@ struct S3TLSTests {
         // One connection: the refused certificate was not tried again.
         #expect(front.connections == 1)
         // Every verb says the same.
-        var rng = TestRandom(seed: 61)
+        var rng = SplitMix64(seed: 61)
         let handle = Handle(.index, rng.name())
         for (verb, body) in [("save", { try storage.save(handle, data: [1]) }), ("load", { _ = try storage.load(handle) }),
                              ("list", { _ = try storage.list(.snapshot) }), ("remove", { try storage.remove(handle) })] as [(String, () throws -> Void)] {
@@ -97,7 +98,7 @@ struct S3TLSTests {
         // The certificate names localhost too.
         let storage = try server.freshStorage(host: "localhost", configuration: server.configuration(caFile: server.ca.certificateFile))
         try storage.checkAccess()
-        var rng = TestRandom(seed: 62)
+        var rng = SplitMix64(seed: 62)
         let handle = Handle(.data, rng.name())
         let data = rng.bytes(3 << 20)
         try storage.save(handle, data: data)

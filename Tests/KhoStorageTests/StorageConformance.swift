@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import KhoTestSupport
 import KhoCore
 import KhoSupport
 import Testing
@@ -71,7 +72,7 @@ struct StorageConformance {
     // MARK: checks
 
     func roundTripEveryKind(_ storage: any Storage) throws {
-        var rng = TestRandom(seed: 1)
+        var rng = SplitMix64(seed: 1)
         var saved: [Handle: [UInt8]] = [:]
         for (i, kind) in FileKind.allCases.enumerated() {
             let handle = kind == .config ? Handle.config : Handle(kind, rng.name())
@@ -96,7 +97,7 @@ struct StorageConformance {
     }
 
     func loadRange(_ storage: any Storage) throws {
-        var rng = TestRandom(seed: 2)
+        var rng = SplitMix64(seed: 2)
         let data = rng.bytes(10_000)
         let handle = Handle(.data, rng.name())
         try storage.save(handle, data: data)
@@ -110,7 +111,7 @@ struct StorageConformance {
     /// A file larger than its kind allows (planted by whoever can write the storage) is refused
     /// with an integrity error instead of being read into memory; ranges within it still read.
     func oversizedFileIsRefused(_ storage: any Storage) throws {
-        var rng = TestRandom(seed: 9)
+        var rng = SplitMix64(seed: 9)
         let lock = Handle(.lock, rng.name())
         let size = FileKind.lock.maximumSize + 1
         try storage.save(lock, data: rng.bytes(size))
@@ -123,7 +124,7 @@ struct StorageConformance {
     }
 
     func loadPastEndThrowsIntegrity(_ storage: any Storage) throws {
-        var rng = TestRandom(seed: 3)
+        var rng = SplitMix64(seed: 3)
         let handle = Handle(.data, rng.name())
         try storage.save(handle, data: rng.bytes(1000))
         for (offset, length) in [(990, 11), (0, 1001), (1000, 1), (5000, 10)] {
@@ -136,7 +137,7 @@ struct StorageConformance {
     /// A missing file is reported as `.integrity` (`KhoError.missing`): the engine tells "missing"
     /// from "storage unreachable" (`.storage`) by the kind.
     func missingFileThrows(_ storage: any Storage) throws {
-        var rng = TestRandom(seed: 4)
+        var rng = SplitMix64(seed: 4)
         try storage.save(Handle(.snapshot, rng.name()), data: [1, 2, 3])
         for kind in FileKind.allCases {
             let handle = kind == .config ? Handle.config : Handle(kind, rng.name())
@@ -148,7 +149,7 @@ struct StorageConformance {
     }
 
     func listReturnsExactlyWhatWasSaved(_ storage: any Storage) throws {
-        var rng = TestRandom(seed: 5)
+        var rng = SplitMix64(seed: 5)
         var expected: [FileKind: Set<StoredFile>] = [:]
         for kind in FileKind.allCases where kind != .config {
             for i in 0..<(kind == .data ? 40 : 5) {
@@ -179,7 +180,7 @@ struct StorageConformance {
             #expect(try storage.list(kind).isEmpty, "\(kind)")
         }
         // Files of one kind do not make the other kinds' lists fail or fill.
-        var rng = TestRandom(seed: 6)
+        var rng = SplitMix64(seed: 6)
         try storage.save(Handle(.lock, rng.name()), data: [1])
         for kind in FileKind.allCases where kind != .lock {
             #expect(try storage.list(kind).isEmpty, "\(kind)")
@@ -187,7 +188,7 @@ struct StorageConformance {
     }
 
     func saveAgainReplaces(_ storage: any Storage) throws {
-        var rng = TestRandom(seed: 7)
+        var rng = SplitMix64(seed: 7)
         for handle in [Handle(.lock, rng.name()), Handle(.data, rng.name()), Handle.config] {
             let first = rng.bytes(5000)
             let second = rng.bytes(100)
@@ -203,7 +204,7 @@ struct StorageConformance {
     }
 
     func removeThenList(_ storage: any Storage) throws {
-        var rng = TestRandom(seed: 8)
+        var rng = SplitMix64(seed: 8)
         for kind in FileKind.allCases {
             let handles = kind == .config ? [Handle.config] : (0..<4).map { _ in Handle(kind, rng.name()) }
             for handle in handles { try storage.save(handle, data: rng.bytes(64)) }
@@ -224,7 +225,7 @@ struct StorageConformance {
     }
 
     func removeMissingDoesNotThrow(_ storage: any Storage) throws {
-        var rng = TestRandom(seed: 9)
+        var rng = SplitMix64(seed: 9)
         // Nothing at all stored yet, so not even the folders exist.
         for kind in FileKind.allCases {
             let handle = kind == .config ? Handle.config : Handle(kind, rng.name())
@@ -238,7 +239,7 @@ struct StorageConformance {
 
     func isEmptyBeforeAndAfter(_ storage: any Storage) throws {
         #expect(try storage.isEmpty())
-        var rng = TestRandom(seed: 10)
+        var rng = SplitMix64(seed: 10)
         try storage.save(Handle(.key, rng.name()), data: [1, 2, 3])
         #expect(try !storage.isEmpty())
         // Saving a zero-length file also makes a storage non-empty.
@@ -249,7 +250,7 @@ struct StorageConformance {
     }
 
     func largeFile(_ storage: any Storage) throws {
-        var rng = TestRandom(seed: 11)
+        var rng = SplitMix64(seed: 11)
         let data = rng.bytes(20 << 20)
         let handle = Handle(.data, rng.name())
         try storage.save(handle, data: data)
@@ -263,7 +264,7 @@ struct StorageConformance {
     }
 
     func zeroLengthFile(_ storage: any Storage) throws {
-        var rng = TestRandom(seed: 12)
+        var rng = SplitMix64(seed: 12)
         for kind in FileKind.allCases {
             let handle = kind == .config ? Handle.config : Handle(kind, rng.name())
             try storage.save(handle, data: [])
@@ -277,7 +278,7 @@ struct StorageConformance {
 
     func concurrentSaves(_ storage: any Storage) throws {
         let count = 48
-        var rng = TestRandom(seed: 13)
+        var rng = SplitMix64(seed: 13)
         // Half the data files share one fan-out folder that does not exist yet, so that folder
         // creation races too.
         let kinds: [FileKind] = [.data, .data, .index, .snapshot, .key, .lock]
@@ -306,7 +307,7 @@ struct StorageConformance {
     }
 
     func concurrentSavesOfOneName(_ storage: any Storage) throws {
-        var rng = TestRandom(seed: 14)
+        var rng = SplitMix64(seed: 14)
         let handle = Handle(.lock, rng.name())
         let versions = (0..<16).map { _ in rng.bytes(Int.random(in: 1000...FileKind.lock.maximumSize, using: &rng)) }
         let failures = Failures()
@@ -331,37 +332,6 @@ final class Failures: @unchecked Sendable {
     var all: [String] { lock.lock(); defer { lock.unlock() }; return items }
 }
 
-/// SplitMix64: seeded, so that every run writes the same data and names.
-struct TestRandom: RandomNumberGenerator {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed &* 0x2545_F491_4F6C_DD1D }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    mutating func bytes(_ count: Int) -> [UInt8] {
-        [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
-            var i = 0
-            while i < count {
-                var word = next()
-                for _ in 0..<8 where i < count {
-                    buffer[i] = UInt8(truncatingIfNeeded: word)
-                    word >>= 8
-                    i += 1
-                }
-            }
-            initialized = count
-        }
-    }
-
-    /// A file name as the repository uses them: 64 lowercase hex digits.
-    mutating func name() -> String { Hex.encode(bytes(32)) }
-}
 
 /// Runs `body` and records an issue unless it throws a `KhoError` of `kind`.
 func expectKhoError(_ kind: KhoError.Kind, _ comment: String? = nil, sourceLocation: SourceLocation = #_sourceLocation,
@@ -383,4 +353,9 @@ func withTemporaryFolder<T>(_ body: (String) throws -> T) throws -> T {
     try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: url) }
     return try body(url.path)
+}
+
+extension SplitMix64 {
+    /// A file name as the repository uses them: 64 lowercase hex digits.
+    mutating func name() -> String { Hex.encode(bytes(32)) }
 }

@@ -27,40 +27,40 @@ struct VerdictTests {
         #expect(e.passed)
         #expect(e.check(.manifest)?.counted == false && e.check(.pgAmcheck)?.counted == true)
         #expect(e.failureReasons == ["table public.orders: checksum differs (not counted: the policy's drills do not require the manifest check)"])
-        #expect(DrillVerdict.exitCode([e], couldNotRun: false) == .success)
+        #expect(KhoExitCode(DrillVerdict.of([e], couldNotRun: false)) == .success)
     }
 
     @Test("a counted manifest difference or engine check failure fails the drill with exit 12")
     func countedDataFailure() {
         let manifest = decided([(.pgAmcheck, .pass), (.manifest, .fail), (.rto, .pass)])
-        #expect(!manifest.passed && DrillVerdict.exitCode([manifest], couldNotRun: false) == .integrity)
+        #expect(!manifest.passed && KhoExitCode(DrillVerdict.of([manifest], couldNotRun: false)) == .integrity)
         let engine = decided([(.checkTable, .fail), (.manifest, .pass), (.rto, .pass)], requiring: [.integrity])
-        #expect(!engine.passed && DrillVerdict.exitCode([engine], couldNotRun: false) == .integrity)
+        #expect(!engine.passed && KhoExitCode(DrillVerdict.of([engine], couldNotRun: false)) == .integrity)
         let modes = decided([(.fileContents, .pass), (.fileModes, .fail), (.rto, .pass)])
-        #expect(!modes.passed && DrillVerdict.exitCode([modes], couldNotRun: false) == .integrity)
+        #expect(!modes.passed && KhoExitCode(DrillVerdict.of([modes], couldNotRun: false)) == .integrity)
     }
 
     @Test("only the RTO missed: exit 1; not counted: exit 0")
     func rto() {
         let counted = decided([(.sqliteIntegrity, .pass), (.manifest, .pass), (.rto, .fail)])
-        #expect(!counted.passed && DrillVerdict.exitCode([counted], couldNotRun: false) == .failure)
+        #expect(!counted.passed && KhoExitCode(DrillVerdict.of([counted], couldNotRun: false)) == .failure)
         let uncounted = decided([(.sqliteIntegrity, .pass), (.manifest, .pass), (.rto, .fail)], requiring: [.integrity, .manifest])
-        #expect(uncounted.passed && DrillVerdict.exitCode([uncounted], couldNotRun: false) == .success)
+        #expect(uncounted.passed && KhoExitCode(DrillVerdict.of([uncounted], couldNotRun: false)) == .success)
     }
 
     @Test("the restore always counts: a failed restore is 12 even when the policy requires nothing else; one that could not run is 1")
     func restore() {
         let failed = decided([(.restore, .fail)], requiring: [])
-        #expect(!failed.passed && DrillVerdict.exitCode([failed], couldNotRun: false) == .integrity)
+        #expect(!failed.passed && KhoExitCode(DrillVerdict.of([failed], couldNotRun: false)) == .integrity)
         let couldNot = decided([(.restore, .error)], requiring: [])
-        #expect(!couldNot.passed && DrillVerdict.exitCode([couldNot], couldNotRun: false) == .failure)
+        #expect(!couldNot.passed && KhoExitCode(DrillVerdict.of([couldNot], couldNotRun: false)) == .failure)
     }
 
     @Test("a drill that could not start at all makes the run exit 1 even when the others passed")
     func couldNotRun() {
         let good = decided([(.fileContents, .pass), (.fileModes, .pass), (.rto, .pass)])
-        #expect(good.passed && DrillVerdict.exitCode([good], couldNotRun: false) == .success)
-        #expect(DrillVerdict.exitCode([good], couldNotRun: true) == .failure)
+        #expect(good.passed && KhoExitCode(DrillVerdict.of([good], couldNotRun: false)) == .success)
+        #expect(KhoExitCode(DrillVerdict.of([good], couldNotRun: true)) == .failure)
     }
 
     @Test("evidence of an earlier kho (no check kinds, no counted flags) decodes, keeps its seal and reads its checks by kind")
@@ -81,6 +81,6 @@ struct VerdictTests {
         #expect(read.check(.pgAmcheck)?.name == "pg_amcheck shop" && read.check(.manifest)?.outcome == .fail)
         #expect(read.kind == .postgres)
         // Without counted flags every failed check counts, as the earlier kho decided.
-        #expect(DrillVerdict.exitCode([read], couldNotRun: false) == .integrity)
+        #expect(KhoExitCode(DrillVerdict.of([read], couldNotRun: false)) == .integrity)
     }
 }

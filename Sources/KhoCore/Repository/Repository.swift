@@ -431,23 +431,9 @@ public final class Repository: Sendable {
         return result.sorted { ($0.time, $0.id ?? "") < ($1.time, $1.id ?? "") }
     }
 
-    /// Finds a snapshot by `latest`, a full ID or a unique prefix of one.
+    /// Finds a snapshot by `latest`, a full ID or a unique prefix of one (the rule is `SnapshotSelector`'s).
     public func findSnapshot(_ reference: String, filter: (Snapshot) -> Bool = { _ in true }) throws -> Snapshot {
-        if reference == "latest" {
-            guard let newest = try listSnapshots().filter(filter).last else {
-                throw KhoError(.usage, "The repository has no snapshot yet (that matches the filters): run `kho backup` first.")
-            }
-            return newest
-        }
-        guard !reference.isEmpty, reference.allSatisfy(\.isHexDigit) else {
-            throw KhoError(.usage, "\"\(reference)\" is not a snapshot ID: give `latest`, an ID or a unique prefix as shown by `kho snapshots`.")
-        }
-        let matches = try storage.list(.snapshot).filter { $0.name.hasPrefix(reference.lowercased()) }
-        guard matches.count == 1 else {
-            throw KhoError(.usage, matches.isEmpty
-                ? "No snapshot has an ID starting with \(reference): see `kho snapshots`."
-                : "\(matches.count) snapshots have IDs starting with \(reference): give more digits.")
-        }
-        return try loadSnapshot(id: matches[0].name)
+        try SnapshotSelector.find(reference, names: { try storage.list(.snapshot).map(\.name) }, snapshots: { try listSnapshots() },
+                                  load: loadSnapshot(id:), filter: filter)
     }
 }

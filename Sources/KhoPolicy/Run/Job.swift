@@ -37,6 +37,16 @@ public struct JobResult: Sendable, Codable {
     }
 }
 
+extension JobResult {
+    /// Incomplete when a job failed, or a copy failed (the backup is saved, but not where the
+    /// policy wants it); partial when a backup could not read everything; else success.
+    public static func verdict(of results: [JobResult]) -> Verdict {
+        if results.contains(where: { $0.outcome == .failure || ($0.copiesFailed ?? 0) > 0 }) { return .incomplete }
+        if results.contains(where: { $0.outcome == .partial }) { return .partial }
+        return .success
+    }
+}
+
 public struct RunOptions: Sendable {
     public var onlyDue = true
     public var policy: String?

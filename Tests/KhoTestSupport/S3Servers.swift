@@ -17,16 +17,12 @@ import Testing
 // Both helpers exit when the test process goes away. Tests are skipped with a reason when
 // `python3 -c 'import moto.server'` fails (scripts/test installs moto[server]).
 
-enum S3TestSupport {
-    static let packageRoot: String = {
-        var url = URL(fileURLWithPath: #filePath)
-        for _ in 0..<3 { url.deleteLastPathComponent() }
-        return url.path
-    }()
+package enum S3TestSupport {
+    package static let packageRoot = TestPaths.packageRoot
 
-    static let helper = packageRoot + "/scripts/lib/s3-test-server.py"
+    package static let helper = packageRoot + "/scripts/lib/s3-test-server.py"
 
-    static let unavailableReason: String? = {
+    package static let unavailableReason: String? = {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", "-c", "import moto.server, boto3"]
@@ -37,16 +33,14 @@ enum S3TestSupport {
         return process.terminationStatus == 0 ? nil : "moto[server] is not installed (python3 -m pip install 'moto[server]')"
     }()
 
-    static var isAvailable: Bool { unavailableReason == nil }
+    package static var isAvailable: Bool { unavailableReason == nil }
 
-    static func temporaryFolder(_ label: String) throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("kho-\(label)-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        return path
+    package static func temporaryFolder(_ label: String) throws -> String {
+        try ServerSupport.makeTemporaryFolder(label)
     }
 
     /// Starts the helper and waits for it to write its ready file.
-    static func start(_ arguments: [String], folder: String, timeout: Double = 90) throws -> (Process, [String: Any]) {
+    package static func start(_ arguments: [String], folder: String, timeout: Double = 90) throws -> (Process, [String: Any]) {
         let ready = folder + "/ready-\(UUID().uuidString).json"
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -76,7 +70,7 @@ enum S3TestSupport {
     }
 
     /// A port on 127.0.0.1 that nothing listens on right now.
-    static func freePort() throws -> Int {
+    package static func freePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw S3TestError("socket() failed") }
         defer { close(fd) }
@@ -95,32 +89,32 @@ enum S3TestSupport {
     }
 }
 
-struct S3TestError: Error, CustomStringConvertible {
-    var description: String
-    init(_ text: String) { description = text }
+package struct S3TestError: Error, CustomStringConvertible {
+    package var description: String
+    package init(_ text: String) { description = text }
 }
 
 /// moto's S3 server on a free loopback port, with authentication on.
-final class MotoServer: @unchecked Sendable {
-    static let bucket = "kho-test"
+package final class MotoServer: @unchecked Sendable {
+    package static let bucket = "kho-test"
     /// A bucket that exists for tests that need one of their own.
-    static let spareBucket = "kho-spare"
+    package static let spareBucket = "kho-spare"
 
-    @TaskLocal static var shared: MotoServer?
+    @TaskLocal package static var shared: MotoServer?
 
-    static func requireShared(sourceLocation: SourceLocation = #_sourceLocation) throws -> MotoServer {
+    package static func requireShared(sourceLocation: SourceLocation = #_sourceLocation) throws -> MotoServer {
         try #require(shared, "this suite needs the .motoServer trait", sourceLocation: sourceLocation)
     }
 
-    let folder: String
-    let port: Int
+    package let folder: String
+    package let port: Int
     /// User name → (access key ID, secret).
-    let keys: [String: (id: String, secret: String)]
+    package let keys: [String: (id: String, secret: String)]
     private let process: Process
 
-    init() throws {
+    package init(buckets: [String] = [MotoServer.bucket, MotoServer.spareBucket]) throws {
         folder = try S3TestSupport.temporaryFolder("moto")
-        let (process, ready) = try S3TestSupport.start(["moto", "--bucket", MotoServer.bucket, "--bucket", MotoServer.spareBucket], folder: folder)
+        let (process, ready) = try S3TestSupport.start(["moto"] + buckets.flatMap { ["--bucket", $0] }, folder: folder)
         self.process = process
         guard let port = ready["port"] as? Int, let keys = ready["keys"] as? [String: [String]] else {
             kill(process.processIdentifier, SIGKILL)
@@ -131,7 +125,7 @@ final class MotoServer: @unchecked Sendable {
         self.keys = keys.mapValues { (id: $0[0], secret: $0[1]) }
     }
 
-    func stop() {
+    package func stop() {
         if process.isRunning {
             // Its state is thrown away: no need to ask nicely.
             kill(process.processIdentifier, SIGKILL)
@@ -142,14 +136,14 @@ final class MotoServer: @unchecked Sendable {
 
     deinit { stop() }
 
-    var endpoint: String { "http://127.0.0.1:\(port)" }
+    package var endpoint: String { "http://127.0.0.1:\(port)" }
 
-    func credentials(_ user: String = "kho") -> S3Credentials {
+    package func credentials(_ user: String = "kho") -> S3Credentials {
         S3Credentials(accessKeyID: keys[user]!.id, secretAccessKey: keys[user]!.secret)
     }
 
     /// Settings for quick tests: short pauses between attempts.
-    func configuration(_ user: String = "kho", timeout: TimeInterval = 20, retries: Int = 3) -> S3Configuration {
+    package func configuration(_ user: String = "kho", timeout: TimeInterval = 20, retries: Int = 3) -> S3Configuration {
         var configuration = S3Configuration(credentials: credentials(user))
         configuration.timeout = timeout
         configuration.retries = retries
@@ -159,7 +153,7 @@ final class MotoServer: @unchecked Sendable {
     }
 
     /// A storage under a prefix nobody used yet, so that it starts empty.
-    func freshStorage(port: Int? = nil, bucket: String = MotoServer.bucket, configuration: S3Configuration? = nil) throws -> S3Storage {
+    package func freshStorage(port: Int? = nil, bucket: String = MotoServer.bucket, configuration: S3Configuration? = nil) throws -> S3Storage {
         try S3Storage(location: "s3:http://127.0.0.1:\(port ?? self.port)/\(bucket)/t-\(UUID().uuidString.lowercased())",
                       configuration: configuration ?? self.configuration())
     }
@@ -167,27 +161,32 @@ final class MotoServer: @unchecked Sendable {
 
 /// A TCP proxy on 127.0.0.1 in front of another port; `kill()` and `start()` make the server
 /// behind it vanish and return.
-final class TCPProxy: @unchecked Sendable {
-    let port: Int
-    let target: Int
+package final class TCPProxy: @unchecked Sendable {
+    package let port: Int
+    package let target: Int
     private let folder: String
     private var process: Process?
 
-    init(target: Int, port: Int? = nil, stallFirst: Int = 0, stallSeconds: Double = 0) throws {
+    package init(target: Int, port: Int? = nil, exitAfterBytes: Int = 0, stallFirst: Int = 0, stallSeconds: Double = 0) throws {
         self.target = target
         self.port = try port ?? S3TestSupport.freePort()
         folder = try S3TestSupport.temporaryFolder("proxy")
-        try start(stallFirst: stallFirst, stallSeconds: stallSeconds)
+        try start(exitAfterBytes: exitAfterBytes, stallFirst: stallFirst, stallSeconds: stallSeconds)
     }
 
-    func start(stallFirst: Int = 0, stallSeconds: Double = 0) throws {
-        precondition(process == nil)
+    /// False once the proxy was killed or left by itself (after `exitAfterBytes`).
+    package var isRunning: Bool { process?.isRunning ?? false }
+
+    /// Starts the proxy again on the same port; `exitAfterBytes` > 0 makes it die, as a server
+    /// would, after passing that many bytes.
+    package func start(exitAfterBytes: Int = 0, stallFirst: Int = 0, stallSeconds: Double = 0) throws {
+        kill()
         var lastError: Error?
         // The old listener's port may take a moment to be free again.
         for _ in 0..<20 {
             do {
                 process = try S3TestSupport.start(["proxy", "--listen", String(port), "--target", String(target),
-                                                   "--stall-first", String(stallFirst), "--stall-seconds", String(stallSeconds)],
+                                                   "--exit-after-bytes", String(exitAfterBytes), "--stall-first", String(stallFirst), "--stall-seconds", String(stallSeconds)],
                                                   folder: folder, timeout: 20).0
                 return
             } catch {
@@ -199,7 +198,7 @@ final class TCPProxy: @unchecked Sendable {
     }
 
     /// SIGKILL: open connections are cut, new ones refused.
-    func kill() {
+    package func kill() {
         guard let process else { return }
         Glibc.kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
@@ -213,10 +212,10 @@ final class TCPProxy: @unchecked Sendable {
 }
 
 /// Starts one `MotoServer` for a whole suite (`MotoServer.shared`).
-struct MotoServerTrait: SuiteTrait, TestScoping {
-    var isRecursive: Bool { false }
+package struct MotoServerTrait: SuiteTrait, TestScoping {
+    package var isRecursive: Bool { false }
 
-    func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
+    package func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
         guard S3TestSupport.isAvailable else { return try await function() }
         let server = try MotoServer()
         defer { server.stop() }
@@ -225,15 +224,15 @@ struct MotoServerTrait: SuiteTrait, TestScoping {
 }
 
 extension Trait where Self == MotoServerTrait {
-    static var motoServer: Self { Self() }
+    package static var motoServer: Self { Self() }
 }
 
 // MARK: - TLS with a private CA
 
 /// A throwaway certificate authority made with the `openssl` command in a temporary folder, and
 /// server certificates it signs.
-final class PrivateCA: @unchecked Sendable {
-    static let unavailableReason: String? = {
+package final class PrivateCA: @unchecked Sendable {
+    package static let unavailableReason: String? = {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["openssl", "version"]
@@ -244,12 +243,12 @@ final class PrivateCA: @unchecked Sendable {
         return process.terminationStatus == 0 ? nil : "the openssl command is not installed"
     }()
 
-    let folder: String
+    package let folder: String
     /// The CA's certificate, PEM: what `KHO_S3_CA_FILE` names.
-    let certificateFile: String
+    package let certificateFile: String
     private let keyFile: String
 
-    init(name: String = "kho test CA") throws {
+    package init(name: String = "kho test CA") throws {
         folder = try S3TestSupport.temporaryFolder("ca")
         certificateFile = folder + "/ca.pem"
         keyFile = folder + "/ca.key"
@@ -259,7 +258,7 @@ final class PrivateCA: @unchecked Sendable {
     }
 
     /// A server certificate for `names` (IP addresses and DNS names) signed by this CA: (certificate, key) files.
-    func serverCertificate(_ label: String, names: [String] = ["127.0.0.1", "localhost"]) throws -> (certificate: String, key: String) {
+    package func serverCertificate(_ label: String, names: [String] = ["127.0.0.1", "localhost"]) throws -> (certificate: String, key: String) {
         let key = folder + "/\(label).key", request = folder + "/\(label).csr", certificate = folder + "/\(label).pem"
         let extensions = folder + "/\(label).ext"
         let alternativeNames = names.map { $0.first?.isNumber == true ? "IP:\($0)" : "DNS:\($0)" }.joined(separator: ",")
@@ -277,7 +276,7 @@ final class PrivateCA: @unchecked Sendable {
         return (certificate, key)
     }
 
-    static func openssl(_ arguments: [String]) throws {
+    package static func openssl(_ arguments: [String]) throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["openssl"] + arguments
@@ -300,13 +299,13 @@ final class PrivateCA: @unchecked Sendable {
 
 /// A helper process of s3-test-server.py that listens on a port of 127.0.0.1 and counts what it
 /// served in a file (connections or requests); stopped and cleaned up with its owner.
-final class CountingHelper: @unchecked Sendable {
-    let port: Int
+package final class CountingHelper: @unchecked Sendable {
+    package let port: Int
     private let folder: String
     private let countFile: String
     private let process: Process
 
-    init(_ mode: String, _ arguments: [String]) throws {
+    package init(_ mode: String, _ arguments: [String]) throws {
         folder = try S3TestSupport.temporaryFolder(mode)
         countFile = folder + "/count.json"
         let (process, ready) = try S3TestSupport.start([mode] + arguments + ["--count", countFile], folder: folder, timeout: 30)
@@ -319,7 +318,7 @@ final class CountingHelper: @unchecked Sendable {
         self.port = port
     }
 
-    var count: Int {
+    package var count: Int {
         guard let data = FileManager.default.contents(atPath: countFile) else { return 0 }
         return (try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])) as? Int ?? 0
     }
@@ -333,34 +332,34 @@ final class CountingHelper: @unchecked Sendable {
 
 /// An HTTPS front on 127.0.0.1 for a plain HTTP server (moto), with a certificate of a `PrivateCA`;
 /// it counts the TCP connections it accepted.
-final class TLSFront: Sendable {
+package final class TLSFront: Sendable {
     private let helper: CountingHelper
-    var port: Int { helper.port }
+    package var port: Int { helper.port }
 
-    init(target: Int, certificate: String, key: String) throws {
+    package init(target: Int, certificate: String, key: String) throws {
         helper = try CountingHelper("tls-proxy", ["--target", String(target), "--cert", certificate, "--key", key])
     }
 
     /// TCP connections accepted so far (each attempt of a client that tries again is one more).
-    var connections: Int { helper.count }
+    package var connections: Int { helper.count }
 }
 
 /// moto behind a TLS front whose certificate (for 127.0.0.1 and localhost) a private CA signed,
 /// for a whole suite: `MotoServer.shared`, `PrivateCATLSServer.shared`.
-final class PrivateCATLSServer: @unchecked Sendable {
-    @TaskLocal static var shared: PrivateCATLSServer?
+package final class PrivateCATLSServer: @unchecked Sendable {
+    @TaskLocal package static var shared: PrivateCATLSServer?
 
-    static func requireShared(sourceLocation: SourceLocation = #_sourceLocation) throws -> PrivateCATLSServer {
+    package static func requireShared(sourceLocation: SourceLocation = #_sourceLocation) throws -> PrivateCATLSServer {
         try #require(shared, "this suite needs the .privateCATLSServer trait", sourceLocation: sourceLocation)
     }
 
-    static var unavailableReason: String? { S3TestSupport.unavailableReason ?? PrivateCA.unavailableReason }
+    package static var unavailableReason: String? { S3TestSupport.unavailableReason ?? PrivateCA.unavailableReason }
 
-    let ca: PrivateCA
-    let front: TLSFront
-    let moto: MotoServer
+    package let ca: PrivateCA
+    package let front: TLSFront
+    package let moto: MotoServer
 
-    init(moto: MotoServer) throws {
+    package init(moto: MotoServer) throws {
         self.moto = moto
         ca = try PrivateCA()
         let (certificate, key) = try ca.serverCertificate("server")
@@ -368,14 +367,14 @@ final class PrivateCATLSServer: @unchecked Sendable {
     }
 
     /// The environment kho reads: moto's `kho` key, and `KHO_S3_CA_FILE` unless `caFile` is nil.
-    func environment(caFile: String?) -> [String: String] {
+    package func environment(caFile: String?) -> [String: String] {
         var environment = ["AWS_ACCESS_KEY_ID": moto.keys["kho"]!.id, "AWS_SECRET_ACCESS_KEY": moto.keys["kho"]!.secret]
         if let caFile { environment["KHO_S3_CA_FILE"] = caFile }
         return environment
     }
 
     /// Settings as kho makes them from `environment(caFile:)`, with quick pauses between attempts.
-    func configuration(caFile: String?, retries: Int = 3) throws -> S3Configuration {
+    package func configuration(caFile: String?, retries: Int = 3) throws -> S3Configuration {
         var configuration = try S3Configuration.fromEnvironment(environment(caFile: caFile))
         configuration.timeout = 20
         configuration.retries = retries
@@ -385,16 +384,16 @@ final class PrivateCATLSServer: @unchecked Sendable {
     }
 
     /// A storage over https under a prefix nobody used yet.
-    func freshStorage(host: String = "127.0.0.1", port: Int? = nil, configuration: S3Configuration) throws -> S3Storage {
+    package func freshStorage(host: String = "127.0.0.1", port: Int? = nil, configuration: S3Configuration) throws -> S3Storage {
         try S3Storage(location: "s3:https://\(host):\(port ?? front.port)/\(MotoServer.bucket)/tls-\(UUID().uuidString.lowercased())",
                       configuration: configuration)
     }
 }
 
-struct PrivateCATLSServerTrait: SuiteTrait, TestScoping {
-    var isRecursive: Bool { false }
+package struct PrivateCATLSServerTrait: SuiteTrait, TestScoping {
+    package var isRecursive: Bool { false }
 
-    func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
+    package func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
         guard PrivateCATLSServer.unavailableReason == nil else { return try await function() }
         let moto = try MotoServer()
         defer { moto.stop() }
@@ -406,16 +405,16 @@ struct PrivateCATLSServerTrait: SuiteTrait, TestScoping {
 }
 
 extension Trait where Self == PrivateCATLSServerTrait {
-    static var privateCATLSServer: Self { Self() }
+    package static var privateCATLSServer: Self { Self() }
 }
 
 /// An HTTP server on 127.0.0.1 that gives every request the same answer (a status, an S3 error
 /// code, a Location), and counts the requests.
-final class FixedAnswerServer: Sendable {
+package final class FixedAnswerServer: Sendable {
     private let helper: CountingHelper
-    var port: Int { helper.port }
+    package var port: Int { helper.port }
 
-    init(status: Int, code: String? = nil, location: String? = nil) throws {
+    package init(status: Int, code: String? = nil, location: String? = nil) throws {
         var arguments = ["--status", String(status)]
         if let code { arguments += ["--code", code] }
         if let location { arguments += ["--location", location] }
@@ -423,5 +422,5 @@ final class FixedAnswerServer: Sendable {
     }
 
     /// Requests answered so far.
-    var requests: Int { helper.count }
+    package var requests: Int { helper.count }
 }

@@ -21,29 +21,29 @@ import Testing
 // `scripts/test` installs them.
 
 /// A failure while setting up or talking to a scratch server.
-struct ServerError: Error, CustomStringConvertible {
-    var description: String
-    init(_ text: String) { description = text }
+package struct ServerError: Error, CustomStringConvertible {
+    package var description: String
+    package init(_ text: String) { description = text }
 }
 
 /// Output of a helper program (psql, mariadb, sqlite3, initdb …).
-struct ToolResult {
-    var status: Int32?
-    var stdout: String
-    var stderr: String
-    var succeeded: Bool { status == 0 }
+package struct ToolResult {
+    package var status: Int32?
+    package var stdout: String
+    package var stderr: String
+    package var succeeded: Bool { status == 0 }
 }
 
-enum ServerSupport {
+package enum ServerSupport {
     /// The first executable called `name` in `directories`.
-    static func find(_ name: String, in directories: [String]) -> String? {
+    package static func find(_ name: String, in directories: [String]) -> String? {
         directories.map { $0 + "/" + name }.first { access($0, X_OK) == 0 }
     }
 
-    static let standardDirectories = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+    package static let standardDirectories = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
 
     /// A port on 127.0.0.1 that nothing listens on right now (the kernel picks it).
-    static func freeLoopbackPort() throws -> Int {
+    package static func freeLoopbackPort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw ServerError("socket() failed: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
@@ -64,7 +64,7 @@ enum ServerSupport {
     }
 
     /// A new folder /tmp/kho-<label>-XXXXXX (mode 0755).
-    static func makeTemporaryFolder(_ label: String) throws -> String {
+    package static func makeTemporaryFolder(_ label: String) throws -> String {
         var template = Array("/tmp/kho-\(label)-XXXXXX".utf8CString)
         guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
             throw ServerError("mkdtemp(/tmp/kho-\(label)-XXXXXX) failed: \(String(cString: strerror(errno)))")
@@ -75,7 +75,7 @@ enum ServerSupport {
     }
 
     /// Gives `path` and everything below it to `user` (as `chown -R`).
-    static func chownTree(_ path: String, to user: String) throws {
+    package static func chownTree(_ path: String, to user: String) throws {
         // getpwnam_r, not getpwnam: suites start PostgreSQL and MariaDB in parallel, and getpwnam's
         // one static answer can be overwritten by the other thread's ("mysql" owning a postgres
         // folder: initdb then fails with "Permission denied").
@@ -98,7 +98,7 @@ enum ServerSupport {
 
     /// The environment for helper programs: this process's, without variables that would point a
     /// client at another server or a kho repository.
-    static func environment(_ extra: [String: String] = [:]) -> [String: String] {
+    package static func environment(_ extra: [String: String] = [:]) -> [String: String] {
         var env = ProcessInfo.processInfo.environment.filter { key, _ in
             !key.hasPrefix("KHO_") && !key.hasPrefix("PG") && !key.hasPrefix("MYSQL")
         }
@@ -108,7 +108,7 @@ enum ServerSupport {
     }
 
     /// Runs a program to its end; its output goes through files in `scratch`.
-    static func run(_ executable: String, _ arguments: [String], input: StandardInput = .null, scratch: String,
+    package static func run(_ executable: String, _ arguments: [String], input: StandardInput = .null, scratch: String,
                     environment: [String: String] = ServerSupport.environment(), timeout: Double = 120) throws -> ToolResult {
         let child = try Child.spawn(executable, arguments, environment: environment, input: input, scratch: scratch)
         let result = child.wait(timeout: timeout)
@@ -117,7 +117,7 @@ enum ServerSupport {
 
     /// Runs a program and throws with its output unless it exits 0.
     @discardableResult
-    static func require(_ executable: String, _ arguments: [String], input: StandardInput = .null, scratch: String,
+    package static func require(_ executable: String, _ arguments: [String], input: StandardInput = .null, scratch: String,
                         environment: [String: String] = ServerSupport.environment(), timeout: Double = 120) throws -> String {
         let result = try run(executable, arguments, input: input, scratch: scratch, environment: environment, timeout: timeout)
         guard result.succeeded else {
@@ -127,7 +127,7 @@ enum ServerSupport {
     }
 
     /// Polls `condition` every 50 ms until it holds; throws `what` after `timeout` seconds.
-    static func waitUntil(_ what: String, timeout: Double = 60, _ condition: () throws -> Bool) throws {
+    package static func waitUntil(_ what: String, timeout: Double = 60, _ condition: () throws -> Bool) throws {
         let deadline = Date().addingTimeInterval(timeout)
         while true {
             if try condition() { return }
@@ -137,7 +137,7 @@ enum ServerSupport {
     }
 
     /// Writes `sql` to a new file in `folder` (readable by every user) and returns its path.
-    static func scriptFile(_ sql: String, in folder: String) throws -> String {
+    package static func scriptFile(_ sql: String, in folder: String) throws -> String {
         let path = folder + "/script-\(UInt64.random(in: 0...UInt64.max)).sql"
         try writeFile(path, Array(sql.utf8), mode: 0o644)
         return path
@@ -147,9 +147,9 @@ enum ServerSupport {
 // MARK: PostgreSQL
 
 /// A PostgreSQL cluster of its own, on 127.0.0.1 and a random port, owned by the `postgres` user.
-final class ScratchPostgres: @unchecked Sendable {
+package final class ScratchPostgres: @unchecked Sendable {
     /// The newest /usr/lib/postgresql/*/bin that holds initdb, pg_ctl and postgres.
-    static let binDirectory: String? = {
+    package static let binDirectory: String? = {
         let root = "/usr/lib/postgresql"
         let versions = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [])
             .sorted { (Int($0) ?? 0, $0) > (Int($1) ?? 0, $1) }
@@ -158,10 +158,10 @@ final class ScratchPostgres: @unchecked Sendable {
         }
     }()
 
-    static let runuser = ServerSupport.find("runuser", in: ServerSupport.standardDirectories)
+    package static let runuser = ServerSupport.find("runuser", in: ServerSupport.standardDirectories)
 
     /// Why the tests cannot start a cluster here, or nil when they can.
-    static let unavailableReason: String? = {
+    package static let unavailableReason: String? = {
         if binDirectory == nil { return "PostgreSQL server binaries (initdb, pg_ctl, postgres, psql in /usr/lib/postgresql/*/bin) are missing: install postgresql" }
         if runuser == nil { return "runuser is missing (util-linux): initdb must run as the postgres user" }
         if getpwnam("postgres") == nil { return "there is no postgres user (install postgresql)" }
@@ -169,29 +169,29 @@ final class ScratchPostgres: @unchecked Sendable {
         return nil
     }()
 
-    static var isAvailable: Bool { unavailableReason == nil }
+    package static var isAvailable: Bool { unavailableReason == nil }
 
     /// The server started by the `.scratchPostgres` suite trait, for the tests of that suite.
-    @TaskLocal static var shared: ScratchPostgres?
+    @TaskLocal package static var shared: ScratchPostgres?
 
     /// `shared`, or a failed requirement that says the suite lacks the trait.
-    static func requireShared(sourceLocation: SourceLocation = #_sourceLocation) throws -> ScratchPostgres {
+    package static func requireShared(sourceLocation: SourceLocation = #_sourceLocation) throws -> ScratchPostgres {
         try #require(shared, "this suite needs the .scratchPostgres trait", sourceLocation: sourceLocation)
     }
 
-    let bin: String
+    package let bin: String
     /// The temporary folder: the data directory `data`, the socket, the log, scripts.
-    let dir: String
-    var dataDirectory: String { dir + "/data" }
-    var logFile: String { dir + "/server.log" }
-    private(set) var port = 0
-    let superuser = "postgres"
+    package let dir: String
+    package var dataDirectory: String { dir + "/data" }
+    package var logFile: String { dir + "/server.log" }
+    package private(set) var port = 0
+    package let superuser = "postgres"
     /// With a password, TCP logins need it (SCRAM); logins through the socket stay trusted.
-    let password: String?
-    private(set) var isRunning = false
+    package let password: String?
+    package private(set) var isRunning = false
 
     /// Creates and starts the cluster.
-    init(label: String = "pg", password: String? = nil) throws {
+    package init(label: String = "pg", password: String? = nil) throws {
         guard let bin = ScratchPostgres.binDirectory, ScratchPostgres.unavailableReason == nil else {
             throw ServerError(ScratchPostgres.unavailableReason ?? "PostgreSQL is not available")
         }
@@ -244,7 +244,7 @@ final class ScratchPostgres: @unchecked Sendable {
     }
 
     /// Stops the server (immediately: the data is thrown away) and removes the folder. Idempotent.
-    func stop() {
+    package func stop() {
         if isRunning {
             let stopped = try? ServerSupport.run(ScratchPostgres.runuser!, ["-u", "postgres", "--", bin + "/pg_ctl", "-D", dataDirectory, "-m", "immediate", "-w", "stop"],
                                                  scratch: dir, timeout: 60)
@@ -259,22 +259,22 @@ final class ScratchPostgres: @unchecked Sendable {
     }
 
     /// A program of this server's version (psql, pg_dump, pgbench …).
-    func program(_ name: String) -> String { bin + "/" + name }
+    package func program(_ name: String) -> String { bin + "/" + name }
 
     /// The URL kho takes: postgres://USER@127.0.0.1:PORT/DATABASE.
-    func url(_ database: String, user: String = "postgres", port: Int? = nil) -> String {
+    package func url(_ database: String, user: String = "postgres", port: Int? = nil) -> String {
         "postgres://\(user)@127.0.0.1:\(port ?? self.port)/\(database)"
     }
 
     /// Arguments for `psql` that reach this server through its socket (trusted even with a password).
-    func psqlArguments(database: String) -> [String] {
+    package func psqlArguments(database: String) -> [String] {
         ["-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-h", dir, "-p", String(port), "-U", superuser, "-d", database]
     }
 
     /// Runs SQL as the superuser and returns what it printed (unaligned, tab-separated, no headers),
     /// without the final newline; throws with psql's error when a statement fails.
     @discardableResult
-    func psql(_ sql: String, database: String = "postgres") throws -> String {
+    package func psql(_ sql: String, database: String = "postgres") throws -> String {
         let script = try ServerSupport.scriptFile(sql, in: dir)
         defer { unlink(script) }
         let out = try ServerSupport.require(program("psql"), psqlArguments(database: database) + ["-f", script], scratch: dir)
@@ -282,27 +282,27 @@ final class ScratchPostgres: @unchecked Sendable {
     }
 
     /// The rows a query printed, one string per row (columns tab-separated).
-    func rows(_ sql: String, database: String = "postgres") throws -> [String] {
+    package func rows(_ sql: String, database: String = "postgres") throws -> [String] {
         try psql(sql, database: database).split(separator: "\n", omittingEmptySubsequences: false).map(String.init).filter { !$0.isEmpty }
     }
 
     /// A single value.
-    func value(_ sql: String, database: String = "postgres") throws -> String {
+    package func value(_ sql: String, database: String = "postgres") throws -> String {
         try psql(sql, database: database).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    func createDatabase(_ name: String) throws {
+    package func createDatabase(_ name: String) throws {
         try psql("CREATE DATABASE \"\(name)\" TEMPLATE template0;")
     }
 
     /// The names of the databases (without the templates), sorted.
-    func databases() throws -> [String] {
+    package func databases() throws -> [String] {
         try rows("SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY 1;")
     }
 
     /// Every row of every user table of `database`, as text in a defined order, hashed: equal
     /// fingerprints mean equal contents.
-    func fingerprint(_ database: String) throws -> String {
+    package func fingerprint(_ database: String) throws -> String {
         let tables = try rows("""
             SELECT format('%I.%I', schemaname, tablename) FROM pg_tables
             WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1;
@@ -319,15 +319,15 @@ final class ScratchPostgres: @unchecked Sendable {
 
 /// A MariaDB server of its own: a data directory made by `mariadb-install-db`, `mariadbd` on
 /// 127.0.0.1 and a random port; `root` logs in over TCP without a password.
-final class ScratchMariaDB: @unchecked Sendable {
-    static let server = ServerSupport.find("mariadbd", in: ServerSupport.standardDirectories)
+package final class ScratchMariaDB: @unchecked Sendable {
+    package static let server = ServerSupport.find("mariadbd", in: ServerSupport.standardDirectories)
         ?? ServerSupport.find("mysqld", in: ServerSupport.standardDirectories)
-    static let installDB = ServerSupport.find("mariadb-install-db", in: ServerSupport.standardDirectories)
+    package static let installDB = ServerSupport.find("mariadb-install-db", in: ServerSupport.standardDirectories)
         ?? ServerSupport.find("mysql_install_db", in: ServerSupport.standardDirectories)
-    static let client = ServerSupport.find("mariadb", in: ServerSupport.standardDirectories)
+    package static let client = ServerSupport.find("mariadb", in: ServerSupport.standardDirectories)
         ?? ServerSupport.find("mysql", in: ServerSupport.standardDirectories)
 
-    static let unavailableReason: String? = {
+    package static let unavailableReason: String? = {
         if server == nil || installDB == nil { return "MariaDB server binaries (mariadbd, mariadb-install-db) are missing: install mariadb-server" }
         if client == nil { return "the mariadb client is missing: install mariadb-client" }
         if getpwnam("mysql") == nil { return "there is no mysql user (install mariadb-server)" }
@@ -335,24 +335,24 @@ final class ScratchMariaDB: @unchecked Sendable {
         return nil
     }()
 
-    static var isAvailable: Bool { unavailableReason == nil }
+    package static var isAvailable: Bool { unavailableReason == nil }
 
     /// The server started by the `.scratchMariaDB` suite trait.
-    @TaskLocal static var shared: ScratchMariaDB?
+    @TaskLocal package static var shared: ScratchMariaDB?
 
-    static func requireShared(sourceLocation: SourceLocation = #_sourceLocation) throws -> ScratchMariaDB {
+    package static func requireShared(sourceLocation: SourceLocation = #_sourceLocation) throws -> ScratchMariaDB {
         try #require(shared, "this suite needs the .scratchMariaDB trait", sourceLocation: sourceLocation)
     }
 
-    let dir: String
-    var dataDirectory: String { dir + "/data" }
-    var socketPath: String { dir + "/mariadb.sock" }
-    var pidFile: String { dir + "/mariadb.pid" }
-    var errorLog: String { dir + "/error.log" }
-    private(set) var port = 0
+    package let dir: String
+    package var dataDirectory: String { dir + "/data" }
+    package var socketPath: String { dir + "/mariadb.sock" }
+    package var pidFile: String { dir + "/mariadb.pid" }
+    package var errorLog: String { dir + "/error.log" }
+    package private(set) var port = 0
     private var process: Child?
 
-    init(label: String = "mariadb") throws {
+    package init(label: String = "mariadb") throws {
         guard ScratchMariaDB.unavailableReason == nil else { throw ServerError(ScratchMariaDB.unavailableReason!) }
         dir = try ServerSupport.makeTemporaryFolder(label)
         do {
@@ -413,18 +413,18 @@ final class ScratchMariaDB: @unchecked Sendable {
     }
 
     /// Stops the server and removes its folder. Idempotent.
-    func stop() {
+    package func stop() {
         stopProcess()
         if !dir.isEmpty { try? removeTree(dir) }
     }
 
     /// The URL kho takes: mariadb://USER@127.0.0.1:PORT/DATABASE.
-    func url(_ database: String, user: String = "root", port: Int? = nil) -> String {
+    package func url(_ database: String, user: String = "root", port: Int? = nil) -> String {
         "mariadb://\(user)@127.0.0.1:\(port ?? self.port)/\(database)"
     }
 
     /// Arguments for the `mariadb` client that reach this server over TCP as root.
-    func clientArguments(database: String?) -> [String] {
+    package func clientArguments(database: String?) -> [String] {
         var arguments = ["--protocol=TCP", "-h", "127.0.0.1", "-P", String(port), "-u", "root",
                          "--batch", "--skip-column-names", "--raw", "--default-character-set=utf8mb4"]
         if let database { arguments.append(database) }
@@ -433,28 +433,28 @@ final class ScratchMariaDB: @unchecked Sendable {
 
     /// Runs SQL as root and returns what it printed (tab-separated rows), without the final newline.
     @discardableResult
-    func sql(_ sql: String, database: String? = nil) throws -> String {
+    package func sql(_ sql: String, database: String? = nil) throws -> String {
         let script = try ServerSupport.scriptFile(sql, in: dir)
         defer { unlink(script) }
         let out = try ServerSupport.require(ScratchMariaDB.client!, clientArguments(database: database), input: .file(script), scratch: dir)
         return out.hasSuffix("\n") ? String(out.dropLast()) : out
     }
 
-    func rows(_ sql: String, database: String? = nil) throws -> [String] {
+    package func rows(_ sql: String, database: String? = nil) throws -> [String] {
         try self.sql(sql, database: database).split(separator: "\n", omittingEmptySubsequences: false).map(String.init).filter { !$0.isEmpty }
     }
 
-    func value(_ sql: String, database: String? = nil) throws -> String {
+    package func value(_ sql: String, database: String? = nil) throws -> String {
         try self.sql(sql, database: database).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     /// The databases, without the server's own, sorted.
-    func databases() throws -> [String] {
+    package func databases() throws -> [String] {
         try rows("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') ORDER BY 1;")
     }
 
     /// Every row of every table of `database`, hashed per table: equal fingerprints mean equal contents.
-    func fingerprint(_ database: String) throws -> String {
+    package func fingerprint(_ database: String) throws -> String {
         let tables = try rows("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = '\(database)' AND TABLE_TYPE = 'BASE TABLE' ORDER BY 1;")
         var parts: [String] = []
         for table in tables {
@@ -469,21 +469,21 @@ final class ScratchMariaDB: @unchecked Sendable {
 
 // MARK: SQLite
 
-enum ScratchSQLite {
-    static let cli = ServerSupport.find("sqlite3", in: ServerSupport.standardDirectories)
-    static var isAvailable: Bool { cli != nil }
-    static let unavailableReason = "the sqlite3 command-line program is missing: install sqlite3"
+package enum ScratchSQLite {
+    package static let cli = ServerSupport.find("sqlite3", in: ServerSupport.standardDirectories)
+    package static var isAvailable: Bool { cli != nil }
+    package static let unavailableReason = "the sqlite3 command-line program is missing: install sqlite3"
 
     /// Runs SQL on the database file `path` with the sqlite3 program (waiting up to 10 s for locks).
     @discardableResult
-    static func sql(_ sql: String, path: String, scratch: String) throws -> String {
+    package static func sql(_ sql: String, path: String, scratch: String) throws -> String {
         let script = try ServerSupport.scriptFile(".timeout 10000\n.bail on\n" + sql, in: scratch)
         defer { unlink(script) }
         let out = try ServerSupport.require(cli!, ["-batch", "-noheader", "-separator", "\t", path], input: .file(script), scratch: scratch)
         return out.hasSuffix("\n") ? String(out.dropLast()) : out
     }
 
-    static func value(_ sql: String, path: String, scratch: String) throws -> String {
+    package static func value(_ sql: String, path: String, scratch: String) throws -> String {
         try self.sql(sql, path: path, scratch: scratch).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }
@@ -492,8 +492,8 @@ enum ScratchSQLite {
 
 /// A database client fed the same block of SQL again and again through its standard input, until
 /// `stop()` closes it. Stands for the application that keeps writing while a backup runs.
-final class BackgroundSQL: @unchecked Sendable {
-    let pid: pid_t
+package final class BackgroundSQL: @unchecked Sendable {
+    package let pid: pid_t
     private let socket: Int32
     private let block: [UInt8]
     private let prelude: [UInt8]
@@ -506,7 +506,7 @@ final class BackgroundSQL: @unchecked Sendable {
 
     /// Starts `executable` reading `block` (repeated) on standard input; its output goes to a file in `scratch`.
     /// `prelude` is sent once, before the first block.
-    init(_ executable: String, _ arguments: [String], prelude: String = "", block: String, scratch: String,
+    package init(_ executable: String, _ arguments: [String], prelude: String = "", block: String, scratch: String,
          environment: [String: String] = ServerSupport.environment()) throws {
         self.block = Array(block.utf8)
         self.prelude = Array(prelude.utf8)
@@ -573,7 +573,7 @@ final class BackgroundSQL: @unchecked Sendable {
     }
 
     /// Whether the client still runs (it stops on its own only after an error).
-    var isRunning: Bool {
+    package var isRunning: Bool {
         if result != nil { return false }
         return kill(pid, 0) == 0 && !reapIfEnded()
     }
@@ -596,7 +596,7 @@ final class BackgroundSQL: @unchecked Sendable {
     /// Ends the input after the current block; the client finishes what it read and exits.
     /// Returns its exit status and output.
     @discardableResult
-    func stop() -> ToolResult {
+    package func stop() -> ToolResult {
         if let result { return result }
         stopping.withLock { stopRequested = true }
         // The feeder finishes its block unless the client stopped reading (stuck behind a lock):
@@ -636,10 +636,10 @@ final class BackgroundSQL: @unchecked Sendable {
 
 /// Starts one `ScratchPostgres` for a whole suite (its tests find it in `ScratchPostgres.shared`)
 /// and stops it when the suite ends.
-struct ScratchPostgresTrait: SuiteTrait, TestScoping {
-    var isRecursive: Bool { false }
+package struct ScratchPostgresTrait: SuiteTrait, TestScoping {
+    package var isRecursive: Bool { false }
 
-    func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
+    package func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
         guard ScratchPostgres.isAvailable else { return try await function() }
         let server = try ScratchPostgres(label: "pg-suite")
         defer { server.stop() }
@@ -648,10 +648,10 @@ struct ScratchPostgresTrait: SuiteTrait, TestScoping {
 }
 
 /// Starts one `ScratchMariaDB` for a whole suite (`ScratchMariaDB.shared`).
-struct ScratchMariaDBTrait: SuiteTrait, TestScoping {
-    var isRecursive: Bool { false }
+package struct ScratchMariaDBTrait: SuiteTrait, TestScoping {
+    package var isRecursive: Bool { false }
 
-    func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
+    package func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
         guard ScratchMariaDB.isAvailable else { return try await function() }
         let server = try ScratchMariaDB(label: "mariadb-suite")
         defer { server.stop() }
@@ -661,10 +661,10 @@ struct ScratchMariaDBTrait: SuiteTrait, TestScoping {
 
 extension Trait where Self == ScratchPostgresTrait {
     /// One scratch PostgreSQL cluster for the suite.
-    static var scratchPostgres: Self { Self() }
+    package static var scratchPostgres: Self { Self() }
 }
 
 extension Trait where Self == ScratchMariaDBTrait {
     /// One scratch MariaDB server for the suite.
-    static var scratchMariaDB: Self { Self() }
+    package static var scratchMariaDB: Self { Self() }
 }
