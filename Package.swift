@@ -68,22 +68,33 @@ let package = Package(
             dependencies: ["KhoSupport", "KhoCore", "CPostgres", "CMariaDB", .product(name: "GRDB", package: "GRDB.swift")]
         ),
         .target(
+            name: "KhoCatalog",
+            dependencies: [
+                "KhoSupport",
+                "KhoCore",
+                "KhoSources",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]
+        ),
+        .target(
+            name: "KhoVerify",
+            dependencies: ["KhoSupport", "KhoCore", "KhoStorage", "KhoSources", "KhoCatalog"]
+        ),
+        .target(
             name: "KhoPolicy",
             dependencies: [
                 "KhoSupport",
                 "KhoCore",
                 "KhoStorage",
                 "KhoSources",
+                "KhoCatalog",
+                "KhoVerify",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .target(
-            name: "KhoVerify",
-            dependencies: ["KhoSupport", "KhoCore", "KhoStorage", "KhoSources", "KhoPolicy"]
-        ),
-        .target(name: "KhoReports", dependencies: ["KhoSupport", "KhoCore", "KhoSources", "KhoPolicy"]),
+        .target(name: "KhoReports", dependencies: ["KhoSupport", "KhoCore", "KhoSources", "KhoCatalog", "KhoPolicy"]),
         .executableTarget(
             name: "kho",
             dependencies: [
@@ -94,6 +105,7 @@ let package = Package(
                 "KhoStorage",
                 "KhoSources",
                 "KhoPolicy",
+                "KhoCatalog",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -114,8 +126,10 @@ let package = Package(
         .testTarget(name: "KhoStorageTests", dependencies: ["KhoSupport", "KhoCore", "KhoStorage", "KhoTestSupport"]),
         // Depends on the `kho` executable so that `swift test` never runs against a stale binary.
         .testTarget(name: "KhoIntegrationTests", dependencies: ["kho", "KhoSupport", "KhoCore", "KhoStorage", "KhoTestSupport"]),
-        .testTarget(name: "KhoReportsTests", dependencies: ["KhoReports", "KhoPolicy", "KhoVerify", "KhoSupport", "KhoCore", "KhoTestSupport"]),
-        .testTarget(name: "KhoPolicyTests", dependencies: ["KhoPolicy", "KhoSources", "KhoSupport", "KhoCore", "KhoTestSupport"]),
+        .testTarget(name: "KhoReportsTests", dependencies: ["KhoReports", "KhoPolicy", "KhoCatalog", "KhoVerify", "KhoSupport", "KhoCore", "KhoTestSupport"]),
+        .testTarget(name: "KhoPolicyTests", dependencies: ["KhoPolicy", "KhoCatalog", "KhoSources", "KhoSupport", "KhoCore", "KhoTestSupport"]),
+        .testTarget(name: "KhoCatalogTests", dependencies: ["KhoCatalog", "KhoSupport", "KhoCore", .product(name: "GRDB", package: "GRDB.swift")]),
+        .testTarget(name: "KhoVerifyTests", dependencies: ["KhoVerify", "KhoCatalog", "KhoSupport", "KhoCore"]),
         .testTarget(name: "KhoSourcesTests", dependencies: ["KhoSources", "KhoSupport", "KhoCore", "KhoTestSupport", .product(name: "GRDB", package: "GRDB.swift")]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,4 +1,5 @@
 import Foundation
+import KhoCatalog
 import KhoCore
 import KhoSupport
 import KhoPolicy
@@ -39,6 +40,7 @@ public struct LedgerInput: Sendable {
         }
         var lines = String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
         if lines.last?.isEmpty == true { lines.removeLast() }
+        // try?: a line that is not an entry is shown as such (nil); the ledger check names it.
         let entries = lines.map { try? JSON.decoder.decode(LedgerEntry.self, from: Data($0.utf8)) }
         return LedgerInput(present: true, lines: entries, firstBreak: try ledger.verify())
     }
@@ -84,9 +86,9 @@ public enum ReportBuilder {
                 datasets.append(computed.dataset)
                 for run in computed.periodBackups {
                     switch run.outcome {
-                    case "success": count(run.started) { $0.succeeded += 1 }
-                    case "partial": count(run.started) { $0.partial += 1 }
-                    default: count(run.started) { $0.failed += 1 }
+                    case .success: count(run.started) { $0.succeeded += 1 }
+                    case .partial: count(run.started) { $0.partial += 1 }
+                    case .failure, .running, .late, .missed: count(run.started) { $0.failed += 1 }
                     }
                 }
                 for fire in computed.missedFires { count(fire) { $0.missed += 1 } }

@@ -1,29 +1,11 @@
 import Foundation
+import KhoCatalog
 import KhoCore
 import KhoSupport
 import KhoPolicy
 import KhoSources
 
-/// The drill evidence as the catalog keeps it (`DrillEvidence` in KhoVerify, read here without
-/// depending on that module): only the fields a report uses, all optional, so that evidence
-/// written by an older or newer kho still reads.
-struct StoredEvidence: Decodable {
-    struct Check: Decodable {
-        var name: String
-        var outcome: String
-        var output: String?
-    }
-    var drillID: String?
-    var snapshot: String?
-    var snapshotTime: Date?
-    var checks: [Check]?
-    var comparison: ManifestComparison?
-    var rtoSeconds: Double?
-    var rtoObjectiveSeconds: Double?
-    var passed: Bool?
-    var failureReasons: [String]?
-    var evidenceSHA256: String?
-
+extension DrillEvidence {
     /// Whether the evidence's SHA-256 (computed over its JSON with that field empty) matches.
     /// The stored text is exactly that JSON with the hash filled in, so emptying the field in
     /// the text gives back the bytes that were hashed, whatever fields the record has.
@@ -33,7 +15,11 @@ struct StoredEvidence: Decodable {
         guard let range = text.range(of: field) else { return false }
         var unsealed = text
         unsealed.replaceSubrange(range, with: "\"evidenceSHA256\":\"\"")
-        return (try? SHA256.hash(Array(unsealed.utf8)).hex) == hash
+        do {
+            return try SHA256.hash(Array(unsealed.utf8)).hex == hash
+        } catch {
+            return false
+        }
     }
 }
 
@@ -49,23 +35,25 @@ struct DrillContent {
     var engineChecks: Int
     var engineChecksFailed: Int
 
-    /// Checks that are not the database engine's own (the comparison, the RTO, the restore itself).
-    static let nonEngineChecks: Set<String> = ["manifest", "rto", "restore", "globals", "evidence seal"]
+    /// Checks of the restored data itself: not the comparisons (manifest, file contents), the RTO,
+    /// the restore or the globals. The file modes count here.
+    static let dataChecks: Set<DrillCheckKind> = [.pgAmcheck, .checkTable, .sqliteIntegrity, .fileModes]
 
-    init(_ evidence: StoredEvidence?) {
+    init(_ evidence: DrillEvidence?) {
         let checks = evidence?.checks ?? []
-        restoreFailed = evidence == nil || checks.contains { $0.name == "restore" && $0.outcome == "fail" }
-        let engine = checks.filter { !DrillContent.nonEngineChecks.contains($0.name) && !$0.name.hasPrefix("file contents") }
+        restoreFailed = evidence == nil || checks.contains { $0.checkKind == .restore && $0.outcome == .fail }
+        let engine = checks.filter { DrillContent.dataChecks.contains($0.checkKind) }
         engineChecks = engine.count
-        engineChecksFailed = engine.filter { $0.outcome != "pass" }.count
-        if let rows = evidence?.comparison?.rows, checks.contains(where: { $0.name == "manifest" }) {
+        engineChecksFailed = engine.filter { $0.outcome != .pass }.count
+        if let rows = evidence?.comparison?.rows, evidence?.check(.manifest) != nil {
             compared = rows.count
             differences = rows.filter { $0.outcome != .equal }.count
             missing = rows.filter { $0.outcome == .missing || $0.outcome == .rowsDiffer }.count
-        } else if let files = checks.first(where: { $0.name.hasPrefix("file contents") }) {
-            let output = files.output ?? ""
-            if files.outcome == "pass" {
-                compared = Int(output.prefix { $0.isNumber })
+        } else if let files = evidence?.check(.fileContents) {
+            let output = files.output
+            if files.outcome == .pass {
+                // Evidence of a kho before `filesCompared` has the count only at the start of the output.
+                compared = evidence?.filesCompared ?? Int(output.prefix { $0.isNumber })
                 differences = 0
                 missing = 0
             } else {
@@ -95,12 +83,12 @@ struct DatasetBuilder {
     private func inPeriod(_ run: RunRecord) -> Bool { run.started >= scope.from && run.started <= scope.to }
 
     func build() -> DatasetComputation {
-        let backups = runs.filter { $0.kind == "backup" }.sorted { ($0.started, $0.id ?? 0) < ($1.started, $1.id ?? 0) }
-        let drillRuns = runs.filter { $0.kind == "drill" }.sorted { ($0.started, $0.id ?? 0) < ($1.started, $1.id ?? 0) }
+        let backups = runs.filter { $0.kind == .backup }.sorted { ($0.started, $0.id ?? 0) < ($1.started, $1.id ?? 0) }
+        let drillRuns = runs.filter { $0.kind == .drill }.sorted { ($0.started, $0.id ?? 0) < ($1.started, $1.id ?? 0) }
         let periodRuns = backups.filter(inPeriod)
         let done = periodRuns.filter(finished)
-        let succeeded = done.filter { $0.outcome == "success" }.count
-        let partial = done.filter { $0.outcome == "partial" }.count
+        let succeeded = done.filter { $0.outcome == .success }.count
+        let partial = done.filter { $0.outcome == .partial }.count
         let failed = done.count - succeeded - partial
 
         // Planned runs: the schedule's times in the period, from the first backup kho ever ran of
@@ -129,7 +117,7 @@ struct DatasetBuilder {
         // Recovery points: the good snapshots whose backup finished by the period end, in the
         // order of their data's time. The achieved RPO is the longest gap between two of them
         // (or between the last one and the period end) within the period.
-        let goods = backups.filter { $0.outcome == "success" && finished($0) }
+        let goods = backups.filter { $0.outcome == .success && finished($0) }
             .map { (time: $0.snapshotTime ?? $0.started, run: $0) }
             .sorted { $0.time < $1.time }
         var worst: (seconds: Double, at: Date)?
@@ -154,7 +142,7 @@ struct DatasetBuilder {
         let lastGood = goods.last.map { g in
             RecoveryPoint(snapshot: g.run.snapshot ?? "", time: g.time, confirmedAt: g.run.ended!, drillID: nil)
         }
-        let failures = done.filter { $0.outcome != "success" }.map {
+        let failures = done.filter { $0.outcome != .success }.map {
             RunFailure(started: $0.started, outcome: $0.outcome, error: String(($0.error ?? "").prefix(300)))
         }
 
@@ -168,7 +156,7 @@ struct DatasetBuilder {
         }
         var failedChecks: [String: FailedCheck] = [:]
         for d in periodDrills {
-            var names = d.record.checks.filter { $0.outcome == "fail" }.map(\.name)
+            var names = (d.evidence?.checks ?? []).filter { $0.outcome == .fail }.map(\.name)
             if !d.record.sealIntact { names.append("evidence seal") }
             for name in Set(names) {
                 var entry = failedChecks[name] ?? FailedCheck(name: name, count: 0, lastAt: d.record.started)
@@ -226,18 +214,16 @@ struct DatasetBuilder {
     func copies(lastGood: RecoveryPoint?) -> Copies {
         guard !policy.copies.isEmpty else { return Copies(status: "notConfigured", allowedLagSeconds: nil, items: []) }
         let allowed = policy.rpo + DatasetBuilder.rpoTolerance(policy.rpo)
-        let copyRuns = runs.filter { $0.kind == "copy" }.sorted { ($0.started, $0.id ?? 0) < ($1.started, $1.id ?? 0) }
+        let copyRuns = runs.filter { $0.kind == .copy }.sorted { ($0.started, $0.id ?? 0) < ($1.started, $1.id ?? 0) }
         let items = policy.copies.map { spec -> CopyItem in
-            let mine = copyRuns.compactMap { run -> (run: RunRecord, details: PolicyRunner.CopyDetails)? in
-                guard let text = run.details,
-                      let details = try? JSON.decoder.decode(PolicyRunner.CopyDetails.self, from: Data(text.utf8)),
-                      details.destination == spec.path else { return nil }
+            let mine = copyRuns.compactMap { run -> (run: RunRecord, details: CopyDetails)? in
+                guard let details = run.decodedDetails(CopyDetails.self), details.destination == spec.path else { return nil }
                 return (run, details)
             }
             let done = mine.filter { finished($0.run) }
             let period = done.filter { inPeriod($0.run) }
-            let good = period.filter { $0.run.outcome == "success" }
-            let newest = done.filter { $0.run.outcome == "success" && $0.run.snapshot != nil }
+            let good = period.filter { $0.run.outcome == .success }
+            let newest = done.filter { $0.run.outcome == .success && $0.run.snapshot != nil }
                 .max { ($0.run.snapshotTime ?? $0.run.started, $0.run.ended!) < ($1.run.snapshotTime ?? $1.run.started, $1.run.ended!) }
             let newestCopied = newest.map { c in
                 RecoveryPoint(snapshot: c.run.snapshot ?? "", time: c.run.snapshotTime ?? c.run.started, confirmedAt: c.run.ended!, drillID: nil)
@@ -249,7 +235,7 @@ struct DatasetBuilder {
                 caughtUp: good.filter { $0.details.caughtUp == true }.count,
                 bytesAdded: good.reduce(Int64(0)) { $0 + $1.details.bytesAdded },
                 newestCopied: newestCopied, lagSeconds: lag,
-                failures: period.filter { $0.run.outcome != "success" }.map {
+                failures: period.filter { $0.run.outcome != .success }.map {
                     RunFailure(started: $0.run.started, outcome: $0.run.outcome, error: String(($0.run.error ?? "").prefix(300)))
                 })
         }
@@ -297,9 +283,9 @@ struct DatasetBuilder {
             hasBackup.value = Double(backups.succeeded)
             hasBackup.of = Double(backups.attempted)
             hasBackup.verdict = backups.succeeded >= 1 ? .pass : .fail
-            let newest = done.last { $0.outcome == "success" || $0.outcome == "partial" }
-            lastComplete.value = newest?.outcome == "success" ? 1 : 0
-            lastComplete.verdict = newest?.outcome == "success" ? .pass : .fail
+            let newest = done.last { $0.outcome.isGood }
+            lastComplete.value = newest?.outcome == .success ? 1 : 0
+            lastComplete.verdict = newest?.outcome == .success ? .pass : .fail
         }
         let complete = [tables, hasBackup, lastComplete]
 
@@ -322,7 +308,7 @@ struct DatasetBuilder {
             dumpErrors.value = Double(backups.failed)
             dumpErrors.of = Double(backups.attempted)
             dumpErrors.verdict = backups.failed == 0 ? .pass : .fail
-            let shrinks = done.filter { $0.outcome == "failure" && ($0.error ?? "").contains("min-size-ratio") }.count
+            let shrinks = done.filter { $0.outcome == .failure && ($0.error ?? "").contains("min-size-ratio") }.count
             shrink.value = Double(shrinks)
             shrink.verdict = shrinks == 0 ? .pass : .fail
         }
@@ -369,19 +355,19 @@ enum CopyLocation {
 /// A drill's catalog row with its evidence read.
 struct DrillView {
     let run: RunRecord
-    let evidence: StoredEvidence?
+    let evidence: DrillEvidence?
     let record: DrillRecord
 
     init(run: RunRecord, objective: TimeInterval) {
         self.run = run
         let text = run.details ?? ""
-        let evidence = try? JSON.decoder.decode(StoredEvidence.self, from: Data(text.utf8))
+        let evidence = run.decodedDetails(DrillEvidence.self)
         self.evidence = evidence
         let hash = evidence?.evidenceSHA256 ?? ""
-        let intact = evidence != nil && StoredEvidence.sealIntact(text, hash: hash)
+        let intact = evidence != nil && DrillEvidence.sealIntact(text, hash: hash)
         record = DrillRecord(
             run: run.id ?? 0, drillID: evidence?.drillID ?? "", started: run.started, ended: run.ended ?? run.started,
-            passed: run.outcome == "success" && evidence?.passed == true && intact,
+            passed: run.outcome == .success && evidence?.passed == true && intact,
             snapshot: run.snapshot ?? evidence?.snapshot ?? "", snapshotTime: run.snapshotTime ?? evidence?.snapshotTime,
             rtoSeconds: evidence?.rtoSeconds, rtoObjectiveSeconds: evidence?.rtoObjectiveSeconds ?? objective,
             checks: (evidence?.checks ?? []).map { DrillCheck(name: $0.name, outcome: $0.outcome) },

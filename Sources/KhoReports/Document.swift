@@ -90,6 +90,7 @@ public struct ReportDocument: Sendable {
     /// The metadata as one line of JSON, for the formats that carry it in a comment or an
     /// attribute. `>` is written as \u003e so that the text can never close an HTML comment.
     func metaLine() -> String {
+        // try?: encoding a struct of strings and dates does not fail; "{}" only keeps the type total.
         let text = (try? JSON.encoder.encode(meta)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
         return text.replacingOccurrences(of: ">", with: "\\u003e")
     }
@@ -123,6 +124,7 @@ extension ReportDocument {
             KhoError(.usage, "This file is not a kho report (\(why)): give a file written by `kho report`.")
         }
         if trimmed.hasPrefix("{") {
+            // try?: any decoding error means the same thing here: not a report.
             guard let envelope = try? JSON.decoder.decode(Envelope.self, from: Data(trimmed.utf8)), envelope.format == formatName else {
                 throw notAReport("JSON without the report's header and data")
             }
@@ -167,6 +169,7 @@ extension ReportDocument {
         let computed = try hash(data)
         var result = ReportCheckResult(format: format, meta: meta, computedSHA256: computed, dataMatches: computed == meta.dataSHA256,
                                        textCompared: false, textMatches: false, differences: [])
+        // try?: the field-by-field differences are an aid; the hashes above decide.
         if format == .json, let fileData = jsonDataSection(bytes), let fresh = try? JSONSerialization.jsonObject(with: Data(try canonical(data))) {
             JSONDifference.collect(fileData, fresh, path: "data", into: &result.differences, limit: 12)
         }
@@ -190,6 +193,7 @@ extension ReportDocument {
     }
 
     static func jsonDataSection(_ bytes: [UInt8]) -> Any? {
+        // try?: a file that does not parse has no data section to compare.
         guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else { return nil }
         return object["data"]
     }

@@ -1,4 +1,6 @@
 import Foundation
+import KhoSources
+import KhoCatalog
 
 /// Numbers, times and durations written the way each language writes them: Vietnamese uses a
 /// decimal comma and a dot between thousands, and day/month/year dates. Deterministic (no
@@ -100,8 +102,8 @@ struct Formatter {
     /// Met / not met / no evidence for an optional judgement.
     func met(_ value: Bool?) -> Verdict { value.map { $0 ? .pass : .fail } ?? .noEvidence }
 
-    func outcome(_ o: String) -> String { L.outcomes[o].map(t) ?? o }
-    func sourceKind(_ k: String) -> String { L.sourceKinds[k].map(t) ?? k }
+    func outcome(_ o: RunOutcome) -> String { L.outcomes[o].map(t) ?? o.rawValue }
+    func sourceKind(_ k: String) -> String { SourceSpec.Kind(rawValue: k).flatMap { L.sourceKinds[$0] }.map(t) ?? k }
 
     func metricLabel(_ m: Metric) -> String { L.metrics[m.id].map(t) ?? m.id }
 

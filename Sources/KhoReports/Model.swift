@@ -1,4 +1,5 @@
 import Foundation
+import KhoCatalog
 
 // The data of a compliance report: one language-neutral model built from the catalog, the
 // policies and the audit ledger, from which every format (JSON, HTML, Markdown, CSV) is rendered.
@@ -167,7 +168,7 @@ public struct RecoveryPoint: Codable, Sendable, Equatable {
 
 public struct RunFailure: Codable, Sendable, Equatable {
     public var started: Date
-    public var outcome: String
+    public var outcome: RunOutcome
     /// The error as the catalog holds it, cut to 300 characters.
     public var error: String
 }
@@ -208,7 +209,7 @@ public struct DrillRecord: Codable, Sendable, Equatable {
 
 public struct DrillCheck: Codable, Sendable, Equatable {
     public var name: String
-    public var outcome: String
+    public var outcome: DrillCheckOutcome
 }
 
 public struct FailedCheck: Codable, Sendable, Equatable {

@@ -1,4 +1,6 @@
 import Foundation
+import KhoSources
+import KhoCatalog
 
 public enum ReportLanguage: String, CaseIterable, Sendable, Codable {
     case vi, en
@@ -267,19 +269,21 @@ enum L {
     static let levelControl = Text("Yêu cầu sao lưu đối với hệ thống cấp độ {n}", "Backup requirements for security level {n}")
     static let levelFramework = Text("Cấp độ an toàn HTTT", "Security level")
 
-    static let outcomes: [String: Text] = [
-        "success": Text("thành công", "success"),
-        "failure": Text("thất bại", "failure"),
-        "partial": Text("một phần", "partial"),
-        "running": Text("đang chạy", "running"),
+    /// The outcomes a report shows (of backups, copies and drills; late and missed are notify
+    /// rows', which no report lists).
+    static let outcomes: [RunOutcome: Text] = [
+        .success: Text("thành công", "success"),
+        .failure: Text("thất bại", "failure"),
+        .partial: Text("một phần", "partial"),
+        .running: Text("đang chạy", "running"),
     ]
 
-    static let sourceKinds: [String: Text] = [
-        "postgres": Text("PostgreSQL", "PostgreSQL"),
-        "mariadb": Text("MariaDB/MySQL", "MariaDB/MySQL"),
-        "sqlite": Text("SQLite", "SQLite"),
-        "files": Text("thư mục tệp", "files"),
-        "command": Text("lệnh kết xuất", "dump command"),
+    static let sourceKinds: [SourceSpec.Kind: Text] = [
+        .postgres: Text("PostgreSQL", "PostgreSQL"),
+        .mariadb: Text("MariaDB/MySQL", "MariaDB/MySQL"),
+        .sqlite: Text("SQLite", "SQLite"),
+        .files: Text("thư mục tệp", "files"),
+        .command: Text("lệnh kết xuất", "dump command"),
     ]
 
     static let csvColumns: [(key: String, text: Text)] = [

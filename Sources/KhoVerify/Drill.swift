@@ -1,71 +1,53 @@
 import Foundation
 import KhoCore
 import KhoSupport
-import KhoPolicy
+import KhoCatalog
 import KhoSources
 import KhoStorage
 
-/// Everything a drill found, kept in the catalog as evidence and printed by `kho verify --json`.
-public struct DrillEvidence: Codable, Sendable {
-    public struct Check: Codable, Sendable {
-        public var name: String
-        /// pass, fail (the data or the restore is wrong), error (the drill could not run: a
-        /// scratch server did not start, a tool is missing) or skipped.
-        public var outcome: String
-        /// What the check printed, bounded to 4 KiB.
-        public var output: String
-    }
-    public var drillID: String
-    public var policy: String
-    public var source: String
-    public var sourceKind: String
-    public var snapshot: String
-    public var snapshotTime: Date
-    public var scratch: String
-    public var start: Date
-    public var end: Date
-    public var checks: [Check]
-    public var comparison: ManifestComparison?
-    public var rtoSeconds: Double?
-    public var rtoObjectiveSeconds: Double
-    public var passed: Bool
-    public var failureReasons: [String]
-    public var khoVersion: String
-    public var host: String
-    /// SHA-256 of this record's JSON with this field empty.
-    public var evidenceSHA256: String
-    /// The repository whose evidence key made `evidenceMAC` (absent in evidence of an earlier kho).
-    public var sealRepository: String?
-    /// HMAC-SHA256, under a key derived from the repository's master key, of this record's JSON
-    /// with this field absent and `evidenceSHA256` empty: whoever edits the evidence and
-    /// recomputes the SHA-256 cannot recompute this without the repository's password.
-    public var evidenceMAC: String?
+/// What a drill needs to know of the policy it belongs to.
+public struct DrillTarget: Sendable {
+    /// The policy's name.
+    public var name: String
+    /// The repository's location.
+    public var repository: String
+    public var password: @Sendable () throws -> [UInt8]
+    /// The recovery time objective, seconds.
+    public var rto: TimeInterval
+    /// The groups of checks whose failure fails the drill (a failed restore always does).
+    public var requirements: Set<DrillRequirement>
 
-    public mutating func seal(key: DerivedKey? = nil) throws {
-        evidenceSHA256 = ""
-        evidenceMAC = nil
-        sealRepository = key?.repositoryID
-        if let key { evidenceMAC = try key.mac(Array(try JSON.encoder.encode(self))) }
-        evidenceSHA256 = try SHA256.hash(Array(try JSON.encoder.encode(self))).hex
+    public init(name: String, repository: String, password: @escaping @Sendable () throws -> [UInt8], rto: TimeInterval,
+                requirements: Set<DrillRequirement>) {
+        self.name = name
+        self.repository = repository
+        self.password = password
+        self.rto = rto
+        self.requirements = requirements
+    }
+}
+
+/// Tells the command line's signal handler about a drill's repository lock: its name before its
+/// file exists, the lock once held, and when released, so that an interrupted drill removes it.
+public struct DrillLockHooks: Sendable {
+    public var pending: @Sendable (_ storage: any Storage, _ name: String) -> Void
+    public var held: @Sendable (RepositoryLock) -> Void
+    public var released: @Sendable (RepositoryLock) -> Void
+
+    public init(pending: @escaping @Sendable (any Storage, String) -> Void, held: @escaping @Sendable (RepositoryLock) -> Void,
+                released: @escaping @Sendable (RepositoryLock) -> Void) {
+        self.pending = pending
+        self.held = held
+        self.released = released
     }
 
-    /// True when the keyed seal matches the record (and the SHA-256 too); false without one.
-    public func verifyKeyedSeal(_ key: DerivedKey) -> Bool {
-        guard verifySeal(), let mac = evidenceMAC, sealRepository == key.repositoryID else { return false }
-        var copy = self
-        copy.evidenceSHA256 = ""
-        copy.evidenceMAC = nil
-        guard let data = try? JSON.encoder.encode(copy) else { return false }
-        return (try? key.verify(Array(data), expected: mac)) ?? false
-    }
+    public static let none = DrillLockHooks(pending: { _, _ in }, held: { _ in }, released: { _ in })
+}
 
-    /// True when the stored hash matches the record.
-    public func verifySeal() -> Bool {
-        var copy = self
-        copy.evidenceSHA256 = ""
-        guard let data = try? JSON.encoder.encode(copy) else { return false }
-        return (try? SHA256.hash(Array(data)).hex) == evidenceSHA256
-    }
+/// A failure a drill found, with the check it belongs to (which decides whether it counts).
+struct DrillFinding {
+    var kind: DrillCheckKind
+    var reason: String
 }
 
 /// Restores a snapshot into a scratch target kho creates, runs the engine's own integrity checks,
@@ -76,15 +58,12 @@ public final class DrillRunner {
     public let khoVersion: String
     private let log: (String) -> Void
 
-    /// Told the name of the repository lock before its file exists, then the lock once held and
-    /// when released: the command line's signal handler removes it when the drill is interrupted.
-    public var lockPending: ((_ storage: any Storage, _ name: String) -> Void)?
-    public var lockHeld: ((RepositoryLock) -> Void)?
-    public var lockReleased: ((RepositoryLock) -> Void)?
+    public let lockHooks: DrillLockHooks
 
-    public init(catalog: Catalog?, khoVersion: String, log: @escaping (String) -> Void) {
+    public init(catalog: Catalog?, khoVersion: String, lockHooks: DrillLockHooks = .none, log: @escaping (String) -> Void) {
         self.catalog = catalog
         self.khoVersion = khoVersion
+        self.lockHooks = lockHooks
         self.log = log
     }
 
@@ -93,18 +72,20 @@ public final class DrillRunner {
     }
 
     /// Runs one drill. `snapshotID` nil means the newest good snapshot of the source.
-    public func drill(policy: Policy, source: SourceSpec, snapshotID: String?, planned: Date? = nil) throws -> DrillEvidence {
-        let repository = try Repository.open(storage: try StorageFactory.make(location: policy.repository.path), password: try policy.repository.password())
+    /// A failure to record the drill in the catalog is thrown: a drill without its record proves
+    /// nothing to status, reports or the next run's planning.
+    public func drill(_ policy: DrillTarget, source: SourceSpec, snapshotID: String?, planned: Date? = nil) throws -> DrillEvidence {
+        let repository = try Repository.open(storage: try StorageFactory.make(location: policy.repository), password: try policy.password())
         // The audit ledger keys the drill's entry with it.
         OpenedRepositories.remember(repository)
         let lockName = try RepositoryLock.newName()
-        lockPending?(repository.storage, lockName)
+        lockHooks.pending(repository.storage, lockName)
         let lock = try RepositoryLock.acquire(storage: repository.storage, exclusive: false, command: "verify \(policy.name)/\(source.name)",
                                               wait: 600, name: lockName)
-        lockHeld?(lock)
+        lockHooks.held(lock)
         defer {
             lock.release()
-            lockReleased?(lock)
+            lockHooks.released(lock)
         }
         let index = try repository.loadIndex()
         let snapshot: Snapshot
@@ -119,14 +100,13 @@ public final class DrillRunner {
         let started = Clock.now
         let realStart = Date()
         var evidence = DrillEvidence(drillID: UUID().uuidString.lowercased(), policy: policy.name, source: source.name,
-                                     sourceKind: source.kind.rawValue, snapshot: snapshot.id ?? "", snapshotTime: snapshot.time,
-                                     scratch: "", start: started, end: started, checks: [], comparison: nil, rtoSeconds: nil,
-                                     rtoObjectiveSeconds: policy.rto, passed: false, failureReasons: [], khoVersion: khoVersion,
-                                     host: Host.name, evidenceSHA256: "")
+                                     sourceKind: source.kind, snapshot: snapshot.id ?? "", snapshotTime: snapshot.time,
+                                     start: started, rtoObjectiveSeconds: policy.rto, khoVersion: khoVersion, host: Host.name)
+        var findings: [DrillFinding] = []
         log("\(policy.name)/\(source.name): drill of snapshot \(snapshot.shortID) started")
-        var record = RunRecord(kind: "drill", policy: policy.name, source: source.name, repository: policy.repository.path,
+        var record = RunRecord(kind: .drill, policy: policy.name, source: source.name, repository: policy.repository,
                                planned: planned, started: started)
-        if let catalog { record = (try? catalog.insert(record)) ?? record }
+        if let catalog { record = try catalog.insert(record) }
         // An interrupted drill proved nothing: its record says so instead of "running" for ever.
         let recorded = Locked(false)
         var startedRecord = record
@@ -138,15 +118,20 @@ public final class DrillRunner {
                 done = true
                 var interrupted = startedRecord
                 interrupted.ended = Clock.now
-                interrupted.outcome = "failure"
+                interrupted.outcome = .failure
                 interrupted.error = "interrupted before the drill completed"
-                try? catalog.update(interrupted)
+                do {
+                    try catalog.update(interrupted)
+                } catch {
+                    // The process is being interrupted: stderr is the one place left to say so.
+                    FileHandle.standardError.write(Data("kho: \((error as? KhoError)?.message ?? "\(error)")\n".utf8))
+                }
             }
         }
         defer { ScratchRegistry.removeOnInterrupt(onInterrupt) }
 
         do {
-            try perform(&evidence, snapshot: snapshot, repository: repository, index: index, source: source, realStart: realStart)
+            try perform(&evidence, &findings, snapshot: snapshot, repository: repository, index: index, source: source, realStart: realStart)
         } catch {
             let message = (error as? KhoError)?.message ?? "\(error)"
             // Damaged data, or a dump that does not load, is what a drill is there to find; a
@@ -154,40 +139,28 @@ public final class DrillRunner {
             // not run: "error", which `kho verify` does not count as an integrity failure.
             let kind = (error as? KhoError)?.kind
             if kind == .integrity || kind == .source {
-                evidence.checks.append(.init(name: "restore", outcome: "fail", output: DrillRunner.bounded(message)))
-                evidence.failureReasons.append("restore failed: \(message)")
+                evidence.checks.append(.init(.restore, outcome: .fail, output: DrillRunner.bounded(message)))
+                findings.append(DrillFinding(kind: .restore, reason: "restore failed: \(message)"))
             } else {
-                evidence.checks.append(.init(name: "restore", outcome: "error", output: DrillRunner.bounded(message)))
-                evidence.failureReasons.append("the drill could not run: \(message)")
+                evidence.checks.append(.init(.restore, outcome: .error, output: DrillRunner.bounded(message)))
+                findings.append(DrillFinding(kind: .restore, reason: "the drill could not run: \(message)"))
             }
         }
         if let rto = evidence.rtoSeconds {
             let pass = rto <= policy.rto
             // An objective under a minute is shown with its fraction ("0.5 s", not "0 s").
             let objective = policy.rto < 60 ? String(format: "%g", policy.rto) : String(format: "%.0f", policy.rto)
-            evidence.checks.append(.init(name: "rto", outcome: pass ? "pass" : "fail",
+            evidence.checks.append(.init(.rto, outcome: pass ? .pass : .fail,
                                          output: String(format: "usable after %.2f s", rto) + "; objective \(objective) s"))
-            if !pass { evidence.failureReasons.append(String(format: "restore took %.2f s", rto) + ", more than the RTO of \(objective) s") }
+            if !pass { findings.append(DrillFinding(kind: .rto, reason: String(format: "restore took %.2f s", rto) + ", more than the RTO of \(objective) s")) }
         }
-        // Every check runs and is recorded; only those the policy's `drills: checks:` names decide
-        // the outcome (a failed restore always does).
-        let required = Set(policy.drills?.checks ?? ["integrity", "manifest", "rto"])
-        func category(_ reason: String) -> String {
-            if reason.hasPrefix("restore took") { return "rto" }
-            if reason.hasPrefix("table ") { return "manifest" }
-            if reason.hasPrefix("restore failed") || reason.hasPrefix("the drill could not run") { return "restore" }
-            return "integrity"
-        }
-        evidence.failureReasons = evidence.failureReasons.map { reason in
-            let kind = category(reason)
-            return kind == "restore" || required.contains(kind) ? reason : reason + " (not counted: the policy's drills do not require the \(kind) check)"
-        }
-        evidence.passed = !evidence.failureReasons.contains { !$0.contains("(not counted:") }
+        DrillRunner.decide(&evidence, findings, requirements: policy.requirements)
         evidence.end = started.addingTimeInterval(Date().timeIntervalSince(realStart))
         try evidence.seal(key: try repository.evidenceKey)
+        var recordError: Error?
         if let catalog {
             record.ended = evidence.end
-            record.outcome = evidence.passed ? "success" : "failure"
+            record.outcome = evidence.passed ? .success : .failure
             record.error = evidence.failureReasons.isEmpty ? nil : evidence.failureReasons.joined(separator: "; ")
             record.snapshot = snapshot.id
             record.snapshotTime = snapshot.time
@@ -196,14 +169,30 @@ public final class DrillRunner {
             recorded.withLock { done in
                 guard !done else { return }
                 done = true
-                try? catalog.update(final)
+                do { try catalog.update(final) } catch { recordError = error }
             }
         }
+        if let recordError { throw recordError }
         log("\(policy.name)/\(source.name): drill \(evidence.passed ? "PASSED" : "FAILED: " + evidence.failureReasons.joined(separator: "; "))")
         return evidence
     }
 
-    private func perform(_ evidence: inout DrillEvidence, snapshot: Snapshot, repository: Repository, index: MasterIndex,
+    /// Marks each check counted or not (a check counts when the policy requires its group; the
+    /// restore always counts), words the failure reasons (those that do not count say so) and sets
+    /// the verdict from the counted checks.
+    static func decide(_ evidence: inout DrillEvidence, _ findings: [DrillFinding], requirements: Set<DrillRequirement>) {
+        func counts(_ kind: DrillCheckKind) -> Bool { kind.requirement.map(requirements.contains) ?? true }
+        for i in evidence.checks.indices {
+            evidence.checks[i].counted = counts(evidence.checks[i].checkKind)
+        }
+        evidence.failureReasons = findings.map { finding in
+            guard let requirement = finding.kind.requirement, !counts(finding.kind) else { return finding.reason }
+            return finding.reason + " (not counted: the policy's drills do not require the \(requirement.rawValue) check)"
+        }
+        evidence.passed = evidence.verdict
+    }
+
+    private func perform(_ evidence: inout DrillEvidence, _ findings: inout [DrillFinding], snapshot: Snapshot, repository: Repository, index: MasterIndex,
                          source: SourceSpec, realStart: Date) throws {
         let manifest = DumpManifest(snapshot.manifest)
         let lookup = { (file: String) throws -> Node in
@@ -225,6 +214,8 @@ public final class DrillRunner {
             let scratch = try ScratchPostgres()
             defer { scratch.tearDown() }
             evidence.scratch = "postgres cluster on socket \(scratch.directory) (no TCP port, peer authentication)"
+            // try?: a snapshot of a source with `globals: false` has no globals.sql; a tree that does
+            // not load fails the lookup of the first database below.
             if let globals = try? lookup("globals.sql") {
                 // Roles first, so that ownership in the dump resolves; "already exists" errors are
                 // expected. Without the production password hashes: the scratch cluster is no
@@ -240,13 +231,13 @@ public final class DrillRunner {
                 let feedGlobals = try ClientFeederAccess.loadIgnoringErrors(endpoint: scratch.endpoint(database: "postgres")) { write in
                     try stripped.bytes.withUnsafeBytes { try write($0) }
                 }
-                evidence.checks.append(.init(name: "globals", outcome: "pass",
+                evidence.checks.append(.init(.globals, outcome: .pass,
                                              output: "roles and tablespaces loaded (\(feedGlobals) bytes; \(stripped.removed) password hashes left out)"))
             }
             var comparisons: [ManifestComparison.Row] = []
             for database in manifest.databases {
                 let node = try lookup(database.file)
-                let loader = DatabaseLoader(engine: "postgres", target: scratch.endpoint(database: database.name), replace: false, sourceName: source.name)
+                let loader = DatabaseLoader(engine: SourceSpec.Kind.postgres.rawValue, target: scratch.endpoint(database: database.name), replace: false, sourceName: source.name)
                 let result = try loader.load(expected: database) { write in try stream(node, write) }
                 comparisons += result.comparison?.rows ?? []
             }
@@ -259,15 +250,15 @@ public final class DrillRunner {
                     let result = Shell.run(amcheck, ["--install-missing", "--heapallindexed", "--no-password"],
                                            environment: ChildEnvironment.minimal(scratch.endpoint(database: database.name).libpqEnvironment(database: database.name)))
                     let pass = result.status == 0
-                    evidence.checks.append(.init(name: "pg_amcheck \(database.name)", outcome: pass ? "pass" : "fail",
+                    evidence.checks.append(.init(.pgAmcheck, name: "pg_amcheck \(database.name)", outcome: pass ? .pass : .fail,
                                                  output: DrillRunner.bounded(result.output.isEmpty ? "no corruption found in tables and B-tree indexes" : result.output)))
-                    if !pass { evidence.failureReasons.append("pg_amcheck found problems in \(database.name)") }
+                    if !pass { findings.append(DrillFinding(kind: .pgAmcheck, reason: "pg_amcheck found problems in \(database.name)")) }
                 } else {
-                    evidence.checks.append(.init(name: "pg_amcheck", outcome: "fail", output: "pg_amcheck is not installed"))
-                    evidence.failureReasons.append("pg_amcheck is not installed")
+                    evidence.checks.append(.init(.pgAmcheck, name: "pg_amcheck", outcome: .fail, output: "pg_amcheck is not installed"))
+                    findings.append(DrillFinding(kind: .pgAmcheck, reason: "pg_amcheck is not installed"))
                 }
             }
-            record(&evidence, ManifestComparison(rows: comparisons))
+            record(&evidence, &findings, ManifestComparison(rows: comparisons))
         case .mariadb:
             guard let manifest else { throw KhoError(.integrity, "Snapshot \(snapshot.shortID) has no manifest to compare against.") }
             let scratch = try ScratchMariaDB()
@@ -276,7 +267,7 @@ public final class DrillRunner {
             var comparisons: [ManifestComparison.Row] = []
             for database in manifest.databases {
                 let node = try lookup(database.file)
-                let loader = DatabaseLoader(engine: "mariadb", target: scratch.endpoint(database: database.name), replace: false, sourceName: source.name)
+                let loader = DatabaseLoader(engine: SourceSpec.Kind.mariadb.rawValue, target: scratch.endpoint(database: database.name), replace: false, sourceName: source.name)
                 let result = try loader.load(expected: database) { write in try stream(node, write) }
                 comparisons += result.comparison?.rows ?? []
             }
@@ -303,10 +294,10 @@ public final class DrillRunner {
                 }
                 let pass = failed == nil && bad.isEmpty
                 let output = (lines + (failed.map { [$0] } ?? [])).joined(separator: "\n")
-                evidence.checks.append(.init(name: "CHECK TABLE \(database.name)", outcome: pass ? "pass" : "fail", output: DrillRunner.bounded(output)))
-                if !pass { evidence.failureReasons.append("CHECK TABLE reported problems in \(database.name)") }
+                evidence.checks.append(.init(.checkTable, name: "CHECK TABLE \(database.name)", outcome: pass ? .pass : .fail, output: DrillRunner.bounded(output)))
+                if !pass { findings.append(DrillFinding(kind: .checkTable, reason: "CHECK TABLE reported problems in \(database.name)")) }
             }
-            record(&evidence, ManifestComparison(rows: comparisons))
+            record(&evidence, &findings, ManifestComparison(rows: comparisons))
         case .sqlite:
             guard let manifest, let database = manifest.databases.first else {
                 throw KhoError(.integrity, "Snapshot \(snapshot.shortID) has no manifest to compare against.")
@@ -326,10 +317,10 @@ public final class DrillRunner {
             }
             evidence.rtoSeconds = Date().timeIntervalSince(realStart)
             let problems = try SQLiteSource.integrityProblems(path: path, source: source.name)
-            evidence.checks.append(.init(name: "PRAGMA integrity_check, foreign_key_check", outcome: problems.isEmpty ? "pass" : "fail",
+            evidence.checks.append(.init(.sqliteIntegrity, name: "PRAGMA integrity_check, foreign_key_check", outcome: problems.isEmpty ? .pass : .fail,
                                          output: DrillRunner.bounded(problems.isEmpty ? "ok" : problems.joined(separator: "\n"))))
-            if !problems.isEmpty { evidence.failureReasons.append("SQLite integrity checks found \(problems.count) problems") }
-            record(&evidence, ManifestComparison(expected: database.tables, actual: try SQLiteSource.manifestTables(path: path, source: source.name)))
+            if !problems.isEmpty { findings.append(DrillFinding(kind: .sqliteIntegrity, reason: "SQLite integrity checks found \(problems.count) problems")) }
+            record(&evidence, &findings, ManifestComparison(expected: database.tables, actual: try SQLiteSource.manifestTables(path: path, source: source.name)))
         case .files, .command:
             let scratch = try ScratchFolder()
             defer { scratch.tearDown() }
@@ -351,37 +342,38 @@ public final class DrillRunner {
             if summary.errors > 0 {
                 // Not a usable restore: no RTO is measured.
                 let messages = warnings.current
-                evidence.checks.append(.init(name: "restore", outcome: "fail", output: DrillRunner.bounded(messages.joined(separator: "\n"))))
-                evidence.failureReasons.append("restore failed: \(summary.errors) entries could not be restored"
-                                               + (messages.first.map { " (first: \($0))" } ?? ""))
+                evidence.checks.append(.init(.restore, outcome: .fail, output: DrillRunner.bounded(messages.joined(separator: "\n"))))
+                findings.append(DrillFinding(kind: .restore, reason: "restore failed: \(summary.errors) entries could not be restored"
+                                                                     + (messages.first.map { " (first: \($0))" } ?? "")))
             } else {
                 evidence.rtoSeconds = Date().timeIntervalSince(realStart)
             }
             DrillRunner.pauseForTests(["directory": scratch.directory])
             let (checked, mismatches) = try FileVerifier.verify(snapshot: snapshot, repository: repository, index: index, restoredRoot: target)
             let pass = mismatches.isEmpty && summary.errors == 0
-            evidence.checks.append(.init(name: "file contents and sizes", outcome: pass ? "pass" : "fail",
+            evidence.filesCompared = checked
+            evidence.checks.append(.init(.fileContents, name: "file contents and sizes", outcome: pass ? .pass : .fail,
                                          output: DrillRunner.bounded(mismatches.isEmpty ? "\(checked) files: size and content (keyed chunk hashes) equal to the snapshot" : mismatches.joined(separator: "\n"))))
-            if !mismatches.isEmpty { evidence.failureReasons.append("\(mismatches.count) files differ from the snapshot") }
+            if !mismatches.isEmpty { findings.append(DrillFinding(kind: .fileContents, reason: "\(mismatches.count) files differ from the snapshot")) }
             let modes = try DrillModes.verify(snapshot: snapshot, repository: repository, index: index, restoredRoot: target)
-            evidence.checks.append(.init(name: "file modes", outcome: modes.mismatches.isEmpty ? "pass" : "fail",
+            evidence.checks.append(.init(.fileModes, name: "file modes", outcome: modes.mismatches.isEmpty ? .pass : .fail,
                                          output: DrillRunner.bounded(modes.mismatches.isEmpty ? modes.summary : modes.mismatches.joined(separator: "\n"))))
-            if !modes.mismatches.isEmpty { evidence.failureReasons.append("\(modes.mismatches.count) entries have modes that differ from the snapshot") }
+            if !modes.mismatches.isEmpty { findings.append(DrillFinding(kind: .fileModes, reason: "\(modes.mismatches.count) entries have modes that differ from the snapshot")) }
         }
     }
 
-    private func record(_ evidence: inout DrillEvidence, _ comparison: ManifestComparison) {
+    private func record(_ evidence: inout DrillEvidence, _ findings: inout [DrillFinding], _ comparison: ManifestComparison) {
         evidence.comparison = comparison
         let bad = comparison.rows.filter { $0.outcome != .equal }
-        evidence.checks.append(.init(name: "manifest", outcome: bad.isEmpty ? "pass" : "fail",
+        evidence.checks.append(.init(.manifest, outcome: bad.isEmpty ? .pass : .fail,
                                      output: bad.isEmpty ? "\(comparison.rows.count) tables: present, row counts and checksums equal"
                                          : bad.map { "\($0.table): \($0.outcome.rawValue) (rows \($0.expectedRows.map(String.init) ?? "-") → \($0.actualRows.map(String.init) ?? "-"))" }.joined(separator: "\n")))
         for row in bad {
             switch row.outcome {
-            case .rowsDiffer: evidence.failureReasons.append("table \(row.table): row counts differ (\(row.expectedRows ?? 0) recorded, \(row.actualRows ?? 0) restored)")
-            case .checksumDiffers: evidence.failureReasons.append("table \(row.table): checksum differs")
-            case .missing: evidence.failureReasons.append("table \(row.table) is missing after restore")
-            case .extra: evidence.failureReasons.append("table \(row.table) was not in the manifest")
+            case .rowsDiffer: findings.append(DrillFinding(kind: .manifest, reason: "table \(row.table): row counts differ (\(row.expectedRows ?? 0) recorded, \(row.actualRows ?? 0) restored)"))
+            case .checksumDiffers: findings.append(DrillFinding(kind: .manifest, reason: "table \(row.table): checksum differs"))
+            case .missing: findings.append(DrillFinding(kind: .manifest, reason: "table \(row.table) is missing after restore"))
+            case .extra: findings.append(DrillFinding(kind: .manifest, reason: "table \(row.table) was not in the manifest"))
             case .equal: break
             }
         }
@@ -395,70 +387,6 @@ extension ManifestComparison {
     }
 }
 
-/// Loads a script into PostgreSQL without stopping at errors (for globals.sql, whose CREATE ROLE
-/// of existing roles fails harmlessly).
-enum ClientFeederAccess {
-    static func loadIgnoringErrors(endpoint: DatabaseEndpoint, produce: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws -> Int64 {
-        guard let psql = Shell.find("psql") else { throw KhoError(.failure, "psql is not installed: install Debian's postgresql-client.") }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: psql)
-        process.arguments = ["-X", "-q", "-w", "-o", "/dev/null"]
-        process.environment = ChildEnvironment.minimal(endpoint.libpqEnvironment(database: endpoint.database))
-        let input = Pipe()
-        process.standardInput = input
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        var total: Int64 = 0
-        let fd = input.fileHandleForWriting.fileDescriptor
-        try produce { chunk in
-            try Syscall.writeAll(fd, chunk, "psql")
-            total += Int64(chunk.count)
-        }
-        try? input.fileHandleForWriting.close()
-        process.waitUntilExit()
-        return total
-    }
-}
-
-/// Checks restored files against the snapshot: every file's size, and its content by cutting it
-/// with the repository's chunker and comparing the keyed chunk hashes with the snapshot's.
-enum FileVerifier {
-    static func verify(snapshot: Snapshot, repository: Repository, index: MasterIndex, restoredRoot: String) throws -> (Int, [String]) {
-        guard let root = snapshot.treeID else { return (0, ["snapshot names no tree"]) }
-        let codec = try BlobCodec(repository: repository)
-        let chunker = StreamChunker(chunker: repository.chunker)
-        var checked = 0
-        var mismatches: [String] = []
-        func walk(_ tree: BlobID, _ path: String) throws {
-            for node in try repository.loadTree(tree, index: index, codec: codec).nodes {
-                let child = path + "/" + node.nameString
-                if node.kind == .directory, let subtree = node.subtree {
-                    try walk(subtree, child)
-                    continue
-                }
-                guard node.kind == .file else { continue }
-                checked += 1
-                let full = restoredRoot + child
-                let fd = open(full, O_RDONLY | O_CLOEXEC)
-                guard fd >= 0 else { mismatches.append("\(child): missing after restore"); continue }
-                defer { close(fd) }
-                var ids: [BlobID] = []
-                var size: UInt64 = 0
-                chunker.reset()
-                while try chunker.next(read: { buffer in try Syscall.call("read", full) { read(fd, buffer.baseAddress, buffer.count) } }, { chunk in
-                    ids.append(try codec.hasher.id(of: chunk))
-                    size += UInt64(chunk.count)
-                }) {}
-                if size != node.size { mismatches.append("\(child): size \(size), snapshot says \(node.size)") }
-                else if ids != node.content { mismatches.append("\(child): content differs from the snapshot") }
-            }
-        }
-        try walk(root, "")
-        return (checked, mismatches)
-    }
-}
-
 extension DrillRunner {
     /// Tests only: with KHO_TEST_DRILL_PAUSE set to a file name, a drill whose scratch target is
     /// loaded writes where it is (key=value lines, then a line "."), and waits until the file is
@@ -469,135 +397,5 @@ extension DrillRunner {
         guard FileManager.default.createFile(atPath: path, contents: Data(text.utf8)) else { return }
         let deadline = Date().addingTimeInterval(600)
         while access(path, F_OK) == 0 && Date() < deadline && !ScratchRegistry.interrupted.current { usleep(50_000) }
-    }
-}
-
-/// The modes a file drill gives restored entries, and their check against the snapshot.
-enum DrillModes {
-    /// Permission bits a drill applies: no setuid, setgid or sticky bit, nothing writable by
-    /// group or others.
-    static let applied: UInt32 = 0o755
-
-    @Sendable static func adjust(_ node: Node) -> Node? {
-        if node.kind == .characterDevice || node.kind == .blockDevice { return nil }
-        var node = node
-        node.mode &= applied
-        return node
-    }
-
-    /// Every entry's mode against the snapshot's (as `adjust` applies it); device nodes are
-    /// counted and must not exist.
-    static func verify(snapshot: Snapshot, repository: Repository, index: MasterIndex, restoredRoot: String) throws
-        -> (summary: String, mismatches: [String]) {
-        guard let root = snapshot.treeID else { return ("", ["snapshot names no tree"]) }
-        let codec = try BlobCodec(repository: repository)
-        var checked = 0, special = 0, devices = 0
-        var mismatches: [String] = []
-        func walk(_ tree: BlobID, _ path: String) throws {
-            for node in try repository.loadTree(tree, index: index, codec: codec).nodes {
-                let child = path + "/" + node.nameString
-                var info = stat()
-                let present = lstat(restoredRoot + child, &info) == 0
-                switch node.kind {
-                case .characterDevice, .blockDevice:
-                    devices += 1
-                    if present { mismatches.append("\(child): a device node was created") }
-                    continue
-                case .symlink:
-                    continue
-                default:
-                    break
-                }
-                checked += 1
-                if node.mode & ~applied != 0 { special += 1 }
-                if !present {
-                    mismatches.append("\(child): missing after restore")
-                } else if UInt32(info.st_mode) & 0o7777 != node.mode & applied {
-                    mismatches.append("\(child): mode \(String(UInt32(info.st_mode) & 0o7777, radix: 8)), snapshot says \(String(node.mode, radix: 8)) (applied as \(String(node.mode & applied, radix: 8)))")
-                }
-                if node.kind == .directory, let subtree = node.subtree { try walk(subtree, child) }
-            }
-        }
-        try walk(root, "")
-        var summary = "\(checked) entries: modes equal to the snapshot"
-        if special > 0 { summary += "; \(special) with setuid, setgid, sticky or group/other write bits, compared from the snapshot and not applied" }
-        if devices > 0 { summary += "; \(devices) device nodes recorded in the snapshot, not created" }
-        return (summary, mismatches)
-    }
-}
-
-/// Takes the password hashes out of a `pg_dumpall --globals-only` script before a scratch cluster
-/// loads it: `[ENCRYPTED] PASSWORD '…'` clauses go, outside quoted names, literals and comments.
-enum GlobalsFilter {
-    static let limit = 64 << 20
-
-    static func withoutPasswords(_ script: [UInt8]) -> (bytes: [UInt8], removed: Int) {
-        var out: [UInt8] = []
-        out.reserveCapacity(script.count)
-        var removed = 0
-        var i = 0
-        let n = script.count
-        func isWord(_ c: UInt8) -> Bool { (c >= 0x30 && c <= 0x39) || (c | 0x20 >= 0x61 && c | 0x20 <= 0x7a) || c == 0x5f || c == 0x24 || c >= 0x80 }
-        func isSpace(_ c: UInt8) -> Bool { c == 0x20 || c == 0x09 || c == 0x0a || c == 0x0d }
-        /// The end of a quoted run starting at `start` (the quote), with doubled quotes inside;
-        /// `backslashes` for E'' strings.
-        func quotedEnd(_ start: Int, _ quote: UInt8, backslashes: Bool) -> Int {
-            var j = start + 1
-            while j < n {
-                if backslashes && script[j] == 0x5c { j += 2; continue }
-                if script[j] == quote {
-                    if j + 1 < n && script[j + 1] == quote { j += 2; continue }
-                    return j + 1
-                }
-                j += 1
-            }
-            return n
-        }
-        while i < n {
-            let c = script[i]
-            if c == 0x27 || c == 0x22 {  // ' or "
-                let escaped = c == 0x27 && i > 0 && (script[i - 1] | 0x20) == 0x65 && (i < 2 || !isWord(script[i - 2]))
-                let end = quotedEnd(i, c, backslashes: escaped)
-                out += script[i..<end]
-                i = end
-            } else if c == 0x2d && i + 1 < n && script[i + 1] == 0x2d {  // -- comment
-                var end = i
-                while end < n && script[end] != 0x0a { end += 1 }
-                out += script[i..<end]
-                i = end
-            } else if c == 0x2f && i + 1 < n && script[i + 1] == 0x2a {  // /* comment */
-                var end = i + 2
-                while end + 1 < n && !(script[end] == 0x2a && script[end + 1] == 0x2f) { end += 1 }
-                end = min(n, end + 2)
-                out += script[i..<end]
-                i = end
-            } else if isWord(c) {
-                var end = i
-                while end < n && isWord(script[end]) { end += 1 }
-                let word = String(decoding: script[i..<end], as: UTF8.self).uppercased()
-                if word == "PASSWORD" {
-                    var j = end
-                    while j < n && isSpace(script[j]) { j += 1 }
-                    if j < n && script[j] == 0x27 {
-                        // Drop the clause (and an ENCRYPTED before it); PASSWORD NULL stays.
-                        var kept = out.count
-                        while kept > 0 && isSpace(out[kept - 1]) { kept -= 1 }
-                        if kept >= 9, String(decoding: out[(kept - 9)..<kept], as: UTF8.self).uppercased() == "ENCRYPTED",
-                           kept == 9 || !isWord(out[kept - 10]) {
-                            out.removeSubrange((kept - 9)...)
-                        }
-                        i = quotedEnd(j, 0x27, backslashes: false)
-                        removed += 1
-                        continue
-                    }
-                }
-                out += script[i..<end]
-                i = end
-            } else {
-                out.append(c)
-                i += 1
-            }
-        }
-        return (out, removed)
     }
 }

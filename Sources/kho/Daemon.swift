@@ -26,9 +26,11 @@ struct Daemon: ParsableCommand {
             var options = RunOptions()
             options.jobs = jobs
             options.metricsFile = metricsFile
+            options.khoVersion = Kho.version
+            options.stateDirectory = orchestration.stateDirectory
             let catalog = try orchestration.catalog()
             let runner = PolicyRunner(policies: policies, catalog: catalog, options: options, log: log)
-            runner.drill = Run.drillJob(catalog: catalog, quiet: false)
+            runner.drillLockHooks = Verify.lockHooks
             do {
                 try PolicyChanges.record(policies: policies, stateDirectory: orchestration.stateDirectory)
             } catch {
@@ -39,7 +41,15 @@ struct Daemon: ParsableCommand {
                 while !stop.current && !runner.stopRequested.current { Thread.sleep(forTimeInterval: 0.2) }
                 runner.stopRequested.withLock { $0 = true }
             }
-            _ = try? runner.run(now: Clock.now)
+            do {
+                // Each job logs its own failure as it happens (also one the catalog could not
+                // record); what is thrown here failed the round itself: planning against the
+                // catalog, freshness notifications, the metrics file. The daemon goes on: the
+                // next round tries again, and says so again while the fault lasts.
+                _ = try runner.run(now: Clock.now)
+            } catch {
+                log("ERROR: this round's runs could not all be planned or recorded: \((error as? KhoError)?.message ?? "\(error)")")
+            }
             runner.stopRequested.withLock { $0 = true }
             watcher.join()
             let next = policies.compactMap { $0.schedule.next(after: Clock.now) }.min() ?? Clock.now.addingTimeInterval(60)

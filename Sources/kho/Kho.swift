@@ -56,7 +56,7 @@ enum Main {
                 try AuditTrail.record(command, outcome: outcome)
             } catch {
                 let message = (error as? KhoError)?.message ?? "\(error)"
-                Terminal.error("\(AuditTrail.name(of: command) ?? "the command") \(failure == nil ? "finished" : "failed") but could not be recorded in the audit ledger in \(AuditTrail.ledgerDirectory): \(message)")
+                Terminal.error("\(AuditTrail.name(of: command) ?? "the command") \(failure == nil ? "finished" : "failed") but could not be recorded in the audit ledger in \(AuditTrail.ledgerDirectory(of: command)): \(message)")
                 if failure == nil { exit(KhoExitCode.failure.rawValue) }
             }
             if let failure { throw failure }

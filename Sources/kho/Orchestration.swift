@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KhoCatalog
 import KhoCore
 import KhoSupport
 import KhoPolicy

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Glibc
+import KhoCatalog
 import KhoCore
 import KhoSupport
 import KhoPolicy
@@ -136,6 +137,6 @@ struct Report: ParsableCommand {
             Terminal.out("MISMATCH \(path): the data hash matches the catalog but the text was changed after the report was made")
         }
         for difference in result.differences { Terminal.out("  \(difference)") }
-        throw ExitStatus(.integrity)
+        try finish(.damaged)
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KhoCatalog
 import KhoCore
 import KhoSupport
 import KhoPolicy
@@ -45,41 +46,16 @@ struct Run: ParsableCommand {
         options.jobs = jobs
         options.lockWait = try DurationText.parse(lockWait, option: "--lock-wait")
         options.metricsFile = metricsFile
+        options.khoVersion = Kho.version
+        options.stateDirectory = orchestration.stateDirectory
         let quiet = json
         let runner = PolicyRunner(policies: policies, catalog: try orchestration.catalog(), options: options) { line in
             if !quiet { Terminal.write(STDERR_FILENO, "\(Format.time(Date())) \(line)\n") }
         }
-        runner.drill = Run.drillJob(catalog: runner.catalog, quiet: quiet)
+        runner.drillLockHooks = Verify.lockHooks
         try PolicyChanges.record(policies: policies, stateDirectory: orchestration.stateDirectory)
         let results = try runner.run(now: Clock.now)
         try Run.report(results, json: json)
-    }
-
-    /// A drill as a job of `kho run`: runs it and turns its evidence into a job result.
-    static func drillJob(catalog: Catalog, quiet: Bool) -> @Sendable (Policy, SourceSpec, Date) -> JobResult {
-        { policy, source, planned in
-            let start = Date()
-            var result = JobResult(policy: policy.name, source: source.name, planned: planned, outcome: "failure", snapshot: nil,
-                                   error: nil, bytesRead: 0, bytesAdded: 0, seconds: 0, retention: nil)
-            result.kind = "drill"
-            do {
-                let evidence = try Verify.runner(catalog: catalog, quiet: quiet).drill(policy: policy, source: source, snapshotID: nil, planned: planned)
-                result.outcome = evidence.passed ? "success" : "failure"
-                result.snapshot = evidence.snapshot
-                result.error = evidence.passed ? nil : evidence.failureReasons.joined(separator: "; ")
-                do {
-                    try AuditTrail.recordDrill(policy: policy, source: source.name, outcome: result.outcome)
-                } catch {
-                    // A drill that left no ledger entry does not count as done.
-                    result.outcome = "failure"
-                    result.error = "the drill could not be recorded in the audit ledger: \((error as? KhoError)?.message ?? "\(error)")"
-                }
-            } catch {
-                result.error = (error as? KhoError)?.message ?? "\(error)"
-            }
-            result.seconds = Date().timeIntervalSince(start)
-            return result
-        }
     }
 
     static func report(_ results: [JobResult], json: Bool) throws {
@@ -90,13 +66,11 @@ struct Run: ParsableCommand {
         } else {
             for r in results {
                 let detail = r.error ?? "snapshot \(r.snapshot?.prefix(8) ?? "-"), read \(Format.bytes(r.bytesRead)), added \(Format.bytes(r.bytesAdded))\(r.retention.map { "; retention: \($0)" } ?? "")"
-                let what = r.kind == "drill" ? "drill " : ""
-                Terminal.out("\(r.outcome.rightPad(8)) \(what)\(r.policy)/\(r.source) (\(Format.duration(r.seconds))): \(r.kind == "drill" && r.error == nil ? "passed, snapshot \(r.snapshot?.prefix(8) ?? "-")" : detail)")
+                let drill = r.kind == .drill
+                Terminal.out("\(r.outcome.rawValue.rightPad(8)) \(drill ? "drill " : "")\(r.policy)/\(r.source) (\(Format.duration(r.seconds))): \(drill && r.error == nil ? "passed, snapshot \(r.snapshot?.prefix(8) ?? "-")" : detail)")
                 for line in r.copies ?? [] { Terminal.out("         \(line)") }
             }
         }
-        // A failed copy fails the run too: the backup is saved, but not where the policy wants it.
-        if results.contains(where: { $0.outcome == "failure" || ($0.copiesFailed ?? 0) > 0 }) { throw ExitStatus(.failure) }
-        if results.contains(where: { $0.outcome == "partial" }) { throw ExitStatus(.partial) }
+        try finish(JobResult.verdict(of: results))
     }
 }

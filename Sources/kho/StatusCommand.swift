@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KhoCatalog
 import KhoCore
 import KhoSupport
 import KhoPolicy
@@ -26,7 +27,7 @@ struct StatusCommand: ParsableCommand {
             if let error = s.lastError, let when = s.lastFailure {
                 Terminal.out("        last failure \(Format.time(when)): \(error)")
             }
-            Terminal.out("        drill: " + (s.lastDrill.map { "\(s.lastDrillOutcome ?? "?") at \(Format.time($0))" } ?? "never") + (s.untested ? " (no passed drill within the drill period)" : ""))
+            Terminal.out("        drill: " + (s.lastDrill.map { "\(s.lastDrillOutcome?.rawValue ?? "?") at \(Format.time($0))" } ?? "never") + (s.untested ? " (no passed drill within the drill period)" : ""))
             for c in s.copies {
                 let lag = c.lagSeconds.map { "lag " + ($0 < 60 ? "\(Int($0)) s" : Format.duration($0)) + (c.newestCopiedSnapshotTime.map { ", newest copy \(Format.time($0))" } ?? "") } ?? "lag unknown, nothing copied yet"
                 let failed = c.lastCopyFailed ? "; last copy FAILED" + (c.lastCopy.map { " \(Format.time($0))" } ?? "") + (c.lastError.map { ": \($0)" } ?? "") : ""

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KhoCatalog
 import KhoCore
 import KhoSupport
 import KhoPolicy
@@ -26,28 +27,24 @@ struct Verify: ParsableCommand {
         if snapshot != nil && source == nil { throw ValidationError("--snapshot needs --source NAME.") }
     }
 
-    static func runner(catalog: Catalog?, quiet: Bool) -> DrillRunner {
-        let runner = DrillRunner(catalog: catalog, khoVersion: Kho.version) { line in
-            if !quiet { Terminal.write(STDERR_FILENO, "\(Format.time(Date())) \(line)\n") }
-        }
-        // An interrupted drill removes its lock like every other command.
-        runner.lockPending = { storage, name in Signals.pending(storage: storage, name: name) }
-        runner.lockHeld = { Signals.held($0) }
-        runner.lockReleased = { Signals.released($0) }
-        return runner
-    }
+    /// An interrupted drill removes its lock like every other command.
+    static let lockHooks = DrillLockHooks(pending: { storage, name in Signals.pending(storage: storage, name: name) },
+                                          held: { Signals.held($0) }, released: { Signals.released($0) })
 
     func run() throws {
         let policies = try orchestration.loadPolicies().filter { policy == nil || $0.name == policy }
         guard !policies.isEmpty else { throw KhoError(.usage, "No policy named \(policy ?? ""): see `kho policy list`.") }
         let catalog = try orchestration.catalog()
-        let runner = Verify.runner(catalog: catalog, quiet: json)
+        let quiet = json
+        let runner = DrillRunner(catalog: catalog, khoVersion: Kho.version, lockHooks: Verify.lockHooks) { line in
+            if !quiet { Terminal.write(STDERR_FILENO, "\(Format.time(Date())) \(line)\n") }
+        }
         var results: [DrillEvidence] = []
         var couldNotRun = false
         for p in policies {
             for s in p.sources where source == nil || s.name == source {
                 do {
-                    results.append(try runner.drill(policy: p, source: s, snapshotID: snapshot))
+                    results.append(try runner.drill(p.drillTarget, source: s, snapshotID: snapshot))
                 } catch {
                     couldNotRun = true
                     Terminal.error("\(p.name)/\(s.name): the drill could not run: \((error as? KhoError)?.message ?? "\(error)")")
@@ -60,16 +57,15 @@ struct Verify: ParsableCommand {
         } else {
             for e in results { Verify.describe(e) }
         }
-        let integrityFailure = results.contains { e in e.checks.contains { $0.outcome == "fail" && $0.name != "rto" } }
-        if integrityFailure { throw ExitStatus(.integrity) }
-        if couldNotRun || results.contains(where: { !$0.passed }) { throw ExitStatus(.failure) }
+        try finish(DrillVerdict.of(results, couldNotRun: couldNotRun))
     }
 
     static func describe(_ e: DrillEvidence) {
         Terminal.out("\(e.passed ? "PASS" : "FAIL") \(e.policy)/\(e.source): snapshot \(e.snapshot.prefix(8)) of \(Format.time(e.snapshotTime)), drill \(e.drillID.prefix(8))")
         Terminal.out("     scratch: \(e.scratch)")
         for check in e.checks {
-            Terminal.out("     \(check.outcome.uppercased().rightPad(5)) \(check.name): \(check.output.split(separator: "\n").first ?? "")")
+            let counted = check.counted == false && check.isBad ? " (not counted)" : ""
+            Terminal.out("     \(check.outcome.rawValue.uppercased().rightPad(5)) \(check.name)\(counted): \(check.output.split(separator: "\n").first ?? "")")
         }
         if let comparison = e.comparison {
             for row in comparison.rows {
@@ -126,11 +122,11 @@ struct Audit: ParsableCommand {
             let check = try ledger.check(witnesses: witnesses)
             if let (_, reason) = check.problem {
                 Terminal.out("ledger \(ledger.path): BROKEN: \(reason)")
-                throw ExitStatus(.integrity)
+                try finish(.damaged)
             }
             if let evidenceProblem = try checkEvidence(witnesses: witnesses, ledger: ledger) {
                 Terminal.out("drill evidence in \(orchestration.stateDirectory): BROKEN: \(evidenceProblem)")
-                throw ExitStatus(.integrity)
+                try finish(.damaged)
             }
             var detail: [String] = []
             if let legacy = check.legacyThrough {
@@ -180,9 +176,10 @@ struct Audit: ParsableCommand {
             guard FileManager.default.fileExists(atPath: catalogFile) else { return nil }
             let keyedSince = try ledger.entries().first { $0.isKeyed }?.time
             let keys = Dictionary(try witnesses.map { ($0.config.id, try $0.evidenceKey) }, uniquingKeysWith: { a, _ in a })
-            for record in try orchestration.catalog().runs(kind: "drill") {
+            for record in try orchestration.catalog().runs(kind: .drill) {
                 guard let details = record.details else { continue }
                 let name = "drill record \(record.id.map(String.init) ?? "?") (\(record.policy)/\(record.source), \(Format.time(record.started)))"
+                // try?: evidence that does not decode, for whatever reason, is the finding below.
                 guard let evidence = try? JSON.decoder.decode(DrillEvidence.self, from: Data(details.utf8)) else {
                     return "\(name) holds no readable evidence: it was edited"
                 }
@@ -205,7 +202,7 @@ struct Audit: ParsableCommand {
     }
 }
 
-/// Appends privileged actions to the audit ledger in the state folder.
+/// Appends the command line's privileged actions to the audit ledger (see `AuditRecorder`).
 enum AuditTrail {
     /// The privileged commands and the name each is recorded under (not taken from the command
     /// line, where `restore latest` or `forget 1a2b3c4d` would carry an argument into the name).
@@ -221,7 +218,7 @@ enum AuditTrail {
     /// Before a privileged command runs: its entry must be writable, or it does not run.
     static func prepare(_ command: ParsableCommand) throws {
         guard name(of: command) != nil else { return }
-        try AuditLedger(stateDirectory: ledgerDirectory).checkWritable()
+        try recorder(for: command).checkWritable()
     }
 
     /// Writes the entry of a privileged command, keyed with the repository it opened (or, when
@@ -230,7 +227,7 @@ enum AuditTrail {
     static func record(_ command: ParsableCommand, outcome: String) throws {
         guard let name = name(of: command) else { return }
         var witnesses = OpenedRepositories.all
-        if witnesses.isEmpty, let options = repositoryOptions(of: command) {
+        if witnesses.isEmpty, let options = group(RepositoryOptions.self, of: command) {
             do {
                 witnesses = [try options.open()]
             } catch {
@@ -238,83 +235,24 @@ enum AuditTrail {
                 // unkeyed, and held in place by the next keyed one.
             }
         }
-        try AuditLedger(stateDirectory: ledgerDirectory).append(command: name, arguments: Array(CommandLine.arguments.dropFirst()),
-                                                                outcome: outcome, witnesses: witnesses)
+        try recorder(for: command).record(command: name, arguments: Array(CommandLine.arguments.dropFirst()), outcome: outcome, witnesses: witnesses)
     }
 
-    private static func repositoryOptions(of command: ParsableCommand) -> RepositoryOptions? {
+    /// The ledger of the state folder the command was given (--state-dir of the orchestration
+    /// commands), else KHO_STATE_DIR, else /var/lib/kho: `kho audit log --state-dir X` shows what
+    /// a command given the same option recorded.
+    static func recorder(for command: ParsableCommand) -> AuditRecorder {
+        AuditRecorder(stateDirectory: ledgerDirectory(of: command))
+    }
+
+    static func ledgerDirectory(of command: ParsableCommand) -> String {
+        group(OrchestrationOptions.self, of: command)?.stateDirectory ?? AuditRecorder.defaultStateDirectory
+    }
+
+    private static func group<T: ParsableArguments>(_ type: T.Type, of command: ParsableCommand) -> T? {
         for child in Mirror(reflecting: command).children {
-            if let group = child.value as? OptionGroup<RepositoryOptions> { return group.wrappedValue }
+            if let group = child.value as? OptionGroup<T> { return group.wrappedValue }
         }
         return nil
-    }
-
-    /// The state folder as the orchestration commands find it (`OrchestrationOptions.stateDirectory`):
-    /// --state-dir first, then KHO_STATE_DIR, so that `kho audit log --state-dir X` shows what a
-    /// command given the same option recorded.
-    static var ledgerDirectory: String {
-        stateDirectory(in: CommandLine.arguments)
-            ?? ProcessInfo.processInfo.environment["KHO_STATE_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/var/lib/kho"
-    }
-
-    private static func stateDirectory(in arguments: [String]) -> String? {
-        for (i, argument) in arguments.enumerated() {
-            if argument == "--" { break }
-            if argument == "--state-dir", i + 1 < arguments.count { return arguments[i + 1] }
-            if argument.hasPrefix("--state-dir=") { return String(argument.dropFirst("--state-dir=".count)) }
-        }
-        return nil
-    }
-}
-
-extension AuditTrail {
-    /// A drill of `kho run`: keyed with, and anchored in, the policy's repository.
-    static func recordDrill(policy: Policy, source: String, outcome: String) throws {
-        let witnesses = OpenedRepositories.all.filter { $0.storage.location == policy.repository.path }
-        try AuditLedger(stateDirectory: ledgerDirectory).append(command: "drill", arguments: ["--policy", policy.name, "--source", source],
-                                                                outcome: outcome, witnesses: witnesses.isEmpty ? Array(OpenedRepositories.all.prefix(1)) : witnesses)
-    }
-}
-
-/// Notices policy files that changed since the last run and writes each change to the ledger,
-/// keyed with the policy's repository.
-enum PolicyChanges {
-    static func record(policies: [Policy], stateDirectory: String) throws {
-        let path = stateDirectory + "/policy-hashes.json"
-        let old = (FileManager.default.contents(atPath: path)).flatMap { try? JSONDecoder().decode([String: String].self, from: $0) } ?? [:]
-        var current: [String: String] = [:]
-        for policy in policies {
-            guard let data = FileManager.default.contents(atPath: policy.file) else { continue }
-            current[policy.name] = try SHA256.hash(Array(data)).hex
-        }
-        guard current != old else { return }
-        let ledger = try AuditLedger(stateDirectory: stateDirectory)
-        for (name, hash) in current.sorted(by: { $0.key < $1.key }) where old[name] != hash {
-            let policy = policies.first { $0.name == name }
-            let file = policy?.file ?? name
-            try ledger.append(command: "policy change", arguments: [file, old[name].map { "from \($0.prefix(12))" } ?? "new", "to \(hash.prefix(12))"],
-                              outcome: "picked up by kho run", witnesses: policy.map(witnesses) ?? [])
-        }
-        for name in old.keys.sorted() where current[name] == nil {
-            try ledger.append(command: "policy change", arguments: [name, "removed"], outcome: "picked up by kho run",
-                              witnesses: Array(OpenedRepositories.all.prefix(1)))
-        }
-        do {
-            try JSONEncoder().encode(current).write(to: URL(fileURLWithPath: path), options: .atomic)
-        } catch {
-            throw KhoError(.failure, "The policy hashes in \(path) cannot be written (\(error.localizedDescription)): fix the state folder; the next run would record the same changes again.")
-        }
-    }
-
-    /// The policy's repository, opened (and remembered) to key the entry; none when it does not open.
-    private static func witnesses(_ policy: Policy) -> [any LedgerWitness] {
-        if let known = OpenedRepositories.all.first(where: { $0.storage.location == policy.repository.path }) { return [known] }
-        do {
-            let repository = try Repository.open(storage: try StorageFactory.make(location: policy.repository.path), password: try policy.repository.password())
-            OpenedRepositories.remember(repository)
-            return [repository]
-        } catch {
-            return []
-        }
     }
 }

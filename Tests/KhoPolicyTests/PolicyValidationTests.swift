@@ -1,4 +1,5 @@
 import Foundation
+import KhoCatalog
 import KhoCore
 import KhoSupport
 import KhoTestSupport
@@ -302,7 +303,7 @@ struct PolicyValidationTests {
         ])
         let policy = try #require(try Fixture().policies(["p.yaml": f.variant("  rto: 4h", "  rto: 4h\ndrills:\n  every: 14d")]).first)
         #expect(policy.drills?.every == TimeInterval(14 * 86400))
-        #expect(policy.drills?.checks == ["integrity", "manifest", "rto"])
+        #expect(policy.drills?.checks == [.integrity, .manifest, .rto])
     }
 
     @Test("retention that keeps nothing")

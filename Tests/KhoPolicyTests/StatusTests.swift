@@ -1,4 +1,5 @@
 import Foundation
+import KhoCatalog
 import KhoCore
 import KhoSupport
 import KhoTestSupport
@@ -51,7 +52,7 @@ private final class StatusFixture {
     var policy: Policy { policies[0] }
 
     @discardableResult
-    func record(_ kind: String = "backup", source: String = "van-ban", outcome: String, started: String, snapshot: String? = nil,
+    func record(_ kind: RunKind = .backup, source: String = "van-ban", outcome: RunOutcome, started: String, snapshot: String? = nil,
                 planned: String? = nil, error: String? = nil, bytesAdded: Int64 = 0, seconds: Double = 90) throws -> RunRecord {
         var record = RunRecord(kind: kind, policy: "nightly", source: source, repository: folder.path + "/repo",
                                planned: planned.map { at($0) }, started: at(started))
@@ -93,7 +94,7 @@ struct StatusTests {
     @Test("freshness: ok up to the RPO, late up to twice the RPO, missed after")
     func freshnessBoundaries() throws {
         let f = try StatusFixture()
-        try f.record(outcome: "success", started: "2026-03-02T01:00:00+07:00", snapshot: "s1", planned: "2026-03-02T01:00:00+07:00")
+        try f.record(outcome: .success, started: "2026-03-02T01:00:00+07:00", snapshot: "s1", planned: "2026-03-02T01:00:00+07:00")
         let cases: [(String, SourceStatus.Freshness, Double)] = [
             ("2026-03-02T01:00:00+07:00", .ok, 0),
             ("2026-03-02T07:00:00+07:00", .ok, 6 * 3600),
@@ -119,13 +120,13 @@ struct StatusTests {
     @Test("a partial snapshot counts as good; a failure after the last good one is shown with its error")
     func partialAndFailures() throws {
         let f = try StatusFixture()
-        try f.record(outcome: "success", started: "2026-03-02T01:00:00+07:00", snapshot: "s1")
-        try f.record(outcome: "partial", started: "2026-03-03T01:00:00+07:00", snapshot: "s2")
+        try f.record(outcome: .success, started: "2026-03-02T01:00:00+07:00", snapshot: "s1")
+        try f.record(outcome: .partial, started: "2026-03-03T01:00:00+07:00", snapshot: "s2")
         var s = try f.status(at: "2026-03-03T12:00:00+07:00")
         #expect(s.freshness == .ok && s.lastSnapshot == "s2" && s.ageSeconds == 11 * 3600)
         #expect(s.lastFailure == nil && s.lastError == nil)
 
-        try f.record(outcome: "failure", started: "2026-03-04T01:00:00+07:00", error: "pg_dump: connection refused")
+        try f.record(outcome: .failure, started: "2026-03-04T01:00:00+07:00", error: "pg_dump: connection refused")
         s = try f.status(at: "2026-03-04T08:00:00+07:00")
         #expect(s.freshness == .late)
         #expect(s.lastSnapshot == "s2")
@@ -133,13 +134,13 @@ struct StatusTests {
         #expect(s.lastError == "pg_dump: connection refused")
 
         // The next good run hides the failure (it is history, not the current state).
-        try f.record(outcome: "success", started: "2026-03-05T01:00:00+07:00", snapshot: "s3")
+        try f.record(outcome: .success, started: "2026-03-05T01:00:00+07:00", snapshot: "s3")
         s = try f.status(at: "2026-03-05T02:00:00+07:00")
         #expect(s.freshness == .ok && s.lastSnapshot == "s3")
         #expect(s.lastFailure == nil && s.lastError == nil)
         // Retention rows and other sources do not count as backups of this source.
-        try f.record("retention", outcome: "success", started: "2026-03-06T01:00:00+07:00")
-        try f.record(source: "scans", outcome: "success", started: "2026-03-06T01:00:00+07:00", snapshot: "other")
+        try f.record(.retention, outcome: .success, started: "2026-03-06T01:00:00+07:00")
+        try f.record(source: "scans", outcome: .success, started: "2026-03-06T01:00:00+07:00", snapshot: "other")
         #expect(try f.status(at: "2026-03-06T02:00:00+07:00").lastSnapshot == "s3")
         #expect(try f.status(at: "2026-03-06T02:00:00+07:00").freshness == .late)
         #expect(try f.status(at: "2026-03-06T02:00:00+07:00", source: "scans").lastSnapshot == "other")
@@ -148,30 +149,30 @@ struct StatusTests {
     @Test("drills: untested when none within the policy's drill period")
     func drillPeriod() throws {
         let f = try StatusFixture(extra: "drills:\n  every: 7d")
-        try f.record("drill", outcome: "success", started: "2026-03-02T03:00:00+07:00", snapshot: "s1")
+        try f.record(.drill, outcome: .success, started: "2026-03-02T03:00:00+07:00", snapshot: "s1")
         var s = try f.status(at: "2026-03-08T03:00:00+07:00")
         #expect(!s.untested)
-        #expect(s.lastDrill == at("2026-03-02T03:00:00+07:00") && s.lastDrillOutcome == "success")
+        #expect(s.lastDrill == at("2026-03-02T03:00:00+07:00") && s.lastDrillOutcome == .success)
         s = try f.status(at: "2026-03-09T03:00:01+07:00")
         #expect(s.untested)
         #expect(try f.status(at: "2026-03-02T04:00:00+07:00", source: "scans").untested)
         // A drill that failed is shown as the last drill, but proves nothing: the source counts
         // as tested only by the earlier drill that passed, until that one is out of the period.
-        try f.record("drill", outcome: "failure", started: "2026-03-05T03:00:00+07:00", snapshot: "s2")
+        try f.record(.drill, outcome: .failure, started: "2026-03-05T03:00:00+07:00", snapshot: "s2")
         s = try f.status(at: "2026-03-06T03:00:00+07:00")
-        #expect(s.lastDrill == at("2026-03-05T03:00:00+07:00") && s.lastDrillOutcome == "failure")
+        #expect(s.lastDrill == at("2026-03-05T03:00:00+07:00") && s.lastDrillOutcome == .failure)
         #expect(!s.untested)
         #expect(try f.status(at: "2026-03-09T03:00:01+07:00").untested)
-        try f.record("drill", source: "scans", outcome: "failure", started: "2026-03-02T05:00:00+07:00", snapshot: "f1")
+        try f.record(.drill, source: "scans", outcome: .failure, started: "2026-03-02T05:00:00+07:00", snapshot: "f1")
         #expect(try f.status(at: "2026-03-02T06:00:00+07:00", source: "scans").untested)
     }
 
     @Test("metrics: every series per source, each family grouped under its HELP and TYPE")
     func metrics() throws {
         let f = try StatusFixture()
-        try f.record(outcome: "success", started: "2026-03-02T01:00:00+07:00", snapshot: "s1", bytesAdded: 4096, seconds: 12.5)
-        try f.record(source: "scans", outcome: "success", started: "2026-03-01T01:00:00+07:00", snapshot: "f1", bytesAdded: 10)
-        try f.record(source: "scans", outcome: "failure", started: "2026-03-02T01:00:00+07:00", error: "no such folder", seconds: 1)
+        try f.record(outcome: .success, started: "2026-03-02T01:00:00+07:00", snapshot: "s1", bytesAdded: 4096, seconds: 12.5)
+        try f.record(source: "scans", outcome: .success, started: "2026-03-01T01:00:00+07:00", snapshot: "f1", bytesAdded: 10)
+        try f.record(source: "scans", outcome: .failure, started: "2026-03-02T01:00:00+07:00", error: "no such folder", seconds: 1)
         let path = f.folder.path + "/kho.prom"
         try Metrics.write(to: path, policies: f.policies, catalog: f.catalog, now: at("2026-03-02T12:00:00+07:00"))
         let text = try String(contentsOfFile: path, encoding: .utf8)
@@ -258,8 +259,8 @@ struct StatusTests {
         #expect(try runner.plan(now: at("2026-03-02T00:30:00+07:00")).map { local($0.planned) }
                 == ["2026-03-01T01:00:00+07:00", "2026-03-01T01:00:00+07:00"])
 
-        try f.record(outcome: "success", started: "2026-03-02T01:00:05+07:00", snapshot: "s1", planned: "2026-03-02T01:00:00+07:00")
-        try f.record(source: "scans", outcome: "success", started: "2026-03-02T01:00:05+07:00", snapshot: "f1", planned: "2026-03-02T01:00:00+07:00")
+        try f.record(outcome: .success, started: "2026-03-02T01:00:05+07:00", snapshot: "s1", planned: "2026-03-02T01:00:00+07:00")
+        try f.record(source: "scans", outcome: .success, started: "2026-03-02T01:00:05+07:00", snapshot: "f1", planned: "2026-03-02T01:00:00+07:00")
         #expect(try runner.plan(now: at("2026-03-02T14:00:00+07:00")).isEmpty)
         #expect(try runner.plan(now: at("2026-03-03T00:59:59+07:00")).isEmpty)
         #expect(try runner.plan(now: at("2026-03-03T01:00:00+07:00")).map { local($0.planned) }
@@ -270,7 +271,7 @@ struct StatusTests {
         #expect(jobs.map { local($0.planned) } == ["2026-03-05T01:00:00+07:00", "2026-03-05T01:00:00+07:00"])
         // A failed run is reported (status, notify) and its planned time is tried again later
         // (see the retry test); a run that succeeded is not.
-        try f.record(outcome: "failure", started: "2026-03-05T14:00:00+07:00", planned: "2026-03-05T01:00:00+07:00", error: "boom")
+        try f.record(outcome: .failure, started: "2026-03-05T14:00:00+07:00", planned: "2026-03-05T01:00:00+07:00", error: "boom")
         #expect(try runner.plan(now: at("2026-03-05T14:10:00+07:00")).map(\.source.name) == ["scans"])
 
         // --all: everything selected, planned now.
@@ -292,25 +293,25 @@ struct StatusTests {
         options.source = "van-ban"
         let runner = PolicyRunner(policies: f.policies, catalog: f.catalog, options: options) { _ in }
         let night = "2026-03-05T01:00:00+07:00"
-        try f.record(outcome: "success", started: "2026-03-04T01:00:05+07:00", snapshot: "s1", planned: "2026-03-04T01:00:00+07:00")
-        try f.record(outcome: "failure", started: "2026-03-05T01:00:05+07:00", planned: night, error: "the server closed the connection")
+        try f.record(outcome: .success, started: "2026-03-04T01:00:05+07:00", snapshot: "s1", planned: "2026-03-04T01:00:00+07:00")
+        try f.record(outcome: .failure, started: "2026-03-05T01:00:05+07:00", planned: night, error: "the server closed the connection")
         #expect(try runner.plan(now: at("2026-03-05T01:15:04+07:00")).isEmpty)
         #expect(try runner.plan(now: at("2026-03-05T01:15:05+07:00")).map { local($0.planned) } == [night])
-        try f.record(outcome: "failure", started: "2026-03-05T01:15:05+07:00", planned: night, error: "still down")
+        try f.record(outcome: .failure, started: "2026-03-05T01:15:05+07:00", planned: night, error: "still down")
         #expect(try runner.plan(now: at("2026-03-05T01:45:04+07:00")).isEmpty)
         #expect(try runner.plan(now: at("2026-03-05T01:45:05+07:00")).map { local($0.planned) } == [night])
-        try f.record(outcome: "failure", started: "2026-03-05T01:45:05+07:00", planned: night, error: "still down")
+        try f.record(outcome: .failure, started: "2026-03-05T01:45:05+07:00", planned: night, error: "still down")
         // Three attempts: none more until the next night.
         #expect(try runner.plan(now: at("2026-03-05T12:00:00+07:00")).isEmpty)
         #expect(try runner.plan(now: at("2026-03-06T01:00:00+07:00")).map { local($0.planned) } == ["2026-03-06T01:00:00+07:00"])
         // An attempt still running (a long backup, or one killed) is not started again beside it.
-        try f.record(outcome: "failure", started: "2026-03-06T01:00:05+07:00", planned: "2026-03-06T01:00:00+07:00", error: "boom")
-        try f.record(outcome: "running", started: "2026-03-06T01:15:05+07:00", planned: "2026-03-06T01:00:00+07:00")
+        try f.record(outcome: .failure, started: "2026-03-06T01:00:05+07:00", planned: "2026-03-06T01:00:00+07:00", error: "boom")
+        try f.record(outcome: .running, started: "2026-03-06T01:15:05+07:00", planned: "2026-03-06T01:00:00+07:00")
         #expect(try runner.plan(now: at("2026-03-06T03:00:00+07:00")).isEmpty)
         #expect(try runner.plan(now: at("2026-03-07T01:00:00+07:00")).map { local($0.planned) } == ["2026-03-07T01:00:00+07:00"])
         // A retry that succeeds ends the retries.
-        try f.record(outcome: "failure", started: "2026-03-07T01:00:05+07:00", planned: "2026-03-07T01:00:00+07:00", error: "boom")
-        try f.record(outcome: "success", started: "2026-03-07T01:15:05+07:00", snapshot: "s2", planned: "2026-03-07T01:00:00+07:00")
+        try f.record(outcome: .failure, started: "2026-03-07T01:00:05+07:00", planned: "2026-03-07T01:00:00+07:00", error: "boom")
+        try f.record(outcome: .success, started: "2026-03-07T01:15:05+07:00", snapshot: "s2", planned: "2026-03-07T01:00:00+07:00")
         #expect(try runner.plan(now: at("2026-03-07T03:00:00+07:00")).isEmpty)
     }
 
@@ -322,10 +323,10 @@ struct StatusTests {
         let f = try StatusFixture(extra: "drills:\n  every: 7d")
         let runner = PolicyRunner(policies: f.policies, catalog: f.catalog, options: RunOptions()) { _ in }
         #expect(try runner.dueDrills(now: at("2026-03-02T14:00:00+07:00")).map(\.1.name) == ["van-ban"])
-        try f.record("drill", outcome: "success", started: "2026-03-02T14:00:00+07:00", snapshot: "s1")
+        try f.record(.drill, outcome: .success, started: "2026-03-02T14:00:00+07:00", snapshot: "s1")
         // The other source has never been drilled: its turn.
         #expect(try runner.dueDrills(now: at("2026-03-02T15:00:00+07:00")).map(\.1.name) == ["scans"])
-        try f.record("drill", source: "scans", outcome: "success", started: "2026-03-02T15:00:00+07:00", snapshot: "f1")
+        try f.record(.drill, source: "scans", outcome: .success, started: "2026-03-02T15:00:00+07:00", snapshot: "f1")
         #expect(try runner.dueDrills(now: at("2026-03-09T13:59:59+07:00")).isEmpty)
         #expect(try runner.dueDrills(now: at("2026-03-09T14:00:00+07:00")).map(\.1.name) == ["van-ban"])
     }
@@ -336,19 +337,19 @@ struct StatusTests {
         #expect(PolicyRunner.retryPause(every: 86400) == 6 * 3600)
         let f = try StatusFixture(extra: "drills:\n  every: 7d")
         let runner = PolicyRunner(policies: f.policies, catalog: f.catalog, options: RunOptions()) { _ in }
-        try f.record("drill", outcome: "success", started: "2026-03-02T14:00:00+07:00", snapshot: "s1")
-        try f.record("drill", source: "scans", outcome: "failure", started: "2026-03-02T15:00:00+07:00", snapshot: "f1")
+        try f.record(.drill, outcome: .success, started: "2026-03-02T14:00:00+07:00", snapshot: "s1")
+        try f.record(.drill, source: "scans", outcome: .failure, started: "2026-03-02T15:00:00+07:00", snapshot: "f1")
         // Not again at the next run, but a day later, long before the week is out.
         #expect(try runner.dueDrills(now: at("2026-03-02T16:00:00+07:00")).isEmpty)
         #expect(try runner.dueDrills(now: at("2026-03-03T14:59:59+07:00")).isEmpty)
         #expect(try runner.dueDrills(now: at("2026-03-03T15:00:00+07:00")).map(\.1.name) == ["scans"])
         // A drill killed with its process (its record still says running) is treated the same way.
-        try f.record("drill", source: "scans", outcome: "running", started: "2026-03-03T15:00:00+07:00", snapshot: "f1")
+        try f.record(.drill, source: "scans", outcome: .running, started: "2026-03-03T15:00:00+07:00", snapshot: "f1")
         #expect(try runner.dueDrills(now: at("2026-03-04T14:00:00+07:00")).isEmpty)
         #expect(try runner.dueDrills(now: at("2026-03-04T15:00:00+07:00")).map(\.1.name) == ["scans"])
         // Both due: the source that has never passed goes before the one that passed a week ago.
         #expect(try runner.dueDrills(now: at("2026-03-09T14:00:00+07:00")).map(\.1.name) == ["scans"])
-        try f.record("drill", source: "scans", outcome: "success", started: "2026-03-09T14:00:00+07:00", snapshot: "f2")
+        try f.record(.drill, source: "scans", outcome: .success, started: "2026-03-09T14:00:00+07:00", snapshot: "f2")
         #expect(try runner.dueDrills(now: at("2026-03-09T15:00:00+07:00")).map(\.1.name) == ["van-ban"])
     }
 }

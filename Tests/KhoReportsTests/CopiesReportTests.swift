@@ -1,4 +1,5 @@
 import Foundation
+import KhoCatalog
 import KhoCore
 import KhoSupport
 import KhoPolicy
@@ -40,7 +41,7 @@ struct CopiesReportTests {
                 #expect(item.caughtUp == runs.filter(\.caughtUp).count, "\(key) \(item.destination)")
                 #expect(item.bytesAdded == runs.reduce(Int64(0)) { $0 + $1.bytesAdded })
                 #expect(item.failures.map(\.started) == runs.filter { $0.outcome == "failure" }.map(\.started))
-                #expect(item.failures.allSatisfy { $0.outcome == "failure" && $0.error.contains("Connection refused") })
+                #expect(item.failures.allSatisfy { $0.outcome == .failure && $0.error.contains("Connection refused") })
                 let newest = try #require(month.copies.filter {
                     $0.dataset == key && $0.destination == item.destination && $0.outcome == "success" && $0.ended <= month.scope.to
                 }.max { $0.snapshotTime < $1.snapshotTime })

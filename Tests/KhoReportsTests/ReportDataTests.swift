@@ -1,4 +1,5 @@
 import Foundation
+import KhoCatalog
 import KhoCore
 import KhoSupport
 import KhoPolicy
@@ -63,7 +64,7 @@ struct ReportDataTests {
         #expect(try dataset("van-ban/van-ban-scan").backups.missed == 30)
         #expect(try dataset("van-ban/van-ban-scan").backups.successRate == 0)
         #expect(try dataset("van-ban/van-ban-tep").backups.unfinished == 1)
-        #expect(try dataset("dat-dai/dat-dai-db").backups.failures.first { $0.outcome == "failure" }?.error.contains("min-size-ratio") == true)
+        #expect(try dataset("dat-dai/dat-dai-db").backups.failures.first { $0.outcome == .failure }?.error.contains("min-size-ratio") == true)
     }
 
     @Test("recovery points: last good, last verified, worst achieved RPO against the objective")
@@ -281,9 +282,9 @@ struct ReportDataTests {
     @Test("the data do not change when runs are added after the period or the report is made again")
     func stable() throws {
         let first = try ReportDocument.hash(data)
-        var late = RunRecord(kind: "drill", policy: "ho-so-scan", source: "ho-so-scan", repository: "/x", planned: nil, started: SimulatedMonth.local(12, 5))
+        var late = RunRecord(kind: .drill, policy: "ho-so-scan", source: "ho-so-scan", repository: "/x", planned: nil, started: SimulatedMonth.local(12, 5))
         late.ended = SimulatedMonth.local(12, 5, 0, 5)
-        late.outcome = "success"
+        late.outcome = .success
         try month.catalog.insert(late)
         try month.ledger.append(command: "prune", arguments: ["prune"], outcome: "success", time: SimulatedMonth.local(12, 6))
         #expect(try ReportDocument.hash(try month.report()) == first)
@@ -302,7 +303,7 @@ struct ReportDamageTests {
     @Test("drill evidence edited in the catalog: its seal is broken, the drill does not count as passed")
     func tamperedEvidence() throws {
         let month = try SimulatedMonth()
-        let drill = try #require(try month.catalog.runs(policy: "van-ban", source: "van-ban-db", kind: "drill").first)
+        let drill = try #require(try month.catalog.runs(policy: "van-ban", source: "van-ban-db", kind: .drill).first)
         var edited = drill
         edited.details = drill.details!.replacingOccurrences(of: "\"rtoSeconds\":30", with: "\"rtoSeconds\":3")
         #expect(edited.details != drill.details)

@@ -1,4 +1,5 @@
 import Foundation
+import KhoCatalog
 import KhoCore
 import KhoSupport
 import KhoPolicy
@@ -258,9 +259,9 @@ struct ReportFormatTests {
         // The catalog changed after the report was made: a run inside the period removed its failure.
         let document = try month.document(.vi)
         let bytes = try document.render(.json)
-        let failure = try #require(try month.catalog.runs(policy: "ho-tich", source: "ho-tich-db", kind: "backup").first { $0.outcome == "failure" })
+        let failure = try #require(try month.catalog.runs(policy: "ho-tich", source: "ho-tich-db", kind: .backup).first { $0.outcome == .failure })
         var changed = failure
-        changed.outcome = "success"
+        changed.outcome = .success
         try month.catalog.update(changed)
         let result = try ReportDocument.check(bytes, khoVersion: "0.1.0", recompute: recompute)
         #expect(!result.dataMatches)

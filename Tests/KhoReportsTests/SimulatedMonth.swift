@@ -1,4 +1,5 @@
 import Foundation
+import KhoCatalog
 import Glibc
 import KhoCore
 import KhoSupport
@@ -260,10 +261,10 @@ final class SimulatedMonth: @unchecked Sendable {
         }
         for run in runs {
             let parts = run.dataset.split(separator: "/").map(String.init)
-            var record = RunRecord(kind: "backup", policy: parts[0], source: parts[1], repository: root + "/repository",
+            var record = RunRecord(kind: .backup, policy: parts[0], source: parts[1], repository: root + "/repository",
                                    planned: run.planned, started: run.started)
             record.ended = run.ended
-            record.outcome = run.outcome
+            record.outcome = RunOutcome(rawValue: run.outcome)!
             record.error = run.error
             record.snapshot = run.snapshot
             record.snapshotTime = run.snapshotTime
@@ -274,16 +275,16 @@ final class SimulatedMonth: @unchecked Sendable {
         try simulateCopies()
         // A run started before the period end and still going at it: unfinished. And runs after
         // the period: not in the report.
-        var running = RunRecord(kind: "backup", policy: "van-ban", source: "van-ban-tep", repository: root + "/repository",
+        var running = RunRecord(kind: .backup, policy: "van-ban", source: "van-ban-tep", repository: root + "/repository",
                                 planned: SimulatedMonth.local(11, 30, 23, 59, 0), started: SimulatedMonth.local(11, 30, 23, 59, 30))
         running.ended = SimulatedMonth.local(12, 1, 0, 2, 0)
-        running.outcome = "failure"
+        running.outcome = .failure
         running.error = "killed"
         try catalog.insert(running)
-        var after = RunRecord(kind: "backup", policy: "ho-tich", source: "ho-tich-db", repository: root + "/repository",
+        var after = RunRecord(kind: .backup, policy: "ho-tich", source: "ho-tich-db", repository: root + "/repository",
                               planned: SimulatedMonth.local(12, 1, 1, 30), started: SimulatedMonth.local(12, 1, 1, 30, 10))
         after.ended = SimulatedMonth.local(12, 1, 1, 32, 10)
-        after.outcome = "failure"
+        after.outcome = .failure
         try catalog.insert(after)
 
         // Drills at 03:00 (local) of the newest good snapshot at that time.
@@ -325,9 +326,9 @@ final class SimulatedMonth: @unchecked Sendable {
             drills[i].details = try SimulatedMonth.sealedEvidence(drills[i])
             let d = drills[i]
             let parts = d.dataset.split(separator: "/").map(String.init)
-            var record = RunRecord(kind: "drill", policy: parts[0], source: parts[1], repository: root + "/repository", planned: d.started, started: d.started)
+            var record = RunRecord(kind: .drill, policy: parts[0], source: parts[1], repository: root + "/repository", planned: d.started, started: d.started)
             record.ended = d.ended
-            record.outcome = d.passed ? "success" : "failure"
+            record.outcome = d.passed ? .success : .failure
             record.error = d.failureReasons.isEmpty ? nil : d.failureReasons.joined(separator: "; ")
             record.snapshot = d.snapshot
             record.snapshotTime = d.snapshotTime
@@ -380,20 +381,20 @@ final class SimulatedMonth: @unchecked Sendable {
         }
         for copy in copies {
             let parts = copy.dataset.split(separator: "/").map(String.init)
-            var record = RunRecord(kind: "copy", policy: parts[0], source: parts[1], repository: root + "/repository", planned: nil, started: copy.started)
+            var record = RunRecord(kind: .copy, policy: parts[0], source: parts[1], repository: root + "/repository", planned: nil, started: copy.started)
             record.ended = copy.ended
-            record.outcome = copy.outcome
+            record.outcome = RunOutcome(rawValue: copy.outcome)!
             record.error = copy.error
             record.snapshot = copy.snapshot
             record.snapshotTime = copy.snapshotTime
             record.bytesAdded = copy.bytesAdded
-            // `PolicyRunner.CopyDetails` as the runner encodes it (checked to decode as that type).
+            // `CopyDetails` as the runner encodes it (checked to decode as that type).
             var details: [String: Any] = ["destination": copy.destination, "blobsRead": copy.outcome == "success" ? 12 : 0,
                                           "blobsNew": copy.outcome == "success" ? 3 : 0, "bytesAdded": copy.bytesAdded, "alreadyThere": false]
             if copy.outcome == "success" { details["targetSnapshot"] = String(copy.snapshot.reversed()) }
             if copy.caughtUp { details["caughtUp"] = true }
             let encoded = try JSONSerialization.data(withJSONObject: details, options: [.sortedKeys])
-            _ = try JSON.decoder.decode(PolicyRunner.CopyDetails.self, from: encoded)
+            _ = try JSON.decoder.decode(CopyDetails.self, from: encoded)
             record.details = String(decoding: encoded, as: UTF8.self)
             try catalog.insert(record)
         }

@@ -4,58 +4,13 @@ import KhoCore
 import KhoSupport
 import KhoSources
 
-/// One job run as the catalog records it.
-public struct RunRecord: Codable, Sendable, FetchableRecord, MutablePersistableRecord {
-    public static let databaseTableName = "runs"
-    public var id: Int64?
-    /// backup, retention, drill or copy.
-    public var kind: String
-    public var policy: String
-    public var source: String
-    public var repository: String
-    public var planned: Date?
-    public var started: Date
-    public var ended: Date?
-    /// success, failure or partial.
-    public var outcome: String
-    public var error: String?
-    public var bytesRead: Int64
-    public var bytesAdded: Int64
-    public var snapshot: String?
-    /// When the snapshot's data was taken (its time), for freshness against the RPO.
-    public var snapshotTime: Date?
-    /// JSON: for backups the manifest summary, for drills the evidence record.
-    public var details: String?
-    public var host: String
-    /// True for rows recreated by `kho catalog rebuild` from what a repository still holds.
-    public var rebuilt: Bool
-
-    public init(kind: String, policy: String, source: String, repository: String, planned: Date?, started: Date) {
-        self.kind = kind
-        self.policy = policy
-        self.source = source
-        self.repository = repository
-        self.planned = planned
-        self.started = started
-        outcome = "running"
-        bytesRead = 0
-        bytesAdded = 0
-        host = Host.name
-        rebuilt = false
-    }
-
-    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
-
-    public var duration: TimeInterval? { ended.map { $0.timeIntervalSince(started) } }
-}
-
 /// The embedded SQLite catalog of every job run. Losing it loses history, never data: `rebuild`
 /// recreates the backup history from the repositories.
 public final class Catalog: @unchecked Sendable {
     public let path: String
     let queue: DatabaseQueue
 
-    public static let schemaVersion = 1
+    public static let schemaVersion = 2
 
     /// Takes group and other permissions away from `path` if it has any.
     static func restrict(_ path: String, mode: mode_t) throws {
@@ -109,14 +64,49 @@ public final class Catalog: @unchecked Sendable {
             }
             try db.create(index: "runs_by_source", on: "runs", columns: ["policy", "source", "kind", "started"])
         }
+        migrator.registerMigration("v2: typed runs") { db in
+            try Catalog.typeRuns(db)
+        }
         return migrator
+    }
+
+    /// Inserts a run and returns it with its id. A failure is the caller's to report: a run
+    /// without a row is missing from status, reports and retry planning.
+    /// "v2: typed runs": kinds and outcomes are read as `RunKind` and `RunOutcome`, so every stored
+    /// value must be one of their raw values. Every kho before this one wrote only those (kinds
+    /// backup, retention, drill, copy, notify; outcomes running, success, failure, partial, and late
+    /// or missed on notify rows); an outcome outside them (a row edited by hand) becomes a failure
+    /// that keeps the old value in its error, and a kind outside them is refused, naming the rows,
+    /// because no kind can stand in for it. Adds `retryable`, which decides what the runner retries.
+    static func typeRuns(_ db: Database) throws {
+        let kinds = RunKind.allCases.map(\.rawValue)
+        let strange = try Row.fetchAll(db, sql: "SELECT kind, count(*) AS n FROM runs WHERE kind NOT IN (\(kinds.map { _ in "?" }.joined(separator: ", "))) GROUP BY kind",
+                                       arguments: StatementArguments(kinds))
+        if !strange.isEmpty {
+            let list = strange.map { row -> String in
+                let kind: String = row["kind"]
+                let count: Int = row["n"]
+                return "\"\(kind)\" (\(count) rows)"
+            }.joined(separator: ", ")
+            throw KhoError(.failure, "The catalog holds runs of a kind this kho does not know: \(list); delete those rows, or move the catalog aside and run `kho catalog rebuild`.")
+        }
+        let outcomes = RunOutcome.allCases.map(\.rawValue)
+        try db.execute(sql: """
+            UPDATE runs SET error = '(recorded as "' || outcome || '" by an older kho)' || coalesce(': ' || error, ''), outcome = ?
+            WHERE outcome NOT IN (\(outcomes.map { _ in "?" }.joined(separator: ", ")))
+            """, arguments: StatementArguments([RunOutcome.failure.rawValue] + outcomes))
+        try db.alter(table: "runs") { t in t.add(column: "retryable", .boolean) }
     }
 
     @discardableResult
     public func insert(_ record: RunRecord) throws -> RunRecord {
         var record = record
         record.error = record.error.map(Secrets.mask)
-        try queue.write { db in try record.insert(db) }
+        do {
+            try queue.write { db in try record.insert(db) }
+        } catch {
+            throw KhoError(.failure, "The \(record.kind.rawValue) run of \(record.policy)/\(record.source) cannot be recorded in the catalog \(path) (\(error)): make the state folder writable (or give --state-dir) and run again.")
+        }
         return record
     }
 
@@ -124,10 +114,17 @@ public final class Catalog: @unchecked Sendable {
     public func update(_ record: RunRecord) throws {
         var record = record
         record.error = record.error.map(Secrets.mask)
-        try queue.write { db in try record.update(db) }
+        guard record.id != nil else {
+            throw KhoError(.failure, "The \(record.kind.rawValue) run of \(record.policy)/\(record.source) has no catalog row to update (its insert failed): fix the catalog \(path) and run again.")
+        }
+        do {
+            try queue.write { db in try record.update(db) }
+        } catch {
+            throw KhoError(.failure, "The \(record.kind.rawValue) run of \(record.policy)/\(record.source) cannot be updated in the catalog \(path) (\(error)): make the state folder writable (or give --state-dir) and run again.")
+        }
     }
 
-    public func runs(policy: String? = nil, source: String? = nil, kind: String? = nil, from: Date? = nil, to: Date? = nil) throws -> [RunRecord] {
+    public func runs(policy: String? = nil, source: String? = nil, kind: RunKind? = nil, from: Date? = nil, to: Date? = nil) throws -> [RunRecord] {
         try queue.read { db in
             var request = RunRecord.all()
             if let policy { request = request.filter(Column("policy") == policy) }
@@ -140,7 +137,7 @@ public final class Catalog: @unchecked Sendable {
     }
 
     /// The newest planned time for which a backup of this source was attempted.
-    public func lastPlanned(policy: String, source: String, kind: String = "backup") throws -> Date? {
+    public func lastPlanned(policy: String, source: String, kind: RunKind = .backup) throws -> Date? {
         try queue.read { db in
             try Date.fetchOne(db, sql: "SELECT max(planned) FROM runs WHERE policy = ? AND source = ? AND kind = ?",
                               arguments: [policy, source, kind])
@@ -149,7 +146,7 @@ public final class Catalog: @unchecked Sendable {
 
     /// Every run of a source for one planned time, oldest first (a planned time tried again
     /// after a failure has several).
-    public func attempts(policy: String, source: String, kind: String = "backup", planned: Date) throws -> [RunRecord] {
+    public func attempts(policy: String, source: String, kind: RunKind = .backup, planned: Date) throws -> [RunRecord] {
         try queue.read { db in
             try RunRecord.filter(Column("policy") == policy && Column("source") == source && Column("kind") == kind
                                  && Column("planned") == planned)
@@ -157,52 +154,11 @@ public final class Catalog: @unchecked Sendable {
         }
     }
 
-    public func last(policy: String, source: String, kind: String, outcome: String? = nil) throws -> RunRecord? {
+    public func last(policy: String, source: String, kind: RunKind, outcome: RunOutcome? = nil) throws -> RunRecord? {
         try queue.read { db in
             var request = RunRecord.filter(Column("policy") == policy && Column("source") == source && Column("kind") == kind)
             if let outcome { request = request.filter(Column("outcome") == outcome) }
             return try request.order(Column("started").desc, Column("id").desc).fetchOne(db)
         }
-    }
-
-    /// Adds a backup row for every snapshot a repository holds that the catalog does not know.
-    public func rebuild(policy: Policy, snapshots: [Snapshot]) throws -> Int {
-        let known = Set(try runs(policy: policy.name).compactMap(\.snapshot))
-        var added = 0
-        for snapshot in snapshots where !known.contains(snapshot.id ?? "") {
-            guard let sourceName = snapshot.source.name ?? policy.sources.first(where: { $0.kind == .files && $0.paths.sorted() == snapshot.paths.sorted() })?.name,
-                  policy.sources.contains(where: { $0.name == sourceName }) else { continue }
-            var record = RunRecord(kind: "backup", policy: policy.name, source: sourceName, repository: policy.repository.path,
-                                   planned: snapshot.time, started: snapshot.summary?.start ?? snapshot.time)
-            record.ended = snapshot.summary?.end ?? snapshot.time
-            record.outcome = snapshot.partial ? "partial" : "success"
-            record.bytesRead = snapshot.summary?.bytesRead ?? 0
-            record.bytesAdded = snapshot.summary?.bytesAdded ?? 0
-            record.snapshot = snapshot.id
-            record.snapshotTime = snapshot.time
-            record.host = snapshot.hostname
-            record.rebuilt = true
-            if let manifest = DumpManifest(snapshot.manifest), let data = try? JSON.encoder.encode(ManifestSummary(manifest)) {
-                record.details = String(decoding: data, as: UTF8.self)
-            }
-            try insert(record)
-            added += 1
-        }
-        return added
-    }
-}
-
-/// The short form of a manifest kept in the catalog: tables and rows per database.
-public struct ManifestSummary: Codable, Sendable {
-    public var engine: String
-    public var databases: [String: Int]
-    public var tables: Int
-    public var rows: Int64
-
-    public init(_ manifest: DumpManifest) {
-        engine = manifest.engine
-        databases = Dictionary(manifest.databases.map { ($0.name, $0.tables.count) }, uniquingKeysWith: { a, _ in a })
-        tables = manifest.databases.reduce(0) { $0 + $1.tables.count }
-        rows = manifest.databases.reduce(Int64(0)) { $0 + $1.tables.reduce(Int64(0)) { $0 + $1.rows } }
     }
 }

@@ -46,6 +46,9 @@ public struct LedgerEntry: Codable, Sendable, Equatable {
         try SHA256.hash(try hashedBytes()).hex
     }
 
+    /// The outcome of a command that finished without error (others record their exit code).
+    public static let succeeded = "success"
+
     /// Whether the entry is in the legacy form (no `key` field).
     public var isLegacy: Bool { key == nil }
     /// Whether `hash` is an HMAC under a repository's ledger key.
@@ -168,6 +171,7 @@ public final class AuditLedger: @unchecked Sendable {
     /// Free text (an outcome, an error message) with the password of any URL in it removed: an
     /// error message may quote the argument that held it.
     public static func redactText(_ text: String) -> String {
+        // try?: the pattern is a constant that compiles; without it the text is returned as is.
         guard text.contains("://"), text.contains("@"),
               let pattern = try? NSRegularExpression(pattern: "([A-Za-z][A-Za-z0-9+.-]*://[^\\s/@:]*):[^\\s/@]*@") else { return text }
         return pattern.stringByReplacingMatches(in: text, range: NSRange(text.startIndex..., in: text), withTemplate: "$1:[removed]@")
@@ -277,6 +281,8 @@ public final class AuditLedger: @unchecked Sendable {
 
     /// The sequence and hash the head file names, if it can be read.
     private func readHead() -> (sequence: Int, hash: String)? {
+        // try?: no head (a new ledger, one of an earlier kho) or an unreadable one leaves only the
+        // anchors in the repositories to detect a cut; `check` reports a head that disagrees.
         guard let text = try? String(contentsOfFile: path + ".head", encoding: .utf8) else { return nil }
         let parts = text.split(separator: " ")
         guard parts.count == 2, let sequence = Int(parts[0]) else { return nil }
@@ -301,6 +307,7 @@ public final class AuditLedger: @unchecked Sendable {
             var lines = bytes.split(separator: newline, omittingEmptySubsequences: true)
             if start > 0 && !lines.isEmpty { lines.removeFirst() }
             for (skipped, line) in lines.reversed().enumerated() {
+                // try?: a line that is not an entry is skipped and reported as damage.
                 if let entry = try? JSON.decoder.decode(LedgerEntry.self, from: Data(line)) {
                     return (entry, skipped > 0, endsWithNewline)
                 }
@@ -350,6 +357,7 @@ public final class AuditLedger: @unchecked Sendable {
         }
         for (i, line) in lines.enumerated() where !(line.isEmpty && i == lines.count - 1) {
             let n = i + 1
+            // try?: any decoding error is the same finding: the line is not an entry.
             guard let entry = try? JSON.decoder.decode(LedgerEntry.self, from: Data(line.utf8)) else {
                 return fail(n, "line \(n) is not a ledger entry (edited or damaged)")
             }
@@ -379,7 +387,7 @@ public final class AuditLedger: @unchecked Sendable {
             } else if !entry.isLegacy {
                 // Only a command that never got into its repository writes an unkeyed entry, and
                 // such a command did not succeed.
-                if strict && entry.outcome == "success" && entry.command != AuditLedger.keyedCommand {
+                if strict && entry.outcome == LedgerEntry.succeeded && entry.command != AuditLedger.keyedCommand {
                     return fail(n, "\(name) records a success but is not keyed: a command that succeeded had its repository's key, so the entry was not written by kho")
                 }
                 if entry.command != AuditLedger.keyedCommand { result.unkeyed.append(entry.sequence) }
@@ -398,6 +406,7 @@ public final class AuditLedger: @unchecked Sendable {
             expectedSequence += 1
         }
         result.entries = expectedSequence - 1
+        // try?: without a head file there is nothing to compare (a ledger of an earlier kho).
         if let head = try? String(contentsOfFile: path + ".head", encoding: .utf8) {
             let parts = head.split(separator: " ")
             if parts.count == 2, let sequence = Int(parts[0]), sequence != expectedSequence - 1 || String(parts[1].trimmingCharacters(in: .whitespacesAndNewlines)) != previous {

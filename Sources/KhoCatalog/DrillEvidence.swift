@@ -1,0 +1,212 @@
+import Foundation
+import KhoCore
+import KhoSupport
+import KhoSources
+
+/// How one check of a drill ended. The raw values are those stored in evidence since the first
+/// drill, so that sealed evidence reads (and verifies) unchanged.
+public enum DrillCheckOutcome: String, Codable, Sendable, CaseIterable {
+    case pass
+    /// The data or the restore is wrong.
+    case fail
+    /// The check could not run (a scratch server did not start, a tool is missing).
+    case error
+    case skipped
+}
+
+/// What a policy's `drills: checks:` can name: the groups of checks that decide a drill's verdict.
+/// A failed restore always decides it.
+public enum DrillRequirement: String, Codable, Sendable, CaseIterable {
+    /// The engine's own checks of the restored data, the restored files and their modes.
+    case integrity
+    /// The restored tables against the snapshot's manifest.
+    case manifest
+    /// The time to a usable restore against the RTO.
+    case rto
+
+    /// What a policy without `checks:` requires.
+    public static let all: [DrillRequirement] = [.integrity, .manifest, .rto]
+}
+
+/// What a drill check checks.
+public enum DrillCheckKind: String, Codable, Sendable, CaseIterable {
+    /// The restore itself (loading the dumps, restoring the files).
+    case restore
+    case rto
+    case manifest
+    /// Roles and tablespaces loaded into a scratch PostgreSQL cluster (never fails a drill).
+    case globals
+    case pgAmcheck = "pg_amcheck"
+    case checkTable = "check-table"
+    case sqliteIntegrity = "sqlite-integrity"
+    case fileContents = "file-contents"
+    case fileModes = "file-modes"
+
+    /// The requirement that decides whether a failure of this check counts; nil for the restore,
+    /// which always counts.
+    public var requirement: DrillRequirement? {
+        switch self {
+        case .restore: nil
+        case .rto: .rto
+        case .manifest: .manifest
+        case .globals, .pgAmcheck, .checkTable, .sqliteIntegrity, .fileContents, .fileModes: .integrity
+        }
+    }
+
+    /// Whether the check is the database engine's own check of the restored data.
+    public var isEngineCheck: Bool {
+        switch self {
+        case .pgAmcheck, .checkTable, .sqliteIntegrity: true
+        case .restore, .rto, .manifest, .globals, .fileContents, .fileModes: false
+        }
+    }
+
+    /// The kind of a check in evidence of a kho that stored only the check's name (the names it
+    /// gave are fixed: see `DrillRunner`). Used for reading old evidence, never for deciding a
+    /// verdict.
+    static func legacy(name: String) -> DrillCheckKind {
+        switch name {
+        case "restore": return .restore
+        case "rto": return .rto
+        case "manifest": return .manifest
+        case "globals": return .globals
+        case "file contents and sizes": return .fileContents
+        case "file modes": return .fileModes
+        default:
+            if name.hasPrefix("pg_amcheck") { return .pgAmcheck }
+            if name.hasPrefix("CHECK TABLE") { return .checkTable }
+            return .sqliteIntegrity
+        }
+    }
+}
+
+/// Everything a drill found, kept in the catalog as evidence and printed by `kho verify --json`.
+/// Fields added after the first drills are optional, so that evidence of an earlier kho decodes and
+/// re-encodes to the bytes it was sealed over.
+public struct DrillEvidence: Codable, Sendable {
+    public struct Check: Codable, Sendable {
+        /// The name shown to people (e.g. "pg_amcheck shop", "CHECK TABLE land").
+        public var name: String
+        public var outcome: DrillCheckOutcome
+        /// What the check printed, bounded to 4 KiB.
+        public var output: String
+        /// Absent in evidence of an earlier kho: see `checkKind`.
+        public var kind: DrillCheckKind?
+        /// Whether the check decides the verdict (the policy requires its group); absent in
+        /// evidence of an earlier kho.
+        public var counted: Bool?
+
+        public init(_ kind: DrillCheckKind, name: String? = nil, outcome: DrillCheckOutcome, output: String, counted: Bool = true) {
+            self.name = name ?? kind.rawValue
+            self.outcome = outcome
+            self.output = output
+            self.kind = kind
+            self.counted = counted
+        }
+
+        /// What the check checks, also in evidence that did not store it.
+        public var checkKind: DrillCheckKind { kind ?? DrillCheckKind.legacy(name: name) }
+        /// A check that failed or could not run.
+        public var isBad: Bool { outcome == .fail || outcome == .error }
+        /// A counted check that failed or could not run: the drill did not pass.
+        public var failsDrill: Bool { isBad && counted != false }
+    }
+
+    public var drillID: String
+    public var policy: String
+    public var source: String
+    /// `SourceSpec.Kind`'s raw value (see `kind`).
+    public var sourceKind: String
+    public var snapshot: String
+    public var snapshotTime: Date
+    public var scratch: String
+    public var start: Date
+    public var end: Date
+    public var checks: [Check]
+    public var comparison: ManifestComparison?
+    public var rtoSeconds: Double?
+    public var rtoObjectiveSeconds: Double
+    public var passed: Bool
+    public var failureReasons: [String]
+    public var khoVersion: String
+    public var host: String
+    /// SHA-256 of this record's JSON with this field empty.
+    public var evidenceSHA256: String
+    /// The repository whose evidence key made `evidenceMAC` (absent in evidence of an earlier kho).
+    public var sealRepository: String?
+    /// HMAC-SHA256, under a key derived from the repository's master key, of this record's JSON
+    /// with this field absent and `evidenceSHA256` empty: whoever edits the evidence and
+    /// recomputes the SHA-256 cannot recompute this without the repository's password.
+    public var evidenceMAC: String?
+    /// For files and command sources: how many files were compared with the snapshot (absent in
+    /// evidence of an earlier kho, and for databases).
+    public var filesCompared: Int?
+
+    public init(drillID: String, policy: String, source: String, sourceKind: SourceSpec.Kind, snapshot: String, snapshotTime: Date,
+                start: Date, rtoObjectiveSeconds: Double, khoVersion: String, host: String) {
+        self.drillID = drillID
+        self.policy = policy
+        self.source = source
+        self.sourceKind = sourceKind.rawValue
+        self.snapshot = snapshot
+        self.snapshotTime = snapshotTime
+        scratch = ""
+        self.start = start
+        end = start
+        checks = []
+        self.rtoObjectiveSeconds = rtoObjectiveSeconds
+        passed = false
+        failureReasons = []
+        self.khoVersion = khoVersion
+        self.host = host
+        evidenceSHA256 = ""
+    }
+
+    /// The source's kind (nil only for a kind this kho does not know).
+    public var kind: SourceSpec.Kind? { SourceSpec.Kind(rawValue: sourceKind) }
+
+    /// The first check of a kind.
+    public func check(_ kind: DrillCheckKind) -> Check? { checks.first { $0.checkKind == kind } }
+
+    /// Whether the checks that count all passed (what `passed` is set to).
+    public var verdict: Bool { !checks.contains { $0.failsDrill } }
+
+    /// Whether a counted check found wrong data: the restore, the engine's checks, the files or the
+    /// manifest — anything but a missed RTO or a drill that could not run.
+    public var foundBadData: Bool {
+        checks.contains { $0.outcome == .fail && $0.counted != false && $0.checkKind != .rto }
+    }
+
+    public mutating func seal(key: DerivedKey? = nil) throws {
+        evidenceSHA256 = ""
+        evidenceMAC = nil
+        sealRepository = key?.repositoryID
+        if let key { evidenceMAC = try key.mac(Array(try JSON.encoder.encode(self))) }
+        evidenceSHA256 = try SHA256.hash(Array(try JSON.encoder.encode(self))).hex
+    }
+
+    /// True when the keyed seal matches the record (and the SHA-256 too); false without one.
+    public func verifyKeyedSeal(_ key: DerivedKey) -> Bool {
+        guard verifySeal(), let mac = evidenceMAC, sealRepository == key.repositoryID else { return false }
+        var copy = self
+        copy.evidenceSHA256 = ""
+        copy.evidenceMAC = nil
+        do {
+            return try key.verify(Array(try JSON.encoder.encode(copy)), expected: mac)
+        } catch {
+            // A record that cannot be encoded or a MAC that cannot be computed is not a valid seal.
+            return false
+        }
+    }
+
+    /// True when the stored hash matches the record.
+    public func verifySeal() -> Bool {
+        var copy = self
+        copy.evidenceSHA256 = ""
+        do {
+            return try SHA256.hash(Array(try JSON.encoder.encode(copy))).hex == evidenceSHA256
+        } catch {
+            return false
+        }
+    }
+}

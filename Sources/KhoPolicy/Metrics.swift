@@ -1,0 +1,58 @@
+import Foundation
+import KhoCatalog
+import KhoCore
+import KhoSupport
+
+/// Prometheus metrics in the node exporter's textfile-collector format, written atomically.
+public enum Metrics {
+    public static func write(to path: String, policies: [Policy], catalog: Catalog, now: Date) throws {
+        let statuses = try StatusReport.compute(policies: policies, catalog: catalog, now: now)
+        var lines: [String] = []
+        func label(_ s: SourceStatus) -> String {
+            "policy=\"\(escape(s.policy))\",source=\"\(escape(s.source))\""
+        }
+        lines.append("# HELP kho_last_success_timestamp_seconds Time of the newest good snapshot of the source.")
+        lines.append("# TYPE kho_last_success_timestamp_seconds gauge")
+        for s in statuses { lines.append("kho_last_success_timestamp_seconds{\(label(s))} \(Int(s.newestGoodSnapshotTime?.timeIntervalSince1970 ?? 0))") }
+        lines.append("# HELP kho_rpo_seconds The source's recovery point objective.")
+        lines.append("# TYPE kho_rpo_seconds gauge")
+        for s in statuses { lines.append("kho_rpo_seconds{\(label(s))} \(Int(s.rpoSeconds))") }
+        lines.append("# HELP kho_rpo_state 1 for the source's current freshness state (ok, late, missed).")
+        lines.append("# TYPE kho_rpo_state gauge")
+        for s in statuses {
+            for state in SourceStatus.Freshness.allCases {
+                lines.append("kho_rpo_state{\(label(s)),state=\"\(state.rawValue)\"} \(s.freshness == state ? 1 : 0)")
+            }
+        }
+        // Each family's samples follow its own HELP and TYPE lines, as the text format requires.
+        let lastRuns = try statuses.map { s in (s, try catalog.last(policy: s.policy, source: s.source, kind: .backup)) }
+        let perRun: [(name: String, help: String, value: (RunRecord) -> String)] = [
+            ("kho_last_run_success", "1 when the last backup run of the source succeeded.", { $0.outcome == .failure ? "0" : "1" }),
+            ("kho_last_run_duration_seconds", "Duration of the last backup run.", { String(format: "%.3f", $0.duration ?? 0) }),
+            ("kho_last_run_bytes_added", "Bytes the last backup run added to the repository.", { "\($0.bytesAdded)" }),
+        ]
+        for family in perRun {
+            lines.append("# HELP \(family.name) \(family.help)")
+            lines.append("# TYPE \(family.name) gauge")
+            for (s, last) in lastRuns {
+                guard let last else { continue }
+                lines.append("\(family.name){\(label(s))} \(family.value(last))")
+            }
+        }
+        let text = lines.joined(separator: "\n") + "\n"
+        let temporary = path + ".tmp-\(getpid())"
+        guard FileManager.default.createFile(atPath: temporary, contents: Data(text.utf8)) else {
+            throw KhoError(.failure, "Cannot write the metrics file \(path): check that its folder exists and is writable.")
+        }
+        // Read by the metrics collector, which runs as its own user; it holds no data, only
+        // sizes, times and names (kho's umask would make it 0600).
+        chmod(temporary, 0o644)
+        guard rename(temporary, path) == 0 else {
+            throw KhoError.posix("rename", path, errno: errno)
+        }
+    }
+
+    static func escape(_ text: String) -> String {
+        text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
+    }
+}

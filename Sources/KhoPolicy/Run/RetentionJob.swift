@@ -1,0 +1,56 @@
+import Foundation
+import KhoCatalog
+import KhoCore
+import KhoSupport
+import KhoSources
+import KhoStorage
+
+extension PolicyRunner {
+    /// Forgets this source's snapshots in `repository` (the policy's own, or a copy destination
+    /// at `location`) that `rules` no longer keep, and prunes when `prune` asks and something was
+    /// forgotten. Recorded as a retention run whose repository is `location`.
+    func applyRetention(_ job: Job, rules: RetentionPolicy, prune: Bool, on repository: Repository, at location: String) -> String? {
+        guard !rules.isEmpty else { return nil }
+        let started = Clock.now
+        let onDestination = location != job.policy.repository.path
+        let label = "\(job.policy.name)/\(job.source.name): retention" + (onDestination ? " on \(location)" : "")
+        var record = RunRecord(kind: .retention, policy: job.policy.name, source: job.source.name, repository: location,
+                               planned: nil, started: started)
+        do {
+            record = try catalog.insert(record)
+            let lock = try RepositoryLock.acquire(storage: repository.storage, exclusive: true, command: "run retention \(job.policy.name)/\(job.source.name)",
+                                                  wait: options.lockWait)
+            defer { lock.release() }
+            let host = Host.name
+            let group = try repository.listSnapshots().filter { $0.source.name == job.source.name && $0.hostname == host }
+            let decisions = Retention.apply(rules, to: group.map { ($0.id!, $0.time, $0.tags) })
+            let remove = decisions.filter { !$0.keep }.map(\.snapshotID)
+            let retained = try repository.removeSnapshots(remove)
+            var text = "kept \(decisions.count - remove.count), removed \(remove.count - retained.count)"
+            if let last = retained.map(\.until).max() {
+                text += ", \(retained.count) left under object lock until \(ObjectLockFormat.text(last))"
+            }
+            // With object lock, prune also keeps the lock of used data from running out, so it
+            // runs every time (and without prune the locks are extended on their own).
+            if prune && (!remove.isEmpty || repository.objectLock != nil) {
+                let report = try Pruner(repository: repository, options: PruneOptions(), warn: { [log] in log("prune: \($0)") }).run()
+                text += ", pruned \(report.bytesFreed) bytes"
+                if report.locksExtended > 0 { text += ", extended \(report.locksExtended) object locks" }
+            } else if repository.objectLock != nil {
+                let extended = try repository.extendRetentionOfAll()
+                if extended > 0 { text += ", extended \(extended) object locks" }
+            }
+            record.outcome = .success
+            record.details = try RunRecord.encodeDetails(decisions)
+            record.ended = Clock.now
+            try catalog.update(record)
+            log("\(label) \(text)")
+            return text
+        } catch {
+            // A record never inserted has no row to mark failed: the error says so already.
+            let message = record.id == nil ? PolicyRunner.message(error) : recordFailure(&record, error, ended: Clock.now)
+            log("\(label) FAILED: \(message)")
+            return "failed: \(message)"
+        }
+    }
+}
