@@ -77,7 +77,8 @@ public final class Catalog: @unchecked Sendable {
     /// backup, retention, drill, copy, notify; outcomes running, success, failure, partial, and late
     /// or missed on notify rows); an outcome outside them (a row edited by hand) becomes a failure
     /// that keeps the old value in its error, and a kind outside them is refused, naming the rows,
-    /// because no kind can stand in for it. Adds `retryable`, which decides what the runner retries.
+    /// because no kind can stand in for it. Adds `retryable`, which decides what the runner retries,
+    /// and `errorKind`, filled in for the shrunken dumps older kho named only in their messages.
     static func typeRuns(_ db: Database) throws {
         let kinds = RunKind.allCases.map(\.rawValue)
         let strange = try Row.fetchAll(db, sql: "SELECT kind, count(*) AS n FROM runs WHERE kind NOT IN (\(kinds.map { _ in "?" }.joined(separator: ", "))) GROUP BY kind",
@@ -95,7 +96,14 @@ public final class Catalog: @unchecked Sendable {
             UPDATE runs SET error = '(recorded as "' || outcome || '" by an older kho)' || coalesce(': ' || error, ''), outcome = ?
             WHERE outcome NOT IN (\(outcomes.map { _ in "?" }.joined(separator: ", ")))
             """, arguments: StatementArguments([RunOutcome.failure.rawValue] + outcomes))
-        try db.alter(table: "runs") { t in t.add(column: "retryable", .boolean) }
+        try db.alter(table: "runs") { t in
+            t.add(column: "retryable", .boolean)
+            t.add(column: "errorKind", .text)
+        }
+        // The one failure older kho told apart only by its message: a dump refused because it shrank
+        // below min-size-ratio (the message names the setting, in every version that had it).
+        try db.execute(sql: "UPDATE runs SET errorKind = ? WHERE outcome = ? AND kind = ? AND error LIKE '%min-size-ratio%'",
+                       arguments: [KhoError.Kind.sourceShrank.rawValue, RunOutcome.failure.rawValue, RunKind.backup.rawValue])
     }
 
     @discardableResult

@@ -50,6 +50,9 @@ public struct RunRecord: Codable, Sendable, FetchableRecord, MutablePersistableR
     /// For a failed run: whether the same run may succeed later without anyone changing anything
     /// (`KhoError.retryable`); nil for successes and for rows of a kho before the column existed.
     public var retryable: Bool?
+    /// For a failed run: the kind of its error (`KhoError.Kind`), so that reports count, say,
+    /// refused shrunken dumps without reading messages; nil for successes and older rows.
+    public var errorKind: KhoError.Kind?
     public var bytesRead: Int64
     public var bytesAdded: Int64
     public var snapshot: String?
@@ -86,6 +89,7 @@ public struct RunRecord: Codable, Sendable, FetchableRecord, MutablePersistableR
         outcome = .failure
         self.error = (error as? KhoError)?.message ?? "\(error)"
         retryable = (error as? KhoError)?.retryable ?? false
+        errorKind = (error as? KhoError)?.kind ?? .failure
         self.ended = ended
     }
 

@@ -308,7 +308,7 @@ struct DatasetBuilder {
             dumpErrors.value = Double(backups.failed)
             dumpErrors.of = Double(backups.attempted)
             dumpErrors.verdict = backups.failed == 0 ? .pass : .fail
-            let shrinks = done.filter { $0.outcome == .failure && ($0.error ?? "").contains("min-size-ratio") }.count
+            let shrinks = done.filter { $0.outcome == .failure && $0.errorKind == .sourceShrank }.count
             shrink.value = Double(shrinks)
             shrink.verdict = shrinks == 0 ? .pass : .fail
         }

@@ -4,7 +4,7 @@ import KhoSupport
 
 /// What a database restore did, for the summary and the drill evidence.
 public struct DatabaseRestoreResult: Codable, Sendable {
-    public var engine: String
+    public var engine: SourceKind
     public var database: String
     public var bytesLoaded: Int64
     public var seconds: Double
@@ -18,12 +18,12 @@ public struct DatabaseRestoreResult: Codable, Sendable {
 /// `replace` is set, and then the dump is loaded into a new database whose name is swapped in only
 /// after the load succeeded. The engines' own loaders (`PostgresLoader`, `MariaDBLoader`) do the work.
 public struct DatabaseLoader {
-    public var engine: String
+    public var engine: SourceKind
     public var target: DatabaseEndpoint
     public var replace: Bool
     public var sourceName: String
 
-    public init(engine: String, target: DatabaseEndpoint, replace: Bool, sourceName: String) {
+    public init(engine: SourceKind, target: DatabaseEndpoint, replace: Bool, sourceName: String) {
         self.engine = engine
         self.target = target
         self.replace = replace
@@ -33,8 +33,8 @@ public struct DatabaseLoader {
     /// Checks the target before anything is read from the repository: whether it exists and is empty.
     public func plan() throws -> (exists: Bool, empty: Bool) {
         switch engine {
-        case "postgres": return try PostgresLoader(target: target, sourceName: sourceName).plan()
-        case "mariadb": return try MariaDBLoader(target: target, sourceName: sourceName).plan()
+        case .postgres: return try PostgresLoader(target: target, sourceName: sourceName).plan()
+        case .mariadb: return try MariaDBLoader(target: target, sourceName: sourceName).plan()
         default:
             throw KhoError(.usage, "Restoring into \(engine) databases is not supported: use --to-file and load it with the engine's tools.")
         }
@@ -51,7 +51,7 @@ public struct DatabaseLoader {
         let loadName = state.exists && replace ? "\(target.database)__kho_restore_\(UInt32.random(in: 0...UInt32.max))" : target.database
         let swap = state.exists && replace
         let create = !state.exists || replace
-        if engine == "mariadb" {
+        if engine == .mariadb {
             return try MariaDBLoader(target: target, sourceName: sourceName)
                 .load(into: loadName, replace: swap, createDatabase: create, expected: expected, start: start, produce: produce)
         }

@@ -42,14 +42,14 @@ public struct DatabaseEndpoint: Sendable, Equatable {
 
     /// Parses `postgres://user@host:port/db` or `mariadb://user@host:port/db` (also `mysql://`).
     /// A password in the URL is refused: it would show in `ps` and in logs.
-    public static func parse(_ url: String) throws -> (engine: String, endpoint: DatabaseEndpoint) {
+    public static func parse(_ url: String) throws -> (engine: SourceKind, endpoint: DatabaseEndpoint) {
         guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased() else {
             throw KhoError(.usage, "\(url) is not a database URL: write postgres://USER@HOST:PORT/DATABASE or mariadb://USER@HOST:PORT/DATABASE.")
         }
-        let engine: String
+        let engine: SourceKind
         switch scheme {
-        case "postgres", "postgresql": engine = "postgres"
-        case "mariadb", "mysql": engine = "mariadb"
+        case "postgres", "postgresql": engine = .postgres
+        case "mariadb", "mysql": engine = .mariadb
         default:
             throw KhoError(.usage, "\(url) names the engine \(scheme): kho restores into postgres:// or mariadb:// databases.")
         }
@@ -61,8 +61,8 @@ public struct DatabaseEndpoint: Sendable, Equatable {
             throw KhoError(.usage, "\(url) names no database: add /DATABASE at the end.")
         }
         let endpoint = DatabaseEndpoint(host: components.host ?? "127.0.0.1",
-                                        port: components.port ?? (engine == "postgres" ? 5432 : 3306),
-                                        user: components.user ?? (engine == "postgres" ? "postgres" : "root"),
+                                        port: components.port ?? (engine == .postgres ? 5432 : 3306),
+                                        user: components.user ?? (engine == .postgres ? "postgres" : "root"),
                                         database: database)
         return (engine, endpoint)
     }
@@ -78,7 +78,7 @@ public struct DatabaseEndpoint: Sendable, Equatable {
             return value
         }
         if let passwordEnv {
-            guard let value = ProcessInfo.processInfo.environment[passwordEnv] else {
+            guard let value = ClientPasswords.value(passwordEnv) else {
                 throw KhoError(.usage, "The environment variable \(passwordEnv) that should hold the database password is not set.")
             }
             Secrets.register(value)

@@ -29,6 +29,32 @@ public enum ChildEnvironment {
     }
 }
 
+/// Database passwords in kho's own environment. The client libraries linked into kho (libpq) take
+/// PGPASSWORD from the process's environment for any connection that names no password, so an
+/// administrator's PGPASSWORD, set for their own psql, would log kho into whatever server a policy
+/// names — the password a policy did not give. kho takes such variables out of its environment at
+/// start; a policy that names one with `password-env:` still gets its value (`value(_:)`).
+public enum ClientPasswords {
+    static let names = ["PGPASSWORD"]
+    private static let withheld = Locked<[String: String]>([:])
+
+    /// Takes the variables out of the environment. Call first thing in `main`, while kho has one
+    /// thread: unsetenv is not safe beside threads reading the environment.
+    public static func withhold() {
+        Secrets.readEnvironment()
+        for name in names {
+            guard let value = getenv(name) else { continue }
+            withheld.withLock { $0[name] = String(cString: value) }
+            unsetenv(name)
+        }
+    }
+
+    /// The variable's value: from the environment, or as it was before `withhold`.
+    public static func value(_ name: String) -> String? {
+        ProcessInfo.processInfo.environment[name] ?? withheld.withLock { $0[name] }
+    }
+}
+
 /// Values kho must never print or record: passwords it read, secrets in its environment, and
 /// values a policy takes from the environment with `${VAR}`. Whatever kho shows of a command it
 /// runs, the command's error output, and the messages it prints or keeps in the catalog go
@@ -58,6 +84,10 @@ public enum Secrets {
     static func maskable(_ value: String) -> Bool {
         value.count >= minimumLength && !["true", "false", "none", "null", "unset", "empty", "disabled", "enabled"].contains(value.lowercased())
     }
+
+    /// Reads the environment's secrets now, before `ClientPasswords.withhold` takes some of them
+    /// out of the environment (they stay masked).
+    static func readEnvironment() { _ = environmentSecrets }
 
     /// The environment's secrets, read once.
     private static let environmentSecrets: Set<String> = {

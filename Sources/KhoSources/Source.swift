@@ -21,7 +21,7 @@ public struct SourceLimits: Sendable {
 /// knows how to back itself up into a snapshot and describe itself for plans and reports.
 public protocol BackupSource {
     var name: String { get }
-    var kind: String { get }
+    var kind: SourceKind { get }
     /// One line for plans and logs; never contains a secret.
     var summary: String { get }
     func backup(with archiver: Archiver, repository: Repository) throws -> Snapshot
@@ -37,7 +37,7 @@ public enum SizeGuard {
         guard let previousSize = previous?.summary?.totalSize, previousSize > 0 else { return }
         if Double(total) < ratio * Double(previousSize) {
             let share = Int((Double(total) / Double(previousSize) * 100).rounded())
-            throw KhoError(.source, "Source \(source): the dump is \(total) bytes, \(share)% of the previous good dump (\(previousSize) bytes, snapshot \(previous!.shortID)), below the allowed \(Int(ratio * 100))%; no snapshot was written: check the database, or lower min-size-ratio if the shrink is expected.")
+            throw KhoError(.sourceShrank, "Source \(source): the dump is \(total) bytes, \(share)% of the previous good dump (\(previousSize) bytes, snapshot \(previous!.shortID)), below the allowed \(Int(ratio * 100))%; no snapshot was written: check the database, or lower min-size-ratio if the shrink is expected.")
         }
     }
 }

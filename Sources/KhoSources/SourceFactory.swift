@@ -12,10 +12,7 @@ extension SourceSpec {
     /// The password comes from `passwordFile` or the variable `passwordEnv`, never the URL.
     public static func database(url: String, name: String, passwordFile: String?, passwordEnv: String?,
                                 databaseList: Bool = false) throws -> SourceSpec {
-        var (engine, endpoint) = try DatabaseEndpoint.parse(url)
-        guard let kind = Kind(rawValue: engine) else {
-            throw KhoError(.usage, "\(url) names the engine \(engine): give a postgres:// or mariadb:// URL.")
-        }
+        var (kind, endpoint) = try DatabaseEndpoint.parse(url)
         var spec = SourceSpec(name: name, kind: kind)
         spec.databases = databaseList ? endpoint.database.split(separator: ",").map(String.init) : [endpoint.database]
         // As a policy's endpoint: its database is the first one (what a connection without a
@@ -40,6 +37,6 @@ extension SourceSpec {
         guard let endpoint, kind == .postgres || kind == .mariadb else {
             throw KhoError(.usage, "Source \(name) is a \(kind.rawValue) source: only postgres and mariadb dumps load into a database.")
         }
-        return DatabaseLoader(engine: kind.rawValue, target: endpoint, replace: replace, sourceName: name)
+        return DatabaseLoader(engine: kind, target: endpoint, replace: replace, sourceName: name)
     }
 }

@@ -4,7 +4,8 @@ import KhoSupport
 
 /// A source as a policy describes it; `make()` gives the working source.
 public struct SourceSpec: Sendable {
-    public enum Kind: String, Sendable, CaseIterable { case files, postgres, mariadb, sqlite, command }
+    /// One kind type for policies, snapshots and dumps (`SourceKind` in KhoCore).
+    public typealias Kind = SourceKind
     public var name: String
     public var kind: Kind
     public var paths: [String] = []
@@ -27,7 +28,7 @@ public struct SourceSpec: Sendable {
     /// The database or command source, or nil for files (the archiver walks those itself).
     public func make() -> BackupSource? {
         switch kind {
-        case .files: return nil
+        case .files, .stdin: return nil
         case .postgres: return PostgresSource(name: name, endpoint: endpoint!, databases: databases, includeGlobals: globals, limits: limits)
         case .mariadb: return MariaDBSource(name: name, endpoint: endpoint!, databases: databases, limits: limits)
         case .sqlite: return SQLiteSource(name: name, path: sqlitePath!, limits: limits)

@@ -21,6 +21,9 @@ public struct KhoError: Error, CustomStringConvertible, Sendable, Equatable {
         case storageFull
         /// A source (file, stream, command) could not be read.
         case source
+        /// A dump came out much smaller than the previous good dump of its source (below its
+        /// `min-size-ratio`) and was not kept: reports count these as shrink alerts.
+        case sourceShrank
         /// The storage could not be reached or answered with an error.
         case storage
         /// The operation was interrupted by a signal.

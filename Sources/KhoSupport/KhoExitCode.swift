@@ -17,7 +17,7 @@ public enum KhoExitCode: Int32, Sendable, CaseIterable {
         case .locked: self = .locked
         case .wrongPassword: self = .wrongPassword
         case .integrity: self = .integrity
-        case .failure, .notARepository, .storageFull, .source, .storage, .interrupted: self = .failure
+        case .failure, .notARepository, .storageFull, .source, .sourceShrank, .storage, .interrupted: self = .failure
         }
     }
 }

@@ -237,7 +237,7 @@ public final class DrillRunner {
             var comparisons: [ManifestComparison.Row] = []
             for database in manifest.databases {
                 let node = try lookup(database.file)
-                let loader = DatabaseLoader(engine: SourceSpec.Kind.postgres.rawValue, target: scratch.endpoint(database: database.name), replace: false, sourceName: source.name)
+                let loader = DatabaseLoader(engine: .postgres, target: scratch.endpoint(database: database.name), replace: false, sourceName: source.name)
                 let result = try loader.load(expected: database) { write in try stream(node, write) }
                 comparisons += result.comparison?.rows ?? []
             }
@@ -267,7 +267,7 @@ public final class DrillRunner {
             var comparisons: [ManifestComparison.Row] = []
             for database in manifest.databases {
                 let node = try lookup(database.file)
-                let loader = DatabaseLoader(engine: SourceSpec.Kind.mariadb.rawValue, target: scratch.endpoint(database: database.name), replace: false, sourceName: source.name)
+                let loader = DatabaseLoader(engine: .mariadb, target: scratch.endpoint(database: database.name), replace: false, sourceName: source.name)
                 let result = try loader.load(expected: database) { write in try stream(node, write) }
                 comparisons += result.comparison?.rows ?? []
             }
@@ -321,7 +321,7 @@ public final class DrillRunner {
                                          output: DrillRunner.bounded(problems.isEmpty ? "ok" : problems.joined(separator: "\n"))))
             if !problems.isEmpty { findings.append(DrillFinding(kind: .sqliteIntegrity, reason: "SQLite integrity checks found \(problems.count) problems")) }
             record(&evidence, &findings, ManifestComparison(expected: database.tables, actual: try SQLiteSource.manifestTables(path: path, source: source.name)))
-        case .files, .command:
+        case .files, .command, .stdin:
             let scratch = try ScratchFolder()
             defer { scratch.tearDown() }
             let target = scratch.directory + "/restore"

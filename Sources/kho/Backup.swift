@@ -127,14 +127,14 @@ struct Backup: ParsableCommand {
             var options = options
             options.uploaders = connections ?? repo.storage.suggestedUploaders
             if let spec = try databaseSource(timeout: timeoutSeconds), let source = spec.make() {
-                options.source = SnapshotSource(kind: spec.kind.rawValue, name: spec.name)
+                options.source = SnapshotSource(kind: spec.kind, name: spec.name)
                 let archiver = try Archiver(repository: repo, index: index, options: options, progress: progress) { message in
                     line.finish()
                     Terminal.warning(message)
                 }
                 return try source.backup(with: archiver, repository: repo)
             }
-            if command != nil { options.source = SnapshotSource(kind: SourceSpec.Kind.command.rawValue, name: stdinName) }
+            if command != nil { options.source = SnapshotSource(kind: .command, name: stdinName) }
             let archiver = try Archiver(repository: repo, index: index, options: options, progress: progress) { message in
                 line.finish()
                 Terminal.warning(message)

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Glibc
 import KhoCore
+import KhoSources
 import KhoSupport
 
 struct Kho: ParsableCommand {
@@ -34,6 +35,7 @@ enum Main {
         // repositories and temporary copies of databases; none of it is for other users. Files
         // meant for others (restored files, the metrics file) get their modes set explicitly.
         umask(0o077)
+        ClientPasswords.withhold()
         MemoryTuning.apply()
         DescriptorLimit.raise()
         Signals.install()

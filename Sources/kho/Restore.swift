@@ -198,7 +198,7 @@ struct Restore: ParsableCommand {
             finished = true
             line.finish()
             var comparison: ManifestComparison?
-            if let toFile, let expected, DumpManifest(snap.manifest).flatMap({ SourceSpec.Kind(rawValue: $0.engine) }) == .sqlite {
+            if let toFile, let expected, DumpManifest(snap.manifest)?.engineKind == .sqlite {
                 comparison = ManifestComparison(expected: expected.tables,
                                                 actual: try SQLiteSource.manifestTables(path: toFile, source: snap.source.name ?? file))
             }

@@ -28,7 +28,7 @@ struct Snapshots: ParsableCommand {
         }
         Terminal.out(row("ID", "Time", "Host", "Size", "Source"))
         for s in snapshots {
-            let what = s.source.kind == "files" ? s.paths.joined(separator: " ") : "\(s.source.kind):\(s.source.name ?? "")"
+            let what = s.source.sourceKind == .files ? s.paths.joined(separator: " ") : "\(s.source.kind):\(s.source.name ?? "")"
             let flags = (s.partial ? " (partial)" : "") + (s.tags.isEmpty ? "" : " [\(s.tags.joined(separator: ","))]")
             Terminal.out(row(s.shortID, Format.time(s.time), s.hostname, Format.bytes(s.summary?.totalSize ?? 0), what + flags))
         }

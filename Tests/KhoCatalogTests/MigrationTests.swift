@@ -78,6 +78,19 @@ struct MigrationTests {
         #expect(try catalog.runs(kind: .notify).count == 2)
     }
 
+    @Test("a dump an earlier kho refused as shrunken (named only in its message) reads as errorKind sourceShrank; other failures have none")
+    func oldShrinkTyped() throws {
+        let old = try OldCatalog("shrink")
+        defer { old.remove() }
+        try old.write([
+            (kind: "backup", outcome: "failure", error: "Source s: the dump is 1200 bytes, 2% of the previous good dump (61000 bytes, snapshot 1a2b3c4d), below the allowed 50%; no snapshot was written: check the database, or lower min-size-ratio if the shrink is expected."),
+            (kind: "backup", outcome: "failure", error: "pg_dump: connection refused"),
+            (kind: "backup", outcome: "success", error: nil),
+        ])
+        let runs = try Catalog(stateDirectory: old.folder).runs()
+        #expect(runs.map(\.errorKind) == [.sourceShrank, nil, nil])
+    }
+
     @Test("an outcome no kho wrote (a row edited by hand) becomes a failure that keeps the old value in its error")
     func strangeOutcome() throws {
         let old = try OldCatalog("outcome")

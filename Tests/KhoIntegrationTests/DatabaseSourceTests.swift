@@ -498,15 +498,23 @@ extension DatabaseSourceTests {
             let none = try sandbox.kho(["backup", "--postgres", server.url("hr"), "--source-name", "hr"],
                                        env: ["PGPASSWORD": nil, "PGPASSFILE": "/nonexistent"])
             try expectFailure(none, "Source hr: the server asks for a password and none was given", snapshotsBefore: 0, sandbox: sandbox)
+            // An administrator's PGPASSWORD in kho's environment is not a password the policy gave:
+            // neither kho's own connection (libpq inside kho) nor pg_dump logs in with it.
+            let ambient = try sandbox.kho(["backup", "--postgres", server.url("hr"), "--source-name", "hr"],
+                                          env: ["PGPASSWORD": "mật khẩu đúng", "PGPASSFILE": "/nonexistent"])
+            try expectFailure(ambient, "Source hr: the server asks for a password and none was given", snapshotsBefore: 0, sandbox: sandbox)
+            // Named with --password-env, the same variable is the password.
+            _ = try backup(sandbox, ["--postgres", server.url("hr"), "--source-name", "hr-pgpassword", "--password-env", "PGPASSWORD"],
+                           env: ["PGPASSWORD": "mật khẩu đúng"])
             let unset = try sandbox.kho(["backup", "--postgres", server.url("hr"), "--source-name", "hr", "--password-env", "HR_DB_PASSWORD_UNSET"])
-            try expectFailure(unset, code: 2, "HR_DB_PASSWORD_UNSET", "is not set", snapshotsBefore: 0, sandbox: sandbox)
+            try expectFailure(unset, code: 2, "HR_DB_PASSWORD_UNSET", "is not set", snapshotsBefore: 1, sandbox: sandbox)
 
             _ = try backup(sandbox, ["--postgres", server.url("hr"), "--source-name", "hr", "--password-env", "HR_DB_PASSWORD"],
                            env: ["HR_DB_PASSWORD": "mật khẩu đúng"])
             let file = sandbox.path("hr-password")
             try writeFile(file, Array("mật khẩu đúng\n".utf8), mode: 0o600)
             _ = try backup(sandbox, ["--postgres", server.url("hr"), "--source-name", "hr", "--password-file", file])
-            #expect(try snapshotList(sandbox).count == 2)
+            #expect(try snapshotList(sandbox).count == 3)
 
             // Restoring needs the target's password too.
             let refused = try sandbox.kho(["restore", "--source", "hr", "--to-database", server.url("hr_copy"), "--password-env", "HR_DB_PASSWORD", "--yes"],

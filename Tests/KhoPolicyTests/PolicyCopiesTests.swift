@@ -274,11 +274,5 @@ struct PolicyCopiesTests {
         let plan = PolicyRunner.copyPlan(source: source, destination: [], rules: tagged, newest: "new")
         #expect(plan.map(\.id) == ["old", "new"])
     }
-
-    @Test("kho run writes to s3: repositories with 4 uploaders, to folders with 1")
-    func uploaders() {
-        #expect(PolicyRunner.uploaders(for: "s3:https://s3.qngai.gov.vn/kho-backups/ho-tich") == 4)
-        #expect(PolicyRunner.uploaders(for: "/srv/kho/repository") == 1)
-    }
 }
 }

@@ -81,7 +81,7 @@ struct SourceFactoryTests {
         let spec = try SourceSpec.database(url: "postgresql://postgres@db.local/tax,2026", name: "tax", passwordFile: "/etc/kho/pg.pass",
                                            passwordEnv: nil)
         let loader = try spec.loader(replace: true)
-        #expect(loader.engine == "postgres" && loader.replace && loader.sourceName == "tax")
+        #expect(loader.engine == .postgres && loader.replace && loader.sourceName == "tax")
         #expect(loader.target.database == "tax,2026" && loader.target.host == "db.local" && loader.target.passwordFile == "/etc/kho/pg.pass")
         let error = #expect(throws: KhoError.self) { try SourceSpec.sqlite(path: "/var/lib/app.db", name: "app").loader(replace: false) }
         #expect(error?.kind == .usage)

@@ -40,6 +40,7 @@ struct SimulatedRun {
     var snapshot: String?
     var snapshotTime: Date?
     var error: String?
+    var errorKind: KhoError.Kind?
 }
 
 struct SimulatedCopy {
@@ -244,9 +245,11 @@ final class SimulatedMonth: @unchecked Sendable {
                 switch what {
                 case "failure":
                     run.outcome = "failure"
+                    run.errorKind = .source
                     run.error = "Source ho-tich-db: pg_dump exited with status 1: connection to server at \"127.0.0.1\", port 5432 failed: Connection refused"
                 case "shrink":
                     run.outcome = "failure"
+                    run.errorKind = .sourceShrank
                     run.error = "Source dat-dai-db: the dump is 1200 bytes, 2% of the previous good dump (61000 bytes, snapshot 1a2b3c4d), below the allowed 50%; no snapshot was written: check the database, or lower min-size-ratio if the shrink is expected."
                 case "partial":
                     run.outcome = "partial"
@@ -266,6 +269,7 @@ final class SimulatedMonth: @unchecked Sendable {
             record.ended = run.ended
             record.outcome = RunOutcome(rawValue: run.outcome)!
             record.error = run.error
+            record.errorKind = run.errorKind
             record.snapshot = run.snapshot
             record.snapshotTime = run.snapshotTime
             record.bytesRead = 1_000_000

@@ -88,7 +88,7 @@ public final class Archiver {
             throw error
         }
         return try commit(root: rootID, paths: absolute, parent: parentSnapshot?.id,
-                          source: options.source ?? SnapshotSource(kind: "files"))
+                          source: options.source ?? SnapshotSource(kind: .files))
     }
 
     static func absolutePath(_ path: String) throws -> String {
@@ -112,7 +112,7 @@ public final class Archiver {
         }
         let wanted = paths.sorted()
         return try repository.listSnapshots().last {
-            $0.hostname == options.hostname && $0.paths.sorted() == wanted && $0.source.kind == "files"
+            $0.hostname == options.hostname && $0.paths.sorted() == wanted && $0.source.sourceKind == .files
         }
     }
 
@@ -407,7 +407,7 @@ public final class Archiver {
         let parent = try? repository.listSnapshots().last { $0.source.name == sourceName && $0.hostname == host }
         if parent == nil { summary.filesNew = inputs.count } else { summary.filesChanged = inputs.count }
         return try commit(root: rootID, paths: inputs.map(\.name), parent: parent?.id,
-                          source: options.source ?? SnapshotSource(kind: "stdin", name: sourceName), manifest: manifest)
+                          source: options.source ?? SnapshotSource(kind: .stdin, name: sourceName), manifest: manifest)
     }
 
     private func commit(root: BlobID, paths: [String], parent: String?, source: SnapshotSource, manifest: JSONValue? = nil) throws -> Snapshot {

@@ -20,7 +20,7 @@ public struct RetentionGroup: Sendable {
     /// How the group is shown: the paths, or `kind:name` (the kind of the newest member).
     public var label: String {
         guard let sourceName else { return paths.joined(separator: " ") }
-        return "\(snapshots.last?.source.kind ?? "files"):\(sourceName)"
+        return "\(snapshots.last?.source.kind ?? SourceKind.files.rawValue):\(sourceName)"
     }
 
     /// The rules applied to this group: one decision per member.

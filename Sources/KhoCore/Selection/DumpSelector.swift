@@ -29,7 +29,7 @@ public enum DumpSelector {
         }
         let files = snapshot.paths
         if let database, files.contains(database) { return (database, nil) }
-        guard files.count == 1, let only = files.first, snapshot.source.kind != "files" else {
+        guard files.count == 1, let only = files.first, snapshot.source.sourceKind != .files else {
             throw KhoError(.usage, "Snapshot \(snapshot.shortID) is not a single dump: restore it with --target DIR, or name the file with --database.")
         }
         return (only, nil)

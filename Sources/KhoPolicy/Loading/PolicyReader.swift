@@ -290,7 +290,7 @@ struct PolicyReader {
             fail(node, "each source needs kind: files, postgres, mariadb, sqlite or command")
             return nil
         }
-        guard let kind = SourceSpec.Kind(rawValue: kindText) else {
+        guard let kind = SourceSpec.Kind(rawValue: kindText), SourceKind.policyKinds.contains(kind) else {
             fail(kindNode, "unknown source kind \"\(kindText)\"; expected files, postgres, mariadb, sqlite or command")
             return nil
         }
@@ -301,6 +301,7 @@ struct PolicyReader {
         case .mariadb: specific = ["host", "port", "user", "databases", "password-file", "password-env"]
         case .sqlite: specific = ["path"]
         case .command: specific = ["command", "restore-command"]
+        case .stdin: return nil  // refused above: not among SourceKind.policyKinds
         }
         guard let map = mapping(node, "a \(kind.rawValue) source", allowed: common + specific) else { return nil }
         guard let name = string(map["name"], "source name", in: node) else { return nil }
@@ -330,6 +331,7 @@ struct PolicyReader {
         case .command:
             spec.command = string(map["command"], "command", in: node)
             spec.restoreCommand = string(map["restore-command"], "restore-command", required: false)
+        case .stdin: return nil
         }
         return spec
     }

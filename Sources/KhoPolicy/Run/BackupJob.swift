@@ -38,9 +38,9 @@ extension PolicyRunner {
                 backupOptions.time = Clock.isSimulated ? started : nil
                 backupOptions.tags = ["policy:\(job.policy.name)"]
                 backupOptions.excludes = job.source.excludes
-                backupOptions.source = SnapshotSource(kind: job.source.kind.rawValue, name: job.source.name)
+                backupOptions.source = SnapshotSource(kind: job.source.kind, name: job.source.name)
                 backupOptions.workers = max(1, Machine.cores / max(1, min(options.jobs, 2)))
-                backupOptions.uploaders = PolicyRunner.uploaders(for: job.policy.repository.path)
+                backupOptions.uploaders = repository.storage.suggestedUploaders
                 let archiver = try Archiver(repository: repository, index: index, options: backupOptions) { [log] warning in
                     log("\(job.policy.name)/\(job.source.name): warning: \(warning)")
                 }
@@ -90,12 +90,6 @@ extension PolicyRunner {
         }
         result.seconds = Date().timeIntervalSince(realStart)
         return result
-    }
-
-    /// Uploaders for a repository: 4 on S3 (each upload waits on the network), 1 on a local
-    /// folder, as `kho backup` and `kho copy` choose without `--connections`.
-    public static func uploaders(for location: String) -> Int {
-        location.hasPrefix("s3:") ? 4 : 1
     }
 
     /// Whether a backup failed because of its source (a dump that failed, a server that is down,

@@ -66,17 +66,15 @@ extension PolicyRunner {
             let sourceLock = try RepositoryLock.acquire(storage: source.storage, exclusive: false, command: "run copy \(name) to \(destination.path)",
                                                         wait: options.lockWait)
             defer { sourceLock.release() }
-            let group = try source.listSnapshots().filter { $0.source.name == job.source.name && $0.hostname == host }
+            let group = RetentionGroups.group(of: job.source.name, host: host, in: try source.listSnapshots()).snapshots
             if current == nil { current = group.max { $0.time < $1.time } }
             let opened = try openRepository(destination.repository)
             target = opened
-            guard opened.config.id != source.config.id else {
-                throw KhoError(.usage, "\(destination.path) is the policy's own repository (id \(opened.config.id.prefix(8))): copy to another one.")
-            }
+            try RepositoryPair.refuseSame(source, opened, from: job.policy.repository.path, to: destination.path, fix: "copy to another one")
             let targetLock = try RepositoryLock.acquire(storage: opened.storage, exclusive: false, command: "run copy \(name) from \(job.policy.repository.path)",
                                                         wait: options.lockWait)
             defer { targetLock.release() }
-            let there = try opened.listSnapshots().filter { $0.source.name == job.source.name && $0.hostname == host }
+            let there = RetentionGroups.group(of: job.source.name, host: host, in: try opened.listSnapshots()).snapshots
             let plan = PolicyRunner.copyPlan(source: group, destination: there, rules: job.policy.retention(for: destination).rules, newest: newest?.id)
             if let newest, !plan.contains(where: { $0.id == newest.id }), there.contains(where: { Copier.sameBackup($0, newest) }) {
                 // This run's snapshot is there already (copied by hand, or a run repeated): say so.
@@ -103,7 +101,7 @@ extension PolicyRunner {
                     let summary: CopySummary
                     do {
                         let copier = try Copier(source: source, sourceIndex: sourceIndex,
-                                            target: opened, targetIndex: try opened.loadIndex(), uploaders: PolicyRunner.uploaders(for: destination.path))
+                                            target: opened, targetIndex: try opened.loadIndex(), uploaders: opened.storage.suggestedUploaders)
                         summary = try copier.copy([snapshot])
                     } catch let error as KhoError where error.kind == .integrity {
                         // This snapshot's data is damaged (`kho check` tells where): it must not

@@ -22,8 +22,7 @@ extension PolicyRunner {
                                                   wait: options.lockWait)
             defer { lock.release() }
             let host = Host.name
-            let group = try repository.listSnapshots().filter { $0.source.name == job.source.name && $0.hostname == host }
-            let decisions = Retention.apply(rules, to: group.map { ($0.id!, $0.time, $0.tags) })
+            let decisions = RetentionGroups.group(of: job.source.name, host: host, in: try repository.listSnapshots()).decisions(rules)
             let remove = decisions.filter { !$0.keep }.map(\.snapshotID)
             let retained = try repository.removeSnapshots(remove)
             var text = "kept \(decisions.count - remove.count), removed \(remove.count - retained.count)"

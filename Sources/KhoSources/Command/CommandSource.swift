@@ -9,7 +9,7 @@ public struct CommandSource: BackupSource {
     public var command: String
     public var restoreCommand: String?
     public var limits: SourceLimits
-    public var kind: String { "command" }
+    public var kind: SourceKind { .command }
     public var summary: String { "command `\(Secrets.maskCommand(command))`" }
 
     public init(name: String, command: String, restoreCommand: String? = nil, limits: SourceLimits = SourceLimits()) {

@@ -108,7 +108,7 @@ struct MariaDBLoader {
         if let expected {
             comparison = ManifestComparison(expected: expected.tables, actual: try MariaDBManifest.tables(admin, database: original.database))
         }
-        return DatabaseRestoreResult(engine: "mariadb", database: original.database, bytesLoaded: bytes, seconds: seconds,
+        return DatabaseRestoreResult(engine: .mariadb, database: original.database, bytesLoaded: bytes, seconds: seconds,
                                      replacedDatabaseKeptAs: keptAs, comparison: comparison)
     }
 }

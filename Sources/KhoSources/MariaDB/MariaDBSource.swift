@@ -14,7 +14,7 @@ public struct MariaDBSource: BackupSource {
     public var endpoint: DatabaseEndpoint
     public var databases: [String]
     public var limits: SourceLimits
-    public var kind: String { "mariadb" }
+    public var kind: SourceKind { .mariadb }
     public var summary: String { "mariadb \(endpoint.user)@\(endpoint.host):\(endpoint.port)/\(databases.joined(separator: ","))" }
 
     public static let checksumMethod = MariaDBManifest.checksumMethod

@@ -64,7 +64,7 @@ struct PostgresLoader {
         if let expected {
             comparison = ManifestComparison(expected: expected.tables, actual: try PostgresManifest.tables(try connect(target.database)))
         }
-        return DatabaseRestoreResult(engine: "postgres", database: target.database, bytesLoaded: bytes, seconds: seconds,
+        return DatabaseRestoreResult(engine: .postgres, database: target.database, bytesLoaded: bytes, seconds: seconds,
                                      replacedDatabaseKeptAs: keptAs, comparison: comparison)
     }
 

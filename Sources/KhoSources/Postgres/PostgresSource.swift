@@ -15,7 +15,7 @@ public struct PostgresSource: BackupSource {
     public var databases: [String]
     public var includeGlobals: Bool
     public var limits: SourceLimits
-    public var kind: String { "postgres" }
+    public var kind: SourceKind { .postgres }
     public var summary: String {
         "postgres \(endpoint.user)@\(endpoint.host):\(endpoint.port)/\(databases.joined(separator: ","))"
     }

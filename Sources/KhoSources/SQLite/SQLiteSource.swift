@@ -11,7 +11,7 @@ public struct SQLiteSource: BackupSource {
     public var name: String
     public var path: String
     public var limits: SourceLimits
-    public var kind: String { "sqlite" }
+    public var kind: SourceKind { .sqlite }
     public var summary: String { "sqlite \(path)" }
 
     public static let checksumMethod = "sqlite: sum over rows of the first 64 bits of SHA-256 of the row's typed values, as a decimal number"

@@ -1,0 +1,28 @@
+import KhoSupport
+
+/// What a snapshot was taken from: recorded in every snapshot (`source.kind`), named by a policy's
+/// `kind:`, and, for the database kinds, the engine a dump belongs to (`DumpManifest.engine`).
+/// The repository stores the raw value; one type everywhere above it.
+public enum SourceKind: String, Codable, Sendable, CaseIterable {
+    case files, postgres, mariadb, sqlite, command
+    /// A stream given on kho's standard input (`kho backup --stdin`).
+    case stdin
+
+    /// The kinds a policy may name: a policy runs unattended and has no standard input.
+    public static let policyKinds: [SourceKind] = [.files, .postgres, .mariadb, .sqlite, .command]
+
+    /// A database engine whose dumps kho can load back into a server.
+    public var isLoadableDatabase: Bool { self == .postgres || self == .mariadb }
+}
+
+extension SnapshotSource {
+    public init(kind: SourceKind, name: String? = nil) { self.init(kind: kind.rawValue, name: name) }
+
+    /// The kind as a type; nil for a kind only a newer kho knows.
+    public var sourceKind: SourceKind? { SourceKind(rawValue: kind) }
+}
+
+extension DumpManifest {
+    /// The engine as a type; nil for an engine only a newer kho knows.
+    public var engineKind: SourceKind? { SourceKind(rawValue: engine) }
+}
