@@ -141,6 +141,8 @@ public struct DrillEvidence: Codable, Sendable {
     /// For files and command sources: how many files were compared with the snapshot (absent in
     /// evidence of an earlier kho, and for databases).
     public var filesCompared: Int?
+    /// Of those, how many were missing after the restore (absent in evidence of an earlier kho).
+    public var filesMissing: Int?
 
     public init(drillID: String, policy: String, source: String, sourceKind: SourceSpec.Kind, snapshot: String, snapshotTime: Date,
                 start: Date, rtoObjectiveSeconds: Double, khoVersion: String, host: String) {

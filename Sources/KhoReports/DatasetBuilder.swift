@@ -59,7 +59,8 @@ struct DrillContent {
             } else {
                 let lines = output.split(separator: "\n").filter { !$0.isEmpty }
                 differences = max(1, lines.count)
-                missing = lines.filter { $0.contains("missing after restore") }.count
+                // Evidence of a kho before `filesMissing` says it only in the lines of the output.
+                missing = evidence?.filesMissing ?? lines.filter { $0.contains("missing after restore") }.count
             }
         }
     }

@@ -349,9 +349,10 @@ public final class DrillRunner {
                 evidence.rtoSeconds = Date().timeIntervalSince(realStart)
             }
             DrillRunner.pauseForTests(["directory": scratch.directory])
-            let (checked, mismatches) = try FileVerifier.verify(snapshot: snapshot, repository: repository, index: index, restoredRoot: target)
+            let (checked, missing, mismatches) = try FileVerifier.verify(snapshot: snapshot, repository: repository, index: index, restoredRoot: target)
             let pass = mismatches.isEmpty && summary.errors == 0
             evidence.filesCompared = checked
+            evidence.filesMissing = missing
             evidence.checks.append(.init(.fileContents, name: "file contents and sizes", outcome: pass ? .pass : .fail,
                                          output: DrillRunner.bounded(mismatches.isEmpty ? "\(checked) files: size and content (keyed chunk hashes) equal to the snapshot" : mismatches.joined(separator: "\n"))))
             if !mismatches.isEmpty { findings.append(DrillFinding(kind: .fileContents, reason: "\(mismatches.count) files differ from the snapshot")) }

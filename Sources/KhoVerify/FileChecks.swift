@@ -8,11 +8,12 @@ import KhoStorage
 /// Checks restored files against the snapshot: every file's size, and its content by cutting it
 /// with the repository's chunker and comparing the keyed chunk hashes with the snapshot's.
 enum FileVerifier {
-    static func verify(snapshot: Snapshot, repository: Repository, index: MasterIndex, restoredRoot: String) throws -> (Int, [String]) {
-        guard let root = snapshot.treeID else { return (0, ["snapshot names no tree"]) }
+    static func verify(snapshot: Snapshot, repository: Repository, index: MasterIndex, restoredRoot: String) throws -> (checked: Int, missing: Int, mismatches: [String]) {
+        guard let root = snapshot.treeID else { return (0, 0, ["snapshot names no tree"]) }
         let codec = try BlobCodec(repository: repository)
         let chunker = StreamChunker(chunker: repository.chunker)
         var checked = 0
+        var missing = 0
         var mismatches: [String] = []
         func walk(_ tree: BlobID, _ path: String) throws {
             for node in try repository.loadTree(tree, index: index, codec: codec).nodes {
@@ -25,7 +26,11 @@ enum FileVerifier {
                 checked += 1
                 let full = restoredRoot + child
                 let fd = open(full, O_RDONLY | O_CLOEXEC)
-                guard fd >= 0 else { mismatches.append("\(child): missing after restore"); continue }
+                guard fd >= 0 else {
+                    missing += 1
+                    mismatches.append("\(child): missing after restore")
+                    continue
+                }
                 defer { close(fd) }
                 var ids: [BlobID] = []
                 var size: UInt64 = 0
@@ -39,7 +44,7 @@ enum FileVerifier {
             }
         }
         try walk(root, "")
-        return (checked, mismatches)
+        return (checked, missing, mismatches)
     }
 }
 
