@@ -214,3 +214,20 @@ struct Formatter {
         checks.isEmpty ? t(L.none) : checks.map { "\($0.name) (\($0.count) \(t(L.times)))" }.joined(separator: "; ")
     }
 }
+
+/// What every renderer (HTML, Markdown, CSV) starts from: the document, and a formatter in the
+/// report's language and time zone.
+protocol ReportRenderer {
+    var document: ReportDocument { get }
+    var f: Formatter { get }
+    init(document: ReportDocument, f: Formatter)
+}
+
+extension ReportRenderer {
+    init(document: ReportDocument) {
+        self.init(document: document, f: Formatter(language: document.meta.language, timeZone: document.data.period.timeZone))
+    }
+
+    var data: ReportData { document.data }
+    var meta: ReportMeta { document.meta }
+}

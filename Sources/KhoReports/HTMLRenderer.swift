@@ -1,17 +1,9 @@
 import Foundation
 
 /// One self-contained HTML page: inline CSS, inline SVG charts, no script, A4 print layout.
-struct HTMLRenderer {
+struct HTMLRenderer: ReportRenderer {
     let document: ReportDocument
     let f: Formatter
-
-    init(document: ReportDocument) {
-        self.document = document
-        f = Formatter(language: document.meta.language, timeZone: document.data.period.timeZone)
-    }
-
-    var data: ReportData { document.data }
-    var meta: ReportMeta { document.meta }
 
     static func escape(_ text: String) -> String {
         var out = ""

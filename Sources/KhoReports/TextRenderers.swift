@@ -3,16 +3,9 @@ import KhoCore
 import KhoSupport
 
 /// Markdown for mail: the same sections as the HTML page, as tables.
-struct MarkdownRenderer {
+struct MarkdownRenderer: ReportRenderer {
     let document: ReportDocument
     let f: Formatter
-
-    init(document: ReportDocument) {
-        self.document = document
-        f = Formatter(language: document.meta.language, timeZone: document.data.period.timeZone)
-    }
-
-    var data: ReportData { document.data }
 
     /// A table cell: no line breaks, pipes escaped.
     func c(_ text: String) -> String {
@@ -155,14 +148,9 @@ struct MarkdownRenderer {
 
 /// CSV for spreadsheets: one row per dataset, the report's own facts repeated on every row.
 /// UTF-8 with a byte order mark (so that spreadsheet programs read the diacritics), CRLF lines.
-struct CSVRenderer {
+struct CSVRenderer: ReportRenderer {
     let document: ReportDocument
     let f: Formatter
-
-    init(document: ReportDocument) {
-        self.document = document
-        f = Formatter(language: document.meta.language, timeZone: document.data.period.timeZone)
-    }
 
     static func field(_ text: String) -> String {
         if text.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) {

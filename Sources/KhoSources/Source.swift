@@ -17,14 +17,47 @@ public struct SourceLimits: Sendable {
     var recordedHost: String { hostname ?? Host.name }
 }
 
-/// A place data comes from and goes back to. Each kind (files, postgres, mariadb, sqlite, command)
-/// knows how to back itself up into a snapshot and describe itself for plans and reports.
+/// What a source hands the backup pipeline: the streams to store, read only when the pipeline
+/// reads them, and the manifest to record once every stream was read (nil for sources without one).
+public struct DumpPlan {
+    public var streams: [Archiver.StreamInput]
+    /// Runs once the pipeline is done with the streams, whether the backup succeeded or not
+    /// (a private copy of a database file goes).
+    public var cleanup: () -> Void
+    public var manifest: () throws -> JSONValue?
+
+    public init(streams: [Archiver.StreamInput], manifest: @escaping () throws -> JSONValue? = { nil },
+                cleanup: @escaping () -> Void = {}) {
+        self.streams = streams
+        self.cleanup = cleanup
+        self.manifest = manifest
+    }
+}
+
+/// A place data comes from and goes back to. Each kind (postgres, mariadb, sqlite, command) says
+/// what its dump consists of (`dumpPlan`); the backup pipeline and the shrink guard are the same for
+/// all of them (`backup(with:repository:)`). Files are walked by the archiver itself.
 public protocol BackupSource {
     var name: String { get }
     var kind: SourceKind { get }
     /// One line for plans and logs; never contains a secret.
     var summary: String { get }
-    func backup(with archiver: Archiver, repository: Repository) throws -> Snapshot
+    var limits: SourceLimits { get }
+    func dumpPlan() throws -> DumpPlan
+}
+
+extension BackupSource {
+    /// Stores the source's streams through `archiver` into one snapshot. Before the snapshot is
+    /// written, a dump much smaller than the previous good one of the same source is refused
+    /// (`SizeGuard`, the source's `min-size-ratio`).
+    public func backup(with archiver: Archiver, repository: Repository) throws -> Snapshot {
+        let plan = try dumpPlan()
+        defer { plan.cleanup() }
+        return try archiver.backupStreams(plan.streams, sourceName: name) { total in
+            try SizeGuard.check(source: name, total: total, ratio: limits.minSizeRatio, repository: repository, host: limits.recordedHost)
+            return try plan.manifest()
+        }
+    }
 }
 
 public enum SizeGuard {

@@ -58,7 +58,7 @@ func listeningSockets(of folder: String) -> (tcp: [Int], unix: [String]) {
     }
     var ports: [Int] = []
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let text = (try? String(contentsOfFile: table, encoding: .utf8)) ?? ""
+        let text = procText(table)
         for line in text.split(separator: "\n").dropFirst() {
             let fields = line.split(separator: " ")
             // local_address rem_address st … inode (field 9)
@@ -68,7 +68,7 @@ func listeningSockets(of folder: String) -> (tcp: [Int], unix: [String]) {
         }
     }
     var paths: [String] = []
-    let unixText = (try? String(contentsOfFile: "/proc/net/unix", encoding: .utf8)) ?? ""
+    let unixText = procText("/proc/net/unix")
     for line in unixText.split(separator: "\n").dropFirst() {
         let fields = line.split(separator: " ", omittingEmptySubsequences: true)
         // Num RefCount Protocol Flags Type St Inode Path
@@ -76,6 +76,14 @@ func listeningSockets(of folder: String) -> (tcp: [Int], unix: [String]) {
         paths.append(String(fields[7]))
     }
     return (Array(Set(ports)).sorted(), Array(Set(paths)).sorted())
+}
+
+/// A /proc file read to its end with read(2): /proc reports a size of 0, and a reader that trusts
+/// the size or stops after one page misses the sockets listed further down, as happens when a
+/// full test run has hundreds of sockets open.
+func procText(_ path: String) -> String {
+    // try?: a /proc table that cannot be read lists nothing; the expectations then say so.
+    (try? readFile(path)).map { String(decoding: $0, as: UTF8.self) } ?? ""
 }
 
 /// Runs a program as the unprivileged user `nobody`.

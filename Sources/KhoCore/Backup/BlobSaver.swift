@@ -129,14 +129,55 @@ public final class BlobSaver: @unchecked Sendable {
         }
     }
 
+    /// Stops the pipeline on the first error: the error is kept for the caller, no new job is
+    /// taken and no further pack is uploaded.
+    private func stopPipeline(_ error: Error) {
+        failure.record(error)
+        jobs.close()
+        uploads.close()
+    }
+
+    /// Seals `job` into its kind's streaming pack (written to storage as it grows); returns the
+    /// pack it closed to make room, if any.
+    private func appendStreamed(_ job: Job, codec: BlobCodec) throws -> ClosedPack? {
+        let (compressed, sealed) = try codec.sealInPlace(job.data.bytes, id: job.id)
+        var closed: ClosedPack?
+        try streamLock.withLock { open in
+            if let current = open[job.kind], current.count + sealed.count > repository.config.packSize {
+                closed = ClosedPack(bytes: [], blobs: current.blobs, stream: current)
+                open[job.kind] = nil
+            }
+            let pack = try open[job.kind] ?? StreamingPack(storage: repository.storage)
+            open[job.kind] = pack
+            try pack.append(id: job.id, kind: job.kind, compressed: compressed, rawLength: job.data.count, sealed: sealed)
+        }
+        return closed
+    }
+
+    /// Seals `job` into its kind's pack in memory; returns the pack it closed to make room, if any.
+    private func appendBuffered(_ job: Job, codec: BlobCodec) throws -> ClosedPack? {
+        let sealed = try codec.seal(job.data.bytes, id: job.id, kind: job.kind)
+        return try packLock.withLock { builders -> ClosedPack? in
+            var closed: ClosedPack?
+            let builder = builders[job.kind] ?? PackBuilder(targetSize: repository.config.packSize)
+            builders[job.kind] = builder
+            // Close the open pack first when this blob would take it past the target size, so
+            // that a pack's buffer never grows beyond the capacity it was given.
+            if !builder.isEmpty && builder.count + sealed.bytes.count > repository.config.packSize {
+                let (bytes, blobs) = try builder.finish(sealer: codec.sealer)
+                closed = ClosedPack(bytes: bytes, blobs: blobs)
+            }
+            builder.append(sealed)
+            return closed
+        }
+    }
+
     private func packLoop(level: Int) {
         let codec: BlobCodec
         do {
             codec = try BlobCodec(repository: repository, compressionLevel: level)
         } catch {
-            failure.record(error)
-            jobs.close()
-            uploads.close()
+            stopPipeline(error)
             activeWorkers.withLock { $0 -= 1 }
             return
         }
@@ -146,52 +187,13 @@ public final class BlobSaver: @unchecked Sendable {
           for job in batch {
             if failure.value != nil { continue }
             // Compress and seal outside the lock; only the copy into the shared pack is serialized.
-            if streams {
-                var closed: ClosedPack?
-                do {
-                    let (compressed, sealed) = try codec.sealInPlace(job.data.bytes, id: job.id)
-                    newBlobs += 1
-                    rawBytes += Int64(job.data.count)
-                    try streamLock.withLock { open in
-                        if let current = open[job.kind], current.count + sealed.count > repository.config.packSize {
-                            closed = ClosedPack(bytes: [], blobs: current.blobs, stream: current)
-                            open[job.kind] = nil
-                        }
-                        let pack = try open[job.kind] ?? StreamingPack(storage: repository.storage)
-                        open[job.kind] = pack
-                        try pack.append(id: job.id, kind: job.kind, compressed: compressed, rawLength: job.data.count, sealed: sealed)
-                    }
-                } catch {
-                    failure.record(error)
-                    jobs.close()
-                    uploads.close()
-                    continue
-                }
-                if let closed, !uploads.push(closed) { break }
-                continue
-            }
             let closed: ClosedPack?
             do {
-                let sealed = try codec.seal(job.data.bytes, id: job.id, kind: job.kind)
+                closed = try streams ? appendStreamed(job, codec: codec) : appendBuffered(job, codec: codec)
                 newBlobs += 1
                 rawBytes += Int64(job.data.count)
-                closed = try packLock.withLock { builders -> ClosedPack? in
-                    var closed: ClosedPack?
-                    let builder = builders[job.kind] ?? PackBuilder(targetSize: repository.config.packSize)
-                    builders[job.kind] = builder
-                    // Close the open pack first when this blob would take it past the target size, so
-                    // that a pack's buffer never grows beyond the capacity it was given.
-                    if !builder.isEmpty && builder.count + sealed.bytes.count > repository.config.packSize {
-                        let (bytes, blobs) = try builder.finish(sealer: codec.sealer)
-                        closed = ClosedPack(bytes: bytes, blobs: blobs)
-                    }
-                    builder.append(sealed)
-                    return closed
-                }
             } catch {
-                failure.record(error)
-                jobs.close()
-                uploads.close()
+                stopPipeline(error)
                 continue
             }
             if let closed, !uploads.push(closed) { break }
@@ -220,9 +222,7 @@ public final class BlobSaver: @unchecked Sendable {
                 }
                 for pack in closed { uploads.push(pack) }
             } catch {
-                failure.record(error)
-                jobs.close()
-                uploads.close()
+                stopPipeline(error)
             }
         }
     }
@@ -232,9 +232,7 @@ public final class BlobSaver: @unchecked Sendable {
         do {
             sealer = try repository.makeSealer()
         } catch {
-            failure.record(error)
-            jobs.close()
-            uploads.close()
+            stopPipeline(error)
             while let pack = uploads.pop() { pack.stream?.abort() }
             return
         }
@@ -266,9 +264,7 @@ public final class BlobSaver: @unchecked Sendable {
                 if count >= packsPerIndexFile { try flushIndex() }
             } catch {
                 pack.stream?.abort()
-                failure.record(error)
-                jobs.close()
-                uploads.close()
+                stopPipeline(error)
             }
         }
     }

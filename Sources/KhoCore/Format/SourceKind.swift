@@ -23,6 +23,10 @@ extension SnapshotSource {
 }
 
 extension DumpManifest {
+    public init(engine: SourceKind, serverVersion: String, checksumMethod: String, databases: [Database]) {
+        self.init(engine: engine.rawValue, serverVersion: serverVersion, checksumMethod: checksumMethod, databases: databases)
+    }
+
     /// The engine as a type; nil for an engine only a newer kho knows.
     public var engineKind: SourceKind? { SourceKind(rawValue: engine) }
 }

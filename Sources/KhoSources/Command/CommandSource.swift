@@ -19,15 +19,12 @@ public struct CommandSource: BackupSource {
         self.limits = limits
     }
 
-    public func backup(with archiver: Archiver, repository: Repository) throws -> Snapshot {
+    public func dumpPlan() throws -> DumpPlan {
         let input = Archiver.StreamInput(name: name) {
             let stream = CommandStream(command: command, displayName: "source \(name): \(command)", timeout: limits.timeout)
             try stream.start()
             return ({ try stream.read($0) }, { try stream.finish() })
         }
-        return try archiver.backupStreams([input], sourceName: name) { total in
-            try SizeGuard.check(source: name, total: total, ratio: limits.minSizeRatio, repository: repository, host: limits.recordedHost)
-            return nil
-        }
+        return DumpPlan(streams: [input])
     }
 }

@@ -57,7 +57,7 @@ public struct MariaDBSource: BackupSource {
         return try connection.query("CHECK TABLE \(names) EXTENDED").map { row in row.map { $0 ?? "NULL" }.joined(separator: "\t") }
     }
 
-    public func backup(with archiver: Archiver, repository: Repository) throws -> Snapshot {
+    public func dumpPlan() throws -> DumpPlan {
         let dump = try MariaDBSource.tool(["mariadb-dump", "mysqldump"], source: name)
         let env = try MariaDBSource.environment(endpoint)
         let recorded = Locked<[DumpManifest.Database]>([])
@@ -116,10 +116,9 @@ public struct MariaDBSource: BackupSource {
                 })
             })
         }
-        return try archiver.backupStreams(inputs, sourceName: name) { total in
-            try SizeGuard.check(source: name, total: total, ratio: limits.minSizeRatio, repository: repository, host: limits.recordedHost)
-            return try DumpManifest(engine: "mariadb", serverVersion: version.current, checksumMethod: MariaDBSource.checksumMethod,
-                                    databases: recorded.current).json
+        return DumpPlan(streams: inputs) {
+            try DumpManifest(engine: .mariadb, serverVersion: version.current, checksumMethod: MariaDBSource.checksumMethod,
+                             databases: recorded.current).json
         }
     }
 }

@@ -56,7 +56,7 @@ public struct PostgresSource: BackupSource {
         try PostgresConnection(endpoint: endpoint, database: database, source: name)
     }
 
-    public func backup(with archiver: Archiver, repository: Repository) throws -> Snapshot {
+    public func dumpPlan() throws -> DumpPlan {
         let pgDump = try tool("pg_dump")
         // Reach the server first, so that a wrong password or host gets one clear sentence.
         for database in databases {
@@ -99,10 +99,9 @@ public struct PostgresSource: BackupSource {
                 })
             })
         }
-        return try archiver.backupStreams(inputs, sourceName: name) { total in
-            try SizeGuard.check(source: name, total: total, ratio: limits.minSizeRatio, repository: repository, host: limits.recordedHost)
-            return try DumpManifest(engine: "postgres", serverVersion: version.current, checksumMethod: PostgresSource.checksumMethod,
-                                    databases: recorded.current).json
+        return DumpPlan(streams: inputs) {
+            try DumpManifest(engine: .postgres, serverVersion: version.current, checksumMethod: PostgresSource.checksumMethod,
+                             databases: recorded.current).json
         }
     }
 }

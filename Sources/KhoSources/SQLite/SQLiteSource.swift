@@ -22,7 +22,7 @@ public struct SQLiteSource: BackupSource {
         self.limits = limits
     }
 
-    public func backup(with archiver: Archiver, repository: Repository) throws -> Snapshot {
+    public func dumpPlan() throws -> DumpPlan {
         // The copy holds everything the database holds: it lives in a folder only kho can enter,
         // is created 0600 before SQLite opens it (SQLite would create it 0644), and SQLite's
         // -wal, -shm and -journal files beside it take its mode.
@@ -33,36 +33,41 @@ public struct SQLiteSource: BackupSource {
         let folder = String(cString: made)
         let copy = folder + "/copy.sqlite"
         // A copy of a database in WAL mode is in WAL mode too: reading it leaves -wal and -shm beside it.
-        defer {
+        let removeCopy = {
             for suffix in ["", "-wal", "-shm", "-journal"] { unlink(copy + suffix) }
             rmdir(folder)
         }
-        let created = open(copy, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard created >= 0 else { throw KhoError.posix("open", copy, errno: errno) }
-        close(created)
-        try SQLiteSource.onlineCopy(from: path, to: copy, source: name)
-        let (tables, version) = try {
+        let tables: [DumpManifest.Table], version: String, size: Int64, fd: Int32
+        do {
+            let created = open(copy, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+            guard created >= 0 else { throw KhoError.posix("open", copy, errno: errno) }
+            close(created)
+            try SQLiteSource.onlineCopy(from: path, to: copy, source: name)
             let database = try SQLiteSource.openDatabase(copy, readOnly: true, source: name)
-            let tables = try SQLiteSource.tables(database, source: name)
-            let version = try SQLiteSource.reading(database, source: name) { try String.fetchOne($0, sql: "SELECT sqlite_version()") } ?? ""
+            tables = try SQLiteSource.tables(database, source: name)
+            version = try SQLiteSource.reading(database, source: name) { try String.fetchOne($0, sql: "SELECT sqlite_version()") } ?? ""
             try database.close()
-            return (tables, version)
-        }()
-        var info = stat()
-        _ = stat(copy, &info)
-        let size = Int64(info.st_size)
+            var info = stat()
+            _ = stat(copy, &info)
+            size = Int64(info.st_size)
+            fd = open(copy, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw KhoError.posix("open", copy, errno: errno) }
+        } catch {
+            removeCopy()
+            throw error
+        }
         let file = (path as NSString).lastPathComponent
-        let fd = open(copy, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw KhoError.posix("open", copy, errno: errno) }
-        defer { close(fd) }
         let input = Archiver.StreamInput(name: file) {
             ({ buffer in try Syscall.call("read", copy) { read(fd, buffer.baseAddress, buffer.count) } }, {})
         }
-        return try archiver.backupStreams([input], sourceName: name) { total in
-            try SizeGuard.check(source: name, total: total, ratio: limits.minSizeRatio, repository: repository, host: limits.recordedHost)
-            return try DumpManifest(engine: "sqlite", serverVersion: version, checksumMethod: SQLiteSource.checksumMethod,
-                                    databases: [DumpManifest.Database(name: file, file: file, sizeBytes: size, tables: tables)]).json
-        }
+        // The copy is read by the pipeline after this returns: it goes when the backup is done.
+        return DumpPlan(streams: [input], manifest: {
+            try DumpManifest(engine: .sqlite, serverVersion: version, checksumMethod: SQLiteSource.checksumMethod,
+                             databases: [DumpManifest.Database(name: file, file: file, sizeBytes: size, tables: tables)]).json
+        }, cleanup: {
+            close(fd)
+            removeCopy()
+        })
     }
 
     /// Opens a SQLite file through GRDB, waiting up to 30 s for another process's lock.
