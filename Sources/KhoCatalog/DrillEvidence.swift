@@ -115,8 +115,8 @@ public struct DrillEvidence: Codable, Sendable {
     public var drillID: String
     public var policy: String
     public var source: String
-    /// `SourceSpec.Kind`'s raw value (see `kind`).
-    public var sourceKind: String
+    /// Stored as its raw value, as every kho wrote it.
+    public var sourceKind: SourceKind
     public var snapshot: String
     public var snapshotTime: Date
     public var scratch: String
@@ -149,7 +149,7 @@ public struct DrillEvidence: Codable, Sendable {
         self.drillID = drillID
         self.policy = policy
         self.source = source
-        self.sourceKind = sourceKind.rawValue
+        self.sourceKind = sourceKind
         self.snapshot = snapshot
         self.snapshotTime = snapshotTime
         scratch = ""
@@ -163,9 +163,6 @@ public struct DrillEvidence: Codable, Sendable {
         self.host = host
         evidenceSHA256 = ""
     }
-
-    /// The source's kind (nil only for a kind this kho does not know).
-    public var kind: SourceSpec.Kind? { SourceSpec.Kind(rawValue: sourceKind) }
 
     /// The first check of a kind.
     public func check(_ kind: DrillCheckKind) -> Check? { checks.first { $0.checkKind == kind } }

@@ -17,7 +17,7 @@ public struct SourceStatus: Codable, Sendable {
     public var policy: String
     public var agency: String
     public var source: String
-    public var kind: String
+    public var kind: SourceKind
     public var lastSuccess: Date?
     public var lastSnapshot: String?
     public var newestGoodSnapshotTime: Date?
@@ -90,7 +90,7 @@ public enum StatusReport {
                                                        lastError: last?.outcome == .failure ? last?.error : nil))
                     }
                 }
-                result.append(SourceStatus(policy: policy.name, agency: policy.agency, source: source.name, kind: source.kind.rawValue,
+                result.append(SourceStatus(policy: policy.name, agency: policy.agency, source: source.name, kind: source.kind,
                                            lastSuccess: good?.ended ?? good?.started, lastSnapshot: good?.snapshot,
                                            newestGoodSnapshotTime: goodTime, ageSeconds: age, rpoSeconds: policy.rpo, rtoSeconds: policy.rto,
                                            freshness: freshness,

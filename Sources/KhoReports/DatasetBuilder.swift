@@ -195,7 +195,7 @@ struct DatasetBuilder {
         }
         let dataset = Dataset(
             key: policy.name + "/" + source.name, policy: policy.name, agency: policy.agency, system: policy.system,
-            securityLevel: policy.securityLevel, source: source.name, sourceKind: source.kind.rawValue,
+            securityLevel: policy.securityLevel, source: source.name, sourceKind: source.kind,
             schedule: policy.schedule.expression,
             objectives: Objectives(rpoSeconds: policy.rpo, rpoToleranceSeconds: DatasetBuilder.rpoTolerance(policy.rpo),
                                    rtoSeconds: policy.rto, drillEverySeconds: policy.drills?.every,

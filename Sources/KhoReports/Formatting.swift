@@ -1,4 +1,5 @@
 import Foundation
+import KhoCore
 import KhoSources
 import KhoCatalog
 
@@ -103,7 +104,7 @@ struct Formatter {
     func met(_ value: Bool?) -> Verdict { value.map { $0 ? .pass : .fail } ?? .noEvidence }
 
     func outcome(_ o: RunOutcome) -> String { L.outcomes[o].map(t) ?? o.rawValue }
-    func sourceKind(_ k: String) -> String { SourceSpec.Kind(rawValue: k).flatMap { L.sourceKinds[$0] }.map(t) ?? k }
+    func sourceKind(_ k: SourceKind) -> String { L.sourceKinds[k].map(t) ?? k.rawValue }
 
     func metricLabel(_ m: Metric) -> String { L.metrics[m.id].map(t) ?? m.id }
 

@@ -1,5 +1,6 @@
 import Foundation
 import KhoCatalog
+import KhoCore
 
 // The data of a compliance report: one language-neutral model built from the catalog, the
 // policies and the audit ledger, from which every format (JSON, HTML, Markdown, CSV) is rendered.
@@ -105,7 +106,7 @@ public struct Dataset: Codable, Sendable, Equatable {
     public var system: String
     public var securityLevel: Int
     public var source: String
-    public var sourceKind: String
+    public var sourceKind: SourceKind
     public var schedule: String
     public var objectives: Objectives
     public var backups: Backups

@@ -173,7 +173,7 @@ struct CSVRenderer: ReportRenderer {
         for d in document.data.datasets {
             let b = d.backups, dr = d.drills
             let values: [String: String] = [
-                "agency": d.agency, "system": d.system, "policy": d.policy, "source": d.source, "kind": d.sourceKind,
+                "agency": d.agency, "system": d.system, "policy": d.policy, "source": d.source, "kind": d.sourceKind.rawValue,
                 "level": String(d.securityLevel), "planned": String(b.planned), "attempted": String(b.attempted),
                 "succeeded": String(b.succeeded), "failed": String(b.failed), "partial": String(b.partial), "missed": String(b.missed),
                 "unfinished": String(b.unfinished), "successRate": CSVRenderer.number(b.successRate.map { $0 * 100 }, digits: 2),

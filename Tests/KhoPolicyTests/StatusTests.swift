@@ -88,7 +88,7 @@ struct StatusTests {
             #expect(s.agency == "Văn phòng UBND tỉnh")
             #expect(s.untested)
         }
-        #expect(statuses.map(\.kind) == ["sqlite", "files"])
+        #expect(statuses.map(\.kind) == [.sqlite, .files])
     }
 
     @Test("freshness: ok up to the RPO, late up to twice the RPO, missed after")

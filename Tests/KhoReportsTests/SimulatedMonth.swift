@@ -69,6 +69,7 @@ struct SimulatedDrill {
     var comparison: [(table: String, rows: Int64, outcome: String)]?
     var failureReasons: [String]
     var details: String = ""
+    var sourceKind = "files"
 }
 
 final class SimulatedMonth: @unchecked Sendable {
@@ -318,7 +319,7 @@ final class SimulatedMonth: @unchecked Sendable {
             let reasons = passedRTO ? [] : [String(format: "restore took %.1f s, more than the RTO of %.0f s", rto, objective)]
             return SimulatedDrill(dataset: key, started: start, ended: start.addingTimeInterval(rto + 30), snapshot: good.snapshot!,
                                   snapshotTime: good.snapshotTime!, rtoSeconds: rto, rtoObjective: objective, passed: passedRTO,
-                                  checks: checks, comparison: comparison, failureReasons: reasons)
+                                  checks: checks, comparison: comparison, failureReasons: reasons, sourceKind: kind)
         }
         drills.append(drill("ho-tich/ho-tich-db", 10, 26, rto: 800, objective: 14400, kind: "postgres"))
         for day in [2, 9, 16, 23, 30] { drills.append(drill("ho-tich/ho-tich-db", 11, day, rto: 900 + Double(day), objective: 14400, kind: "postgres")) }
@@ -408,7 +409,7 @@ final class SimulatedMonth: @unchecked Sendable {
     static func sealedEvidence(_ d: SimulatedDrill) throws -> String {
         let parts = d.dataset.split(separator: "/").map(String.init)
         var object: [String: Any] = [
-            "drillID": UUID().uuidString.lowercased(), "policy": parts[0], "source": parts[1], "sourceKind": "x",
+            "drillID": UUID().uuidString.lowercased(), "policy": parts[0], "source": parts[1], "sourceKind": d.sourceKind,
             "snapshot": d.snapshot, "snapshotTime": Timestamp.format(d.snapshotTime), "scratch": "scratch for the test",
             "start": Timestamp.format(d.started), "end": Timestamp.format(d.ended),
             "checks": d.checks.map { ["name": $0.0, "outcome": $0.1, "output": $0.2] },

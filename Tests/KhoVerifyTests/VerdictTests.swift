@@ -79,7 +79,7 @@ struct VerdictTests {
         let read = try JSON.decoder.decode(DrillEvidence.self, from: Data(stored.utf8))
         #expect(read.verifySeal())
         #expect(read.check(.pgAmcheck)?.name == "pg_amcheck shop" && read.check(.manifest)?.outcome == .fail)
-        #expect(read.kind == .postgres)
+        #expect(read.sourceKind == .postgres)
         // Without counted flags every failed check counts, as the earlier kho decided.
         #expect(KhoExitCode(DrillVerdict.of([read], couldNotRun: false)) == .integrity)
     }
