@@ -155,6 +155,10 @@ struct PolicyValidationTests {
         expectErrors(try f.errors(f.variant("    kind: postgres", "    kind: oracle")), [
             "p.yaml:13:11: unknown source kind \"oracle\"; expected files, postgres, mariadb, sqlite or command",
         ])
+        // A snapshot's kind that no policy can name: a policy runs unattended, with no standard input.
+        expectErrors(try f.errors(f.variant("    kind: postgres", "    kind: stdin")), [
+            "p.yaml:13:11: unknown source kind \"stdin\"; expected files, postgres, mariadb, sqlite or command",
+        ])
         // No suggestion when no known key is close: rpo belongs under objectives, it is not a typo of name.
         expectErrors(try f.errors(f.variant("  rto: 4h", "  rto: 4h\nrpo: 24h")), [
             "p.yaml:25:1: unknown key \"rpo\" in the policy; expected one of: \(policyKeys)",
