@@ -34,6 +34,8 @@ public enum DrillCheckKind: String, Codable, Sendable, CaseIterable {
     case restore
     case rto
     case manifest
+    /// The restored database's schema against the fingerprint recorded at backup.
+    case schema
     /// Roles and tablespaces loaded into a scratch PostgreSQL cluster (never fails a drill).
     case globals
     case pgAmcheck = "pg_amcheck"
@@ -48,7 +50,7 @@ public enum DrillCheckKind: String, Codable, Sendable, CaseIterable {
         switch self {
         case .restore: nil
         case .rto: .rto
-        case .manifest: .manifest
+        case .manifest, .schema: .manifest
         case .globals, .pgAmcheck, .checkTable, .sqliteIntegrity, .fileContents, .fileModes: .integrity
         }
     }
@@ -57,7 +59,7 @@ public enum DrillCheckKind: String, Codable, Sendable, CaseIterable {
     public var isEngineCheck: Bool {
         switch self {
         case .pgAmcheck, .checkTable, .sqliteIntegrity: true
-        case .restore, .rto, .manifest, .globals, .fileContents, .fileModes: false
+        case .restore, .rto, .manifest, .schema, .globals, .fileContents, .fileModes: false
         }
     }
 
@@ -124,6 +126,9 @@ public struct DrillEvidence: Codable, Sendable {
     public var end: Date
     public var checks: [Check]
     public var comparison: ManifestComparison?
+    /// The schema against the fingerprint recorded at backup, per database (nil in evidence of a
+    /// kho before issue 19, and for snapshots that recorded no fingerprint).
+    public var schema: [String: SchemaComparison]?
     public var rtoSeconds: Double?
     public var rtoObjectiveSeconds: Double
     public var passed: Bool

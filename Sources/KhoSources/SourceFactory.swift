@@ -31,12 +31,19 @@ extension SourceSpec {
         return spec
     }
 
-    /// The loader that puts a dump of this database source back into its endpoint's database;
-    /// with `replace`, a database that exists and has tables is loaded beside and swapped in.
-    public func loader(replace: Bool) throws -> DatabaseLoader {
+    /// The restore that puts the dump `dumpFile` of `files` back into this source's endpoint's
+    /// database (`DatabaseRestore`, the path drills take too).
+    public func restore(options: DatabaseRestoreOptions, dumpFile: String, recorded: DumpManifest.Database?,
+                        files: SnapshotFiles) throws -> DatabaseRestore {
+        try DatabaseRestore(engine: kind, target: try restoreTarget(), options: options, sourceName: name, dumpFile: dumpFile,
+                            recorded: recorded, files: files)
+    }
+
+    /// The database a restore of this source loads into: its endpoint, for postgres and mariadb only.
+    public func restoreTarget() throws -> DatabaseEndpoint {
         guard let endpoint, kind == .postgres || kind == .mariadb else {
             throw KhoError(.usage, "Source \(name) is a \(kind.rawValue) source: only postgres and mariadb dumps load into a database.")
         }
-        return DatabaseLoader(engine: kind, target: endpoint, replace: replace, sourceName: name)
+        return endpoint
     }
 }

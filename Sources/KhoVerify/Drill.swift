@@ -214,33 +214,8 @@ public final class DrillRunner {
             let scratch = try ScratchPostgres()
             defer { scratch.tearDown() }
             evidence.scratch = "postgres cluster on socket \(scratch.directory) (no TCP port, peer authentication)"
-            // try?: a snapshot of a source with `globals: false` has no globals.sql; a tree that does
-            // not load fails the lookup of the first database below.
-            if let globals = try? lookup("globals.sql") {
-                // Roles first, so that ownership in the dump resolves; "already exists" errors are
-                // expected. Without the production password hashes: the scratch cluster is no
-                // place to keep (or crack) them, and its roles need none.
-                var script: [UInt8] = []
-                try stream(globals) { chunk in
-                    guard script.count + chunk.count <= GlobalsFilter.limit else {
-                        throw KhoError(.integrity, "globals.sql of snapshot \(snapshot.shortID) is larger than \(GlobalsFilter.limit >> 20) MiB, which no cluster's roles and tablespaces need.")
-                    }
-                    script += chunk
-                }
-                let stripped = GlobalsFilter.withoutPasswords(script)
-                let feedGlobals = try ClientFeederAccess.loadIgnoringErrors(endpoint: scratch.endpoint(database: "postgres")) { write in
-                    try stripped.bytes.withUnsafeBytes { try write($0) }
-                }
-                evidence.checks.append(.init(.globals, outcome: .pass,
-                                             output: "roles and tablespaces loaded (\(feedGlobals) bytes; \(stripped.removed) password hashes left out)"))
-            }
-            var comparisons: [ManifestComparison.Row] = []
-            for database in manifest.databases {
-                let node = try lookup(database.file)
-                let loader = DatabaseLoader(engine: .postgres, target: scratch.endpoint(database: database.name), replace: false, sourceName: source.name)
-                let result = try loader.load(expected: database) { write in try stream(node, write) }
-                comparisons += result.comparison?.rows ?? []
-            }
+            let comparisons = try restoreDatabases(&evidence, engine: .postgres, manifest: manifest, snapshot: snapshot, repository: repository,
+                                 index: index, source: source) { scratch.endpoint(database: $0) }
             evidence.rtoSeconds = Date().timeIntervalSince(realStart)
             DrillRunner.pauseForTests(["host": scratch.directory, "port": String(scratch.port), "directory": scratch.directory])
             for database in manifest.databases {
@@ -258,19 +233,14 @@ public final class DrillRunner {
                     findings.append(DrillFinding(kind: .pgAmcheck, reason: "pg_amcheck is not installed"))
                 }
             }
-            record(&evidence, &findings, ManifestComparison(rows: comparisons))
+            recordComparisons(&evidence, &findings, comparisons)
         case .mariadb:
             guard let manifest else { throw KhoError(.integrity, "Snapshot \(snapshot.shortID) has no manifest to compare against.") }
             let scratch = try ScratchMariaDB()
             defer { scratch.tearDown() }
             evidence.scratch = "mariadb server on socket \(scratch.socket) (no networking, unix_socket authentication)"
-            var comparisons: [ManifestComparison.Row] = []
-            for database in manifest.databases {
-                let node = try lookup(database.file)
-                let loader = DatabaseLoader(engine: .mariadb, target: scratch.endpoint(database: database.name), replace: false, sourceName: source.name)
-                let result = try loader.load(expected: database) { write in try stream(node, write) }
-                comparisons += result.comparison?.rows ?? []
-            }
+            let comparisons = try restoreDatabases(&evidence, engine: .mariadb, manifest: manifest, snapshot: snapshot, repository: repository,
+                                 index: index, source: source) { scratch.endpoint(database: $0) }
             evidence.rtoSeconds = Date().timeIntervalSince(realStart)
             DrillRunner.pauseForTests(["host": scratch.socket, "port": "0", "directory": scratch.directory])
             for database in manifest.databases {
@@ -297,7 +267,7 @@ public final class DrillRunner {
                 evidence.checks.append(.init(.checkTable, name: "CHECK TABLE \(database.name)", outcome: pass ? .pass : .fail, output: DrillRunner.bounded(output)))
                 if !pass { findings.append(DrillFinding(kind: .checkTable, reason: "CHECK TABLE reported problems in \(database.name)")) }
             }
-            record(&evidence, &findings, ManifestComparison(rows: comparisons))
+            recordComparisons(&evidence, &findings, comparisons)
         case .sqlite:
             guard let manifest, let database = manifest.databases.first else {
                 throw KhoError(.integrity, "Snapshot \(snapshot.shortID) has no manifest to compare against.")
@@ -360,6 +330,53 @@ public final class DrillRunner {
             evidence.checks.append(.init(.fileModes, name: "file modes", outcome: modes.mismatches.isEmpty ? .pass : .fail,
                                          output: DrillRunner.bounded(modes.mismatches.isEmpty ? modes.summary : modes.mismatches.joined(separator: "\n"))))
             if !modes.mismatches.isEmpty { findings.append(DrillFinding(kind: .fileModes, reason: "\(modes.mismatches.count) entries have modes that differ from the snapshot")) }
+        }
+    }
+
+    /// Restores every database of the snapshot into the scratch server by the path `kho restore
+    /// --to-database` takes (`DatabaseRestore`): the plan, the roles or users, the database with
+    /// its properties, the dump, then the comparison with the manifest and the schema fingerprint.
+    /// Returns the comparisons, recorded by `recordComparisons` once the engine's own checks ran.
+    private func restoreDatabases(_ evidence: inout DrillEvidence, engine: SourceKind, manifest: DumpManifest,
+                                  snapshot: Snapshot, repository: Repository, index: MasterIndex, source: SourceSpec,
+                                  endpoint: (String) -> DatabaseEndpoint) throws -> (tables: ManifestComparison, schemas: [String: SchemaComparison]) {
+        let files = try SnapshotFiles(repository: repository, index: index, snapshot: snapshot)
+        var options = DatabaseRestoreOptions()
+        options.scratch = true
+        var tableRows: [ManifestComparison.Row] = []
+        var schemas: [String: SchemaComparison] = [:]
+        var notes: [String] = []
+        for database in manifest.databases {
+            let restore = try DatabaseRestore(engine: engine, target: endpoint(database.name), options: options, sourceName: source.name,
+                                              dumpFile: database.file, recorded: database, files: files)
+            let plan = try restore.plan()
+            let result = try restore.run(plan)
+            tableRows += result.comparison?.rows ?? []
+            if let schema = result.schema { schemas[database.name] = schema }
+            notes += result.notes.map { "\(database.name): \($0)" }
+        }
+        if !notes.isEmpty {
+            evidence.checks.append(.init(.globals, outcome: .pass, output: DrillRunner.bounded(notes.joined(separator: "\n"))))
+        }
+        return (ManifestComparison(rows: tableRows), schemas)
+    }
+
+    private func recordComparisons(_ evidence: inout DrillEvidence, _ findings: inout [DrillFinding],
+                                   _ comparisons: (tables: ManifestComparison, schemas: [String: SchemaComparison])) {
+        record(&evidence, &findings, comparisons.tables)
+        let schemas = comparisons.schemas
+        guard !schemas.isEmpty else { return }
+        evidence.schema = schemas
+        let differences = schemas.sorted { $0.key < $1.key }.flatMap { name, comparison in comparison.differences.map { (name, $0) } }
+        let compared = schemas.values.reduce(0) { $0 + $1.compared }
+        evidence.checks.append(.init(.schema, name: "schema", outcome: differences.isEmpty ? .pass : .fail,
+                                     output: DrillRunner.bounded(differences.isEmpty ? "\(compared) objects: present and equal to the schema recorded at backup"
+                                                                 : differences.map { "\($0.0): \($0.1.sentence)" }.joined(separator: "\n"))))
+        for (name, difference) in differences.prefix(20) {
+            findings.append(DrillFinding(kind: .schema, reason: "\(name): \(difference.sentence)"))
+        }
+        if differences.count > 20 {
+            findings.append(DrillFinding(kind: .schema, reason: "and \(differences.count - 20) more schema differences"))
         }
     }
 

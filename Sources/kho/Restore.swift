@@ -65,6 +65,15 @@ struct Restore: ParsableCommand {
     @Flag(help: "Replace a database that exists: load into a new one, then swap names when the load succeeded.")
     var replace = false
 
+    @Option(name: .customLong("map-role"), help: "Create a role (PostgreSQL) or user (MariaDB) of the snapshot under another name on the target: OLD=NEW (repeatable).")
+    var mapRole: [String] = []
+
+    @Option(name: .customLong("map-tablespace"), help: "Put what lived in a PostgreSQL tablespace into another one on the target: OLD=NEW (repeatable; pg_default for the default).")
+    var mapTablespace: [String] = []
+
+    @Flag(name: .customLong("role-passwords"), help: "Give created roles and users the password hashes recorded at backup (by default they are created without a password).")
+    var rolePasswords = false
+
     @Flag(help: "Do not ask for confirmation.")
     var yes = false
 
@@ -222,20 +231,25 @@ struct Restore: ParsableCommand {
         if let kind = DumpManifest(snap.manifest)?.engine, kind != engine {
             throw KhoError(.usage, "Snapshot \(snap.shortID) holds a \(kind) dump; it cannot be loaded into \(engine): give a \(kind):// URL.")
         }
-        let loader = try spec.loader(replace: replace)
-        let state = try loader.plan()
-        let action = !state.exists ? "create the database" : state.empty ? "load into the existing empty database" : (replace ? "load into a new database, then swap it in for the existing" : "refuse: the database exists and is not empty (see --replace)")
-        try confirm("Plan: restore \(file) of \(describe(snap)) into \(engine)://\(endpoint.user)@\(endpoint.host):\(endpoint.port)/\(endpoint.database): \(action)")
+        var options = DatabaseRestoreOptions()
+        options.replace = replace
+        options.roleMap = try Restore.mapping(mapRole, option: "--map-role")
+        options.tablespaceMap = try Restore.mapping(mapTablespace, option: "--map-tablespace")
+        options.rolePasswords = rolePasswords
+        let restore = try spec.restore(options: options, dumpFile: file, recorded: expected,
+                                       files: try SnapshotFiles(repository: repo, index: index, snapshot: snap))
+        let plan = try restore.plan()
+        let header = "Plan: restore \(file) of \(describe(snap)) into \(engine)://\(endpoint.user)@\(endpoint.host):\(endpoint.port)/\(endpoint.database)"
+        if !plan.refusals.isEmpty {
+            if !json { Terminal.write(STDERR_FILENO, ([header] + plan.lines).joined(separator: "\n") + "\n") }
+            throw plan.refusal
+        }
+        try confirm(([header] + plan.lines).joined(separator: "\n"))
         let line = ProgressLine(progress: progress, label: "restore", enabled: !json)
         let result: DatabaseRestoreResult
         do {
             defer { line.finish() }
-            result = try loader.load(expected: expected) { write in
-                try reader.run { bytes in
-                    try bytes.withUnsafeBytes { try write($0) }
-                    progress.add(bytes: Int64(bytes.count))
-                }
-            }
+            result = try restore.run(plan) { progress.add(bytes: $0) }
         }
         if json {
             try Terminal.json(result)
@@ -244,9 +258,34 @@ struct Restore: ParsableCommand {
             if let kept = result.replacedDatabaseKeptAs {
                 Terminal.out("the database it replaced is kept as \(kept); drop it once you no longer need it")
             }
+            for note in result.notes { Terminal.out("note: \(note)") }
             if let comparison = result.comparison { Restore.printComparison(comparison) }
+            if let schema = result.schema { Restore.printSchema(schema) }
         }
-        try finish(Verdict(result.comparison))
+        try finish(result.equal ? .success : .damaged)
+    }
+
+    static func printSchema(_ schema: SchemaComparison) {
+        if schema.equal {
+            Terminal.out("schema: \(schema.compared) objects (tables, columns, indexes, constraints, views, functions, triggers, sequences, types, grants, roles, the database's properties) equal to the snapshot's")
+            return
+        }
+        Terminal.out("schema: \(schema.differences.count) of \(schema.compared) objects differ from the snapshot's:")
+        for difference in schema.differences { Terminal.out("  \(difference.sentence)") }
+    }
+
+    /// `OLD=NEW` pairs of a repeatable option.
+    static func mapping(_ pairs: [String], option: String) throws -> [String: String] {
+        var map: [String: String] = [:]
+        for pair in pairs {
+            guard let equals = pair.firstIndex(of: "="), equals != pair.startIndex, pair.index(after: equals) != pair.endIndex else {
+                throw KhoError(.usage, "\(option) \(pair) is not OLD=NEW: write e.g. \(option) app_owner=app_owner_2026.")
+            }
+            let old = String(pair[..<equals]), new = String(pair[pair.index(after: equals)...])
+            if map[old] != nil { throw KhoError(.usage, "\(option) names \(old) twice: give one new name for it.") }
+            map[old] = new
+        }
+        return map
     }
 }
 

@@ -80,10 +80,10 @@ struct SourceFactoryTests {
     func loader() throws {
         let spec = try SourceSpec.database(url: "postgresql://postgres@db.local/tax,2026", name: "tax", passwordFile: "/etc/kho/pg.pass",
                                            passwordEnv: nil)
-        let loader = try spec.loader(replace: true)
-        #expect(loader.engine == .postgres && loader.replace && loader.sourceName == "tax")
-        #expect(loader.target.database == "tax,2026" && loader.target.host == "db.local" && loader.target.passwordFile == "/etc/kho/pg.pass")
-        let error = #expect(throws: KhoError.self) { try SourceSpec.sqlite(path: "/var/lib/app.db", name: "app").loader(replace: false) }
+        let target = try spec.restoreTarget()
+        #expect(spec.kind == .postgres && spec.name == "tax")
+        #expect(target.database == "tax,2026" && target.host == "db.local" && target.passwordFile == "/etc/kho/pg.pass")
+        let error = #expect(throws: KhoError.self) { try SourceSpec.sqlite(path: "/var/lib/app.db", name: "app").restoreTarget() }
         #expect(error?.kind == .usage)
         #expect(throws: KhoError.self) { try SourceSpec.database(url: "oracle://scott@db/orcl", name: "x", passwordFile: nil, passwordEnv: nil) }
     }

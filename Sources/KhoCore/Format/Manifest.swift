@@ -22,8 +22,21 @@ public struct DumpManifest: Codable, Sendable, Equatable {
         public var file: String
         public var sizeBytes: Int64
         public var tables: [Table]
-        public init(name: String, file: String, sizeBytes: Int64, tables: [Table]) {
+        /// The file in the snapshot that holds the database's schema fingerprint
+        /// (`SchemaFingerprint` as JSON), read in the dump's snapshot; nil in manifests of a kho
+        /// before issue 19, which compare on tables, rows and checksums only.
+        public var schemaFile: String?
+        /// The fingerprint's SHA-256 (`SchemaFingerprint.digest`), for evidence and reports.
+        public var schemaDigest: String?
+        /// The file in the snapshot that holds what the database needs besides its dump to come
+        /// back whole on a fresh server, as the engine's JSON (`PostgresGlobals`, `MariaDBGlobals`):
+        /// the database's own properties, the roles or users it needs and their grants. Nil in
+        /// manifests of a kho before issue 19.
+        public var globalsFile: String?
+        public init(name: String, file: String, sizeBytes: Int64, tables: [Table],
+                    schemaFile: String? = nil, schemaDigest: String? = nil, globalsFile: String? = nil) {
             self.name = name; self.file = file; self.sizeBytes = sizeBytes; self.tables = tables
+            self.schemaFile = schemaFile; self.schemaDigest = schemaDigest; self.globalsFile = globalsFile
         }
     }
 

@@ -6,7 +6,7 @@ import KhoSupport
 /// go through a Connector/C connection with every name quoted and every value a parameter; the
 /// dump itself is loaded by the `mariadb` client in sandbox mode (statements only, none of the
 /// client's own commands), the engine's own tool.
-struct MariaDBLoader {
+struct MariaDBRestorer: EngineRestorer {
     var target: DatabaseEndpoint
     var sourceName: String
 
@@ -14,7 +14,7 @@ struct MariaDBLoader {
         try MariaDBConnection(endpoint: target, database: nil, source: sourceName)
     }
 
-    func plan() throws -> (exists: Bool, empty: Bool) {
+    func state() throws -> (exists: Bool, empty: Bool) {
         let connection = try connect()
         let exists = try connection.value("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?", [target.database]) == "1"
         guard exists else { return (false, true) }
@@ -38,9 +38,21 @@ struct MariaDBLoader {
     /// Loads into the database `loadName` (created first when `createDatabase`). With `replace`,
     /// `loadName` is a scratch database whose tables are swapped with the target's in one atomic
     /// RENAME TABLE after the load succeeded.
-    func load(into loadName: String, replace: Bool, createDatabase: Bool, expected: DumpManifest.Database?, start: Date,
-              produce: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws -> DatabaseRestoreResult {
+    func plan(_ request: RestoreRequest) throws -> DatabaseRestorePlan {
+        let state = try state()
+        return DatabaseRestorePlan.basic(engine: .mariadb, request: request, exists: state.exists, empty: state.empty)
+    }
+
+    func load(_ plan: DatabaseRestorePlan, _ request: RestoreRequest, progress: @escaping (Int64) -> Void) throws -> LoadOutcome {
         let quote = SQLIdentifier.mariadb
+        let loadName = plan.loadName, createDatabase = plan.createDatabase, replace = plan.swap
+        let expected = request.recorded
+        let produce: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void = { write in
+            try request.files.stream(request.dumpFile) { chunk in
+                try write(chunk)
+                progress(Int64(chunk.count))
+            }
+        }
         let original = target
         let loadTarget = target.with(database: loadName)
         let admin = try connect()
@@ -69,7 +81,7 @@ struct MariaDBLoader {
             } else {
                 // The target existed without tables (plan() checked) and MariaDB cannot roll back
                 // DDL: the tables and views it holds now came from this failed load.
-                try? MariaDBLoader.dropTablesAndViews(admin, database: loadName)
+                try? MariaDBRestorer.dropTablesAndViews(admin, database: loadName)
             }
             throw error
         }
@@ -103,12 +115,15 @@ struct MariaDBLoader {
             try admin.query("DROP DATABASE \(quote(loadName))")
             keptAs = aside
         }
-        let seconds = Date().timeIntervalSince(start)
-        var comparison: ManifestComparison?
-        if let expected {
-            comparison = ManifestComparison(expected: expected.tables, actual: try MariaDBManifest.tables(admin, database: original.database))
-        }
-        return DatabaseRestoreResult(engine: .mariadb, database: original.database, bytesLoaded: bytes, seconds: seconds,
-                                     replacedDatabaseKeptAs: keptAs, comparison: comparison)
+        return LoadOutcome(bytes: bytes, replacedDatabaseKeptAs: keptAs, notes: [])
+    }
+
+    func tables(_ plan: DatabaseRestorePlan, _ request: RestoreRequest) throws -> [DumpManifest.Table] {
+        try MariaDBManifest.tables(try connect(), database: target.database)
+    }
+
+    func fingerprints(_ plan: DatabaseRestorePlan, _ request: RestoreRequest, recorded: SchemaFingerprint) throws
+        -> (expected: SchemaFingerprint, actual: SchemaFingerprint) {
+        throw KhoError(.failure, "MariaDB schema fingerprints are not compared yet.")
     }
 }

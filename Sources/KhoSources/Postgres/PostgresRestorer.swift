@@ -5,7 +5,7 @@ import KhoSupport
 /// Restores a PostgreSQL dump: kho's own statements (does the target exist, create, rename, drop)
 /// go through a libpq connection with every name quoted and every value a parameter; the dump
 /// itself is loaded by `psql`, the engine's own tool, in one transaction.
-struct PostgresLoader {
+struct PostgresRestorer: EngineRestorer {
     var target: DatabaseEndpoint
     var sourceName: String
 
@@ -17,7 +17,7 @@ struct PostgresLoader {
         try PostgresConnection(endpoint: target, database: database, source: sourceName)
     }
 
-    func plan() throws -> (exists: Bool, empty: Bool) {
+    func state() throws -> (exists: Bool, empty: Bool) {
         let exists = try connect("postgres").value("SELECT count(*) FROM pg_database WHERE datname = $1", [target.database]) == "1"
         guard exists else { return (false, true) }
         let count = try connect(target.database).value("""
@@ -28,13 +28,25 @@ struct PostgresLoader {
         return (true, count == "0")
     }
 
-    /// Loads into the database `loadName` (created first when `createDatabase`); with `replace`,
-    /// `loadName` is a new database renamed to the target's name once the load succeeded, and the
-    /// old one is kept under another name.
-    func load(into loadName: String, replace: Bool, createDatabase: Bool, expected: DumpManifest.Database?, start: Date,
-              produce: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws -> DatabaseRestoreResult {
+    func plan(_ request: RestoreRequest) throws -> DatabaseRestorePlan {
+        let state = try state()
+        return DatabaseRestorePlan.basic(engine: .postgres, request: request, exists: state.exists, empty: state.empty)
+    }
+
+    func load(_ plan: DatabaseRestorePlan, _ request: RestoreRequest, progress: @escaping (Int64) -> Void) throws -> LoadOutcome {
         let quote = SQLIdentifier.postgres
+        let loadName = plan.loadName, createDatabase = plan.createDatabase, replace = plan.swap
         let admin = try connect("postgres")
+        var notes: [String] = []
+        if request.options.scratch, request.files.size("globals.sql") != nil {
+            notes.append(try loadGlobalsIntoScratch(request))
+        }
+        let produce: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void = { write in
+            try request.files.stream(request.dumpFile) { chunk in
+                try write(chunk)
+                progress(Int64(chunk.count))
+            }
+        }
         if createDatabase {
             try admin.query("CREATE DATABASE \(quote(loadName)) TEMPLATE template0")
         }
@@ -59,13 +71,27 @@ struct PostgresLoader {
             try admin.query("ALTER DATABASE \(quote(loadName)) RENAME TO \(quote(target.database))")
             keptAs = aside
         }
-        let seconds = Date().timeIntervalSince(start)
-        var comparison: ManifestComparison?
-        if let expected {
-            comparison = ManifestComparison(expected: expected.tables, actual: try PostgresManifest.tables(try connect(target.database)))
+        return LoadOutcome(bytes: bytes, replacedDatabaseKeptAs: keptAs, notes: notes)
+    }
+
+    func tables(_ plan: DatabaseRestorePlan, _ request: RestoreRequest) throws -> [DumpManifest.Table] {
+        try PostgresManifest.tables(try connect(target.database))
+    }
+
+    func fingerprints(_ plan: DatabaseRestorePlan, _ request: RestoreRequest, recorded: SchemaFingerprint) throws
+        -> (expected: SchemaFingerprint, actual: SchemaFingerprint) {
+        throw KhoError(.failure, "PostgreSQL schema fingerprints are not compared yet.")
+    }
+
+    /// A drill's scratch cluster gets the cluster's roles and tablespaces first, so that ownership
+    /// in the dump resolves; "already exists" errors are expected. Without the production password
+    /// hashes: the scratch cluster is no place to keep (or crack) them, and its roles need none.
+    private func loadGlobalsIntoScratch(_ request: RestoreRequest) throws -> String {
+        let stripped = GlobalsFilter.withoutPasswords(try request.files.read("globals.sql", limit: GlobalsFilter.limit))
+        let fed = try ClientFeederAccess.loadIgnoringErrors(endpoint: target.with(database: "postgres")) { write in
+            try stripped.bytes.withUnsafeBytes { try write($0) }
         }
-        return DatabaseRestoreResult(engine: .postgres, database: target.database, bytesLoaded: bytes, seconds: seconds,
-                                     replacedDatabaseKeptAs: keptAs, comparison: comparison)
+        return "roles and tablespaces loaded into the scratch cluster (\(fed) bytes; \(stripped.removed) password hashes left out)"
     }
 
     private func feedPsql(database: String, produce: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws -> Int64 {

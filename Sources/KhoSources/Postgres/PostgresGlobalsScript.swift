@@ -1,15 +1,11 @@
 import Foundation
 import KhoCore
 import KhoSupport
-import KhoCatalog
-import KhoSources
-import KhoStorage
-
 /// Loads a script into PostgreSQL without stopping at errors (for globals.sql, whose CREATE ROLE
 /// of existing roles fails harmlessly).
 enum ClientFeederAccess {
     static func loadIgnoringErrors(endpoint: DatabaseEndpoint, produce: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws -> Int64 {
-        guard let psql = Shell.find("psql") else { throw KhoError(.failure, "psql is not installed: install Debian's postgresql-client.") }
+        guard let psql = findProgram("psql") else { throw KhoError(.failure, "psql is not installed: install Debian's postgresql-client.") }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: psql)
         process.arguments = ["-X", "-q", "-w", "-o", "/dev/null"]
