@@ -167,24 +167,34 @@ public struct DatabaseRestore {
     /// Carries out `plan` (refused when it has refusals), then compares the restored database with
     /// the manifest and, where the snapshot recorded one, the schema fingerprint.
     public func run(_ plan: DatabaseRestorePlan, progress: @escaping (Int64) -> Void = { _ in }) throws -> DatabaseRestoreResult {
+        var result = try load(plan, progress: progress)
+        try compare(&result)
+        return result
+    }
+
+    /// Carries out `plan`: creates what it says and loads the dump. The result has no comparison yet.
+    public func load(_ plan: DatabaseRestorePlan, progress: @escaping (Int64) -> Void = { _ in }) throws -> DatabaseRestoreResult {
         guard plan.refusals.isEmpty else { throw plan.refusal }
         let start = Date()
-        let restorer = self.restorer
         let outcome = try restorer.load(plan, request, progress: progress)
-        let seconds = Date().timeIntervalSince(start)
-        var result = DatabaseRestoreResult(engine: engine, database: plan.database, bytesLoaded: outcome.bytes, seconds: seconds,
-                                           replacedDatabaseKeptAs: outcome.replacedDatabaseKeptAs, notes: outcome.notes, plan: plan)
-        if let recorded = request.recorded {
-            result.comparison = ManifestComparison(expected: recorded.tables, actual: try restorer.tables(plan, request))
-            if let file = recorded.schemaFile {
-                let fingerprint = try SchemaFingerprint.decode(try request.files.read(file, limit: DatabaseRestore.jsonLimit), file: file)
-                let (expected, actual) = try restorer.fingerprints(plan, request, recorded: fingerprint)
-                result.schema = SchemaComparison(expected: expected, actual: actual)
-            } else {
-                result.notes.append("This snapshot was taken by a kho that recorded no schema fingerprint: tables, row counts and checksums were compared, indexes, constraints, functions, grants and the database's properties were not.")
-            }
+        return DatabaseRestoreResult(engine: engine, database: plan.database, bytesLoaded: outcome.bytes, seconds: Date().timeIntervalSince(start),
+                                     replacedDatabaseKeptAs: outcome.replacedDatabaseKeptAs, notes: outcome.notes, plan: plan)
+    }
+
+    /// Compares the restored database with the manifest's tables and, where the snapshot recorded
+    /// one, its schema fingerprint (a drill does this after its pause for tests and the engine's
+    /// own checks).
+    public func compare(_ result: inout DatabaseRestoreResult) throws {
+        guard let recorded = request.recorded, let plan = result.plan else { return }
+        let restorer = self.restorer
+        result.comparison = ManifestComparison(expected: recorded.tables, actual: try restorer.tables(plan, request))
+        if let file = recorded.schemaFile {
+            let fingerprint = try SchemaFingerprint.decode(try request.files.read(file, limit: DatabaseRestore.jsonLimit), file: file)
+            let (expected, actual) = try restorer.fingerprints(plan, request, recorded: fingerprint)
+            result.schema = SchemaComparison(expected: expected, actual: actual)
+        } else {
+            result.notes.append("This snapshot was taken by a kho that recorded no schema fingerprint: tables, row counts and checksums were compared, indexes, constraints, functions, grants and the database's properties were not.")
         }
-        return result
     }
 }
 

@@ -233,7 +233,7 @@ public final class DrillRunner {
                     findings.append(DrillFinding(kind: .pgAmcheck, reason: "pg_amcheck is not installed"))
                 }
             }
-            recordComparisons(&evidence, &findings, comparisons)
+            try recordComparisons(&evidence, &findings, comparisons)
         case .mariadb:
             guard let manifest else { throw KhoError(.integrity, "Snapshot \(snapshot.shortID) has no manifest to compare against.") }
             let scratch = try ScratchMariaDB()
@@ -267,7 +267,7 @@ public final class DrillRunner {
                 evidence.checks.append(.init(.checkTable, name: "CHECK TABLE \(database.name)", outcome: pass ? .pass : .fail, output: DrillRunner.bounded(output)))
                 if !pass { findings.append(DrillFinding(kind: .checkTable, reason: "CHECK TABLE reported problems in \(database.name)")) }
             }
-            recordComparisons(&evidence, &findings, comparisons)
+            try recordComparisons(&evidence, &findings, comparisons)
         case .sqlite:
             guard let manifest, let database = manifest.databases.first else {
                 throw KhoError(.integrity, "Snapshot \(snapshot.shortID) has no manifest to compare against.")
@@ -335,34 +335,53 @@ public final class DrillRunner {
 
     /// Restores every database of the snapshot into the scratch server by the path `kho restore
     /// --to-database` takes (`DatabaseRestore`): the plan, the roles or users, the database with
-    /// its properties, the dump, then the comparison with the manifest and the schema fingerprint.
-    /// Returns the comparisons, recorded by `recordComparisons` once the engine's own checks ran.
+    /// its properties, the dump. `LoadedDatabases.compare` then compares them with the manifest
+    /// and the schema fingerprint, after the engine's own checks.
     private func restoreDatabases(_ evidence: inout DrillEvidence, engine: SourceKind, manifest: DumpManifest,
                                   snapshot: Snapshot, repository: Repository, index: MasterIndex, source: SourceSpec,
-                                  endpoint: (String) -> DatabaseEndpoint) throws -> (tables: ManifestComparison, schemas: [String: SchemaComparison]) {
+                                  endpoint: (String) -> DatabaseEndpoint) throws -> LoadedDatabases {
         let files = try SnapshotFiles(repository: repository, index: index, snapshot: snapshot)
         var options = DatabaseRestoreOptions()
         options.scratch = true
-        var tableRows: [ManifestComparison.Row] = []
-        var schemas: [String: SchemaComparison] = [:]
-        var notes: [String] = []
+        var loaded = LoadedDatabases()
         for database in manifest.databases {
             let restore = try DatabaseRestore(engine: engine, target: endpoint(database.name), options: options, sourceName: source.name,
                                               dumpFile: database.file, recorded: database, files: files)
             let plan = try restore.plan()
-            let result = try restore.run(plan)
-            tableRows += result.comparison?.rows ?? []
-            if let schema = result.schema { schemas[database.name] = schema }
-            notes += result.notes.map { "\(database.name): \($0)" }
+            loaded.restores.append((database.name, restore, try restore.load(plan)))
         }
+        let notes = loaded.restores.flatMap { name, _, result in result.notes.map { "\(name): \($0)" } }
         if !notes.isEmpty {
             evidence.checks.append(.init(.globals, outcome: .pass, output: DrillRunner.bounded(notes.joined(separator: "\n"))))
         }
-        return (ManifestComparison(rows: tableRows), schemas)
+        return loaded
     }
 
-    private func recordComparisons(_ evidence: inout DrillEvidence, _ findings: inout [DrillFinding],
-                                   _ comparisons: (tables: ManifestComparison, schemas: [String: SchemaComparison])) {
+    struct LoadedDatabases {
+        var restores: [(name: String, restore: DatabaseRestore, result: DatabaseRestoreResult)] = []
+
+        /// Compares each restored database; returns the tables' comparison, the schemas' and what
+        /// the comparison noted (a snapshot without a fingerprint).
+        func compare() throws -> (tables: ManifestComparison, schemas: [String: SchemaComparison], notes: [String]) {
+            var tableRows: [ManifestComparison.Row] = []
+            var schemas: [String: SchemaComparison] = [:]
+            var notes: [String] = []
+            for (name, restore, loaded) in restores {
+                var result = loaded
+                try restore.compare(&result)
+                tableRows += result.comparison?.rows ?? []
+                if let schema = result.schema { schemas[name] = schema }
+                notes += result.notes.dropFirst(loaded.notes.count).map { "\(name): \($0)" }
+            }
+            return (ManifestComparison(rows: tableRows), schemas, notes)
+        }
+    }
+
+    private func recordComparisons(_ evidence: inout DrillEvidence, _ findings: inout [DrillFinding], _ loaded: LoadedDatabases) throws {
+        let comparisons = try loaded.compare()
+        if !comparisons.notes.isEmpty {
+            evidence.checks.append(.init(.schema, outcome: .skipped, output: DrillRunner.bounded(comparisons.notes.joined(separator: "\n"))))
+        }
         record(&evidence, &findings, comparisons.tables)
         let schemas = comparisons.schemas
         guard !schemas.isEmpty else { return }
