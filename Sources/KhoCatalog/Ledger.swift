@@ -104,7 +104,8 @@ public final class AuditLedger: @unchecked Sendable {
     /// ledger reached by two spellings is one ledger.
     public var identity: String {
         var resolved = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let folder = realpath(stateDirectory, &resolved) != nil ? String(cString: resolved) : stateDirectory
+        let folder = realpath(stateDirectory, &resolved) != nil
+            ? String(decoding: resolved.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : stateDirectory
         return Host.name + ":" + folder + "/audit.log"
     }
 
