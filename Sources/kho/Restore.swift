@@ -10,8 +10,10 @@ struct Restore: ParsableCommand {
         abstract: "Restore a snapshot: files into a folder, or a database dump into a database, a file or standard output.",
         discussion: """
         The snapshot is named directly (SNAPSHOT or --snapshot), or found by --source NAME: the newest
-        snapshot of that source, or the newest taken at or before --at. kho first prints the plan and,
-        on a terminal, asks before going on (--yes skips the question).
+        snapshot of that source, or the newest taken at or before --at. A time without an offset is
+        read in --time-zone, else $KHO_TIME_ZONE, else Asia/Ho_Chi_Minh (never the machine's zone).
+        kho first prints the plan (times with their offset and zone) and, on a terminal, asks before
+        going on (--yes skips the question).
 
         It never overwrites: a folder target must be new or empty unless --overwrite; a database that
         exists and has tables is refused unless --replace, which loads into a new database and swaps
@@ -32,8 +34,10 @@ struct Restore: ParsableCommand {
     @Option(help: "Restore the newest snapshot of this source (the --source-name or --stdin-name it was backed up with).")
     var source: String?
 
-    @Option(help: "With --source: the newest snapshot taken at or before this time, e.g. \"2026-11-28 23:00\" (this machine's time zone, TZ) or RFC 3339 with an offset.")
+    @Option(help: "With --source: the newest snapshot taken at or before this time, e.g. \"2026-11-28 23:00\" (read in --time-zone, else $KHO_TIME_ZONE, else Asia/Ho_Chi_Minh), or with an offset: \"2026-11-28 23:00 +07\", 2026-11-28T23:00:00+07:00.")
     var at: String?
+
+    @OptionGroup var zone: TimeZoneOption
 
     @Option(help: "Folder to restore files into.")
     var target: String?
@@ -82,12 +86,16 @@ struct Restore: ParsableCommand {
             throw ValidationError("Name the snapshot (an ID, a prefix or `latest`) or the source with --source NAME.")
         }
         if at != nil && source == nil { throw ValidationError("--at needs --source NAME.") }
-        if let at, LocalTime.parse(at) == nil { throw ValidationError(LocalTime.notATime(at, option: "--at").message) }
+        if let at {
+            let zone: TimeZone
+            do { zone = try self.zone.zone() } catch let error as KhoError { throw ValidationError(error.message) }
+            if LocalTime.parse(at, zone: zone) == nil { throw ValidationError(LocalTime.notATime(at, option: "--at").message) }
+        }
     }
 
-    func selectSnapshot(_ repo: Repository) throws -> Snapshot {
+    func selectSnapshot(_ repo: Repository, zone: TimeZone) throws -> Snapshot {
         try SnapshotSelector(reference: snapshotArgument ?? snapshotOption, source: source,
-                             at: try at.map { try LocalTime.parse($0, option: "--at") }, atText: at).select(in: repo)
+                             at: try at.map { try LocalTime.parse($0, option: "--at", zone: zone) }, atText: at).select(in: repo)
     }
 
     func confirm(_ plan: String) throws {
@@ -101,24 +109,33 @@ struct Restore: ParsableCommand {
     }
 
     func run() throws {
+        let zone = try self.zone.zone()
         try repository.withRepository(exclusive: false, command: "restore") { repo in
             let index = try repo.loadIndex()
-            let snap = try selectSnapshot(repo)
+            let snap = try selectSnapshot(repo, zone: zone)
+            let described = describe(snap, zone: zone)
             if let target {
-                try restoreFiles(repo, index: index, snapshot: snap, target: target)
+                try restoreFiles(repo, index: index, snapshot: snap, target: target, described: described)
             } else {
-                try restoreDump(repo, index: index, snapshot: snap)
+                try restoreDump(repo, index: index, snapshot: snap, described: described)
             }
         }
     }
 
-    private func describe(_ snap: Snapshot) -> String {
+    /// The snapshot as the plan names it: its time with offset and zone, and, with --at, how the
+    /// time typed was read.
+    private func describe(_ snap: Snapshot, zone: TimeZone) -> String {
         let what = snap.source.name.map { "source \($0)" } ?? snap.paths.joined(separator: " ")
-        return "snapshot \(snap.shortID) of \(what), taken \(Format.time(snap.time)) on \(snap.hostname), \(Format.bytes(snap.summary?.totalSize ?? 0))"
+        var text = "snapshot \(snap.shortID) of \(what), taken \(Format.namedTime(snap.time, zone)) on \(snap.hostname), \(Format.bytes(snap.summary?.totalSize ?? 0))"
+        if let at, let asked = LocalTime.parse(at, zone: zone) {
+            let how = LocalTime.carriesOffset(at) ? "with its own offset" : "read in \(DisplayZone.name(of: zone))"
+            text += " (the newest at or before --at \"\(at)\", \(how): \(Format.time(asked, zone)))"
+        }
+        return text
     }
 
-    private func restoreFiles(_ repo: Repository, index: MasterIndex, snapshot snap: Snapshot, target: String) throws {
-        try confirm("Plan: restore \(describe(snap)) into the folder \(target)")
+    private func restoreFiles(_ repo: Repository, index: MasterIndex, snapshot snap: Snapshot, target: String, described: String) throws {
+        try confirm("Plan: restore \(described) into the folder \(target)")
         var options = RestoreOptions()
         options.includes = include
         options.overwrite = overwrite
@@ -152,7 +169,7 @@ struct Restore: ParsableCommand {
         Terminal.out(comparison.equal ? "every table present, row counts and checksums equal" : "THE RESTORED DATABASE DIFFERS FROM THE SNAPSHOT'S MANIFEST")
     }
 
-    private func restoreDump(_ repo: Repository, index: MasterIndex, snapshot snap: Snapshot) throws {
+    private func restoreDump(_ repo: Repository, index: MasterIndex, snapshot snap: Snapshot, described: String) throws {
         let (file, expected) = try DumpSelector.dump(in: snap, database: database)
         let node = try TreeLookup(repository: repo, index: index).node(at: file, in: snap)
         let reader = try OrderedBlobReader(repository: repo, index: index, content: node.content)
@@ -162,7 +179,7 @@ struct Restore: ParsableCommand {
 
         if stdout || toFile != nil {
             let destination = toFile ?? "standard output"
-            try confirm("Plan: write \(file) of \(describe(snap)) to \(destination)")
+            try confirm("Plan: write \(file) of \(described) to \(destination)")
             var fd = STDOUT_FILENO
             // With --overwrite the dump goes to a new file beside the old one and is renamed over
             // it once whole: a restore that fails leaves the old file, and a symlink planted under
@@ -225,7 +242,7 @@ struct Restore: ParsableCommand {
         let loader = try spec.loader(replace: replace)
         let state = try loader.plan()
         let action = !state.exists ? "create the database" : state.empty ? "load into the existing empty database" : (replace ? "load into a new database, then swap it in for the existing" : "refuse: the database exists and is not empty (see --replace)")
-        try confirm("Plan: restore \(file) of \(describe(snap)) into \(engine)://\(endpoint.user)@\(endpoint.host):\(endpoint.port)/\(endpoint.database): \(action)")
+        try confirm("Plan: restore \(file) of \(described) into \(engine)://\(endpoint.user)@\(endpoint.host):\(endpoint.port)/\(endpoint.database): \(action)")
         let line = ProgressLine(progress: progress, label: "restore", enabled: !json)
         let result: DatabaseRestoreResult
         do {
