@@ -209,3 +209,25 @@ public struct DrillEvidence: Codable, Sendable {
         }
     }
 }
+
+/// Drill evidence in the repository (`drills/`, docs/FORMAT.md section 19.5): the same JSON as the
+/// catalog's drill record, so that `kho catalog rebuild` restores the record with its seals intact.
+extension Repository {
+    /// Saves sealed evidence in the repository; a failure is thrown.
+    @discardableResult
+    public func saveDrillEvidence(_ evidence: DrillEvidence) throws -> String {
+        try saveDrillEvidence(Array(try JSON.encoder.encode(evidence)))
+    }
+
+    /// Every drill's evidence the repository holds, with its JSON exactly as stored (what the
+    /// catalog keeps, so that the SHA-256 and the keyed seal verify as they did).
+    public func drillEvidence() throws -> [(evidence: DrillEvidence, json: String)] {
+        try drillEvidenceFiles().map { file in
+            do {
+                return (try JSON.decoder.decode(DrillEvidence.self, from: Data(file.json)), String(decoding: file.json, as: UTF8.self))
+            } catch {
+                throw KhoError(.integrity, "drills/\(file.name) in \(storage.location) authenticates but is not drill evidence (\(error)): it was written by a faulty or newer kho; run `kho check`.")
+            }
+        }
+    }
+}

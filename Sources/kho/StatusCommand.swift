@@ -51,7 +51,14 @@ struct CatalogCommand: ParsableCommand {
     )
 
     struct Rebuild: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Recreate the backup history from the snapshots the policies' repositories hold.")
+        static let configuration = CommandConfiguration(
+            abstract: "Recreate the history of backups and drills from what the policies' repositories hold.",
+            discussion: """
+            Adds a backup row for each snapshot and a drill row (with its sealed evidence) for each drill
+            whose evidence the repository keeps in drills/, that the catalog does not know; rows are
+            marked rebuilt. Running it again adds nothing.
+            """
+        )
         @OptionGroup var orchestration: OrchestrationOptions
 
         func run() throws {
@@ -62,7 +69,9 @@ struct CatalogCommand: ParsableCommand {
                 let repository = try KhoCore.Repository.open(storage: try StorageFactory.make(location: policy.repository.path), password: try policy.repository.password())
                 let added = try catalog.rebuild(policy: policy, snapshots: try repository.listSnapshots())
                 Terminal.out("\(policy.name): \(added) backups recovered from \(policy.repository.path)")
-                total += added
+                let drills = try catalog.rebuildDrills(policy: policy, evidence: try repository.drillEvidence())
+                Terminal.out("\(policy.name): \(drills) drills recovered from \(policy.repository.path)")
+                total += added + drills
             }
             Terminal.out("catalog \(catalog.path): \(total) runs added")
         }
