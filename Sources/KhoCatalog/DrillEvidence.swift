@@ -80,7 +80,8 @@ public enum DrillCheckKind: String, Codable, Sendable, CaseIterable {
     }
 }
 
-/// Everything a drill found, kept in the catalog as evidence and printed by `kho verify --json`.
+/// Everything a drill found, kept in the catalog as evidence (and, sealed, in the repository's `drills/`,
+/// so that `kho catalog rebuild` can bring it back) and printed by `kho verify --json`.
 /// Fields added after the first drills are optional, so that evidence of an earlier kho decodes and
 /// re-encodes to the bytes it was sealed over.
 public struct DrillEvidence: Codable, Sendable {

@@ -93,9 +93,15 @@ struct Restore: ParsableCommand {
         }
     }
 
-    func selectSnapshot(_ repo: Repository, zone: TimeZone) throws -> Snapshot {
+    /// The zone --at is read and the plan's times are shown in (see `TimeZoneOption`).
+    var displayZone: TimeZone {
+        // try?: TimeZoneOption.validate() has already refused a zone that does not resolve.
+        (try? zone.zone()) ?? DisplayZone.defaultZone
+    }
+
+    func selectSnapshot(_ repo: Repository) throws -> Snapshot {
         try SnapshotSelector(reference: snapshotArgument ?? snapshotOption, source: source,
-                             at: try at.map { try LocalTime.parse($0, option: "--at", zone: zone) }, atText: at).select(in: repo)
+                             at: try at.map { try LocalTime.parse($0, option: "--at", zone: displayZone) }, atText: at).select(in: repo)
     }
 
     func confirm(_ plan: String) throws {
@@ -109,22 +115,21 @@ struct Restore: ParsableCommand {
     }
 
     func run() throws {
-        let zone = try self.zone.zone()
         try repository.withRepository(exclusive: false, command: "restore") { repo in
             let index = try repo.loadIndex()
-            let snap = try selectSnapshot(repo, zone: zone)
-            let described = describe(snap, zone: zone)
+            let snap = try selectSnapshot(repo)
             if let target {
-                try restoreFiles(repo, index: index, snapshot: snap, target: target, described: described)
+                try restoreFiles(repo, index: index, snapshot: snap, target: target)
             } else {
-                try restoreDump(repo, index: index, snapshot: snap, described: described)
+                try restoreDump(repo, index: index, snapshot: snap)
             }
         }
     }
 
     /// The snapshot as the plan names it: its time with offset and zone, and, with --at, how the
     /// time typed was read.
-    private func describe(_ snap: Snapshot, zone: TimeZone) -> String {
+    private func describe(_ snap: Snapshot) -> String {
+        let zone = displayZone
         let what = snap.source.name.map { "source \($0)" } ?? snap.paths.joined(separator: " ")
         var text = "snapshot \(snap.shortID) of \(what), taken \(Format.namedTime(snap.time, zone)) on \(snap.hostname), \(Format.bytes(snap.summary?.totalSize ?? 0))"
         if let at, let asked = LocalTime.parse(at, zone: zone) {
@@ -134,8 +139,8 @@ struct Restore: ParsableCommand {
         return text
     }
 
-    private func restoreFiles(_ repo: Repository, index: MasterIndex, snapshot snap: Snapshot, target: String, described: String) throws {
-        try confirm("Plan: restore \(described) into the folder \(target)")
+    private func restoreFiles(_ repo: Repository, index: MasterIndex, snapshot snap: Snapshot, target: String) throws {
+        try confirm("Plan: restore \(describe(snap)) into the folder \(target)")
         var options = RestoreOptions()
         options.includes = include
         options.overwrite = overwrite
@@ -169,7 +174,7 @@ struct Restore: ParsableCommand {
         Terminal.out(comparison.equal ? "every table present, row counts and checksums equal" : "THE RESTORED DATABASE DIFFERS FROM THE SNAPSHOT'S MANIFEST")
     }
 
-    private func restoreDump(_ repo: Repository, index: MasterIndex, snapshot snap: Snapshot, described: String) throws {
+    private func restoreDump(_ repo: Repository, index: MasterIndex, snapshot snap: Snapshot) throws {
         let (file, expected) = try DumpSelector.dump(in: snap, database: database)
         let node = try TreeLookup(repository: repo, index: index).node(at: file, in: snap)
         let reader = try OrderedBlobReader(repository: repo, index: index, content: node.content)
@@ -179,7 +184,7 @@ struct Restore: ParsableCommand {
 
         if stdout || toFile != nil {
             let destination = toFile ?? "standard output"
-            try confirm("Plan: write \(file) of \(described) to \(destination)")
+            try confirm("Plan: write \(file) of \(describe(snap)) to \(destination)")
             var fd = STDOUT_FILENO
             // With --overwrite the dump goes to a new file beside the old one and is renamed over
             // it once whole: a restore that fails leaves the old file, and a symlink planted under
@@ -242,7 +247,7 @@ struct Restore: ParsableCommand {
         let loader = try spec.loader(replace: replace)
         let state = try loader.plan()
         let action = !state.exists ? "create the database" : state.empty ? "load into the existing empty database" : (replace ? "load into a new database, then swap it in for the existing" : "refuse: the database exists and is not empty (see --replace)")
-        try confirm("Plan: restore \(file) of \(described) into \(engine)://\(endpoint.user)@\(endpoint.host):\(endpoint.port)/\(endpoint.database): \(action)")
+        try confirm("Plan: restore \(file) of \(describe(snap)) into \(engine)://\(endpoint.user)@\(endpoint.host):\(endpoint.port)/\(endpoint.database): \(action)")
         let line = ProgressLine(progress: progress, label: "restore", enabled: !json)
         let result: DatabaseRestoreResult
         do {
