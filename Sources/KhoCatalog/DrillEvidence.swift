@@ -82,7 +82,8 @@ public enum DrillCheckKind: String, Codable, Sendable, CaseIterable {
     }
 }
 
-/// Everything a drill found, kept in the catalog as evidence and printed by `kho verify --json`.
+/// Everything a drill found, kept in the catalog as evidence (and, sealed, in the repository's `drills/`,
+/// so that `kho catalog rebuild` can bring it back) and printed by `kho verify --json`.
 /// Fields added after the first drills are optional, so that evidence of an earlier kho decodes and
 /// re-encodes to the bytes it was sealed over.
 public struct DrillEvidence: Codable, Sendable {
@@ -211,6 +212,28 @@ public struct DrillEvidence: Codable, Sendable {
             return try SHA256.hash(Array(try JSON.encoder.encode(copy))).hex == evidenceSHA256
         } catch {
             return false
+        }
+    }
+}
+
+/// Drill evidence in the repository (`drills/`, docs/FORMAT.md section 19.5): the same JSON as the
+/// catalog's drill record, so that `kho catalog rebuild` restores the record with its seals intact.
+extension Repository {
+    /// Saves sealed evidence in the repository; a failure is thrown.
+    @discardableResult
+    public func saveDrillEvidence(_ evidence: DrillEvidence) throws -> String {
+        try saveDrillEvidence(Array(try JSON.encoder.encode(evidence)))
+    }
+
+    /// Every drill's evidence the repository holds, with its JSON exactly as stored (what the
+    /// catalog keeps, so that the SHA-256 and the keyed seal verify as they did).
+    public func drillEvidence() throws -> [(evidence: DrillEvidence, json: String)] {
+        try drillEvidenceFiles().map { file in
+            do {
+                return (try JSON.decoder.decode(DrillEvidence.self, from: Data(file.json)), String(decoding: file.json, as: UTF8.self))
+            } catch {
+                throw KhoError(.integrity, "drills/\(file.name) in \(storage.location) authenticates but is not drill evidence (\(error)): it was written by a faulty or newer kho; run `kho check`.")
+            }
         }
     }
 }

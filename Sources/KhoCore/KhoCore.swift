@@ -45,11 +45,14 @@
 // - anchor: a sealed file in `anchors/` holding the head of an audit ledger that used this
 //   repository, so that a ledger cut short or rewritten disagrees with it.
 //   Crypto/DerivedKeys.swift (LedgerAnchor).
+// - drill evidence file: a sealed file in `drills/` holding what a restore drill of this
+//   repository's snapshots found (opaque JSON to the engine), so that the catalog's drill records
+//   can be rebuilt from the repository. Repository/DrillEvidenceFiles.swift.
 // - nonce census: `kho check`'s count of AES-GCM nonces over every sealed object, which finds a
 //   nonce used twice under the repository's key. Crypto/NonceCensus.swift.
 // - repository config: the file `config`: format version, repository ID, chunker parameters,
 //   pack size, compression, object-lock settings, authenticated by a derived key.
 //   Repository/Repository.swift (RepositoryConfig).
 // - FileKind: the kinds of files a repository holds (config, key, data, index, snapshot, lock,
-//   anchor), each with its folder and its largest allowed size; with a name it makes a `Handle`,
+//   anchor, drill), each with its folder and its largest allowed size; with a name it makes a `Handle`,
 //   what the `Storage` protocol reads and writes. Repository/Storage.swift.

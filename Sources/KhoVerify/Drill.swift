@@ -158,6 +158,16 @@ public final class DrillRunner {
         evidence.end = started.addingTimeInterval(Date().timeIntervalSince(realStart))
         try evidence.seal(key: try repository.evidenceKey)
         var recordError: Error?
+        // The evidence goes into the repository too (drills/), so that `kho catalog rebuild` can
+        // bring this record back; before the catalog row is finished, so that a crash between the
+        // two leaves evidence to rebuild from. The drill is recorded in the catalog either way.
+        do {
+            try repository.saveDrillEvidence(evidence)
+        } catch {
+            let cause = (error as? KhoError) ?? KhoError(.failure, "\(error)")
+            recordError = KhoError(cause.kind, "The drill of \(policy.name)/\(source.name) \(evidence.passed ? "passed" : "failed") but its evidence could not be stored in the repository \(policy.repository) (\(cause.message)), so a rebuilt catalog would lose it: fix the repository and run the drill again.",
+                                   retryable: cause.retryable)
+        }
         if let catalog {
             record.ended = evidence.end
             record.outcome = evidence.passed ? .success : .failure

@@ -34,6 +34,8 @@ struct Copy: ParsableCommand {
     @Option(name: .customLong("lock-wait"), help: "How long to wait for a conflicting lock, e.g. 30s, 5m (default 0).")
     var lockWait: String?
 
+    @OptionGroup var zone: TimeZoneOption
+
     @Flag(help: "Print the result as JSON.")
     var json = false
 
@@ -53,6 +55,7 @@ struct Copy: ParsableCommand {
     }
 
     func run() throws {
+        let zone = try self.zone.zone()
         let targetAddress = try RepositoryOptions.location(toRepo, missing: "No target repository: pass --to-repo PATH or set KHO_REPOSITORY.")
         try RepositoryPair.refuseSameAddress(fromRepo, targetAddress, fix: "copy to another one")
         let wait = try lockWait.map { try DurationText.parse($0, option: "--lock-wait") } ?? 0
@@ -86,7 +89,7 @@ struct Copy: ParsableCommand {
             return
         }
         for item in summary.copied {
-            Terminal.out("copied \(item.source.prefix(8)) (\(Format.time(item.time))) as \(item.target.prefix(8))")
+            Terminal.out("copied \(item.source.prefix(8)) (\(Format.time(item.time, zone))) as \(item.target.prefix(8))")
         }
         if !summary.alreadyThere.isEmpty {
             Terminal.out("\(summary.alreadyThere.count) snapshots were there already")

@@ -13,11 +13,14 @@ struct Daemon: ParsableCommand {
     @OptionGroup var orchestration: OrchestrationOptions
     @Option(help: "Jobs on different repositories to run at once.") var jobs = 2
     @Option(name: .customLong("metrics-file"), help: "Write Prometheus metrics here after every round.") var metricsFile: String?
+    @OptionGroup var zone: TimeZoneOption
 
     func run() throws {
         let stop = Locked(false)
         Signals.graceful { stop.withLock { $0 = true } }
-        let log: @Sendable (String) -> Void = { line in Terminal.write(STDERR_FILENO, "\(Format.time(Date())) \(line)\n") }
+        // Log times in the policies' zone as they are at start (policies with problems are reported below).
+        let zone = try self.zone.zone(policies: PolicyLoader(checkSecrets: false).load(directory: orchestration.policyDirectory).policies)
+        let log: @Sendable (String) -> Void = { line in Terminal.write(STDERR_FILENO, "\(Format.time(Date(), zone)) \(line)\n") }
         log("kho daemon started with policies from \(orchestration.policyDirectory)")
         while !stop.current {
             // Policies are read again each round, so that edits are picked up without a restart.

@@ -9,7 +9,7 @@ struct Forget: ParsableCommand {
         discussion: """
         Snapshots are grouped by host and source (its name, or the paths of a backup without one), and by tags with
         --group-by-tags; the rules apply within each group. Days, weeks, months and years are counted
-        in the Asia/Ho_Chi_Minh time zone unless --time-zone is given. --keep-within counts back from
+        in --time-zone, else KHO_TIME_ZONE, else Asia/Ho_Chi_Minh; times are shown in the same zone. --keep-within counts back from
         the newest snapshot of the group. --dry-run shows every decision and the rule behind it.
         """
     )
@@ -27,7 +27,7 @@ struct Forget: ParsableCommand {
     @Option(name: .customLong("keep-yearly"), help: "Keep the newest snapshot of each of the last N years that have one.") var keepYearly: Int = 0
     @Option(name: .customLong("keep-within"), help: "Keep every snapshot within this duration of the newest (e.g. 7d, 36h).") var keepWithin: String?
     @Option(name: .customLong("keep-tag"), help: "Keep every snapshot with this tag (repeatable).") var keepTag: [String] = []
-    @Option(name: .customLong("time-zone"), help: "Time zone for days, weeks, months and years.") var timeZone = "Asia/Ho_Chi_Minh"
+    @Option(name: .customLong("time-zone"), help: "Time zone for days, weeks, months and years, and for the times shown. Default: $KHO_TIME_ZONE, else Asia/Ho_Chi_Minh.") var timeZone: String?
 
     @Flag(name: .customLong("group-by-tags"), help: "Also group snapshots by their tags.") var groupByTags = false
     @Option(help: "Only snapshots of this host.") var host: String?
@@ -41,19 +41,25 @@ struct Forget: ParsableCommand {
                               ("--keep-weekly", keepWeekly), ("--keep-monthly", keepMonthly), ("--keep-yearly", keepYearly)] where value < 0 {
             throw ValidationError("\(name) must be 0 or more; got \(value).")
         }
-        if TimeZone(identifier: timeZone) == nil {
-            throw ValidationError("--time-zone \(timeZone) is not a known time zone: use e.g. Asia/Ho_Chi_Minh.")
+        let zone: TimeZone
+        do {
+            zone = try self.zone()
+        } catch let error as KhoError {
+            throw ValidationError(error.message)
         }
-        if !snapshots.isEmpty && (!policy().isEmpty || keepWithin != nil) {
+        if !snapshots.isEmpty && (!policy(zone).isEmpty || keepWithin != nil) {
             throw ValidationError("Give snapshot IDs or --keep-* rules, not both.")
         }
-        if snapshots.isEmpty && policy().isEmpty && keepWithin == nil {
+        if snapshots.isEmpty && policy(zone).isEmpty && keepWithin == nil {
             throw ValidationError("No --keep-* rule and no snapshot given: refusing to remove every snapshot. Add rules such as --keep-daily 7.")
         }
         _ = try Prune.parseShare(maxUnused)
     }
 
-    func policy() -> RetentionPolicy {
+    /// The zone days are counted and times shown in (see `DisplayZone`).
+    func zone() throws -> TimeZone { try DisplayZone.resolve(option: timeZone) }
+
+    func policy(_ zone: TimeZone) -> RetentionPolicy {
         var p = RetentionPolicy()
         p.last = keepLast
         p.hourly = keepHourly
@@ -62,7 +68,7 @@ struct Forget: ParsableCommand {
         p.monthly = keepMonthly
         p.yearly = keepYearly
         p.tags = keepTag
-        p.timeZone = timeZone
+        p.timeZone = zone.identifier
         return p
     }
 
@@ -83,7 +89,8 @@ struct Forget: ParsableCommand {
     }
 
     func run() throws {
-        var rules = policy()
+        let zone = try self.zone()
+        var rules = policy(zone)
         if let keepWithin { rules.within = try DurationText.parse(keepWithin, option: "--keep-within") }
         let repo = try repository.open()
         let all = try repo.listSnapshots().filter { host == nil || $0.hostname == host }
@@ -107,7 +114,7 @@ struct Forget: ParsableCommand {
             for group in groups {
                 Terminal.out("host \(group.host), source \(group.source)\(group.tags.map { " [\($0.joined(separator: ","))]" } ?? ""):")
                 for d in group.decisions {
-                    Terminal.out("  \(d.keep ? "keep  " : "remove") \(d.snapshotID.prefix(8))  \(Format.time(d.time))  \(d.reasons.joined(separator: "; "))")
+                    Terminal.out("  \(d.keep ? "keep  " : "remove") \(d.snapshotID.prefix(8))  \(Format.time(d.time, zone))  \(d.reasons.joined(separator: "; "))")
                 }
             }
         }

@@ -22,6 +22,7 @@ struct Key: ParsableCommand {
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List the keys; * marks the one that opened the repository.")
         @OptionGroup var repository: RepositoryOptions
+        @OptionGroup var zone: TimeZoneOption
         @Flag(help: "Print as JSON.") var json = false
 
         struct Entry: Encodable {
@@ -34,13 +35,14 @@ struct Key: ParsableCommand {
         }
 
         func run() throws {
+            let zone = try self.zone.zone()
             let repo = try repository.open()
             let entries = try repo.listKeys().map {
                 Entry(id: $0.id, current: $0.id == repo.keyID, label: $0.file.label, user: $0.file.user, host: $0.file.host, created: $0.file.created)
             }.sorted { $0.created < $1.created }
             if json { try Terminal.json(entries); return }
             for e in entries {
-                Terminal.out("\(e.current ? "*" : " ") \(e.id.prefix(8))  \(Format.time(e.created))  \(e.user)@\(e.host)  \(e.label)")
+                Terminal.out("\(e.current ? "*" : " ") \(e.id.prefix(8))  \(Format.time(e.created, zone))  \(e.user)@\(e.host)  \(e.label)")
             }
         }
     }

@@ -14,7 +14,9 @@ struct Ls: ParsableCommand {
     @Argument(help: "Folder or file inside the snapshot (default: everything).")
     var path: String = "/"
 
-    @Flag(help: "Print the listing as JSON.")
+    @OptionGroup var zone: TimeZoneOption
+
+    @Flag(help: "Print the listing as JSON (times in RFC 3339, UTC).")
     var json = false
 
     struct Entry: Encodable {
@@ -35,6 +37,7 @@ struct Ls: ParsableCommand {
     }
 
     func run() throws {
+        let zone = try self.zone.zone()
         let repo = try repository.open()
         let index = try repo.loadIndex()
         let snap = try repo.findSnapshot(snapshot)
@@ -51,7 +54,7 @@ struct Ls: ParsableCommand {
             if json {
                 entries.append(entry)
             } else {
-                var line = "\(ModeString.describe(node)) \(node.uid)/\(node.gid) \(String(node.size).leftPad(12)) \(Format.time(mtime)) \(path)"
+                var line = "\(ModeString.describe(node)) \(node.uid)/\(node.gid) \(String(node.size).leftPad(12)) \(Format.time(mtime, zone)) \(path)"
                 if let target = entry.linkTarget { line += " -> \(target)" }
                 Terminal.out(line)
             }

@@ -73,6 +73,7 @@ struct PolicyCommand: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List policies, their sources and next run times.")
 
         @OptionGroup var orchestration: OrchestrationOptions
+        @OptionGroup var zone: TimeZoneOption
         @Flag(help: "Print as JSON.") var json = false
 
         struct Entry: Encodable {
@@ -94,9 +95,10 @@ struct PolicyCommand: ParsableCommand {
                       nextRun: p.schedule.next(after: now), repository: p.repository.path, sources: p.sources.map { "\($0.name) (\($0.summary))" })
             }
             if json { try Terminal.json(entries); return }
-            for e in entries {
+            for (e, policy) in zip(entries, policies) {
+                let zone = try self.zone.zone(policies: [policy])
                 Terminal.out("\(e.policy) — \(e.agency): \(e.system) (level \(e.securityLevel))")
-                Terminal.out("  schedule \(e.schedule) (\(policies.first { $0.name == e.policy }!.schedule.timeZone.identifier)), next run \(e.nextRun.map(Format.time) ?? "never")")
+                Terminal.out("  schedule \(e.schedule) (\(DisplayZone.name(of: policy.timeZone))), next run \(e.nextRun.map { Format.time($0, zone) } ?? "never")")
                 Terminal.out("  repository \(e.repository)")
                 for s in e.sources { Terminal.out("  source \(s)") }
             }

@@ -34,6 +34,8 @@ struct Rekey: ParsableCommand {
     @Option(help: "Packs uploaded at the same time (default 1 for a folder, 4 for an S3 repository).")
     var connections: Int?
 
+    @OptionGroup var zone: TimeZoneOption
+
     @Flag(help: "Print the result as JSON.")
     var json = false
 
@@ -52,6 +54,7 @@ struct Rekey: ParsableCommand {
     }
 
     func run() throws {
+        let zone = try self.zone.zone()
         let targetAddress = try RepositoryOptions.location(toRepo, missing: "No new repository given: pass --to-repo PATH (an empty or new folder, or s3:…).")
         try RepositoryPair.refuseSameAddress(fromRepo, targetAddress, fix: "give a new, empty place for the repository with the fresh key")
         let source = try OtherRepository(fromRepo).open()
@@ -109,7 +112,7 @@ struct Rekey: ParsableCommand {
                          + "nonces of \(report.noncesCompared) sealed objects compared, \(report.repeatedNonces.count) repeat; \(report.errors.count) errors")
             for error in report.errors { Terminal.out("error: \(error)") }
             for item in damaged { Terminal.out("error: not moved, unreadable in the old repository: \(item)") }
-            for snapshot in missing { Terminal.out("error: snapshot \(snapshot.shortID) of \(Format.time(snapshot.time)) is not in \(targetAddress)") }
+            for snapshot in missing { Terminal.out("error: snapshot \(snapshot.shortID) of \(Format.time(snapshot.time, zone)) is not in \(targetAddress)") }
             if retire {
                 Terminal.out("all \(snapshots.count) snapshots are in \(targetAddress) and it checks clean: point KHO_REPOSITORY and the policies at it; "
                              + "\(fromRepo) and its key files can now be retired (kho removes nothing: delete it yourself once nothing uses it).")

@@ -10,8 +10,10 @@ struct Restore: ParsableCommand {
         abstract: "Restore a snapshot: files into a folder, or a database dump into a database, a file or standard output.",
         discussion: """
         The snapshot is named directly (SNAPSHOT or --snapshot), or found by --source NAME: the newest
-        snapshot of that source, or the newest taken at or before --at. kho first prints the plan and,
-        on a terminal, asks before going on (--yes skips the question).
+        snapshot of that source, or the newest taken at or before --at. A time without an offset is
+        read in --time-zone, else $KHO_TIME_ZONE, else Asia/Ho_Chi_Minh (never the machine's zone).
+        kho first prints the plan (times with their offset and zone) and, on a terminal, asks before
+        going on (--yes skips the question).
 
         It never overwrites: a folder target must be new or empty unless --overwrite; a database that
         exists and has tables is refused unless --replace, which loads into a new database and swaps
@@ -32,8 +34,10 @@ struct Restore: ParsableCommand {
     @Option(help: "Restore the newest snapshot of this source (the --source-name or --stdin-name it was backed up with).")
     var source: String?
 
-    @Option(help: "With --source: the newest snapshot taken at or before this time, e.g. \"2026-11-28 23:00\" (this machine's time zone, TZ) or RFC 3339 with an offset.")
+    @Option(help: "With --source: the newest snapshot taken at or before this time, e.g. \"2026-11-28 23:00\" (read in --time-zone, else $KHO_TIME_ZONE, else Asia/Ho_Chi_Minh), or with an offset: \"2026-11-28 23:00 +07\", 2026-11-28T23:00:00+07:00.")
     var at: String?
+
+    @OptionGroup var zone: TimeZoneOption
 
     @Option(help: "Folder to restore files into.")
     var target: String?
@@ -91,12 +95,22 @@ struct Restore: ParsableCommand {
             throw ValidationError("Name the snapshot (an ID, a prefix or `latest`) or the source with --source NAME.")
         }
         if at != nil && source == nil { throw ValidationError("--at needs --source NAME.") }
-        if let at, LocalTime.parse(at) == nil { throw ValidationError(LocalTime.notATime(at, option: "--at").message) }
+        if let at {
+            let zone: TimeZone
+            do { zone = try self.zone.zone() } catch let error as KhoError { throw ValidationError(error.message) }
+            if LocalTime.parse(at, zone: zone) == nil { throw ValidationError(LocalTime.notATime(at, option: "--at").message) }
+        }
+    }
+
+    /// The zone --at is read and the plan's times are shown in (see `TimeZoneOption`).
+    var displayZone: TimeZone {
+        // try?: TimeZoneOption.validate() has already refused a zone that does not resolve.
+        (try? zone.zone()) ?? DisplayZone.defaultZone
     }
 
     func selectSnapshot(_ repo: Repository) throws -> Snapshot {
         try SnapshotSelector(reference: snapshotArgument ?? snapshotOption, source: source,
-                             at: try at.map { try LocalTime.parse($0, option: "--at") }, atText: at).select(in: repo)
+                             at: try at.map { try LocalTime.parse($0, option: "--at", zone: displayZone) }, atText: at).select(in: repo)
     }
 
     func confirm(_ plan: String) throws {
@@ -121,9 +135,17 @@ struct Restore: ParsableCommand {
         }
     }
 
+    /// The snapshot as the plan names it: its time with offset and zone, and, with --at, how the
+    /// time typed was read.
     private func describe(_ snap: Snapshot) -> String {
+        let zone = displayZone
         let what = snap.source.name.map { "source \($0)" } ?? snap.paths.joined(separator: " ")
-        return "snapshot \(snap.shortID) of \(what), taken \(Format.time(snap.time)) on \(snap.hostname), \(Format.bytes(snap.summary?.totalSize ?? 0))"
+        var text = "snapshot \(snap.shortID) of \(what), taken \(Format.namedTime(snap.time, zone)) on \(snap.hostname), \(Format.bytes(snap.summary?.totalSize ?? 0))"
+        if let at, let asked = LocalTime.parse(at, zone: zone) {
+            let how = LocalTime.carriesOffset(at) ? "with its own offset" : "read in \(DisplayZone.name(of: zone))"
+            text += " (the newest at or before --at \"\(at)\", \(how): \(Format.time(asked, zone)))"
+        }
+        return text
     }
 
     private func restoreFiles(_ repo: Repository, index: MasterIndex, snapshot snap: Snapshot, target: String) throws {

@@ -27,6 +27,7 @@ struct Run: ParsableCommand {
     @Option(help: "Jobs on different repositories to run at once.") var jobs = 2
     @Option(name: .customLong("lock-wait"), help: "How long a job waits for a repository lock.") var lockWait = "10m"
     @Option(name: .customLong("metrics-file"), help: "Write Prometheus metrics (textfile-collector format) here.") var metricsFile: String?
+    @OptionGroup var zone: TimeZoneOption
     @Flag(help: "Print the summary as JSON.") var json = false
 
     func validate() throws {
@@ -49,8 +50,9 @@ struct Run: ParsableCommand {
         options.khoVersion = Kho.version
         options.stateDirectory = orchestration.stateDirectory
         let quiet = json
+        let zone = try self.zone.zone(policies: policies.filter { policy == nil || $0.name == policy })
         let runner = PolicyRunner(policies: policies, catalog: try orchestration.catalog(), options: options) { line in
-            if !quiet { Terminal.write(STDERR_FILENO, "\(Format.time(Date())) \(line)\n") }
+            if !quiet { Terminal.write(STDERR_FILENO, "\(Format.time(Date(), zone)) \(line)\n") }
         }
         runner.drillLockHooks = Verify.lockHooks
         try PolicyChanges.record(policies: policies, stateDirectory: orchestration.stateDirectory)

@@ -14,7 +14,9 @@ struct Snapshots: ParsableCommand {
     @Option(help: "Only snapshots with this tag (repeatable: all must match).")
     var tag: [String] = []
 
-    @Flag(help: "Print the snapshots as JSON.")
+    @OptionGroup var zone: TimeZoneOption
+
+    @Flag(help: "Print the snapshots as JSON (times in RFC 3339, UTC).")
     var json = false
 
     func run() throws {
@@ -26,17 +28,22 @@ struct Snapshots: ParsableCommand {
             try Terminal.json(snapshots.map(SnapshotJSON.init))
             return
         }
-        Terminal.out(row("ID", "Time", "Host", "Size", "Source"))
-        for s in snapshots {
+        let zone = try self.zone.zone()
+        let times = snapshots.map { Format.time($0.time, zone) }
+        // The header names the zone; every time carries its offset.
+        let header = "Time (\(DisplayZone.name(of: zone)))"
+        let width = ([header.count] + times.map(\.count)).max()!
+        Terminal.out(row("ID", header, "Host", "Size", "Source", width: width))
+        for (s, time) in zip(snapshots, times) {
             let what = s.source.sourceKind == .files ? s.paths.joined(separator: " ") : "\(s.source.kind):\(s.source.name ?? "")"
             let flags = (s.partial ? " (partial)" : "") + (s.tags.isEmpty ? "" : " [\(s.tags.joined(separator: ","))]")
-            Terminal.out(row(s.shortID, Format.time(s.time), s.hostname, Format.bytes(s.summary?.totalSize ?? 0), what + flags))
+            Terminal.out(row(s.shortID, time, s.hostname, Format.bytes(s.summary?.totalSize ?? 0), what + flags, width: width))
         }
         Terminal.out("\(snapshots.count) snapshots")
     }
 
-    private func row(_ id: String, _ time: String, _ host: String, _ size: String, _ what: String) -> String {
-        id.rightPad(9) + " " + time.rightPad(19) + " " + host.rightPad(16) + " " + size.leftPad(11) + "  " + what
+    private func row(_ id: String, _ time: String, _ host: String, _ size: String, _ what: String, width: Int) -> String {
+        id.rightPad(9) + " " + time.rightPad(width) + " " + host.rightPad(16) + " " + size.leftPad(11) + "  " + what
     }
 }
 

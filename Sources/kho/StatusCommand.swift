@@ -13,24 +13,30 @@ struct StatusCommand: ParsableCommand {
     )
 
     @OptionGroup var orchestration: OrchestrationOptions
-    @Flag(help: "Print as JSON.") var json = false
+    @OptionGroup var zone: TimeZoneOption
+    @Flag(help: "Print as JSON (times in RFC 3339, UTC).") var json = false
 
     func run() throws {
         let policies = try orchestration.loadPolicies(checkSecrets: false)
         let statuses = try StatusReport.compute(policies: policies, catalog: try orchestration.catalog(), now: Clock.now)
         if json { try Terminal.json(statuses); return }
+        // Each policy's lines in its own time-zone, unless --time-zone or KHO_TIME_ZONE says otherwise.
+        var zones: [String: TimeZone] = [:]
+        for policy in policies { zones[policy.name] = try zone.zone(policies: [policy]) }
+        let fallback = try zone.zone()
         for s in statuses {
+            let zone = zones[s.policy] ?? fallback
             let age = s.ageSeconds.map { Format.duration($0) + " old" } ?? "no good backup"
             Terminal.out("\(s.freshness.rawValue.uppercased().rightPad(7)) \(s.policy)/\(s.source): \(age) (RPO \(DurationFormat.describe(s.rpoSeconds)))"
                          + (s.lastSnapshot.map { ", snapshot \($0.prefix(8))" } ?? "")
-                         + (s.nextRun.map { ", next run \(Format.time($0))" } ?? ""))
+                         + (s.nextRun.map { ", next run \(Format.time($0, zone))" } ?? ""))
             if let error = s.lastError, let when = s.lastFailure {
-                Terminal.out("        last failure \(Format.time(when)): \(error)")
+                Terminal.out("        last failure \(Format.time(when, zone)): \(error)")
             }
-            Terminal.out("        drill: " + (s.lastDrill.map { "\(s.lastDrillOutcome?.rawValue ?? "?") at \(Format.time($0))" } ?? "never") + (s.untested ? " (no passed drill within the drill period)" : ""))
+            Terminal.out("        drill: " + (s.lastDrill.map { "\(s.lastDrillOutcome?.rawValue ?? "?") at \(Format.time($0, zone))" } ?? "never") + (s.untested ? " (no passed drill within the drill period)" : ""))
             for c in s.copies {
-                let lag = c.lagSeconds.map { "lag " + ($0 < 60 ? "\(Int($0)) s" : Format.duration($0)) + (c.newestCopiedSnapshotTime.map { ", newest copy \(Format.time($0))" } ?? "") } ?? "lag unknown, nothing copied yet"
-                let failed = c.lastCopyFailed ? "; last copy FAILED" + (c.lastCopy.map { " \(Format.time($0))" } ?? "") + (c.lastError.map { ": \($0)" } ?? "") : ""
+                let lag = c.lagSeconds.map { "lag " + ($0 < 60 ? "\(Int($0)) s" : Format.duration($0)) + (c.newestCopiedSnapshotTime.map { ", newest copy \(Format.time($0, zone))" } ?? "") } ?? "lag unknown, nothing copied yet"
+                let failed = c.lastCopyFailed ? "; last copy FAILED" + (c.lastCopy.map { " \(Format.time($0, zone))" } ?? "") + (c.lastError.map { ": \($0)" } ?? "") : ""
                 Terminal.out("        copy to \(c.destination): \(lag)\(failed)")
             }
         }
@@ -45,7 +51,14 @@ struct CatalogCommand: ParsableCommand {
     )
 
     struct Rebuild: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Recreate the backup history from the snapshots the policies' repositories hold.")
+        static let configuration = CommandConfiguration(
+            abstract: "Recreate the history of backups and drills from what the policies' repositories hold.",
+            discussion: """
+            Adds a backup row for each snapshot and a drill row (with its sealed evidence) for each drill
+            whose evidence the repository keeps in drills/, that the catalog does not know; rows are
+            marked rebuilt. Running it again adds nothing.
+            """
+        )
         @OptionGroup var orchestration: OrchestrationOptions
 
         func run() throws {
@@ -56,7 +69,9 @@ struct CatalogCommand: ParsableCommand {
                 let repository = try KhoCore.Repository.open(storage: try StorageFactory.make(location: policy.repository.path), password: try policy.repository.password())
                 let added = try catalog.rebuild(policy: policy, snapshots: try repository.listSnapshots())
                 Terminal.out("\(policy.name): \(added) backups recovered from \(policy.repository.path)")
-                total += added
+                let drills = try catalog.rebuildDrills(policy: policy, evidence: try repository.drillEvidence())
+                Terminal.out("\(policy.name): \(drills) drills recovered from \(policy.repository.path)")
+                total += added + drills
             }
             Terminal.out("catalog \(catalog.path): \(total) runs added")
         }

@@ -6,6 +6,7 @@ import KhoSupport
 import KhoStorage
 import KhoSources
 import KhoVerify
+import KhoPolicy
 
 /// A command's result that is not success; thrown to leave with that exit code.
 struct ExitStatus: Error {
@@ -85,12 +86,37 @@ enum Format {
         return String(format: "%d h %02d min", total / 3600, (total % 3600) / 60)
     }
 
-    /// Local time in the machine's time zone, to the second.
-    static func time(_ date: Date) -> String {
-        let formatter = DateFormatter()
-        formatter.dateFormat = "yyyy-MM-dd HH:mm:ss"
-        formatter.timeZone = LocalTime.systemZone
-        return formatter.string(from: date)
+    /// `2026-11-28 23:00:00 +07`: the time in `zone` (see `TimeZoneOption`), to the second, with its
+    /// UTC offset.
+    static func time(_ date: Date, _ zone: TimeZone) -> String {
+        ZonedTime.format(date, in: zone)
+    }
+
+    /// As `time`, with the zone's name: `2026-11-28 23:00:00 +07 (Asia/Ho_Chi_Minh)`.
+    static func namedTime(_ date: Date, _ zone: TimeZone) -> String {
+        ZonedTime.formatNamed(date, in: zone)
+    }
+}
+
+/// `--time-zone ZONE` of the commands that print or read times. The zone itself is chosen by
+/// `DisplayZone.resolve`: this option, else KHO_TIME_ZONE, else the policies' time-zone (commands
+/// that work on policies), else Asia/Ho_Chi_Minh. A zone that does not exist is a usage error.
+struct TimeZoneOption: ParsableArguments {
+    @Option(name: .customLong("time-zone"),
+            help: "Show and read times in this zone, e.g. Asia/Ho_Chi_Minh or UTC. Default: $KHO_TIME_ZONE, else the policy's time-zone where a policy is in play, else Asia/Ho_Chi_Minh.")
+    var timeZone: String?
+
+    func validate() throws {
+        do {
+            _ = try DisplayZone.resolve(option: timeZone)
+        } catch let error as KhoError {
+            throw ValidationError(error.message)
+        }
+    }
+
+    /// The zone to use; `policies` are those the command works on.
+    func zone(policies: [Policy] = []) throws -> TimeZone {
+        try DisplayZone.resolve(option: timeZone, policyZones: policies.map(\.timeZone))
     }
 }
 

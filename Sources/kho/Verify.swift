@@ -21,6 +21,7 @@ struct Verify: ParsableCommand {
     @Option(help: "Only this policy.") var policy: String?
     @Option(help: "Only this source.") var source: String?
     @Option(help: "Drill this snapshot instead of the newest good one (needs --source).") var snapshot: String?
+    @OptionGroup var zone: TimeZoneOption
     @Flag(help: "Print the evidence as JSON.") var json = false
 
     func validate() throws {
@@ -36,8 +37,9 @@ struct Verify: ParsableCommand {
         guard !policies.isEmpty else { throw KhoError(.usage, "No policy named \(policy ?? ""): see `kho policy list`.") }
         let catalog = try orchestration.catalog()
         let quiet = json
+        let zone = try self.zone.zone(policies: policies)
         let runner = DrillRunner(catalog: catalog, khoVersion: Kho.version, lockHooks: Verify.lockHooks) { line in
-            if !quiet { Terminal.write(STDERR_FILENO, "\(Format.time(Date())) \(line)\n") }
+            if !quiet { Terminal.write(STDERR_FILENO, "\(Format.time(Date(), zone)) \(line)\n") }
         }
         var results: [DrillEvidence] = []
         var couldNotRun = false
@@ -55,13 +57,13 @@ struct Verify: ParsableCommand {
         if json {
             try Terminal.json(results)
         } else {
-            for e in results { Verify.describe(e) }
+            for e in results { Verify.describe(e, zone: try self.zone.zone(policies: policies.filter { $0.name == e.policy })) }
         }
         try finish(DrillVerdict.of(results, couldNotRun: couldNotRun))
     }
 
-    static func describe(_ e: DrillEvidence) {
-        Terminal.out("\(e.passed ? "PASS" : "FAIL") \(e.policy)/\(e.source): snapshot \(e.snapshot.prefix(8)) of \(Format.time(e.snapshotTime)), drill \(e.drillID.prefix(8))")
+    static func describe(_ e: DrillEvidence, zone: TimeZone) {
+        Terminal.out("\(e.passed ? "PASS" : "FAIL") \(e.policy)/\(e.source): snapshot \(e.snapshot.prefix(8)) of \(Format.time(e.snapshotTime, zone)), drill \(e.drillID.prefix(8))")
         Terminal.out("     scratch: \(e.scratch)")
         for check in e.checks {
             let counted = check.counted == false && check.isBad ? " (not counted)" : ""
@@ -86,13 +88,15 @@ struct Audit: ParsableCommand {
     struct Log: ParsableCommand {
         static let configuration = CommandConfiguration(commandName: "log", abstract: "Show the ledger.")
         @OptionGroup var orchestration: OrchestrationOptions
+        @OptionGroup var zone: TimeZoneOption
         @Flag(help: "Print as JSON.") var json = false
 
         func run() throws {
+            let zone = try self.zone.zone()
             let entries = try AuditLedger(stateDirectory: orchestration.stateDirectory).entries()
             if json { try Terminal.json(entries); return }
             for e in entries {
-                Terminal.out("\(String(e.sequence).leftPad(5)) \(Format.time(e.time)) \(e.user)@\(e.host) \(e.command) [\(e.outcome)] \(e.arguments.joined(separator: " "))")
+                Terminal.out("\(String(e.sequence).leftPad(5)) \(Format.time(e.time, zone)) \(e.user)@\(e.host) \(e.command) [\(e.outcome)] \(e.arguments.joined(separator: " "))")
             }
             if entries.isEmpty { Terminal.out("the ledger is empty") }
         }
@@ -178,7 +182,7 @@ struct Audit: ParsableCommand {
             let keys = Dictionary(try witnesses.map { ($0.config.id, try $0.evidenceKey) }, uniquingKeysWith: { a, _ in a })
             for record in try orchestration.catalog().runs(kind: .drill) {
                 guard let details = record.details else { continue }
-                let name = "drill record \(record.id.map(String.init) ?? "?") (\(record.policy)/\(record.source), \(Format.time(record.started)))"
+                let name = "drill record \(record.id.map(String.init) ?? "?") (\(record.policy)/\(record.source), \(Timestamp.format(record.started)))"
                 // try?: evidence that does not decode, for whatever reason, is the finding below.
                 guard let evidence = try? JSON.decoder.decode(DrillEvidence.self, from: Data(details.utf8)) else {
                     return "\(name) holds no readable evidence: it was edited"

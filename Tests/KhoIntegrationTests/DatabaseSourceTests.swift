@@ -635,7 +635,7 @@ extension DatabaseSourceTests {
                 let target = "regions_at_\(i)"
                 var arguments = ["restore", "--source", "regions", "--to-database", pg.url(target), "--yes"]
                 if let at = item.at { arguments += ["--at", at] }
-                // Local times are read on the machine's clock: this test's are Hanoi's.
+                // Local times are read in Asia/Ho_Chi_Minh (by default, whatever TZ says; set here as well).
                 let result = try sandbox.kho(arguments, env: ["TZ": "Asia/Ho_Chi_Minh"])
                 #expect(result.exitCode == 0, "\(result)")
                 #expect(result.err.contains("of snapshot \(short[item.snapshot] ?? "?")"), "--at \(item.at ?? "(none)") should pick \(short[item.snapshot] ?? "?"): \(result)")

@@ -21,7 +21,7 @@ import Testing
             users[Array(nonce), default: []].insert(object)
             count += 1
         }
-        for kind in [FileKind.snapshot, .index, .anchor] {
+        for kind in [FileKind.snapshot, .index, .anchor, .drill] {
             for file in try storage.list(kind) {
                 let bytes = try storage.load(Handle(kind, file.name))
                 note(bytes[0..<12], "\(kind.folder)/\(file.name)")

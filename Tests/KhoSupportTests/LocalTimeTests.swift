@@ -2,8 +2,9 @@ import Foundation
 import Testing
 import KhoSupport
 
-// `restore --at` reads the time an operator types: RFC 3339 with an offset means exactly that
-// instant; a wall-clock time is read in the zone it is given (the machine's by default).
+// `restore --at` reads the time an operator types: a time with an offset (RFC 3339, or the form kho
+// prints) means exactly that instant; a wall-clock time is read in the zone it is given (the one
+// DisplayZone resolves: see ZoneTests).
 
 private let vietnam = TimeZone(identifier: "Asia/Ho_Chi_Minh")!
 private let utc = TimeZone(identifier: "UTC")!
@@ -41,15 +42,40 @@ private func instant(_ text: String) throws -> Date {
         #expect(LocalTime.parse("2026-11-20", zone: utc) == (try instant("2026-11-20T00:00:00Z")))
     }
 
-    @Test("the default zone is the machine's (TZ, else /etc/localtime)")
-    func defaultZoneIsTheSystems() {
-        #expect(LocalTime.systemZone == TimeZone.current)
-        #expect(LocalTime.parse("2026-11-28 23:00") == LocalTime.parse("2026-11-28 23:00", zone: TimeZone.current))
+    @Test("the form kho prints, and an offset after a space or without seconds, is read back as that instant", arguments: [
+        "2026-11-28 23:00:00 +07", "2026-11-28 23:00 +07:00", "2026-11-28 23:00+07:00", "2026-11-28T23:00+07",
+        "2026-11-28 23:00:00 +0700", "2026-11-28 16:00:00 +00", "2026-11-28 16:00Z", "2026-11-28 16:00:00 Z",
+        "2026-11-28 11:00:00 -05", "2026-11-28 21:30:00 +05:30",
+    ])
+    func printedFormReadsBack(text: String) throws {
+        let expected = try instant("2026-11-28T16:00:00Z")
+        for zone in [vietnam, utc, berlin] {
+            #expect(LocalTime.parse(text, zone: zone) == expected, "\(text) in \(zone.identifier)")
+        }
+        #expect(LocalTime.carriesOffset(text))
+    }
+
+    @Test("a time kho printed parses back to the same second, in every zone")
+    func roundTrip() throws {
+        let date = try instant("2026-03-29T01:30:45Z")
+        for zone in [vietnam, utc, berlin, TimeZone(identifier: "Asia/Kolkata")!, TimeZone(identifier: "America/St_Johns")!] {
+            let text = ZonedTime.format(date, in: zone)
+            #expect(LocalTime.parse(text, zone: vietnam) == date, "\(text)")
+        }
+    }
+
+    @Test("a wall-clock time has no offset of its own")
+    func noOffset() {
+        for text in ["2026-11-28 23:00", "2026-11-28", "2026-11-28T23:00:30", "tomorrow"] {
+            #expect(!LocalTime.carriesOffset(text), "\(text)")
+        }
     }
 
     @Test("text that is not a time, or a day that does not exist, is refused", arguments: [
         "", "yesterday", "2026-11-28 23", "2026-11-28 23:00:00:00", "2026-11-28  23:00", "2026-02-30", "2026-13-01",
-        "2026-11-28 24:00", "2026-11-28 23:60", "26-11-28", "2026-1-28", "2026-11-28 23:00 +07:00", "２０２６-11-28",
+        "2026-11-28 24:00", "2026-11-28 23:60", "26-11-28", "2026-1-28", "２０２６-11-28", "2026-11-28 23:00 +7",
+        "2026-11-28 23:00 +07:0", "2026-11-28 23:00 +15", "2026-11-28 23:00 +07:60", "2026-11-28 23:00  +07", "2026-11-28 +07",
+        "2026-11-28 23:00 ICT", "2026-11-28 23:00 +07 (Asia/Ho_Chi_Minh)",
     ])
     func refused(text: String) {
         #expect(LocalTime.parse(text, zone: vietnam) == nil)

@@ -11,7 +11,17 @@ import KhoSupport
 /// Memory: 32 bytes per sealed object, about 60 MiB for two million blobs.
 final class NonceCensus: @unchecked Sendable {
     enum ObjectKind: UInt8 {
-        case snapshotFile, indexFile, anchorFile, packHeader, blob
+        case snapshotFile, indexFile, anchorFile, drillFile, packHeader, blob
+
+        /// The kind of a sealed file (snapshot, index, anchor or drill evidence).
+        init(file kind: FileKind) {
+            switch kind {
+            case .snapshot: self = .snapshotFile
+            case .index: self = .indexFile
+            case .drill: self = .drillFile
+            default: self = .anchorFile
+            }
+        }
     }
 
     struct Record {
@@ -100,6 +110,7 @@ final class NonceCensus: @unchecked Sendable {
         case .snapshotFile: return "snapshots/\(place.prefix(8))"
         case .indexFile: return "index/\(place.prefix(8))"
         case .anchorFile: return "anchors/\(place.prefix(8))"
+        case .drillFile: return "drills/\(place.prefix(8))"
         case .packHeader: return "header of pack \(place.prefix(8))"
         case .blob:
             return "blob \(Hex.encode(withUnsafeBytes(of: record.blobWord.bigEndian) { Array($0) }).prefix(8)) in pack \(place.prefix(8))"

@@ -125,7 +125,7 @@ public final class Checker {
     private func countNonces(_ census: NonceCensus, packs: [String: Int]) throws {
         enum Item: Sendable { case file(FileKind, String), pack(String, Int) }
         var items: [Item] = []
-        for kind in [FileKind.snapshot, .index, .anchor] {
+        for kind in [FileKind.snapshot, .index, .anchor, .drill] {
             for file in try repository.storage.list(kind) { items.append(.file(kind, file.name)) }
         }
         for (name, size) in packs.sorted(by: { $0.key < $1.key }) { items.append(.pack(name, size)) }
@@ -142,7 +142,7 @@ public final class Checker {
                         switch item {
                         case .file(let kind, let name):
                             let nonce = try repository.storage.load(Handle(kind, name), offset: 0, length: Sealer.nonceSize)
-                            census.add(nonce, kind: kind == .snapshot ? .snapshotFile : kind == .index ? .indexFile : .anchorFile, place: name)
+                            census.add(nonce, kind: NonceCensus.ObjectKind(file: kind), place: name)
                         case .pack(let name, let size):
                             census.add(try repository.packHeaderNonce(name: name, size: size), kind: .packHeader, place: name)
                         }

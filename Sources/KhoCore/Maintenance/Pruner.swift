@@ -251,6 +251,8 @@ public final class Pruner {
         handles += try repository.storage.list(.key).map { Handle(.key, $0.name) }
         // Ledger anchors: an unlocked one could be removed to hide a cut ledger.
         handles += try repository.storage.list(.anchor).map { Handle(.anchor, $0.name) }
+        // Drill evidence: what `kho catalog rebuild` brings drill records back from.
+        handles += try repository.storage.list(.drill).map { Handle(.drill, $0.name) }
         handles.append(.config)
         return try repository.extendRetention(handles)
     }

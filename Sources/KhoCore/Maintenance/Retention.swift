@@ -15,7 +15,7 @@ public struct RetentionPolicy: Sendable, Equatable, Codable {
     /// Keep every snapshot carrying one of these tags.
     public var tags: [String] = []
     /// Calendar buckets (days, weeks…) are counted in this time zone.
-    public var timeZone: String = "Asia/Ho_Chi_Minh"
+    public var timeZone: String = DisplayZone.defaultIdentifier
 
     public init() {}
 
@@ -37,7 +37,7 @@ public enum Retention {
     /// decision; a snapshot nothing keeps is removed with the reason "no rule keeps it".
     public static func apply(_ policy: RetentionPolicy, to snapshots: [(id: String, time: Date, tags: [String])]) -> [RetentionDecision] {
         var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = TimeZone(identifier: policy.timeZone) ?? TimeZone(identifier: "Asia/Ho_Chi_Minh")!
+        calendar.timeZone = TimeZone(identifier: policy.timeZone) ?? DisplayZone.defaultZone
         calendar.firstWeekday = 2
         calendar.minimumDaysInFirstWeek = 4
         // Newest first; equal times by ID so that the result does not depend on input order.

@@ -100,7 +100,7 @@ extension Repository {
     public func extendRetentionOfAll() throws -> Int {
         guard objectLock != nil else { return 0 }
         var handles: [Handle] = [.config]
-        for kind in [FileKind.data, .index, .snapshot, .key, .anchor] {
+        for kind in [FileKind.data, .index, .snapshot, .key, .anchor, .drill] {
             handles += try storage.list(kind).map { Handle(kind, $0.name) }
         }
         return try extendRetention(handles)

@@ -6,6 +6,9 @@ public enum FileKind: String, Sendable, CaseIterable, Codable {
     case config, key, data, index, snapshot, lock
     /// Heads of audit ledgers that used this repository (see docs/FORMAT.md, "Ledger anchors").
     case anchor
+    /// The evidence of restore drills of this repository's snapshots, so that `kho catalog rebuild`
+    /// can bring drill records back (see docs/FORMAT.md, "Drill evidence").
+    case drill
 
     /// The folder (or key prefix) the kind lives under; `config` is a single file at the top.
     public var folder: String {
@@ -17,6 +20,7 @@ public enum FileKind: String, Sendable, CaseIterable, Codable {
         case .snapshot: return "snapshots"
         case .lock: return "locks"
         case .anchor: return "anchors"
+        case .drill: return "drills"
         }
     }
 
@@ -27,6 +31,8 @@ public enum FileKind: String, Sendable, CaseIterable, Codable {
         switch self {
         case .config, .key, .lock: return 64 << 10
         case .anchor: return 1 << 20
+        // Checks' output is bounded, but a manifest comparison has a row per table.
+        case .drill: return 16 << 20
         case .snapshot: return 64 << 20
         // Up to 512 MiB of blobs plus a header; index files list many packs' blobs.
         case .data, .index: return 1 << 30
@@ -66,7 +72,7 @@ public struct Handle: Hashable, Sendable, CustomStringConvertible {
     /// kind but the config and locks.
     public var isNamedByContent: Bool {
         switch kind {
-        case .key, .data, .index, .snapshot, .anchor:
+        case .key, .data, .index, .snapshot, .anchor, .drill:
             return name.utf8.count == 64 && name.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
         case .config, .lock:
             return false

@@ -146,7 +146,7 @@ struct PolicyReader {
         let system = string(map["system"], "system", in: node) ?? ""
         let level = int(map["security-level"], "security-level", range: 1...5)
         if map["security-level"] == nil { fail(node, "security-level is missing (1 to 5)") }
-        let zoneName = string(map["time-zone"], "time-zone", required: false) ?? "Asia/Ho_Chi_Minh"
+        let zoneName = string(map["time-zone"], "time-zone", required: false) ?? DisplayZone.defaultIdentifier
         let zone = TimeZone(identifier: zoneName)
         if zone == nil { fail(map["time-zone"], "time-zone \"\(zoneName)\" is not a known time zone (e.g. Asia/Ho_Chi_Minh)") }
         var schedule: CronSchedule?

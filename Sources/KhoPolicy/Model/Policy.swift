@@ -24,6 +24,10 @@ public struct Policy: Sendable {
     public var copies: [CopySpec] = []
     /// Where the name is written (line, column), or where the policy starts when the file name is used.
     public var nameLocation: (line: Int, column: Int) = (1, 1)
+
+    /// The policy's `time-zone` (default Asia/Ho_Chi_Minh): its schedule and retention days are
+    /// counted in it, and commands about this policy show times in it (see `DisplayZone`).
+    public var timeZone: TimeZone { schedule.timeZone }
 }
 
 public struct RepositorySpec: Sendable, Equatable {

@@ -132,7 +132,7 @@ extension PolicyRunner {
                     }
                     record = nil
                     copied.append((snapshot, details))
-                    log("\(name): copied snapshot \(snapshot.shortID) (\(Timestamp.format(snapshot.time))) to \(destination.path) as \(details.targetSnapshot?.prefix(8) ?? "-")"
+                    log("\(name): copied snapshot \(snapshot.shortID) (\(ZonedTime.format(snapshot.time, in: job.policy.timeZone))) to \(destination.path) as \(details.targetSnapshot?.prefix(8) ?? "-")"
                         + (details.caughtUp == true ? ", caught up from an earlier run" : ""))
                 }
             }
