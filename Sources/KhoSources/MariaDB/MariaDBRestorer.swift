@@ -114,8 +114,11 @@ struct MariaDBRestorer: EngineRestorer {
             let account = statements.mapped(details.account)
             let subject = account.isRole ? "role \(account.user)" : "user \(account.display)"
             let mappedFrom = account.user == details.account.user ? "" : " (\(details.account.display) in the snapshot)"
-            if try exists(connection, account) {
-                plan.items.append(.init(.keep, subject, "exists on the target\(mappedFrom): left as it is (authentication, limits and roles unchanged); it gets the recorded privileges on \(plan.database)"))
+            let granted = globals.grants.contains { $0.grantee == details.account }
+            let exists = try exists(connection, account)
+            if exists {
+                plan.items.append(.init(.keep, subject, "exists on the target\(mappedFrom): left as it is" + (account.isRole ? "" : " (authentication, limits and roles unchanged)")
+                                        + (granted ? "; it gets the recorded privileges on \(plan.database)" : "")))
             } else {
                 toCreate.append(account.display)
                 let how: String
@@ -130,7 +133,7 @@ struct MariaDBRestorer: EngineRestorer {
                 }
                 plan.items.append(.init(.create, subject, how + mappedFrom))
             }
-            if let global = details.globalPrivileges {
+            if let global = details.globalPrivileges, !exists {
                 plan.items.append(.init(.note, subject, "had \(global) on the source server: global privileges are not restored (the target's administrator decides them)."))
             }
         }
@@ -277,14 +280,14 @@ struct MariaDBRestorer: EngineRestorer {
                 let role = Account(user: grant.role, host: "", isRole: true)
                 if createdAccounts.contains(grant.grantee) {
                     try admin.query(try statements.grantRole(grant))
-                } else if createdAccounts.contains(role) {
+                } else if createdAccounts.contains(role) && !grant.adminOption {
                     notes.append("\(statements.mapped(grant.grantee).display) existed and was left as it is, so the role \(statements.mapped(role).user) was not granted to it: \(try statements.grantRole(grant));")
                 }
             }
             for details in created {
                 if let sql = try statements.defaultRole(details) { try admin.query(sql) }
             }
-            for details in kept {
+            for details in kept where globals.grants.contains(where: { $0.grantee == details.account }) {
                 notes.append("\(statements.mapped(details.account).display) existed on the target and was left as it is; it was given the recorded privileges on \(database).")
             }
             for details in created where !details.account.isRole && details.needsPassword && !request.options.rolePasswords {
