@@ -201,6 +201,19 @@ struct MariaDBRestoreTests {
         let login = try asUser(fresh, "app", "mới-sau-sự-cố", "SELECT COUNT(*) FROM land.parcels;")
         #expect(login.succeeded && login.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "300", "\(login)")
 
+        // 1b. A published sample database kho's authors did not write (the "world" database of
+        // MariaDB's test suite, trimmed: Tests/Fixtures/mariadb/world), the same way.
+        let world = try String(contentsOfFile: TestPaths.packageRoot + "/Tests/Fixtures/mariadb/world/world.sql", encoding: .utf8)
+        try production.sql("CREATE DATABASE world;\nUSE world;\n" + world)
+        let worldBackup = try bench.run(["backup", "--mariadb", production.url("world"), "--source-name", "world-db"])
+        try #require(worldBackup.exitCode == 0, "\(worldBackup)")
+        let worldRestored = try bench.run(["restore", "--source", "world-db", "--to-database", fresh.url("world"), "--yes", "--json"])
+        try #require(worldRestored.exitCode == 0, "\(worldRestored)")
+        #expect(try worldRestored.decode(RestoreJSON.self).schema?.differences.isEmpty == true, "\(worldRestored)")
+        #expect(try schemaDump(fresh, "world") == (try schemaDump(production, "world")))
+        #expect(try fresh.fingerprint("world") == (try production.fingerprint("world")))
+        #expect(try fresh.value("SELECT COUNT(*) FROM world.City;") == "120")
+
         // 2. A login without CREATE USER is refused before anything is loaded when users must be made.
         try fresh.sql("""
             DROP DATABASE land; DROP USER 'app'@'%', 'reporter'@'127.0.0.1'; DROP ROLE land_auditor;
@@ -230,6 +243,17 @@ struct MariaDBRestoreTests {
         #expect(oldPassword.succeeded && oldPassword.stdout.contains("300"), "\(oldPassword)")
         let reporter = try asUser(fresh, "reporter", "báo-cáo", "SELECT COUNT(*) FROM land.big_parcels; SELECT CURRENT_ROLE();")
         #expect(reporter.succeeded && reporter.stdout.contains("land_auditor"), "the default role came back: \(reporter)")
+
+        // 3b. --map-role: the application's user under another name (the host stays); a name the
+        // snapshot does not record is refused before anything happens.
+        let mapped = try bench.run(["restore", "--source", "land-db", "--to-database", fresh.url("land_mapped"), "--map-role", "app=land_app", "--yes", "--json"])
+        try #require(mapped.exitCode == 0, "\(mapped)")
+        #expect(try mapped.decode(RestoreJSON.self).schema?.differences.isEmpty == true, "\(mapped)")
+        #expect(try grants(fresh, "'land_app'@'%'").contains("GRANT SELECT, INSERT, UPDATE, DELETE ON `land\\_mapped`.* TO `land_app`@`%`"))
+        #expect(try fresh.value("SHOW CREATE USER 'land_app'@'%';") == "CREATE USER `land_app`@`%` WITH MAX_USER_CONNECTIONS 20 ACCOUNT LOCK")
+        let unknown = try bench.run(["restore", "--source", "land-db", "--to-database", fresh.url("land_other"), "--map-role", "nobody=x", "--yes"])
+        #expect(unknown.exitCode == 2 && unknown.err.contains("records no user or role \"nobody\""), "\(unknown)")
+        #expect(try !fresh.databases().contains("land_other"))
 
         // 4. A copy beside the original on production: the original is untouched, the copy equals it but
         // for its name, and its enabled event is disabled and listed with the command to enable it.
@@ -270,6 +294,11 @@ struct MariaDBRestoreTests {
                 host: 127.0.0.1
                 port: \(production.port)
                 databases: [land]
+              - name: world-db
+                kind: mariadb
+                host: 127.0.0.1
+                port: \(production.port)
+                databases: [world]
             objectives:
               rpo: 24h
               rto: 1h
@@ -280,8 +309,10 @@ struct MariaDBRestoreTests {
             """)
         let (drilled, evidence) = try bench.verify(["--policy", "land"])
         #expect(drilled.exitCode == 0, "\(drilled)")
-        let drill = try #require(evidence.first)
-        #expect(drill.passed, "\(drill)")
-        #expect(drill.check("schema")?.outcome == "pass", "\(drill)")
+        #expect(evidence.map(\.source) == ["land-db", "world-db"])
+        for drill in evidence {
+            #expect(drill.passed, "\(drill)")
+            #expect(drill.check("schema")?.outcome == "pass", "\(drill)")
+        }
     }
 }

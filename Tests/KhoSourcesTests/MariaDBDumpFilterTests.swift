@@ -6,7 +6,7 @@ import Testing
 // DatabaseNameFilter on the line forms mariadb-dump 10.11 writes, fed in every chunk size, so that
 // a line split anywhere is read the same.
 
-private func filtered(_ dump: String, from: String = "orig", to: String = "copy", disableEvents: Bool = false,
+private func filtered(_ dump: String, from: String? = "orig", to: String = "copy", disableEvents: Bool? = false,
                       chunk: Int) throws -> (text: String, disabled: [String]) {
     let filter = DatabaseNameFilter(from: from, to: to, disableEvents: disableEvents)
     var out: [UInt8] = []
@@ -78,6 +78,16 @@ struct MariaDBDumpFilterTests {
             let (out, _) = try filtered(text, from: from, to: "c`p\ny", chunk: chunk)
             #expect(out == "USE `c``p\ny`;\nALTER DATABASE `c``p\ny` CHARACTER SET latin1 COLLATE latin1_bin ;\nSELECT 1;\n", "chunk \(chunk): \(out.debugDescription)")
         }
+    }
+
+    @Test("a dump stored without a manifest names its database first: that one is rewritten, any other refused, events disabled under another name")
+    func learnsTheDatabase() throws {
+        let (text, disabled) = try filtered(dump, from: nil, disableEvents: nil, chunk: 13)
+        #expect(text.components(separatedBy: "\nUSE `copy`;\n").count == 3)
+        #expect(disabled == ["e_on", "e2"])
+        let (same, kept) = try filtered(dump, from: nil, to: "orig", disableEvents: nil, chunk: 13)
+        #expect(kept.isEmpty && same.contains("PRESERVE ENABLE DO"))
+        #expect(throws: KhoError.self) { try filtered("USE `a`;\nUSE `b`;\n", from: nil, disableEvents: nil, chunk: 5) }
     }
 
     @Test("a line that would act on another database is refused")

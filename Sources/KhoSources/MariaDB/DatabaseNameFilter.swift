@@ -19,9 +19,13 @@ import KhoSupport
 /// identifiers (a doubled backquote is one), so a name with a backquote, a space or a newline is
 /// matched whole. Everything else passes through in place, unbuffered.
 final class DatabaseNameFilter {
-    let from: String
+    /// The dump's own database: given by the manifest, or (a dump stored without one) the first
+    /// database the dump names.
+    private(set) var from: String?
     let to: String
-    let disableEvents: Bool
+    /// nil: decided once the dump named its database, by whether `finalName` is another name.
+    private var disableEvents: Bool?
+    private let finalName: String
     /// The events whose ENABLE this filter turned into DISABLE, in dump order.
     private(set) var disabledEvents: [String] = []
     /// The start of the current line, held back while it may be a line to rewrite.
@@ -50,14 +54,17 @@ final class DatabaseNameFilter {
         case write([UInt8])
     }
 
-    private let forms: [Form]
-
-    init(from: String, to: String, disableEvents: Bool = false) {
+    /// `from` nil: the dump names its database first (a dump stored without a manifest); events are
+    /// then disabled when that name is not `finalName`. `finalName` is the database's name once
+    /// restored (`to` is the name loaded into, a scratch name for --replace).
+    init(from: String?, to: String, disableEvents: Bool? = false, finalName: String? = nil) {
         self.from = from
         self.to = to
         self.disableEvents = disableEvents
-        forms = disableEvents ? Form.allCases : [.createDatabase, .use, .alterDatabase]
+        self.finalName = finalName ?? to
     }
+
+    private let forms = Form.allCases
 
     func process(_ chunk: UnsafeRawBufferPointer, _ write: (UnsafeRawBufferPointer) throws -> Void) throws {
         var i = 0
@@ -123,7 +130,7 @@ final class DatabaseNameFilter {
     }
 
     private func otherDatabase(_ name: String) -> KhoError {
-        KhoError(.integrity, "The dump names the database \(name.debugDescription), not \(from.debugDescription), in a line that would act on it: kho loads only statements on the snapshot's own database; nothing more of the dump was loaded.")
+        KhoError(.integrity, "The dump names the database \(name.debugDescription), not \((from ?? "").debugDescription), in a line that would act on it: kho loads only statements on the snapshot's own database; nothing more of the dump was loaded.")
     }
 
     /// The held line (ending with a newline, or the dump's end) rewritten, or nil to read on: a
@@ -140,11 +147,16 @@ final class DatabaseNameFilter {
                 return .needMore
             case .none: throw unreadable()
             case .name(let name):
+                if from == nil {
+                    from = name
+                    if disableEvents == nil { disableEvents = name != finalName }
+                }
                 guard name == from else { throw otherDatabase(name) }
                 if form == .createDatabase { return .write([]) }
                 return .write(form.prefix + Array(SQLIdentifier.mariadb(to).utf8) + line[reader.at...])
             }
         case .event:
+            guard disableEvents == true else { return .write(line) }
             return try event(&reader, atEnd: atEnd)
         }
     }

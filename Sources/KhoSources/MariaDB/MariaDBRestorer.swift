@@ -218,7 +218,9 @@ struct MariaDBRestorer: EngineRestorer {
         var made: [Account] = []
         let client = try MariaDBSource.tool(["mariadb", "mysql"], source: sourceName)
         var bytes: Int64 = 0
-        let filter = DatabaseNameFilter(from: plan.sourceDatabase, to: loadName, disableEvents: renamed)
+        // A dump stored without a manifest (`kho backup --stdin`) says its database's name itself.
+        let filter = DatabaseNameFilter(from: request.recorded?.name, to: loadName, disableEvents: request.recorded == nil ? nil : renamed,
+                                        finalName: plan.database)
         do {
             // Roles before users (a default role must exist), both before the dump (definers).
             for details in created.sorted(by: { $0.account.isRole && !$1.account.isRole }) {
@@ -295,7 +297,7 @@ struct MariaDBRestorer: EngineRestorer {
             }
         }
         for event in filter.disabledEvents {
-            notes.append("event \(plan.database).\(event) was enabled in the snapshot and was created DISABLED in this copy, so that it does not run beside \(plan.sourceDatabase): ALTER EVENT \(quote(plan.database)).\(quote(event)) ENABLE;")
+            notes.append("event \(plan.database).\(event) was enabled in the snapshot and was created DISABLED in this copy, so that it does not run beside \(filter.from ?? plan.sourceDatabase): ALTER EVENT \(quote(plan.database)).\(quote(event)) ENABLE;")
         }
         return LoadOutcome(bytes: bytes, replacedDatabaseKeptAs: keptAs, notes: notes)
     }
