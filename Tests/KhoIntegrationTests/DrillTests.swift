@@ -377,7 +377,7 @@ struct DrillTests {
         let land = try #require(drills.first { $0.source == "land-db" })
         #expect(land.sourceKind == "mariadb")
         #expect(land.scratch.contains("mariadb server on socket ") && land.scratch.contains(bench.tmp + "/kho-drill-mariadb-"), "\(land.scratch)")
-        #expect(land.checks.map(\.name) == ["globals", "CHECK TABLE drill_good", "manifest", "rto"], "\(land)")
+        #expect(land.checks.map(\.name) == ["CHECK TABLE drill_good", "manifest", "schema", "rto"], "\(land)")
         let checkTable = try #require(land.check("CHECK TABLE drill_good")).output
         #expect(checkTable.contains("drill_good.thua_dat") && checkTable.contains("drill_good.bien_dong") && checkTable.contains("OK"), "\(checkTable)")
         #expect(Set(land.comparison?.rows.map(\.table) ?? []) == ["bien_dong", "thua_dat"], "\(land)")

@@ -63,6 +63,22 @@ package final class MariaDBConnection {
         try query(sql, parameters).first?.first ?? nil
     }
 
+    /// `text` as a string literal for statements that take no parameters (CREATE USER … USING,
+    /// COMMENT in CREATE DATABASE): the connector escapes it by the connection's character set and
+    /// the server's NO_BACKSLASH_ESCAPES mode, as the server will read it.
+    package func literal(_ text: String) throws -> String {
+        let bytes = Array(text.utf8)
+        var escaped = [CChar](repeating: 0, count: bytes.count * 2 + 1)
+        let length = bytes.withUnsafeBufferPointer { source in
+            source.withMemoryRebound(to: CChar.self) { mysql_real_escape_string(handle, &escaped, $0.baseAddress, UInt($0.count)) }
+        }
+        guard length <= UInt(bytes.count * 2) else {
+            throw KhoError(.failure, "Source \(source): the MariaDB connector could not quote a value for a statement; report this as a bug.")
+        }
+        let body = escaped.prefix(Int(length)).map { UInt8(bitPattern: $0) }
+        return "'" + String(decoding: body, as: UTF8.self) + "'"
+    }
+
     private func text(_ sql: String) throws -> [[String?]] {
         let bytes = Array(sql.utf8)
         guard bytes.withUnsafeBufferPointer({ $0.withMemoryRebound(to: CChar.self) { mysql_real_query(handle, $0.baseAddress, UInt($0.count)) } }) == 0 else {

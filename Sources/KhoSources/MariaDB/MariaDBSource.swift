@@ -2,8 +2,12 @@ import Foundation
 import KhoCore
 import KhoSupport
 
-/// MariaDB (and MySQL) databases dumped with `mariadb-dump --single-transaction --routines --events
-/// --triggers`, streamed into the repository.
+/// MariaDB databases dumped with `mariadb-dump --single-transaction --routines --events
+/// --triggers`, streamed into the repository; beside each dump, read in the dump's transaction once
+/// it ended, its schema fingerprint (`<db>.schema.json`, `MariaDBSchema`) and what it needs around
+/// it on a fresh server (`<db>.globals.json`, `MariaDBGlobals`: character set, collation, comment,
+/// users and roles with their privileges on it). Reading `mysql.*` needs SELECT on it (MariaDB 10.5
+/// or later).
 ///
 /// To record a manifest of exactly what the dump reads, kho briefly takes a global read lock,
 /// opens its own consistent-snapshot transaction, starts the dump, waits until the dump's
@@ -65,6 +69,9 @@ public struct MariaDBSource: BackupSource {
         var inputs: [Archiver.StreamInput] = []
         for database in databases {
             let file = "\(database).sql"
+            let schemaFile = "\(database).schema.json", globalsFile = "\(database).globals.json"
+            // Read in the dump's transaction once the dump ended, stored right after it.
+            let recordedFiles = Locked<[String: [UInt8]]>([:])
             inputs.append(Archiver.StreamInput(name: file) {
                 let connection = try MariaDBConnection(endpoint: endpoint, database: database, source: name)
                 // While FLUSH TABLES WITH READ LOCK waits (for a long query, LOCK TABLES, a schema
@@ -111,10 +118,32 @@ public struct MariaDBSource: BackupSource {
                 }, {
                     try stream.finish()
                     let tables = try MariaDBManifest.tables(connection, database: database)
+                    let globals = try MariaDBGlobalsReader.read(connection, database: database)
+                    let fingerprint = try MariaDBSchema.fingerprint(connection, database: database, globals: globals)
                     try connection.query("COMMIT")
-                    recorded.withLock { $0.append(DumpManifest.Database(name: database, file: file, sizeBytes: size, tables: tables)) }
+                    let digest = try fingerprint.digest
+                    let (schemaBytes, globalsBytes) = (try fingerprint.encoded(), try globals.encoded())
+                    recordedFiles.withLock { $0 = [schemaFile: schemaBytes, globalsFile: globalsBytes] }
+                    recorded.withLock {
+                        $0.append(DumpManifest.Database(name: database, file: file, sizeBytes: size, tables: tables,
+                                                        schemaFile: schemaFile, schemaDigest: digest, globalsFile: globalsFile))
+                    }
                 })
             })
+            for name in [schemaFile, globalsFile] {
+                inputs.append(Archiver.StreamInput(name: name) {
+                    guard let bytes = recordedFiles.current[name] else {
+                        throw KhoError(.failure, "Source \(self.name): \(name) was not recorded before it was stored; report this as a bug.")
+                    }
+                    var served = 0
+                    return ({ out in
+                        let n = min(out.count, bytes.count - served)
+                        if n > 0 { bytes.withUnsafeBytes { out.baseAddress!.copyMemory(from: $0.baseAddress! + served, byteCount: n) } }
+                        served += n
+                        return n
+                    }, {})
+                })
+            }
         }
         return DumpPlan(streams: inputs) {
             try DumpManifest(engine: .mariadb, serverVersion: version.current, checksumMethod: MariaDBSource.checksumMethod,
