@@ -144,7 +144,7 @@ enum PostgresFingerprint {
     static func queries(version: Int) -> [String] {
         let userSchema = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_)'"
         func notExtension(_ catalog: String, _ oid: String) -> String {
-            "NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = '\(catalog)'::regclass AND e.objid = \(oid) AND e.deptype = 'e')"
+            "NOT EXISTS (SELECT 1 FROM pg_depend xd WHERE xd.classid = '\(catalog)'::regclass AND xd.objid = \(oid) AND xd.deptype = 'e')"
         }
         let relation = "quote_ident(n.nspname) || '.' || quote_ident(c.relname)"
         let userRelation = "\(userSchema) AND \(notExtension("pg_class", "c.oid"))"
