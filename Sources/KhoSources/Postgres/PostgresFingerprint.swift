@@ -28,8 +28,11 @@ enum PostgresFingerprint {
 
     /// Reads the fingerprint and the globals of the connected database. `sequenceValues` are the
     /// values the dump set its sequences to (`PostgresSequenceScanner`), keyed by qualified name;
-    /// a sequence without one is read from the server.
-    static func read(_ connection: PostgresConnection, local: Bool, sequenceValues: [String: PostgresSequenceScanner.Value]? = nil) throws
+    /// a sequence without one is read from the server. `roles` are read too besides those the
+    /// database names (after a restore: the recorded ones, so that a role is compared as a role
+    /// even where a lost grant no longer names it).
+    static func read(_ connection: PostgresConnection, local: Bool, sequenceValues: [String: PostgresSequenceScanner.Value]? = nil,
+                     roles: Set<String> = []) throws
         -> (fingerprint: SchemaFingerprint, globals: PostgresGlobals) {
         try prepare(connection, local: local)
         let version = Int(try connection.value("SELECT current_setting('server_version_num')") ?? "") ?? 0
@@ -53,7 +56,7 @@ enum PostgresFingerprint {
                 objects.append(try object(kind, name: kind == .grant ? grantName(definition) : name, definition))
             }
         }
-        var referenced = Set<String>()
+        var referenced = roles
         for object in objects {
             for (key, value) in try decode(object.definition, connection) where roleKeys.contains(key) {
                 switch value {

@@ -255,12 +255,12 @@ struct PostgresRestorer: EngineRestorer {
     /// they are by design), so only the roles it created are compared with the snapshot's.
     func fingerprints(_ plan: DatabaseRestorePlan, _ request: RestoreRequest, recorded: SchemaFingerprint) throws
         -> (expected: SchemaFingerprint, actual: SchemaFingerprint) {
-        let connection = try connect(target.database)
-        let actual = try PostgresFingerprint.read(connection, local: false).fingerprint
         let admin = try maintenance()
         let existingTablespaces = Set(try admin.query("SELECT spcname FROM pg_tablespace").compactMap { $0.first ?? nil })
-        return try PostgresFingerprintMapping(roleMap: request.options.roleMap, tablespaceMap: request.options.tablespaceMap,
-                                              existingTablespaces: existingTablespaces, createdRoles: session.createdRoles)
-            .adjust(expected: recorded, actual: actual)
+        let mapping = PostgresFingerprintMapping(roleMap: request.options.roleMap, tablespaceMap: request.options.tablespaceMap,
+                                                 existingTablespaces: existingTablespaces, createdRoles: session.createdRoles)
+        let recordedRoles = Set(recorded.objects.filter { $0.kind == .role }.map { mapping.role($0.name) })
+        let actual = try PostgresFingerprint.read(try connect(target.database), local: false, roles: recordedRoles).fingerprint
+        return try mapping.adjust(expected: recorded, actual: actual)
     }
 }
