@@ -179,7 +179,7 @@ private func state(_ server: ScratchPostgres, _ database: String) throws -> Data
         WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = \(literal)) ORDER BY 1;
         """)
     let sequences = try server.psql("""
-        SELECT string_agg(format('%I.%I', schemaname, sequencename) || ' ' || coalesce(last_value::text, '-'), E'\\n' ORDER BY 1) FROM pg_sequences;
+        SELECT string_agg(format('%I.%I', schemaname, sequencename) || ' ' || coalesce(last_value::text, '-'), E'\\n' ORDER BY schemaname, sequencename) FROM pg_sequences;
         """, database: database)
     return DatabaseState(schema: schema, properties: properties, settings: settings, rows: try server.fingerprint(database), sequences: sequences)
 }
@@ -222,14 +222,14 @@ private struct RestoreJSON: Decodable {
     func item(_ subject: String) -> Plan.Item? { plan?.items.first { $0.subject == subject } }
 }
 
-private func restore(_ bench: DrillBench, _ arguments: [String], sourceLocation: SourceLocation = #_sourceLocation) throws -> RestoreJSON {
+private func restore(_ bench: DrillBench, _ arguments: [String], objects: Int = 50, sourceLocation: SourceLocation = #_sourceLocation) throws -> RestoreJSON {
     let result = try bench.run(["restore"] + arguments + ["--yes", "--json"])
     try #require(result.exitCode == 0, "\(result)", sourceLocation: sourceLocation)
     let restored = try result.decode(RestoreJSON.self)
     #expect(restored.comparison?.rows.isEmpty == false, sourceLocation: sourceLocation)
     #expect(restored.comparison?.rows.allSatisfy { $0.outcome == "equal" } == true, "\(result)", sourceLocation: sourceLocation)
     let schema = try #require(restored.schema, "the snapshot records a schema fingerprint: \(result)", sourceLocation: sourceLocation)
-    #expect(schema.compared > 50 && schema.differences.isEmpty, "\(result)", sourceLocation: sourceLocation)
+    #expect(schema.compared > objects && schema.differences.isEmpty, "\(result)", sourceLocation: sourceLocation)
     return restored
 }
 
@@ -273,7 +273,7 @@ struct PostgresRestoreTests {
         let freshRegistry = try state(fresh, "registry")
         #expect(freshRegistry.schema == registry.schema)
         #expect(freshRegistry.properties == registry.properties)
-        #expect(freshRegistry.properties.contains("|icu|vi-VN|40|"), "\(freshRegistry.properties)")
+        #expect(freshRegistry.properties.contains("\ti\tvi-VN\t40\t"), "\(freshRegistry.properties)")
         #expect(freshRegistry.settings == registry.settings)
         #expect(freshRegistry.rows == registry.rows)
         #expect(freshRegistry.sequences == registry.sequences && freshRegistry.sequences.contains("registry.certificate_no 987654"), "\(freshRegistry.sequences)")
@@ -286,8 +286,9 @@ struct PostgresRestoreTests {
         let copy = try restore(bench, ["--source", "registry-db", "--database", "registry", "--to-database", production.url("registry_copy")])
         #expect(copy.item("role app_owner")?.action == "keep")
         #expect(copy.item("role app_owner")?.detail == "exists on the target and is kept as it is: attributes and memberships not changed")
-        #expect(try state(production, "registry") == registry, "restoring a copy changed the original")
-        #expect(try state(production, "registry_copy") == registry)
+        let original = try state(production, "registry"), copied = try state(production, "registry_copy")
+        #expect(original == registry, "restoring a copy changed the original:\n\(original)\n=====\n\(registry)")
+        #expect(copied == registry, "the copy differs:\n\(copied)\n=====\n\(registry)")
         #expect(try roles(production) == productionRoles)
         #expect(try production.value("SELECT rolpassword IS NOT NULL FROM pg_authid WHERE rolname = 'app_user'") == "t")
 
@@ -351,7 +352,7 @@ struct PostgresRestoreTests {
         #expect(try fresh.databases() == ["postgres"])
 
         // Mapped: the table and its index go to pg_default, and the comparison says equal.
-        let mapped = try restore(bench, ["--source", "archive-db", "--to-database", fresh.url("archive"), "--map-tablespace", "fast=pg_default"])
+        let mapped = try restore(bench, ["--source", "archive-db", "--to-database", fresh.url("archive"), "--map-tablespace", "fast=pg_default"], objects: 10)
         #expect(mapped.notes.contains("tablespaces mapped: fast → pg_default"), "\(mapped.notes)")
         #expect(try fresh.value("SELECT count(*) FROM pg_class WHERE reltablespace <> 0 AND relname IN ('cases', 'cases_title');", database: "archive") == "0")
         #expect(try fresh.value("SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = 'cases';", database: "archive") == "archivist")
