@@ -267,3 +267,100 @@ struct PostgresFingerprintTests {
         #expect(comparison.differences.count == 5, "\(sentences)")
     }
 }
+
+/// A storage in memory: enough for a repository that holds one hand-made snapshot.
+private final class MemoryStorage: Storage, @unchecked Sendable {
+    private let lock = NSLock()
+    private var files: [Handle: [UInt8]] = [:]
+    var location: String { "memory-\(ObjectIdentifier(self).hashValue)" }
+    func save(_ handle: Handle, data: [UInt8]) throws { lock.withLock { files[handle] = data } }
+    func load(_ handle: Handle, offset: Int, length: Int?) throws -> [UInt8] {
+        guard let bytes = lock.withLock({ files[handle] }) else { throw KhoError.missing(handle, in: location) }
+        let count = length ?? max(0, bytes.count - offset)
+        return Array(bytes[offset..<(offset + count)])
+    }
+    func stat(_ handle: Handle) throws -> StoredFile {
+        guard let bytes = lock.withLock({ files[handle] }) else { throw KhoError.missing(handle, in: location) }
+        return StoredFile(name: handle.name, size: bytes.count)
+    }
+    func list(_ kind: FileKind) throws -> [StoredFile] {
+        lock.withLock { files.filter { $0.key.kind == kind }.map { StoredFile(name: $0.key.name, size: $0.value.count) } }
+    }
+    func remove(_ handle: Handle) throws { _ = lock.withLock { files.removeValue(forKey: handle) } }
+    func isEmpty() throws -> Bool { lock.withLock { files.isEmpty } }
+}
+
+@Suite("PostgreSQL: a snapshot of a kho before issue 19", .serialized,
+       .enabled(if: ScratchPostgres.isAvailable, Comment(rawValue: ScratchPostgres.unavailableReason ?? "")))
+struct PostgresOldSnapshotTests {
+    @Test("restores the same way for a drill and an operator: roles its globals.sql names that the target lacks are created NOLOGIN and nothing else; tables compared, with the note that the schema was not")
+    func oldSnapshot() throws {
+        let server = try TestPostgres(password: "p")
+        defer { server.stop() }
+        // What an old kho stored: pg_dumpall's globals.sql, the plain dump, a manifest without
+        // schemaFile and globalsFile.
+        try server.psql("CREATE ROLE old_owner LOGIN; CREATE ROLE \"người đọc\"; CREATE DATABASE shop OWNER old_owner TEMPLATE template0;")
+        try server.psql("""
+            CREATE TABLE orders (id int PRIMARY KEY, total numeric(10,2));
+            INSERT INTO orders SELECT g, g * 1.5 FROM generate_series(1, 50) g;
+            ALTER TABLE orders OWNER TO old_owner;
+            GRANT SELECT ON orders TO "người đọc";
+            """, database: "shop")
+        let bin = try #require(ScratchPostgres.binDirectory)
+        let socket = ["-h", server.dir, "-p", String(server.port), "-U", "postgres"]
+        let dump = try ServerSupport.require(bin + "/pg_dump", socket + ["--format=plain", "shop"], scratch: server.dir)
+        let globals = try ServerSupport.require(bin + "/pg_dumpall", socket + ["--globals-only"], scratch: server.dir)
+        let tables = try PostgresManifest.tables(try server.connect("shop"))
+        try server.psql("DROP DATABASE shop; DROP ROLE old_owner; DROP ROLE \"người đọc\";")
+
+        var options = Repository.CreateOptions()
+        options.scrypt = Scrypt.minimum
+        let repository = try Repository.create(storage: MemoryStorage(), password: Array("test".utf8), options: options)
+        let archiver = try Archiver(repository: repository, index: try repository.loadIndex(), options: BackupOptions()) { _ in }
+        let database = DumpManifest.Database(name: "shop", file: "shop.sql", sizeBytes: 1000, tables: tables)
+        func stream(_ name: String, _ text: String) -> Archiver.StreamInput {
+            Archiver.StreamInput(name: name) {
+                var bytes = ArraySlice(Array(text.utf8))
+                return ({ buffer in
+                    let count = min(buffer.count, bytes.count)
+                    for i in 0..<count { buffer[i] = bytes[bytes.startIndex + i] }
+                    bytes = bytes.dropFirst(count)
+                    return count
+                }, {})
+            }
+        }
+        let snapshot = try archiver.backupStreams([stream("globals.sql", globals), stream("shop.sql", dump)], sourceName: "shop") { _ in
+            try DumpManifest(engine: "postgres", serverVersion: "15", checksumMethod: PostgresManifest.checksumMethod, databases: [database]).json
+        }
+        let files = try SnapshotFiles(repository: repository, index: try repository.loadIndex(), snapshot: snapshot)
+        // Through the server's socket, where logins are trusted.
+        func target(_ name: String) -> DatabaseEndpoint { DatabaseEndpoint(host: server.dir, port: server.port, user: "postgres", database: name) }
+
+        let restore = try DatabaseRestore(engine: .postgres, target: target("shop"), options: DatabaseRestoreOptions(), sourceName: "shop",
+                                          dumpFile: "shop.sql", recorded: database, files: files)
+        let plan = try restore.plan()
+        #expect(plan.refusals.isEmpty, "\(plan.lines)")
+        let created = plan.items.filter { $0.action == .create && $0.subject.hasPrefix("role ") }.map(\.subject)
+        #expect(Set(created) == ["role old_owner", "role người đọc"], "\(plan.lines)")
+        #expect(plan.items.contains { $0.subject == "database properties" && $0.action == .note }, "\(plan.lines)")
+        let result = try restore.run(plan)
+        #expect(result.comparison?.equal == true)
+        #expect(result.schema == nil)
+        #expect(result.notes.contains { $0.contains("recorded no schema fingerprint") }, "\(result.notes)")
+        #expect(result.notes.contains { $0.hasPrefix("roles named by the old snapshot's globals.sql were created NOLOGIN") }, "\(result.notes)")
+        // Created by name only: NOLOGIN, although old_owner could log in at backup.
+        #expect(try server.psql("SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname IN ('old_owner', 'người đọc') ORDER BY 1;")
+                    .trimmingCharacters(in: .whitespacesAndNewlines) == "người đọc\tf\nold_owner\tf")
+        #expect(try server.psql("SELECT tableowner FROM pg_tables WHERE tablename = 'orders';", database: "shop")
+                    .trimmingCharacters(in: .whitespacesAndNewlines) == "old_owner")
+
+        // A drill takes the same path: into another database, the roles now exist and are kept.
+        var drill = DatabaseRestoreOptions()
+        drill.scratch = true
+        let again = try DatabaseRestore(engine: .postgres, target: target("shop_drill"), options: drill, sourceName: "shop",
+                                        dumpFile: "shop.sql", recorded: database, files: files)
+        let drillPlan = try again.plan()
+        #expect(!drillPlan.items.contains { $0.action == .create && $0.subject.hasPrefix("role ") }, "\(drillPlan.lines)")
+        #expect(try again.run(drillPlan).comparison?.equal == true)
+    }
+}
