@@ -271,7 +271,7 @@ struct PostgresRestoreSetup {
         if free < size {
             items.append(.init(.refuse, "disk space", "The database took \(ByteCount.text(size)) at backup and \(directory) has \(ByteCount.text(free)) free: free some space first (the load would fill the disk)."))
         } else {
-            items.append(.init(.keep, "disk space", "\(ByteCount.text(free)) free in \(directory); the database took \(ByteCount.text(size)) at backup"))
+            items.append(.init(.note, "disk space", "\(ByteCount.text(free)) free in \(directory); the database took \(ByteCount.text(size)) at backup"))
         }
     }
 }

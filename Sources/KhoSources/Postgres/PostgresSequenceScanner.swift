@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 
 /// Picks the sequence values out of a plain pg_dump as it streams past: the
 /// `SELECT pg_catalog.setval('public.s', 42, true);` lines.
@@ -19,15 +20,17 @@ final class PostgresSequenceScanner {
     /// The last bytes of the current line, for the ` FROM stdin;` that ends a COPY statement.
     private var tail: [UInt8] = []
     private var inCopyData = false
-    private static let headLimit = 4096
     private static let tailLimit = 16
+    /// A setval line is short (two names of at most 63 bytes, quoted); inside COPY data only the
+    /// end marker `\.` matters, so the rows of a large dump are not copied.
+    private var headLimit: Int { inCopyData ? 3 : 1024 }
 
     func feed(_ bytes: UnsafeRawBufferPointer) {
+        guard let base = bytes.baseAddress else { return }
         var start = 0
         let count = bytes.count
         while start < count {
-            var end = start
-            while end < count && bytes[end] != 0x0a { end += 1 }
+            let end = memchr(base + start, 0x0a, count - start).map { UnsafeRawPointer($0) - base } ?? count
             append(bytes, start, end)
             if end < count {
                 endLine()
@@ -45,7 +48,7 @@ final class PostgresSequenceScanner {
 
     private func append(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ end: Int) {
         guard end > start else { return }
-        let room = Self.headLimit - head.count
+        let room = headLimit - head.count
         if room > 0 { head.append(contentsOf: bytes[start..<min(end, start + room)]) }
         let keep = min(end - start, Self.tailLimit)
         tail.append(contentsOf: bytes[(end - keep)..<end])
