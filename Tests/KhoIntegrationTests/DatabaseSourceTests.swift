@@ -333,9 +333,10 @@ extension DatabaseSourceTests {
             #expect(recordedOrders >= Int64(before) && recordedOrders <= Int64(after), "orders: \(before) ≤ \(recordedOrders) ≤ \(after)")
             #expect(shop.table("public.order_lines")?.rows == 2 * recordedOrders)
 
-            // The same manifest and the three dumps in `kho ls --json`.
+            // The same manifest, the dumps and each database's schema fingerprint and globals in `kho ls --json`.
             let ls = try decoded(try sandbox.kho("ls", "latest", "--json"), as: DBLsOutput.self)
-            #expect(Set(ls.entries.filter { $0.kind == "file" }.map(\.path)) == ["/globals.sql", "/shop.sql", "/land.sql"])
+            #expect(Set(ls.entries.filter { $0.kind == "file" }.map(\.path)) == ["/globals.sql", "/shop.sql", "/land.sql", "/shop.schema.json", "/shop.globals.json",
+                                                                                "/land.schema.json", "/land.globals.json"])
             #expect(ls.snapshot.manifest?.databases.map(\.name) == manifest.databases.map(\.name))
             #expect(ls.snapshot.manifest?.database("shop")?.tables == shop.tables)
             let globals = try sandbox.ok("dump", "latest", "globals.sql")

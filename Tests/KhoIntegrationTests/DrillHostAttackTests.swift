@@ -240,6 +240,8 @@ struct DrillHostAttackTests {
         try pg.createDatabase("drill_private")
         try pg.psql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 10);", database: "drill_private")
         try pg.psql("DROP ROLE IF EXISTS drill_hash_role; CREATE ROLE drill_hash_role LOGIN PASSWORD 'production-password-hash-source';")
+        // A role the database needs (it holds a grant there): the drill creates it, without its hash.
+        try pg.psql("GRANT SELECT ON t TO drill_hash_role;", database: "drill_private")
         try maria.sql("DROP DATABASE IF EXISTS drill_private; CREATE DATABASE drill_private; USE drill_private; CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t SELECT seq FROM seq_1_to_10;")
         try bench.writePolicy("private", """
             sources:

@@ -27,6 +27,8 @@ public enum SchemaObjectKind: String, Codable, Sendable, CaseIterable, Comparabl
     case policy
     case rule
     case event
+    /// A PostgreSQL event trigger (`CREATE EVENT TRIGGER`): per database, fired by DDL.
+    case eventTrigger = "event-trigger"
     /// A role (PostgreSQL) or user (MariaDB) the database needs: attributes and memberships.
     case role
     case user

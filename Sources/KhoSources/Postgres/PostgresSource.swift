@@ -8,7 +8,9 @@ import KhoSupport
 ///
 /// For each database kho opens a REPEATABLE READ transaction on its own connection, exports its
 /// snapshot, and has `pg_dump --snapshot` read exactly that snapshot; in the same transaction it
-/// records the manifest (`PostgresManifest`).
+/// records the manifest (`PostgresManifest`), the schema fingerprint (`<db>.schema.json`,
+/// `PostgresFingerprint`) and what a restore onto a fresh server needs besides the dump
+/// (`<db>.globals.json`, `PostgresGlobals`: the database's properties, its roles, tablespaces).
 public struct PostgresSource: BackupSource {
     public var name: String
     public var endpoint: DatabaseEndpoint
@@ -21,6 +23,30 @@ public struct PostgresSource: BackupSource {
     }
 
     public static let checksumMethod = PostgresManifest.checksumMethod
+
+    /// pg_dumpall --globals-only: the whole cluster's roles and tablespaces, for an operator who
+    /// wants them; restores use each database's own globals file since issue 19.
+    static let clusterGlobalsFile = "globals.sql"
+
+    /// The files one database leaves in the snapshot: its dump, its schema fingerprint, its globals.
+    static func files(_ database: String) -> (dump: String, schema: String, globals: String) {
+        ("\(database).sql", "\(database).schema.json", "\(database).globals.json")
+    }
+
+    /// Every file name of the snapshot must be one file: a database named `globals` would have
+    /// its dump in the cluster's globals.sql, and a database named twice would be dumped twice.
+    static func checkFileNames(databases: [String], includeGlobals: Bool, source: String) throws {
+        var seen: Set<String> = includeGlobals ? [clusterGlobalsFile] : []
+        for database in databases {
+            let files = PostgresSource.files(database)
+            for file in [files.dump, files.schema, files.globals] where !seen.insert(file).inserted {
+                if file == clusterGlobalsFile {
+                    throw KhoError(.usage, "Source \(source): the database globals would be dumped to globals.sql, which holds the cluster's roles (pg_dumpall --globals-only): back it up with --no-globals (its roles and properties are recorded in globals.globals.json all the same), or in a source of its own with --no-globals.")
+                }
+                throw KhoError(.usage, "Source \(source): the database \(database) is named twice (or clashes with another's file \(file)): name each database once.")
+            }
+        }
+    }
 
     public init(name: String, endpoint: DatabaseEndpoint, databases: [String], includeGlobals: Bool = true, limits: SourceLimits = SourceLimits()) {
         self.name = name
@@ -62,10 +88,11 @@ public struct PostgresSource: BackupSource {
         for database in databases {
             try connect(database: database).query("SELECT 1")
         }
+        try PostgresSource.checkFileNames(databases: databases, includeGlobals: includeGlobals, source: name)
         var inputs: [Archiver.StreamInput] = []
         if includeGlobals {
             let pgDumpAll = try tool("pg_dumpall")
-            inputs.append(Archiver.StreamInput(name: "globals.sql") {
+            inputs.append(Archiver.StreamInput(name: PostgresSource.clusterGlobalsFile) {
                 let stream = CommandStream(command: "exec \(shellQuote(pgDumpAll)) --globals-only -w",
                                            displayName: "source \(name): pg_dumpall --globals-only", environment: try environment(database: nil),
                                            timeout: limits.timeout)
@@ -74,10 +101,11 @@ public struct PostgresSource: BackupSource {
             })
         }
         let recorded = Locked<[DumpManifest.Database]>([])
+        let extras = Locked<[String: [UInt8]]>([:])
         let version = Locked("")
         for database in databases {
-            let file = "\(database).sql"
-            inputs.append(Archiver.StreamInput(name: file) {
+            let files = PostgresSource.files(database)
+            inputs.append(Archiver.StreamInput(name: files.dump) {
                 let connection = try connect(database: database)
                 try connection.query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 guard let snapshotID = try connection.value("SELECT pg_export_snapshot()"), !snapshotID.isEmpty else {
@@ -90,14 +118,47 @@ public struct PostgresSource: BackupSource {
                     command: "exec \(shellQuote(pgDump)) --format=plain --snapshot=\(shellQuote(snapshotID)) -w",
                     displayName: "source \(name): pg_dump \(database)", environment: try environment(database: database), timeout: limits.timeout)
                 try stream.start()
-                return ({ try stream.read($0) }, {
+                let sequences = PostgresSequenceScanner()
+                return ({ buffer in
+                    let count = try stream.read(buffer)
+                    sequences.feed(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+                    return count
+                }, {
                     try stream.finish()
-                    // Still inside the exported snapshot: the manifest sees what the dump saw.
+                    sequences.finish()
+                    // Still inside the exported snapshot: the manifest, the schema and the globals
+                    // describe what the dump saw. The tables first: the fingerprint fixes output
+                    // settings that the checksums must not see.
                     let tables = try PostgresManifest.tables(connection)
+                    let (fingerprint, globals) = try PostgresFingerprint.read(connection, local: true, sequenceValues: sequences.values)
                     try connection.query("COMMIT")
-                    recorded.withLock { $0.append(DumpManifest.Database(name: database, file: file, sizeBytes: size, tables: tables)) }
+                    let schema = try fingerprint.encoded()
+                    let digest = try fingerprint.digest
+                    let globalsBytes = try globals.encoded()
+                    extras.withLock {
+                        $0[files.schema] = schema
+                        $0[files.globals] = globalsBytes
+                    }
+                    recorded.withLock {
+                        $0.append(DumpManifest.Database(name: database, file: files.dump, sizeBytes: size, tables: tables,
+                                                        schemaFile: files.schema, schemaDigest: digest, globalsFile: files.globals))
+                    }
                 })
             })
+            for file in [files.schema, files.globals] {
+                inputs.append(Archiver.StreamInput(name: file) {
+                    guard let bytes = extras.current[file] else {
+                        throw KhoError(.failure, "Source \(name): \(file) was not recorded with the dump of \(database): report this as a bug.")
+                    }
+                    var offset = 0
+                    return ({ buffer in
+                        let count = min(buffer.count, bytes.count - offset)
+                        bytes.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress! + offset, byteCount: count) }
+                        offset += count
+                        return count
+                    }, {})
+                })
+            }
         }
         return DumpPlan(streams: inputs) {
             try DumpManifest(engine: .postgres, serverVersion: version.current, checksumMethod: PostgresSource.checksumMethod,
