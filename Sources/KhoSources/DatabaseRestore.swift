@@ -141,6 +141,9 @@ protocol EngineRestorer {
 public struct DatabaseRestore {
     public let engine: SourceKind
     let request: RestoreRequest
+    /// One restorer for the plan, the load and the comparison: it remembers what the load created
+    /// (roles, users) so that the comparison expects them as created.
+    let restorer: any EngineRestorer
 
     /// The largest schema fingerprint or globals file kho reads back.
     public static let jsonLimit = 256 << 20
@@ -152,11 +155,8 @@ public struct DatabaseRestore {
         }
         self.engine = engine
         request = RestoreRequest(target: target, options: options, sourceName: sourceName, dumpFile: dumpFile, recorded: recorded, files: files)
-    }
-
-    var restorer: any EngineRestorer {
-        engine == .postgres ? PostgresRestorer(target: request.target, sourceName: request.sourceName)
-            : MariaDBRestorer(target: request.target, sourceName: request.sourceName)
+        restorer = engine == .postgres ? PostgresRestorer(target: target, sourceName: sourceName)
+            : MariaDBRestorer(target: target, sourceName: sourceName)
     }
 
     /// What the restore will do; changes nothing and reads nothing but the snapshot's small files.
@@ -186,7 +186,6 @@ public struct DatabaseRestore {
     /// own checks).
     public func compare(_ result: inout DatabaseRestoreResult) throws {
         guard let recorded = request.recorded, let plan = result.plan else { return }
-        let restorer = self.restorer
         result.comparison = ManifestComparison(expected: recorded.tables, actual: try restorer.tables(plan, request))
         if let file = recorded.schemaFile {
             let fingerprint = try SchemaFingerprint.decode(try request.files.read(file, limit: DatabaseRestore.jsonLimit), file: file)

@@ -228,6 +228,8 @@ public final class DrillRunner {
                                  index: index, source: source) { scratch.endpoint(database: $0) }
             evidence.rtoSeconds = Date().timeIntervalSince(realStart)
             DrillRunner.pauseForTests(["host": scratch.directory, "port": String(scratch.port), "directory": scratch.directory])
+            // Before pg_amcheck, which installs its extension into the restored database.
+            try recordComparisons(&evidence, &findings, comparisons)
             for database in manifest.databases {
                 let amcheck = Shell.find("pg_amcheck")
                 if let amcheck {
@@ -243,7 +245,6 @@ public final class DrillRunner {
                     findings.append(DrillFinding(kind: .pgAmcheck, reason: "pg_amcheck is not installed"))
                 }
             }
-            try recordComparisons(&evidence, &findings, comparisons)
         case .mariadb:
             guard let manifest else { throw KhoError(.integrity, "Snapshot \(snapshot.shortID) has no manifest to compare against.") }
             let scratch = try ScratchMariaDB()

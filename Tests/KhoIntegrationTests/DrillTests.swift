@@ -369,7 +369,7 @@ struct DrillTests {
         let shop = try #require(drills.first { $0.source == "shop-db" })
         #expect(shop.sourceKind == "postgres")
         #expect(shop.scratch.contains("postgres cluster on socket ") && shop.scratch.contains(bench.tmp + "/kho-drill-pg-"), "\(shop.scratch)")
-        #expect(shop.checks.map(\.name) == ["globals", "pg_amcheck drill_good", "manifest", "schema", "rto"], "\(shop)")
+        #expect(shop.checks.map(\.name) == ["globals", "manifest", "schema", "pg_amcheck drill_good", "rto"], "\(shop)")
         #expect(shop.comparison?.rows.map(\.table) == ["public.customers", "public.orders"], "\(shop)")
         #expect(shop.row("public.customers")?.actualRows == 1000 && shop.row("public.orders")?.actualRows == 2000, "\(shop)")
 
