@@ -836,7 +836,10 @@ extension DatabaseSourceTests {
             // A user that may read but not take the brief global read lock the manifest needs.
             try db.sql("CREATE USER 'reader'@'127.0.0.1'; GRANT SELECT, SHOW VIEW, LOCK TABLES ON permits.* TO 'reader'@'127.0.0.1';")
             let unprivileged = try sandbox.kho("backup", "--mariadb", db.url("permits", user: "reader"), "--source-name", "permits")
-            try expectFailure(unprivileged, "Source permits: the mariadb user lacks a privilege", "RELOAD", snapshotsBefore: 0, sandbox: sandbox)
+            try expectFailure(unprivileged, "Source permits: the user reader cannot read mysql.global_priv", "GRANT SELECT ON mysql.*", snapshotsBefore: 0, sandbox: sandbox)
+            try db.sql("GRANT SELECT ON mysql.* TO 'reader'@'127.0.0.1';")
+            let noLock = try sandbox.kho("backup", "--mariadb", db.url("permits", user: "reader"), "--source-name", "permits")
+            try expectFailure(noLock, "Source permits: the mariadb user lacks a privilege", "RELOAD", snapshotsBefore: 0, sandbox: sandbox)
 
             // Another session holds a table: the brief global read lock is not waited for beyond the timeout
             // (while it waits, every write on the server waits too).

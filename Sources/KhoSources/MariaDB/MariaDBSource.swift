@@ -61,9 +61,26 @@ public struct MariaDBSource: BackupSource {
         return try connection.query("CHECK TABLE \(names) EXTENDED").map { row in row.map { $0 ?? "NULL" }.joined(separator: "\t") }
     }
 
+    /// The tables of the `mysql` schema the globals are read from (`MariaDBGlobalsReader`).
+    static let accountTables = ["global_priv", "db", "tables_priv", "columns_priv", "procs_priv", "roles_mapping"]
+
+    /// Refuses before any dump starts when the login cannot read the accounts and privileges a
+    /// restore onto a fresh server needs: otherwise the dump would stream whole and fail at its end.
+    func checkAccountsReadable() throws {
+        let connection = try MariaDBConnection(endpoint: endpoint, database: nil, source: name)
+        for table in MariaDBSource.accountTables {
+            do {
+                try connection.query("SELECT 1 FROM mysql.\(SQLIdentifier.mariadb(table)) LIMIT 0")
+            } catch let error as KhoError where error.kind == .source {
+                throw KhoError(.source, "Source \(name): the user \(endpoint.user) cannot read mysql.\(table), which kho reads to back up the database's users and privileges (\(error.message)): GRANT SELECT ON mysql.* TO the backup user and run the backup again.")
+            }
+        }
+    }
+
     public func dumpPlan() throws -> DumpPlan {
         let dump = try MariaDBSource.tool(["mariadb-dump", "mysqldump"], source: name)
         let env = try MariaDBSource.environment(endpoint)
+        try checkAccountsReadable()
         let recorded = Locked<[DumpManifest.Database]>([])
         let version = Locked("")
         var inputs: [Archiver.StreamInput] = []
