@@ -49,7 +49,7 @@ struct Backup: ParsableCommand {
     @Option(name: .customLong("password-env"), help: "Environment variable holding the database password.")
     var passwordEnv: String?
 
-    @Flag(name: .customLong("no-globals"), help: "With --postgres: skip roles and tablespaces (pg_dumpall --globals-only).")
+    @Flag(name: .customLong("no-globals"), help: "With --postgres: skip globals.sql (pg_dumpall --globals-only, the whole cluster's roles and tablespaces); each database's own roles and properties are recorded all the same.")
     var noGlobals = false
 
     @Option(name: .customLong("min-size-ratio"), help: "Fail when the dump is smaller than this share of the previous good dump of the source.")
