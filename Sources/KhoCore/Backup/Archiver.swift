@@ -346,6 +346,21 @@ public final class Archiver {
             self.name = name
             self.open = open
         }
+
+        /// A stream of bytes made in memory when it is opened (a file recorded while an earlier
+        /// stream was read, such as a dump's schema fingerprint).
+        public static func bytes(name: String, _ make: @escaping () throws -> [UInt8]) -> StreamInput {
+            StreamInput(name: name) {
+                let bytes = try make()
+                var served = 0
+                return ({ out in
+                    let count = min(out.count, bytes.count - served)
+                    if count > 0 { bytes.withUnsafeBytes { out.baseAddress!.copyMemory(from: $0.baseAddress! + served, byteCount: count) } }
+                    served += count
+                    return count
+                }, {})
+            }
+        }
     }
 
     /// Backs up one stream as a file named `name` at the snapshot's root.

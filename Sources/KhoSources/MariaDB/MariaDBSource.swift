@@ -148,17 +148,11 @@ public struct MariaDBSource: BackupSource {
                 })
             })
             for name in [schemaFile, globalsFile] {
-                inputs.append(Archiver.StreamInput(name: name) {
+                inputs.append(Archiver.StreamInput.bytes(name: name) {
                     guard let bytes = recordedFiles.current[name] else {
                         throw KhoError(.failure, "Source \(self.name): \(name) was not recorded before it was stored; report this as a bug.")
                     }
-                    var served = 0
-                    return ({ out in
-                        let n = min(out.count, bytes.count - served)
-                        if n > 0 { bytes.withUnsafeBytes { out.baseAddress!.copyMemory(from: $0.baseAddress! + served, byteCount: n) } }
-                        served += n
-                        return n
-                    }, {})
+                    return bytes
                 })
             }
         }

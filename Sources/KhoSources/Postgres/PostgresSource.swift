@@ -146,17 +146,11 @@ public struct PostgresSource: BackupSource {
                 })
             })
             for file in [files.schema, files.globals] {
-                inputs.append(Archiver.StreamInput(name: file) {
+                inputs.append(Archiver.StreamInput.bytes(name: file) {
                     guard let bytes = extras.current[file] else {
                         throw KhoError(.failure, "Source \(name): \(file) was not recorded with the dump of \(database): report this as a bug.")
                     }
-                    var offset = 0
-                    return ({ buffer in
-                        let count = min(buffer.count, bytes.count - offset)
-                        bytes.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress! + offset, byteCount: count) }
-                        offset += count
-                        return count
-                    }, {})
+                    return bytes
                 })
             }
         }
