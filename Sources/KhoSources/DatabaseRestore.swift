@@ -224,3 +224,26 @@ extension DatabaseRestorePlan {
                                    loadName: loadName, createDatabase: !exists || swap, swap: swap)
     }
 }
+
+/// Undoes what a failed restore created (its database, its roles or users), so that it can be
+/// run again, and names what could not be undone instead of leaving it unsaid.
+struct RestoreUndo {
+    private(set) var leftovers: [String] = []
+
+    /// Runs one undo step; a failure is remembered with what was left.
+    mutating func attempt(_ what: String, _ step: () throws -> Void) {
+        do {
+            try step()
+        } catch {
+            leftovers.append("\(what) (\((error as? KhoError)?.message ?? "\(error)"))")
+        }
+    }
+
+    /// The restore's own error, with what it left behind named for the operator to remove.
+    func error(_ original: Error) -> Error {
+        guard !leftovers.isEmpty else { return original }
+        var error = original as? KhoError ?? KhoError(.failure, "\(original)")
+        error.message += " kho could not remove what this restore created: \(leftovers.joined(separator: "; ")); drop it by hand before restoring again."
+        return error
+    }
+}

@@ -236,17 +236,16 @@ struct MariaDBRestorer: EngineRestorer {
                 }
             }
         } catch {
-            // try?: the load's own error is the one to report; what is left is named in no manifest
-            // and holds nothing that is not in the repository.
+            var undo = RestoreUndo()
             if createDatabase {
-                _ = try? admin.query("DROP DATABASE IF EXISTS \(quote(loadName))")
+                undo.attempt("database \(loadName)") { try admin.query("DROP DATABASE IF EXISTS \(quote(loadName))") }
             } else {
                 // The target existed without tables (plan() checked) and MariaDB cannot roll back
                 // DDL: the tables and views it holds now came from this failed load.
-                try? MariaDBRestorer.dropTablesAndViews(admin, database: loadName)
+                undo.attempt("the tables and views loaded into \(loadName)") { try MariaDBRestorer.dropTablesAndViews(admin, database: loadName) }
             }
-            for account in made.reversed() { _ = try? admin.query(try statements.dropAccount(account)) }
-            throw error
+            for account in made.reversed() { undo.attempt(account.display) { try admin.query(try statements.dropAccount(account)) } }
+            throw undo.error(error)
         }
         var keptAs: String?
         if replace {
@@ -254,12 +253,11 @@ struct MariaDBRestorer: EngineRestorer {
             // snapshot without a fingerprint (an older kho) is checked here, before the swap.
             let unmovable = try MariaDBRestorer.unmovableObjects(admin, [original.database, loadName])
             if !unmovable.isEmpty {
-                // try?: the refusal below is what matters; a scratch database left behind has a
-                // __kho_restore_ name.
-                _ = try? admin.query("DROP DATABASE IF EXISTS \(quote(loadName))")
-                for account in made.reversed() { _ = try? admin.query(try statements.dropAccount(account)) }
+                var undo = RestoreUndo()
+                undo.attempt("database \(loadName)") { try admin.query("DROP DATABASE IF EXISTS \(quote(loadName))") }
+                for account in made.reversed() { undo.attempt(account.display) { try admin.query(try statements.dropAccount(account)) } }
                 let shown = unmovable.prefix(5).joined(separator: ", ") + (unmovable.count > 5 ? " and \(unmovable.count - 5) more" : "")
-                throw KhoError(.source, "Source \(sourceName): the dump loaded, but MariaDB cannot move views, triggers, routines or events between databases (\(shown)), so --replace cannot swap it in; \(original.database) was left as it was: restore into a new database name and point the application at it, or drop \(original.database) and restore again.")
+                throw undo.error(KhoError(.source, "Source \(sourceName): the dump loaded, but MariaDB cannot move views, triggers, routines or events between databases (\(shown)), so --replace cannot swap it in; \(original.database) was left as it was: restore into a new database name and point the application at it, or drop \(original.database) and restore again."))
             }
             let aside = "\(original.database)__kho_replaced_\(Int(Date().timeIntervalSince1970))"
             try admin.query("CREATE DATABASE \(quote(aside))")

@@ -153,11 +153,10 @@ struct PostgresRestorer: EngineRestorer {
         } catch {
             // The restore failed: what it created goes, so that it can be run again; the target's
             // own databases and roles were not touched.
-            // try?: the restore's own error is the one to report; a leftover has a __kho_restore_
-            // name (or is a role that owns nothing) and holds nothing that is not in the repository.
-            if createdDatabase { _ = try? admin.query("DROP DATABASE IF EXISTS \(quote(loadName))") }
-            for name in createdRoles.reversed() { _ = try? admin.query("DROP ROLE IF EXISTS \(quote(name))") }
-            throw error
+            var undo = RestoreUndo()
+            if createdDatabase { undo.attempt("database \(loadName)") { try admin.query("DROP DATABASE IF EXISTS \(quote(loadName))") } }
+            for name in createdRoles.reversed() { undo.attempt("role \(name)") { try admin.query("DROP ROLE IF EXISTS \(quote(name))") } }
+            throw undo.error(error)
         }
     }
 
