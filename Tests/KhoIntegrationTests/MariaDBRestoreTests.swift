@@ -59,6 +59,11 @@ private func makeLand(_ server: ScratchMariaDB) throws {
                             FOREIGN KEY (parcel_id) REFERENCES parcels (id)) ENGINE=InnoDB ROW_FORMAT=COMPACT;
         CREATE TABLE parcel_log (id INT AUTO_INCREMENT PRIMARY KEY, parcel_id INT, at TIMESTAMP DEFAULT CURRENT_TIMESTAMP) ENGINE=InnoDB;
         CREATE SEQUENCE deed_numbers START WITH 1000 INCREMENT BY 10;
+        -- A system-versioned table: its history is part of the database.
+        CREATE TABLE boundary_changes (id INT PRIMARY KEY, note VARCHAR(80)) WITH SYSTEM VERSIONING;
+        INSERT INTO boundary_changes SELECT seq, CONCAT('mốc ', seq) FROM seq_1_to_20;
+        UPDATE boundary_changes SET note = CONCAT(note, ' (đo lại)') WHERE id <= 5;
+        DELETE FROM boundary_changes WHERE id = 20;
         INSERT INTO owners (name, national_id) SELECT CONCAT('Nguyễn Văn ', seq), LPAD(seq, 12, '0') FROM seq_1_to_300;
         INSERT INTO parcels (owner_id, area, shape, notes)
           SELECT seq, seq * 12.5, ST_GeomFromText(CONCAT('POLYGON((0 0,', seq, ' 0,', seq, ' ', seq, ',0 0))')),
@@ -183,6 +188,11 @@ struct MariaDBRestoreTests {
         #expect(try fresh.value("SHOW CREATE DATABASE land;") == (try production.value("SHOW CREATE DATABASE land;")))
         #expect(try fresh.fingerprint("land") == (try production.fingerprint("land")))
         #expect(try fresh.value("SELECT next_not_cached_value FROM land.deed_numbers;") == (try production.value("SELECT next_not_cached_value FROM land.deed_numbers;")))
+        // The system-versioned table: in the manifest, and its history (25 row versions) back too.
+        #expect(result.comparison?.rows.contains { $0.table == "boundary_changes" } == true, "\(restored)")
+        let history = "SELECT COUNT(*), COALESCE(SUM(CRC32(CONCAT_WS('|', id, note))), 0) FROM land.boundary_changes FOR SYSTEM_TIME ALL;"
+        #expect(try production.value(history).hasPrefix("25\t"))
+        #expect(try fresh.value(history) == (try production.value(history)))
         #expect(try fresh.rows("SELECT ROUTINE_NAME, DATABASE_COLLATION FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = 'land' ORDER BY 1;")
                 == ["count_parcels\tlatin1_swedish_ci", "parcel_area\tlatin1_swedish_ci"])
         for account in ["'app'@'%'", "'reporter'@'127.0.0.1'", "land_auditor"] {

@@ -99,4 +99,20 @@ struct MariaDBFingerprintTests {
         }
         #expect(try server.root().value("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'mysql'") == "1")
     }
+
+    @Test("a routine grant on a database with a Vietnamese name is recorded, although MariaDB stores that database's name in procs_priv as latin1-read UTF-8")
+    func routineGrantOnUnicodeDatabase() throws {
+        let server = try TestMariaDB(password: "pw")
+        defer { server.stop() }
+        let root = try server.root()
+        _ = try server.client("""
+            CREATE DATABASE `kho bạc`; USE `kho bạc`;
+            CREATE PROCEDURE tong(OUT n INT) SELECT 1 INTO n;
+            CREATE USER 'xem'@'%';
+            GRANT EXECUTE ON PROCEDURE `kho bạc`.tong TO 'xem'@'%';
+            """)
+        let globals = try MariaDBGlobalsReader.read(root, database: "kho bạc")
+        let grant = try #require(globals.grants.first { $0.grantee.user == "xem" }, "\(globals.grants)")
+        #expect(grant.level == .procedure && grant.object == "tong" && grant.privileges == ["EXECUTE"])
+    }
 }

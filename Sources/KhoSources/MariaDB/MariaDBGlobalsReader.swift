@@ -148,7 +148,9 @@ enum MariaDBGlobalsReader {
             grants.append(.init(level: .column, object: table, column: column, grantee: grantee, privileges: privileges, grantOption: false))
             need(grantee, "privileges on column \(table).\(column)")
         }
-        for row in try connection.query("SELECT User, Host, Routine_name, Routine_type, Proc_priv FROM mysql.procs_priv WHERE Db = ? ORDER BY Routine_type, Routine_name, User, Host", [database]) {
+        // MariaDB 10.11 stores a GRANT … ON PROCEDURE's database name in procs_priv as if its UTF-8
+        // bytes were latin1 (`kho bạc` as `kho bÃ¡Âº¡c`), while mysql.db holds it as written: both match.
+        for row in try connection.query("SELECT User, Host, Routine_name, Routine_type, Proc_priv FROM mysql.procs_priv WHERE Db IN (?, CONVERT(BINARY ? USING latin1)) ORDER BY Routine_type, Routine_name, User, Host", [database, database]) {
             guard row.count == 5, let user = row[0], let host = row[1], let routine = row[2],
                   let level = MariaDBGlobals.Level(rawValue: (row[3] ?? "").lowercased()) else { continue }
             let grantee = account(user, host)

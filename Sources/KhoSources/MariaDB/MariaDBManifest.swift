@@ -11,7 +11,7 @@ enum MariaDBManifest {
 
     static func tables(_ connection: MariaDBConnection, database: String) throws -> [DumpManifest.Table] {
         let quote = SQLIdentifier.mariadb
-        let names = try MariaDBManifest.names(connection, "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME", [database])
+        let names = try MariaDBManifest.names(connection, "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') ORDER BY TABLE_NAME", [database])
         var tables: [DumpManifest.Table] = []
         for table in names {
             let columns = try MariaDBManifest.names(connection, "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION", [database, table])

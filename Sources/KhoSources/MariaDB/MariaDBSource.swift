@@ -61,6 +61,34 @@ public struct MariaDBSource: BackupSource {
         return try connection.query("CHECK TABLE \(names) EXTENDED").map { row in row.map { $0 ?? "NULL" }.joined(separator: "\t") }
     }
 
+    /// Whether this mariadb-dump can dump the history rows of system-versioned tables
+    /// (`--dump-history`, MariaDB 10.11 and later): without it a restore keeps only their current rows.
+    static func dumpsHistory(_ program: String) -> Bool {
+        historyOption.withLock { known in
+            if let answer = known[program] { return answer }
+            // try?: a mariadb-dump whose help cannot be read is asked for nothing new; the dump
+            // itself then says what is wrong.
+            let answer = (try? helpText(program))?.contains("--dump-history") ?? false
+            known[program] = answer
+            return answer
+        }
+    }
+    private static let historyOption = Locked<[String: Bool]>([:])
+
+    private static func helpText(_ program: String) throws -> String {
+        let child = try Subprocess(program: program, arguments: ["--no-defaults", "--help"], environment: ChildEnvironment.minimal(),
+                                   output: .pipe)
+        var text: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = try buffer.withUnsafeMutableBytes { try child.read($0) }
+            if count == 0 { break }
+            text += buffer[0..<count]
+        }
+        _ = child.wait()
+        return String(decoding: text, as: UTF8.self)
+    }
+
     /// The tables of the `mysql` schema the globals are read from (`MariaDBGlobalsReader`).
     static let accountTables = ["global_priv", "db", "tables_priv", "columns_priv", "procs_priv", "roles_mapping"]
 
@@ -101,7 +129,8 @@ public struct MariaDBSource: BackupSource {
                 let facts = try connection.query("SELECT VERSION(), COALESCE(SUM(DATA_LENGTH + INDEX_LENGTH), 0) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()").first ?? []
                 version.withLock { $0 = (facts.first ?? nil) ?? "" }
                 let size = Int64((facts.count > 1 ? facts[1] : nil) ?? "0") ?? 0
-                let options = MariaDBSource.arguments(endpoint, ["--single-transaction", "--routines", "--events", "--triggers", "--hex-blob"])
+                let options = MariaDBSource.arguments(endpoint, ["--single-transaction", "--routines", "--events", "--triggers", "--hex-blob"]
+                                                          + (MariaDBSource.dumpsHistory(dump) ? ["--dump-history"] : []))
                 let stream = CommandStream(
                     command: "exec \(shellQuote(dump)) \(options.map(shellQuote).joined(separator: " ")) --databases -- \(shellQuote(database))",
                     displayName: "source \(name): mariadb-dump \(database)", environment: env, timeout: limits.timeout)
