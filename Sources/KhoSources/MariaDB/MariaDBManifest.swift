@@ -9,9 +9,12 @@ import KhoSupport
 enum MariaDBManifest {
     static let checksumMethod = "mariadb: sum over rows of the first 64 bits of MD5(CONCAT_WS('|', QUOTE(column)...)), as a decimal number"
 
-    static func tables(_ connection: MariaDBConnection, database: String) throws -> [DumpManifest.Table] {
+    /// `systemVersioned`: also system-versioned tables, which a kho before issue 19 left out of its
+    /// manifests (a restore of such a snapshot compares what it recorded).
+    static func tables(_ connection: MariaDBConnection, database: String, systemVersioned: Bool = true) throws -> [DumpManifest.Table] {
         let quote = SQLIdentifier.mariadb
-        let names = try MariaDBManifest.names(connection, "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') ORDER BY TABLE_NAME", [database])
+        let types = systemVersioned ? "'BASE TABLE', 'SYSTEM VERSIONED'" : "'BASE TABLE'"
+        let names = try MariaDBManifest.names(connection, "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE IN (\(types)) ORDER BY TABLE_NAME", [database])
         var tables: [DumpManifest.Table] = []
         for table in names {
             let columns = try MariaDBManifest.names(connection, "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION", [database, table])

@@ -301,7 +301,7 @@ struct MariaDBRestorer: EngineRestorer {
     }
 
     func tables(_ plan: DatabaseRestorePlan, _ request: RestoreRequest) throws -> [DumpManifest.Table] {
-        try MariaDBManifest.tables(try connect(), database: target.database)
+        try MariaDBManifest.tables(try connect(), database: target.database, systemVersioned: request.recorded?.schemaFile != nil)
     }
 
     // MARK: fingerprints
