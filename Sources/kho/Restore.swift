@@ -109,8 +109,10 @@ struct Restore: ParsableCommand {
     }
 
     func selectSnapshot(_ repo: Repository) throws -> Snapshot {
-        try SnapshotSelector(reference: snapshotArgument ?? snapshotOption, source: source,
-                             at: try at.map { try LocalTime.parse($0, option: "--at", zone: displayZone) }, atText: at).select(in: repo)
+        let instant = try at.map { try LocalTime.parse($0, option: "--at", zone: displayZone) }
+        // Messages name the instant with its offset and zone, whatever form the operator typed.
+        return try SnapshotSelector(reference: snapshotArgument ?? snapshotOption, source: source, at: instant,
+                                    atText: instant.map { ZonedTime.formatNamed($0, in: displayZone) }).select(in: repo)
     }
 
     func confirm(_ plan: String) throws {
