@@ -45,6 +45,9 @@ private let registryObjects = """
     CREATE SCHEMA reports;
     RESET ROLE;
     CREATE EXTENSION citext SCHEMA public;
+    -- An extension at an older version than the server's default (kept through pg_upgrade, say):
+    -- pg_dump does not write the version; the restore creates it at the recorded one.
+    CREATE EXTENSION hstore VERSION '1.4' SCHEMA public;
     SET ROLE app_owner;
     CREATE TYPE registry.gender AS ENUM ('nam', 'nữ', 'khác');
     CREATE DOMAIN registry.id_number AS text CHECK (VALUE ~ '^[0-9]{12}$') NOT NULL;

@@ -160,7 +160,40 @@ struct PostgresRestorePieceTests {
             """#
         let bytes = Array(dump.utf8)
         for size in [1, 5, 333, 4096, bytes.count] {
-            let filter = PostgresTablespaceFilter(map: ["fast": "pg_default", "Nhanh \"1\"": "chậm"])
+            let filter = PostgresDumpFilter(tablespaces: ["fast": "pg_default", "Nhanh \"1\"": "chậm"])
+            var out: [UInt8] = []
+            var start = 0
+            while start < bytes.count {
+                let end = min(bytes.count, start + size)
+                try bytes[start..<end].withUnsafeBytes { try filter.feed($0) { out += $0 } }
+                start = end
+            }
+            try filter.finish { out += $0 }
+            #expect(String(decoding: out, as: UTF8.self) == expected, "chunks of \(size)")
+        }
+    }
+
+    @Test("extensions are created at their recorded version: pg_dump's CREATE EXTENSION lines get VERSION, quoted names too; COPY data and other lines stay")
+    func extensionVersions() throws {
+        let dump = #"""
+            CREATE EXTENSION IF NOT EXISTS hstore WITH SCHEMA public;
+            CREATE EXTENSION IF NOT EXISTS "uuid-ossp" WITH SCHEMA "Sổ ""x""";
+            CREATE EXTENSION IF NOT EXISTS citext WITH SCHEMA public;
+            COPY public.t (a) FROM stdin;
+            CREATE EXTENSION IF NOT EXISTS hstore WITH SCHEMA public;
+            \.
+            """#
+        let expected = #"""
+            CREATE EXTENSION IF NOT EXISTS hstore WITH SCHEMA public VERSION '1.4';
+            CREATE EXTENSION IF NOT EXISTS "uuid-ossp" WITH SCHEMA "Sổ ""x""" VERSION '1.1';
+            CREATE EXTENSION IF NOT EXISTS citext WITH SCHEMA public;
+            COPY public.t (a) FROM stdin;
+            CREATE EXTENSION IF NOT EXISTS hstore WITH SCHEMA public;
+            \.
+            """#
+        let bytes = Array(dump.utf8)
+        for size in [1, 7, bytes.count] {
+            let filter = PostgresDumpFilter(tablespaces: [:], extensionVersions: ["hstore": "1.4", "uuid-ossp": "1.1"])
             var out: [UInt8] = []
             var start = 0
             while start < bytes.count {

@@ -23,6 +23,9 @@ struct PostgresRestoreSetup {
     var roleMap: [String: String] = [:]
     /// Recorded tablespace → tablespace on the target, for every recorded tablespace.
     var tablespaceMap: [String: String] = [:]
+    /// Extensions to create at the version the database had (not the target's default), where the
+    /// target has that version.
+    var extensionVersions: [String: String] = [:]
     var items: [DatabaseRestorePlan.Item] = []
 
     /// The role's name on the target.
@@ -74,6 +77,7 @@ struct PostgresRestoreSetup {
         }
         if swap { try setup.examineSwap(request, admin: admin, login: login, superuser: setup.superuser, canCreateDatabases: canCreateDatabases) }
         try setup.examineSpace(request, admin: admin, place: place)
+        try setup.examineExtensions(request, admin: admin)
         if setup.globals != nil || !setup.bareRoles.isEmpty {
             let created = setup.create.map { setup.targetName($0.name) } + setup.bareRoles
             if !created.isEmpty {
@@ -87,6 +91,42 @@ struct PostgresRestoreSetup {
             }
         }
         return setup
+    }
+
+    /// Extensions whose recorded version is not the target's default: created at the recorded one
+    /// when the target has it, else at the default, said in the plan (the schema comparison then
+    /// names the difference).
+    private mutating func examineExtensions(_ request: RestoreRequest, admin: PostgresConnection) throws {
+        guard let file = request.recorded?.schemaFile else { return }
+        let fingerprint = try SchemaFingerprint.decode(try request.files.read(file, limit: DatabaseRestore.jsonLimit), file: file)
+        let recorded = fingerprint.objects.filter { $0.kind == .extension }
+        guard !recorded.isEmpty else { return }
+        var defaults: [String: String] = [:]
+        for row in try admin.query("SELECT name, default_version FROM pg_available_extensions") {
+            if row.count == 2, let name = row[0], let version = row[1] { defaults[name] = version }
+        }
+        var available = Set<String>()
+        for row in try admin.query("SELECT name, version FROM pg_available_extension_versions") {
+            if row.count == 2, let name = row[0], let version = row[1] { available.insert(name + "\u{0}" + version) }
+        }
+        for object in recorded {
+            // try?: a definition that is not the JSON kho writes has no version to keep; the
+            // schema comparison still compares it as text.
+            guard let name = PostgresStatements.parseIdentifier(Array(object.name.utf8)),
+                  case .object(let fields)? = try? JSON.decoder.decode(JSONValue.self, from: Data(object.definition.utf8)),
+                  case .string(let version)? = fields["version"] else { continue }
+            guard let defaultVersion = defaults[name] else {
+                items.append(.init(.note, "extension \(name)", "not installed on the target server: the load stops at its CREATE EXTENSION; install the extension's package (version \(version)) first"))
+                continue
+            }
+            guard version != defaultVersion else { continue }
+            if available.contains(name + "\u{0}" + version) {
+                extensionVersions[name] = version
+                items.append(.init(.create, "extension \(name)", "at its recorded version \(version) (the target's default is \(defaultVersion))"))
+            } else {
+                items.append(.init(.note, "extension \(name)", "version \(version) is not available on the target: created at its default \(defaultVersion); the schema comparison will name the difference"))
+            }
+        }
     }
 
     /// Roles of a snapshot before issue 19: the names its globals.sql creates, nothing else.

@@ -10,7 +10,7 @@ import KhoSupport
 ///
 /// kho's own statements go through a libpq connection, every name quoted and every text escaped
 /// (`PostgresStatements`); nothing of the dump but `SET default_tablespace` lines of mapped
-/// tablespaces is changed on the way (`PostgresTablespaceFilter`).
+/// tablespaces and the versions of extensions are changed on the way (`PostgresDumpFilter`).
 ///
 /// Roles that exist on the target are kept as they are (their attributes, memberships and
 /// passwords are never changed). A role mapped with --map-role is created under its recorded name,
@@ -114,7 +114,7 @@ struct PostgresRestorer: EngineRestorer {
                 try admin.query("ALTER DATABASE \(quote(loadName)) WITH CONNECTION LIMIT \(database.connectionLimit)")
             }
 
-            let bytes = try feedDump(request, database: loadName, tablespaceMap: setup.tablespaceMap, progress: progress)
+            let bytes = try feedDump(request, database: loadName, setup: setup, progress: progress)
 
             if let database {
                 for sql in PostgresStatements.databaseACL(database.acl, database: loadName, owner: database.owner, roleName: { $0 }) {
@@ -226,11 +226,14 @@ struct PostgresRestorer: EngineRestorer {
         return notes
     }
 
-    /// Streams the dump into psql, through the tablespace filter when a tablespace is mapped.
-    private func feedDump(_ request: RestoreRequest, database: String, tablespaceMap: [String: String], progress: @escaping (Int64) -> Void) throws -> Int64 {
-        let moved = tablespaceMap.filter { $0.key != $0.value }
+    /// Streams the dump into psql, through the filter when a tablespace is mapped or an extension
+    /// is created at its recorded version.
+    private func feedDump(_ request: RestoreRequest, database: String, setup: PostgresRestoreSetup, progress: @escaping (Int64) -> Void) throws -> Int64 {
+        let moved = setup.tablespaceMap.filter { $0.key != $0.value }
+        let extensionVersions = setup.extensionVersions
         let produce: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void = { write in
-            let filter = moved.isEmpty ? nil : PostgresTablespaceFilter(map: moved)
+            let rewriter = PostgresDumpFilter(tablespaces: moved, extensionVersions: extensionVersions)
+            let filter = rewriter.changesNothing ? nil : rewriter
             try request.files.stream(request.dumpFile) { chunk in
                 if let filter { try filter.feed(chunk, write) } else { try write(chunk) }
                 progress(Int64(chunk.count))

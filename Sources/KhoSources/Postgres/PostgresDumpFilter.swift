@@ -1,15 +1,20 @@
 import Foundation
 
-/// Puts a dump's objects into other tablespaces (`--map-tablespace OLD=NEW`) as it streams to psql.
+/// Rewrites two kinds of line of a dump as it streams to psql, and touches nothing else: not COPY
+/// data (a row that reads like such a line stays as it is), not any other statement. A function
+/// whose body holds one of those exact lines on a line of its own would be changed too; the schema
+/// comparison after the restore would name it.
 ///
-/// pg_dump names a table's or an index's tablespace in one kind of line only, between objects:
-/// `SET default_tablespace = NAME;` (NAME quoted as an identifier when it must be). This filter
-/// rewrites those lines whose NAME is mapped, and touches nothing else: not COPY data (a row that
-/// reads like such a line stays as it is), not any other statement. A function whose body holds
-/// that exact line on a line of its own would be changed too; the schema comparison after the
-/// restore would name it.
-final class PostgresTablespaceFilter {
+/// - Tablespaces (`--map-tablespace OLD=NEW`): pg_dump names a table's or an index's tablespace in
+///   one kind of line only, between objects: `SET default_tablespace = NAME;` (NAME quoted as an
+///   identifier when it must be); those whose NAME is mapped are rewritten.
+/// - Extension versions: pg_dump writes `CREATE EXTENSION IF NOT EXISTS NAME WITH SCHEMA SCHEMA;`
+///   without the version, so a target creates its default one — not the version the database had
+///   (an old one kept through pg_upgrade, say). Where the recorded version is available on the
+///   target, ` VERSION 'V'` is added.
+final class PostgresDumpFilter {
     private let map: [String: String]
+    private let extensionVersions: [String: String]
     /// The current line while it is short enough to be one the filter rewrites.
     private var line: [UInt8] = []
     /// The current line is longer than that: it goes through as it comes; its first and last bytes
@@ -22,7 +27,12 @@ final class PostgresTablespaceFilter {
     private static let prefix = Array("SET default_tablespace = ".utf8)
     private static let lineLimit = 4096
 
-    init(map: [String: String]) { self.map = map }
+    init(tablespaces map: [String: String], extensionVersions: [String: String] = [:]) {
+        self.map = map
+        self.extensionVersions = extensionVersions
+    }
+
+    var changesNothing: Bool { map.allSatisfy { $0.key == $0.value } && extensionVersions.isEmpty }
 
     /// Filters `bytes` and hands what is ready to `write`.
     func feed(_ bytes: UnsafeRawBufferPointer, _ write: (UnsafeRawBufferPointer) throws -> Void) throws {
@@ -89,7 +99,7 @@ final class PostgresTablespaceFilter {
     }
 
     /// A complete short line (without its newline) goes to the output, rewritten if it is a
-    /// mapped tablespace's SET.
+    /// mapped tablespace's SET or an extension to create at its recorded version.
     private func endLine() {
         defer { line.removeAll(keepingCapacity: true) }
         if !inCopyData, let rewritten = rewrite(line) {
@@ -100,11 +110,40 @@ final class PostgresTablespaceFilter {
         out.append(contentsOf: line)
     }
 
-    /// `SET default_tablespace = OLD;` → `SET default_tablespace = NEW;` when OLD is mapped.
+    /// `SET default_tablespace = OLD;` → `SET default_tablespace = NEW;` when OLD is mapped;
+    /// `CREATE EXTENSION IF NOT EXISTS X WITH SCHEMA S;` → `… WITH SCHEMA S VERSION 'V';`.
     func rewrite(_ body: [UInt8]) -> [UInt8]? {
+        if body.starts(with: Self.extensionPrefix) { return rewriteExtension(body) }
         guard body.starts(with: Self.prefix), body.last == 0x3b else { return nil }
         let identifier = Array(body[Self.prefix.count..<(body.count - 1)])
         guard let name = PostgresStatements.parseIdentifier(identifier), let mapped = map[name], mapped != name else { return nil }
         return Self.prefix + Array(SQLIdentifier.postgres(mapped).utf8) + [0x3b]
+    }
+
+    private static let extensionPrefix = Array("CREATE EXTENSION IF NOT EXISTS ".utf8)
+    private static let withSchema = Array(" WITH SCHEMA ".utf8)
+
+    private func rewriteExtension(_ body: [UInt8]) -> [UInt8]? {
+        guard !extensionVersions.isEmpty, body.last == 0x3b else { return nil }
+        let rest = Array(body[Self.extensionPrefix.count..<(body.count - 1)])
+        // The name is one identifier: quoted (quotes doubled inside) or bare; then " WITH SCHEMA ".
+        var end = 0
+        if rest.first == 0x22 {
+            end = 1
+            while end < rest.count {
+                if rest[end] == 0x22 {
+                    if end + 1 < rest.count && rest[end + 1] == 0x22 { end += 2; continue }
+                    end += 1
+                    break
+                }
+                end += 1
+            }
+        } else {
+            while end < rest.count && rest[end] != 0x20 { end += 1 }
+        }
+        guard end <= rest.count, rest[end...].starts(with: Self.withSchema),
+              PostgresStatements.parseIdentifier(Array(rest[(end + Self.withSchema.count)...])) != nil,
+              let name = PostgresStatements.parseIdentifier(Array(rest[..<end])), let version = extensionVersions[name] else { return nil }
+        return Array(body.dropLast()) + Array(" VERSION \(PostgresLiteral.quote(version));".utf8)
     }
 }
