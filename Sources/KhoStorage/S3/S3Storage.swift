@@ -201,6 +201,9 @@ package struct S3Storage: Storage {
         conditionalWrites.withLock { $0 = honoured }
     }
 
+    /// What the probe found; nil before the first `saveIfAbsent`.
+    package var honoursConditionalWrites: Bool? { conditionalWrites.current }
+
     package func list(_ kind: FileKind, under folder: String) throws -> [StoredFile] {
         let prefix = try StorageFolder.prefix(folder)
         guard kind == .wal else {
