@@ -269,4 +269,21 @@ import KhoTestSupport
         let sealed = try WALObject.seal(file: [1, 2, 3], meta: meta, cluster: cluster, name: name, sealer: sealer, compressionLevel: 0)
         #expect(throws: KhoError.self) { try WALObject.open(sealed, cluster: cluster, name: name, sealer: sealer) }
     }
+
+    @Test func archiveRecordRoundTripAndSwap() throws {
+        let cluster = SystemIdentifier(0x6b16_d153_5049_2971)
+        let record = WALArchiveRecord(source: "billing", cluster: cluster, serverVersion: 15, segmentSize: .default, walBlockSize: 8192,
+                                      pageMagic: 0xD110, created: Date(timeIntervalSince1970: 1_800_000_000), host: "db1")
+        #expect(WALArchiveRecord.handle(cluster: cluster).path == "wal/6b16d15350492971/archive")
+        let sealed = try record.seal(sealer: sealer)
+        #expect(try WALArchiveRecord.open(sealed, cluster: cluster, sealer: sealer) == record)
+        let expectation = try record.expectation()
+        #expect(expectation.cluster == cluster && expectation.magic == 0xD110 && expectation.blockSize == 8192 && expectation.segmentSize == .default)
+        // Another cluster's record under this cluster's path does not open.
+        #expect(throws: KhoError.self) { try WALArchiveRecord.open(sealed, cluster: SystemIdentifier(cluster.value + 1), sealer: self.sealer) }
+        // Neither a record as a WAL file nor a WAL file as a record.
+        #expect(throws: KhoError.self) { try WALObject.open(sealed, cluster: cluster, name: .history(timeline: 2), sealer: self.sealer) }
+        let history = try object(Array("1\t0/3000000\tno recovery target specified\n".utf8), .history(timeline: 2), cluster)
+        #expect(throws: KhoError.self) { try WALArchiveRecord.open(history, cluster: cluster, sealer: self.sealer) }
+    }
 }

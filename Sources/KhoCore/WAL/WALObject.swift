@@ -149,3 +149,79 @@ extension Repository {
         try WALObject.open(sealed, cluster: cluster, name: name, sealer: try makeSealer())
     }
 }
+
+/// `wal/<sysid>/archive`: which source's archive a cluster's WAL is, and what every file pushed
+/// into it must match (docs/FORMAT.md section 20.3). Saved once, with `saveIfAbsent`; the current
+/// archive of a source is the newest record naming it.
+public struct WALArchiveRecord: Codable, Equatable, Sendable {
+    /// The policy source whose archive this is.
+    public var source: String
+    /// The cluster's system identifier, 16 lower-case hex digits; must equal the path's.
+    public var cluster: String
+    /// The server's major version (15, 16, 17).
+    public var serverVersion: Int
+    public var segmentSize: Int
+    public var walBlockSize: Int
+    /// `XLOG_PAGE_MAGIC` of the server version, 4 lower-case hex digits.
+    public var pageMagic: String
+    public var created: String
+    public var host: String
+    /// The cluster whose archive this one replaced (`kho wal adopt`), 16 lower-case hex digits.
+    public var previous: String?
+
+    public init(source: String, cluster: SystemIdentifier, serverVersion: Int, segmentSize: WALSegmentSize, walBlockSize: Int,
+                pageMagic: UInt16, created: Date, host: String, previous: SystemIdentifier? = nil) {
+        self.source = source
+        self.cluster = cluster.description
+        self.serverVersion = serverVersion
+        self.segmentSize = segmentSize.bytes
+        self.walBlockSize = walBlockSize
+        let digits = String(pageMagic, radix: 16)
+        self.pageMagic = String(repeating: "0", count: max(0, 4 - digits.count)) + digits
+        self.created = Timestamp.format(created)
+        self.host = host
+        self.previous = previous?.description
+    }
+
+    public static func handle(cluster: SystemIdentifier) -> Handle { Handle(.wal, "\(cluster)/archive") }
+
+    /// What segments pushed into this archive must match, from the record's own fields.
+    public func expectation() throws -> WALSegmentHeader.Expectation {
+        guard let magic = UInt16(pageMagic, radix: 16), walBlockSize > 0, walBlockSize <= Int(UInt32.max) else {
+            throw KhoError(.integrity, "The WAL archive record of cluster \(cluster) has an unreadable page magic or block size: it was not written by kho; run `kho check`.")
+        }
+        return WALSegmentHeader.Expectation(cluster: try SystemIdentifier(parsing: cluster), segmentSize: try WALSegmentSize(bytes: segmentSize),
+                                            blockSize: UInt32(walBlockSize), magic: magic)
+    }
+
+    package func seal(sealer: Sealer) throws -> [UInt8] {
+        let cluster = try SystemIdentifier(parsing: self.cluster)
+        return try sealer.seal([0] + Array(try JSON.encoder.encode(self)), context: WALObject.recordContext(cluster: cluster))
+    }
+
+    /// Opens the record stored at `wal/<cluster>/archive` and checks that it is that cluster's.
+    package static func open(_ sealed: [UInt8], cluster: SystemIdentifier, sealer: Sealer) throws -> WALArchiveRecord {
+        let path = handle(cluster: cluster).path
+        guard let plain = try sealer.open(sealed, context: WALObject.recordContext(cluster: cluster)), plain.first == 0 else {
+            throw KhoError(.integrity, "\(path) does not authenticate as that cluster's archive record (damaged, not of this repository, or another cluster's record saved under its name): run `kho check`.")
+        }
+        let record: WALArchiveRecord
+        do {
+            record = try JSON.decoder.decode(WALArchiveRecord.self, from: Data(plain[1...]))
+        } catch {
+            throw KhoError(.integrity, "\(path) authenticates but is not an archive record kho can read (\(error)): it was written by a newer or faulty kho; upgrade kho, or run `kho check`.")
+        }
+        guard record.cluster == cluster.description else {
+            throw KhoError(.integrity, "\(path) names cluster \(record.cluster), not \(cluster): it was written by a faulty kho; run `kho check`.")
+        }
+        return record
+    }
+}
+
+extension Repository {
+    public func sealWALRecord(_ record: WALArchiveRecord) throws -> [UInt8] { try record.seal(sealer: try makeSealer()) }
+
+    public func openWALRecord(_ sealed: [UInt8], cluster: SystemIdentifier) throws -> WALArchiveRecord {
+        try WALArchiveRecord.open(sealed, cluster: cluster, sealer: try makeSealer())
+    }
+}
