@@ -287,3 +287,49 @@ import KhoTestSupport
         #expect(throws: KhoError.self) { try WALArchiveRecord.open(history, cluster: cluster, sealer: self.sealer) }
     }
 }
+
+/// The text files a real PostgreSQL 15 archived beside segments (made by
+/// Tests/Fixtures/postgres/wal/make-history-fixtures.sh): a base backup's history file and the
+/// timeline history a promoted standby wrote.
+@Suite struct WALTextFileTests {
+    let folder = TestPaths.packageRoot + "/Tests/Fixtures/postgres/wal"
+    func fixture(_ name: String) throws -> [UInt8] { Array(try Data(contentsOf: URL(fileURLWithPath: folder + "/" + name))) }
+
+    @Test func realTimelineHistory() throws {
+        let name = try WALFileName(parsing: "00000002.history")
+        let switches = try WALTextFile.history(try fixture("00000002.history"), name: name)
+        #expect(switches == [WALTimelineSwitch(parentTimeline: 1, switchPoint: LSN(0x300_0000), reason: "no recovery target specified")])
+        // Longer ancestries, comments and blank lines as PostgreSQL's reader allows them.
+        let three = Array("# comment\n1\t0/3000000\tno recovery target specified\n\n2\t0/50000A0\tat restore point \"x\"\n".utf8)
+        #expect(try WALTextFile.history(three, name: try WALFileName(parsing: "00000003.history")).count == 2)
+        for (bad, why) in [("2\t0/3000000\tx\n", "parent not below the file's timeline"),
+                           ("1\t0/3000000\n0\t0/1\tx\n", "parent 0 and out of order"),
+                           ("1 0/3000000 x\n", "spaces, not tabs"),
+                           ("1\t0/30000G0\tx\n", "not an LSN"),
+                           ("", "empty"),
+                           ("# only a comment\n", "no parent")] {
+            #expect(throws: KhoError.self, "\(why)") { try WALTextFile.history(Array(bad.utf8), name: name) }
+        }
+        #expect(throws: KhoError.self, "not UTF-8") { try WALTextFile.history([0x31, 0x09, 0xff, 0xfe], name: name) }
+        #expect(throws: KhoError.self, "too large") {
+            try WALTextFile.history(Array(repeating: UInt8(ascii: "#"), count: WALTextFile.largestHistory + 1), name: name)
+        }
+        #expect(throws: KhoError.self, "a segment's name") { try WALTextFile.history(try fixture("00000002.history"), name: try WALFileName(parsing: "000000020000000000000003")) }
+    }
+
+    @Test func realBackupHistory() throws {
+        let file = "000000010000000000000002.00000028.backup"
+        let bytes = try fixture(file)
+        #expect(try WALTextFile.backup(bytes, name: try WALFileName(parsing: file), segmentSize: .default) == LSN(0x200_0028))
+        // The same content under another offset's or segment's name is refused.
+        for other in ["000000010000000000000002.00000030.backup", "000000010000000000000003.00000028.backup", "000000020000000000000002.00000028.backup"] {
+            #expect(throws: KhoError.self, "\(other)") { try WALTextFile.backup(bytes, name: try WALFileName(parsing: other), segmentSize: .default) }
+        }
+        #expect(throws: KhoError.self, "no start line") {
+            try WALTextFile.backup(Array("LABEL: x\n".utf8), name: try WALFileName(parsing: file), segmentSize: .default)
+        }
+        #expect(throws: KhoError.self, "too large") {
+            try WALTextFile.backup(bytes + Array(repeating: UInt8(ascii: "x"), count: WALTextFile.largestBackup), name: try WALFileName(parsing: file), segmentSize: .default)
+        }
+    }
+}
