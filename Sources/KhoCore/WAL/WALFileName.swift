@@ -213,6 +213,8 @@ public struct WALFileName: Hashable, Sendable, CustomStringConvertible {
 
     /// Parses a stored name (`<sysid>/<folder>/<name>` or `<sysid>/<name>`), checking that the
     /// folder is the one this name belongs in: a file listed from storage is hostile as well.
+    /// The archive record (`<sysid>/archive`, `WALArchiveRecord.handle`) is not a WAL file and
+    /// is refused here: listings set it apart first.
     public init(storedName: String) throws {
         let parts = storedName.split(separator: "/", omittingEmptySubsequences: false)
         guard (2...3).contains(parts.count) else {

@@ -104,8 +104,6 @@ public struct LocalStorage: Storage {
             (fd, code) = Syscall.attempt { open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
         }
         guard code == 0 else { throw KhoError.posix("open", temporary, errno: code) }
-        // The temporary file goes on every path: after a link it is a second name of the file.
-        defer { unlink(temporary) }
         do {
             try data.withUnsafeBytes { try Syscall.writeAll(fd, $0, handle.path) }
             try Syscall.call("fsync", handle.path) { fsync(fd) }
@@ -114,9 +112,15 @@ public struct LocalStorage: Storage {
             if close(closing) != 0 && errno != EINTR { throw KhoError.posix("close", handle.path, errno: errno) }
         } catch {
             if fd >= 0 { close(fd) }
+            unlink(temporary)
             throw error
         }
         let (_, linkCode) = Syscall.attempt { link(temporary, target) }
+        // After a link the temporary name is a second name of the file, and otherwise it is
+        // garbage: it goes on every path, before the folder fsync so that one fsync makes both
+        // the new name and the removal durable. (A crash in between leaves a `.tmp-` name, which
+        // listings skip and prune removes.)
+        unlink(temporary)
         switch linkCode {
         case 0:
             try syncFolder(folder)
