@@ -333,3 +333,36 @@ import KhoTestSupport
         }
     }
 }
+
+/// `kho check` counts the nonces of archived WAL objects with every other sealed object's.
+@Suite struct WALNonceCensusTests {
+    @Test func repeatedNoncesAcrossWALObjectsAreFound() throws {
+        var options = Repository.CreateOptions()
+        options.scrypt = Scrypt.minimum
+        let storage = MemoryStorage()
+        let repository = try Repository.create(storage: storage, password: Array("test password".utf8), options: options)
+        let cluster = SystemIdentifier(0xabc)
+        func store(_ name: WALFileName, _ file: [UInt8], sealer: Sealer) throws {
+            let meta = WALObjectMeta(cluster: cluster, name: name, size: file.count, sha256: try SHA256.hash(file).hex, segmentSize: .default,
+                                     pageMagic: nil, pushed: Date(), host: "h", key: repository.keyID)
+            #expect(try storage.saveIfAbsent(name.handle(cluster: cluster), data: try WALObject.seal(file: file, meta: meta, cluster: cluster, name: name, sealer: sealer, compressionLevel: 0)))
+        }
+        let lock = try RepositoryLock.acquire(storage: storage, exclusive: false, command: "check")
+        defer { lock.release() }
+        // Sealed as kho seals them: every nonce fresh.
+        let fresh = try repository.makeSealer()
+        try store(try WALFileName(parsing: "000000010000000000000001"), [1], sealer: fresh)
+        try store(try WALFileName(parsing: "000000010000000000000002"), [2], sealer: fresh)
+        let clean = try Checker(repository: repository, options: CheckOptions()).run()
+        #expect(clean.ok, "\(clean.errors)")
+        #expect(clean.noncesCompared == 2)
+        // Two more sealed by a faulty writer that repeats its nonce.
+        let repeating = try Sealer(key: repository.key.encryption, nonces: .repeatedForTesting)
+        try store(try WALFileName(parsing: "000000010000000000000003"), [3], sealer: repeating)
+        try store(try WALFileName(parsing: "00000002.history"), Array("1\t0/3000000\tx\n".utf8), sealer: repeating)
+        let report = try Checker(repository: repository, options: CheckOptions()).run()
+        #expect(report.noncesCompared == 4)
+        #expect(report.errors.contains { $0.contains("wal/0000000000000abc/0000000100000000/000000010000000000000003") && $0.contains("wal/0000000000000abc/00000002.history") },
+                "\(report.errors)")
+    }
+}
