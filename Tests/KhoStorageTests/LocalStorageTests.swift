@@ -128,4 +128,75 @@ import Testing
             #expect(try !LocalStorage(path: folder).isEmpty())
         }
     }
+
+    /// Separate processes racing to store the same names (as two `kho wal push` of one segment
+    /// would): for each name exactly one stores, and the stored file is that one's. The racers
+    /// are this test binary run again with `saveIfAbsentRacer` selected.
+    @Test func saveIfAbsentRaceBetweenProcesses() throws {
+        let racers = 6
+        let names = (0..<4).map { "00000000000000aa/0000000100000000/00000001000000000000000\($0)" }
+        try withTemporaryFolder { (folder: String) throws in
+            let root = folder + "/repo"
+            try FileManager.default.createDirectory(atPath: folder + "/results", withIntermediateDirectories: true)
+            let executable = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+            var processes: [Process] = []
+            for index in 0..<racers {
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: executable)
+                process.arguments = ["--testing-library", "swift-testing", "--filter", "saveIfAbsentRacer"]
+                process.environment = ProcessInfo.processInfo.environment.merging(
+                    ["KHO_TEST_SAVE_IF_ABSENT_RACE": "\(folder)|\(index)|\(names.joined(separator: ","))"]) { $1 }
+                process.standardOutput = FileHandle.nullDevice
+                process.standardError = FileHandle.nullDevice
+                try process.run()
+                processes.append(process)
+            }
+            // Start them together once every racer is waiting.
+            let deadline = Date().addingTimeInterval(60)
+            while try FileManager.default.contentsOfDirectory(atPath: folder + "/results").filter({ $0.hasSuffix(".ready") }).count < racers {
+                guard Date() < deadline else { Issue.record("the racers did not start within 60 s"); break }
+                usleep(5_000)
+            }
+            try Data().write(to: URL(fileURLWithPath: folder + "/go"))
+            for process in processes { process.waitUntilExit() }
+            let storage = LocalStorage(path: root)
+            for name in names {
+                var winners: [Int] = []
+                for index in 0..<racers {
+                    let result = try String(contentsOfFile: "\(folder)/results/\(index)-\(name.suffix(24))", encoding: .utf8)
+                    if result == "stored" { winners.append(index) } else { #expect(result == "taken", "racer \(index): \(result)") }
+                }
+                #expect(winners.count == 1, "\(name): \(winners.count) processes stored it")
+                if let winner = winners.first {
+                    #expect(try storage.load(Handle(.wal, name)) == Self.racerData(winner, name))
+                }
+            }
+            #expect(try storage.leftoverTemporaryFiles().isEmpty)
+        }
+    }
+
+    static func racerData(_ index: Int, _ name: String) -> [UInt8] {
+        var rng = SplitMix64(seed: UInt64(index) &* 1_000_003 &+ UInt64(name.utf8.reduce(0) { $0 &* 31 &+ Int($1) } & 0xffff))
+        return rng.bytes(50_000 + index)
+    }
+
+    /// One racer of `saveIfAbsentRaceBetweenProcesses`; does nothing unless that test started it.
+    @Test func saveIfAbsentRacer() throws {
+        guard let job = ProcessInfo.processInfo.environment["KHO_TEST_SAVE_IF_ABSENT_RACE"] else { return }
+        let parts = job.split(separator: "|").map(String.init)
+        try #require(parts.count == 3, "KHO_TEST_SAVE_IF_ABSENT_RACE is folder|index|names")
+        let (folder, index, names) = (parts[0], try #require(Int(parts[1])), parts[2].split(separator: ",").map(String.init))
+        let storage = LocalStorage(path: folder + "/repo")
+        try Data().write(to: URL(fileURLWithPath: "\(folder)/results/\(index).ready"))
+        while !FileManager.default.fileExists(atPath: folder + "/go") { usleep(200) }
+        for name in names {
+            let result: String
+            do {
+                result = try storage.saveIfAbsent(Handle(.wal, name), data: Self.racerData(index, name)) ? "stored" : "taken"
+            } catch {
+                result = "error: \(error)"
+            }
+            try Data(result.utf8).write(to: URL(fileURLWithPath: "\(folder)/results/\(index)-\(name.suffix(24))"))
+        }
+    }
 }

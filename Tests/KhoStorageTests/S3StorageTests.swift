@@ -153,12 +153,42 @@ struct S3StorageTests {
         try StorageConformance { try server.freshStorage() }.run(check)
     }
 
+    /// moto, like AWS and MinIO, refuses a PUT with `If-None-Match: *` over an existing object:
+    /// the probe finds that, leaves nothing behind, and the race check above ran on it.
+    @Test func conditionalWritesAreFoundAndUsed() throws {
+        let server = try MotoServer.requireShared()
+        let storage = try server.freshStorage()
+        #expect(storage.honoursConditionalWrites == nil)
+        let handle = Handle(.wal, "0000000000000001/0000000100000000/000000010000000000000001")
+        #expect(try storage.saveIfAbsent(handle, data: [1]))
+        #expect(storage.honoursConditionalWrites == true)
+        #expect(try !storage.saveIfAbsent(handle, data: [2]))
+        #expect(try storage.load(handle) == [1])
+        #expect(try storage.list(.lock).isEmpty)
+        // The probe object is gone, not just hidden from listings.
+        #expect(try storage.list(.wal) == [StoredFile(name: handle.name, size: 1)])
+        try storage.remove(handle)
+        #expect(try storage.isEmpty())
+    }
+
+    /// On a server that ignores `If-None-Match` (acted here), HEAD then PUT still never replaces a
+    /// stored object; only two writers of one name at the same moment could both store.
+    @Test func theFallbackWithoutConditionalWritesNeverReplaces() throws {
+        let server = try MotoServer.requireShared()
+        try StorageConformance {
+            let storage = try server.freshStorage()
+            storage.assumeConditionalWrites(false)
+            return storage
+        }.run(.saveIfAbsentNeverReplaces)
+    }
+
     @Test func listingsOfManyPages() throws {
         let server = try MotoServer.requireShared()
         var configuration = server.configuration()
         configuration.listPageSize = 7
         // The suite's own check, with every listing cut into pages of 7 objects.
         try StorageConformance { try server.freshStorage(configuration: configuration) }.run(.listReturnsExactlyWhatWasSaved)
+        try StorageConformance { try server.freshStorage(configuration: configuration) }.run(.listUnderNestedFolders)
         let storage = try server.freshStorage(configuration: configuration)
         var rng = SplitMix64(seed: 38)
         var names = Set<String>()

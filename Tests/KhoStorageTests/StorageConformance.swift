@@ -37,6 +37,10 @@ struct StorageConformance {
         case streamWriterRoundTrip
         case streamWriterAbortLeavesNothing
         case streamWriterOversizedIsRefused
+        case saveIfAbsentNeverReplaces
+        case saveIfAbsentRaceHasOneWinner
+        case listUnderNestedFolders
+        case listUnderRefusesFoldersOutsideTheKind
 
         var testDescription: String { rawValue }
     }
@@ -73,10 +77,100 @@ struct StorageConformance {
         case .streamWriterRoundTrip: try streamWriterRoundTrip(storage)
         case .streamWriterAbortLeavesNothing: try streamWriterAbortLeavesNothing(storage)
         case .streamWriterOversizedIsRefused: try streamWriterOversizedIsRefused(storage)
+        case .saveIfAbsentNeverReplaces: try saveIfAbsentNeverReplaces(storage)
+        case .saveIfAbsentRaceHasOneWinner: try saveIfAbsentRaceHasOneWinner(storage)
+        case .listUnderNestedFolders: try listUnderNestedFolders(storage)
+        case .listUnderRefusesFoldersOutsideTheKind: try listUnderRefusesFoldersOutsideTheKind(storage)
         }
     }
 
     // MARK: checks
+
+    /// A name that is taken stays as it is, whoever took it (saveIfAbsent or save); a removed
+    /// name can be taken again.
+    func saveIfAbsentNeverReplaces(_ storage: any Storage) throws {
+        var rng = SplitMix64(seed: 31)
+        for handle in [Handle(.wal, "6b16d15350492971/0000000100000000/000000010000000000000003"),
+                       Handle(.wal, "6b16d15350492971/00000002.history"), Handle(.lock, rng.name())] {
+            let first = rng.bytes(5000)
+            #expect(try storage.saveIfAbsent(handle, data: first), "\(handle)")
+            #expect(try !storage.saveIfAbsent(handle, data: rng.bytes(100)), "\(handle)")
+            #expect(try !storage.saveIfAbsent(handle, data: first), "\(handle): the same bytes again still find the name taken")
+            #expect(try storage.load(handle) == first, "\(handle)")
+            try storage.remove(handle)
+            let second = rng.bytes(7)
+            #expect(try storage.saveIfAbsent(handle, data: second), "\(handle)")
+            #expect(try storage.load(handle) == second, "\(handle)")
+        }
+        let saved = Handle(.wal, "0000000000000001/0000000100000000/000000010000000000000001")
+        try storage.save(saved, data: [1, 2, 3])
+        #expect(try !storage.saveIfAbsent(saved, data: [4]))
+        #expect(try storage.load(saved) == [1, 2, 3])
+        // Zero-length files are files too.
+        let empty = Handle(.wal, "0000000000000001/0000000100000000/000000010000000000000002")
+        #expect(try storage.saveIfAbsent(empty, data: []))
+        #expect(try !storage.saveIfAbsent(empty, data: [9]))
+        #expect(try storage.load(empty) == [])
+        if let local = storage as? LocalStorage { #expect(try local.leftoverTemporaryFiles().isEmpty) }
+    }
+
+    /// Writers racing for one name: exactly one stores, and what is stored is the winner's.
+    func saveIfAbsentRaceHasOneWinner(_ storage: any Storage) throws {
+        var rng = SplitMix64(seed: 32)
+        for round in 0..<6 {
+            let handle = Handle(.wal, "00000000000000ff/0000000100000000/0000000100000000000000\(round < 10 ? "0" : "")\(round)")
+            let versions = (0..<8).map { _ in rng.bytes(Int.random(in: 1...200_000, using: &rng)) }
+            let winners = Failures()
+            let failures = Failures()
+            DispatchQueue.concurrentPerform(iterations: versions.count) { i in
+                do {
+                    if try storage.saveIfAbsent(handle, data: versions[i]) { winners.append(String(i)) }
+                } catch {
+                    failures.append("\(error)")
+                }
+            }
+            #expect(failures.all.isEmpty, "\(failures.all)")
+            #expect(winners.all.count == 1, "round \(round): \(winners.all.count) writers stored \(handle)")
+            if let winner = winners.all.first.flatMap(Int.init) {
+                #expect(try storage.load(handle) == versions[winner], "round \(round): the stored file is not the winner's")
+            }
+        }
+        if let local = storage as? LocalStorage { #expect(try local.leftoverTemporaryFiles().isEmpty) }
+    }
+
+    func listUnderNestedFolders(_ storage: any Storage) throws {
+        var rng = SplitMix64(seed: 33)
+        let names = ["aa/bb/c1", "aa/bb/c2", "aa/dd/e", "aa/f", "ff/g/h", "top"]
+        var expected: Set<StoredFile> = []
+        for name in names {
+            let data = rng.bytes(Int.random(in: 0...300, using: &rng))
+            #expect(try storage.saveIfAbsent(Handle(.wal, name), data: data))
+            expected.insert(StoredFile(name: name, size: data.count))
+        }
+        try storage.save(Handle(.lock, rng.name()), data: [1])
+        #expect(Set(try storage.list(.wal)) == expected)
+        #expect(Set(try storage.list(.wal, under: "")) == expected)
+        #expect(Set(try storage.list(.wal, under: "aa").map(\.name)) == ["aa/bb/c1", "aa/bb/c2", "aa/dd/e", "aa/f"])
+        #expect(Set(try storage.list(.wal, under: "aa/bb").map(\.name)) == ["aa/bb/c1", "aa/bb/c2"])
+        #expect(try storage.list(.wal, under: "ff/g").map(\.name) == ["ff/g/h"])
+        // A prefix of a folder's name is not the folder.
+        #expect(try storage.list(.wal, under: "a").isEmpty)
+        #expect(try storage.list(.wal, under: "zz").isEmpty)
+        #expect(try storage.list(.wal, under: "aa/zz").isEmpty)
+        for file in try storage.list(.wal, under: "aa") { #expect(try storage.stat(Handle(.wal, file.name)).size == file.size) }
+        #expect(try storage.list(.lock).count == 1, "wal files are not listed as another kind")
+        #expect(try storage.list(.lock, under: "").count == 1)
+        try storage.remove(Handle(.wal, "aa/bb/c1"))
+        #expect(try storage.list(.wal, under: "aa/bb").map(\.name) == ["aa/bb/c2"])
+    }
+
+    func listUnderRefusesFoldersOutsideTheKind(_ storage: any Storage) throws {
+        try storage.save(Handle(.wal, "aa/b"), data: [1])
+        for folder in ["..", "../data", "aa/..", "/aa", "aa/", "aa//b", ".", "./aa", ".tmp", "a a", "aa\\b", "\u{0}"] {
+            expectKhoError(.usage, "under \(folder.debugDescription)") { _ = try storage.list(.wal, under: folder) }
+        }
+        expectKhoError(.usage, "only wal files have subfolders") { _ = try storage.list(.data, under: "ab") }
+    }
 
     // Stream writers (packs written as they fill, named once complete) are optional: a storage
     // that offers none passes these checks; one that does must keep save's promises.

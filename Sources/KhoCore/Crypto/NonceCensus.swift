@@ -11,7 +11,7 @@ import KhoSupport
 /// Memory: 32 bytes per sealed object, about 60 MiB for two million blobs.
 final class NonceCensus: @unchecked Sendable {
     enum ObjectKind: UInt8 {
-        case snapshotFile, indexFile, anchorFile, drillFile, packHeader, blob
+        case snapshotFile, indexFile, anchorFile, drillFile, packHeader, blob, walFile
 
         /// The kind of a sealed file (snapshot, index, anchor or drill evidence).
         init(file kind: FileKind) {
@@ -19,6 +19,7 @@ final class NonceCensus: @unchecked Sendable {
             case .snapshot: self = .snapshotFile
             case .index: self = .indexFile
             case .drill: self = .drillFile
+            case .wal: self = .walFile
             default: self = .anchorFile
             }
         }
@@ -111,6 +112,8 @@ final class NonceCensus: @unchecked Sendable {
         case .indexFile: return "index/\(place.prefix(8))"
         case .anchorFile: return "anchors/\(place.prefix(8))"
         case .drillFile: return "drills/\(place.prefix(8))"
+        // WAL names are short and say which cluster and segment: keep them whole.
+        case .walFile: return "wal/\(place)"
         case .packHeader: return "header of pack \(place.prefix(8))"
         case .blob:
             return "blob \(Hex.encode(withUnsafeBytes(of: record.blobWord.bigEndian) { Array($0) }).prefix(8)) in pack \(place.prefix(8))"

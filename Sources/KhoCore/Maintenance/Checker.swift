@@ -121,11 +121,12 @@ public final class Checker {
         return report
     }
 
-    /// Reads the nonce of every snapshot file, index file and pack header (a few bytes each).
+    /// Reads the nonce of every sealed file (snapshots, index files, anchors, drill evidence,
+    /// archived WAL and its records) and pack header (a few bytes each).
     private func countNonces(_ census: NonceCensus, packs: [String: Int]) throws {
         enum Item: Sendable { case file(FileKind, String), pack(String, Int) }
         var items: [Item] = []
-        for kind in [FileKind.snapshot, .index, .anchor, .drill] {
+        for kind in [FileKind.snapshot, .index, .anchor, .drill, .wal] {
             for file in try repository.storage.list(kind) { items.append(.file(kind, file.name)) }
         }
         for (name, size) in packs.sorted(by: { $0.key < $1.key }) { items.append(.pack(name, size)) }

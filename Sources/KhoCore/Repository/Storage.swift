@@ -9,6 +9,9 @@ public enum FileKind: String, Sendable, CaseIterable, Codable {
     /// The evidence of restore drills of this repository's snapshots, so that `kho catalog rebuild`
     /// can bring drill records back (see docs/FORMAT.md, "Drill evidence").
     case drill
+    /// Archived PostgreSQL WAL (see docs/FORMAT.md, "Archived WAL"): named by identity, not by
+    /// content, in nested folders `wal/<sysid>/<timeline+log>/`.
+    case wal
 
     /// The folder (or key prefix) the kind lives under; `config` is a single file at the top.
     public var folder: String {
@@ -21,6 +24,7 @@ public enum FileKind: String, Sendable, CaseIterable, Codable {
         case .lock: return "locks"
         case .anchor: return "anchors"
         case .drill: return "drills"
+        case .wal: return "wal"
         }
     }
 
@@ -36,6 +40,9 @@ public enum FileKind: String, Sendable, CaseIterable, Codable {
         case .snapshot: return 64 << 20
         // Up to 512 MiB of blobs plus a header; index files list many packs' blobs.
         case .data, .index: return 1 << 30
+        // One sealed segment of at most 64 MiB (larger segment sizes are refused at set-up, as
+        // the object is sealed in memory) plus its metadata and the seal.
+        case .wal: return (64 << 20) + (1 << 20)
         }
     }
 
@@ -45,7 +52,8 @@ public enum FileKind: String, Sendable, CaseIterable, Codable {
     }
 }
 
-/// One stored file: its kind and its name (64 hex digits, or `config`).
+/// One stored file: its kind and its name (64 hex digits, or `config`; for `wal`, a relative path
+/// such as `<sysid>/<timeline+log>/<segment>` that `WALFileName` built and checked).
 public struct Handle: Hashable, Sendable, CustomStringConvertible {
     public var kind: FileKind
     public var name: String
@@ -75,6 +83,9 @@ public struct Handle: Hashable, Sendable, CustomStringConvertible {
         case .key, .data, .index, .snapshot, .anchor, .drill:
             return name.utf8.count == 64 && name.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
         case .config, .lock:
+            return false
+        // WAL objects are named by identity; their AAD binds the name instead (FORMAT 20).
+        case .wal:
             return false
         }
     }
@@ -118,6 +129,19 @@ public protocol Storage: Sendable {
     /// Whether every read is a request to a server (object storage), so that readers should
     /// gather what they need into fewer, larger reads even at the cost of bytes read for nothing.
     var readsAreRequests: Bool { get }
+    /// Saves the file only if nothing is stored under its name, and never replaces what is:
+    /// true when this call stored it, false when the name was taken. Returns only once the file
+    /// is as durable as after `save`. PostgreSQL requires an archive that never overwrites.
+    ///
+    /// False means "something is stored under this name", not "someone else wrote it": a request
+    /// retried after a lost answer can find the object its own first attempt stored. Callers
+    /// compare the stored content with theirs.
+    func saveIfAbsent(_ handle: Handle, data: [UInt8]) throws -> Bool
+    /// Every file of `kind` whose path lies below the folder `under` (relative to the kind's
+    /// folder, e.g. `<sysid>` or `<sysid>/000000010000000A`), at any depth, with names relative to
+    /// the kind's folder, so that `Handle(kind, file.name)` reads it. An empty `under` lists the
+    /// whole kind.
+    func list(_ kind: FileKind, under folder: String) throws -> [StoredFile]
 }
 
 /// Writes a file piece by piece; `commit` gives it its name atomically, `abort` leaves nothing.
@@ -135,6 +159,40 @@ extension Storage {
         try load(handle, offset: 0, length: nil)
     }
 
+    /// Look, then save: correct for one writer per name, but two writers racing for one name can
+    /// both see it absent and the second replaces the first. Every storage kho ships overrides
+    /// this with an atomic no-replace write; the default exists for storages used in tests.
+    public func saveIfAbsent(_ handle: Handle, data: [UInt8]) throws -> Bool {
+        if try exists(handle) { return false }
+        try save(handle, data: data)
+        return true
+    }
+
+    /// Filters the kind's whole listing: correct but not cheaper; storages override it with a
+    /// listing of the folder alone.
+    public func list(_ kind: FileKind, under folder: String) throws -> [StoredFile] {
+        let prefix = try StorageFolder.prefix(folder)
+        return try list(kind).filter { $0.name.hasPrefix(prefix) }
+    }
+}
+
+/// Checks of the relative folders that `list(_:under:)` takes.
+public enum StorageFolder {
+    /// `folder` with a trailing `/` (empty for the whole kind), after refusing what could leave
+    /// the kind's folder: an absolute path, `.` or `..` components, empty components, or bytes
+    /// outside printable ASCII.
+    public static func prefix(_ folder: String) throws -> String {
+        if folder.isEmpty { return "" }
+        let parts = folder.split(separator: "/", omittingEmptySubsequences: false)
+        let printable = folder.utf8.allSatisfy { (0x21...0x7e).contains($0) && $0 != UInt8(ascii: "\\") }
+        guard printable, !parts.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." || $0.hasPrefix(".") }) else {
+            throw KhoError(.usage, "\"\(folder)\" is not a folder inside a repository (it must be names without spaces joined by /, none empty or starting with a dot): this is a bug in the caller; report it.")
+        }
+        return folder + "/"
+    }
+}
+
+extension Storage {
     /// False when the file is missing; a storage that cannot say (permissions, I/O, a server
     /// error) throws, rather than have its failure read as "missing".
     public func exists(_ handle: Handle) throws -> Bool {

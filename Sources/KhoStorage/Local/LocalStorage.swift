@@ -90,6 +90,51 @@ public struct LocalStorage: Storage {
         }
     }
 
+    /// Writes a fsynced temporary file, then `link(2)`s it to the final name, which fails with
+    /// EEXIST instead of replacing (rename would replace): of two writers, exactly one links.
+    /// The folder is fsynced on both outcomes, so that "already stored" also means "durable",
+    /// even when the earlier writer crashed between its link and its folder fsync.
+    public func saveIfAbsent(_ handle: Handle, data: [UInt8]) throws -> Bool {
+        let folder = folder(of: handle)
+        let target = path(handle)
+        let temporary = folder + "/.tmp-" + Hex.encode(try Random.bytes(8))
+        var (fd, code) = Syscall.attempt { open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
+        if code == ENOENT {
+            try makeFolders(folder)
+            (fd, code) = Syscall.attempt { open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
+        }
+        guard code == 0 else { throw KhoError.posix("open", temporary, errno: code) }
+        do {
+            try data.withUnsafeBytes { try Syscall.writeAll(fd, $0, handle.path) }
+            try Syscall.call("fsync", handle.path) { fsync(fd) }
+            let closing = fd
+            fd = -1
+            if close(closing) != 0 && errno != EINTR { throw KhoError.posix("close", handle.path, errno: errno) }
+        } catch {
+            if fd >= 0 { close(fd) }
+            unlink(temporary)
+            throw error
+        }
+        let (_, linkCode) = Syscall.attempt { link(temporary, target) }
+        // After a link the temporary name is a second name of the file, and otherwise it is
+        // garbage: it goes on every path, before the folder fsync so that one fsync makes both
+        // the new name and the removal durable. (A crash in between leaves a `.tmp-` name, which
+        // listings skip and prune removes.)
+        unlink(temporary)
+        switch linkCode {
+        case 0:
+            try syncFolder(folder)
+            return true
+        case EEXIST:
+            try syncFolder(folder)
+            return false
+        case EPERM, EOPNOTSUPP:
+            throw KhoError(.storage, "The filesystem holding \(root) does not support hard links (link(2) failed on \(handle.path)), which kho needs to store a file without ever replacing one: put the repository on a local POSIX filesystem (ext4, XFS, btrfs, ZFS) or NFS.")
+        default:
+            throw KhoError.posix("link", target, errno: linkCode)
+        }
+    }
+
     public func makeStreamWriter(for kind: FileKind) throws -> (any StorageStreamWriter)? {
         try LocalStreamWriter(storage: self, kind: kind)
     }
@@ -168,6 +213,7 @@ public struct LocalStorage: Storage {
     }
 
     public func list(_ kind: FileKind) throws -> [StoredFile] {
+        if kind == .wal { return try list(kind, under: "") }
         if kind == .config {
             return try exists(.config) ? [try stat(.config)] : []
         }
@@ -187,6 +233,50 @@ public struct LocalStorage: Storage {
         }
     }
 
+    /// Walks the folder and its subfolders (without following symbolic links: a link planted in
+    /// the storage must not make a listing leave it). Only `wal` has nested folders.
+    public func list(_ kind: FileKind, under folder: String) throws -> [StoredFile] {
+        let prefix = try StorageFolder.prefix(folder)
+        guard kind == .wal else {
+            if prefix.isEmpty { return try list(kind) }
+            throw KhoError(.usage, "\(kind.rawValue) files have no subfolders, so none can be listed under \"\(folder)\": this is a bug in the caller; report it.")
+        }
+        var result: [StoredFile] = []
+        try walk(root + "/" + kind.folder + "/" + prefix, relative: prefix, into: &result)
+        return result
+    }
+
+    private func walk(_ folder: String, relative: String, into result: inout [StoredFile]) throws {
+        for entry in try entries(of: folder) {
+            var info = Glibc.stat()
+            let full = folder + (folder.hasSuffix("/") ? "" : "/") + entry.name
+            let (_, code) = Syscall.attempt { lstat(full, &info) }
+            // Removed between the listing and the lstat: it is not there any more.
+            if code == ENOENT { continue }
+            guard code == 0 else { throw KhoError.posix("lstat", full, errno: code) }
+            switch info.st_mode & S_IFMT {
+            case S_IFDIR:
+                try walk(full, relative: relative + entry.name + "/", into: &result)
+            case S_IFREG:
+                result.append(StoredFile(name: relative + entry.name, size: Int(info.st_size),
+                                         modified: Date(timeIntervalSince1970: Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9)))
+            default:
+                continue
+            }
+        }
+    }
+
+    /// Every folder below `folder`, itself included (for the temporary-file sweep).
+    private func foldersBelow(_ folder: String) throws -> [String] {
+        var result = [folder]
+        for entry in try entries(of: folder) where entry.isDirectory {
+            var info = Glibc.stat()
+            guard lstat(folder + "/" + entry.name, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else { continue }
+            result += try foldersBelow(folder + "/" + entry.name)
+        }
+        return result
+    }
+
     public func remove(_ handle: Handle) throws {
         let file = path(handle)
         descriptors.forget(file)
@@ -201,6 +291,8 @@ public struct LocalStorage: Storage {
         var result: [(String, TimeInterval)] = []
         var folders = FileKind.allCases.filter { $0 != .config }.map { root + "/" + $0.folder } + [root]
         for sub in try entries(of: root + "/data") where sub.isDirectory { folders.append(root + "/data/" + sub.name) }
+        // An interrupted WAL save leaves its temporary file in a cluster or timeline-log folder.
+        folders += try foldersBelow(root + "/" + FileKind.wal.folder).dropFirst()
         for folder in folders {
             guard let dir = opendir(folder) else { continue }
             defer { closedir(dir) }

@@ -16,6 +16,9 @@ package struct S3Storage: Storage {
     let client: S3Client
     /// Object lock for files written from now on (see S3ObjectLock.swift), shared by copies.
     let retention = Locked<ObjectLockSettings?>(nil)
+    /// Whether the server refuses a `PUT` with `If-None-Match: *` over an existing object; nil
+    /// until the first `saveIfAbsent` probes it. Shared by copies, so one probe per storage.
+    let conditionalWrites = Locked<Bool?>(nil)
     package var readsAreRequests: Bool { true }
 
     package init(address: S3Address, configuration: S3Configuration) {
@@ -113,6 +116,7 @@ package struct S3Storage: Storage {
     }
 
     package func list(_ kind: FileKind) throws -> [StoredFile] {
+        if kind == .wal { return try list(kind, under: "") }
         if kind == .config {
             do { return [try stat(.config)] } catch let error as KhoError where error.kind == .integrity { return [] }
         }
@@ -131,6 +135,89 @@ package struct S3Storage: Storage {
                 name = rest
             }
             guard !name.isEmpty, !name.hasPrefix(".") else { continue }
+            result.append(StoredFile(name: String(name), size: object.size, modified: object.modified))
+        }
+        return result
+    }
+
+    /// `PUT` with `If-None-Match: *`: the server stores the object only if the key is free and
+    /// answers 412 otherwise, so of two writers exactly one stores (AWS S3 since 2024-08, MinIO,
+    /// moto). A server that ignores the header would let the second PUT replace the first; kho
+    /// probes once per storage (two conditional PUTs of a probe object in `locks/`) and, on such a
+    /// server, falls back to HEAD then PUT. That fallback is race-free for one writer per name
+    /// but not for two writers of one name at the same moment: both can see the name free and
+    /// the later PUT wins. Only two clusters pushing the same WAL name at once (a split brain)
+    /// can do that, and the archive record check reports that case anyway.
+    package func saveIfAbsent(_ handle: Handle, data: [UInt8]) throws -> Bool {
+        guard try serverRefusesConditionalOverwrite() else {
+            if try exists(handle) { return false }
+            try save(handle, data: data)
+            return true
+        }
+        var headers = try lockHeaders(for: handle, body: data)
+        headers["If-None-Match"] = "*"
+        let what = "write \(handle.path) if absent"
+        // AWS answers 409 ConditionalRequestConflict while another conditional write of the key
+        // is in flight; asking again gets 412 once that write has finished.
+        for attempt in 1...5 {
+            let response = try client.send("PUT", key: address.key(handle), headers: headers, body: data,
+                                           bodyHash: handle.isNamedByContent ? handle.name : nil, what: what)
+            switch response.status {
+            case 200...299: return true
+            case 412: return false
+            case 409 where attempt < 5:
+                Thread.sleep(forTimeInterval: 0.05 * Double(attempt))
+            default:
+                throw client.failure(response, what: what)
+            }
+        }
+        throw KhoError(.storage, "The S3 server at \(address.endpoint) kept answering 409 (conflict) to a conditional write of \(handle.path): another writer keeps writing that name; run the command again once it has finished.")
+    }
+
+    /// Finds out (once) whether the server honours `If-None-Match: *` on PUT.
+    private func serverRefusesConditionalOverwrite() throws -> Bool {
+        if let known = conditionalWrites.current { return known }
+        // A name starting with a dot: listings skip it, so a probe left by a crash is invisible
+        // to the engine (and removable by hand).
+        let probe = Handle(.lock, ".probe-if-none-match-" + Hex.encode(try Random.bytes(8)))
+        let what = "probe conditional writes with \(probe.path)"
+        var answers: [Int] = []
+        for _ in 0..<2 {
+            let response = try client.send("PUT", key: address.key(probe), headers: ["If-None-Match": "*"], body: [1], what: what)
+            guard (200...299).contains(response.status) || response.status == 412 else { throw client.failure(response, what: what) }
+            answers.append(response.status)
+        }
+        try remove(probe)
+        guard (200...299).contains(answers[0]) else {
+            throw KhoError(.storage, "The S3 server at \(address.endpoint) refused to create the new object \(probe.path) with If-None-Match (answered \(answers[0])): it does not behave like S3; check the endpoint.")
+        }
+        let refuses = answers[1] == 412
+        conditionalWrites.withLock { $0 = refuses }
+        return refuses
+    }
+
+    /// For tests: act as on a server that ignores `If-None-Match` (false) or honours it (true).
+    package func assumeConditionalWrites(_ honoured: Bool) {
+        conditionalWrites.withLock { $0 = honoured }
+    }
+
+    /// What the probe found; nil before the first `saveIfAbsent`.
+    package var honoursConditionalWrites: Bool? { conditionalWrites.current }
+
+    package func list(_ kind: FileKind, under folder: String) throws -> [StoredFile] {
+        let prefix = try StorageFolder.prefix(folder)
+        guard kind == .wal else {
+            if prefix.isEmpty { return try list(kind) }
+            throw KhoError(.usage, "\(kind.rawValue) files have no subfolders, so none can be listed under \"\(folder)\": this is a bug in the caller; report it.")
+        }
+        let base = address.rootPrefix + kind.folder + "/"
+        var result: [StoredFile] = []
+        // No delimiter: every key below the prefix, at any depth, like the local walk.
+        for object in try client.listObjects(prefix: base + prefix, limit: nil) {
+            let name = object.key.dropFirst(base.count)
+            let parts = name.split(separator: "/", omittingEmptySubsequences: false)
+            // Temporary or probe names, and keys no kho writes (empty components).
+            guard !parts.contains(where: { $0.isEmpty || $0.hasPrefix(".") }) else { continue }
             result.append(StoredFile(name: String(name), size: object.size, modified: object.modified))
         }
         return result
