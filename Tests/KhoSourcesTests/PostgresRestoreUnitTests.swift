@@ -161,15 +161,7 @@ struct PostgresRestorePieceTests {
         let bytes = Array(dump.utf8)
         for size in [1, 5, 333, 4096, bytes.count] {
             let filter = PostgresDumpFilter(tablespaces: ["fast": "pg_default", "Nhanh \"1\"": "chậm"])
-            var out: [UInt8] = []
-            var start = 0
-            while start < bytes.count {
-                let end = min(bytes.count, start + size)
-                try bytes[start..<end].withUnsafeBytes { try filter.feed($0) { out += $0 } }
-                start = end
-            }
-            try filter.finish { out += $0 }
-            #expect(String(decoding: out, as: UTF8.self) == expected, "chunks of \(size)")
+            #expect(try filtered(bytes, through: filter, chunks: size) == expected, "chunks of \(size)")
         }
     }
 
@@ -194,15 +186,7 @@ struct PostgresRestorePieceTests {
         let bytes = Array(dump.utf8)
         for size in [1, 7, bytes.count] {
             let filter = PostgresDumpFilter(tablespaces: [:], extensionVersions: ["hstore": "1.4", "uuid-ossp": "1.1"])
-            var out: [UInt8] = []
-            var start = 0
-            while start < bytes.count {
-                let end = min(bytes.count, start + size)
-                try bytes[start..<end].withUnsafeBytes { try filter.feed($0) { out += $0 } }
-                start = end
-            }
-            try filter.finish { out += $0 }
-            #expect(String(decoding: out, as: UTF8.self) == expected, "chunks of \(size)")
+            #expect(try filtered(bytes, through: filter, chunks: size) == expected, "chunks of \(size)")
         }
     }
 
@@ -396,4 +380,17 @@ struct PostgresOldSnapshotTests {
         #expect(!drillPlan.items.contains { $0.action == .create && $0.subject.hasPrefix("role ") }, "\(drillPlan.lines)")
         #expect(try again.run(drillPlan).comparison?.equal == true)
     }
+}
+
+/// `bytes` fed to `filter` in chunks of `size`, as the dump streams from the repository.
+private func filtered(_ bytes: [UInt8], through filter: PostgresDumpFilter, chunks size: Int) throws -> String {
+    var out: [UInt8] = []
+    var start = 0
+    while start < bytes.count {
+        let end = min(bytes.count, start + size)
+        try bytes[start..<end].withUnsafeBytes { try filter.feed($0) { out += $0 } }
+        start = end
+    }
+    try filter.finish { out += $0 }
+    return String(decoding: out, as: UTF8.self)
 }

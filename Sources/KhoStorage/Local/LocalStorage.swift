@@ -64,9 +64,9 @@ public struct LocalStorage: Storage {
         try Syscall.call("fsync", path) { fsync(fd) }
     }
 
-    public func save(_ handle: Handle, data: [UInt8]) throws {
-        let folder = folder(of: handle)
-        let target = path(handle)
+    /// Writes `data` into a new temporary file in `folder` (made when missing), fsynced and
+    /// closed, and returns its path; nothing is left behind when it fails.
+    private func writeTemporary(in folder: String, _ handle: Handle, data: [UInt8]) throws -> String {
         let temporary = folder + "/.tmp-" + Hex.encode(try Random.bytes(8))
         var (fd, code) = Syscall.attempt { open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
         if code == ENOENT {
@@ -81,13 +81,24 @@ public struct LocalStorage: Storage {
             let closing = fd
             fd = -1
             if close(closing) != 0 && errno != EINTR { throw KhoError.posix("close", handle.path, errno: errno) }
-            try Syscall.call("rename", handle.path) { rename(temporary, target) }
-            try syncFolder(folder)
         } catch {
             if fd >= 0 { close(fd) }
             unlink(temporary)
             throw error
         }
+        return temporary
+    }
+
+    public func save(_ handle: Handle, data: [UInt8]) throws {
+        let folder = folder(of: handle)
+        let temporary = try writeTemporary(in: folder, handle, data: data)
+        do {
+            try Syscall.call("rename", handle.path) { rename(temporary, path(handle)) }
+        } catch {
+            unlink(temporary)
+            throw error
+        }
+        try syncFolder(folder)
     }
 
     /// Writes a fsynced temporary file, then `link(2)`s it to the final name, which fails with
@@ -97,24 +108,7 @@ public struct LocalStorage: Storage {
     public func saveIfAbsent(_ handle: Handle, data: [UInt8]) throws -> Bool {
         let folder = folder(of: handle)
         let target = path(handle)
-        let temporary = folder + "/.tmp-" + Hex.encode(try Random.bytes(8))
-        var (fd, code) = Syscall.attempt { open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
-        if code == ENOENT {
-            try makeFolders(folder)
-            (fd, code) = Syscall.attempt { open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
-        }
-        guard code == 0 else { throw KhoError.posix("open", temporary, errno: code) }
-        do {
-            try data.withUnsafeBytes { try Syscall.writeAll(fd, $0, handle.path) }
-            try Syscall.call("fsync", handle.path) { fsync(fd) }
-            let closing = fd
-            fd = -1
-            if close(closing) != 0 && errno != EINTR { throw KhoError.posix("close", handle.path, errno: errno) }
-        } catch {
-            if fd >= 0 { close(fd) }
-            unlink(temporary)
-            throw error
-        }
+        let temporary = try writeTemporary(in: folder, handle, data: data)
         let (_, linkCode) = Syscall.attempt { link(temporary, target) }
         // After a link the temporary name is a second name of the file, and otherwise it is
         // garbage: it goes on every path, before the folder fsync so that one fsync makes both
