@@ -53,4 +53,26 @@ public enum Syscall {
         }
         return done
     }
+
+    /// Reads `fd` from its current position to the end, refusing more than `limit` bytes (a file
+    /// that grows past what its kind can be is not that kind of file).
+    public static func readAll(_ fd: Int32, limit: Int, _ object: @autoclosure () -> String) throws -> [UInt8] {
+        var result: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = try chunk.withUnsafeMutableBytes { buffer in try call("read", object()) { read(fd, buffer.baseAddress!, buffer.count) } }
+            if n == 0 { return result }
+            guard result.count + n <= limit else {
+                throw KhoError(.source, "\(object()) is larger than the \(limit) bytes expected of it: check what wrote it.")
+            }
+            result.append(contentsOf: chunk[0..<n])
+        }
+    }
+
+    /// The whole file at `path` (at most `limit` bytes), opened without following a final symlink.
+    public static func readFile(_ path: String, limit: Int) throws -> [UInt8] {
+        let fd = try call("open", path) { open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) }
+        defer { close(fd) }
+        return try readAll(fd, limit: limit, path)
+    }
 }
