@@ -155,4 +155,20 @@ public final class Subprocess: @unchecked Sendable {
         closeInput()
         closeOutput()
     }
+
+    /// Runs a short program to its end and returns how it ended with its standard output and
+    /// error (each bounded to `limit` bytes; the rest is read and dropped).
+    public static func collect(_ program: String, _ arguments: [String], environment: [String: String],
+                               limit: Int = 256 << 10) throws -> (termination: Termination, output: String, error: String) {
+        let child = try Subprocess(program: program, arguments: arguments, environment: environment, output: .pipe, stderrLimit: limit)
+        var output: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = try buffer.withUnsafeMutableBytes { try child.read($0) }
+            if n == 0 { break }
+            if output.count < limit { output += buffer[0..<min(n, limit - output.count)] }
+        }
+        let termination = child.wait()
+        return (termination, String(decoding: output, as: UTF8.self), child.standardError)
+    }
 }
