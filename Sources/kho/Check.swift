@@ -66,6 +66,9 @@ struct Check: ParsableCommand {
                 line += "; read \(report.packsRead) packs, \(report.blobsRead) blobs, \(Format.bytes(report.bytesRead))"
             }
             Terminal.out(line)
+            if report.walClusters > 0 {
+                Terminal.out("checked the WAL archives of \(report.walClusters) clusters: \(report.walFiles) files" + (options.readData != .none ? ", each opened" : ", listed"))
+            }
             line = "compared the nonces of \(report.noncesCompared) sealed objects"
             line += report.repeatedNonces.isEmpty ? ": none repeats" : ": \(report.repeatedNonces.count) repeat"
             Terminal.out(line)
