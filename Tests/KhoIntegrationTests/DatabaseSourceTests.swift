@@ -30,8 +30,19 @@ private struct DBManifestDatabase: Decodable {
     var file: String
     var sizeBytes: Int64
     var tables: [DBTable]
+    var pitrMarker: DBMarker?
 
     func table(_ qualifiedName: String) -> DBTable? { tables.first { $0.qualifiedName == qualifiedName } }
+}
+
+private struct DBMarker: Decodable {
+    var name: String
+    var lsn: String
+    var cluster: String
+    var snapshot: String
+    var snapshotAfter: String
+    var equalAtDump: Bool
+    var attempts: Int
 }
 
 private struct DBManifest: Decodable {
@@ -316,6 +327,14 @@ extension DatabaseSourceTests {
             let land = try #require(manifest.database("land"))
             #expect(shop.file == "shop.sql" && land.file == "land.sql")
             #expect(shop.sizeBytes > 0 && land.sizeBytes > 0)
+            // A restore point beside each dump's snapshot, in this cluster (PITR drills recover to it).
+            let cluster = String(format: "%016llx", UInt64(try pg.value("SELECT system_identifier FROM pg_control_system();")) ?? 0)
+            for database in [shop, land] {
+                let marker = try #require(database.pitrMarker, "\(database.name) has no restore point")
+                #expect(marker.name.hasPrefix("kho-") && marker.name.count == 20 && marker.cluster == cluster)
+                #expect(marker.lsn.contains("/") && (1...5).contains(marker.attempts))
+                #expect(marker.equalAtDump == (marker.snapshot == marker.snapshotAfter))
+            }
             // Every table of each database is in it.
             let tablesQuery = "SELECT schemaname || '.' || tablename FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1;"
             #expect(Set(shop.tables.map(\.qualifiedName)) == Set(try pg.rows(tablesQuery, database: "shop")))

@@ -33,10 +33,42 @@ public struct DumpManifest: Codable, Sendable, Equatable {
         /// the database's own properties, the roles or users it needs and their grants. Nil in
         /// manifests of a kho before issue 19.
         public var globalsFile: String?
+        /// A PostgreSQL restore point made beside the dump's snapshot (docs/design/pitr.md section
+        /// 8): recovering the cluster's WAL to it gives back what the dump holds. Nil when the
+        /// login may not make restore points, the cluster's wal_level is minimal, or the
+        /// manifest is older than issue 20.
+        public var pitrMarker: PITRMarker?
+        /// Why there is no marker (PostgreSQL's refusal), so that a drill or report can say it.
+        public var pitrMarkerAbsent: String?
         public init(name: String, file: String, sizeBytes: Int64, tables: [Table],
-                    schemaFile: String? = nil, schemaDigest: String? = nil, globalsFile: String? = nil) {
+                    schemaFile: String? = nil, schemaDigest: String? = nil, globalsFile: String? = nil, pitrMarker: PITRMarker? = nil) {
             self.name = name; self.file = file; self.sizeBytes = sizeBytes; self.tables = tables
             self.schemaFile = schemaFile; self.schemaDigest = schemaDigest; self.globalsFile = globalsFile
+            self.pitrMarker = pitrMarker
+        }
+    }
+
+    /// A restore point and the snapshots that say how close it is to the dump's.
+    public struct PITRMarker: Codable, Sendable, Equatable {
+        /// The restore point's name, `kho-` and 16 hex digits.
+        public var name: String
+        /// Where the restore point's WAL record was written.
+        public var lsn: String
+        public var timeline: UInt32
+        /// The cluster's system identifier, 16 lower-case hex digits.
+        public var cluster: String
+        /// `pg_current_snapshot()` of the dump's transaction (`xmin:xmax:xip,…`).
+        public var snapshot: String
+        /// `pg_current_snapshot()` read right after the restore point was made.
+        public var snapshotAfter: String
+        /// Whether the two snapshots were equal: no transaction took an ID or ended between the
+        /// dump's snapshot and the restore point (the drill then proves the rest).
+        public var equalAtDump: Bool
+        public var attempts: Int
+
+        public init(name: String, lsn: String, timeline: UInt32, cluster: String, snapshot: String, snapshotAfter: String, attempts: Int) {
+            self.name = name; self.lsn = lsn; self.timeline = timeline; self.cluster = cluster
+            self.snapshot = snapshot; self.snapshotAfter = snapshotAfter; equalAtDump = snapshot == snapshotAfter; self.attempts = attempts
         }
     }
 

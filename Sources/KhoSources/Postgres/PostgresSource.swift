@@ -108,8 +108,13 @@ public struct PostgresSource: BackupSource {
             inputs.append(Archiver.StreamInput(name: files.dump) {
                 let connection = try connect(database: database)
                 try connection.query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                guard let snapshotID = try connection.value("SELECT pg_export_snapshot()"), !snapshotID.isEmpty else {
-                    throw KhoError(.source, "Source \(name): PostgreSQL did not export a snapshot for \(database).")
+                let (snapshotID, marker) = try PostgresMarker.exportWithMarker(dump: connection, other: { try connect(database: database) },
+                                                                               source: name, database: database)
+                var pitrMarker: DumpManifest.PITRMarker?
+                var markerAbsent: String?
+                switch marker {
+                case .made(let made): pitrMarker = made
+                case .none(let why): markerAbsent = String(why.prefix(300))
                 }
                 let facts = try connection.query("SELECT current_setting('server_version'), pg_database_size(current_database())").first ?? []
                 version.withLock { $0 = (facts.first ?? nil) ?? "" }
@@ -140,8 +145,11 @@ public struct PostgresSource: BackupSource {
                         $0[files.globals] = globalsBytes
                     }
                     recorded.withLock {
-                        $0.append(DumpManifest.Database(name: database, file: files.dump, sizeBytes: size, tables: tables,
-                                                        schemaFile: files.schema, schemaDigest: digest, globalsFile: files.globals))
+                        var entry = DumpManifest.Database(name: database, file: files.dump, sizeBytes: size, tables: tables,
+                                                          schemaFile: files.schema, schemaDigest: digest, globalsFile: files.globals,
+                                                          pitrMarker: pitrMarker)
+                        entry.pitrMarkerAbsent = markerAbsent
+                        $0.append(entry)
                     }
                 })
             })
