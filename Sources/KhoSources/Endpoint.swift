@@ -95,7 +95,7 @@ public struct DatabaseEndpoint: Sendable, Equatable {
 }
 
 /// Quotes a word for /bin/sh.
-func shellQuote(_ word: String) -> String {
+package func shellQuote(_ word: String) -> String {
     "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'"
 }
 

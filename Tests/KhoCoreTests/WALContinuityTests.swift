@@ -91,3 +91,26 @@ import KhoSupport
         #expect(inv.segmentCount == 0)
     }
 }
+
+/// Which WAL no kept base backup needs: everything positioned before the oldest one's start,
+/// oldest first; history files are never among it.
+@Suite struct WALRetentionTests {
+    @Test func removesOnlyWhatPrecedesTheOldestKeptStart() throws {
+        let cluster = SystemIdentifier(0x6b16_d156_c0f2_5a77)
+        let size = WALSegmentSize.default
+        func name(_ text: String) throws -> StoredFile {
+            StoredFile(name: try WALFileName(parsing: text).storedName(cluster: cluster), size: 10)
+        }
+        let files = try [
+            "000000010000000000000001", "000000010000000000000002", "000000010000000000000002.00000028.backup",
+            "000000010000000000000003", "000000010000000000000004.partial", "000000020000000000000004",
+            "000000020000000000000005", "00000002.history",
+        ].map(name)
+        let inventory = WALInventory(cluster: cluster, segmentSize: size, files: files)
+        let unneeded = WALRetention.unneeded(inventory, cutoff: 4).map(\.description)
+        #expect(unneeded == ["000000010000000000000001", "000000010000000000000002", "000000010000000000000002.00000028.backup",
+                             "000000010000000000000003"])
+        #expect(WALRetention.unneeded(inventory, cutoff: 0).isEmpty)
+        #expect(WALRetention.unneeded(inventory, cutoff: 100).count == 7)
+    }
+}
