@@ -1,0 +1,76 @@
+import Foundation
+import Glibc
+import KhoCore
+import KhoSupport
+import KhoTestSupport
+@testable import KhoPolicy
+import Testing
+
+// The WAL agent's parts that need no cluster: source names as path components, the wire format,
+// the client's answer when no agent listens, the exit codes, and how a reader judges a stall.
+
+@Suite("WAL agent parts")
+struct WALAgentUnitTests {
+    @Test("source names become one safe path component, distinct names stay distinct")
+    func sourceComponents() throws {
+        #expect(try WALAgentPaths.component("main") == "main")
+        #expect(try WALAgentPaths.component("db-1.prod_x") == "db-1.prod_x")
+        #expect(try WALAgentPaths.component("../etc") == "%2E.%2Fetc")
+        #expect(try WALAgentPaths.component("a/b") == "a%2Fb")
+        #expect(try WALAgentPaths.component("a%2Fb") == "a%252Fb")
+        #expect(try WALAgentPaths.component("sở tư pháp") != WALAgentPaths.component("so tu phap"))
+        #expect(throws: KhoError.self) { try WALAgentPaths.component("") }
+        #expect(throws: KhoError.self) { try WALAgentPaths.component(String(repeating: "/", count: 40)) }
+        #expect(try WALAgentPaths.socket(source: "x y") == "/run/kho/wal/x%20y.sock")
+    }
+
+    @Test("requests carry only a WAL file name; answers keep their outcome")
+    func wireFormat() throws {
+        let name = try WALFileName(parsing: "00000001000000000000002A")
+        #expect(try WALAgentProtocol.parseRequest(WALAgentProtocol.request(name: name)) == name)
+        var forged = WALAgentProtocol.request(name: name)
+        forged[4] = 3
+        #expect(throws: KhoError.self) { try WALAgentProtocol.parseRequest(forged) }
+        #expect(throws: KhoError.self) { try WALAgentProtocol.parseRequest(WALAgentProtocol.requestMagic + [9] + Array("../../x/y".utf8)) }
+        for answer in [WALAgentAnswer.ok("fine"), .refused("no"), .failed("later"), .denied("who")] {
+            #expect(WALAgentProtocol.parseAnswer(WALAgentProtocol.answer(answer)) == answer)
+        }
+        if case .failed = WALAgentProtocol.parseAnswer(Array("garbage".utf8)) {} else { Issue.record("garbage is not a failure") }
+        #expect(WALAgentAnswer.ok("").exitCode == .success)
+        #expect(WALAgentAnswer.refused("").exitCode == .integrity)
+        #expect(WALAgentAnswer.denied("").exitCode == .failure)
+        #expect(WALAgentAnswer.unavailable("").exitCode == .failure)
+    }
+
+    @Test("with no agent listening the client says so and PostgreSQL retries")
+    func noAgent() throws {
+        let folder = try TemporaryFolder("wal-client")
+        let file = try folder.write("000000010000000000000001", "x")
+        let fd = open(file, O_RDONLY)
+        defer { close(fd) }
+        let answer = try WALAgentClient.push(source: "main", fileDescriptor: fd, name: try WALFileName(parsing: "000000010000000000000001"),
+                                             timeout: 2, socketPath: folder.path + "/none.sock")
+        guard case .unavailable(let message) = answer else { Issue.record("\(answer)"); return }
+        #expect(message.contains("kho wal serve"))
+    }
+
+    @Test("a reader sees a stopped or silent agent with waiting files as stalled")
+    func stallAssessment() throws {
+        let now = Date()
+        var status = WALAgentStatus(source: "main", dataDirectory: "/d", started: now.addingTimeInterval(-600), stallAfter: 60)
+        status.updated = now.addingTimeInterval(-1)
+        let empty = WALReadyQueue.Look(names: [], oldestReady: nil)
+        let young = WALReadyQueue.Look(names: [try WALFileName(parsing: "000000010000000000000003")], oldestReady: now.addingTimeInterval(-5))
+        let old = WALReadyQueue.Look(names: [try WALFileName(parsing: "000000010000000000000003")], oldestReady: now.addingTimeInterval(-120))
+        #expect(!status.assessed(now: now, queue: empty).stalled)
+        #expect(!status.assessed(now: now, queue: young).stalled)
+        #expect(status.assessed(now: now, queue: old).stalled)
+        status.consecutiveFailures = WALAgentStatus.failureLimit
+        #expect(status.assessed(now: now, queue: young).stalled, "a running agent that keeps failing")
+        status.consecutiveFailures = 0
+        status.updated = now.addingTimeInterval(-300)
+        let silent = status.assessed(now: now, queue: young)
+        #expect(!silent.running && silent.stalled, "an agent that no longer writes its file, with files waiting")
+        #expect(!status.assessed(now: now, queue: empty).stalled, "nothing waiting, nothing stalled")
+    }
+}
