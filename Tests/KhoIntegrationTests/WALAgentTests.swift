@@ -83,7 +83,8 @@ private final class AgentCluster: @unchecked Sendable {
         let last = try switchSegment()
         try ServerSupport.waitUntil("PostgreSQL archived \(last)", timeout: timeout) {
             let archived = try postgres.value("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver;")
-            return archived >= last && (try readyCount()) == 0
+            let waiting = try readyCount()
+            return archived >= last && waiting == 0
         }
         return last
     }

@@ -262,11 +262,6 @@ public final class WALAgent: @unchecked Sendable {
         } catch {
             return .failed("The WAL agent could not tell who is asking: \((error as? KhoError)?.message ?? "\(error)")")
         }
-        guard peer.uid == owner || peer.uid == 0 || peer.uid == geteuid() else {
-            condition.withLock { status.denied += 1 }
-            log("refused a request from uid \(peer.uid) (pid \(peer.pid)): only uid \(owner), the owner of \(options.dataDirectory), and root may push")
-            return .denied("uid \(peer.uid) may not push WAL for source \(options.source): run archive_command as the cluster's owner (uid \(owner)).")
-        }
         let message: SocketMessage
         do {
             WALSocket.setTimeouts(connection, 10)
@@ -275,7 +270,15 @@ public final class WALAgent: @unchecked Sendable {
         } catch {
             return .failed("The request could not be read: \((error as? KhoError)?.message ?? "\(error)")")
         }
+        // The request is taken off the socket even from a peer that is refused (closing with it
+        // unread would reset the connection before the answer arrives); its descriptor is closed
+        // unread.
         defer { for fd in message.descriptors { close(fd) } }
+        guard peer.uid == owner || peer.uid == 0 || peer.uid == geteuid() else {
+            condition.withLock { status.denied += 1 }
+            log("refused a request from uid \(peer.uid) (pid \(peer.pid)): only uid \(owner), the owner of \(options.dataDirectory), and root may push")
+            return .denied("uid \(peer.uid) may not push WAL for source \(options.source): run archive_command as the cluster's owner (uid \(owner)).")
+        }
         guard !message.truncated, message.descriptors.count == 1 else {
             return .failed("The request is not a kho wal push request (one WAL file name and one open file): run kho wal push of the same version as kho wal serve.")
         }
