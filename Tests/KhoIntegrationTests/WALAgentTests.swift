@@ -121,12 +121,16 @@ private final class AgentCluster: @unchecked Sendable {
         return expected.count
     }
 
-    /// pgbench for `seconds` on two clients, started in the background.
-    func startLoad(seconds: Int) throws -> Child {
-        try ServerSupport.require(postgres.program("pgbench"), ["-i", "-q", "-s", "4", "-h", postgres.dir, "-p", String(postgres.port), "-U", "postgres", "postgres"],
-                                  scratch: postgres.dir)
-        return try Child.spawn(postgres.program("pgbench"), ["-T", String(seconds), "-c", "2", "-j", "2", "-n",
-                                                             "-h", postgres.dir, "-p", String(postgres.port), "-U", "postgres", "postgres"],
+    /// pgbench on two clients in the background: `transactions` per client of a script that
+    /// writes 2 MiB of rows (stored uncompressed, so about as much WAL), after `pgbench -i`.
+    /// Counted transactions, not `-T`: pgbench ends a timed run with SIGALRM, which the test
+    /// process's threads may block (a spawned child inherits the mask).
+    func startLoad(transactions: Int) throws -> Child {
+        let connection = ["-h", postgres.dir, "-p", String(postgres.port), "-U", "postgres"]
+        try ServerSupport.require(postgres.program("pgbench"), ["-i", "-q", "-s", "4"] + connection + ["postgres"], scratch: postgres.dir)
+        try postgres.psql("CREATE TABLE filler (id int, pad text); ALTER TABLE filler ALTER pad SET STORAGE PLAIN;")
+        let script = try ServerSupport.scriptFile("INSERT INTO filler SELECT g, repeat(md5(g::text), 32) FROM generate_series(1, 2000) g;\n", in: postgres.dir)
+        return try Child.spawn(postgres.program("pgbench"), ["-n", "-c", "2", "-j", "2", "-t", String(transactions), "-f", script] + connection + ["postgres"],
                                environment: ServerSupport.environment(), scratch: postgres.dir)
     }
 }
@@ -138,7 +142,7 @@ struct WALAgentTests {
         let cluster = try AgentCluster("wal-busy")
         try cluster.startAgent()
         let started = Date()
-        let load = try cluster.startLoad(seconds: 15)
+        let load = try cluster.startLoad(transactions: 80)
         let bench = load.wait(timeout: 120)
         #expect(bench.exitCode == 0, "\(bench)")
         let last = try cluster.waitUntilArchived()
@@ -164,13 +168,16 @@ struct WALAgentTests {
     func killedAgent() throws {
         let cluster = try AgentCluster("wal-kill")
         try cluster.startAgent()
-        let load = try cluster.startLoad(seconds: 12)
-        usleep(4_000_000)
+        let load = try cluster.startLoad(transactions: 120)
+        // Killed mid-load, once the read-ahead is under way.
+        try ServerSupport.waitUntil("the agent has pushed a few segments", timeout: 60) {
+            (try cluster.status()["pushedAhead"] as? Int ?? 0) >= 4
+        }
         let first = try #require(cluster.agent)
         first.send(SIGKILL)
         _ = first.wait(timeout: 30)
         cluster.agent = nil
-        usleep(2_000_000)
+        usleep(1_500_000)
         try cluster.startAgent()
         let bench = load.wait(timeout: 120)
         #expect(bench.exitCode == 0, "\(bench)")
