@@ -269,5 +269,100 @@ struct WALAgentTests {
         bytes[1 << 20] ^= 0xff
         #expect(stored == bytes)
         try ServerSupport.waitUntil("the status counts the refusal", timeout: 10) { try cluster.status()["refused"] as? Int == 1 }
+
+        // Something that is not a regular file, under a WAL file's name: refused, nothing read.
+        let fifo = folder + "/000000010000000000000099"
+        try #require(mkfifo(fifo, 0o644) == 0)
+        let notAFile = try cluster.sandbox.kho(["wal", "push-agent", "--source", "main", "--socket", cluster.socket, fifo])
+        #expect(notAFile.exitCode == 12, "\(notAFile)")
+        #expect(notAFile.err.contains("not a regular file"), "\(notAFile)")
+    }
+}
+
+/// Segments per second through the agent against one repository opening per file (what
+/// `kho wal push --direct` costs at least: a key derivation with the standard scrypt, a config
+/// read, the push). Slow with the standard scrypt, so only when KHO_TEST_WAL_BENCH is set; the
+/// figures are printed.
+@Suite("WAL agent throughput", .serialized,
+       .enabled(if: ScratchPostgres.isAvailable && ProcessInfo.processInfo.environment["KHO_TEST_WAL_BENCH"] != nil,
+                "set KHO_TEST_WAL_BENCH=1 (and have PostgreSQL) to measure"))
+struct WALAgentThroughput {
+    @Test("agent vs one repository opening per file")
+    func throughput() throws {
+        // Real segments: a cluster archiving with cp into a spool while pgbench writes.
+        let cluster = try AgentCluster("wal-bench")
+        let spool = cluster.sandbox.path("spool")
+        try #require(mkdir(spool, 0o755) == 0)
+        try ServerSupport.chownTree(spool, to: "postgres")
+        try cluster.postgres.psql("ALTER SYSTEM SET archive_command = 'cp %p \(spool)/%f'; SELECT pg_reload_conf();")
+        let load = try cluster.startLoad(transactions: 60)
+        #expect(load.wait(timeout: 120).exitCode == 0)
+        _ = try cluster.waitUntilArchived()
+        let segments = try FileManager.default.contentsOfDirectory(atPath: spool).filter { $0.count == 24 }.sorted()
+        let identity = try WALClusterIdentity.read(dataDirectory: cluster.postgres.dataDirectory)
+        // Both repositories with the standard scrypt, as in production.
+        let direct = cluster.sandbox.path("direct")
+        try #require(cluster.sandbox.kho(["init", "--repo", direct], env: ["KHO_TEST_SCRYPT_N": nil]).exitCode == 0)
+        let agentRepository = cluster.sandbox.path("agent-repo")
+        try #require(cluster.sandbox.kho(["init", "--repo", agentRepository], env: ["KHO_TEST_SCRYPT_N": nil]).exitCode == 0)
+
+        var started = Date()
+        for _ in 0..<5 { _ = try Repository.open(storage: LocalStorage(path: direct), password: Array(cluster.sandbox.password.utf8)) }
+        let openMilliseconds = Date().timeIntervalSince(started) * 1000 / 5
+        started = Date()
+        for name in segments {
+            let repository = try Repository.open(storage: LocalStorage(path: direct), password: Array(cluster.sandbox.password.utf8))
+            let archive = try WALArchive(repository: repository, source: "main")
+            _ = try archive.push(name: try WALFileName(parsing: name), file: try readFile(spool + "/" + name), identity: identity)
+        }
+        let directSeconds = Date().timeIntervalSince(started)
+
+        cluster.sandbox.repo = agentRepository
+        try cluster.startAgent()
+        started = Date()
+        for name in segments {
+            let pushed = try cluster.sandbox.kho(["wal", "push-agent", "--source", "main", "--socket", cluster.socket, spool + "/" + name])
+            try #require(pushed.exitCode == 0, "\(pushed)")
+        }
+        let agentSeconds = Date().timeIntervalSince(started)
+        _ = try cluster.stopAgent()
+
+        // With read-ahead: a data directory whose archive_status lists every segment as ready,
+        // drained by one client at a time as PostgreSQL's archiver does (renaming .ready to
+        // .done after each answer), while the agent pushes ahead.
+        let fake = cluster.sandbox.path("fake")
+        for folder in [fake, fake + "/global", fake + "/pg_wal", fake + "/pg_wal/archive_status"] { try #require(mkdir(folder, 0o700) == 0) }
+        try writeFile(fake + "/global/pg_control", try readFile(cluster.postgres.dataDirectory + "/global/pg_control"), mode: 0o600)
+        try writeFile(fake + "/PG_VERSION", try readFile(cluster.postgres.dataDirectory + "/PG_VERSION"), mode: 0o600)
+        for name in segments {
+            try #require(link(spool + "/" + name, fake + "/pg_wal/" + name) == 0)
+        }
+        let aheadRepository = cluster.sandbox.path("ahead-repo")
+        try #require(cluster.sandbox.kho(["init", "--repo", aheadRepository], env: ["KHO_TEST_SCRYPT_N": nil]).exitCode == 0)
+        cluster.sandbox.repo = aheadRepository
+        let aheadSocket = cluster.sandbox.path("ahead.sock")
+        let agent = try cluster.sandbox.start(["wal", "serve", "--source", "main", "--data-directory", fake, "--socket", aheadSocket,
+                                               "--state-directory", cluster.sandbox.path("ahead-state")])
+        try ServerSupport.waitUntil("the agent listens", timeout: 30) { access(aheadSocket, F_OK) == 0 }
+        started = Date()
+        for name in segments {
+            try writeFile(fake + "/pg_wal/archive_status/" + name + ".ready", [], mode: 0o600)
+        }
+        for name in segments {
+            let pushed = try cluster.sandbox.kho(["wal", "push-agent", "--source", "main", "--socket", aheadSocket, fake + "/pg_wal/" + name])
+            try #require(pushed.exitCode == 0, "\(pushed)")
+            try #require(rename(fake + "/pg_wal/archive_status/" + name + ".ready", fake + "/pg_wal/archive_status/" + name + ".done") == 0)
+        }
+        let aheadSeconds = Date().timeIntervalSince(started)
+        agent.send(SIGTERM)
+        _ = agent.wait(timeout: 60)
+        started = Date()
+        for _ in segments { try #require(cluster.sandbox.kho(["--version"]).exitCode == 0) }
+        let spawnSeconds = Date().timeIntervalSince(started)
+        print(String(format: "WAL throughput with read-ahead (2 uploaders): %.2f segments/s (%.0f ms each); starting kho alone takes %.0f ms, opening the repository %.0f ms",
+                     Double(segments.count) / aheadSeconds, aheadSeconds * 1000 / Double(segments.count), spawnSeconds * 1000 / Double(segments.count), openMilliseconds))
+        print(String(format: "WAL throughput, %d segments of 16 MiB: opening the repository per file %.2f segments/s (%.0f ms each); agent, one kho process per file as PostgreSQL runs it %.2f segments/s (%.0f ms each)",
+                     segments.count, Double(segments.count) / directSeconds, directSeconds * 1000 / Double(segments.count),
+                     Double(segments.count) / agentSeconds, agentSeconds * 1000 / Double(segments.count)))
     }
 }

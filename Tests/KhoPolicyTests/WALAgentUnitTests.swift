@@ -54,6 +54,32 @@ struct WALAgentUnitTests {
         #expect(message.contains("kho wal serve"))
     }
 
+    @Test("a state folder other users can write is refused: its ledger decides what is answered without pushing")
+    func stateFolder() throws {
+        let folder = try TemporaryFolder("wal-state")
+        let state = folder.path + "/state"
+        try WALAgent.prepareStateDirectory(state)
+        var info = stat()
+        #expect(lstat(state, &info) == 0 && info.st_mode & 0o777 == 0o700)
+        #expect(chmod(state, 0o770) == 0)
+        #expect(throws: KhoError.self) { try WALAgent.prepareStateDirectory(state) }
+        #expect(chmod(state, 0o700) == 0)
+        let ledger = try WALPushedLedger(path: state + "/main.pushed")
+        #expect(throws: KhoError.self) { _ = try WALPushedLedger(path: state + "/main.pushed") }
+        let name = "000000010000000000000005"
+        let digest = try SHA256.hash(Array("x".utf8))
+        try ledger.append(name: name, digest: digest)
+        _ = ledger
+        // A torn last line (a crash mid-append) is skipped; what was complete is read back.
+        let fd = open(state + "/other.pushed", O_WRONLY | O_CREAT, 0o600)
+        let text = Array("\(name) \(digest.hex)\n000000010000000000000006 ab".utf8)
+        #expect(text.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == text.count)
+        close(fd)
+        let reread = try WALPushedLedger(path: state + "/other.pushed")
+        #expect(reread.digest(of: name) == digest)
+        #expect(reread.digest(of: "000000010000000000000006") == nil)
+    }
+
     @Test("a reader sees a stopped or silent agent with waiting files as stalled")
     func stallAssessment() throws {
         let now = Date()
