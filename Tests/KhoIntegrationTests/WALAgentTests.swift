@@ -21,14 +21,15 @@ private final class AgentCluster: @unchecked Sendable {
     let source = "main"
     var agent: Child?
 
-    init(_ label: String, archiveTimeout: Int = 1) throws {
+    /// `wrapper` goes before kho in archive_command (e.g. `timeout -s KILL …`), `tail` after it.
+    init(_ label: String, archiveTimeout: Int = 1, wrapper: String = "", tail: String = "") throws {
         sandbox = try Sandbox(label)
         try sandbox.initRepository()
         socket = sandbox.path("agent.sock")
         state = sandbox.path("state")
         postgres = try ScratchPostgres(label: label, configuration: [
             "archive_mode = on",
-            "archive_command = '\(Harness.binary) wal push-agent --source main --socket \(socket) --timeout 20s %p'",
+            "archive_command = '\(wrapper)\(Harness.binary) wal push-agent --source main --socket \(socket) --timeout 20s %p\(tail)'",
             "archive_timeout = \(archiveTimeout)",
         ])
     }
@@ -189,6 +190,34 @@ struct WALAgentTests {
         #expect(status["refused"] as? Int == 0, "\(status)")
         let stopped = try cluster.stopAgent()
         #expect(!stopped.err.contains("REFUSED") && !stopped.err.contains("different content"), "\(stopped)")
+    }
+
+    @Test("the archiver's kho killed at random moments and the agent killed once: every segment archived, nothing refused")
+    func randomKills() throws {
+        // PostgreSQL runs archive_command with sh: each try gets a kill after 0 to 0.99 s
+        // (0.0 means none), so some clients die before sending, some while the agent pushes.
+        // A killed try exits 1: an exit above 125 would make PostgreSQL restart its archiver,
+        // which it does at most every 10 s (that path is the direct push's test).
+        let cluster = try AgentCluster("wal-rkill", wrapper: "timeout -s KILL 0.$(od -An -N1 -tu1 /dev/urandom | tr -dc 0-9) ", tail: " || exit 1")
+        try cluster.startAgent()
+        let load = try cluster.startLoad(transactions: 60)
+        try ServerSupport.waitUntil("the agent has pushed a few segments", timeout: 60) {
+            (try cluster.status()["pushedAhead"] as? Int ?? 0) >= 3
+        }
+        let first = try #require(cluster.agent)
+        first.send(SIGKILL)
+        _ = first.wait(timeout: 30)
+        cluster.agent = nil
+        try cluster.startAgent()
+        let bench = load.wait(timeout: 120)
+        #expect(bench.exitCode == 0, "\(bench)")
+        let last = try cluster.waitUntilArchived(timeout: 120)
+        let count = try cluster.requireContinuousArchive(upTo: last)
+        let failed = try cluster.postgres.value("SELECT failed_count FROM pg_stat_archiver;")
+        print("WAL agent with random kills: \(count) segments archived, PostgreSQL's failed_count \(failed)")
+        let stopped = try cluster.stopAgent()
+        #expect(!stopped.err.contains("REFUSED"), "\(stopped)")
+        #expect(try cluster.status()["refused"] as? Int == 0)
     }
 
     @Test("a failing storage makes the status stalled; the agent catches up when it comes back; a stopped agent leaves the queue growing")
