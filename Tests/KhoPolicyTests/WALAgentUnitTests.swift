@@ -66,18 +66,21 @@ struct WALAgentUnitTests {
         #expect(chmod(state, 0o700) == 0)
         let ledger = try WALPushedLedger(path: state + "/main.pushed")
         #expect(throws: KhoError.self) { _ = try WALPushedLedger(path: state + "/main.pushed") }
-        let name = "000000010000000000000005"
+        let name = try WALFileName(parsing: "000000010000000000000005")
+        let cluster = SystemIdentifier(0x7000_0000_0000_0001)
         let digest = try SHA256.hash(Array("x".utf8))
-        try ledger.append(name: name, digest: digest)
+        try ledger.append(name: name, cluster: cluster, digest: digest)
+        #expect(ledger.digest(of: name, cluster: cluster) == digest)
+        #expect(ledger.digest(of: name, cluster: SystemIdentifier(2)) == nil, "a rebuilt cluster's names start again")
         _ = ledger
         // A torn last line (a crash mid-append) is skipped; what was complete is read back.
         let fd = open(state + "/other.pushed", O_WRONLY | O_CREAT, 0o600)
-        let text = Array("\(name) \(digest.hex)\n000000010000000000000006 ab".utf8)
+        let text = Array("\(cluster)/\(name) \(digest.hex)\n\(cluster)/000000010000000000000006 ab".utf8)
         #expect(text.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == text.count)
         close(fd)
         let reread = try WALPushedLedger(path: state + "/other.pushed")
-        #expect(reread.digest(of: name) == digest)
-        #expect(reread.digest(of: "000000010000000000000006") == nil)
+        #expect(reread.digest(of: name, cluster: cluster) == digest)
+        #expect(reread.digest(of: try WALFileName(parsing: "000000010000000000000006"), cluster: cluster) == nil)
     }
 
     @Test("a reader sees a stopped or silent agent with waiting files as stalled")
@@ -98,5 +101,15 @@ struct WALAgentUnitTests {
         let silent = status.assessed(now: now, queue: young)
         #expect(!silent.running && silent.stalled, "an agent that no longer writes its file, with files waiting")
         #expect(!status.assessed(now: now, queue: empty).stalled, "nothing waiting, nothing stalled")
+
+        // As kho status reads it: the file, judged against the queue of the data directory it names.
+        let folder = try TemporaryFolder("wal-status")
+        for sub in ["data", "data/pg_wal", "data/pg_wal/archive_status"] { #expect(mkdir(folder.path + "/" + sub, 0o700) == 0) }
+        _ = try folder.write("data/pg_wal/archive_status/000000010000000000000003.ready", "")
+        status.dataDirectory = folder.path + "/data"
+        #expect(try WALAgentStatus.current(source: "main", stateDirectory: folder.path) == nil)
+        try status.write(path: try WALAgentPaths.status(source: "main", stateDirectory: folder.path))
+        let read = try #require(try WALAgentStatus.current(source: "main", stateDirectory: folder.path, now: now.addingTimeInterval(1)))
+        #expect(read.readyFiles == 1 && !read.running && read.stalled)
     }
 }

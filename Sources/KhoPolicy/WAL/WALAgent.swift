@@ -56,6 +56,8 @@ public final class WALAgent: @unchecked Sendable {
     private var backoff: [String: (failures: Int, next: Date)] = [:]
     private var status: WALAgentStatus
     private var clients = 0
+    /// The last status-file error logged, so that a lasting one is logged once.
+    private var lastStatusError: String?
 
     private enum Origin { case readAhead, request }
 
@@ -162,6 +164,7 @@ public final class WALAgent: @unchecked Sendable {
         while !stop() {
             do {
                 let look = try WALReadyQueue.look(dataDirectory: options.dataDirectory)
+                let cluster = try WALClusterIdentity.read(dataDirectory: options.dataDirectory).cluster
                 lastListingError = nil
                 condition.withLock {
                     status.readyFiles = look.count
@@ -169,7 +172,7 @@ public final class WALAgent: @unchecked Sendable {
                 }
                 for name in look.names {
                     if stop() { break }
-                    guard claimForReadAhead(name) else { continue }
+                    guard claimForReadAhead(name, cluster: cluster) else { continue }
                     if !queue.push(name) {
                         release(name)
                         break
@@ -207,9 +210,9 @@ public final class WALAgent: @unchecked Sendable {
 
     /// Claims `name` for the read-ahead unless it is pushed, in flight, refused, or waiting out a
     /// back-off after failures.
-    private func claimForReadAhead(_ name: WALFileName) -> Bool {
+    private func claimForReadAhead(_ name: WALFileName, cluster: SystemIdentifier) -> Bool {
         let key = name.description
-        if ledger.digest(of: key) != nil { return false }
+        if ledger.digest(of: name, cluster: cluster) != nil { return false }
         return condition.withLock {
             if inFlight.contains(key) || refusedNames[key] != nil { return false }
             if let wait = backoff[key], wait.next > Date() { return false }
@@ -290,7 +293,9 @@ public final class WALAgent: @unchecked Sendable {
         }
         let file: [UInt8]
         let digest: BlobID
+        let cluster: SystemIdentifier
         do {
+            cluster = try WALClusterIdentity.read(dataDirectory: options.dataDirectory).cluster
             file = try WALFileReading.fromDescriptor(message.descriptors[0], shown: "the file passed for \(name)")
             digest = try SHA256.hash(file)
         } catch let error as KhoError {
@@ -303,7 +308,7 @@ public final class WALAgent: @unchecked Sendable {
         let key = name.description
         let known: Bool = condition.withLock {
             while inFlight.contains(key) { condition.wait() }
-            if ledger.digest(of: key) == digest {
+            if ledger.digest(of: name, cluster: cluster) == digest {
                 status.answeredAhead += 1
                 return true
             }
@@ -338,8 +343,9 @@ public final class WALAgent: @unchecked Sendable {
     /// is noticed by the archive's checks.
     private func push(_ name: WALFileName, file: [UInt8], digest: BlobID, origin: Origin) throws -> WALPushOutcome {
         let outcome: WALPushOutcome
+        let identity: WALClusterIdentity
         do {
-            let identity = try WALClusterIdentity.read(dataDirectory: options.dataDirectory)
+            identity = try WALClusterIdentity.read(dataDirectory: options.dataDirectory)
             outcome = try archive.push(name: name, file: file, identity: identity)
         } catch let error as KhoError where error.kind == .integrity {
             condition.withLock {
@@ -356,7 +362,7 @@ public final class WALAgent: @unchecked Sendable {
             throw PushFailure(refused: false, message: message)
         }
         do {
-            try ledger.append(name: name.description, digest: digest)
+            try ledger.append(name: name, cluster: identity.cluster, digest: digest)
         } catch {
             // The file is archived; only the shortcut for PostgreSQL's request is lost, which then
             // pushes again and is answered as a repeat.
@@ -405,8 +411,11 @@ public final class WALAgent: @unchecked Sendable {
         }
         do {
             try snapshot.write(path: statusPath)
+            lastStatusError = nil
         } catch {
-            log("WARNING: the status file \(statusPath) could not be written: \((error as? KhoError)?.message ?? "\(error)")")
+            let message = (error as? KhoError)?.message ?? "\(error)"
+            if message != lastStatusError { log("WARNING: the status file \(statusPath) could not be written: \(message)") }
+            lastStatusError = message
         }
     }
 

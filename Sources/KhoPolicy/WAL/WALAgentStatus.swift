@@ -84,6 +84,23 @@ public struct WALAgentStatus: Codable, Sendable, Equatable {
         return result
     }
 
+    /// What `kho status` shows for `source`: the agent's file in `stateDirectory`, judged at `now`
+    /// against the cluster's queue as it is now (when the data directory it names can be listed
+    /// here). Nil when no agent has run for the source with that state folder.
+    public static func current(source: String, stateDirectory: String = WALAgentPaths.stateFolder, now: Date = Date()) throws -> WALAgentStatus? {
+        let path = try WALAgentPaths.status(source: source, stateDirectory: stateDirectory)
+        guard access(path, F_OK) == 0 else { return nil }
+        let status = try read(path: path)
+        var queue: WALReadyQueue.Look?
+        do {
+            queue = try WALReadyQueue.look(dataDirectory: status.dataDirectory)
+        } catch {
+            // Another host's cluster, or one gone: the file's own counts stand.
+            queue = nil
+        }
+        return status.assessed(now: now, queue: queue)
+    }
+
     public static func read(path: String) throws -> WALAgentStatus {
         let bytes = try Syscall.readFile(path, limit: 1 << 20)
         do {

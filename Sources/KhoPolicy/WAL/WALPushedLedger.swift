@@ -3,8 +3,8 @@ import Glibc
 import KhoCore
 import KhoSupport
 
-/// The agent's memory of what it pushed: `<state>/<source>.pushed`, one line `<name> <sha256>` per
-/// file, appended and fsynced after the repository holds the file, so that after a restart a
+/// The agent's memory of what it pushed: `<state>/<source>.pushed`, one line
+/// `<system identifier>/<name> <sha256>` per file (names restart at a rebuilt cluster), appended and fsynced after the repository holds the file, so that after a restart a
 /// `kho wal push` of a file pushed before is answered without pushing it again. Local state, not
 /// repository format: losing it only costs re-pushes, which the archive answers as repeats.
 ///
@@ -60,9 +60,9 @@ final class WALPushedLedger: @unchecked Sendable {
         let lines = text.split(separator: UInt8(ascii: "\n"))
         for line in lines {
             let parts = line.split(separator: UInt8(ascii: " "))
-            guard parts.count == 2, let name = try? WALFileName(parsing: String(decoding: parts[0], as: UTF8.self)),
+            guard parts.count == 2, let key = WALPushedLedger.parseKey(String(decoding: parts[0], as: UTF8.self)),
                   let digest = BlobID(hex: String(decoding: parts[1], as: UTF8.self)) else { continue }
-            remember(name.description, digest)
+            remember(key, digest)
         }
         if lines.count > Self.kept * 2 { try compact() }
     }
@@ -86,17 +86,31 @@ final class WALPushedLedger: @unchecked Sendable {
         try Syscall.call("fsync", path) { fsync(fd) }
     }
 
-    func digest(of name: String) -> BlobID? {
-        lock.withLock { entries[name] }
+    static func key(_ name: WALFileName, cluster: SystemIdentifier) -> String {
+        "\(cluster)/\(name)"
     }
 
-    /// Records `name` as pushed with `digest`, durably.
-    func append(name: String, digest: BlobID) throws {
-        let line = Array("\(name) \(digest.hex)\n".utf8)
+    /// A key read back from the file, checked as a system identifier and a WAL name.
+    private static func parseKey(_ text: String) -> String? {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2, let cluster = try? SystemIdentifier(parsing: parts[0]),
+              let name = try? WALFileName(parsing: parts[1]) else { return nil }
+        return key(name, cluster: cluster)
+    }
+
+    func digest(of name: WALFileName, cluster: SystemIdentifier) -> BlobID? {
+        let key = WALPushedLedger.key(name, cluster: cluster)
+        return lock.withLock { entries[key] }
+    }
+
+    /// Records `name` of `cluster` as pushed with `digest`, durably.
+    func append(name: WALFileName, cluster: SystemIdentifier, digest: BlobID) throws {
+        let key = WALPushedLedger.key(name, cluster: cluster)
+        let line = Array("\(key) \(digest.hex)\n".utf8)
         try lock.withLock {
             try line.withUnsafeBytes { try Syscall.writeAll(fd, $0, path) }
             try Syscall.call("fsync", path) { fsync(fd) }
-            remember(name, digest)
+            remember(key, digest)
         }
     }
 }
