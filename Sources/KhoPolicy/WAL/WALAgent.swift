@@ -20,8 +20,9 @@ public struct WALAgentOptions: Sendable {
     public var scanInterval: TimeInterval = 0.2
     /// A queue whose oldest file waits longer than this is stalled.
     public var stallAfter: TimeInterval = 300
-    /// Clients served at once; more are told to retry.
-    public var maxClients = 16
+    /// Clients served at once; more are told to retry. PostgreSQL's archiver asks one file at a
+    /// time; the bound keeps a flood of requests (each may hold a 64 MiB file) from using memory.
+    public var maxClients = 4
     /// Log every push, not only problems and a summary.
     public var verbose = false
 
