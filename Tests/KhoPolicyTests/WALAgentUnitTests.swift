@@ -81,6 +81,13 @@ struct WALAgentUnitTests {
         let reread = try WALPushedLedger(path: state + "/other.pushed")
         #expect(reread.digest(of: name, cluster: cluster) == digest)
         #expect(reread.digest(of: try WALFileName(parsing: "000000010000000000000006"), cluster: cluster) == nil)
+
+        // A long-running agent's file is compacted to the newest entries.
+        let small = try WALPushedLedger(path: state + "/small.pushed", kept: 4)
+        for n in 1...9 { try small.append(name: try WALFileName(parsing: String(format: "0000000100000000000000%02X", n)), cluster: cluster, digest: digest) }
+        let kept = try String(contentsOfFile: state + "/small.pushed", encoding: .utf8).split(separator: "\n")
+        #expect(kept.count == 4, "\(kept)")
+        #expect(small.digest(of: try WALFileName(parsing: "000000010000000000000009"), cluster: cluster) == digest)
     }
 
     @Test("a reader sees a stopped or silent agent with waiting files as stalled")

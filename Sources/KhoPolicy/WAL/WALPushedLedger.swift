@@ -14,15 +14,18 @@ final class WALPushedLedger: @unchecked Sendable {
     let path: String
     private let fd: Int32
     private let lock = NSLock()
-    /// Entries kept in memory and in the file after compaction; older names are long archived and
-    /// recycled by PostgreSQL.
-    static let kept = 8192
+    /// Entries kept in memory and in the file after compaction (8192 by default); older names are
+    /// long archived and recycled by PostgreSQL.
+    let kept: Int
 
     private(set) var entries: [String: BlobID] = [:]
     private var order: [String] = []
+    /// Lines in the file, so that a long-running agent compacts it now and then.
+    private var lines = 0
 
-    init(path: String) throws {
+    init(path: String, kept: Int = 8192) throws {
         self.path = path
+        self.kept = kept
         fd = try Syscall.call("open", path) { open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0o600) }
         do {
             let (_, code) = Syscall.attempt { flock(fd, LOCK_EX | LOCK_NB) }
@@ -64,26 +67,28 @@ final class WALPushedLedger: @unchecked Sendable {
                   let digest = BlobID(hex: String(decoding: parts[1], as: UTF8.self)) else { continue }
             remember(key, digest)
         }
-        if lines.count > Self.kept * 2 { try compact() }
+        self.lines = lines.count
+        if lines.count > kept * 2 { try compact() }
     }
 
     private func remember(_ name: String, _ digest: BlobID) {
         if entries.updateValue(digest, forKey: name) == nil { order.append(name) }
-        if order.count > Self.kept * 2 {
-            for old in order.prefix(order.count - Self.kept) { entries[old] = nil }
-            order.removeFirst(order.count - Self.kept)
+        if order.count > kept * 2 {
+            for old in order.prefix(order.count - kept) { entries[old] = nil }
+            order.removeFirst(order.count - kept)
         }
     }
 
     /// Rewrites the file in place with the newest `kept` entries, keeping the lock on it. A crash
     /// in the middle loses entries, which only costs pushes that the archive answers as repeats.
     private func compact() throws {
-        let recent = order.suffix(Self.kept)
+        let recent = order.suffix(kept)
         var text = ""
         for name in recent { if let digest = entries[name] { text += "\(name) \(digest.hex)\n" } }
         try Syscall.call("ftruncate", path) { ftruncate(fd, 0) }
         try Array(text.utf8).withUnsafeBytes { try Syscall.writeAll(fd, $0, path) }
         try Syscall.call("fsync", path) { fsync(fd) }
+        lines = recent.count
     }
 
     static func key(_ name: WALFileName, cluster: SystemIdentifier) -> String {
@@ -111,6 +116,8 @@ final class WALPushedLedger: @unchecked Sendable {
             try line.withUnsafeBytes { try Syscall.writeAll(fd, $0, path) }
             try Syscall.call("fsync", path) { fsync(fd) }
             remember(key, digest)
+            lines += 1
+            if lines > kept * 2 { try compact() }
         }
     }
 }
