@@ -57,6 +57,8 @@ public final class WALAgent: @unchecked Sendable {
     private var backoff: [String: (failures: Int, next: Date)] = [:]
     private var status: WALAgentStatus
     private var clients = 0
+    /// Files handed to the uploaders and not finished yet.
+    private var readAheadPending = 0
     /// The last status-file error logged, so that a lasting one is logged once.
     private var lastStatusError: String?
 
@@ -97,11 +99,14 @@ public final class WALAgent: @unchecked Sendable {
         var socketInfo = stat()
         try Syscall.call("stat", options.socketPath) { lstat(options.socketPath, &socketInfo) }
         log("kho wal serve: source \(options.source), cluster in \(options.dataDirectory), listening on \(options.socketPath) for uid \(owner) and root, \(options.uploaders) uploaders, pushed files remembered in \(ledger.path)")
-        let queue = BoundedQueue<WALFileName>(capacity: options.uploaders)
+        let queue = BoundedQueue<WALFileName>(capacity: 2 * options.uploaders)
         var workers: [Worker] = []
         for index in 0..<options.uploaders {
             workers.append(Worker(name: "kho-wal-upload-\(index)") { [self] in
-                while let name = queue.pop() { readAhead(name) }
+                while let name = queue.pop() {
+                    readAhead(name)
+                    condition.withLock { readAheadPending -= 1 }
+                }
             })
         }
         let finished = Locked(false)
@@ -154,10 +159,13 @@ public final class WALAgent: @unchecked Sendable {
     /// hands files nobody pushed yet to the uploaders, oldest first.
     private func scan(into queue: BoundedQueue<WALFileName>, stop: @escaping @Sendable () -> Bool) {
         let folder = WALReadyQueue.statusFolder(dataDirectory: options.dataDirectory)
-        let watch = systemInotifyInit(Int32(O_NONBLOCK | O_CLOEXEC))
+        var watch = systemInotifyInit(Int32(O_NONBLOCK | O_CLOEXEC))
         // IN_CREATE | IN_MOVED_TO: PostgreSQL creates `.ready` files; without inotify the
         // interval alone paces the read-ahead.
-        if watch >= 0, systemInotifyAddWatch(watch, folder, 0x100 | 0x80) < 0 { close(watch) }
+        if watch >= 0, systemInotifyAddWatch(watch, folder, 0x100 | 0x80) < 0 {
+            close(watch)
+            watch = -1
+        }
         defer { if watch >= 0 { close(watch) } }
         var lastStatus = Date.distantPast
         var lastSummary = Date()
@@ -171,10 +179,14 @@ public final class WALAgent: @unchecked Sendable {
                     status.readyFiles = look.count
                     status.oldestReadySeconds = look.oldestAge(now: Date())
                 }
+                // Only as many as the queue takes without waiting: the scanner also keeps the
+                // status file fresh, which must not stop while a slow storage holds the uploaders.
                 for name in look.names {
-                    if stop() { break }
+                    if stop() || condition.withLock({ readAheadPending >= 2 * options.uploaders }) { break }
                     guard claimForReadAhead(name, cluster: cluster) else { continue }
+                    condition.withLock { readAheadPending += 1 }
                     if !queue.push(name) {
+                        condition.withLock { readAheadPending -= 1 }
                         release(name)
                         break
                     }
