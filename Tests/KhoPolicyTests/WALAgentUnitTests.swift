@@ -101,6 +101,9 @@ struct WALAgentUnitTests {
         #expect(!status.assessed(now: now, queue: empty).stalled)
         #expect(!status.assessed(now: now, queue: young).stalled)
         #expect(status.assessed(now: now, queue: old).stalled)
+        status.lastPush = now.addingTimeInterval(-2)
+        #expect(!status.assessed(now: now, queue: old).stalled, "an old queue that is moving: catching up")
+        status.lastPush = nil
         status.consecutiveFailures = WALAgentStatus.failureLimit
         #expect(status.assessed(now: now, queue: young).stalled, "a running agent that keeps failing")
         status.consecutiveFailures = 0

@@ -323,6 +323,7 @@ public final class WALAgent: @unchecked Sendable {
             while inFlight.contains(key) { condition.wait() }
             if ledger.digest(of: name, cluster: cluster) == digest {
                 status.answeredAhead += 1
+                status.lastAnswer = Date()
                 return true
             }
             inFlight.insert(key)
@@ -335,6 +336,7 @@ public final class WALAgent: @unchecked Sendable {
         defer { release(name) }
         do {
             let outcome = try push(name, file: file, digest: digest, origin: .request)
+            condition.withLock { status.lastAnswer = Date() }
             return .ok(outcome == .stored ? "\(name) is archived." : "\(name) was already archived with the same content.")
         } catch let failure as PushFailure {
             return failure.refused ? .refused(failure.message) : .failed(failure.message)
@@ -419,6 +421,7 @@ public final class WALAgent: @unchecked Sendable {
         let snapshot = condition.withLock { () -> WALAgentStatus in
             status.updated = Date()
             status.stalled = WALAgentStatus.isStalled(readyFiles: status.readyFiles, oldestReadySeconds: status.oldestReadySeconds,
+                                                      secondsSinceProgress: status.secondsSinceProgress(now: status.updated),
                                                       consecutiveFailures: status.consecutiveFailures, stallAfter: options.stallAfter)
             return status
         }

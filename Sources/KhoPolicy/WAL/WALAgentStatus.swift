@@ -20,6 +20,8 @@ public struct WALAgentStatus: Codable, Sendable, Equatable {
     /// Age in seconds of the oldest `.ready` file (0 when there is none).
     public var oldestReadySeconds: Double
     public var lastPush: Date?
+    /// When a `kho wal push` was last answered ok (a push, or a file the read-ahead had pushed).
+    public var lastAnswer: Date?
     public var lastPushed: String?
     public var lastError: String?
     public var lastErrorAt: Date?
@@ -35,8 +37,8 @@ public struct WALAgentStatus: Codable, Sendable, Equatable {
     public var refused: Int
     /// Requests from peers that may not push.
     public var denied: Int
-    /// PostgreSQL's queue is not moving: the oldest `.ready` file is older than `stallAfter`
-    /// seconds, or pushes keep failing.
+    /// PostgreSQL's queue is not moving: files wait, the oldest for longer than `stallAfter`
+    /// seconds, and nothing was pushed or answered for as long; or pushes keep failing.
     public var stalled: Bool
     public var stallAfterSeconds: Double
 
@@ -63,9 +65,16 @@ public struct WALAgentStatus: Codable, Sendable, Equatable {
     /// Failed pushes in a row after which the agent counts as stalled even while the queue is young.
     public static let failureLimit = 5
 
-    /// The stall rule, in one place for the agent and for readers of the file.
-    public static func isStalled(readyFiles: Int, oldestReadySeconds: Double, consecutiveFailures: Int, stallAfter: TimeInterval) -> Bool {
-        readyFiles > 0 && (oldestReadySeconds > stallAfter || consecutiveFailures >= failureLimit)
+    /// The stall rule, in one place for the agent and for readers of the file. A queue that is
+    /// old but moving (an agent catching up after an outage) is not stalled.
+    public static func isStalled(readyFiles: Int, oldestReadySeconds: Double, secondsSinceProgress: Double, consecutiveFailures: Int,
+                                 stallAfter: TimeInterval) -> Bool {
+        readyFiles > 0 && ((oldestReadySeconds > stallAfter && secondsSinceProgress > stallAfter) || consecutiveFailures >= failureLimit)
+    }
+
+    /// Seconds at `now` since the agent last pushed or answered (or started).
+    public func secondsSinceProgress(now: Date) -> Double {
+        now.timeIntervalSince([lastPush, lastAnswer, started].compactMap { $0 }.max() ?? started)
     }
 
     /// How a reader (`kho status`) should see the agent at `now`: an agent that stopped or whose
@@ -80,6 +89,7 @@ public struct WALAgentStatus: Codable, Sendable, Equatable {
         }
         let failing = result.running ? result.consecutiveFailures : WALAgentStatus.failureLimit
         result.stalled = WALAgentStatus.isStalled(readyFiles: result.readyFiles, oldestReadySeconds: result.oldestReadySeconds,
+                                                  secondsSinceProgress: result.secondsSinceProgress(now: now),
                                                   consecutiveFailures: failing, stallAfter: stallAfterSeconds)
         return result
     }
