@@ -18,7 +18,7 @@ struct WalServe: ParsableCommand {
     @Option(help: "Listen here instead of /run/kho/wal/<source>.sock (a folder only root can write).") var socket: String?
     @Option(name: .customLong("state-directory"), help: "Folder of the pushed-files ledger and the status file. Default: $KHO_STATE_DIR/wal, else /var/lib/kho/wal.")
     var stateDirectory: String?
-    @Option(help: "Files pushed ahead in parallel (1 to 64).") var connections = 2
+    @Option(help: "Files pushed ahead in parallel (1 to 64). Default: 2 on a folder, 4 on S3.") var connections: Int?
     @Option(name: .customLong("stall-after"), help: "Report the archive as stalled when a ready file waits longer than this, e.g. 5m.")
     var stallAfter = "5m"
     @Flag(help: "Log every file pushed, not only problems.") var verbose = false
@@ -34,7 +34,8 @@ struct WalServe: ParsableCommand {
         let state = stateDirectory ?? ProcessInfo.processInfo.environment["KHO_STATE_DIR"].flatMap { $0.isEmpty ? nil : $0 + "/wal" } ?? WALAgentPaths.stateFolder
         var options = WALAgentOptions(source: source, dataDirectory: dataDirectory,
                                       socketPath: try socket ?? WALAgentPaths.socket(source: source), stateDirectory: state)
-        options.uploaders = connections
+        // An S3 round trip leaves a core idle; a local fsync does not.
+        options.uploaders = try connections ?? (repository.location().hasPrefix("s3:") ? 4 : 2)
         options.stallAfter = try DurationText.parse(stallAfter, option: "--stall-after")
         options.verbose = verbose
         // One key derivation for the agent's whole life: this is what keeps up with a busy server.
