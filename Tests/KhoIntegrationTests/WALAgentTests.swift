@@ -340,7 +340,7 @@ struct WALAgentThroughput {
         let openMilliseconds = Date().timeIntervalSince(started) * 1000 / 5
         // One file each way in turn, so that other load on the machine weighs on both alike.
         cluster.sandbox.repo = agentRepository
-        try cluster.startAgent()
+        try cluster.startAgent(extra: ["--verbose"])
         var directSeconds = 0.0
         var agentSeconds = 0.0
         for name in segments {
@@ -354,7 +354,8 @@ struct WALAgentThroughput {
             try #require(pushed.exitCode == 0, "\(pushed)")
             agentSeconds += Date().timeIntervalSince(started)
         }
-        _ = try cluster.stopAgent()
+        let agentLog = try cluster.stopAgent()
+        print(agentLog.err.split(separator: "\n").filter { $0.contains(" ms") }.suffix(5).joined(separator: "\n"))
 
         // With read-ahead: a data directory whose archive_status lists every segment as ready,
         // drained by one client at a time as PostgreSQL's archiver does (renaming .ready to

@@ -359,6 +359,7 @@ public final class WALAgent: @unchecked Sendable {
     private func push(_ name: WALFileName, file: [UInt8], digest: BlobID, origin: Origin) throws -> WALPushOutcome {
         let outcome: WALPushOutcome
         let identity: WALClusterIdentity
+        let started = Date()
         do {
             identity = try WALClusterIdentity.read(dataDirectory: options.dataDirectory)
             outcome = try archive.push(name: name, file: file, identity: identity)
@@ -395,7 +396,7 @@ public final class WALAgent: @unchecked Sendable {
             }
         }
         if options.verbose {
-            log("\(name): \(outcome == .stored ? "stored" : "already stored with the same content") (\(origin == .readAhead ? "read-ahead" : "on request"))")
+            log("\(name): \(outcome == .stored ? "stored" : "already stored with the same content") (\(origin == .readAhead ? "read-ahead" : "on request")) in \(Int(Date().timeIntervalSince(started) * 1000)) ms")
         }
         return outcome
     }
