@@ -190,8 +190,9 @@ package final class ScratchPostgres: @unchecked Sendable {
     package let password: String?
     package private(set) var isRunning = false
 
-    /// Creates and starts the cluster.
-    package init(label: String = "pg", password: String? = nil) throws {
+    /// Creates and starts the cluster. `configuration` lines (`name = value`) are appended to
+    /// its postgresql.conf before the first start (archive_mode, archive_command …).
+    package init(label: String = "pg", password: String? = nil, configuration: [String] = []) throws {
         guard let bin = ScratchPostgres.binDirectory, ScratchPostgres.unavailableReason == nil else {
             throw ServerError(ScratchPostgres.unavailableReason ?? "PostgreSQL is not available")
         }
@@ -210,6 +211,13 @@ package final class ScratchPostgres: @unchecked Sendable {
                 initdb += ["-A", "trust"]
             }
             try asPostgres(bin + "/initdb", initdb)
+            if !configuration.isEmpty {
+                let conf = dataDirectory + "/postgresql.conf"
+                let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: conf))
+                defer { try? handle.close() }
+                try handle.seekToEnd()
+                try handle.write(contentsOf: Data(("\n" + configuration.joined(separator: "\n") + "\n").utf8))
+            }
             try start()
         } catch {
             stop()
