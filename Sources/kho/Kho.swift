@@ -23,7 +23,7 @@ struct Kho: ParsableCommand {
             Init.self, Backup.self, Snapshots.self, Ls.self, Restore.self, Dump.self, Check.self, Stats.self,
             Forget.self, Prune.self, Unlock.self, Key.self, Copy.self, Rekey.self, Upgrade.self,
             PolicyCommand.self, Run.self, Daemon.self, ScheduleCommand.self, StatusCommand.self, CatalogCommand.self,
-            Verify.self, Audit.self, Report.self,
+            Verify.self, Audit.self, Report.self, Wal.self,
         ]
     )
 }
@@ -64,9 +64,9 @@ enum Main {
             if let failure { throw failure }
         } catch let error as KhoError {
             Terminal.error(error.message)
-            exit(KhoExitCode(error.kind).rawValue)
+            leave(KhoExitCode(error.kind).rawValue)
         } catch let status as ExitStatus {
-            exit(status.code.rawValue)
+            leave(status.code.rawValue)
         } catch {
             let code = Kho.exitCode(for: error)
             let message = Kho.fullMessage(for: error)
@@ -76,10 +76,15 @@ enum Main {
             }
             if !message.isEmpty { Terminal.write(STDERR_FILENO, message + "\n") }
             if code == .validationFailure {
-                exit(KhoExitCode.usage.rawValue)
+                leave(KhoExitCode.usage.rawValue)
             }
-            exit(code.rawValue == 0 ? 0 : KhoExitCode.failure.rawValue)
+            leave(code.rawValue == 0 ? 0 : KhoExitCode.failure.rawValue)
         }
         exit(0)
+    }
+
+    /// The one exit of a failed command; `kho wal fetch` has PostgreSQL's codes (see Wal.Fetch).
+    static func leave(_ code: Int32) -> Never {
+        exit(Wal.Fetch.exitCode(code))
     }
 }

@@ -96,6 +96,8 @@ public final class Checker {
         }
         let census = NonceCensus()
         try countNonces(census, packs: stored.filter { !badPacks.contains($0.key) })
+        // Archive records and retirements decide what WAL archiving accepts: each must open.
+        report.errors += try WALArchive.unreadableRecords(in: repository)
 
         if options.readData != .none {
             let selected = selectPacks(stored.keys.filter { indexedPacks.contains($0) && !badPacks.contains($0) }.sorted())

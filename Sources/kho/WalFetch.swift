@@ -1,0 +1,74 @@
+import ArgumentParser
+import Foundation
+import KhoCore
+import KhoSupport
+
+extension Wal {
+    /// PostgreSQL's `restore_command` in standalone mode (design section 4). Its exit codes are
+    /// PostgreSQL's, not kho's usual ones: 0 the file was written; 1 it is not archived and nothing
+    /// later on its timeline is (the normal end of WAL); 126 for everything else, a gap, a damaged
+    /// object, a storage or password failure, even a mistyped command line, because PostgreSQL
+    /// reads any other code as "no such file" and would end recovery early at the wrong point.
+    struct Fetch: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Fetch one archived WAL file: PostgreSQL's restore_command (kho wal fetch --source NAME %f %p).",
+            discussion: """
+            Exit codes: 0 written; 1 not archived (the end of the WAL, or a timeline that does not
+            exist); 126 recovery must stop (a gap in the archive, damage, the repository cannot be
+            read). The file is written to %p.kho-tmp, fsynced and renamed: never empty or partial.
+            """
+        )
+
+        @OptionGroup var repository: RepositoryOptions
+
+        @Option(help: "The policy source whose archive to read.")
+        var source: String
+
+        @Option(help: "The cluster's system identifier (16 hex digits, see `kho wal ls`); default: the source's current cluster.")
+        var cluster: String?
+
+        @Argument(help: "The file PostgreSQL asks for: %f.")
+        var name: String
+
+        @Argument(help: "Where PostgreSQL wants it: %p.")
+        var destination: String
+
+        func validate() throws {
+            try Wal.checkSource(source)
+        }
+
+        func run() throws {
+            do {
+                let name = try WALFileName(parsing: self.name)
+                let cluster = try self.cluster.map { try SystemIdentifier(parsing: $0) }
+                let repository = try self.repository.open()
+                let record = try WALRecoveryFetch.record(source: source, cluster: cluster, in: repository)
+                switch try WALRecoveryFetch.run(name: name, destination: destination, record: record, repository: repository) {
+                case .written:
+                    return
+                case .notArchived:
+                    Terminal.error("\(name) is not in the WAL archive of cluster \(record.cluster) (source \(source)): the end of the archived WAL.")
+                    throw ExitStatus(.failure)
+                }
+            } catch let status as ExitStatus {
+                throw status
+            } catch {
+                Terminal.error(((error as? KhoError)?.message ?? "\(error)") + " (recovery stops here: kho wal fetch exits 126)")
+                throw ExitStatus(.recoveryMustStop)
+            }
+        }
+
+        /// Whether this process is `kho wal fetch`: a command line that does not even parse must
+        /// stop recovery too, not read as "no such file".
+        static var isThisCommand: Bool {
+            let arguments = CommandLine.arguments.dropFirst()
+            return arguments.count >= 2 && Array(arguments.prefix(2)) == ["wal", "fetch"]
+        }
+
+        /// The code the process leaves with: any failure but "not archived" becomes 126.
+        static func exitCode(_ code: Int32) -> Int32 {
+            guard isThisCommand, code != KhoExitCode.success.rawValue, code != KhoExitCode.failure.rawValue else { return code }
+            return KhoExitCode.recoveryMustStop.rawValue
+        }
+    }
+}

@@ -1,0 +1,69 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import KhoCore
+import KhoSupport
+
+extension Wal {
+    /// PostgreSQL's `archive_command`. Its exit codes follow PostgreSQL's rules (design section 3):
+    /// 0 stored or already stored with the same bytes; 12 refused for good (another cluster, other
+    /// content under the name, an invalid file); 1 storage failing, try again; 2 wrong usage. All
+    /// are at most 125, so PostgreSQL retries the file instead of restarting its archiver.
+    struct Push: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Archive one WAL file: PostgreSQL's archive_command (kho wal push --direct --source NAME %p).",
+            discussion: """
+            Runs as the cluster's user in the data directory. With --direct it opens the repository
+            itself (KHO_REPOSITORY, KHO_PASSWORD_FILE), which puts the repository password within
+            reach of every database superuser: use a repository of its own (see the README).
+            Takes no lock: a push only adds files, and never replaces one.
+            """
+        )
+
+        @OptionGroup var repository: RepositoryOptions
+
+        @Option(help: "The policy source whose archive this cluster writes.")
+        var source: String
+
+        @Flag(help: "Open the repository in this process instead of handing the file to the WAL agent.")
+        var direct = false
+
+        @Option(name: .customLong("data-directory"), help: "The cluster's data directory (default: the current folder, where PostgreSQL runs archive_command).")
+        var dataDirectory = "."
+
+        @Option(help: "How long to wait for the WAL agent, e.g. 60s (without --direct).")
+        var timeout = "60s"
+
+        @Argument(help: "The file to archive: PostgreSQL's %p (e.g. pg_wal/000000010000000000000003).")
+        var path: String
+
+        func validate() throws {
+            try Wal.checkSource(source)
+        }
+
+        func run() throws {
+            let leaf = path.split(separator: "/", omittingEmptySubsequences: false).last.map(String.init) ?? path
+            let name = try WALFileName(parsing: leaf)
+            guard direct else {
+                try Push.throughAgent(source: source, path: path, name: name, timeout: try DurationText.parse(timeout, option: "--timeout"))
+                return
+            }
+            let file = try Syscall.readFile(path, limit: WALObject.largestSegmentSize)
+            let identity = try WALClusterIdentity.read(dataDirectory: dataDirectory)
+            let archive = try WALArchive(repository: try repository.open(), source: source)
+            switch try archive.push(name: name, file: file, identity: identity) {
+            case .stored:
+                break
+            case .repeated:
+                // Into PostgreSQL's log: a repeat follows a crash or a lost answer, and is worth seeing.
+                Terminal.warning("\(name) was already archived for cluster \(identity.cluster) with the same content: nothing was replaced.")
+            }
+        }
+
+        /// The one place the WAL agent (`kho wal serve`, built separately) is reached: at merge it
+        /// opens `path` and calls `WALAgentClient.push(source:fileDescriptor:name:timeout:)`.
+        static func throughAgent(source: String, path: String, name: WALFileName, timeout: TimeInterval) throws {
+            throw KhoError(.usage, "No WAL agent in this build of kho: pass --direct to open the repository in kho wal push itself.")
+        }
+    }
+}
