@@ -45,7 +45,7 @@ import KhoTestSupport
         try storage.list(.wal).map(\.name).sorted()
     }
 
-    func expectRefused(_ kind: KhoError.Kind = .integrity, _ comment: Comment, _ body: () throws -> Void) {
+    func expectRefused(_ comment: String, kind: KhoError.Kind = .integrity, _ body: () throws -> Void) {
         do {
             try body()
             Issue.record("not refused: \(comment)")
@@ -102,7 +102,7 @@ import KhoTestSupport
         let archive = try WALArchive(repository: repository, source: "db1")
         let history = try WALFileName(parsing: "00000003.history")
         // Before any segment the archive's segment size is unknown: retry later, not refuse.
-        expectRefused(.source, "a history file before the first segment") {
+        expectRefused("a history file before the first segment", kind: .source) {
             _ = try archive.push(name: history, file: Array("1\t0/7000000\tno reason\n2\t0/7FF40000\tx\n".utf8), identity: Self.identity)
         }
         #expect(try Self.walFiles(storage).isEmpty)
@@ -123,8 +123,8 @@ import KhoTestSupport
         let (repository, storage) = try Self.repository()
         let (name, file) = try Self.segment(Self.base)
         _ = try WALArchive(repository: repository, source: "db1").push(name: name, file: file, identity: Self.identity)
-        expectRefused(.usage, "retiring from another source") { _ = try WALArchive(repository: repository, source: "db2").retire(cluster: Self.cluster) }
-        expectRefused(.usage, "retiring a cluster that was never archived") { _ = try WALArchive(repository: repository, source: "db1").retire(cluster: SystemIdentifier(5)) }
+        expectRefused("retiring from another source", kind: .usage) { _ = try WALArchive(repository: repository, source: "db2").retire(cluster: Self.cluster) }
+        expectRefused("retiring a cluster that was never archived", kind: .usage) { _ = try WALArchive(repository: repository, source: "db1").retire(cluster: SystemIdentifier(5)) }
         #expect(try WALArchive(repository: repository, source: "db1").retire(cluster: Self.cluster) == .retired)
         #expect(try WALArchive(repository: repository, source: "db1").retire(cluster: Self.cluster) == .alreadyRetired)
         #expect(try WALArchive.currentRecord(source: "db1", in: repository) == nil)
