@@ -60,6 +60,15 @@ private extension ScratchPostgres {
     func pgbench(_ arguments: [String]) throws {
         try ServerSupport.require(program("pgbench"), ["-h", dir, "-p", String(port), "-U", superuser] + arguments + ["postgres"], scratch: dir, timeout: 300)
     }
+
+    /// pgbench's TPC-B load for `transactions` per client, with a segment switch about every
+    /// thousandth transaction, so that many segments are archived while it runs. (Not `-T`:
+    /// pgbench ends a timed run by SIGALRM, which the test process's children inherit blocked.)
+    func load(transactions: Int) throws {
+        let switcher = try ServerSupport.scriptFile("SELECT pg_switch_wal();", in: dir)
+        defer { unlink(switcher) }
+        try pgbench(["-n", "-c", "2", "-j", "2", "-t", String(transactions), "-b", "tpcb-like@999", "-f", switcher + "@1"])
+    }
 }
 
 /// Every segment name on timeline 1 from the first to `last`, as the archive should hold them.
@@ -112,7 +121,7 @@ struct WALArchivingTests {
         defer { pg.stop() }
         let cluster = try pg.systemIdentifier
         try pg.pgbench(["-i", "-q", "-s", "2"])
-        try pg.pgbench(["-T", "15", "-c", "2", "-j", "2", "-n"])
+        try pg.load(transactions: 10_000)
         let last = try pg.switchAndWaitArchived()
         let stored = try archivedSegments(sandbox, cluster: cluster)
         let first = try #require(stored.keys.min())
@@ -239,7 +248,7 @@ struct WALArchivingTests {
         defer { pg.stop() }
         let cluster = try pg.systemIdentifier
         try pg.pgbench(["-i", "-q", "-s", "1"])
-        try pg.pgbench(["-T", "15", "-c", "2", "-j", "2", "-n"])
+        try pg.load(transactions: 10_000)
         // Then archiving without the killer catches up.
         try pg.psql("ALTER SYSTEM SET archive_command = \(sqlLiteral(archive.command())); SELECT pg_reload_conf();")
         let last = try pg.switchAndWaitArchived(timeout: 120)
