@@ -191,11 +191,14 @@ public final class WALArchive: @unchecked Sendable {
     public struct Inventory: Sendable {
         /// Oldest first.
         public var records: [WALArchiveRecord]
+        /// Clusters whose retirement marker exists (by its name: see `retire`).
+        public var retired: Set<String>
+        /// The opened markers, when asked for (`kho wal ls`).
         public var retirements: [String: WALRetirement]
         /// Every file listed under `wal/`, for callers that go on to look at the files.
         public var files: [StoredFile]
 
-        public func isRetired(_ record: WALArchiveRecord) -> Bool { retirements[record.cluster] != nil }
+        public func isRetired(_ record: WALArchiveRecord) -> Bool { retired.contains(record.cluster) }
 
         /// The cluster currently archived for `source`: the newest record naming it that is not retired.
         public func current(source: String) -> WALArchiveRecord? {
@@ -203,22 +206,35 @@ public final class WALArchive: @unchecked Sendable {
         }
     }
 
-    public static func inventory(in repository: Repository) throws -> Inventory {
+    /// Records are opened (one that does not open could be hiding a source's real cluster);
+    /// retirement markers count by their name, as pushes count them, and are opened only with
+    /// `openingRetirements`: `kho wal adopt` may run as another user than the cluster's pushes,
+    /// which must still see that a cluster was retired. `kho check` opens them all.
+    public static func inventory(in repository: Repository, openingRetirements: Bool = false) throws -> Inventory {
         var records: [WALArchiveRecord] = []
+        var retired: Set<String> = []
         var retirements: [String: WALRetirement] = [:]
         let files = try repository.storage.list(.wal, under: "")
         for file in files {
             let parts = file.name.split(separator: "/")
             guard parts.count == 2, parts[1] == "archive" || parts[1] == "retired",
                   let cluster = try? SystemIdentifier(parsing: parts[0]) else { continue }
-            let sealed = try repository.storage.load(Handle(.wal, file.name))
             if parts[1] == "archive" {
-                records.append(try repository.openWALRecord(sealed, cluster: cluster))
+                records.append(try repository.openWALRecord(try repository.storage.load(Handle(.wal, file.name)), cluster: cluster))
             } else {
-                retirements[cluster.description] = try repository.openWALRetirement(sealed, cluster: cluster)
+                retired.insert(cluster.description)
+                if openingRetirements {
+                    retirements[cluster.description] = try repository.openWALRetirement(try repository.storage.load(Handle(.wal, file.name)), cluster: cluster)
+                }
             }
         }
-        return Inventory(records: records.sorted { ($0.created, $0.cluster) < ($1.created, $1.cluster) }, retirements: retirements, files: files)
+        return Inventory(records: records.sorted { ($0.created, $0.cluster) < ($1.created, $1.cluster) }, retired: retired,
+                         retirements: retirements, files: files)
+    }
+
+    /// The cluster currently archived for `source`: the newest record naming it that is not retired.
+    public static func currentRecord(source: String, in repository: Repository) throws -> WALArchiveRecord? {
+        try inventory(in: repository).current(source: source)
     }
 
     /// One line per archive record or retirement (`kho wal adopt`'s marker) that does not open
@@ -241,11 +257,6 @@ public final class WALArchive: @unchecked Sendable {
             }
         }
         return problems
-    }
-
-    /// The cluster currently archived for `source`: the newest record naming it that is not retired.
-    public static func currentRecord(source: String, in repository: Repository) throws -> WALArchiveRecord? {
-        try inventory(in: repository).current(source: source)
     }
 
     // MARK: retiring

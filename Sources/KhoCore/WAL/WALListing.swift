@@ -27,6 +27,7 @@ public struct WALClusterSummary: Codable, Sendable {
     }
 
     public var record: WALArchiveRecord
+    /// The marker `kho wal adopt` wrote, when the cluster is retired.
     public var retired: WALRetirement?
     public var timelines: [Timeline]
     /// Files under the cluster's folder that are not where kho stores a WAL file.
@@ -34,7 +35,7 @@ public struct WALClusterSummary: Codable, Sendable {
 
     /// Every cluster archived for `source` (all clusters when nil), oldest first.
     public static func list(source: String?, in repository: Repository) throws -> [WALClusterSummary] {
-        let inventory = try WALArchive.inventory(in: repository)
+        let inventory = try WALArchive.inventory(in: repository, openingRetirements: true)
         var byCluster: [String: [StoredFile]] = [:]
         for file in inventory.files {
             guard let slash = file.name.firstIndex(of: "/") else { continue }
