@@ -232,6 +232,33 @@ struct WALArchivingTests {
         try sandbox.ok("wal", "fetch", "--source", archive.source, "--cluster", firstID, firstSegment, target)
     }
 
+    @Test("kho wal setup checks the cluster, the repository and the environment file, and the archive_command it prints archives; an environment file others can write is refused")
+    func setupPrintsWorkingLines() throws {
+        let archive = try Archive("wal-setup")
+        let sandbox = archive.sandbox
+        let pg = try archive.cluster("wal-setup", command: "/bin/false")
+        defer { pg.stop() }
+        let setup = try sandbox.ok("wal", "setup", "--source", archive.source, "--data-directory", pg.dataDirectory, "--direct", "--env-file", archive.env)
+        let cluster = try pg.systemIdentifier
+        #expect(setup.out.contains("cluster \(cluster), PostgreSQL 15") || setup.out.contains("cluster \(cluster), PostgreSQL"), "\(setup)")
+        #expect(setup.out.contains("archive_mode = on") && setup.out.contains("archive_timeout = 60"), "\(setup)")
+        #expect(setup.err.contains("repository of its own"), "the --direct warning: \(setup)")
+        let line = try #require(setup.out.split(separator: "\n").first { $0.hasPrefix("archive_command = '") })
+        // The value as postgresql.conf reads it: between the outer quotes, '' is one quote.
+        let value = String(line.dropFirst("archive_command = '".count).dropLast()).replacingOccurrences(of: "''", with: "'")
+        #expect(value.contains("wal push --direct --source db1 %p"), "\(value)")
+        try pg.psql("ALTER SYSTEM SET archive_command = \(sqlLiteral(value)); SELECT pg_reload_conf();")
+        let name = try pg.switchAndWaitArchived()
+        #expect(try archivedSegments(sandbox, cluster: cluster)[name] != nil)
+
+        // Another cluster's source name is refused; so is an environment file others can write.
+        let taken = try sandbox.kho("wal", "setup", "--source", "other", "--data-directory", pg.dataDirectory, "--direct", "--env-file", archive.env)
+        #expect(taken.exitCode == 2 && taken.err.contains("already archived for source db1"), "\(taken)")
+        chmod(archive.env, 0o666)
+        let writable = try sandbox.kho("wal", "setup", "--source", archive.source, "--data-directory", pg.dataDirectory, "--direct", "--env-file", archive.env)
+        #expect(writable.exitCode == 2 && writable.err.contains("writable by nobody else"), "\(writable)")
+    }
+
     @Test("archive_command killed at random points under load: PostgreSQL retries, every segment then fetches and verifies, and check passes")
     func killedPushesAreRetried() throws {
         let archive = try Archive("wal-kill")
