@@ -16,6 +16,7 @@ extension Wal {
             Exit codes: 0 written; 1 not archived (the end of the WAL, or a timeline that does not
             exist); 126 recovery must stop (a gap in the archive, damage, the repository cannot be
             read). The file is written to %p.kho-tmp, fsynced and renamed: never empty or partial.
+            With --prefetch DIR --cluster SYSID, one call in --read-ahead opens the repository.
             """
         )
 
@@ -27,6 +28,15 @@ extension Wal {
         @Option(help: "The cluster's system identifier (16 hex digits, see `kho wal ls`); default: the source's current cluster.")
         var cluster: String?
 
+        @Option(help: "Read ahead into this folder (needs --cluster): a call that opens the repository also fetches the next segments, and the next calls answer from the folder without opening it.")
+        var prefetch: String?
+
+        @Option(name: .customLong("read-ahead"), help: "With --prefetch: how many segments to fetch ahead (default 8).")
+        var readAhead = 8
+
+        @Option(help: "With --prefetch: downloads at once (default 4).")
+        var connections = 4
+
         @Argument(help: "The file PostgreSQL asks for: %f.")
         var name: String
 
@@ -35,16 +45,22 @@ extension Wal {
 
         func validate() throws {
             try Wal.checkSource(source)
+            if prefetch != nil && cluster == nil { throw ValidationError("--prefetch needs --cluster SYSID (see `kho wal ls`): the folder is answered from without opening the repository.") }
+            if !(1...64).contains(readAhead) { throw ValidationError("--read-ahead must be 1 to 64.") }
+            try Flags.checkConnections(connections)
         }
 
         func run() throws {
             do {
                 let name = try WALFileName(parsing: self.name)
                 let cluster = try self.cluster.map { try SystemIdentifier(parsing: $0) }
+                let prefetch = try cluster.flatMap { cluster in try self.prefetch.map { try WALPrefetch(root: $0, cluster: cluster) } }
+                if let prefetch, try prefetch.serve(name: name, to: destination) { return }
                 let repository = try self.repository.open()
                 let record = try WALRecoveryFetch.record(source: source, cluster: cluster, in: repository)
                 switch try WALRecoveryFetch.run(name: name, destination: destination, record: record, repository: repository) {
                 case .written:
+                    prefetch?.fill(after: name, count: readAhead, record: record, repository: repository, connections: connections)
                     return
                 case .notArchived:
                     Terminal.error("\(name) is not in the WAL archive of cluster \(record.cluster) (source \(source)): the end of the archived WAL.")

@@ -132,6 +132,18 @@ struct WALArchivingTests {
         let compared = try fetchAll(archive, pg, first: first, last: last)
         #expect(compared >= 1, "at least the last segments are still in pg_wal")
 
+        // Read-ahead: the call that opens the repository fills the folder with the next segments;
+        // the next call answers from it without opening the repository (a wrong password shows it).
+        let prefetch = sandbox.path("prefetch")
+        let early = sandbox.path("early")
+        try sandbox.ok("wal", "fetch", "--source", archive.source, "--cluster", cluster, "--prefetch", prefetch, "--read-ahead", "3", expected[0], early)
+        #expect(Set(try FileManager.default.contentsOfDirectory(atPath: prefetch + "/" + cluster)) == Set(expected[1...3]))
+        let served = try sandbox.kho(["wal", "fetch", "--source", archive.source, "--cluster", cluster, "--prefetch", prefetch, expected[1], early], env: ["KHO_PASSWORD": "wrong"])
+        #expect(served.exitCode == 0, "\(served)")
+        try sandbox.ok("wal", "fetch", "--source", archive.source, expected[1], early + ".direct")
+        #expect(try readFile(early) == (try readFile(early + ".direct")))
+        #expect(Set(try FileManager.default.contentsOfDirectory(atPath: prefetch + "/" + cluster)) == Set(expected[2...3]), "served and older files leave the folder")
+
         let ls = try sandbox.ok("wal", "ls", "--source", archive.source)
         #expect(ls.out.contains(cluster) && ls.out.contains("no gaps"), "\(ls)")
         try sandbox.ok("check")
