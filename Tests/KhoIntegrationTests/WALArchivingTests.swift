@@ -301,7 +301,28 @@ struct WALArchivingTests {
         _ = try fetchAll(archive, pg, first: first, last: last)
         let check = try sandbox.ok("check")
         #expect(!check.all.contains("damaged"), "\(check)")
+        // Temporary files a killed push left are prune's to remove once they are an hour old.
+        let leftovers = try temporaryFiles(below: sandbox.repo + "/wal")
+        for path in leftovers {
+            var times = [timespec(tv_sec: time(nil) - 7200, tv_nsec: 0), timespec(tv_sec: time(nil) - 7200, tv_nsec: 0)]
+            #expect(utimensat(AT_FDCWD, path, &times, AT_SYMLINK_NOFOLLOW) == 0)
+        }
+        try sandbox.ok("prune")
+        #expect(try temporaryFiles(below: sandbox.repo + "/wal").isEmpty, "left by killed pushes: \(leftovers.count)")
+        try sandbox.ok("check")
     }
+}
+
+/// `.tmp-` files anywhere below `folder` (contentsOfDirectory lists names starting with a dot).
+private func temporaryFiles(below folder: String) throws -> [String] {
+    var found: [String] = []
+    for name in (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [] {
+        let path = folder + "/" + name
+        var info = stat()
+        guard lstat(path, &info) == 0 else { continue }
+        if info.st_mode & S_IFMT == S_IFDIR { found += try temporaryFiles(below: path) } else if name.hasPrefix(".tmp-") { found.append(path) }
+    }
+    return found
 }
 
 private func sqlLiteral(_ text: String) -> String { "'" + text.replacingOccurrences(of: "'", with: "''") + "'" }
