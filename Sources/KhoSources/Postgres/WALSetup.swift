@@ -79,10 +79,10 @@ public struct WALSetup: Sendable {
         let command: String
         if let environmentFile {
             try checkEnvironmentFile(environmentFile, owner: owner, warnings: &warnings, notes: &notes)
-            command = "set -a && . \(Shell.quote(environmentFile)) && exec \(Shell.quote(kho)) wal push --direct --source \(Shell.quote(source)) %p"
+            command = "set -a && . \(Self.argument(environmentFile)) && exec \(Self.argument(kho)) wal push --direct --source \(Self.argument(source)) %p"
             warnings.append("--direct puts the repository password within reach of every superuser of this cluster (COPY … TO PROGRAM runs as \(owner.name)): use a repository of its own for this cluster's WAL, never the one that holds other backups.")
         } else {
-            command = "exec \(Shell.quote(kho)) wal push --source \(Shell.quote(source)) %p"
+            command = "exec \(Self.argument(kho)) wal push --source \(Self.argument(source)) %p"
             warnings.append("without --direct, kho wal push hands each file to the WAL agent (kho wal serve), which must run on this host.")
         }
         let settings = [
@@ -92,6 +92,12 @@ public struct WALSetup: Sendable {
         ]
         return Report(cluster: identity.cluster, serverVersion: identity.serverVersion, user: owner.name, segmentSize: segmentSize,
                       settings: settings, warnings: warnings, notes: notes)
+    }
+
+    /// One word of archive_command: shell-quoted, and `%` doubled, as PostgreSQL replaces `%p`,
+    /// `%f` and `%%` in the command before the shell sees it.
+    static func argument(_ text: String) -> String {
+        Shell.quote(text).replacingOccurrences(of: "%", with: "%%")
     }
 
     /// A postgresql.conf string value: single quotes, a quote doubled.
