@@ -140,7 +140,7 @@ public final class WALArchive: @unchecked Sendable {
             throw KhoError(.integrity, "Cluster \(cluster) is archived for source \(record.source), not \(source): nothing was stored; give kho wal push the source this cluster belongs to.")
         }
         guard record.serverVersion == identity.serverVersion else {
-            throw KhoError(.integrity, "Cluster \(cluster) was archived as PostgreSQL \(record.serverVersion) and now runs \(identity.serverVersion): nothing was stored; after pg_upgrade run `kho wal adopt --source \(source)` and take a base backup.")
+            throw KhoError(.integrity, "Cluster \(cluster) was archived as PostgreSQL \(record.serverVersion) and now runs \(identity.serverVersion): nothing was stored; after pg_upgrade run `kho wal adopt --source \(source) --cluster \(cluster)` and take a base backup.")
         }
         // Only whether it exists: a marker that does not open stops archiving as loudly as a real
         // one, and `kho check` names it.
