@@ -271,6 +271,57 @@ struct WALArchivingTests {
         #expect(writable.exitCode == 2 && writable.err.contains("writable by nobody else"), "\(writable)")
     }
 
+    @Test("a base backup taken without WAL recovers through kho wal fetch as restore_command to the last archived write, is promoted, and archives its timeline history and new timeline into the same archive")
+    func recoveryThroughFetchThenNewTimeline() throws {
+        let archive = try Archive("wal-pitr")
+        let sandbox = archive.sandbox
+        let pg = try archive.cluster("wal-pitr")
+        defer { pg.stop() }
+        let cluster = try pg.systemIdentifier
+        try pg.psql("CREATE TABLE registry (id int PRIMARY KEY, note text); INSERT INTO registry SELECT g, 'before' FROM generate_series(1, 1000) g;")
+        // -X none: the backup's WAL comes from the archive only (pg_basebackup waits until it is archived).
+        let copy = try ServerSupport.makeTemporaryFolder("wal-pitr-copy")
+        defer { try? removeTree(copy) }
+        try ServerSupport.chownTree(copy, to: "postgres")
+        let runuser = try #require(ScratchPostgres.runuser)
+        try ServerSupport.require(runuser, ["-u", "postgres", "--", pg.program("pg_basebackup"), "-h", pg.dir, "-p", String(pg.port), "-U", "postgres",
+                                            "-D", copy + "/data", "-X", "none", "-c", "fast"], scratch: copy)
+        try pg.psql("INSERT INTO registry SELECT g, 'after' FROM generate_series(1001, 1500) g;")
+        _ = try pg.switchAndWaitArchived()
+
+        let restore = "set -a && . \(archive.env) && exec \(Harness.binary) wal fetch --source \(archive.source) %f %p"
+        let conf = copy + "/data/postgresql.conf"
+        try writeFile(conf, try readFile(conf) + Array("\nrestore_command = '\(restore)'\n".utf8))
+        try writeFile(copy + "/data/recovery.signal", [])
+        try ServerSupport.chownTree(copy, to: "postgres")
+        let port = try ServerSupport.freeLoopbackPort()
+        try ServerSupport.require(runuser, ["-u", "postgres", "--", pg.program("pg_ctl"), "-D", copy + "/data", "-l", copy + "/server.log", "-w", "-t", "60",
+                                            "-o", "-p \(port) -k \(copy) -c listen_addresses=''", "start"], scratch: copy)
+        defer { _ = try? ServerSupport.run(runuser, ["-u", "postgres", "--", pg.program("pg_ctl"), "-D", copy + "/data", "-m", "immediate", "-w", "stop"], scratch: copy) }
+        func sql(_ text: String) throws -> String {
+            try ServerSupport.require(pg.program("psql"), ["-X", "-A", "-t", "-h", copy, "-p", String(port), "-U", "postgres", "-d", "postgres", "-c", text],
+                                      scratch: copy).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        try ServerSupport.waitUntil("the recovered copy is promoted", timeout: 90) { (try? sql("SELECT pg_is_in_recovery();")) == "f" }
+        #expect(try sql("SELECT count(*) FROM registry;") == "1500", "every archived write is replayed")
+        #expect(try sql("SELECT pg_walfile_name(pg_current_wal_lsn());").hasPrefix("00000002"), "a new timeline")
+        let log = try String(contentsOfFile: copy + "/server.log", encoding: .utf8)
+        #expect(log.contains("restored log file"), "segments came through kho wal fetch")
+
+        // The promoted copy archives its history file and its timeline 2 into the same archive.
+        _ = try sql("CREATE TABLE after_promotion AS SELECT 1 AS x;")
+        let name = try sql("SELECT pg_walfile_name(pg_switch_wal());")
+        try ServerSupport.waitUntil("the copy archives \(name)", timeout: 60) {
+            (try sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver;")) >= name
+        }
+        #expect(try sql("SELECT failed_count FROM pg_stat_archiver;") == "0")
+        let files = try sandbox.repositoryFiles("wal/" + cluster).keys.map { String($0.split(separator: "/").last!) }
+        #expect(files.contains("00000002.history"), "\(files.sorted())")
+        #expect(files.contains(name))
+        let ls = try sandbox.ok("wal", "ls", "--source", archive.source)
+        #expect(ls.out.contains("timeline 2:") && ls.out.contains("history file"), "\(ls)")
+    }
+
     @Test("archive_command killed at random points under load: PostgreSQL retries, every segment then fetches and verifies, and check passes")
     func killedPushesAreRetried() throws {
         let archive = try Archive("wal-kill")
