@@ -16,7 +16,8 @@ struct Kho: ParsableCommand {
         KHO_PASSWORD_COMMAND or KHO_PASSWORD.
 
         Exit codes: 0 ok, 1 failure, 2 usage, 3 partial (some files unreadable), 10 repository
-        locked, 11 wrong password, 12 integrity error.
+        locked, 11 wrong password, 12 integrity error; `kho wal fetch` follows PostgreSQL's
+        restore_command rules instead (1 not archived, 126 recovery must stop).
         """,
         version: version,
         subcommands: [
