@@ -10,6 +10,9 @@ public enum KhoExitCode: Int32, Sendable, CaseIterable {
     case locked = 10
     case wrongPassword = 11
     case integrity = 12
+    /// Only `kho wal fetch` (PostgreSQL's restore_command): above 125, PostgreSQL stops recovery
+    /// instead of reading the failure as "no such file" and ending it early at the wrong point.
+    case recoveryMustStop = 126
 
     public init(_ kind: KhoError.Kind) {
         switch kind {

@@ -16,7 +16,8 @@ struct Kho: ParsableCommand {
         KHO_PASSWORD_COMMAND or KHO_PASSWORD.
 
         Exit codes: 0 ok, 1 failure, 2 usage, 3 partial (some files unreadable), 10 repository
-        locked, 11 wrong password, 12 integrity error.
+        locked, 11 wrong password, 12 integrity error; `kho wal fetch` follows PostgreSQL's
+        restore_command rules instead (1 not archived, 126 recovery must stop).
         """,
         version: version,
         subcommands: [
@@ -64,9 +65,9 @@ enum Main {
             if let failure { throw failure }
         } catch let error as KhoError {
             Terminal.error(error.message)
-            exit(KhoExitCode(error.kind).rawValue)
+            leave(KhoExitCode(error.kind).rawValue)
         } catch let status as ExitStatus {
-            exit(status.code.rawValue)
+            leave(status.code.rawValue)
         } catch {
             let code = Kho.exitCode(for: error)
             let message = Kho.fullMessage(for: error)
@@ -76,10 +77,15 @@ enum Main {
             }
             if !message.isEmpty { Terminal.write(STDERR_FILENO, message + "\n") }
             if code == .validationFailure {
-                exit(KhoExitCode.usage.rawValue)
+                leave(KhoExitCode.usage.rawValue)
             }
-            exit(code.rawValue == 0 ? 0 : KhoExitCode.failure.rawValue)
+            leave(code.rawValue == 0 ? 0 : KhoExitCode.failure.rawValue)
         }
         exit(0)
+    }
+
+    /// The one exit of a failed command; `kho wal fetch` has PostgreSQL's codes (see Wal.Fetch).
+    static func leave(_ code: Int32) -> Never {
+        exit(Wal.Fetch.exitCode(code))
     }
 }

@@ -7,7 +7,7 @@ import KhoTestSupport
 import Testing
 
 // The WAL agent (`kho wal serve`) with a real PostgreSQL whose archive_command hands each file to
-// it (`kho wal push-agent`, run by the archiver as the postgres user): every segment archived
+// it (`kho wal push`, run by the archiver as the postgres user): every segment archived
 // under load, read-ahead answering the archiver, kill -9 and restart without a gap or a conflict,
 // a stall reported while the storage fails, peers of another uid refused, a different file under
 // an archived name refused by the archive.
@@ -27,9 +27,9 @@ private final class AgentCluster: @unchecked Sendable {
         try sandbox.initRepository()
         socket = sandbox.path("agent.sock")
         state = sandbox.path("state")
-        postgres = try ScratchPostgres(label: label, configuration: [
+        postgres = try ScratchPostgres(label: label, settings: [
             "archive_mode = on",
-            "archive_command = '\(wrapper)\(Harness.binary) wal push-agent --source main --socket \(socket) --timeout 20s %p\(tail)'",
+            "archive_command = '\(wrapper)\(Harness.binary) wal push --source main --socket \(socket) --timeout 20s %p\(tail)'",
             "archive_timeout = \(archiveTimeout)",
         ])
     }
@@ -274,12 +274,12 @@ struct WALAgentTests {
         let same = folder + "/" + last
         try writeFile(same, bytes, mode: 0o644)
         // The owner of the data directory (here root) pushing the same bytes again: success.
-        let repeated = try cluster.sandbox.kho(["wal", "push-agent", "--source", "main", "--socket", cluster.socket, same])
+        let repeated = try cluster.sandbox.kho(["wal", "push", "--source", "main", "--socket", cluster.socket, same])
         #expect(repeated.exitCode == 0, "\(repeated)")
 
         // Another uid, even in the socket's group, is refused before anything is read.
         let runuser = try #require(ScratchPostgres.runuser)
-        let denied = try ServerSupport.run(runuser, ["-u", "nobody", "-g", "postgres", "--", Harness.binary, "wal", "push-agent", "--source", "main",
+        let denied = try ServerSupport.run(runuser, ["-u", "nobody", "-g", "postgres", "--", Harness.binary, "wal", "push", "--source", "main",
                                                      "--socket", cluster.socket, same], scratch: folder)
         #expect(denied.status == 1, "\(denied)")
         #expect(denied.stderr.contains("may not push"), "\(denied)")
@@ -290,7 +290,7 @@ struct WALAgentTests {
         try #require(mkdir(changedFolder, 0o755) == 0)
         let changed = changedFolder + "/" + last
         try writeFile(changed, bytes, mode: 0o644)
-        let refused = try cluster.sandbox.kho(["wal", "push-agent", "--source", "main", "--socket", cluster.socket, changed])
+        let refused = try cluster.sandbox.kho(["wal", "push", "--source", "main", "--socket", cluster.socket, changed])
         #expect(refused.exitCode == 12, "\(refused)")
         #expect(refused.err.contains("different content"), "\(refused)")
         // Nothing was replaced.
@@ -302,7 +302,7 @@ struct WALAgentTests {
         // Something that is not a regular file, under a WAL file's name: refused, nothing read.
         let fifo = folder + "/000000010000000000000099"
         try #require(mkfifo(fifo, 0o644) == 0)
-        let notAFile = try cluster.sandbox.kho(["wal", "push-agent", "--source", "main", "--socket", cluster.socket, fifo])
+        let notAFile = try cluster.sandbox.kho(["wal", "push", "--source", "main", "--socket", cluster.socket, fifo])
         #expect(notAFile.exitCode == 12, "\(notAFile)")
         #expect(notAFile.err.contains("not a regular file"), "\(notAFile)")
     }
@@ -350,7 +350,7 @@ struct WALAgentThroughput {
             _ = try archive.push(name: try WALFileName(parsing: name), file: try readFile(spool + "/" + name), identity: identity)
             directSeconds += Date().timeIntervalSince(started)
             started = Date()
-            let pushed = try cluster.sandbox.kho(["wal", "push-agent", "--source", "main", "--socket", cluster.socket, spool + "/" + name])
+            let pushed = try cluster.sandbox.kho(["wal", "push", "--source", "main", "--socket", cluster.socket, spool + "/" + name])
             try #require(pushed.exitCode == 0, "\(pushed)")
             agentSeconds += Date().timeIntervalSince(started)
         }
@@ -379,7 +379,7 @@ struct WALAgentThroughput {
             try writeFile(fake + "/pg_wal/archive_status/" + name + ".ready", [], mode: 0o600)
         }
         for name in segments {
-            let pushed = try cluster.sandbox.kho(["wal", "push-agent", "--source", "main", "--socket", aheadSocket, fake + "/pg_wal/" + name])
+            let pushed = try cluster.sandbox.kho(["wal", "push", "--source", "main", "--socket", aheadSocket, fake + "/pg_wal/" + name])
             try #require(pushed.exitCode == 0, "\(pushed)")
             try #require(rename(fake + "/pg_wal/archive_status/" + name + ".ready", fake + "/pg_wal/archive_status/" + name + ".done") == 0)
         }

@@ -190,9 +190,9 @@ package final class ScratchPostgres: @unchecked Sendable {
     package let password: String?
     package private(set) var isRunning = false
 
-    /// Creates and starts the cluster. `configuration` lines (`name = value`) are appended to
-    /// its postgresql.conf before the first start (archive_mode, archive_command …).
-    package init(label: String = "pg", password: String? = nil, configuration: [String] = []) throws {
+    /// Creates and starts the cluster; `settings` are postgresql.conf lines added before the start
+    /// (e.g. `ScratchPostgres.archiving(command:)`).
+    package init(label: String = "pg", password: String? = nil, settings: [String] = []) throws {
         guard let bin = ScratchPostgres.binDirectory, ScratchPostgres.unavailableReason == nil else {
             throw ServerError(ScratchPostgres.unavailableReason ?? "PostgreSQL is not available")
         }
@@ -211,12 +211,15 @@ package final class ScratchPostgres: @unchecked Sendable {
                 initdb += ["-A", "trust"]
             }
             try asPostgres(bin + "/initdb", initdb)
-            if !configuration.isEmpty {
+            if !settings.isEmpty {
                 let conf = dataDirectory + "/postgresql.conf"
-                let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: conf))
-                defer { try? handle.close() }
-                try handle.seekToEnd()
-                try handle.write(contentsOf: Data(("\n" + configuration.joined(separator: "\n") + "\n").utf8))
+                let fd = open(conf, O_WRONLY | O_APPEND | O_CLOEXEC)
+                guard fd >= 0 else { throw ServerError("open(\(conf)) failed: \(String(cString: strerror(errno)))") }
+                defer { close(fd) }
+                let text = Array(("\n" + settings.joined(separator: "\n") + "\n").utf8)
+                guard text.withUnsafeBytes({ Glibc.write(fd, $0.baseAddress, $0.count) }) == text.count else {
+                    throw ServerError("write(\(conf)) failed: \(String(cString: strerror(errno)))")
+                }
             }
             try start()
         } catch {
@@ -264,6 +267,12 @@ package final class ScratchPostgres: @unchecked Sendable {
             isRunning = false
         }
         if !dir.isEmpty { try? removeTree(dir) }
+    }
+
+    /// postgresql.conf lines that archive every WAL file with `command` (`%p` is the file):
+    /// `archive_timeout = 1` so that a test does not wait for segments to fill.
+    package static func archiving(command: String) -> [String] {
+        ["archive_mode = on", "archive_command = '" + command.replacingOccurrences(of: "'", with: "''") + "'", "archive_timeout = 1"]
     }
 
     /// A program of this server's version (psql, pg_dump, pgbench …).

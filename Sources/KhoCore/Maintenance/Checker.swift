@@ -99,6 +99,8 @@ public final class Checker {
         }
         let census = NonceCensus()
         try countNonces(census, packs: stored.filter { !badPacks.contains($0.key) })
+        // Archive records and retirements decide what WAL archiving accepts: each must open.
+        report.errors += try WALArchive.unreadableRecords(in: repository)
 
         if options.readData != .none {
             let selected = selectPacks(stored.keys.filter { indexedPacks.contains($0) && !badPacks.contains($0) }.sorted())
@@ -129,21 +131,21 @@ public final class Checker {
     /// (docs/design/pitr.md section 7), and with data reading every file opens and is the file its
     /// name says.
     private func checkWAL() throws {
-        let records: [WALArchiveRecord]
+        let archive: WALArchive.Inventory
         do {
-            records = try WALArchive.records(in: repository)
-        } catch let error as KhoError {
-            report.errors.append("WAL archive: \(error.message)")
+            archive = try WALArchive.inventory(in: repository)
+        } catch let error as KhoError where error.kind == .integrity {
+            // A record that does not open is already reported (`unreadableRecords`).
             return
         }
-        report.walClusters = records.count
+        report.walClusters = archive.records.count
         var current: [String: [String]] = [:]
-        for record in records {
+        for record in archive.records {
             let cluster = try SystemIdentifier(parsing: record.cluster)
-            if try !repository.storage.exists(WALArchiveRecord.retiredHandle(cluster: cluster)) {
+            if !archive.isRetired(record) {
                 current[record.source, default: []].append(record.cluster)
             }
-            let inventory = try WALArchive.inventory(of: record, in: repository)
+            let inventory = WALInventory(cluster: cluster, segmentSize: try WALSegmentSize(bytes: record.segmentSize), files: archive.files)
             report.walFiles += inventory.segmentCount + inventory.histories.count + inventory.backups.count + inventory.partials.count
             for name in inventory.foreign.prefix(20) {
                 report.warnings.append("wal/\(name.prefix(120)) is not a file kho archives: something other than kho wrote it; remove it after checking what put it there")

@@ -125,11 +125,13 @@ public final class WALArchive: @unchecked Sendable {
         if try repository.storage.exists(handle) {
             record = try repository.openWALRecord(try repository.storage.load(handle), cluster: cluster)
         } else {
-            let others = try clusters().filter { $0.cluster != cluster.description }
-            if let other = others.first(where: { $0.source == source }) {
-                throw KhoError(.integrity, "Cluster \(cluster) is not the cluster archived for source \(source) (that is \(other.cluster), archived since \(other.created) from \(other.host)): nothing was stored; point archive_command at the right source, or after pg_upgrade or a rebuilt cluster run `kho wal adopt --source \(source)`.")
+            let known = try WALArchive.inventory(in: repository)
+            let ours = known.records.filter { $0.source == source && $0.cluster != cluster.description }
+            if let other = ours.last(where: { !known.isRetired($0) }) {
+                throw KhoError(.integrity, "Cluster \(cluster) is not the cluster archived for source \(source) (that is \(other.cluster), archived since \(other.created) from \(other.host)): nothing was stored; point archive_command at the right source, or after pg_upgrade or a rebuilt cluster run `kho wal adopt --source \(source) --cluster \(other.cluster)`.")
             }
-            record = try newRecord(identity: identity, name: name, file: file, now: now)
+            let previous = try ours.last.map { try SystemIdentifier(parsing: $0.cluster) }
+            record = try newRecord(identity: identity, name: name, file: file, now: now, previous: previous)
             if try !repository.storage.saveIfAbsent(handle, data: try repository.sealWALRecord(record)) {
                 record = try repository.openWALRecord(try repository.storage.load(handle), cluster: cluster)
             }
@@ -138,10 +140,11 @@ public final class WALArchive: @unchecked Sendable {
             throw KhoError(.integrity, "Cluster \(cluster) is archived for source \(record.source), not \(source): nothing was stored; give kho wal push the source this cluster belongs to.")
         }
         guard record.serverVersion == identity.serverVersion else {
-            throw KhoError(.integrity, "Cluster \(cluster) was archived as PostgreSQL \(record.serverVersion) and now runs \(identity.serverVersion): nothing was stored; after pg_upgrade run `kho wal adopt --source \(source)` and take a base backup.")
+            throw KhoError(.integrity, "Cluster \(cluster) was archived as PostgreSQL \(record.serverVersion) and now runs \(identity.serverVersion): nothing was stored; after pg_upgrade run `kho wal adopt --source \(source) --cluster \(cluster)` and take a base backup.")
         }
-        let retired = WALArchiveRecord.retiredHandle(cluster: cluster)
-        if try repository.storage.exists(retired) {
+        // Only whether it exists: a marker that does not open stops archiving as loudly as a real
+        // one, and `kho check` names it.
+        if try repository.storage.exists(WALRetirement.handle(cluster: cluster)) {
             throw KhoError(.integrity, "Cluster \(cluster)'s archive for source \(source) was retired by `kho wal adopt`: nothing was stored; this server should no longer archive into it; stop it or point archive_command elsewhere.")
         }
         lock.withLock { records[cluster] = record }
@@ -151,7 +154,7 @@ public final class WALArchive: @unchecked Sendable {
     /// A record for a cluster's first file. Only a segment tells the segment size, page size and
     /// WAL format; a history or backup file arriving first (a promoted copy archives its history
     /// file before any segment) waits until a segment has been archived.
-    private func newRecord(identity: WALClusterIdentity, name: WALFileName, file: [UInt8], now: Date) throws -> WALArchiveRecord {
+    private func newRecord(identity: WALClusterIdentity, name: WALFileName, file: [UInt8], now: Date, previous: SystemIdentifier?) throws -> WALArchiveRecord {
         guard name.kind == .segment || name.kind == .partial else {
             throw KhoError(.source, "Cluster \(identity.cluster) has no archive yet and \(name) does not say its WAL segment size: nothing was stored; the archive is created by the cluster's first segment (run SELECT pg_switch_wal() on it), after which this file is accepted.", retryable: true)
         }
@@ -170,33 +173,122 @@ public final class WALArchive: @unchecked Sendable {
             throw KhoError(.integrity, "Cluster \(identity.cluster) writes \(size.bytes >> 20) MiB WAL segments, more than the \(WALObject.largestSegmentSize >> 20) MiB kho archives: nothing was stored; use a cluster with wal_segment_size of at most 64 MiB.")
         }
         return WALArchiveRecord(source: source, cluster: identity.cluster, serverVersion: identity.serverVersion, segmentSize: size,
-                                walBlockSize: Int(header.blockSize), pageMagic: header.magic, created: now, host: host)
+                                walBlockSize: Int(header.blockSize), pageMagic: header.magic, created: now, host: host, previous: previous)
     }
 
     /// Every archive record in the repository (one listing of `wal/`; only needed when a cluster
-    /// is seen for the first time, and by `kho wal ls` and `check`). A record that does not open
-    /// is an integrity error: it could be hiding the source's real cluster.
+    /// is seen for the first time, and by `kho wal ls`, `adopt` and `check`). A record that does
+    /// not open is an integrity error: it could be hiding the source's real cluster.
     public func clusters() throws -> [WALArchiveRecord] {
         try WALArchive.records(in: repository)
     }
 
     public static func records(in repository: Repository) throws -> [WALArchiveRecord] {
-        var result: [WALArchiveRecord] = []
-        for file in try repository.storage.list(.wal, under: "") {
-            let parts = file.name.split(separator: "/")
-            guard parts.count == 2, parts[1] == "archive", let cluster = try? SystemIdentifier(parsing: parts[0]) else { continue }
-            result.append(try repository.openWALRecord(try repository.storage.load(Handle(.wal, file.name)), cluster: cluster))
+        try inventory(in: repository).records
+    }
+
+    /// The archive records and retirements of a repository, from one listing of `wal/`.
+    public struct Inventory: Sendable {
+        /// Oldest first.
+        public var records: [WALArchiveRecord]
+        /// Clusters whose retirement marker exists (by its name: see `retire`).
+        public var retired: Set<String>
+        /// The opened markers, when asked for (`kho wal ls`).
+        public var retirements: [String: WALRetirement]
+        /// Every file listed under `wal/`, for callers that go on to look at the files.
+        public var files: [StoredFile]
+
+        public func isRetired(_ record: WALArchiveRecord) -> Bool { retired.contains(record.cluster) }
+
+        /// The cluster currently archived for `source`: the newest record naming it that is not retired.
+        public func current(source: String) -> WALArchiveRecord? {
+            records.last { $0.source == source && !isRetired($0) }
         }
-        return result.sorted { $0.created < $1.created }
+    }
+
+    /// Records are opened (one that does not open could be hiding a source's real cluster);
+    /// retirement markers count by their name, as pushes count them, and are opened only with
+    /// `openingRetirements`: `kho wal adopt` may run as another user than the cluster's pushes,
+    /// which must still see that a cluster was retired. `kho check` opens them all.
+    public static func inventory(in repository: Repository, openingRetirements: Bool = false) throws -> Inventory {
+        var records: [WALArchiveRecord] = []
+        var retired: Set<String> = []
+        var retirements: [String: WALRetirement] = [:]
+        let files = try repository.storage.list(.wal, under: "")
+        for file in files {
+            let parts = file.name.split(separator: "/")
+            guard parts.count == 2, parts[1] == "archive" || parts[1] == "retired",
+                  let cluster = try? SystemIdentifier(parsing: parts[0]) else { continue }
+            if parts[1] == "archive" {
+                records.append(try repository.openWALRecord(try repository.storage.load(Handle(.wal, file.name)), cluster: cluster))
+            } else {
+                retired.insert(cluster.description)
+                if openingRetirements {
+                    retirements[cluster.description] = try repository.openWALRetirement(try repository.storage.load(Handle(.wal, file.name)), cluster: cluster)
+                }
+            }
+        }
+        return Inventory(records: records.sorted { ($0.created, $0.cluster) < ($1.created, $1.cluster) }, retired: retired,
+                         retirements: retirements, files: files)
     }
 
     /// The cluster currently archived for `source`: the newest record naming it that is not retired.
     public static func currentRecord(source: String, in repository: Repository) throws -> WALArchiveRecord? {
-        for record in try records(in: repository).reversed() where record.source == source {
-            let cluster = try SystemIdentifier(parsing: record.cluster)
-            if try !repository.storage.exists(WALArchiveRecord.retiredHandle(cluster: cluster)) { return record }
+        try inventory(in: repository).current(source: source)
+    }
+
+    /// One line per archive record or retirement (`kho wal adopt`'s marker) that does not open
+    /// as its cluster's, for `kho check`.
+    public static func unreadableRecords(in repository: Repository) throws -> [String] {
+        var problems: [String] = []
+        for file in try repository.storage.list(.wal, under: "") {
+            let parts = file.name.split(separator: "/")
+            guard parts.count == 2, parts[1] == "archive" || parts[1] == "retired" else { continue }
+            do {
+                let cluster = try SystemIdentifier(parsing: parts[0])
+                let sealed = try repository.storage.load(Handle(.wal, file.name))
+                if parts[1] == "archive" {
+                    _ = try repository.openWALRecord(sealed, cluster: cluster)
+                } else {
+                    _ = try repository.openWALRetirement(sealed, cluster: cluster)
+                }
+            } catch let error as KhoError {
+                problems.append("wal/\(file.name): \(error.message)")
+            }
         }
-        return nil
+        return problems
+    }
+
+    // MARK: retiring
+
+    /// What `retire` did.
+    public enum RetireOutcome: Sendable, Equatable {
+        case retired
+        /// The cluster was retired before (by an earlier `kho wal adopt`).
+        case alreadyRetired
+    }
+
+    /// Retires `cluster`'s archive of this source (`kho wal adopt`): from now on its pushes are
+    /// refused, and the next cluster that pushes for the source creates a record naming it as
+    /// `previous`. The archived files stay: recovery from base backups of the old cluster still
+    /// needs them. The cluster must be archived for this source.
+    public func retire(cluster: SystemIdentifier, now: Date = Date()) throws -> RetireOutcome {
+        let handle = WALArchiveRecord.handle(cluster: cluster)
+        guard try repository.storage.exists(handle) else {
+            throw KhoError(.usage, "Cluster \(cluster) has no WAL archive in this repository: nothing was retired; list the archived clusters with `kho wal ls`.")
+        }
+        let record = try repository.openWALRecord(try repository.storage.load(handle), cluster: cluster)
+        guard record.source == source else {
+            throw KhoError(.usage, "Cluster \(cluster) is archived for source \(record.source), not \(source): nothing was retired; pass --source \(record.source) if that archive is the one to retire.")
+        }
+        let marker = WALRetirement(cluster: cluster, source: source, retired: now, host: host)
+        let retired = WALRetirement.handle(cluster: cluster)
+        if try repository.storage.saveIfAbsent(retired, data: try repository.sealWALRetirement(marker)) {
+            lock.withLock { records[cluster] = nil }
+            return .retired
+        }
+        _ = try repository.openWALRetirement(try repository.storage.load(retired), cluster: cluster)
+        return .alreadyRetired
     }
 
     // MARK: fetching
@@ -223,10 +315,4 @@ public final class WALArchive: @unchecked Sendable {
         }
         return opened.file
     }
-}
-
-extension WALArchiveRecord {
-    /// `wal/<sysid>/retired`: written by `kho wal adopt` when another cluster takes over the source,
-    /// so that the old cluster's pushes are refused from then on (records are never replaced).
-    public static func retiredHandle(cluster: SystemIdentifier) -> Handle { Handle(.wal, "\(cluster)/retired") }
 }

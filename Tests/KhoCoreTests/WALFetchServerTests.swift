@@ -1,0 +1,86 @@
+import Foundation
+import Glibc
+import Testing
+@testable import KhoCore
+import KhoSupport
+import KhoTestSupport
+
+/// Serving a WAL archive to restore_command from the restore process (served mode), without a
+/// server: segments made from the first page a real PostgreSQL 15 wrote, padded to their size.
+@Suite struct WALFetchServerTests {
+    static let sysid = SystemIdentifier(0x6b16_d156_c0f2_5a77)
+    static let identity = WALClusterIdentity(cluster: sysid, serverVersion: 15)
+
+    /// Three consecutive 1 MiB segments: the first page a real cluster wrote for FF2, with the page
+    /// address each later segment has (what PostgreSQL writes there), padded to the segment size.
+    static func segments() throws -> [(name: WALFileName, file: [UInt8])] {
+        let fixture = try #require(try WALSegmentHeaderTests.fixtures().first { $0.name.description == "000000030000000700000FF2" })
+        let size = fixture.segmentSize
+        let first = fixture.name.segmentNumber(segmentSize: size)
+        return (first..<(first + 3)).map { number in
+            let name = WALFileName.segment(timeline: 3, number: number, segmentSize: size)
+            var file = fixture.page + [UInt8](repeating: 0, count: size.bytes - fixture.page.count)
+            withUnsafeBytes(of: name.startLSN(segmentSize: size).value.littleEndian) { file.replaceSubrange(8..<16, with: $0) }
+            return (name, file)
+        }
+    }
+
+    static func repository() throws -> Repository {
+        var options = Repository.CreateOptions()
+        options.scrypt = Scrypt.minimum
+        return try Repository.create(storage: MemoryStorage(), password: Array("test password".utf8), options: options)
+    }
+
+    /// The server answers what the archive holds, says MISSING past its end and GAP for a hole,
+    /// and the client writes the file whole under PostgreSQL's name.
+    @Test func fetchServerServesMissingAndGaps() throws {
+        let repository = try Self.repository()
+        let archive = try WALArchive(repository: repository, source: "ho-tich")
+        let segments = try Self.segments()
+        for segment in segments where segment.name != segments[1].name {
+            _ = try archive.push(name: segment.name, file: segment.file, identity: Self.identity)
+        }
+        let record = try #require(try WALArchive.currentRecord(source: "ho-tich", in: repository))
+        let folder = try ServerSupport.makeTemporaryFolder("walfetch")
+        defer { try? removeTree(folder) }
+        let server = try WALFetchServer(repository: repository, record: record, socketPath: folder + "/fetch.sock",
+                                        allowedUser: geteuid(), allowedGroup: getegid(), readAhead: 4)
+        defer { server.stop() }
+        let first = WALFetchClient.fetch(socket: server.socketPath, name: segments[0].name.description, destination: folder + "/RECOVERYXLOG")
+        #expect(first == .written(bytes: 1 << 20))
+        #expect(Array(try Data(contentsOf: URL(fileURLWithPath: folder + "/RECOVERYXLOG"))) == segments[0].file)
+        let gap = WALFetchClient.fetch(socket: server.socketPath, name: segments[1].name.description, destination: folder + "/gap")
+        guard case .fatal(let message) = gap else { Issue.record("a hole was not fatal: \(gap)"); return }
+        #expect(message.contains("missing from the archive") && gap.exitStatus == 126)
+        #expect(!FileManager.default.fileExists(atPath: folder + "/gap"))
+        let last = WALFetchClient.fetch(socket: server.socketPath, name: segments[2].name.description, destination: folder + "/last")
+        #expect(last == .written(bytes: 1 << 20))
+        let past = WALFileName.segment(timeline: 3, number: segments[2].name.segmentNumber(segmentSize: try WALSegmentSize(bytes: 1 << 20)) + 1,
+                                       segmentSize: try WALSegmentSize(bytes: 1 << 20))
+        #expect(WALFetchClient.fetch(socket: server.socketPath, name: past.description, destination: folder + "/past") == .missing)
+        #expect(WALFetchClient.fetch(socket: server.socketPath, name: "00000004.history", destination: folder + "/h") == .missing)
+        #expect(WALFetchClient.fetch(socket: server.socketPath, name: "../../etc/passwd", destination: folder + "/x").exitStatus == 126)
+        #expect(server.statistics.served == 2)
+    }
+
+    /// A damaged object stops recovery (126) instead of ending it early.
+    @Test func aDamagedObjectIsFatal() throws {
+        let repository = try Self.repository()
+        let segments = try Self.segments()
+        _ = try WALArchive(repository: repository, source: "ho-tich").push(name: segments[0].name, file: segments[0].file, identity: Self.identity)
+        let handle = segments[0].name.handle(cluster: Self.sysid)
+        var stored = try repository.storage.load(handle)
+        stored[stored.count / 2] ^= 0xff
+        try repository.storage.remove(handle)
+        try repository.storage.save(handle, data: stored)
+        let record = try #require(try WALArchive.currentRecord(source: "ho-tich", in: repository))
+        let folder = try ServerSupport.makeTemporaryFolder("walfetch")
+        defer { try? removeTree(folder) }
+        let server = try WALFetchServer(repository: repository, record: record, socketPath: folder + "/fetch.sock",
+                                        allowedUser: geteuid(), allowedGroup: getegid())
+        defer { server.stop() }
+        let outcome = WALFetchClient.fetch(socket: server.socketPath, name: segments[0].name.description, destination: folder + "/seg")
+        #expect(outcome.exitStatus == 126)
+        #expect(!FileManager.default.fileExists(atPath: folder + "/seg"))
+    }
+}
