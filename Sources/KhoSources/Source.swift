@@ -44,6 +44,9 @@ public protocol BackupSource {
     var summary: String { get }
     var limits: SourceLimits { get }
     func dumpPlan() throws -> DumpPlan
+    /// Stores the source into one snapshot; dumps share the default below, a base backup
+    /// (stored member by member) has its own.
+    func backup(with archiver: Archiver, repository: Repository) throws -> Snapshot
 }
 
 extension BackupSource {
