@@ -190,8 +190,9 @@ package final class ScratchPostgres: @unchecked Sendable {
     package let password: String?
     package private(set) var isRunning = false
 
-    /// Creates and starts the cluster.
-    package init(label: String = "pg", password: String? = nil) throws {
+    /// Creates and starts the cluster; `configuration` lines (`archive_mode = on`) are appended to
+    /// its postgresql.conf before it starts.
+    package init(label: String = "pg", password: String? = nil, configuration: [String] = []) throws {
         guard let bin = ScratchPostgres.binDirectory, ScratchPostgres.unavailableReason == nil else {
             throw ServerError(ScratchPostgres.unavailableReason ?? "PostgreSQL is not available")
         }
@@ -210,6 +211,12 @@ package final class ScratchPostgres: @unchecked Sendable {
                 initdb += ["-A", "trust"]
             }
             try asPostgres(bin + "/initdb", initdb)
+            if !configuration.isEmpty {
+                let file = dataDirectory + "/postgresql.conf"
+                let existing = try readFile(file)
+                try writeFile(file, existing + Array(("\n" + configuration.joined(separator: "\n") + "\n").utf8), mode: 0o600)
+                try ServerSupport.chownTree(file, to: "postgres")
+            }
             try start()
         } catch {
             stop()
