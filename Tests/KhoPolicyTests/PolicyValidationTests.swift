@@ -153,11 +153,11 @@ struct PolicyValidationTests {
             "p.yaml:19:5: unknown key \"databases\" in a files source; expected one of: name, kind, timeout, min-size-ratio, paths, exclude",
         ])
         expectErrors(try f.errors(f.variant("    kind: postgres", "    kind: oracle")), [
-            "p.yaml:13:11: unknown source kind \"oracle\"; expected files, postgres, mariadb, sqlite or command",
+            "p.yaml:13:11: unknown source kind \"oracle\"; expected files, postgres, postgres-base, mariadb, sqlite or command",
         ])
         // A snapshot's kind that no policy can name: a policy runs unattended, with no standard input.
         expectErrors(try f.errors(f.variant("    kind: postgres", "    kind: stdin")), [
-            "p.yaml:13:11: unknown source kind \"stdin\"; expected files, postgres, mariadb, sqlite or command",
+            "p.yaml:13:11: unknown source kind \"stdin\"; expected files, postgres, postgres-base, mariadb, sqlite or command",
         ])
         // No suggestion when no known key is close: rpo belongs under objectives, it is not a typo of name.
         expectErrors(try f.errors(f.variant("  rto: 4h", "  rto: 4h\nrpo: 24h")), [
@@ -205,7 +205,7 @@ struct PolicyValidationTests {
             "p.yaml:11:10: sources must be a non-empty list",
         ])
         expectErrors(try f.errors(f.variant("  - name: scans\n    kind: files\n", "  - /srv/scans\n  - name: scans2\n    kind: files\n")), [
-            "p.yaml:16:5: each source needs kind: files, postgres, mariadb, sqlite or command",
+            "p.yaml:16:5: each source needs kind: files, postgres, postgres-base, mariadb, sqlite or command",
         ])
     }
 

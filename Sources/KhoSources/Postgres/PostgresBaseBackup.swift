@@ -118,7 +118,8 @@ public struct PostgresBaseBackup: BackupSource {
             return try physical.backup(tar, sourceName: name, source: SnapshotSource(kind: .postgresBase, name: name),
                                        tags: [PostgresBaseBackup.tag],
                                        finish: { try stream.finish() }) { contents in
-                try SizeGuard.check(source: name, total: contents.totalSize, ratio: limits.minSizeRatio, repository: repository, host: limits.recordedHost)
+                try SizeGuard.check(source: name, total: contents.totalSize, ratio: limits.minSizeRatio, repository: repository, host: limits.recordedHost,
+                                    family: .physical)
                 let manifest = try describe(contents, facts: facts, label: label, blockSize: blockSize)
                 try PostgresBaseBackup.requireArchivedWAL(cluster: manifest.cluster, timeline: manifest.timeline,
                                                           from: manifest.startSegment, through: manifest.endSegment, source: name)
