@@ -9,6 +9,7 @@ public struct PhysicalContents: Sendable {
     /// The content of the members the source asked to see (`PhysicalArchiver.capture`).
     public var captured: [String: [UInt8]] = [:]
     public var totalSize: Int64 = 0
+    public init() {}
 }
 
 /// Stores a data directory that arrives as a tar stream (pg_basebackup's): one tree node per

@@ -229,7 +229,7 @@ struct BaseBackupManifest {
         for file in raw.Files {
             if let path = file.Path {
                 files.append(File(path: path, size: file.Size))
-            } else if let encoded = file.EncodedPath, let decoded = hexBytes(encoded) {
+            } else if let encoded = file.EncodedPath, let decoded = Hex.decode(encoded) {
                 files.append(File(path: String(decoding: decoded, as: UTF8.self), size: file.Size))
             } else {
                 throw KhoError(.source, "Source \(source): the backup_manifest has a file without a path; no snapshot was written.")
@@ -241,20 +241,6 @@ struct BaseBackupManifest {
         }
         return BaseBackupManifest(files: files, timeline: first.Timeline, startLSN: try LSN(parsing: first.StartLSN),
                                   endTimeline: last.Timeline, endLSN: try LSN(parsing: last.EndLSN))
-    }
-
-    private static func hexBytes(_ text: String) -> [UInt8]? {
-        let digits = Array(text.utf8)
-        guard digits.count % 2 == 0 else { return nil }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(digits.count / 2)
-        var i = 0
-        while i < digits.count {
-            guard let byte = UInt8(String(decoding: digits[i..<i + 2], as: UTF8.self), radix: 16) else { return nil }
-            bytes.append(byte)
-            i += 2
-        }
-        return bytes
     }
 }
 
