@@ -106,7 +106,9 @@ public final class PhysicalArchiver {
                 let folder = try folderFor(member, under: root)
                 let name = member.components.last!
                 var node = Node(name: name, kind: .file)
-                node.mode = member.mode
+                // A data directory holds no setuid, setgid or sticky entry: a stream that claims
+                // one would have a restore as root create it.
+                node.mode = member.mode & 0o777
                 node.uid = member.uid
                 node.gid = member.gid
                 node.mtime = Timespec(seconds: member.mtime, nanoseconds: 0)
