@@ -52,6 +52,9 @@ public final class TarStream {
     private var finished = false
     /// Bytes consumed from the stream so far (for messages).
     public private(set) var offset: UInt64 = 0
+    /// Whether the read closure has reported the end of its input: a stream that failed after
+    /// that was cut short by its writer, whose own error says more.
+    public var reachedEndOfInput: Bool { eof }
 
     /// `what` names the stream in messages ("the stream of pg_basebackup").
     public init(what: String, bufferSize: Int = 1 << 20, read: @escaping Read) {

@@ -126,7 +126,13 @@ public struct PostgresBaseBackup: BackupSource {
                 return try manifest.json
             }
         } catch {
-            stream.terminate()
+            guard tar.reachedEndOfInput else {
+                stream.terminate()
+                throw error
+            }
+            // pg_basebackup closed its output: it ended, and why it did (a refused login, a
+            // server that stopped the backup, a kill) is the error to show, if it failed.
+            try stream.finish()
             throw error
         }
     }
