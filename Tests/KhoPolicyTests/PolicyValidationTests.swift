@@ -347,6 +347,16 @@ struct PolicyValidationTests {
         // In different repositories the same name is fine.
         let elsewhere = basePolicy(passwordFile: f.passwordFile, name: "other", repository: "/srv/kho/other")
         expectErrors(try f.errors(["a.yaml": f.base, "b.yaml": elsewhere]), [])
+        // A weekly policy of the same source's base backups: another retention family, so the
+        // same name is fine; a second base-backup policy of it is not.
+        let weekly = basePolicy(passwordFile: f.passwordFile, name: "weekly", firstSource: "base-of-db", secondSource: "db")
+            .replacingOccurrences(of: "    kind: files\n    paths: [/srv/scans]\n", with: "    kind: postgres-base\n")
+        expectErrors(try f.errors(["a.yaml": f.base, "b.yaml": weekly]), [])
+        let weeklyAgain = weekly.replacingOccurrences(of: "name: weekly", with: "name: weekly-again")
+        expectErrors(try f.errors(["a.yaml": f.base, "b.yaml": weekly, "c.yaml": weeklyAgain]), [
+            "c.yaml:12:11: source name \"base-of-db\" is already used in the same repository by b.yaml: names must be unique per repository",
+            "c.yaml:16:11: source name \"db\" is already used in the same repository by b.yaml: names must be unique per repository",
+        ])
     }
 
     @Test("secrets: missing password files, a password written in the policy")
