@@ -121,8 +121,8 @@ public struct PostgresBaseBackup: BackupSource {
                 try SizeGuard.check(source: name, total: contents.totalSize, ratio: limits.minSizeRatio, repository: repository, host: limits.recordedHost,
                                     family: .physical)
                 let manifest = try describe(contents, facts: facts, label: label, blockSize: blockSize)
-                try PostgresBaseBackup.requireArchivedWAL(cluster: manifest.cluster, timeline: manifest.timeline,
-                                                          from: manifest.startSegment, through: manifest.endSegment, source: name)
+                try PostgresBaseBackup.requireArchivedWAL(in: repository, cluster: manifest.cluster, from: manifest.startSegment,
+                                                          through: manifest.endSegment, source: name)
                 return try manifest.json
             }
         } catch {
@@ -137,12 +137,14 @@ public struct PostgresBaseBackup: BackupSource {
         }
     }
 
-    /// HOOK for the WAL archive (issue 20, P2): before a base backup is recorded, the archive must
-    /// hold every segment from `from` through `through` on `timeline` (pg_basebackup -X none made
-    /// the server wait until its archive_command had succeeded for them, but that archive_command
-    /// may not be kho's). Until `kho wal push` exists this checks nothing; once it does, it
-    /// `stat`s `wal/<cluster>/…` for each segment and throws `.integrity` naming the first missing.
-    static func requireArchivedWAL(cluster: String, timeline: UInt32, from: String, through: String, source: String) throws {}
+    /// HOOK for the WAL archive (issue 20, P2): before a base backup is recorded, `repository` must
+    /// hold every segment from `from` through `through` (segment names, one timeline) of `cluster`
+    /// (pg_basebackup -X none made the server wait until its archive_command had succeeded for
+    /// them, but that archive_command may not be kho's). Until `kho wal push` exists this checks
+    /// nothing; once it does, it `stat`s `wal/<cluster>/…` for each segment and throws
+    /// `.integrity` naming the first one missing, so that no base backup is recorded that could
+    /// not be recovered.
+    static func requireArchivedWAL(in repository: Repository, cluster: String, from: String, through: String, source: String) throws {}
 
     /// Checks what the stream held against the server's own `backup_manifest` and the server's
     /// facts, and builds the snapshot's manifest.
