@@ -284,6 +284,7 @@ enum L {
         .sqlite: Text("SQLite", "SQLite"),
         .files: Text("thư mục tệp", "files"),
         .command: Text("lệnh kết xuất", "dump command"),
+        .postgresBase: Text("PostgreSQL (bản sao lưu vật lý)", "PostgreSQL base backup"),
     ]
 
     static let csvColumns: [(key: String, text: Text)] = [

@@ -44,6 +44,9 @@ public protocol BackupSource {
     var summary: String { get }
     var limits: SourceLimits { get }
     func dumpPlan() throws -> DumpPlan
+    /// Stores the source into one snapshot; dumps share the default below, a base backup
+    /// (stored member by member) has its own.
+    func backup(with archiver: Archiver, repository: Repository) throws -> Snapshot
 }
 
 extension BackupSource {
@@ -61,11 +64,13 @@ extension BackupSource {
 }
 
 public enum SizeGuard {
-    /// Throws when `total` is below `ratio` × the previous good snapshot of the same source.
-    public static func check(source: String, total: Int64, ratio: Double, repository: Repository, host: String) throws {
+    /// Throws when `total` is below `ratio` × the previous good snapshot of the same source, in
+    /// the same family: a base backup is not compared with the source's dumps.
+    public static func check(source: String, total: Int64, ratio: Double, repository: Repository, host: String,
+                             family: RetentionFamily = .logical) throws {
         guard ratio > 0 else { return }
         let previous = try repository.listSnapshots().last {
-            $0.source.name == source && $0.hostname == host && !$0.partial
+            $0.source.name == source && $0.hostname == host && !$0.partial && RetentionGroups.family(of: $0) == family
         }
         guard let previousSize = previous?.summary?.totalSize, previousSize > 0 else { return }
         if Double(total) < ratio * Double(previousSize) {

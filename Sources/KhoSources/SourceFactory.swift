@@ -24,6 +24,24 @@ extension SourceSpec {
         return spec
     }
 
+    /// A base backup source from `postgres://USER@HOST:PORT` (a database in the path is where kho
+    /// runs its own queries; `postgres` when none is given). The login needs REPLICATION.
+    public static func postgresBase(url: String, name: String, passwordFile: String?, passwordEnv: String?) throws -> SourceSpec {
+        var text = url
+        if let components = URLComponents(string: url), components.path.drop(while: { $0 == "/" }).isEmpty {
+            text = url.hasSuffix("/") ? url + "postgres" : url + "/postgres"
+        }
+        var (kind, endpoint) = try DatabaseEndpoint.parse(text)
+        guard kind == .postgres else {
+            throw KhoError(.usage, "\(url) is a \(kind.rawValue) URL: base backups are of PostgreSQL clusters (postgres://USER@HOST:PORT).")
+        }
+        endpoint.passwordFile = passwordFile
+        endpoint.passwordEnv = passwordEnv
+        var spec = SourceSpec(name: name, kind: .postgresBase)
+        spec.endpoint = endpoint
+        return spec
+    }
+
     /// A SQLite source: the database file at `path`.
     public static func sqlite(path: String, name: String) -> SourceSpec {
         var spec = SourceSpec(name: name, kind: .sqlite)

@@ -16,6 +16,8 @@ public struct SourceSpec: Sendable {
     public var sqlitePath: String?
     public var command: String?
     public var restoreCommand: String?
+    /// A base backup's pg_basebackup --checkpoint.
+    public var checkpoint: PostgresBaseBackup.Checkpoint = .spread
     public var limits = SourceLimits()
     /// Where the source's name is written in its policy file (line, column).
     public var nameLocation: (line: Int, column: Int) = (1, 1)
@@ -33,6 +35,7 @@ public struct SourceSpec: Sendable {
         case .mariadb: return MariaDBSource(name: name, endpoint: endpoint!, databases: databases, limits: limits)
         case .sqlite: return SQLiteSource(name: name, path: sqlitePath!, limits: limits)
         case .command: return CommandSource(name: name, command: command!, restoreCommand: restoreCommand, limits: limits)
+        case .postgresBase: return PostgresBaseBackup(name: name, endpoint: endpoint!, checkpoint: checkpoint, limits: limits)
         }
     }
 

@@ -34,6 +34,12 @@ struct Backup: ParsableCommand {
     @Option(help: "Dump PostgreSQL databases: postgres://USER@HOST:PORT/DB[,DB...] (pg_dump plain format plus globals).")
     var postgres: String?
 
+    @Option(name: .customLong("postgres-base"), help: "Physical base backup of a whole PostgreSQL cluster: postgres://USER@HOST:PORT (pg_basebackup; the login needs REPLICATION, the server archive_mode = on).")
+    var postgresBase: String?
+
+    @Option(help: "With --postgres-base: pg_basebackup's checkpoint, fast or spread (default spread: no burst of writes on a busy server).")
+    var checkpoint: String?
+
     @Option(help: "Dump MariaDB/MySQL databases: mariadb://USER@HOST:PORT/DB[,DB...] (mariadb-dump --single-transaction).")
     var mariadb: String?
 
@@ -83,12 +89,18 @@ struct Backup: ParsableCommand {
     var connections: Int?
 
     func validate() throws {
-        let modes = (paths.isEmpty ? 0 : 1) + (stdin ? 1 : 0) + (command == nil ? 0 : 1) + (postgres == nil ? 0 : 1) + (mariadb == nil ? 0 : 1) + (sqlite == nil ? 0 : 1)
+        let modes = (paths.isEmpty ? 0 : 1) + (stdin ? 1 : 0) + (command == nil ? 0 : 1) + (postgres == nil ? 0 : 1) + (postgresBase == nil ? 0 : 1) + (mariadb == nil ? 0 : 1) + (sqlite == nil ? 0 : 1)
         guard modes == 1 else {
-            throw ValidationError("Give exactly one of: paths to back up, --stdin, --command 'CMD', --postgres URL, --mariadb URL or --sqlite PATH.")
+            throw ValidationError("Give exactly one of: paths to back up, --stdin, --command 'CMD', --postgres URL, --postgres-base URL, --mariadb URL or --sqlite PATH.")
         }
-        if (postgres != nil || mariadb != nil || sqlite != nil) && (sourceName ?? "").isEmpty {
-            throw ValidationError("--postgres, --mariadb and --sqlite need --source-name NAME, the name restore finds the source by.")
+        if (postgres != nil || postgresBase != nil || mariadb != nil || sqlite != nil) && (sourceName ?? "").isEmpty {
+            throw ValidationError("--postgres, --postgres-base, --mariadb and --sqlite need --source-name NAME, the name restore finds the source by.")
+        }
+        if let checkpoint {
+            guard postgresBase != nil else { throw ValidationError("--checkpoint goes with --postgres-base.") }
+            guard PostgresBaseBackup.Checkpoint(rawValue: checkpoint) != nil else {
+                throw ValidationError("--checkpoint must be fast or spread; got \(checkpoint).")
+            }
         }
         if !(0...1).contains(minSizeRatio) {
             throw ValidationError("--min-size-ratio must be between 0 (off) and 1; got \(minSizeRatio).")
@@ -176,6 +188,9 @@ struct Backup: ParsableCommand {
         var spec: SourceSpec
         if let sqlite {
             spec = SourceSpec.sqlite(path: sqlite, name: sourceName!)
+        } else if let postgresBase {
+            spec = try SourceSpec.postgresBase(url: postgresBase, name: sourceName!, passwordFile: passwordFile, passwordEnv: passwordEnv)
+            spec.checkpoint = checkpoint.flatMap(PostgresBaseBackup.Checkpoint.init(rawValue:)) ?? .spread
         } else if let url = postgres ?? mariadb {
             let expected: SourceSpec.Kind = postgres != nil ? .postgres : .mariadb
             spec = try SourceSpec.database(url: url, name: sourceName!, passwordFile: passwordFile, passwordEnv: passwordEnv, databaseList: true)

@@ -45,6 +45,11 @@ struct Restore: ParsableCommand {
     @Option(name: .customLong("to-database"), help: "Load the dump into this database: postgres://USER@HOST:PORT/DB or mariadb://USER@HOST:PORT/DB.")
     var toDatabase: String?
 
+    @Option(name: .customLong("to-data-directory"), help: "Restore a PostgreSQL cluster to a point in time into this new data directory: the base backup of --source before the target and its archived WAL (--at, --restore-point, --lsn or --latest).")
+    var toDataDirectory: String?
+
+    @OptionGroup var pointInTime: PointInTimeOptions
+
     @Option(name: .customLong("to-file"), help: "Write the dump to this file.")
     var toFile: String?
 
@@ -85,10 +90,15 @@ struct Restore: ParsableCommand {
     var json = false
 
     func validate() throws {
-        let targets = [target != nil, toDatabase != nil, toFile != nil, stdout].filter { $0 }.count
+        let targets = [target != nil, toDatabase != nil, toFile != nil, stdout, toDataDirectory != nil].filter { $0 }.count
         guard targets == 1 else {
-            throw ValidationError("Give exactly one place to restore to: --target DIR, --to-database URL, --to-file PATH or --stdout.")
+            throw ValidationError("Give exactly one place to restore to: --target DIR, --to-database URL, --to-file PATH, --stdout or --to-data-directory DIR.")
         }
+        if toDataDirectory != nil {
+            try pointInTime.validate(source: source, at: at, snapshot: snapshotArgument ?? snapshotOption)
+            return
+        }
+        try pointInTime.refuseWithoutDataDirectory()
         let selectors = [snapshotArgument != nil, snapshotOption != nil].filter { $0 }.count
         if selectors > 1 { throw ValidationError("Give the snapshot once: as the argument or with --snapshot.") }
         if selectors == 0 && source == nil {
@@ -126,6 +136,10 @@ struct Restore: ParsableCommand {
     }
 
     func run() throws {
+        if let toDataDirectory {
+            try restorePointInTime(into: toDataDirectory)
+            return
+        }
         try repository.withRepository(exclusive: false, command: "restore") { repo in
             let index = try repo.loadIndex()
             let snap = try selectSnapshot(repo)

@@ -74,6 +74,22 @@ private func keepLast(_ n: Int) -> RetentionPolicy {
         #expect(tagged[3].tags == ["monthly"])
     }
 
+    @Test("a source's base backups and its dumps are kept by separate rules, though they share its name")
+    func physicalFamily() {
+        let all = [snapshot("d1", 1, kind: "postgres", name: "ho-tich", paths: ["ho_tich.sql"]),
+                   snapshot("b1", 1, kind: "postgres-base", name: "ho-tich", paths: ["data"]),
+                   snapshot("d2", 2, kind: "postgres", name: "ho-tich", paths: ["ho_tich.sql"]),
+                   snapshot("d3", 3, kind: "postgres", name: "ho-tich", paths: ["ho_tich.sql"])]
+        let groups = RetentionGroups.group(all)
+        #expect(groups.map { $0.snapshots.map(\.id!) } == [["b1"], ["d1", "d2", "d3"]])
+        #expect(groups.map(\.family) == [.physical, .logical] && groups[0].label == "postgres-base:ho-tich")
+        // keep-last 1 for the dumps does not forget the only base backup, nor does it count as one.
+        let kept = groups.flatMap { $0.decisions(keepLast(1)) }.filter(\.keep).map(\.snapshotID)
+        #expect(Set(kept) == ["d3", "b1"])
+        #expect(RetentionGroups.group(of: "ho-tich", host: "kho-1", in: all).snapshots.map(\.id!) == ["d1", "d2", "d3"])
+        #expect(RetentionGroups.group(of: "ho-tich", host: "kho-1", family: .physical, in: all).snapshots.map(\.id!) == ["b1"])
+    }
+
     @Test("a source without snapshots on this host is an empty group")
     func emptyGroup() {
         let group = RetentionGroups.group(of: "documents", host: "kho-2", in: [snapshot("a1", 1, name: "documents")])

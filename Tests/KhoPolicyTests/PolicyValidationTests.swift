@@ -153,11 +153,11 @@ struct PolicyValidationTests {
             "p.yaml:19:5: unknown key \"databases\" in a files source; expected one of: name, kind, timeout, min-size-ratio, paths, exclude",
         ])
         expectErrors(try f.errors(f.variant("    kind: postgres", "    kind: oracle")), [
-            "p.yaml:13:11: unknown source kind \"oracle\"; expected files, postgres, mariadb, sqlite or command",
+            "p.yaml:13:11: unknown source kind \"oracle\"; expected files, postgres, postgres-base, mariadb, sqlite or command",
         ])
         // A snapshot's kind that no policy can name: a policy runs unattended, with no standard input.
         expectErrors(try f.errors(f.variant("    kind: postgres", "    kind: stdin")), [
-            "p.yaml:13:11: unknown source kind \"stdin\"; expected files, postgres, mariadb, sqlite or command",
+            "p.yaml:13:11: unknown source kind \"stdin\"; expected files, postgres, postgres-base, mariadb, sqlite or command",
         ])
         // No suggestion when no known key is close: rpo belongs under objectives, it is not a typo of name.
         expectErrors(try f.errors(f.variant("  rto: 4h", "  rto: 4h\nrpo: 24h")), [
@@ -205,7 +205,7 @@ struct PolicyValidationTests {
             "p.yaml:11:10: sources must be a non-empty list",
         ])
         expectErrors(try f.errors(f.variant("  - name: scans\n    kind: files\n", "  - /srv/scans\n  - name: scans2\n    kind: files\n")), [
-            "p.yaml:16:5: each source needs kind: files, postgres, mariadb, sqlite or command",
+            "p.yaml:16:5: each source needs kind: files, postgres, postgres-base, mariadb, sqlite or command",
         ])
     }
 
@@ -347,6 +347,16 @@ struct PolicyValidationTests {
         // In different repositories the same name is fine.
         let elsewhere = basePolicy(passwordFile: f.passwordFile, name: "other", repository: "/srv/kho/other")
         expectErrors(try f.errors(["a.yaml": f.base, "b.yaml": elsewhere]), [])
+        // A weekly policy of the same source's base backups: another retention family, so the
+        // same name is fine; a second base-backup policy of it is not.
+        let weekly = basePolicy(passwordFile: f.passwordFile, name: "weekly", firstSource: "base-of-db", secondSource: "db")
+            .replacingOccurrences(of: "    kind: files\n    paths: [/srv/scans]\n", with: "    kind: postgres-base\n")
+        expectErrors(try f.errors(["a.yaml": f.base, "b.yaml": weekly]), [])
+        let weeklyAgain = weekly.replacingOccurrences(of: "name: weekly", with: "name: weekly-again")
+        expectErrors(try f.errors(["a.yaml": f.base, "b.yaml": weekly, "c.yaml": weeklyAgain]), [
+            "c.yaml:12:11: source name \"base-of-db\" is already used in the same repository by b.yaml: names must be unique per repository",
+            "c.yaml:16:11: source name \"db\" is already used in the same repository by b.yaml: names must be unique per repository",
+        ])
     }
 
     @Test("secrets: missing password files, a password written in the policy")

@@ -63,6 +63,29 @@ struct SourceFactoryTests {
         #expect(fromFlags.summary == fromPolicy.summary)
     }
 
+    @Test("--postgres-base URL (no database) builds the policy's postgres-base source")
+    func postgresBaseFlagsMatchPolicy() throws {
+        let fromPolicy = try policySources("""
+              - name: ho-tich
+                kind: postgres-base
+                host: 10.0.0.5
+                port: 5433
+                user: replicator
+                password-env: HO_TICH_PG_PASSWORD
+                checkpoint: fast
+            """)[0]
+        var fromFlags = try SourceSpec.postgresBase(url: "postgres://replicator@10.0.0.5:5433", name: "ho-tich",
+                                                    passwordFile: nil, passwordEnv: "HO_TICH_PG_PASSWORD")
+        fromFlags.checkpoint = .fast
+        #expect(fromFlags.kind == .postgresBase && fromPolicy.kind == .postgresBase)
+        #expect(fromFlags.endpoint == fromPolicy.endpoint && fromFlags.endpoint?.database == "postgres")
+        #expect(fromFlags.checkpoint == fromPolicy.checkpoint)
+        #expect(fromFlags.summary == fromPolicy.summary && fromFlags.summary == "postgres-base replicator@10.0.0.5:5433")
+        let base = try #require(fromFlags.make() as? PostgresBaseBackup)
+        #expect(base.checkpoint == .fast)
+        #expect(throws: KhoError.self) { _ = try SourceSpec.postgresBase(url: "mariadb://root@db/x", name: "x", passwordFile: nil, passwordEnv: nil) }
+    }
+
     @Test("--mariadb URL without user or port takes the engine's defaults, as a policy does")
     func mariadbDefaults() throws {
         let fromPolicy = try policySources("""

@@ -29,12 +29,14 @@ public struct BackupOptions: Sendable {
 /// to a `BlobSaver`. Trees are built on the calling thread as the walk finishes each folder.
 public final class Archiver {
     public let repository: Repository
-    private let index: MasterIndex
-    private let options: BackupOptions
-    private let saver: BlobSaver
+    // Internal rather than private: PhysicalArchiver (a tar stream's members as files) shares the
+    // pipeline, the summary and the commit.
+    let index: MasterIndex
+    let options: BackupOptions
+    let saver: BlobSaver
     private let codec: BlobCodec
-    private let streamChunker: StreamChunker
-    private var summary = BackupSummary()
+    let streamChunker: StreamChunker
+    var summary = BackupSummary()
     private var partial = false
     private var hardLinks: [HardLinkKey: [BlobID]] = [:]
     public let progress: ProgressCounter
@@ -191,7 +193,7 @@ public final class Archiver {
         return try? repository.loadTree(subtree, index: index, codec: codec)
     }
 
-    private func saveTree(_ tree: Tree) throws -> BlobID {
+    func saveTree(_ tree: Tree) throws -> BlobID {
         // Names from readdir are always plain; this is the last guard for every other way a name
         // gets into a tree (a stream's name, a source's), so that no snapshot kho writes can make
         // a restore leave its target.
@@ -425,7 +427,8 @@ public final class Archiver {
                           source: options.source ?? SnapshotSource(kind: .stdin, name: sourceName), manifest: manifest)
     }
 
-    private func commit(root: BlobID, paths: [String], parent: String?, source: SnapshotSource, manifest: JSONValue? = nil) throws -> Snapshot {
+    func commit(root: BlobID, paths: [String], parent: String?, source: SnapshotSource, manifest: JSONValue? = nil,
+                extraTags: [String] = []) throws -> Snapshot {
         let stats = try saver.finish()
         summary.blobsNew = stats.blobsNew
         summary.bytesNewRaw = stats.bytesNewRaw
@@ -433,7 +436,7 @@ public final class Archiver {
         summary.packsWritten = stats.packsWritten
         summary.end = Date()
         var snapshot = Snapshot(time: options.time ?? summary.start, tree: root, paths: paths, hostname: options.hostname,
-                                username: Host.user, tags: options.tags, parent: parent, source: source,
+                                username: Host.user, tags: options.tags + extraTags.filter { !options.tags.contains($0) }, parent: parent, source: source,
                                 partial: partial, summary: summary, manifest: manifest ?? options.manifest)
         snapshot.keyID = repository.keyID
         // A backup that lost its lock may have had packs removed by a prune: it records nothing.

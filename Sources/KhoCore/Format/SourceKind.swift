@@ -7,12 +7,24 @@ public enum SourceKind: String, Codable, Sendable, CaseIterable {
     case files, postgres, mariadb, sqlite, command
     /// A stream given on kho's standard input (`kho backup --stdin`).
     case stdin
+    /// A PostgreSQL cluster's physical base backup (pg_basebackup), FORMAT.md section 21.
+    case postgresBase = "postgres-base"
 
     /// The kinds a policy may name: a policy runs unattended and has no standard input.
-    public static let policyKinds: [SourceKind] = [.files, .postgres, .mariadb, .sqlite, .command]
+    public static let policyKinds: [SourceKind] = [.files, .postgres, .mariadb, .sqlite, .command, .postgresBase]
 
     /// A database engine whose dumps kho can load back into a server.
     public var isLoadableDatabase: Bool { self == .postgres || self == .mariadb }
+
+    /// Snapshots that retention rules keep apart from other snapshots of the same source name:
+    /// a cluster's base backups and its nightly dumps are kept by separate rules.
+    public var retentionFamily: RetentionFamily { self == .postgresBase ? .physical : .logical }
+}
+
+/// What a snapshot is a copy of, for retention: files and dumps (logical), or a data directory
+/// that needs WAL to be used (physical).
+public enum RetentionFamily: String, Codable, Sendable {
+    case logical, physical
 }
 
 extension SnapshotSource {

@@ -14,6 +14,10 @@ public enum DumpSelector {
     }
 
     private static func recorded(in snapshot: Snapshot, database: String?) throws -> (file: String, manifest: DumpManifest.Database?) {
+        // A base backup's one path is a data directory, not a dump a server could load.
+        guard snapshot.source.sourceKind != .postgresBase else {
+            throw KhoError(.usage, "Snapshot \(snapshot.shortID) is a base backup (a data directory), not a dump: restore it with --target DIR, which writes DIR/data.")
+        }
         if let manifest = DumpManifest(snapshot.manifest) {
             let choices = manifest.databases
             if let database {

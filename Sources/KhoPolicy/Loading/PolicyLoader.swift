@@ -42,7 +42,9 @@ public struct PolicyLoader {
             names[policy.name] = path
             var duplicate = false
             for source in policy.sources {
-                let key = policy.repository.path + "\u{0}" + source.name
+                // A source's base backups (a weekly policy) and its dumps (a nightly one) may share
+                // its name: retention and the size guard keep the two families apart (FORMAT 21.5).
+                let key = policy.repository.path + "\u{0}" + source.name + "\u{0}" + source.kind.retentionFamily.rawValue
                 if let other = sourceNames[key] {
                     errors.append(PolicyError(file: path, line: source.nameLocation.line, column: source.nameLocation.column, message: "source name \"\(source.name)\" is already used in the same repository by \(other): names must be unique per repository"))
                     duplicate = true

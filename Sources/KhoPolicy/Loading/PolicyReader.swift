@@ -287,11 +287,11 @@ struct PolicyReader {
     mutating func source(_ node: Yams.Node) -> SourceSpec? {
         let common = ["name", "kind", "timeout", "min-size-ratio"]
         guard let kindNode = node.mapping?["kind"], let kindText = kindNode.scalar?.string else {
-            fail(node, "each source needs kind: files, postgres, mariadb, sqlite or command")
+            fail(node, "each source needs kind: files, postgres, postgres-base, mariadb, sqlite or command")
             return nil
         }
         guard let kind = SourceSpec.Kind(rawValue: kindText), SourceKind.policyKinds.contains(kind) else {
-            fail(kindNode, "unknown source kind \"\(kindText)\"; expected files, postgres, mariadb, sqlite or command")
+            fail(kindNode, "unknown source kind \"\(kindText)\"; expected files, postgres, postgres-base, mariadb, sqlite or command")
             return nil
         }
         let specific: [String]
@@ -301,6 +301,7 @@ struct PolicyReader {
         case .mariadb: specific = ["host", "port", "user", "databases", "password-file", "password-env"]
         case .sqlite: specific = ["path"]
         case .command: specific = ["command", "restore-command"]
+        case .postgresBase: specific = ["host", "port", "user", "database", "password-file", "password-env", "checkpoint"]
         case .stdin: return nil  // refused above: not among SourceKind.policyKinds
         }
         guard let map = mapping(node, "a \(kind.rawValue) source", allowed: common + specific) else { return nil }
@@ -331,6 +332,22 @@ struct PolicyReader {
         case .command:
             spec.command = string(map["command"], "command", in: node)
             spec.restoreCommand = string(map["restore-command"], "restore-command", required: false)
+        case .postgresBase:
+            // A base backup copies the whole cluster: `database` is only where kho runs its own
+            // queries (tablespaces, settings), and the login needs REPLICATION.
+            let secret = secret(map, "source \(name)", required: false, in: node)
+            spec.endpoint = DatabaseEndpoint(host: string(map["host"], "host", required: false) ?? "127.0.0.1",
+                                             port: int(map["port"], "port", range: 1...65535) ?? 5432,
+                                             user: string(map["user"], "user", required: false) ?? "postgres",
+                                             database: string(map["database"], "database", required: false) ?? "postgres",
+                                             passwordFile: secret.file, passwordEnv: secret.env)
+            if let text = string(map["checkpoint"], "checkpoint", required: false) {
+                if let checkpoint = PostgresBaseBackup.Checkpoint(rawValue: text) {
+                    spec.checkpoint = checkpoint
+                } else {
+                    fail(map["checkpoint"]!, "checkpoint must be fast or spread")
+                }
+            }
         case .stdin: return nil
         }
         return spec

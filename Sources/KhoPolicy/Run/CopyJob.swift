@@ -66,7 +66,7 @@ extension PolicyRunner {
             let sourceLock = try RepositoryLock.acquire(storage: source.storage, exclusive: false, command: "run copy \(name) to \(destination.path)",
                                                         wait: options.lockWait)
             defer { sourceLock.release() }
-            let group = RetentionGroups.group(of: job.source.name, host: host, in: try source.listSnapshots()).snapshots
+            let group = RetentionGroups.group(of: job.source.name, host: host, family: job.source.kind.retentionFamily, in: try source.listSnapshots()).snapshots
             if current == nil { current = group.max { $0.time < $1.time } }
             let opened = try openRepository(destination.repository)
             target = opened
@@ -74,7 +74,7 @@ extension PolicyRunner {
             let targetLock = try RepositoryLock.acquire(storage: opened.storage, exclusive: false, command: "run copy \(name) from \(job.policy.repository.path)",
                                                         wait: options.lockWait)
             defer { targetLock.release() }
-            let there = RetentionGroups.group(of: job.source.name, host: host, in: try opened.listSnapshots()).snapshots
+            let there = RetentionGroups.group(of: job.source.name, host: host, family: job.source.kind.retentionFamily, in: try opened.listSnapshots()).snapshots
             let plan = PolicyRunner.copyPlan(source: group, destination: there, rules: job.policy.retention(for: destination).rules, newest: newest?.id)
             if let newest, !plan.contains(where: { $0.id == newest.id }), there.contains(where: { Copier.sameBackup($0, newest) }) {
                 // This run's snapshot is there already (copied by hand, or a run repeated): say so.

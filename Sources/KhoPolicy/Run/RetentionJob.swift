@@ -22,7 +22,7 @@ extension PolicyRunner {
                                                   wait: options.lockWait)
             defer { lock.release() }
             let host = Host.name
-            let decisions = RetentionGroups.group(of: job.source.name, host: host, in: try repository.listSnapshots()).decisions(rules)
+            let decisions = RetentionGroups.group(of: job.source.name, host: host, family: job.source.kind.retentionFamily, in: try repository.listSnapshots()).decisions(rules)
             let remove = decisions.filter { !$0.keep }.map(\.snapshotID)
             let retained = try repository.removeSnapshots(remove)
             var text = "kept \(decisions.count - remove.count), removed \(remove.count - retained.count)"

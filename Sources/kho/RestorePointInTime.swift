@@ -1,0 +1,236 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import KhoCore
+import KhoSources
+import KhoSupport
+
+/// The options of `kho restore --to-data-directory`: where recovery stops and what happens after.
+struct PointInTimeOptions: ParsableArguments {
+    @Option(name: .customLong("restore-point"), help: "With --to-data-directory: recover to this restore point (kho's markers beside dumps, or one made with pg_create_restore_point and --base-backup).")
+    var restorePoint: String?
+
+    @Option(help: "With --to-data-directory: recover up to this WAL position, e.g. 3/5A0012F8.")
+    var lsn: String?
+
+    @Flag(help: "With --to-data-directory: recover everything archived.")
+    var latest = false
+
+    @Option(name: .customLong("base-backup"), help: "With --to-data-directory: start from this base backup (ID or prefix) instead of the newest before the target.")
+    var baseBackup: String?
+
+    @Flag(help: "With --to-data-directory: start the recovered cluster, serve it the WAL, and wait until it has reached the target and been promoted.")
+    var start = false
+
+    @Option(help: "With --start: the port the recovered cluster listens on (default: the one in its configuration).")
+    var port: Int?
+
+    @Option(help: "With --to-data-directory: the user who owns the data directory and runs the server (default postgres).")
+    var owner: String?
+
+    @Flag(name: .customLong("keep-archiving"), help: "With --to-data-directory: keep archive_mode as the backup had it (by default it is turned off: a copy must not write into its original's archive).")
+    var keepArchiving = false
+
+    @Option(name: .customLong("recovery-timeout"), help: "With --start: how long to wait for recovery, e.g. 30m (default 2h).")
+    var recoveryTimeout: String?
+
+    var given: Bool {
+        restorePoint != nil || lsn != nil || latest || baseBackup != nil || start || port != nil || owner != nil || keepArchiving || recoveryTimeout != nil
+    }
+
+    func refuseWithoutDataDirectory() throws {
+        if given {
+            throw ValidationError("--restore-point, --lsn, --latest, --base-backup, --start, --port, --owner, --keep-archiving and --recovery-timeout go with --to-data-directory.")
+        }
+    }
+
+    func validate(source: String?, at: String?, snapshot: String?) throws {
+        guard source != nil, snapshot == nil else {
+            throw ValidationError("--to-data-directory restores a source's cluster: give --source NAME (the name its WAL is archived under), not a snapshot.")
+        }
+        let targets = [at != nil, restorePoint != nil, lsn != nil, latest].filter { $0 }.count
+        guard targets == 1 else {
+            throw ValidationError("Give exactly one recovery target: --at TIME, --restore-point NAME, --lsn X/X or --latest.")
+        }
+        if port != nil && !start { throw ValidationError("--port goes with --start.") }
+        if let port, !(1...65535).contains(port) { throw ValidationError("--port must be 1 to 65535; got \(port).") }
+    }
+}
+
+extension Restore {
+    /// `kho restore --source NAME --to-data-directory DIR` (docs/design/pitr.md section 6).
+    func restorePointInTime(into directory: String) throws {
+        let zone = displayZone
+        let target: RecoveryTarget
+        if let at { target = .time(try LocalTime.parse(at, option: "--at", zone: zone)) }
+        else if let name = pointInTime.restorePoint { target = try RecoveryTarget.restorePoint(checking: name) }
+        else if let lsn = pointInTime.lsn { target = .lsn(try LSN(parsing: lsn)) }
+        else { target = .latest }
+        let timeout = try pointInTime.recoveryTimeout.map { try DurationText.parse($0, option: "--recovery-timeout") } ?? 7200
+        let ownerName = pointInTime.owner ?? "postgres"
+        guard let account = getpwnam(ownerName) else {
+            throw KhoError(.usage, "There is no user \(ownerName) on this machine: give the user PostgreSQL runs as with --owner.")
+        }
+        let owner = (uid: account.pointee.pw_uid, gid: account.pointee.pw_gid)
+        let directory = URL(fileURLWithPath: directory).standardizedFileURL.path
+        try DataDirectoryTarget.check(directory)
+
+        try repository.withRepository(exclusive: false, command: "restore") { repo in
+            let began = Date()
+            let plan = try PointInTimePlan.make(repository: repo, source: source!, target: target, baseBackup: pointInTime.baseBackup)
+            var lines = ["Plan: restore cluster \(plan.cluster) (source \(source!), PostgreSQL \(plan.manifest.serverVersion)) to \(describeTarget(target, zone)) into the new data directory \(directory)",
+                         "  base backup \(plan.base.shortID), taken \(Format.namedTime(plan.base.time, zone)), \(Format.bytes(plan.manifest.bytes)), WAL from \(plan.manifest.startSegment)",
+                         "  archived WAL continuous from it to \(plan.continuity.reached?.description ?? "-")" + (plan.newest.map { ", newest \($0.name) stored \(Format.namedTime($0.stored, zone))" } ?? ""),
+                         "  owner \(ownerName); archive_mode " + (pointInTime.keepArchiving ? "kept" : "off"),
+                         pointInTime.start ? "  then start it\(pointInTime.port.map { " on port \($0)" } ?? ""), serve it the WAL and wait until it is promoted" : "  then leave it to be started (recovery.signal and restore_command written)"]
+            lines += plan.warnings.map { "  warning: \($0)" }
+            try confirm(lines.joined(separator: "\n"))
+
+            // Files: restored beside the target and moved into place whole, so that a failed
+            // restore leaves no half data directory under the target's name.
+            let parent = (directory as NSString).deletingLastPathComponent
+            let staging = parent + "/.kho-restore-\(UInt64.random(in: 0...UInt64.max))"
+            try Syscall.call("mkdir", staging) { mkdir(staging, 0o700) }
+            defer { _ = try? FileManager.default.removeItem(atPath: staging) }
+            let index = try repo.loadIndex()
+            var options = RestoreOptions()
+            options.workers = repo.storage.suggestedRestoreWorkers(options.workers)
+            let progress = ProgressCounter()
+            let line = ProgressLine(progress: progress, label: "restore", enabled: !json)
+            let summary: RestoreSummary
+            do {
+                defer { line.finish() }
+                summary = try Restorer(repository: repo, index: index, options: options, progress: progress) { Terminal.warning($0) }
+                    .restore(snapshot: plan.base, target: staging)
+            }
+            guard summary.errors == 0 else {
+                throw KhoError(.integrity, "\(summary.errors) files of base backup \(plan.base.shortID) could not be restored (see the warnings above): nothing was put at \(directory); run `kho check --read-data`.")
+            }
+            try DataDirectoryTarget.place(staging + "/data", at: directory, owner: owner)
+            let filesDone = Date()
+
+            let recovery = PostgresRecovery(dataDirectory: directory)
+            var reached: RecoveryReached?
+            var served: WALFetchServer.Statistics?
+            if pointInTime.start {
+                let state = try DataDirectoryTarget.stateFolder(owner: owner)
+                defer { _ = try? FileManager.default.removeItem(atPath: state) }
+                let server = try WALFetchServer(repository: repo, record: plan.record, socketPath: state + "/fetch.sock",
+                                                allowedUser: owner.uid, allowedGroup: owner.gid)
+                defer { server.stop() }
+                try recovery.configure(restoreCommand: "\(shellQuote(try KhoExecutable.path())) wal fetch --server \(shellQuote(server.socketPath)) %f \"%p\"",
+                                       target: target, promote: true, port: pointInTime.port, keepArchiving: pointInTime.keepArchiving,
+                                       label: plan.base.shortID)
+                reached = try recovery.startAndWait(logFile: directory + "/kho-recovery.log", timeout: timeout)
+                served = server.statistics
+            } else {
+                let location = try repository.location()
+                try recovery.configure(restoreCommand: "\(shellQuote(try KhoExecutable.path())) wal fetch --repo \(shellQuote(location)) --source \(shellQuote(source!)) --cluster \(plan.cluster) %f \"%p\"",
+                                       target: target, promote: false, port: nil, keepArchiving: pointInTime.keepArchiving, label: plan.base.shortID)
+            }
+            let ended = Date()
+            let result = PointInTimeResult(
+                dataDirectory: directory, cluster: plan.cluster.description, baseBackup: plan.base.id ?? "", target: target.description,
+                started: pointInTime.start, reached: reached, walFilesServed: served?.served, walBytesServed: served?.bytes,
+                filesSeconds: filesDone.timeIntervalSince(began), recoverySeconds: pointInTime.start ? ended.timeIntervalSince(filesDone) : nil,
+                rtoSeconds: pointInTime.start ? ended.timeIntervalSince(began) : nil, bytes: summary.bytes)
+            if json {
+                try Terminal.json(result)
+            } else {
+                Terminal.out("restored base backup \(plan.base.shortID): \(summary.files) files, \(Format.bytes(summary.bytes)) in \(Format.duration(result.filesSeconds))")
+                if let reached {
+                    Terminal.out("recovered and promoted in \(Format.duration(result.recoverySeconds ?? 0)): \(served?.served ?? 0) WAL files (\(Format.bytes(served?.bytes ?? 0))) replayed")
+                    if let stopped = reached.stoppedAt { Terminal.out("reached: \(stopped)") }
+                    if let commit = reached.lastCommit { Terminal.out("last replayed commit: \(commit)") }
+                    if let timeline = reached.timeline { Terminal.out("the cluster continues on timeline \(timeline)") }
+                    Terminal.out("RTO (first repository read to promotion): \(Format.duration(result.rtoSeconds ?? 0))")
+                } else {
+                    Terminal.out("\(directory) is ready to recover: start it as \(ownerName) (pg_ctl -D \(directory) start) with KHO_PASSWORD_FILE in the server's environment naming a password file \(ownerName) can read, or run the restore again with --start, which serves the WAL from this process")
+                }
+            }
+        }
+    }
+
+    private func describeTarget(_ target: RecoveryTarget, _ zone: TimeZone) -> String {
+        if case .time(let date) = target { return "time \(Format.namedTime(date, zone))" }
+        return target.description
+    }
+}
+
+struct PointInTimeResult: Encodable {
+    var dataDirectory: String
+    var cluster: String
+    var baseBackup: String
+    var target: String
+    var started: Bool
+    var reached: RecoveryReached?
+    var walFilesServed: Int?
+    var walBytesServed: Int64?
+    var filesSeconds: Double
+    var recoverySeconds: Double?
+    var rtoSeconds: Double?
+    var bytes: Int64
+}
+
+enum KhoExecutable {
+    /// This kho's absolute path, for commands PostgreSQL runs later.
+    static func path() throws -> String {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard n > 0 else { throw KhoError.posix("readlink", "/proc/self/exe", errno: errno) }
+        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
+
+/// The new data directory of a restore to a point.
+enum DataDirectoryTarget {
+    /// Refuses a folder in use or with content: a restore never overwrites a cluster.
+    static func check(_ directory: String) throws {
+        if FileManager.default.fileExists(atPath: directory + "/postmaster.pid") {
+            throw KhoError(.usage, "\(directory) is the data directory of a cluster that may be running (postmaster.pid): choose a new folder.")
+        }
+        var info = stat()
+        if lstat(directory, &info) == 0 {
+            guard (info.st_mode & S_IFMT) == S_IFDIR else { throw KhoError(.usage, "\(directory) exists and is not a folder: choose a new folder.") }
+            let entries = try FileManager.default.contentsOfDirectory(atPath: directory)
+            guard entries.isEmpty else {
+                throw KhoError(.usage, "\(directory) is not empty: a restore to a point writes a new data directory; choose a new or empty folder.")
+            }
+        } else if errno != ENOENT {
+            throw KhoError.posix("lstat", directory, errno: errno)
+        }
+        let parent = (directory as NSString).deletingLastPathComponent
+        guard FileManager.default.fileExists(atPath: parent) else {
+            throw KhoError(.usage, "\(parent) does not exist: create the folder that will hold the data directory first.")
+        }
+    }
+
+    /// Moves the restored `data` folder to `directory`, gives every file to `owner` and makes the
+    /// folder 0700 as PostgreSQL requires.
+    static func place(_ restored: String, at directory: String, owner: (uid: uid_t, gid: gid_t)) throws {
+        if rmdir(directory) != 0 && errno != ENOENT {
+            throw KhoError.posix("rmdir", directory, errno: errno)
+        }
+        try Syscall.call("rename", directory) { rename(restored, directory) }
+        try chownTree(directory, owner: owner)
+        try Syscall.call("chmod", directory) { chmod(directory, 0o700) }
+    }
+
+    static func chownTree(_ path: String, owner: (uid: uid_t, gid: gid_t)) throws {
+        try Syscall.call("lchown", path) { lchown(path, owner.uid, owner.gid) }
+        var info = stat()
+        try Syscall.call("lstat", path) { lstat(path, &info) }
+        guard (info.st_mode & S_IFMT) == S_IFDIR else { return }
+        for entry in try FileManager.default.contentsOfDirectory(atPath: path) {
+            try chownTree(path + "/" + entry, owner: owner)
+        }
+    }
+
+    /// A private folder for the WAL socket, reachable by the server's user only.
+    static func stateFolder(owner: (uid: uid_t, gid: gid_t)) throws -> String {
+        let path = "/tmp/kho-restore-\(UInt64.random(in: 0...UInt64.max))"
+        try Syscall.call("mkdir", path) { mkdir(path, 0o700) }
+        try Syscall.call("chown", path) { chown(path, owner.uid, owner.gid) }
+        return path
+    }
+}
