@@ -189,8 +189,13 @@ public struct PostgresRecovery: Sendable {
         guard result.termination.succeeded else {
             throw KhoError(.failure, "pg_ctl could not start the recovering cluster in \(dataDirectory): \(lastLines(logFile, or: result.error)); nothing else was changed.")
         }
+        var seenRunning = false
         while true {
-            if let state = try controlState(bin: bin), state.inProduction {
+            // A base backup's pg_control says "in production" from the start (it is the
+            // primary's): promotion is when PostgreSQL has removed recovery.signal and the
+            // postmaster reports itself ready for connections.
+            if !FileManager.default.fileExists(atPath: dataDirectory + "/recovery.signal"), postmasterStatus() == "ready",
+               let state = try controlState(bin: bin), state.inProduction {
                 let log = (try? String(contentsOfFile: logFile, encoding: .utf8)) ?? ""
                 var reached = RecoveryReached(timeline: state.timeline, replaySeconds: Date().timeIntervalSince(started))
                 for line in log.split(separator: "\n") {
@@ -200,7 +205,11 @@ public struct PostgresRecovery: Sendable {
                 }
                 return reached
             }
-            if !serverRunning() {
+            // pg_ctl -W returns before the postmaster has written its pid file: the server is
+            // gone only once it was seen running, or when it never appears.
+            let running = serverRunning()
+            if running { seenRunning = true }
+            if !running && (seenRunning || Date().timeIntervalSince(started) > 60) {
                 throw KhoError(.failure, "The recovering cluster in \(dataDirectory) stopped before it was promoted: \(lastLines(logFile, or: "")); the archive may not reach the target (see `kho wal ls`), or choose an earlier target.")
             }
             if Date().timeIntervalSince(started) > timeout {
@@ -221,6 +230,15 @@ public struct PostgresRecovery: Sendable {
             if line.hasPrefix("Latest checkpoint's TimeLineID:") { timeline = UInt32(line.split(separator: ":").last?.trimmingCharacters(in: .whitespaces) ?? "") }
         }
         return (production, timeline)
+    }
+
+    /// The postmaster's own status line in postmaster.pid (`starting`, `standby`, `ready`, `stopping`).
+    private func postmasterStatus() -> String? {
+        // try?: no pid file yet means no status yet.
+        guard let text = try? String(contentsOfFile: dataDirectory + "/postmaster.pid", encoding: .utf8) else { return nil }
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        guard lines.count >= 8 else { return nil }
+        return lines[7].trimmingCharacters(in: .whitespaces)
     }
 
     private func serverRunning() -> Bool {

@@ -1,0 +1,175 @@
+import Foundation
+import Glibc
+import KhoTestSupport
+import Testing
+
+// Restore to a point in time (issue 20, design section 6): a real PostgreSQL archives its WAL with
+// `kho wal push --direct`, a base backup is taken in the middle of a write load, an "incident"
+// (a table dropped, rows deleted) happens at a known time, and `kho restore --to-data-directory
+// --at` one second before it starts a recovered cluster that has the table and the rows back and
+// nothing written after the target.
+
+/// A cluster archiving into a sandbox's repository as source `db1`, with archive_command as the
+/// README sets it up for --direct.
+private final class ArchivingCluster {
+    let sandbox: Sandbox
+    let pg: ScratchPostgres
+    let source = "db1"
+
+    init(_ label: String) throws {
+        sandbox = try Sandbox(label)
+        try sandbox.initRepository()
+        try ServerSupport.chownTree(sandbox.repo, to: "postgres")
+        let group = try #require(getgrnam("postgres")).pointee.gr_gid
+        let passwordFile = sandbox.path("wal-password")
+        try writeFile(passwordFile, Array((sandbox.password + "\n").utf8), mode: 0o640)
+        chown(passwordFile, 0, group)
+        let env = sandbox.path("wal.env")
+        var lines = ["KHO_REPOSITORY=\(sandbox.repo)", "KHO_PASSWORD_FILE=\(passwordFile)"]
+        if !Harness.releaseLane { lines.append("KHO_TEST_SCRYPT_N=1024") }
+        try writeFile(env, Array((lines.joined(separator: "\n") + "\n").utf8), mode: 0o640)
+        chown(env, 0, group)
+        pg = try ScratchPostgres(label: label, settings: ScratchPostgres.archiving(
+            command: "set -a && . \(env) && exec \(Harness.binary) wal push --direct --source \(source) %p"))
+        // The server's user must reach a data directory restored below the sandbox.
+        chmod(sandbox.dir, 0o711)
+    }
+
+    /// Ends the current segment and waits until PostgreSQL says it is archived.
+    func switchAndWaitArchived() throws {
+        let name = try pg.value("SELECT pg_walfile_name(pg_switch_wal());")
+        try ServerSupport.waitUntil("\(name) is archived", timeout: 90) {
+            try pg.value("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver;") >= name
+        }
+    }
+
+    func load(transactions: Int) throws {
+        let switcher = try ServerSupport.scriptFile("SELECT pg_switch_wal();", in: pg.dir)
+        defer { unlink(switcher) }
+        try ServerSupport.require(pg.program("pgbench"), ["-h", pg.dir, "-p", String(pg.port), "-U", pg.superuser, "-n", "-c", "2", "-j", "2",
+                                                          "-t", String(transactions), "-b", "tpcb-like@499", "-f", switcher + "@1", "postgres"],
+                                  scratch: pg.dir, timeout: 300)
+    }
+
+    func baseBackup() throws -> String {
+        let result = try sandbox.ok("backup", "--postgres-base", "postgres://postgres@127.0.0.1:\(pg.port)", "--source-name", source,
+                                    "--checkpoint", "fast", "--json")
+        let json = try #require(try result.json() as? [String: Any])
+        return try #require(json["snapshot"] as? String)
+    }
+}
+
+/// A cluster `kho restore --start` left running: queried over TCP, stopped and removed at the end.
+private struct RecoveredCluster {
+    let directory: String
+    let port: Int
+    let bin: String
+
+    func value(_ sql: String) throws -> String {
+        try ServerSupport.require(bin + "/psql", ["-X", "-q", "-A", "-t", "-h", "127.0.0.1", "-p", String(port), "-U", "postgres", "-d", "postgres", "-c", sql],
+                                  scratch: directory).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    func stop() {
+        _ = try? ServerSupport.run(ScratchPostgres.runuser!, ["-u", "postgres", "--", bin + "/pg_ctl", "-D", directory, "-m", "immediate", "-w", "stop"],
+                                   scratch: "/tmp", timeout: 60)
+    }
+}
+
+/// 2026-12-07T16:50:01+00:00, as `--at` reads it.
+private func isoUTC(_ date: Date) -> String {
+    let formatter = ISO8601DateFormatter()
+    formatter.timeZone = TimeZone(identifier: "UTC")
+    formatter.formatOptions = [.withInternetDateTime]
+    return formatter.string(from: date)
+}
+
+@Suite("restore to a point in time", .serialized,
+       .enabled(if: ScratchPostgres.isAvailable, Comment(rawValue: ScratchPostgres.unavailableReason ?? "")))
+struct PointInTimeRecoveryTests {
+    init() throws {
+        // The recovered cluster keeps the configuration it was backed up with: its socket goes to
+        // PostgreSQL's default folder.
+        if access("/run/postgresql", F_OK) != 0 {
+            mkdir("/run/postgresql", 0o2775)
+            try ServerSupport.chownTree("/run/postgresql", to: "postgres")
+        }
+    }
+
+    @Test("the incident: a base backup under load, a table dropped and rows deleted at T; --at T-1s --start gives them back, with nothing written after T; --latest has the incident; a removed segment refuses the restore")
+    func incidentIsUndone() throws {
+        let cluster = try ArchivingCluster("pitr")
+        let pg = cluster.pg
+        let sandbox = cluster.sandbox
+        try ServerSupport.require(pg.program("pgbench"), ["-h", pg.dir, "-p", String(pg.port), "-U", pg.superuser, "-i", "-s", "2", "-q", "postgres"],
+                                  scratch: pg.dir, timeout: 300)
+        try pg.psql("""
+            CREATE TABLE registry(id int PRIMARY KEY, holder text);
+            INSERT INTO registry SELECT i, 'Nguyễn Văn ' || i FROM generate_series(1, 2000) i;
+            CREATE TABLE ticks(n int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp());
+            """)
+        try cluster.load(transactions: 1500)
+        let base = try cluster.baseBackup()
+        try cluster.load(transactions: 1500)
+        // Commits before the target, each its own transaction.
+        for n in 1...20 { try pg.psql("INSERT INTO ticks(n) VALUES (\(n));") }
+        usleep(1_200_000)
+        let target = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down))
+        usleep(1_200_000)
+        // The incident, and work after it.
+        try pg.psql("DROP TABLE registry; DELETE FROM pgbench_accounts WHERE aid <= 100;")
+        for n in 21...40 { try pg.psql("INSERT INTO ticks(n) VALUES (\(n));") }
+        try cluster.switchAndWaitArchived()
+        #expect(try pg.value("SELECT count(*) FROM pgbench_accounts WHERE aid <= 100;") == "0")
+
+        let bin = (pg.program("psql") as NSString).deletingLastPathComponent
+        let port = try ServerSupport.freeLoopbackPort()
+        let directory = sandbox.path("restored")
+        let result = try sandbox.kho(["restore", "--source", cluster.source, "--to-data-directory", directory, "--at", isoUTC(target),
+                                      "--start", "--port", String(port), "--yes", "--json"])
+        let recovered = RecoveredCluster(directory: directory, port: port, bin: bin)
+        defer { recovered.stop() }
+        try #require(result.exitCode == 0, "\(result)")
+        let summary = try #require(try result.json() as? [String: Any])
+        #expect((summary["baseBackup"] as? String)?.hasPrefix(String(base.prefix(8))) == true)
+        #expect((summary["rtoSeconds"] as? Double ?? 0) > 0)
+        #expect((summary["walFilesServed"] as? Int ?? 0) > 0)
+        let reached = try #require(summary["reached"] as? [String: Any])
+        #expect((reached["stoppedAt"] as? String)?.contains("recovery stopping before commit") == true, "\(reached)")
+        #expect(reached["lastCommit"] != nil)
+
+        #expect(try recovered.value("SELECT pg_is_in_recovery();") == "f")
+        #expect(try recovered.value("SELECT count(*) FROM registry;") == "2000")
+        #expect(try recovered.value("SELECT count(*) FROM pgbench_accounts WHERE aid <= 100;") == "100")
+        #expect(try recovered.value("SELECT count(*), max(n) FROM ticks;") == "20|20")
+        // The copy does not archive into its original's archive.
+        #expect(try recovered.value("SHOW archive_mode;") == "off")
+        recovered.stop()
+
+        // --latest replays everything archived: the incident is in it.
+        let latestPort = try ServerSupport.freeLoopbackPort()
+        let latestDirectory = sandbox.path("latest")
+        let latest = try sandbox.kho(["restore", "--source", cluster.source, "--to-data-directory", latestDirectory, "--latest",
+                                      "--start", "--port", String(latestPort), "--yes", "--json"])
+        let latestCluster = RecoveredCluster(directory: latestDirectory, port: latestPort, bin: bin)
+        defer { latestCluster.stop() }
+        try #require(latest.exitCode == 0, "\(latest)")
+        #expect(try latestCluster.value("SELECT count(*) FROM ticks;") == "40")
+        #expect(try latestCluster.value("SELECT count(*) FROM pg_tables WHERE tablename = 'registry';") == "0")
+        latestCluster.stop()
+
+        // A segment the recovery needs removed from the repository: refused before anything is written.
+        let walFolder = sandbox.repo + "/wal"
+        let clusterFolder = try #require(try FileManager.default.contentsOfDirectory(atPath: walFolder).first)
+        let logFolder = try FileManager.default.contentsOfDirectory(atPath: walFolder + "/" + clusterFolder).filter { $0.count == 16 }.sorted().last!
+        let segments = try FileManager.default.contentsOfDirectory(atPath: walFolder + "/\(clusterFolder)/\(logFolder)").filter { $0.count == 24 }.sorted()
+        try #require(segments.count > 4)
+        try FileManager.default.removeItem(atPath: walFolder + "/\(clusterFolder)/\(logFolder)/" + segments[segments.count - 3])
+        let gapDirectory = sandbox.path("gap")
+        let refused = try sandbox.kho(["restore", "--source", cluster.source, "--to-data-directory", gapDirectory, "--latest", "--yes"])
+        #expect(refused.exitCode == 12, "\(refused)")
+        #expect(refused.err.contains("gap"), "\(refused)")
+        #expect(access(gapDirectory, F_OK) != 0)
+        _ = base
+    }
+}
