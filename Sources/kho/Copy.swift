@@ -47,7 +47,10 @@ struct Copy: ParsableCommand {
         defer { line.finish() }
         let copier = try Copier(source: source, sourceIndex: try source.loadIndex(), target: target, targetIndex: try target.loadIndex(),
                                 uploaders: connections ?? target.storage.suggestedUploaders, progress: progress)
-        return try copier.copy(snapshots)
+        var summary = try copier.copy(snapshots)
+        // The WAL archives go with the snapshots: a base backup without its WAL restores to no point.
+        summary.wal = try WALCopy.copy(from: source, to: target, workers: connections ?? target.storage.suggestedUploaders)
+        return summary
     }
 
     func validate() throws {
@@ -93,6 +96,9 @@ struct Copy: ParsableCommand {
         }
         if !summary.alreadyThere.isEmpty {
             Terminal.out("\(summary.alreadyThere.count) snapshots were there already")
+        }
+        if let wal = summary.wal, wal.records + wal.files + wal.markers > 0 {
+            Terminal.out("WAL archives: \(wal.files) files (\(Format.bytes(wal.bytes))), \(wal.records) archive records and \(wal.markers) retirements copied")
         }
         if summary.copied.isEmpty {
             Terminal.out("nothing to copy: \(targetAddress) has every snapshot asked for")

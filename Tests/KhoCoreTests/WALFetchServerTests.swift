@@ -84,3 +84,32 @@ import KhoTestSupport
         #expect(!FileManager.default.fileExists(atPath: folder + "/seg"))
     }
 }
+
+/// `kho copy` and `kho rekey` carry the WAL archives: records, files and retirements, sealed again
+/// under the target's key with the same identity, only what the target lacks.
+@Suite struct WALCopyTests {
+    @Test func copiesWhatTheTargetLacksUnderItsOwnKey() throws {
+        let source = try WALFetchServerTests.repository()
+        let target = try WALFetchServerTests.repository()
+        let segments = try WALFetchServerTests.segments()
+        let archive = try WALArchive(repository: source, source: "ho-tich")
+        for segment in segments { _ = try archive.push(name: segment.name, file: segment.file, identity: WALFetchServerTests.identity) }
+        let first = try WALCopy.copy(from: source, to: target)
+        #expect(first.records == 1 && first.files == 3 && first.markers == 0)
+        let record = try #require(try WALArchive.currentRecord(source: "ho-tich", in: target))
+        for segment in segments {
+            #expect(try WALArchive.fetch(name: segment.name, cluster: WALFetchServerTests.sysid, record: record, from: target) == segment.file)
+        }
+        // Sealed under the target's key: the source's key does not open the copy.
+        let handle = segments[0].name.handle(cluster: WALFetchServerTests.sysid)
+        #expect(throws: KhoError.self) { try source.openWAL(try target.storage.load(handle), cluster: WALFetchServerTests.sysid, name: segments[0].name) }
+        // Nothing twice; a retirement follows.
+        _ = try archive.retire(cluster: WALFetchServerTests.sysid)
+        let second = try WALCopy.copy(from: source, to: target)
+        #expect(second.records == 0 && second.files == 0 && second.markers == 1)
+        #expect(try WALArchive.currentRecord(source: "ho-tich", in: target) == nil)
+        // Only the sources asked for.
+        let third = try WALFetchServerTests.repository()
+        #expect(try WALCopy.copy(from: source, to: third, sources: ["dat-dai"]).records == 0)
+    }
+}

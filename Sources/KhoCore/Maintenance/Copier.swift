@@ -17,6 +17,8 @@ public struct CopySummary: Codable, Sendable, Equatable {
     public var packsWritten = 0
     /// Blobs of the copied snapshots read back from the target and found intact.
     public var blobsVerified = 0
+    /// Archived WAL carried over (`WALCopy`), when the copy included it.
+    public var wal: WALCopy.Summary?
 
     public init() {}
 }

@@ -136,6 +136,13 @@ extension PolicyRunner {
                         + (details.caughtUp == true ? ", caught up from an earlier run" : ""))
                 }
             }
+            if job.source.kind == .postgresBase, !stopRequested.current {
+                // The source's archived WAL goes with its base backups: a copy restores to a point.
+                let wal = try WALCopy.copy(from: source, to: opened, sources: [job.source.name], workers: opened.storage.suggestedUploaders)
+                if wal.files + wal.records + wal.markers > 0 {
+                    log("\(name): copied \(wal.files) archived WAL files (\(wal.bytes) bytes) to \(destination.path)")
+                }
+            }
         } catch {
             var message = (error as? KhoError)?.message ?? "\(error)"
             do {
