@@ -121,8 +121,12 @@ struct Restore: ParsableCommand {
     func selectSnapshot(_ repo: Repository) throws -> Snapshot {
         let instant = try at.map { try LocalTime.parse($0, option: "--at", zone: displayZone) }
         // Messages name the instant with its offset and zone, whatever form the operator typed.
-        return try SnapshotSelector(reference: snapshotArgument ?? snapshotOption, source: source, at: instant,
-                                    atText: instant.map { ZonedTime.formatNamed($0, in: displayZone) }).select(in: repo)
+        var selector = SnapshotSelector(reference: snapshotArgument ?? snapshotOption, source: source, at: instant,
+                                        atText: instant.map { ZonedTime.formatNamed($0, in: displayZone) })
+        // A dump goes into a database, a file or standard output: the source's newest dump, not
+        // its newest base backup (which restores with --target, or to a point with --to-data-directory).
+        if target == nil { selector.family = .logical }
+        return try selector.select(in: repo)
     }
 
     func confirm(_ plan: String) throws {

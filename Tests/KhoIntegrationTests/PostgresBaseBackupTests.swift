@@ -70,6 +70,9 @@ struct PostgresBaseBackupTests {
             CHECKPOINT;
             """, database: "app")
         let journalGrowth = try size("journal") - journalBefore
+        // A nightly dump under the same source name, older than the next base backup: a restore
+        // into a file by source still means the dump.
+        try sandbox.ok("backup", "--postgres", "postgres://postgres@127.0.0.1:\(pg.port)/app", "--source-name", "cluster")
         let second = try sandbox.ok("backup", "--postgres-base", "postgres://postgres@127.0.0.1:\(pg.port)", "--source-name", "cluster",
                                     "--checkpoint", "fast", "--json").decode(BaseBackupOutput.self)
         // What may be new: the updated table (every page: 10 % of rows touched), the journal's new
@@ -80,6 +83,10 @@ struct PostgresBaseBackupTests {
         let bound = hotSize * 2 + journalGrowth + 2 * block + allowance
         #expect(second.summary.bytesNewRaw < bound, "new \(second.summary.bytesNewRaw) bytes, bound \(bound) (untouched table \(untouchedSize))")
         #expect(second.summary.bytesNewRaw < untouchedSize)
+
+        let dumped = sandbox.path("app.sql")
+        try sandbox.ok("restore", "--source", "cluster", "--to-file", dumped, "--yes")
+        #expect(String(decoding: try readFile(dumped), as: UTF8.self).contains("CREATE TABLE public.journal"))
 
         let snapshots = try sandbox.snapshots()
         let made = try #require(snapshots.first { ($0["id"] as? String) == second.snapshot })

@@ -13,6 +13,9 @@ public struct SnapshotSelector: Sendable {
     public var at: Date?
     /// `at` as the operator wrote it, for messages.
     public var atText: String?
+    /// With `source`: only snapshots of this family. A source's dumps and its base backups share
+    /// its name; a restore into a database means the newest dump, not the newest base backup.
+    public var family: RetentionFamily?
 
     public init(reference: String? = nil, source: String? = nil, at: Date? = nil, atText: String? = nil) {
         self.reference = reference
@@ -42,7 +45,10 @@ public struct SnapshotSelector: Sendable {
             throw KhoError(.usage, "Name the snapshot (an ID, a prefix or `latest`) or the source with --source NAME.")
         }
         let limit = at ?? .distantFuture
-        guard let newest = snapshots.last(where: { $0.source.name == source && $0.time <= limit && !$0.partial }) else {
+        guard let newest = snapshots.last(where: { snapshot in
+            snapshot.source.name == source && snapshot.time <= limit && !snapshot.partial
+                && (family.map { RetentionGroups.family(of: snapshot) == $0 } ?? true)
+        }) else {
             throw KhoError(.usage, "No snapshot of source \(source)\(atText.map { " at or before \($0)" } ?? ""): see `kho snapshots`.")
         }
         return newest
