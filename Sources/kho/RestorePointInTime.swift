@@ -113,6 +113,9 @@ extension Restore {
             var reached: RecoveryReached?
             var served: WALFetchServer.Statistics?
             if pointInTime.start {
+                for setting in recovery.codeLoadingSettings() {
+                    Terminal.warning("the restored configuration loads code by path when the server starts (\(setting)): check that it is your production's own library before trusting the copy")
+                }
                 let state = try DataDirectoryTarget.stateFolder(owner: owner)
                 defer { _ = try? FileManager.default.removeItem(atPath: state) }
                 let server = try WALFetchServer(repository: repo, record: plan.record, socketPath: state + "/fetch.sock",

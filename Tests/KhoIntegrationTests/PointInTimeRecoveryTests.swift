@@ -108,6 +108,10 @@ struct PointInTimeRecoveryTests {
             INSERT INTO registry SELECT i, 'Nguyễn Văn ' || i FROM generate_series(1, 2000) i;
             CREATE TABLE ticks(n int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp());
             """)
+        // What a hostile database superuser can leave in the configuration a base backup carries:
+        // a command the recovered server would run on the restore host.
+        let planted = sandbox.path("planted-by-alter-system")
+        try pg.psql("ALTER SYSTEM SET recovery_end_command = 'touch \(planted)'; ALTER SYSTEM SET archive_cleanup_command = 'touch \(planted)';")
         try cluster.load(transactions: 1500)
         let base = try cluster.baseBackup()
         try cluster.load(transactions: 1500)
@@ -142,8 +146,9 @@ struct PointInTimeRecoveryTests {
         #expect(try recovered.value("SELECT count(*) FROM registry;") == "2000")
         #expect(try recovered.value("SELECT count(*) FROM pgbench_accounts WHERE aid <= 100;") == "100")
         #expect(try recovered.value("SELECT count(*), max(n) FROM ticks;") == "20|20")
-        // The copy does not archive into its original's archive.
+        // The copy does not archive into its original's archive, and ran none of the planted commands.
         #expect(try recovered.value("SHOW archive_mode;") == "off")
+        #expect(access(planted, F_OK) != 0, "the recovered server ran a command from the restored configuration")
         recovered.stop()
 
         // --latest replays everything archived: the incident is in it.

@@ -126,7 +126,11 @@ public struct PostgresRecovery: Sendable {
                      "recovery_target_timeline = 'latest'",
                      "recovery_target_action = \(promote ? "'promote'" : "'pause'")"]
         for (name, value) in target.settings { lines.append("\(name) = \(try Self.quote(value))") }
-        if !keepArchiving { lines.append("archive_mode = 'off'") }
+        // The restored configuration came from the production cluster, where a database
+        // superuser can set anything with ALTER SYSTEM: commands it would run on this host during
+        // or after recovery are emptied (restore_command above is kho's own).
+        lines += ["recovery_end_command = ''", "archive_cleanup_command = ''"]
+        if !keepArchiving { lines += ["archive_mode = 'off'", "archive_command = ''"] }
         if let port { lines.append("port = \(port)") }
         lines.append("# end of kho restore \(label)")
         try append(lines.joined(separator: "\n") + "\n", to: dataDirectory + "/postgresql.auto.conf", owner: owner)
@@ -140,6 +144,26 @@ public struct PostgresRecovery: Sendable {
         if !FileManager.default.fileExists(atPath: dataDirectory + "/pg_hba.conf") {
             try write(Array("# written by kho restore \(label)\nlocal all all peer\n".utf8), to: dataDirectory + "/pg_hba.conf", owner: owner)
         }
+    }
+
+    /// Settings of the restored configuration that make the server load code by path when it
+    /// starts (`shared_preload_libraries = '/…/x.so'`), which the plan names before `--start`:
+    /// production's own libraries are expected, a path into the data directory is not.
+    public func codeLoadingSettings() -> [String] {
+        var found: [String] = []
+        for file in ["postgresql.conf", "postgresql.auto.conf"] {
+            // try?: a file that is not there sets nothing.
+            guard let text = try? String(contentsOfFile: dataDirectory + "/" + file, encoding: .utf8) else { continue }
+            for raw in text.split(separator: "\n") {
+                let line = raw.trimmingCharacters(in: .whitespaces)
+                guard !line.hasPrefix("#") else { continue }
+                for name in ["shared_preload_libraries", "local_preload_libraries", "session_preload_libraries", "dynamic_library_path"]
+                where line.hasPrefix(name) && line.contains("/") {
+                    found.append("\(file): \(line.prefix(200))")
+                }
+            }
+        }
+        return found
     }
 
     private func append(_ text: String, to path: String, owner: (uid: uid_t, gid: gid_t, name: String)) throws {
