@@ -17,7 +17,7 @@ private struct WALBench {
     var state: String { sandbox.path("state") }
 
     /// `settings` gives the cluster's archiving lines (default: `kho wal push --direct`).
-    init(_ label: String, settings: ((Archive) -> [String])? = nil) throws {
+    init(_ label: String, retention: String = "", settings: ((Archive) -> [String])? = nil) throws {
         archive = try Archive(label)
         pg = try ScratchPostgres(label: label, settings: settings?(archive) ?? ScratchPostgres.archiving(command: archive.command()))
         cluster = try pg.systemIdentifier
@@ -37,7 +37,7 @@ private struct WALBench {
                 kind: postgres-base
                 port: \(pg.port)
                 wal-rpo: 5m
-            objectives:
+            \(retention)objectives:
               rpo: 7d
               rto: 1h
 
@@ -219,6 +219,24 @@ struct WALProtectionTests {
                 return psql.succeeded && answer == rows
             }
         }
+    }
+
+    @Test("policy retention of a base-backup source removes the WAL only the forgotten base backups needed")
+    func policyRetentionRemovesWAL() throws {
+        let bench = try WALBench("wal-policy", retention: "retention:\n  keep-last: 1\n")
+        defer { bench.pg.stop() }
+        try bench.advance()
+        _ = try bench.baseBackup()
+        for _ in 0..<2 { try bench.advance() }
+        let run = try bench.sandbox.kho(["run", "--all"], env: bench.env)
+        #expect(run.exitCode == 0, "\(run)")
+        #expect((run.out + run.err).contains("archived WAL files"), "\(run)")
+        try bench.advance()
+        let left = try bench.archived()
+        let starts = left.filter { $0.hasSuffix(".backup") }.map { String($0.prefix(24)) }
+        try #require(starts.count == 1, "\(left.sorted())")
+        #expect(left.allSatisfy { $0.hasSuffix(".history") || String($0.prefix(24)) >= starts[0] }, "\(left.sorted())")
+        #expect(try bench.sandbox.kho("check").exitCode == 0)
     }
 
     @Test("archiving that fails (the agent gone, its socket missing) is a failure in status and kho_wal_stalled 1 in metrics")
