@@ -26,6 +26,17 @@ public struct WALBaseBackup: Sendable {
         return result.mapValues { $0.sorted { $0.snapshot.time < $1.snapshot.time } }
     }
 
+    /// The start segments of the repository's kept base backups, for removal: a snapshot that
+    /// does not open may be a base backup whose WAL must stay, so it refuses.
+    public static func startsForRemoval(in repository: Repository) throws -> [String: [WALFileName]] {
+        var damaged: [String] = []
+        let snapshots = try repository.listSnapshots { name, _ in damaged.append(String(name.prefix(8))) }
+        guard damaged.isEmpty else {
+            throw KhoError(.integrity, "Snapshots \(damaged.joined(separator: ", ")) do not open, so WAL retention cannot tell which WAL they need: run `kho check`; no WAL was removed.")
+        }
+        return starts(try kept(in: snapshots))
+    }
+
     /// The start segments per cluster, as `WALRetention.removeUnneeded` takes them.
     public static func starts(_ kept: [String: [WALBaseBackup]]) -> [String: [WALFileName]] {
         kept.mapValues { $0.map(\.start) }

@@ -34,7 +34,7 @@ extension PolicyRunner {
             // section 7). Any source's retention may have forgotten a base backup of its cluster.
             var walRemoved = 0
             if job.source.kind == .postgresBase {
-                let wal = try WALRetention.removeUnneeded(repository: repository, starts: WALBaseBackup.starts(try WALBaseBackup.kept(in: try repository.listSnapshots())),
+                let wal = try WALRetention.removeUnneeded(repository: repository, starts: try WALBaseBackup.startsForRemoval(in: repository),
                                                           dryRun: false)
                 walRemoved = wal.files
                 if wal.files > 0 { text += ", removed \(wal.files) archived WAL files (\(wal.bytes) bytes) no kept base backup needs" }
