@@ -137,6 +137,14 @@ public struct WALArchiveView: Sendable {
     public var histories: [UInt32: [WALTimelineSwitch]]
     public var bases: [WALBaseBackup]
 
+    public init(source: String, record: WALArchiveRecord, inventory: WALInventory, histories: [UInt32: [WALTimelineSwitch]], bases: [WALBaseBackup]) {
+        self.source = source
+        self.record = record
+        self.inventory = inventory
+        self.histories = histories
+        self.bases = bases
+    }
+
     /// The archives of `policy`'s sources in its repository (none when its storage holds no WAL).
     public static func read(policy: Policy) throws -> [WALArchiveView] {
         let candidates = policy.sources.filter { $0.kind == .postgres || $0.kind == .postgresBase }
