@@ -77,8 +77,8 @@ struct StatusCommand: ParsableCommand {
 
     static func refuse(_ failing: [SourceStatus]) throws {
         guard !failing.isEmpty else { return }
-        let names = failing.map { "\($0.policy)/\($0.source)" + ($0.wal?.stalled == true ? " (stalled)" : "") + ($0.wal?.continuity == .gap ? " (gap)" : "") }
-        throw KhoError(.failure, "WAL archiving fails for \(names.joined(separator: ", ")): restart the WAL agent or fix the archive_command for a stall; take a base backup now for a gap.")
+        let names = failing.map { "\($0.policy)/\($0.source)" + ($0.wal?.stalled == true ? " (stalled)" : "") + ($0.wal?.continuity == .gap ? " (gap)" : "") + ($0.wal?.continuity == .unknown ? " (archive unreadable)" : "") }
+        throw KhoError(.failure, "WAL archiving fails for \(names.joined(separator: ", ")): restart the WAL agent or fix the archive_command for a stall; take a base backup now for a gap; run `kho check` for an unreadable archive.")
     }
 }
 
