@@ -114,7 +114,15 @@ public enum WALStatusReport {
             status.continuity = .unknown
             status.lastError = error.message
         }
-        if let agent = try WALAgentStatus.current(source: source, stateDirectory: options.stateDirectory, now: now) {
+        let agentStatus: WALAgentStatus?
+        do {
+            agentStatus = try WALAgentStatus.current(source: source, stateDirectory: options.stateDirectory, now: now)
+        } catch let error as KhoError {
+            // The archive itself was read: only the agent's side is unknown.
+            agentStatus = nil
+            status.lastError = status.lastError ?? error.message
+        }
+        if let agent = agentStatus {
             status.agentRunning = agent.running
             status.readyFiles = agent.readyFiles
             status.stalled = agent.stalled
