@@ -5,8 +5,8 @@ import KhoSupport
 
 /// Prometheus metrics in the node exporter's textfile-collector format, written atomically.
 public enum Metrics {
-    public static func write(to path: String, policies: [Policy], catalog: Catalog, now: Date) throws {
-        let statuses = try StatusReport.compute(policies: policies, catalog: catalog, now: now)
+    public static func write(to path: String, policies: [Policy], catalog: Catalog, now: Date, wal: WALStatusOptions? = nil) throws {
+        let statuses = try StatusReport.compute(policies: policies, catalog: catalog, now: now, wal: wal)
         var lines: [String] = []
         func label(_ s: SourceStatus) -> String {
             "policy=\"\(escape(s.policy))\",source=\"\(escape(s.source))\""
@@ -37,6 +37,24 @@ public enum Metrics {
             for (s, last) in lastRuns {
                 guard let last else { continue }
                 lines.append("\(family.name){\(label(s))} \(family.value(last))")
+            }
+        }
+        // WAL families only for sources with an archive; a value that is unknown (no agent here,
+        // a storage without modification times) is left out rather than written as 0.
+        let walFamilies: [(name: String, help: String, value: (WALSourceStatus) -> String?)] = [
+            ("kho_wal_last_archived_timestamp_seconds", "When the storage received the newest archived WAL segment.",
+             { $0.newestStored.map { "\(Int($0.timeIntervalSince1970))" } }),
+            ("kho_wal_archive_lag_seconds", "How far the WAL archive is behind (0 when nothing waits).", { $0.lagSeconds.map { "\(Int($0))" } }),
+            ("kho_wal_ready_files", "WAL files waiting in PostgreSQL's archive queue, as the agent on this host saw them.", { $0.readyFiles.map { "\($0)" } }),
+            ("kho_wal_stalled", "1 when archiving is stalled: files wait and nothing is archived.", { $0.stalled ? "1" : "0" }),
+            ("kho_wal_gap", "1 when the archived WAL has a hole a recovery would stop at (or cannot be read).", { $0.continuity == .ok ? "0" : "1" }),
+        ]
+        for family in walFamilies where statuses.contains(where: { $0.wal != nil }) {
+            lines.append("# HELP \(family.name) \(family.help)")
+            lines.append("# TYPE \(family.name) gauge")
+            for s in statuses {
+                guard let wal = s.wal, let value = family.value(wal) else { continue }
+                lines.append("\(family.name){\(label(s))} \(value)")
             }
         }
         let text = lines.joined(separator: "\n") + "\n"

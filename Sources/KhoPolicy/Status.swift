@@ -34,6 +34,8 @@ public struct SourceStatus: Codable, Sendable {
     public var untested: Bool
     /// One per `copies:` destination of the policy.
     public var copies: [CopyStatus] = []
+    /// The source's WAL archive, when it has one in the policy's repository and WAL was asked for.
+    public var wal: WALSourceStatus?
 }
 
 /// How far a `copies:` destination is behind the source's newest good backup.
@@ -51,9 +53,12 @@ public struct CopyStatus: Codable, Sendable {
 }
 
 public enum StatusReport {
-    public static func compute(policies: [Policy], catalog: Catalog, now: Date) throws -> [SourceStatus] {
+    /// With `wal`, each policy's repository that holds archived WAL is opened and its archives
+    /// judged (`WALStatusReport`); without, only the catalog is read.
+    public static func compute(policies: [Policy], catalog: Catalog, now: Date, wal: WALStatusOptions? = nil) throws -> [SourceStatus] {
         var result: [SourceStatus] = []
         for policy in policies {
+            let walStatuses = wal.map { WALStatusReport.compute(policy: policy, options: $0, now: now) } ?? [:]
             for source in policy.sources {
                 let success = try catalog.last(policy: policy.name, source: source.name, kind: .backup, outcome: .success)
                 let partial = try catalog.last(policy: policy.name, source: source.name, kind: .backup, outcome: .partial)
@@ -97,7 +102,8 @@ public enum StatusReport {
                                            lastFailure: failureIsNewer ? failure?.started : nil,
                                            lastError: failureIsNewer ? failure?.error : nil,
                                            nextRun: policy.schedule.next(after: now),
-                                           lastDrill: drill?.started, lastDrillOutcome: drill?.outcome, untested: untested, copies: copyStatuses))
+                                           lastDrill: drill?.started, lastDrillOutcome: drill?.outcome, untested: untested, copies: copyStatuses,
+                                           wal: walStatuses[source.name]))
             }
         }
         return result

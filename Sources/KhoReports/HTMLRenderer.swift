@@ -45,6 +45,7 @@ struct HTMLRenderer: ReportRenderer {
         h += summary()
         h += charts()
         for agency in data.agencies { h += agencySection(agency) }
+        h += walSection()
         h += ledger()
         h += controls()
         h += levels()
@@ -269,6 +270,23 @@ struct HTMLRenderer: ReportRenderer {
             h += "</tbody>\n</table>\n"
         }
         h += "</section>\n"
+        return h
+    }
+
+    func walSection() -> String {
+        guard let clusters = data.wal, !clusters.isEmpty else { return "" }
+        var h = "<section id=\"wal\">\n<h2>\(t(L.walSection))</h2>\n<p class=\"note\">\(t(L.walNote))</p>\n"
+        h += "<table class=\"wal\">\n<thead><tr>" + [L.dataset, L.walCluster, L.walNewest, L.walAchievedRpo, L.walWorstRpo, L.walSegments, L.walWindow, L.walGaps]
+            .map { "<th>\(t($0))</th>" }.joined() + "</tr></thead>\n<tbody>\n"
+        for w in clusters {
+            let newest = (w.newestSegment ?? "—") + (w.newestStored.map { " (\(f.dateTime($0)))" } ?? "")
+            let window = w.windowStart.map { "\(f.dateTime($0)) – \(f.dateTime(w.windowEnd))" } ?? t(L.walNoWindow)
+            let cells = [w.policy + "/" + w.source, w.cluster, newest, f.duration(w.achievedRpoSeconds), f.duration(w.worstRpoSeconds),
+                         f.count(w.segmentsInPeriod), window, w.gaps.isEmpty ? t(L.none) : w.gaps.joined(separator: ", ")]
+            h += "<tr>" + cells.map { "<td>\(e($0))</td>" }.joined() + "</tr>\n"
+        }
+        // PITR drills (design section 8) add their rows here: latest drill, target, exactness.
+        h += "</tbody>\n</table>\n</section>\n"
         return h
     }
 

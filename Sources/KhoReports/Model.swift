@@ -45,6 +45,9 @@ public struct ReportData: Codable, Sendable, Equatable {
     public var controls: [Control]
     /// The backup requirements per security level that the level controls are judged by.
     public var securityLevels: [LevelRequirement]
+    /// WAL-archived clusters (continuous protection); absent when no policy in scope has one,
+    /// so that reports without WAL keep their data and hash.
+    public var wal: [WALClusterReport]?
 
     /// Every dataset, agency by agency.
     public var datasets: [Dataset] { agencies.flatMap(\.datasets) }

@@ -36,6 +36,18 @@ enum L {
     static let checkHint = Text("Đối chiếu bản này với sổ ghi của kho: kho report --check <tệp>",
                                 "Check this copy against kho's catalog: kho report --check FILE")
 
+    static let walSection = Text("Bảo vệ liên tục (WAL PostgreSQL)", "Continuous protection (PostgreSQL WAL)")
+    static let walNote = Text("Đánh giá tại cuối kỳ theo những gì kho lưu trữ đang giữ. RPO đạt được: thời gian từ tệp WAL mới nhất đến cuối kỳ; RPO xấu nhất: khoảng dài nhất trong kỳ không có tệp WAL mới (giới hạn trên: máy chủ nhàn rỗi không ghi WAL).",
+                              "Judged at the period's end from what the repository holds. Achieved RPO: from the newest WAL segment to the period's end; worst RPO: the longest time in the period without a new segment (an upper bound: an idle server writes no WAL).")
+    static let walCluster = Text("Cụm", "Cluster")
+    static let walNewest = Text("Tệp WAL mới nhất", "Newest segment")
+    static let walAchievedRpo = Text("RPO đạt được", "Achieved RPO")
+    static let walWorstRpo = Text("RPO xấu nhất", "Worst RPO")
+    static let walSegments = Text("Tệp trong kỳ", "Segments in period")
+    static let walWindow = Text("Khoảng khôi phục", "Recovery window")
+    static let walGaps = Text("Chỗ hổng", "Gaps")
+    static let walNoWindow = Text("không có (chưa có bản sao lưu nền)", "none (no base backup)")
+
     static let provinceSummary = Text("Tổng hợp toàn tỉnh", "Province summary")
     static let agencies = Text("Cơ quan", "Agencies")
     static let agency = Text("Cơ quan", "Agency")

@@ -63,6 +63,7 @@ struct MarkdownRenderer: ReportRenderer {
                        })
             for d in agency.datasets { s += dataset(d) }
         }
+        s += walSection()
         s += ledger()
         s += "## \(t(L.controls))\n\n"
         s += table([t(L.control), t(L.status), t(L.basis)], data.controls.map { control in
@@ -130,6 +131,20 @@ struct MarkdownRenderer: ReportRenderer {
             s += "**\(t(L.copyFailures))**\n\n"
             s += table([t(L.started), t(L.destination), t(L.error)], copyFailures.map { [f.dateTime($0.1.started), $0.0, $0.1.error] })
         }
+        return s
+    }
+
+    func walSection() -> String {
+        guard let clusters = data.wal, !clusters.isEmpty else { return "" }
+        var s = "## \(t(L.walSection))\n\n\(t(L.walNote))\n\n"
+        s += table([t(L.dataset), t(L.walCluster), t(L.walNewest), t(L.walAchievedRpo), t(L.walWorstRpo), t(L.walSegments), t(L.walWindow), t(L.walGaps)],
+                   clusters.map { w in
+                       [w.policy + "/" + w.source, w.cluster, (w.newestSegment ?? "—") + (w.newestStored.map { " (\(f.dateTime($0)))" } ?? ""),
+                        f.duration(w.achievedRpoSeconds), f.duration(w.worstRpoSeconds), f.count(w.segmentsInPeriod),
+                        w.windowStart.map { "\(f.dateTime($0)) – \(f.dateTime(w.windowEnd))" } ?? t(L.walNoWindow),
+                        w.gaps.isEmpty ? t(L.none) : w.gaps.joined(separator: ", ")]
+                   })
+        // PITR drills (design section 8) add their rows here: latest drill, target, exactness.
         return s
     }
 

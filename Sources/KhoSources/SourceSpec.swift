@@ -19,6 +19,12 @@ public struct SourceSpec: Sendable {
     /// A base backup's pg_basebackup --checkpoint.
     public var checkpoint: PostgresBaseBackup.Checkpoint = .spread
     public var limits = SourceLimits()
+    /// How old the newest archived WAL segment of the source may be (`wal-rpo:`, PostgreSQL
+    /// sources); nil: `SourceSpec.defaultWALRPO`.
+    public var walRPO: TimeInterval?
+    /// Five minutes: a few times a typical `archive_timeout` of 60 s, so that a quiet server that
+    /// switches segments on the timeout is never late.
+    public static let defaultWALRPO: TimeInterval = 300
     /// Where the source's name is written in its policy file (line, column).
     public var nameLocation: (line: Int, column: Int) = (1, 1)
 

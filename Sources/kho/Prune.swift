@@ -36,6 +36,9 @@ struct Prune: ParsableCommand {
         let verb = r.dryRun ? "would remove" : "removed"
         Terminal.out("\(verb) \(r.packsRemoved) packs (\(r.orphanPacks) left by interrupted backups), repacked \(r.packsRepacked) into \(r.packsWritten)")
         Terminal.out("\(r.dryRun ? "would free" : "freed") \(Format.bytes(r.bytesFreed))")
+        if r.walFilesRemoved > 0 {
+            Terminal.out("\(verb) \(r.walFilesRemoved) archived WAL files (\(Format.bytes(r.walBytesRemoved))) older than every kept base backup of their cluster")
+        }
         if let last = r.retained.map(\.until).max() {
             Terminal.out("left \(r.retained.count) files that S3 Object Lock keeps (the last until \(ObjectLockFormat.text(last))); a prune after that date removes them")
         }
@@ -57,7 +60,10 @@ struct Prune: ParsableCommand {
         }
         let report: PruneReport = try repository.withRepository(exclusive: !dryRun, command: "prune") { repo in
             let pruner = Pruner(repository: repo, options: options, warn: { Terminal.warning($0) })
-            if let step = TestKnobs.value("KHO_TEST_PRUNE_PAUSE") {
+            if let delay = TestKnobs.value("KHO_TEST_WAL_REMOVE_DELAY"), let milliseconds = UInt32(delay) {
+                // Tests only: slow each archived WAL removal so that a test can kill prune amid them.
+                pruner.stepHook = { name in if name == "remove-wal-file" { usleep(milliseconds * 1000) } }
+            } else if let step = TestKnobs.value("KHO_TEST_PRUNE_PAUSE") {
                 // Tests only: pause at a named step so that a test can kill the process there.
                 pruner.stepHook = { name in
                     if name == step {

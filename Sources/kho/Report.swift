@@ -96,7 +96,8 @@ struct Report: ParsableCommand {
             throw KhoError(.usage, "The period is empty: --from (\(Timestamp.format(start))) must be before --to (\(Timestamp.format(end)), and --to is never later than now).")
         }
         let scope = ReportScope(from: start, to: end, policy: policy)
-        let data = try ReportBuilder.build(policies: policies, catalog: catalog, ledger: ledger, scope: scope)
+        let data = try ReportBuilder.build(policies: policies, catalog: catalog, ledger: ledger, scope: scope,
+                                           wal: try WALSection.read(policies: policies, scope: scope))
         let document = try ReportDocument(data: data, generatedAt: now, khoVersion: Kho.version, host: Host.name,
                                           language: ReportLanguage(rawValue: lang)!)
         let bytes = try document.render(ReportFormat(rawValue: format)!)
@@ -122,7 +123,10 @@ struct Report: ParsableCommand {
         }
         let (policies, catalog, ledger) = try sources()
         let result = try ReportDocument.check(Array(contents), khoVersion: Kho.version) { scope in
-            try ReportBuilder.build(policies: policies, catalog: catalog, ledger: ledger, scope: scope)
+            // The WAL section is read again from the repositories: equal until WAL retention
+            // removes segments of the period.
+            try ReportBuilder.build(policies: policies, catalog: catalog, ledger: ledger, scope: scope,
+                                    wal: try WALSection.read(policies: policies, scope: scope))
         }
         let period = "\(Timestamp.format(result.meta.periodFrom)) to \(Timestamp.format(result.meta.periodTo))"
             + (result.meta.policy.map { ", policy \($0)" } ?? "")

@@ -15,11 +15,22 @@ struct StatusCommand: ParsableCommand {
     @OptionGroup var orchestration: OrchestrationOptions
     @OptionGroup var zone: TimeZoneOption
     @Flag(help: "Print as JSON (times in RFC 3339, UTC).") var json = false
+    @Option(name: .customLong("metrics-file"), help: "Also write the Prometheus metrics (textfile-collector format) here.") var metricsFile: String?
 
     func run() throws {
         let policies = try orchestration.loadPolicies(checkSecrets: false)
-        let statuses = try StatusReport.compute(policies: policies, catalog: try orchestration.catalog(), now: Clock.now)
-        if json { try Terminal.json(statuses); return }
+        let catalog = try orchestration.catalog()
+        let now = Clock.now
+        let statuses = try StatusReport.compute(policies: policies, catalog: catalog, now: now, wal: .standard)
+        if let metricsFile { try Metrics.write(to: metricsFile, policies: policies, catalog: catalog, now: now, wal: .standard) }
+        // A stalled archiver loses the RPO minute by minute and a hole cuts recovery: unlike a
+        // late backup, which the next run repairs, both need someone now.
+        let failing = statuses.filter { $0.wal?.failing ?? false }
+        if json {
+            try Terminal.json(statuses)
+            try StatusCommand.refuse(failing)
+            return
+        }
         // Each policy's lines in its own time-zone, unless --time-zone or KHO_TIME_ZONE says otherwise.
         var zones: [String: TimeZone] = [:]
         for policy in policies { zones[policy.name] = try zone.zone(policies: [policy]) }
@@ -39,7 +50,35 @@ struct StatusCommand: ParsableCommand {
                 let failed = c.lastCopyFailed ? "; last copy FAILED" + (c.lastCopy.map { " \(Format.time($0, zone))" } ?? "") + (c.lastError.map { ": \($0)" } ?? "") : ""
                 Terminal.out("        copy to \(c.destination): \(lag)\(failed)")
             }
+            if let w = s.wal { StatusCommand.describe(w, zone: zone) }
         }
+        try StatusCommand.refuse(failing)
+    }
+
+    static func describe(_ w: WALSourceStatus, zone: TimeZone) {
+        let newest = w.newestSegment.map { name in "newest \(name)" + (w.newestStored.map { " stored \(Format.time($0, zone))" } ?? "") } ?? "nothing archived"
+        let lag = w.lagSeconds.map { ", lag " + ($0 < 60 ? "\(Int($0)) s" : Format.duration($0)) } ?? ""
+        Terminal.out("        WAL \(w.freshness.rawValue.uppercased()): \(newest)\(lag) (WAL RPO \(DurationFormat.describe(w.rpoSeconds)))")
+        switch w.continuity {
+        case .ok: Terminal.out("        continuity: ok")
+        case .gap: Terminal.out("        continuity: GAP at \(w.gap ?? "?")" + (w.gapCuts.isEmpty ? "" : ", cuts base backups \(w.gapCuts.joined(separator: ", "))"))
+        case .unknown: Terminal.out("        continuity: unknown")
+        }
+        if let start = w.windowStart, let end = w.windowEnd {
+            Terminal.out("        recovery window: \(Format.time(start, zone)) to \(Format.time(end, zone)) (\(w.baseBackups) base backups)")
+        } else {
+            Terminal.out("        recovery window: none (\(w.baseBackups == 0 ? "no base backup" : "no archived WAL"))")
+        }
+        if let running = w.agentRunning {
+            Terminal.out("        agent: \(running ? "running" : "NOT RUNNING"), \(w.readyFiles ?? 0) files waiting" + (w.stalled ? ", STALLED" : ""))
+        }
+        if let error = w.lastError { Terminal.out("        WAL error: \(error)") }
+    }
+
+    static func refuse(_ failing: [SourceStatus]) throws {
+        guard !failing.isEmpty else { return }
+        let names = failing.map { "\($0.policy)/\($0.source)" + ($0.wal?.stalled == true ? " (stalled)" : "") + ($0.wal?.continuity == .gap ? " (gap)" : "") + ($0.wal?.continuity == .unknown ? " (archive unreadable)" : "") }
+        throw KhoError(.failure, "WAL archiving fails for \(names.joined(separator: ", ")): restart the WAL agent or fix the archive_command for a stall; take a base backup now for a gap; run `kho check` for an unreadable archive.")
     }
 }
 

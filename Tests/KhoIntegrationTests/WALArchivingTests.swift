@@ -8,69 +8,6 @@ import Testing
 // runs as the postgres user and reads the repository and its password file from a root-owned
 // environment file it can read, as the README tells a DBA to set it up.
 
-/// A sandbox whose repository the postgres user can write, and the archive_command that pushes
-/// into it for source `db1`.
-private struct Archive {
-    let sandbox: Sandbox
-    let env: String
-    let source = "db1"
-
-    init(_ label: String) throws {
-        sandbox = try Sandbox(label)
-        try sandbox.initRepository()
-        // The repository of its own for this cluster's WAL: the cluster's user writes it.
-        try ServerSupport.chownTree(sandbox.repo, to: "postgres")
-        let postgresGroup = try #require(getgrnam("postgres")).pointee.gr_gid
-        let passwordFile = sandbox.path("wal-password")
-        try writeFile(passwordFile, Array((sandbox.password + "\n").utf8), mode: 0o640)
-        chown(passwordFile, 0, postgresGroup)
-        env = sandbox.path("wal.env")
-        var lines = ["KHO_REPOSITORY=\(sandbox.repo)", "KHO_PASSWORD_FILE=\(passwordFile)"]
-        if !Harness.releaseLane { lines.append("KHO_TEST_SCRYPT_N=1024") }
-        try writeFile(env, Array((lines.joined(separator: "\n") + "\n").utf8), mode: 0o640)
-        chown(env, 0, postgresGroup)
-    }
-
-    /// archive_command: the environment file, then kho (`prefix` runs in front of it, e.g. timeout).
-    func command(prefix: String = "") -> String {
-        "set -a && . \(env) && exec \(prefix)\(Harness.binary) wal push --direct --source \(source) %p"
-    }
-
-    func cluster(_ label: String, command: String? = nil) throws -> ScratchPostgres {
-        try ScratchPostgres(label: label, settings: ScratchPostgres.archiving(command: command ?? self.command()))
-    }
-}
-
-private extension ScratchPostgres {
-    var systemIdentifier: String {
-        get throws { String(format: "%016llx", UInt64(try value("SELECT system_identifier FROM pg_control_system();"))!) }
-    }
-
-    /// Ends the current segment and returns its name, once PostgreSQL says it is archived.
-    func switchAndWaitArchived(timeout: Double = 60) throws -> String {
-        let name = try value("SELECT pg_walfile_name(pg_switch_wal());")
-        try ServerSupport.waitUntil("\(name) is archived", timeout: timeout) {
-            try value("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver;") >= name
-        }
-        return name
-    }
-
-    var failedCount: Int { get throws { Int(try value("SELECT failed_count FROM pg_stat_archiver;")) ?? -1 } }
-
-    func pgbench(_ arguments: [String]) throws {
-        try ServerSupport.require(program("pgbench"), ["-h", dir, "-p", String(port), "-U", superuser] + arguments + ["postgres"], scratch: dir, timeout: 300)
-    }
-
-    /// pgbench's TPC-B load for `transactions` per client, with a segment switch about every
-    /// thousandth transaction, so that many segments are archived while it runs. (Not `-T`:
-    /// pgbench ends a timed run by SIGALRM, which the test process's children inherit blocked.)
-    func load(transactions: Int) throws {
-        let switcher = try ServerSupport.scriptFile("SELECT pg_switch_wal();", in: dir)
-        defer { unlink(switcher) }
-        try pgbench(["-n", "-c", "2", "-j", "2", "-t", String(transactions), "-b", "tpcb-like@999", "-f", switcher + "@1"])
-    }
-}
-
 /// Every segment name on timeline 1 from the first to `last`, as the archive should hold them.
 private func segments(upTo last: String, from first: String) -> [String] {
     let start = UInt64(first.suffix(16), radix: 16)!

@@ -142,7 +142,7 @@ struct PolicyValidationTests {
             "p.yaml:20:3: unknown key \"keep-dayly\" in retention (did you mean \"keep-daily\"?); expected one of: keep-last, keep-hourly, keep-daily, keep-weekly, keep-monthly, keep-yearly, keep-within, keep-tag, prune",
         ])
         expectErrors(try f.errors(f.variant("    databases: [ho_tich]", "    database: [ho_tich]")), [
-            "p.yaml:14:5: unknown key \"database\" in a postgres source (did you mean \"databases\"?); expected one of: name, kind, timeout, min-size-ratio, host, port, user, databases, password-file, password-env, globals",
+            "p.yaml:14:5: unknown key \"database\" in a postgres source (did you mean \"databases\"?); expected one of: name, kind, timeout, min-size-ratio, host, port, user, databases, password-file, password-env, globals, wal-rpo",
             "p.yaml:12:5: a postgres source needs databases",
         ])
         expectErrors(try f.errors(f.variant("  rto: 4h", "  rto: 4h\n  rtp: 1h")), [
@@ -379,7 +379,7 @@ struct PolicyValidationTests {
         #expect(!withPassword.joined().contains("hunter2"))
         let inSource = try f.errors(f.variant("    password-env: HO_TICH_PG_PASSWORD", "    password: hunter2-secret"))
         #expect(inSource == [
-            "p.yaml:15:5: unknown key \"password\" in a postgres source (did you mean \"password-env\"?); expected one of: name, kind, timeout, min-size-ratio, host, port, user, databases, password-file, password-env, globals",
+            "p.yaml:15:5: unknown key \"password\" in a postgres source (did you mean \"password-env\"?); expected one of: name, kind, timeout, min-size-ratio, host, port, user, databases, password-file, password-env, globals, wal-rpo",
         ])
         #expect(!inSource.joined().contains("hunter2"))
         expectErrors(try f.errors(f.variant("  password-file: \(f.passwordFile)", "  password-file: \(f.passwordFile)\n  password-env: KHO_PASSWORD")), [

@@ -118,7 +118,7 @@ public final class Checker {
         }
         report.snapshots = snapshots.count
         try traceSnapshots(snapshots, index: index, badBlobs: badBlobs)
-        try checkWAL()
+        try checkWAL(snapshots)
         report.damagedPacks = badPacks.sorted()
         reportRepeats(census, snapshots: snapshots)
         // A check whose lock was lost may have watched a prune remove packs: its findings are
@@ -127,10 +127,17 @@ public final class Checker {
         return report
     }
 
-    /// Every WAL archive: records open, one current cluster per source, no hole in a cluster's WAL
-    /// (docs/design/pitr.md section 7), and with data reading every file opens and is the file its
-    /// name says.
-    private func checkWAL() throws {
+    /// Every WAL archive: records open, one current cluster per source, no hole in the WAL a kept
+    /// base backup needs (docs/design/pitr.md section 7), and with data reading every file opens
+    /// and is the file its name says.
+    private func checkWAL(_ snapshots: [Snapshot]) throws {
+        let bases: [String: [WALBaseBackup]]
+        do {
+            bases = try WALBaseBackup.kept(in: snapshots)
+        } catch let error as KhoError {
+            report.errors.append(error.message)
+            bases = [:]
+        }
         let archive: WALArchive.Inventory
         do {
             archive = try WALArchive.inventory(in: repository)
@@ -157,11 +164,8 @@ public final class Checker {
                 report.errors.append("WAL of cluster \(record.cluster) (source \(record.source)): \(error.message)")
                 continue
             }
-            if let timeline = inventory.segments.keys.min(), let start = inventory.segments[timeline]?.keys.min() {
-                let walk = WALContinuity.walk(inventory, startTimeline: timeline, start: start, histories: histories)
-                if let gap = walk.gap {
-                    report.errors.append("WAL of cluster \(record.cluster) (source \(record.source)) has a gap: \(gap) is missing and \(walk.stranded) later segments cannot be reached from \(walk.first); recovery to a point after \(walk.reached?.description ?? "its start") needs a base backup taken after the gap: take one now")
-                }
+            for problem in WALContinuityCheck.problems(inventory, histories: histories, bases: bases[record.cluster] ?? []) {
+                report.errors.append("WAL of cluster \(record.cluster) (source \(record.source)) " + problem)
             }
             if options.readData != .none {
                 var names: [WALFileName] = inventory.histories.map { WALFileName.history(timeline: $0) } + inventory.backups + inventory.partials

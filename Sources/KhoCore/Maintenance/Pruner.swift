@@ -8,6 +8,9 @@ public struct PruneOptions: Sendable {
     public var maxUnused: Double = 0.05
     public var dryRun = false
     public var workers = Machine.cores
+    /// Whether prune also removes archived WAL no kept base backup needs (the retention job turns
+    /// it off when it has just done that itself).
+    public var removeUnneededWAL = true
     /// Packs no index lists that are younger than this (or than the oldest live or unreadable
     /// lock) are kept: they may belong to a backup that runs without prune knowing (its lock
     /// removed by mistake, or unreadable). Twice the time after which a silent lock is stale.
@@ -36,6 +39,9 @@ public struct PruneReport: Codable, Sendable {
     package var retained: [RetainedFile] = []
     /// Files whose object lock prune extended because snapshots still use them.
     public var locksExtended = 0
+    /// Archived WAL files (and their bytes) that no kept base backup needs, removed (or, dry, to remove).
+    public var walFilesRemoved = 0
+    public var walBytesRemoved: Int64 = 0
     public var dryRun = false
 }
 
@@ -77,6 +83,14 @@ public final class Pruner {
             throw KhoError(.integrity, "Some snapshot files are damaged, so prune cannot tell which data they use: run `kho check` before pruning.")
         }
         report.snapshots = snapshots.count
+        if options.removeUnneededWAL {
+            // Before packs: WAL removal only goes below what a kept base backup starts from, so
+            // a crash at any point leaves extra WAL, never a hole (docs/design/pitr.md section 7).
+            let wal = try WALRetention.removeUnneeded(repository: repository, starts: WALBaseBackup.starts(try WALBaseBackup.kept(in: snapshots)),
+                                                      dryRun: options.dryRun, removed: { [stepHook] _ in stepHook?("remove-wal-file") })
+            report.walFilesRemoved = wal.files
+            report.walBytesRemoved = wal.bytes
+        }
 
         // Every blob some snapshot reaches: a table of 32-byte IDs, not objects.
         let used = try usedBlobs(snapshots, index: index)

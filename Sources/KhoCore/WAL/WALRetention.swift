@@ -29,7 +29,6 @@ public enum WALRetention {
     /// exclusive lock (prune's), after snapshots were forgotten. Returns the files and bytes removed.
     public static func removeUnneeded(repository: Repository, starts: [String: [WALFileName]], dryRun: Bool,
                                       removed: (String) -> Void = { _ in }) throws -> (files: Int, bytes: Int64) {
-        guard !repository.isAppendOnly else { return (0, 0) }
         var files = 0
         var bytes: Int64 = 0
         for record in try WALArchive.records(in: repository) {
@@ -40,8 +39,14 @@ public enum WALRetention {
             let cluster = inventory.cluster
             let listed = Dictionary(try repository.storage.list(.wal, under: cluster.description).map { ($0.name, $0.size) },
                                     uniquingKeysWith: { a, _ in a })
-            for name in unneeded(inventory, cutoff: cutoff) {
+            let names = unneeded(inventory, cutoff: cutoff)
+            // Refused only when something is due, as forget refuses only when it would remove.
+            if !dryRun && !names.isEmpty { try repository.refuseRemovalIfAppendOnly(command: "WAL retention") }
+            // Object lock: a locked file stays until its date; a later prune removes it.
+            let locked = try repository.retentionDates(names.map { $0.handle(cluster: cluster) })
+            for name in names {
                 let handle = name.handle(cluster: cluster)
+                if locked[handle] != nil { continue }
                 if !dryRun { try repository.storage.remove(handle) }
                 files += 1
                 bytes += Int64(listed[handle.name] ?? 0)

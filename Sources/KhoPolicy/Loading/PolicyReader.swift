@@ -297,11 +297,11 @@ struct PolicyReader {
         let specific: [String]
         switch kind {
         case .files: specific = ["paths", "exclude"]
-        case .postgres: specific = ["host", "port", "user", "databases", "password-file", "password-env", "globals"]
+        case .postgres: specific = ["host", "port", "user", "databases", "password-file", "password-env", "globals", "wal-rpo"]
         case .mariadb: specific = ["host", "port", "user", "databases", "password-file", "password-env"]
         case .sqlite: specific = ["path"]
         case .command: specific = ["command", "restore-command"]
-        case .postgresBase: specific = ["host", "port", "user", "database", "password-file", "password-env", "checkpoint"]
+        case .postgresBase: specific = ["host", "port", "user", "database", "password-file", "password-env", "checkpoint", "wal-rpo"]
         case .stdin: return nil  // refused above: not among SourceKind.policyKinds
         }
         guard let map = mapping(node, "a \(kind.rawValue) source", allowed: common + specific) else { return nil }
@@ -310,6 +310,7 @@ struct PolicyReader {
         if let mark = map["name"]?.mark { spec.nameLocation = (mark.line, mark.column) }
         spec.limits.timeout = duration(map["timeout"], "timeout")
         spec.limits.minSizeRatio = double(map["min-size-ratio"], "min-size-ratio", range: 0...1) ?? 0.5
+        spec.walRPO = duration(map["wal-rpo"], "wal-rpo")
         switch kind {
         case .files:
             spec.paths = strings(map["paths"], "paths") ?? []

@@ -115,7 +115,7 @@ public final class PolicyRunner: @unchecked Sendable {
             try notifyFreshness(now: Clock.now)
         }
         if let metricsFile = options.metricsFile {
-            try Metrics.write(to: metricsFile, policies: policies, catalog: catalog, now: Clock.now)
+            try Metrics.write(to: metricsFile, policies: policies, catalog: catalog, now: Clock.now, wal: .standard)
         }
         let collected = results.current
         return jobs.indices.compactMap { collected[$0] } + drillResults

@@ -29,10 +29,22 @@ extension PolicyRunner {
             if let last = retained.map(\.until).max() {
                 text += ", \(retained.count) left under object lock until \(ObjectLockFormat.text(last))"
             }
+            // After forget and before prune: WAL only goes below what a remaining base backup
+            // starts from, so a crash here leaves extra WAL, never a hole (docs/design/pitr.md
+            // section 7). Any source's retention may have forgotten a base backup of its cluster.
+            var walRemoved = 0
+            if job.source.kind == .postgresBase {
+                let wal = try WALRetention.removeUnneeded(repository: repository, starts: try WALBaseBackup.startsForRemoval(in: repository),
+                                                          dryRun: false)
+                walRemoved = wal.files
+                if wal.files > 0 { text += ", removed \(wal.files) archived WAL files (\(wal.bytes) bytes) no kept base backup needs" }
+            }
             // With object lock, prune also keeps the lock of used data from running out, so it
             // runs every time (and without prune the locks are extended on their own).
-            if prune && (!remove.isEmpty || repository.objectLock != nil) {
-                let report = try Pruner(repository: repository, options: PruneOptions(), warn: { [log] in log("prune: \($0)") }).run()
+            if prune && (!remove.isEmpty || walRemoved > 0 || repository.objectLock != nil) {
+                var pruneOptions = PruneOptions()
+                pruneOptions.removeUnneededWAL = false
+                let report = try Pruner(repository: repository, options: pruneOptions, warn: { [log] in log("prune: \($0)") }).run()
                 text += ", pruned \(report.bytesFreed) bytes"
                 if report.locksExtended > 0 { text += ", extended \(report.locksExtended) object locks" }
             } else if repository.objectLock != nil {
