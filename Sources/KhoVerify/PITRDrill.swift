@@ -120,15 +120,17 @@ extension DrillRunner {
         var phases: [String: Double] = [:]
         var recovered: PointInTimeRestore.Recovered?
         let scratch = try ScratchPostgres(recovering: bin, superuser: plan.manifest.superuser) { folder, owner in
-            let staging = folder + "/restore"
-            try Syscall.call("mkdir", staging) { mkdir(staging, 0o700) }
+            // Restored as root in a folder of root's (the restorer refuses a path another user
+            // could change under it), then moved into the server's folder whole.
+            let restoreFolder = try ScratchFolder()
+            defer { restoreFolder.tearDown() }
+            let staging = restoreFolder.directory + "/restore"
             let warnings = Locked<[String]>([])
             _ = try PointInTimeRestore.restoreFiles(repository: repository, plan: plan, into: staging) { message in
                 warnings.withLock { if $0.count < 20 { $0.append(message) } }
             }
             let data = folder + "/data"
             try DataDirectoryTarget.place(staging + "/data", at: data, owner: owner)
-            try FileManager.default.removeItem(atPath: staging)
             try PITRScratchConfiguration.replace(in: data, socketFolder: folder, superuser: plan.manifest.superuser,
                                                  settings: plan.manifest.settings, owner: owner)
             phases["files"] = Date().timeIntervalSince(realStart)

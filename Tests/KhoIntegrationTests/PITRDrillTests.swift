@@ -88,6 +88,9 @@ struct PITRDrillTests {
                 kind: postgres-base
                 host: 127.0.0.1
                 port: \(pg.port)
+            objectives:
+              rpo: 24h
+              rto: 1h
 
             """.utf8))
         let env: [String: String?] = ["KHO_STATE_DIR": state, "KHO_POLICIES": policies, "TMPDIR": tmp]
@@ -120,7 +123,8 @@ struct PITRDrillTests {
         let load = try Child.spawn(pgbench, ["-h", pg.dir, "-p", String(pg.port), "-U", pg.superuser, "-n", "-c", "2", "-j", "2", "-R", "40", "-T", "6", "postgres"],
                                    environment: ProcessInfo.processInfo.environment, scratch: pg.dir)
         usleep(1_000_000)
-        try sandbox.ok(["backup", "--postgres", "postgres://postgres@127.0.0.1:\(pg.port)/postgres", "--source-name", "db1", "--no-globals"])
+        let dumped = try sandbox.kho(["backup", "--postgres", "postgres://postgres@127.0.0.1:\(pg.port)/postgres", "--source-name", "db1", "--no-globals"])
+        try #require(dumped.exitCode == 0, "\(dumped)")
         let loaded = load.wait(timeout: 60)
         #expect(loaded.exitCode == 0, "\(loaded)")
         try switchAndWaitArchived()
@@ -145,8 +149,9 @@ struct PITRDrillTests {
 
         // A commit between the dump's snapshot and the restore point (the test knob): approximate,
         // the manifest recorded and not counted. The drill chooses the marker not drilled yet.
-        try sandbox.ok(["backup", "--postgres", "postgres://postgres@127.0.0.1:\(pg.port)/postgres", "--source-name", "db1", "--no-globals"],
-                       env: ["KHO_TEST_MARKER_INFLIGHT": "1"])
+        let inFlight = try sandbox.kho(["backup", "--postgres", "postgres://postgres@127.0.0.1:\(pg.port)/postgres", "--source-name", "db1", "--no-globals"],
+                                      env: ["KHO_TEST_MARKER_INFLIGHT": "1"])
+        try #require(inFlight.exitCode == 0, "\(inFlight)")
         try pg.psql("INSERT INTO registry VALUES (501, 'after the marker');")
         try switchAndWaitArchived()
         let (_, approximate) = try verify([])
