@@ -249,9 +249,9 @@ public final class DrillRunner {
         }
         switch source.kind {
         case .postgresBase:
-            // A base backup is drilled by recovering it with its WAL to a point (issue 20's PITR
-            // drill); restoring the files alone proves little.
-            throw KhoError(.usage, "Source \(source.name) is a base backup: drills of base backups come with point-in-time recovery drills, not yet in this kho; drill the source's dumps instead.")
+            // A base backup is drilled by recovering it with its WAL to a point (PITRDrill.swift);
+            // restoring the files alone proves little.
+            throw KhoError(.usage, "Source \(source.name) is a base backup: drill it by recovering it to a point with `kho verify --pitr --source \(source.name)`.")
         case .postgres:
             guard let manifest else { throw KhoError(.integrity, "Snapshot \(snapshot.shortID) has no manifest to compare against.") }
             let scratch = try ScratchPostgres()

@@ -68,7 +68,10 @@ struct Verify: ParsableCommand {
         for p in policies where !pitr {
             for s in p.sources where source == nil || s.name == source {
                 do {
-                    results.append(try runner.drill(p.drillTarget, source: s, snapshotID: snapshot))
+                    // A base backup is drilled by recovering it to a point with its WAL.
+                    results.append(s.kind == .postgresBase && snapshot == nil
+                                   ? try runner.pitrDrill(p.drillTarget, source: s, marker: nil)
+                                   : try runner.drill(p.drillTarget, source: s, snapshotID: snapshot))
                 } catch {
                     couldNotRun = true
                     Terminal.error("\(p.name)/\(s.name): the drill could not run: \((error as? KhoError)?.message ?? "\(error)")")
