@@ -232,6 +232,8 @@ public enum PITRExactness: String, Codable, Sendable {
     case approximate
     /// No marker in the recovery window: recovered to a random point, integrity checks only.
     case none
+    /// The drill stopped before the recovered cluster could be asked (no recovery, no promotion).
+    case unmeasured
 }
 
 /// What a point-in-time recovery drill recovered and how (evidence field `pitr`).

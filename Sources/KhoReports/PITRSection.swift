@@ -29,6 +29,7 @@ extension L {
     static let lastPITRDrill = Text("Diễn tập khôi phục theo thời điểm gần nhất", "Last point-in-time recovery drill")
     static let exactnessProven = Text("trùng khớp đã chứng minh", "exactness proven")
     static let exactnessApproximate = Text("gần đúng: %d giao dịch hoàn tất trong cửa sổ mốc", "approximate: %d transactions committed in the marker's window")
+    static let exactnessUnmeasured = Text("chưa xác định: diễn tập dừng trước khi hỏi được cụm đã khôi phục", "unmeasured: the drill stopped before the recovered cluster could be asked")
     static let exactnessNone = Text("không có mốc: đã thử khôi phục, chưa đối chiếu nội dung", "no marker: recovery tested, content not compared")
 }
 
@@ -40,6 +41,7 @@ extension Formatter {
         case .proven: exactness = t(L.exactnessProven)
         case .approximate: exactness = String(format: t(L.exactnessApproximate), p.committedInWindow ?? 0)
         case .none: exactness = t(L.exactnessNone)
+        case .unmeasured: exactness = t(L.exactnessUnmeasured)
         }
         return "\(dateTime(p.ended)): \(verdict(p.passed ? .pass : .fail)) — \(exactness)"
     }

@@ -24,6 +24,7 @@ struct PITRChoice {
             throw KhoError(.usage, "Source \(source) has no WAL archive in this repository: a PITR drill recovers a base backup with its archived WAL; set up archiving with `kho wal setup --source \(source)`.")
         }
         let snapshots = try repository.listSnapshots()
+        // try?: a manifest whose end does not parse is not a base backup a drill can start from.
         let bases: [(Snapshot, PhysicalBackupManifest, LSN)] = snapshots.compactMap { snapshot in
             guard snapshot.source.sourceKind == .postgresBase, !snapshot.partial,
                   let manifest = PhysicalBackupManifest(snapshot.manifest), manifest.cluster == record.cluster,
@@ -38,6 +39,7 @@ struct PITRChoice {
         for snapshot in snapshots where !snapshot.partial {
             guard let manifest = DumpManifest(snapshot.manifest) else { continue }
             for database in manifest.databases {
+                // try?: a marker whose position does not parse cannot be recovered to.
                 guard let marker = database.pitrMarker, marker.cluster == record.cluster,
                       let lsn = try? LSN(parsing: marker.lsn), lsn >= oldestEnd else { continue }
                 markers.append((snapshot, database, marker, lsn))
@@ -96,7 +98,7 @@ extension DrillRunner {
     func performPITR(_ evidence: inout DrillEvidence, _ findings: inout [DrillFinding], choice: PITRChoice, repository: Repository,
                      source: SourceSpec, realStart: Date) throws {
         var pitr = PITRDrillEvidence(cluster: choice.cluster, baseBackup: choice.base.id ?? "", target: choice.target.description,
-                                     exactness: choice.marker == nil ? .none : .approximate)
+                                     exactness: choice.marker == nil ? .none : .unmeasured)
         pitr.marker = choice.marker?.marker.name
         pitr.markerLSN = choice.marker?.marker.lsn
         pitr.markerDump = choice.marker?.dump.id
@@ -256,6 +258,7 @@ enum PITRScratchConfiguration {
     static func replace(in data: String, socketFolder: String, superuser: String, settings: PhysicalBackupManifest.HotStandbySettings,
                         owner: (uid: uid_t, gid: gid_t)) throws {
         // Tablespaces are links to the original cluster's folders: recovery would write there.
+        // try?: a backup without pg_tblspc has no tablespaces.
         let tablespaces = (try? FileManager.default.contentsOfDirectory(atPath: data + "/pg_tblspc")) ?? []
         guard tablespaces.isEmpty else {
             throw KhoError(.usage, "The base backup has tablespaces (pg_tblspc), which a PITR drill does not yet recover into a scratch folder: drill the source's dumps instead.")

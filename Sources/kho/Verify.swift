@@ -115,6 +115,7 @@ extension Verify {
         case .proven: exactness = "proven (no transaction committed in the marker's window of \(pitr.inFlight ?? 0))"
         case .approximate: exactness = "approximate (\(pitr.committedInWindow ?? 0) transactions committed in the marker's window): the manifest check is not counted"
         case .none: exactness = "none (no marker in the recovery window: recovery tested, content not compared)"
+        case .unmeasured: exactness = "unmeasured (the drill stopped before the recovered cluster could be asked)"
         }
         Terminal.out("     exactness: \(exactness)")
     }

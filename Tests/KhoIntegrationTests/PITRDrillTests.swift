@@ -171,8 +171,13 @@ struct PITRDrillTests {
         #expect(failed.exitCode == 12, "\(failed)")
         #expect(!gap.passed)
         #expect(gap.check(kind: "wal-continuity")?.outcome == "fail", "\(gap.description)")
-        // The catalog keeps the three drills.
+        #expect(gap.pitr?.exactness == "unmeasured")
+        // What an operator reads.
+        let text = try sandbox.kho(["verify", "--pitr", "--source", "db1", "--marker", marker], env: env)
+        #expect(text.exitCode == 12, "\(text)")
+        #expect(text.out.contains("FAIL db1-base/db1") && text.out.contains("wal-continuity") && text.out.contains("exactness: unmeasured"), "\(text)")
+        // The catalog keeps the four drills.
         let catalog = try ScratchSQLite.sql("SELECT count(*) FROM runs WHERE kind = 'drill';", path: state + "/catalog.sqlite", scratch: sandbox.dir)
-        #expect(catalog.trimmingCharacters(in: .whitespacesAndNewlines) == "3")
+        #expect(catalog.trimmingCharacters(in: .whitespacesAndNewlines) == "4")
     }
 }
