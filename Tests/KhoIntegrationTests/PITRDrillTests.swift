@@ -116,6 +116,9 @@ struct PITRDrillTests {
             CREATE UNLOGGED TABLE scratchpad(n int);
             INSERT INTO scratchpad SELECT generate_series(1, 50);
             """)
+        // In the backup's postgresql.auto.conf (the running cluster is not restarted): a recovered
+        // cluster started with the backup's configuration would not start at all.
+        try pg.psql("ALTER SYSTEM SET shared_preload_libraries = 'kho_no_such_library';")
         try sandbox.ok("backup", "--postgres-base", "postgres://postgres@127.0.0.1:\(pg.port)", "--source-name", "db1", "--checkpoint", "fast")
 
         // The nightly dump while pgbench writes (at a modest rate: the marker retries until no
@@ -176,6 +179,9 @@ struct PITRDrillTests {
         let text = try sandbox.kho(["verify", "--pitr", "--source", "db1", "--marker", marker], env: env)
         #expect(text.exitCode == 12, "\(text)")
         #expect(text.out.contains("FAIL db1-base/db1") && text.out.contains("wal-continuity") && text.out.contains("exactness: unmeasured"), "\(text)")
+        // The promoted copies (timeline 2) archived nothing: archive_command was kho's ''.
+        let archived = FileManager.default.enumerator(atPath: sandbox.repo + "/wal")?.compactMap { $0 as? String } ?? []
+        #expect(!archived.contains { ($0 as NSString).lastPathComponent.hasPrefix("00000002") }, "\(archived)")
         // The catalog keeps the four drills.
         let catalog = try ScratchSQLite.sql("SELECT count(*) FROM runs WHERE kind = 'drill';", path: state + "/catalog.sqlite", scratch: sandbox.dir)
         #expect(catalog.trimmingCharacters(in: .whitespacesAndNewlines) == "4")
