@@ -112,7 +112,7 @@ extension Verify {
         Terminal.out("     reached: \(pitr.reachedStop ?? "-"); redo done at \(pitr.reachedLSN ?? "-"); \(pitr.walFiles) WAL files (\(Format.bytes(pitr.walBytes))) served")
         let exactness: String
         switch pitr.exactness {
-        case .proven: exactness = "proven (no transaction committed in the marker's window of \(pitr.inFlight ?? 0))"
+        case .proven: exactness = "proven (none of the \(pitr.inFlight ?? 0) transactions in flight or begun in the marker's window committed)"
         case .approximate: exactness = "approximate (\(pitr.committedInWindow ?? 0) transactions committed in the marker's window): the manifest check is not counted"
         case .none: exactness = "none (no marker in the recovery window: recovery tested, content not compared)"
         case .unmeasured: exactness = "unmeasured (the drill stopped before the recovered cluster could be asked)"

@@ -150,6 +150,12 @@ struct PITRDrillTests {
         #expect(pitr.phases["files"] != nil && pitr.phases["recovery"] != nil)
         #expect(!((try? FileManager.default.contentsOfDirectory(atPath: tmp)) ?? []).contains { $0.hasPrefix("kho-drill") })
 
+        // What an operator reads of a drill that passed (the same marker again: --marker).
+        let passedText = try sandbox.kho(["verify", "--pitr", "--source", "db1", "--marker", marker], env: env)
+        #expect(passedText.exitCode == 0, "\(passedText)")
+        #expect(passedText.out.contains("PASS db1-base/db1") && passedText.out.contains("exactness: proven")
+                && passedText.out.contains("restore point \(marker)"), "\(passedText)")
+
         // A commit between the dump's snapshot and the restore point (the test knob): approximate,
         // the manifest recorded and not counted. The drill chooses the marker not drilled yet.
         let inFlight = try sandbox.kho(["backup", "--postgres", "postgres://postgres@127.0.0.1:\(pg.port)/postgres", "--source-name", "db1", "--no-globals"],
@@ -182,8 +188,8 @@ struct PITRDrillTests {
         // The promoted copies (timeline 2) archived nothing: archive_command was kho's ''.
         let archived = FileManager.default.enumerator(atPath: sandbox.repo + "/wal")?.compactMap { $0 as? String } ?? []
         #expect(!archived.contains { ($0 as NSString).lastPathComponent.hasPrefix("00000002") }, "\(archived)")
-        // The catalog keeps the four drills.
+        // The catalog keeps the five drills.
         let catalog = try ScratchSQLite.sql("SELECT count(*) FROM runs WHERE kind = 'drill';", path: state + "/catalog.sqlite", scratch: sandbox.dir)
-        #expect(catalog.trimmingCharacters(in: .whitespacesAndNewlines) == "4")
+        #expect(catalog.trimmingCharacters(in: .whitespacesAndNewlines) == "5")
     }
 }
