@@ -49,7 +49,7 @@ private struct PITREvidenceJSON: Decodable {
 @Suite("PITR drills", .serialized,
        .enabled(if: ScratchPostgres.isAvailable, Comment(rawValue: ScratchPostgres.unavailableReason ?? "")))
 struct PITRDrillTests {
-    @Test("a marker made under pgbench load: the PITR drill recovers the base backup to it, exactness proven, manifest equal; a marker with a commit in its window is approximate and not failed on the manifest; a segment missing after the base backup fails wal-continuity")
+    @Test("without a marker: a random WAL position, exactness none; a marker made under pgbench load: the PITR drill recovers the base backup to it, exactness proven, manifest equal; a marker with a commit in its window is approximate and not failed on the manifest; a segment missing after the base backup fails wal-continuity")
     func pitrDrill() throws {
         let sandbox = try Sandbox("pitr-drill")
         try sandbox.initRepository()
@@ -121,6 +121,14 @@ struct PITRDrillTests {
         try pg.psql("ALTER SYSTEM SET shared_preload_libraries = 'kho_no_such_library';")
         try sandbox.ok("backup", "--postgres-base", "postgres://postgres@127.0.0.1:\(pg.port)", "--source-name", "db1", "--checkpoint", "fast")
 
+        // No dump yet, so no marker: a random WAL position of the window, integrity checks only.
+        try pg.psql("INSERT INTO registry VALUES (0, 'before any dump');")
+        try switchAndWaitArchived()
+        let (unmarked, none) = try verify([])
+        #expect(unmarked.exitCode == 0, "\(unmarked)\n\(none.description)")
+        #expect(none.pitr?.exactness == "none" && none.pitr?.marker == nil, "\(none.description)")
+        #expect(none.check(kind: "manifest") == nil && none.check(kind: "pg_amcheck")?.outcome == "pass", "\(none.description)")
+
         // The nightly dump while pgbench writes (at a modest rate: the marker retries until no
         // transaction ended between the dump's snapshot and the restore point).
         let load = try Child.spawn(pgbench, ["-h", pg.dir, "-p", String(pg.port), "-U", pg.superuser, "-n", "-c", "2", "-j", "2", "-R", "40", "-T", "6", "postgres"],
@@ -188,8 +196,8 @@ struct PITRDrillTests {
         // The promoted copies (timeline 2) archived nothing: archive_command was kho's ''.
         let archived = FileManager.default.enumerator(atPath: sandbox.repo + "/wal")?.compactMap { $0 as? String } ?? []
         #expect(!archived.contains { ($0 as NSString).lastPathComponent.hasPrefix("00000002") }, "\(archived)")
-        // The catalog keeps the five drills.
+        // The catalog keeps the six drills.
         let catalog = try ScratchSQLite.sql("SELECT count(*) FROM runs WHERE kind = 'drill';", path: state + "/catalog.sqlite", scratch: sandbox.dir)
-        #expect(catalog.trimmingCharacters(in: .whitespacesAndNewlines) == "5")
+        #expect(catalog.trimmingCharacters(in: .whitespacesAndNewlines) == "6")
     }
 }
