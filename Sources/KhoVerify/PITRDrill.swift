@@ -121,25 +121,44 @@ extension DrillRunner {
         }
         var phases: [String: Double] = [:]
         var recovered: PointInTimeRestore.Recovered?
-        let scratch = try ScratchPostgres(recovering: bin, superuser: plan.manifest.superuser) { folder, owner in
-            // Restored as root in a folder of root's (the restorer refuses a path another user
-            // could change under it), then moved into the server's folder whole.
-            let restoreFolder = try ScratchFolder()
-            defer { restoreFolder.tearDown() }
-            let staging = restoreFolder.directory + "/restore"
-            let warnings = Locked<[String]>([])
-            _ = try PointInTimeRestore.restoreFiles(repository: repository, plan: plan, into: staging) { message in
-                warnings.withLock { if $0.count < 20 { $0.append(message) } }
+        var recoveryBegan = false
+        let scratch: ScratchPostgres
+        do {
+            scratch = try ScratchPostgres(recovering: bin, superuser: plan.manifest.superuser) { folder, owner in
+                // Restored as root in a folder of root's (the restorer refuses a path another user
+                // could change under it), then moved into the server's folder whole.
+                let restoreFolder = try ScratchFolder()
+                defer { restoreFolder.tearDown() }
+                let staging = restoreFolder.directory + "/restore"
+                let warnings = Locked<[String]>([])
+                do {
+                    _ = try PointInTimeRestore.restoreFiles(repository: repository, plan: plan, into: staging) { message in
+                        warnings.withLock { if $0.count < 20 { $0.append(message) } }
+                    }
+                } catch let error as KhoError where error.kind == .integrity {
+                    // What the restorer warned about is the evidence: a damaged pack, a missing blob.
+                    throw KhoError(.integrity, ([error.message] + warnings.current).joined(separator: "\n"))
+                }
+                let data = folder + "/data"
+                try DataDirectoryTarget.place(staging + "/data", at: data, owner: owner)
+                try PITRScratchConfiguration.replace(in: data, socketFolder: folder, superuser: plan.manifest.superuser,
+                                                     settings: plan.manifest.settings, owner: owner)
+                phases["files"] = Date().timeIntervalSince(realStart)
+                let recoveryStart = Date()
+                recoveryBegan = true
+                recovered = try PointInTimeRestore.recover(repository: repository, plan: plan, dataDirectory: data, socketFolder: folder, owner: owner,
+                                                           port: nil, keepArchiving: false, timeout: 7200, logFile: folder + "/recovery.log")
+                phases["recovery"] = Date().timeIntervalSince(recoveryStart)
             }
-            let data = folder + "/data"
-            try DataDirectoryTarget.place(staging + "/data", at: data, owner: owner)
-            try PITRScratchConfiguration.replace(in: data, socketFolder: folder, superuser: plan.manifest.superuser,
-                                                 settings: plan.manifest.settings, owner: owner)
-            phases["files"] = Date().timeIntervalSince(realStart)
-            let recoveryStart = Date()
-            recovered = try PointInTimeRestore.recover(repository: repository, plan: plan, dataDirectory: data, socketFolder: folder, owner: owner,
-                                                       port: nil, keepArchiving: false, timeout: 7200, logFile: folder + "/recovery.log")
-            phases["recovery"] = Date().timeIntervalSince(recoveryStart)
+        } catch let error as KhoError where recoveryBegan && error.kind == .failure {
+            // The files were restored and the server started with kho's configuration: a recovery
+            // that does not reach promotion is what the drill is there to find, not a drill that
+            // could not run.
+            evidence.checks.append(.init(.restore, outcome: .fail, output: DrillRunner.bounded(error.message)))
+            findings.append(DrillFinding(kind: .restore, reason: "recovery from base backup \(choice.base.shortID) to \(choice.target) did not reach promotion: \(error.message)"))
+            pitr.phases = phases
+            evidence.pitr = pitr
+            return
         }
         defer { scratch.tearDown() }
         evidence.scratch = "postgres cluster recovered from base backup \(choice.base.shortID) on socket \(scratch.directory) (no TCP port, peer authentication, kho's configuration)"
