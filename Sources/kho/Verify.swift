@@ -12,7 +12,8 @@ struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run restore drills: restore into a scratch server kho creates and destroys, check integrity, compare the manifest, measure the RTO.",
         discussion: """
-        Without --source, drills every source of the selected policies. Each drill is recorded in the
+        Without --source, drills every source of the selected policies (a postgres-base source by a
+        point-in-time recovery drill, as --pitr does). Each drill is recorded in the
         catalog with its evidence and a SHA-256 over it. Exit 0 when every drill passed, 12 when data
         or the manifest check failed, 1 when only the RTO was missed or the drill could not run.
         """
