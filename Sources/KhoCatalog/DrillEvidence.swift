@@ -43,12 +43,16 @@ public enum DrillCheckKind: String, Codable, Sendable, CaseIterable {
     case sqliteIntegrity = "sqlite-integrity"
     case fileContents = "file-contents"
     case fileModes = "file-modes"
+    /// A PITR drill's recovery stopped where it was sent (the marker's restore point).
+    case pitrTarget = "pitr-target"
+    /// The archive holds the WAL from the base backup to the target without a hole.
+    case walContinuity = "wal-continuity"
 
     /// The requirement that decides whether a failure of this check counts; nil for the restore,
     /// which always counts.
     public var requirement: DrillRequirement? {
         switch self {
-        case .restore: nil
+        case .restore, .pitrTarget, .walContinuity: nil
         case .rto: .rto
         case .manifest, .schema: .manifest
         case .globals, .pgAmcheck, .checkTable, .sqliteIntegrity, .fileContents, .fileModes: .integrity
@@ -59,7 +63,7 @@ public enum DrillCheckKind: String, Codable, Sendable, CaseIterable {
     public var isEngineCheck: Bool {
         switch self {
         case .pgAmcheck, .checkTable, .sqliteIntegrity: true
-        case .restore, .rto, .manifest, .schema, .globals, .fileContents, .fileModes: false
+        case .restore, .rto, .manifest, .schema, .globals, .fileContents, .fileModes, .pitrTarget, .walContinuity: false
         }
     }
 
@@ -149,6 +153,8 @@ public struct DrillEvidence: Codable, Sendable {
     public var filesCompared: Int?
     /// Of those, how many were missing after the restore (absent in evidence of an earlier kho).
     public var filesMissing: Int?
+    /// What a point-in-time recovery drill recovered to and how exactly (absent for other drills).
+    public var pitr: PITRDrillEvidence?
 
     public init(drillID: String, policy: String, source: String, sourceKind: SourceSpec.Kind, snapshot: String, snapshotTime: Date,
                 start: Date, rtoObjectiveSeconds: Double, khoVersion: String, host: String) {
@@ -213,6 +219,61 @@ public struct DrillEvidence: Codable, Sendable {
         } catch {
             return false
         }
+    }
+}
+
+/// Whether a PITR drill's recovered cluster is exactly the dump's snapshot (docs/design/pitr.md
+/// section 8), which decides whether its manifest comparison counts.
+public enum PITRExactness: String, Codable, Sendable {
+    /// No transaction committed between the dump's snapshot and the restore point: the manifest
+    /// comparison counts.
+    case proven
+    /// Some did: the comparison is recorded, not counted.
+    case approximate
+    /// No marker in the recovery window: recovered to a random point, integrity checks only.
+    case none
+    /// The drill stopped before the recovered cluster could be asked (no recovery, no promotion).
+    case unmeasured
+}
+
+/// What a point-in-time recovery drill recovered and how (evidence field `pitr`).
+public struct PITRDrillEvidence: Codable, Sendable {
+    /// The cluster's system identifier.
+    public var cluster: String
+    /// The base backup snapshot recovery started from.
+    public var baseBackup: String
+    /// The kho marker (restore point) recovered to; nil without one.
+    public var marker: String?
+    public var markerLSN: String?
+    /// The dump snapshot whose manifest the marker belongs to, and its database.
+    public var markerDump: String?
+    public var markerDatabase: String?
+    /// PostgreSQL's recovery target, as kho describes it.
+    public var target: String
+    /// Where redo ended ("redo done at"), what PostgreSQL said it stopped at, and the last
+    /// replayed commit's time.
+    public var reachedLSN: String?
+    public var reachedStop: String?
+    public var reachedCommitTime: String?
+    public var walFiles: Int
+    public var walBytes: Int64
+    /// Seconds per phase: `files` (base backup restored), `recovery` (to promotion), `checks`.
+    public var phases: [String: Double]
+    public var exactness: PITRExactness
+    /// Transactions of the marker's window: in flight at the dump's snapshot or started before the
+    /// restore point.
+    public var inFlight: Int?
+    /// Of those, how many the recovered cluster has committed (0 when exactness is proven).
+    public var committedInWindow: Int?
+
+    public init(cluster: String, baseBackup: String, target: String, exactness: PITRExactness) {
+        self.cluster = cluster
+        self.baseBackup = baseBackup
+        self.target = target
+        walFiles = 0
+        walBytes = 0
+        phases = [:]
+        self.exactness = exactness
     }
 }
 

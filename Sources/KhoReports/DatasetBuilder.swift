@@ -170,7 +170,8 @@ struct DatasetBuilder {
         let rtoMet: Bool? = records.isEmpty ? nil : records.allSatisfy { ($0.rtoSeconds.map { $0 <= policy.rto }) ?? false }
         let drills = Drills(done: records.count, passed: records.filter(\.passed).count, failed: records.filter { !$0.passed }.count,
                             last: finishedDrills.last?.record, lastRtoSeconds: records.last?.rtoSeconds, worstRtoSeconds: rtos.max(),
-                            rtoMet: rtoMet, failedChecks: failedChecks.values.sorted { $0.name < $1.name }, records: records)
+                            rtoMet: rtoMet, failedChecks: failedChecks.values.sorted { $0.name < $1.name }, records: records,
+                            lastPITR: PITRDrillSummary.newest(finishedDrills))
 
         let backupFigures = Backups(
             planned: fires.count, attempted: done.count, succeeded: succeeded, failed: failed, partial: partial,

@@ -210,6 +210,7 @@ struct HTMLRenderer: ReportRenderer {
         h += row(L.drillsPassed, f.count(dr.passed))
         h += row(L.drillsFailed, f.count(dr.failed))
         h += row(L.lastDrill, e(f.drillSummary(dr.last)))
+        if dr.lastPITR != nil { h += row(L.lastPITRDrill, e(f.pitrSummary(dr.lastPITR))) }
         h += row(L.lastRestoreTime, "\(e(f.duration(dr.lastRtoSeconds))) \(badge(f.met(dr.rtoMet)))")
         h += row(L.worstRestoreTime, e(f.duration(dr.worstRtoSeconds)))
         h += row(L.rtoObjective, e(f.duration(d.objectives.rtoSeconds)))

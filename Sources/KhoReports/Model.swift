@@ -191,6 +191,8 @@ public struct Drills: Codable, Sendable, Equatable {
     public var failedChecks: [FailedCheck]
     /// The period's drills, oldest first.
     public var records: [DrillRecord]
+    /// The newest PITR drill finished by the period end (PITRSection.swift); absent without one.
+    public var lastPITR: PITRDrillSummary?
 }
 
 public struct DrillRecord: Codable, Sendable, Equatable {

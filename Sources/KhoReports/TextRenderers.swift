@@ -96,6 +96,7 @@ struct MarkdownRenderer: ReportRenderer {
         s += "- \(t(L.drills)): \(t(L.drillsDone)) \(f.count(dr.done)), \(t(L.drillsPassed)) \(f.count(dr.passed)), \(t(L.drillsFailed)) \(f.count(dr.failed)); \(t(L.lastDrill)): \(f.drillSummary(dr.last)); \(t(L.drillPeriod)): \(period)\n"
         s += "- \(t(L.lastRestoreTime)): \(f.duration(dr.lastRtoSeconds)); \(t(L.worstRestoreTime)): \(f.duration(dr.worstRtoSeconds)) — \(t(L.rtoObjective)): \(f.duration(d.objectives.rtoSeconds)) — \(f.verdict(f.met(dr.rtoMet)))\n"
         s += "- \(t(L.failedChecks)): \(f.failedChecks(dr.failedChecks))\n"
+        if dr.lastPITR != nil { s += "- \(t(L.lastPITRDrill)): \(f.pitrSummary(dr.lastPITR))\n" }
         let copies = d.copies
         var copiesLine = f.copyStatus(copies.status)
         if copies.status == "notConfigured" { copiesLine = t(L.copiesNotConfigured) }

@@ -75,6 +75,21 @@ public final class DrillRunner {
     /// A failure to record the drill in the catalog is thrown: a drill without its record proves
     /// nothing to status, reports or the next run's planning.
     public func drill(_ policy: DrillTarget, source: SourceSpec, snapshotID: String?, planned: Date? = nil) throws -> DrillEvidence {
+        try run(policy, source: source, mode: .snapshot(snapshotID), planned: planned)
+    }
+
+    /// Runs a point-in-time recovery drill of the source's archived cluster (PITRDrill.swift):
+    /// `marker` names the kho marker to recover to; nil chooses one.
+    public func pitrDrill(_ policy: DrillTarget, source: SourceSpec, marker: String?, planned: Date? = nil) throws -> DrillEvidence {
+        try run(policy, source: source, mode: .pointInTime(marker: marker), planned: planned)
+    }
+
+    enum Mode {
+        case snapshot(String?)
+        case pointInTime(marker: String?)
+    }
+
+    private func run(_ policy: DrillTarget, source: SourceSpec, mode: Mode, planned: Date?) throws -> DrillEvidence {
         let repository = try Repository.open(storage: try StorageFactory.make(location: policy.repository), password: try policy.password())
         // The audit ledger keys the drill's entry with it.
         OpenedRepositories.remember(repository)
@@ -89,7 +104,12 @@ public final class DrillRunner {
         }
         let index = try repository.loadIndex()
         let snapshot: Snapshot
-        if let snapshotID {
+        var choice: PITRChoice?
+        if case .pointInTime(let marker) = mode {
+            let chosen = try PITRChoice.choose(repository: repository, source: source.name, markerName: marker)
+            choice = chosen
+            snapshot = chosen.base
+        } else if case .snapshot(let snapshotID?) = mode {
             snapshot = try repository.findSnapshot(snapshotID)
         } else {
             guard let newest = try repository.listSnapshots().last(where: { $0.source.name == source.name && !$0.partial }) else {
@@ -103,7 +123,7 @@ public final class DrillRunner {
                                      sourceKind: source.kind, snapshot: snapshot.id ?? "", snapshotTime: snapshot.time,
                                      start: started, rtoObjectiveSeconds: policy.rto, khoVersion: khoVersion, host: Host.name)
         var findings: [DrillFinding] = []
-        log("\(policy.name)/\(source.name): drill of snapshot \(snapshot.shortID) started")
+        log("\(policy.name)/\(source.name): \(choice == nil ? "drill" : "PITR drill from base backup") of snapshot \(snapshot.shortID) started")
         var record = RunRecord(kind: .drill, policy: policy.name, source: source.name, repository: policy.repository,
                                planned: planned, started: started)
         if let catalog { record = try catalog.insert(record) }
@@ -131,7 +151,11 @@ public final class DrillRunner {
         defer { ScratchRegistry.removeOnInterrupt(onInterrupt) }
 
         do {
-            try perform(&evidence, &findings, snapshot: snapshot, repository: repository, index: index, source: source, realStart: realStart)
+            if let choice {
+                try performPITR(&evidence, &findings, choice: choice, repository: repository, source: source, realStart: realStart)
+            } else {
+                try perform(&evidence, &findings, snapshot: snapshot, repository: repository, index: index, source: source, realStart: realStart)
+            }
         } catch {
             let message = (error as? KhoError)?.message ?? "\(error)"
             // Damaged data, or a dump that does not load, is what a drill is there to find; a
@@ -155,6 +179,11 @@ public final class DrillRunner {
             if !pass { findings.append(DrillFinding(kind: .rto, reason: String(format: "restore took %.2f s", rto) + ", more than the RTO of \(objective) s")) }
         }
         DrillRunner.decide(&evidence, findings, requirements: policy.requirements)
+        if let exactness = evidence.pitr?.exactness, exactness != .proven {
+            // Not the dump's exact state: its manifest is evidence, not a verdict.
+            for i in evidence.checks.indices where evidence.checks[i].checkKind == .manifest { evidence.checks[i].counted = false }
+            evidence.passed = evidence.verdict
+        }
         evidence.end = started.addingTimeInterval(Date().timeIntervalSince(realStart))
         try evidence.seal(key: try repository.evidenceKey)
         var recordError: Error?
@@ -220,9 +249,9 @@ public final class DrillRunner {
         }
         switch source.kind {
         case .postgresBase:
-            // A base backup is drilled by recovering it with its WAL to a point (issue 20's PITR
-            // drill); restoring the files alone proves little.
-            throw KhoError(.usage, "Source \(source.name) is a base backup: drills of base backups come with point-in-time recovery drills, not yet in this kho; drill the source's dumps instead.")
+            // A base backup is drilled by recovering it with its WAL to a point (PITRDrill.swift);
+            // restoring the files alone proves little.
+            throw KhoError(.usage, "Source \(source.name) is a base backup: drill it by recovering it to a point with `kho verify --pitr --source \(source.name)`.")
         case .postgres:
             guard let manifest else { throw KhoError(.integrity, "Snapshot \(snapshot.shortID) has no manifest to compare against.") }
             let scratch = try ScratchPostgres()
@@ -414,7 +443,7 @@ public final class DrillRunner {
         }
     }
 
-    private func record(_ evidence: inout DrillEvidence, _ findings: inout [DrillFinding], _ comparison: ManifestComparison) {
+    func record(_ evidence: inout DrillEvidence, _ findings: inout [DrillFinding], _ comparison: ManifestComparison) {
         evidence.comparison = comparison
         let bad = comparison.rows.filter { $0.outcome != .equal }
         evidence.checks.append(.init(.manifest, outcome: bad.isEmpty ? .pass : .fail,

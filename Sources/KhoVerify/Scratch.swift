@@ -211,8 +211,12 @@ public final class ScratchPostgres: ScratchTarget, @unchecked Sendable {
     public let port = 5432
     private let bin: String
     private let asRoot = geteuid() == 0
+    /// The role kho logs in as (the peer map names it): `postgres`, or a recovered cluster's
+    /// bootstrap superuser.
+    public let superuser: String
 
     public init() throws {
+        superuser = "postgres"
         guard let initdb = Shell.find("initdb") else {
             throw KhoError(.failure, "The drill needs PostgreSQL's server programs (initdb, pg_ctl): install Debian's postgresql package.")
         }
@@ -251,6 +255,31 @@ public final class ScratchPostgres: ScratchTarget, @unchecked Sendable {
         }
     }
 
+    /// A cluster recovered from a base backup (the PITR drill, PITRDrill.swift): `fill` puts the
+    /// data directory at `<folder>/data`, owned by `owner`, and starts it; from then on the
+    /// teardown stops it and removes the folder like any scratch cluster's.
+    init(recovering bin: String, superuser: String, fill: (_ folder: String, _ owner: (uid: uid_t, gid: gid_t)) throws -> Void) throws {
+        self.bin = bin
+        self.superuser = superuser
+        try super.init(prefix: "pitr")
+        do {
+            let owner: (uid: uid_t, gid: gid_t)
+            if asRoot {
+                try Scratch.giveFolder(directory, to: "postgres")
+                guard let entry = getpwnam("postgres") else {
+                    throw KhoError(.failure, "The drill needs the system user postgres (created by the server's Debian package): install the package.")
+                }
+                owner = (entry.pointee.pw_uid, entry.pointee.pw_gid)
+            } else {
+                owner = (geteuid(), getegid())
+            }
+            try fill(directory, owner)
+        } catch {
+            tearDown()
+            throw error
+        }
+    }
+
     private func runAsOwner(_ program: String, _ arguments: [String], duringTeardown: Bool = false) -> (status: Int32, output: String) {
         asRoot ? Shell.run("/usr/sbin/runuser", ["-u", "postgres", "--", program] + arguments, duringTeardown: duringTeardown)
             : Shell.run(program, arguments, duringTeardown: duringTeardown)
@@ -258,7 +287,7 @@ public final class ScratchPostgres: ScratchTarget, @unchecked Sendable {
 
     /// The socket folder as host: kho's clients reach the cluster through its private socket.
     public func endpoint(database: String) -> DatabaseEndpoint {
-        DatabaseEndpoint(host: directory, port: port, user: "postgres", database: database, isolated: true)
+        DatabaseEndpoint(host: directory, port: port, user: superuser, database: database, isolated: true)
     }
 
     override func stop() {

@@ -92,24 +92,16 @@ extension Restore {
             let staging = parent + "/.kho-restore-\(UInt64.random(in: 0...UInt64.max))"
             try Syscall.call("mkdir", staging) { mkdir(staging, 0o700) }
             defer { _ = try? FileManager.default.removeItem(atPath: staging) }
-            let index = try repo.loadIndex()
-            var options = RestoreOptions()
-            options.workers = repo.storage.suggestedRestoreWorkers(options.workers)
             let progress = ProgressCounter()
             let line = ProgressLine(progress: progress, label: "restore", enabled: !json)
             let summary: RestoreSummary
             do {
                 defer { line.finish() }
-                summary = try Restorer(repository: repo, index: index, options: options, progress: progress) { Terminal.warning($0) }
-                    .restore(snapshot: plan.base, target: staging)
-            }
-            guard summary.errors == 0 else {
-                throw KhoError(.integrity, "\(summary.errors) files of base backup \(plan.base.shortID) could not be restored (see the warnings above): nothing was put at \(directory); run `kho check --read-data`.")
+                summary = try PointInTimeRestore.restoreFiles(repository: repo, plan: plan, into: staging, progress: progress) { Terminal.warning($0) }
             }
             try DataDirectoryTarget.place(staging + "/data", at: directory, owner: owner)
             let filesDone = Date()
 
-            let recovery = PostgresRecovery(dataDirectory: directory)
             var reached: RecoveryReached?
             var served: WALFetchServer.Statistics?
             if pointInTime.start {
@@ -118,18 +110,16 @@ extension Restore {
                 }
                 let state = try DataDirectoryTarget.stateFolder(owner: owner)
                 defer { _ = try? FileManager.default.removeItem(atPath: state) }
-                let server = try WALFetchServer(repository: repo, record: plan.record, socketPath: state + "/fetch.sock",
-                                                allowedUser: owner.uid, allowedGroup: owner.gid)
-                defer { server.stop() }
-                try recovery.configure(restoreCommand: "\(shellQuote(try KhoExecutable.path())) wal fetch --server \(shellQuote(server.socketPath)) %f \"%p\"",
-                                       target: target, promote: true, port: pointInTime.port, keepArchiving: pointInTime.keepArchiving,
-                                       label: plan.base.shortID)
-                reached = try recovery.startAndWait(logFile: directory + "/kho-recovery.log", timeout: timeout)
-                served = server.statistics
+                let recovered = try PointInTimeRestore.recover(repository: repo, plan: plan, dataDirectory: directory, socketFolder: state, owner: owner,
+                                                               port: pointInTime.port, keepArchiving: pointInTime.keepArchiving, timeout: timeout,
+                                                               logFile: directory + "/kho-recovery.log")
+                reached = recovered.reached
+                served = recovered.served
             } else {
                 let location = try repository.location()
-                try recovery.configure(restoreCommand: "\(shellQuote(try KhoExecutable.path())) wal fetch --repo \(shellQuote(location)) --source \(shellQuote(source!)) --cluster \(plan.cluster) %f \"%p\"",
-                                       target: target, promote: false, port: nil, keepArchiving: pointInTime.keepArchiving, label: plan.base.shortID)
+                try PostgresRecovery(dataDirectory: directory).configure(
+                    restoreCommand: "\(shellQuote(try KhoExecutable.path())) wal fetch --repo \(shellQuote(location)) --source \(shellQuote(source!)) --cluster \(plan.cluster) %f \"%p\"",
+                    target: target, promote: false, port: nil, keepArchiving: pointInTime.keepArchiving, label: plan.base.shortID)
             }
             let ended = Date()
             let result = PointInTimeResult(
@@ -175,65 +165,3 @@ struct PointInTimeResult: Encodable {
     var bytes: Int64
 }
 
-enum KhoExecutable {
-    /// This kho's absolute path, for commands PostgreSQL runs later.
-    static func path() throws -> String {
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        guard n > 0 else { throw KhoError.posix("readlink", "/proc/self/exe", errno: errno) }
-        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
-}
-
-/// The new data directory of a restore to a point.
-enum DataDirectoryTarget {
-    /// Refuses a folder in use or with content: a restore never overwrites a cluster.
-    static func check(_ directory: String) throws {
-        if FileManager.default.fileExists(atPath: directory + "/postmaster.pid") {
-            throw KhoError(.usage, "\(directory) is the data directory of a cluster that may be running (postmaster.pid): choose a new folder.")
-        }
-        var info = stat()
-        if lstat(directory, &info) == 0 {
-            guard (info.st_mode & S_IFMT) == S_IFDIR else { throw KhoError(.usage, "\(directory) exists and is not a folder: choose a new folder.") }
-            let entries = try FileManager.default.contentsOfDirectory(atPath: directory)
-            guard entries.isEmpty else {
-                throw KhoError(.usage, "\(directory) is not empty: a restore to a point writes a new data directory; choose a new or empty folder.")
-            }
-        } else if errno != ENOENT {
-            throw KhoError.posix("lstat", directory, errno: errno)
-        }
-        let parent = (directory as NSString).deletingLastPathComponent
-        guard FileManager.default.fileExists(atPath: parent) else {
-            throw KhoError(.usage, "\(parent) does not exist: create the folder that will hold the data directory first.")
-        }
-    }
-
-    /// Moves the restored `data` folder to `directory`, gives every file to `owner` and makes the
-    /// folder 0700 as PostgreSQL requires.
-    static func place(_ restored: String, at directory: String, owner: (uid: uid_t, gid: gid_t)) throws {
-        if rmdir(directory) != 0 && errno != ENOENT {
-            throw KhoError.posix("rmdir", directory, errno: errno)
-        }
-        try Syscall.call("rename", directory) { rename(restored, directory) }
-        try chownTree(directory, owner: owner)
-        try Syscall.call("chmod", directory) { chmod(directory, 0o700) }
-    }
-
-    static func chownTree(_ path: String, owner: (uid: uid_t, gid: gid_t)) throws {
-        try Syscall.call("lchown", path) { lchown(path, owner.uid, owner.gid) }
-        var info = stat()
-        try Syscall.call("lstat", path) { lstat(path, &info) }
-        guard (info.st_mode & S_IFMT) == S_IFDIR else { return }
-        for entry in try FileManager.default.contentsOfDirectory(atPath: path) {
-            try chownTree(path + "/" + entry, owner: owner)
-        }
-    }
-
-    /// A private folder for the WAL socket, reachable by the server's user only.
-    static func stateFolder(owner: (uid: uid_t, gid: gid_t)) throws -> String {
-        let path = "/tmp/kho-restore-\(UInt64.random(in: 0...UInt64.max))"
-        try Syscall.call("mkdir", path) { mkdir(path, 0o700) }
-        try Syscall.call("chown", path) { chown(path, owner.uid, owner.gid) }
-        return path
-    }
-}

@@ -4,6 +4,7 @@ import KhoCatalog
 import KhoCore
 import KhoSupport
 import KhoPolicy
+import KhoSources
 import KhoStorage
 import KhoVerify
 
@@ -11,7 +12,8 @@ struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run restore drills: restore into a scratch server kho creates and destroys, check integrity, compare the manifest, measure the RTO.",
         discussion: """
-        Without --source, drills every source of the selected policies. Each drill is recorded in the
+        Without --source, drills every source of the selected policies (a postgres-base source by a
+        point-in-time recovery drill, as --pitr does). Each drill is recorded in the
         catalog with its evidence and a SHA-256 over it. Exit 0 when every drill passed, 12 when data
         or the manifest check failed, 1 when only the RTO was missed or the drill could not run.
         """
@@ -21,11 +23,18 @@ struct Verify: ParsableCommand {
     @Option(help: "Only this policy.") var policy: String?
     @Option(help: "Only this source.") var source: String?
     @Option(help: "Drill this snapshot instead of the newest good one (needs --source).") var snapshot: String?
+    @Flag(help: "A point-in-time recovery drill of the source's archived cluster: its newest base backup before a kho marker (one not drilled before), recovered with the archived WAL to the marker and compared with the marker's dump (needs --source).")
+    var pitr = false
+    @Option(help: "With --pitr: recover to this kho marker (kho-<16 hex>, from a dump's manifest) instead of choosing one.") var marker: String?
     @OptionGroup var zone: TimeZoneOption
     @Flag(help: "Print the evidence as JSON.") var json = false
 
     func validate() throws {
         if snapshot != nil && source == nil { throw ValidationError("--snapshot needs --source NAME.") }
+        if pitr && source == nil { throw ValidationError("--pitr needs --source NAME (the name the cluster's WAL is archived under).") }
+        if pitr && snapshot != nil { throw ValidationError("--pitr chooses the base backup itself: leave out --snapshot (or give --marker NAME).") }
+        if marker != nil && !pitr { throw ValidationError("--marker goes with --pitr.") }
+        if let marker { _ = try RecoveryTarget.restorePoint(checking: marker) }
     }
 
     /// An interrupted drill removes its lock like every other command.
@@ -43,10 +52,27 @@ struct Verify: ParsableCommand {
         }
         var results: [DrillEvidence] = []
         var couldNotRun = false
-        for p in policies {
+        if pitr {
+            // One drill per archived cluster: a dump policy and a base-backup policy may share the
+            // source name; the base backup's policy is the one whose objectives apply.
+            let candidates = policies.flatMap { p in p.sources.filter { $0.name == source }.map { (p, $0) } }
+            guard let (p, s) = candidates.first(where: { $0.1.kind == .postgresBase }) ?? candidates.first else {
+                throw KhoError(.usage, "No source named \(source ?? ""): see `kho policy list`.")
+            }
+            do {
+                results.append(try runner.pitrDrill(p.drillTarget, source: s, marker: marker))
+            } catch {
+                couldNotRun = true
+                Terminal.error("\(p.name)/\(s.name): the PITR drill could not run: \((error as? KhoError)?.message ?? "\(error)")")
+            }
+        }
+        for p in policies where !pitr {
             for s in p.sources where source == nil || s.name == source {
                 do {
-                    results.append(try runner.drill(p.drillTarget, source: s, snapshotID: snapshot))
+                    // A base backup is drilled by recovering it to a point with its WAL.
+                    results.append(s.kind == .postgresBase && snapshot == nil
+                                   ? try runner.pitrDrill(p.drillTarget, source: s, marker: nil)
+                                   : try runner.drill(p.drillTarget, source: s, snapshotID: snapshot))
                 } catch {
                     couldNotRun = true
                     Terminal.error("\(p.name)/\(s.name): the drill could not run: \((error as? KhoError)?.message ?? "\(error)")")
@@ -65,6 +91,7 @@ struct Verify: ParsableCommand {
     static func describe(_ e: DrillEvidence, zone: TimeZone) {
         Terminal.out("\(e.passed ? "PASS" : "FAIL") \(e.policy)/\(e.source): snapshot \(e.snapshot.prefix(8)) of \(Format.time(e.snapshotTime, zone)), drill \(e.drillID.prefix(8))")
         Terminal.out("     scratch: \(e.scratch)")
+        if let pitr = e.pitr { describe(pitr) }
         for check in e.checks {
             let counted = check.counted == false && check.isBad ? " (not counted)" : ""
             Terminal.out("     \(check.outcome.rawValue.uppercased().rightPad(5)) \(check.name)\(counted): \(check.output.split(separator: "\n").first ?? "")")
@@ -76,6 +103,22 @@ struct Verify: ParsableCommand {
         }
         for reason in e.failureReasons { Terminal.out("     reason: \(reason)") }
         Terminal.out("     evidence SHA-256 \(e.evidenceSHA256)")
+    }
+}
+
+extension Verify {
+    static func describe(_ pitr: PITRDrillEvidence) {
+        Terminal.out("     point in time: \(pitr.target) of cluster \(pitr.cluster) from base backup \(pitr.baseBackup.prefix(8))"
+                     + (pitr.markerDump.map { ", marker of dump \($0.prefix(8))" + (pitr.markerDatabase.map { " (\($0))" } ?? "") } ?? ""))
+        Terminal.out("     reached: \(pitr.reachedStop ?? "-"); redo done at \(pitr.reachedLSN ?? "-"); \(pitr.walFiles) WAL files (\(Format.bytes(pitr.walBytes))) served")
+        let exactness: String
+        switch pitr.exactness {
+        case .proven: exactness = "proven (none of the \(pitr.inFlight ?? 0) transactions in flight or begun in the marker's window committed)"
+        case .approximate: exactness = "approximate (\(pitr.committedInWindow ?? 0) transactions committed in the marker's window): the manifest check is not counted"
+        case .none: exactness = "none (no marker in the recovery window: recovery tested, content not compared)"
+        case .unmeasured: exactness = "unmeasured (the drill stopped before the recovered cluster could be asked)"
+        }
+        Terminal.out("     exactness: \(exactness)")
     }
 }
 

@@ -16,7 +16,7 @@ private final class StatusFixture {
     let catalog: Catalog
     let policies: [Policy]
 
-    init(extra: String = "", timeZone: String? = nil, retention: String = "  keep-daily: 7\n  keep-weekly: 2\n") throws {
+    init(extra: String = "", timeZone: String? = nil, retention: String = "  keep-daily: 7\n  keep-weekly: 2\n", extraSources: String = "") throws {
         folder = try TemporaryFolder("status")
         let passwordFile = try folder.write("repository.pass", "x\n")
         try folder.write("policies/nightly.yaml", """
@@ -36,6 +36,7 @@ private final class StatusFixture {
               - name: scans
                 kind: files
                 paths: [/srv/scans]
+            \(extraSources)
             retention:
             \(retention)
             objectives:
@@ -329,6 +330,21 @@ struct StatusTests {
         try f.record(.drill, source: "scans", outcome: .success, started: "2026-03-02T15:00:00+07:00", snapshot: "f1")
         #expect(try runner.dueDrills(now: at("2026-03-09T13:59:59+07:00")).isEmpty)
         #expect(try runner.dueDrills(now: at("2026-03-09T14:00:00+07:00")).map(\.1.name) == ["van-ban"])
+    }
+
+    @Test("drills due: a base-backup source is drilled (point in time) on its own pitr-every period, beside the dump drills' rotation, and not at all without it")
+    func pitrDrillsAreDue() throws {
+        let base = "  - name: cluster\n    kind: postgres-base\n    host: 127.0.0.1"
+        let without = try StatusFixture(extra: "drills:\n  every: 7d", extraSources: base)
+        #expect(try PolicyRunner(policies: without.policies, catalog: without.catalog, options: RunOptions()) { _ in }
+                    .dueDrills(now: at("2026-03-02T14:00:00+07:00")).map(\.1.name) == ["van-ban"])
+        let f = try StatusFixture(extra: "drills:\n  every: 7d\n  pitr-every: 3d", extraSources: base)
+        #expect(f.policy.drills?.pitrEvery.map { Int($0.rounded()) } == 259_200)
+        let runner = PolicyRunner(policies: f.policies, catalog: f.catalog, options: RunOptions()) { _ in }
+        #expect(try runner.dueDrills(now: at("2026-03-02T14:00:00+07:00")).map(\.1.name) == ["cluster", "van-ban"])
+        try f.record(.drill, source: "cluster", outcome: .success, started: "2026-03-02T14:00:00+07:00", snapshot: "b1")
+        #expect(try runner.dueDrills(now: at("2026-03-05T13:59:59+07:00")).map(\.1.name) == ["van-ban"])
+        #expect(try runner.dueDrills(now: at("2026-03-05T14:00:00+07:00")).map(\.1.name) == ["cluster", "van-ban"])
     }
 
     @Test("drills due: a drill that failed or was killed is tried again after a quarter of the period (at most a day)")

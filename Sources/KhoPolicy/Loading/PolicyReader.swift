@@ -194,7 +194,7 @@ struct PolicyReader {
             fail(node, "objectives is missing (rpo and rto)")
         }
         var drills: DrillSpec?
-        if let drillNode = map["drills"], let d = mapping(drillNode, "drills", allowed: ["every", "checks"]) {
+        if let drillNode = map["drills"], let d = mapping(drillNode, "drills", allowed: ["every", "checks", "pitr-every"]) {
             let every = duration(d["every"], "drills every")
             if d["every"] == nil { fail(drillNode, "drills needs every (e.g. 7d)") }
             let names = strings(d["checks"], "drills checks") ?? DrillRequirement.all.map(\.rawValue)
@@ -206,7 +206,8 @@ struct PolicyReader {
                     fail(d["checks"], "unknown drill check \"\(name)\"; expected integrity, manifest or rto")
                 }
             }
-            if let every { drills = DrillSpec(every: every, checks: checks) }
+            let pitrEvery = d["pitr-every"] == nil ? nil : duration(d["pitr-every"], "drills pitr-every")
+            if let every { drills = DrillSpec(every: every, checks: checks, pitrEvery: pitrEvery) }
         }
         let copySpecs = self.copies(map["copies"], repository: repository, timeZone: zoneName)
         let notify = string(map["notify"], "notify", required: false)

@@ -89,6 +89,15 @@ public struct DrillSpec: Sendable, Equatable {
     public var every: TimeInterval
     /// The groups of checks whose failure fails a drill (a failed restore always does).
     public var checks: [DrillRequirement]
+    /// The period of point-in-time recovery drills of the policy's base-backup sources
+    /// (`pitr-every`); nil: they are not drilled by `kho run`.
+    public var pitrEvery: TimeInterval?
+
+    public init(every: TimeInterval, checks: [DrillRequirement], pitrEvery: TimeInterval? = nil) {
+        self.every = every
+        self.checks = checks
+        self.pitrEvery = pitrEvery
+    }
 }
 
 /// A policy file problem, located precisely.

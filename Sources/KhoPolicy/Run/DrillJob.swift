@@ -16,7 +16,9 @@ extension PolicyRunner {
         result.kind = .drill
         let drills = DrillRunner(catalog: catalog, khoVersion: options.khoVersion, lockHooks: drillLockHooks, log: log)
         do {
-            let evidence = try drills.drill(policy.drillTarget, source: source, snapshotID: nil, planned: planned)
+            let evidence = source.kind.retentionFamily == .physical
+                ? try drills.pitrDrill(policy.drillTarget, source: source, marker: nil, planned: planned)
+                : try drills.drill(policy.drillTarget, source: source, snapshotID: nil, planned: planned)
             result.outcome = evidence.passed ? .success : .failure
             result.snapshot = evidence.snapshot
             result.error = evidence.passed ? nil : evidence.failureReasons.joined(separator: "; ")

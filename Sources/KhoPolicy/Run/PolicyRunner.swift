@@ -133,9 +133,18 @@ public final class PolicyRunner: @unchecked Sendable {
             guard let drills = policy.drills else { continue }
             var chosen: (source: SourceSpec, lastPassed: Date?)?
             for source in policy.sources where options.source == nil || source.name == options.source {
-                // A base backup is proven by recovering it with its WAL (issue 20's PITR drill),
-                // which this drill runner does not do yet: it is not chosen, rather than failing.
-                if source.kind.retentionFamily == .physical { continue }
+                // A base backup is proven by a point-in-time recovery drill, on its own period
+                // (`pitr-every`), beside the rotation of the dump drills.
+                if source.kind.retentionFamily == .physical {
+                    guard let period = drills.pitrEvery else { continue }
+                    let last = try catalog.last(policy: policy.name, source: source.name, kind: .drill)
+                    if options.onlyDue, let last {
+                        let wait = last.outcome == .success ? period : PolicyRunner.retryPause(every: period)
+                        if now.timeIntervalSince(last.started) < wait { continue }
+                    }
+                    result.append((policy, source, now))
+                    continue
+                }
                 let last = try catalog.last(policy: policy.name, source: source.name, kind: .drill)
                 let lastPassed = last?.outcome == .success
                     ? last?.started : try catalog.last(policy: policy.name, source: source.name, kind: .drill, outcome: .success)?.started

@@ -6,12 +6,12 @@ import KhoSupport
 /// first 64 bits of each row's MD5 (over the row's text form), which does not depend on the order
 /// the server returns rows. The SQL is the one kho has always run, so that a manifest recomputed
 /// after a restore compares with one recorded by an older kho.
-enum PostgresManifest {
+package enum PostgresManifest {
     static let checksumMethod = "postgres: sum over rows of the first 64 bits of md5(row::text), as a decimal number"
 
     /// Every ordinary and partitioned table outside the system schemas, with its row count and
     /// checksum, in schema and name order.
-    static func tables(_ connection: PostgresConnection) throws -> [DumpManifest.Table] {
+    package static func tables(_ connection: PostgresConnection) throws -> [DumpManifest.Table] {
         let names = try connection.query("""
             SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
