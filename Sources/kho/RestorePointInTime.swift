@@ -105,7 +105,7 @@ extension Restore {
             var reached: RecoveryReached?
             var served: WALFetchServer.Statistics?
             if pointInTime.start {
-                for setting in recovery.codeLoadingSettings() {
+                for setting in PostgresRecovery(dataDirectory: directory).codeLoadingSettings() {
                     Terminal.warning("the restored configuration loads code by path when the server starts (\(setting)): check that it is your production's own library before trusting the copy")
                 }
                 let state = try DataDirectoryTarget.stateFolder(owner: owner)
