@@ -58,7 +58,7 @@ def run(argv, env=None, check=True, capture=False, stdin=None):
 
 def timed(argv, env=None):
     start = time.monotonic()
-    run(argv, env=env)
+    run(argv, env=env, capture=True)
     return time.monotonic() - start
 
 
@@ -168,7 +168,9 @@ repo1-path={repo}
 repo1-cipher-type=aes-256-cbc
 repo1-cipher-pass=bench-cipher-passphrase-{name}
 repo1-bundle=y
+# Block incremental is marked beta in 2.45 and needs beta=y.
 repo1-block=y
+beta=y
 repo1-retention-full=9
 compress-type=zst
 compress-level=3

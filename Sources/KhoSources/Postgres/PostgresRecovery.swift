@@ -180,6 +180,12 @@ public struct PostgresRecovery: Sendable {
         let fd = try Syscall.call("open", logFile) { open(logFile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0o600) }
         try Syscall.call("fchown", logFile) { fchown(fd, owner.uid, owner.gid) }
         close(fd)
+        // The restored pg_control says "in production" (pg_basebackup copies a running server's)
+        // until the startup process rewrites it: promotion is only believed after the state was
+        // seen in recovery, or once the latest checkpoint is on another timeline than the backup's.
+        let restoredTimeline = try controlState(bin: bin)?.timeline
+        var sawRecovery = false
+        var sawRunning = false
         let started = Date()
         // -o is shell text for pg_ctl: only constants go there.
         // -W: pg_ctl would give up after 60 s while a long replay goes on; kho waits itself.
@@ -190,7 +196,9 @@ public struct PostgresRecovery: Sendable {
             throw KhoError(.failure, "pg_ctl could not start the recovering cluster in \(dataDirectory): \(lastLines(logFile, or: result.error)); nothing else was changed.")
         }
         while true {
-            if let state = try controlState(bin: bin), state.inProduction {
+            let state = try controlState(bin: bin)
+            if let state, !state.inProduction { sawRecovery = true }
+            if let state, state.inProduction, sawRecovery || (state.timeline != nil && state.timeline != restoredTimeline) {
                 let log = (try? String(contentsOfFile: logFile, encoding: .utf8)) ?? ""
                 var reached = RecoveryReached(timeline: state.timeline, replaySeconds: Date().timeIntervalSince(started))
                 for line in log.split(separator: "\n") {
@@ -200,7 +208,10 @@ public struct PostgresRecovery: Sendable {
                 }
                 return reached
             }
-            if !serverRunning() {
+            // pg_ctl -W returns before the postmaster writes its pid file: a missing one only
+            // means "stopped" once the server was seen running, or after a grace period.
+            if serverRunning() { sawRunning = true }
+            else if sawRunning || Date().timeIntervalSince(started) > 10 {
                 throw KhoError(.failure, "The recovering cluster in \(dataDirectory) stopped before it was promoted: \(lastLines(logFile, or: "")); the archive may not reach the target (see `kho wal ls`), or choose an earlier target.")
             }
             if Date().timeIntervalSince(started) > timeout {
