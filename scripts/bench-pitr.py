@@ -231,14 +231,12 @@ jit = off
         cluster.sql("CREATE TABLE wal_load (id bigint, at timestamptz, body text)", db="agency")
         start_lsn = cluster.sql("SELECT '0/0'::pg_lsn")
         target = self.args.segments * SEGMENT
-        batch = 0
         while True:
             written = int(float(cluster.sql(f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{start_lsn}')")))
             if written >= target:
                 break
             cluster.sql("INSERT INTO wal_load SELECT g, now(), md5(g::text || random()::text) || "
                         "repeat(md5(random()::text), 3) || repeat('x', 40) FROM generate_series(1, 50000) g", db="agency")
-            batch += 1
         cluster.sql("SELECT pg_switch_wal()")
         cluster.sql("CHECKPOINT")
         cluster.stop()
