@@ -276,12 +276,22 @@ struct WALArchivingTests {
         let cluster = try pg.systemIdentifier
         try pg.pgbench(["-i", "-q", "-s", "1"])
         try pg.load(transactions: 10_000)
-        // Then archiving without the killer catches up.
+        // A killed push is a death by signal to PostgreSQL: the archiver exits and is restarted.
+        // On a loaded machine the archiver may have tried only a few files by now: it keeps trying
+        // (and being killed) until one is seen, before archiving without the killer catches up.
+        func killed() throws -> Bool {
+            let log = try String(contentsOfFile: pg.logFile, encoding: .utf8)
+            return log.contains("archive command failed with exit code 137") || log.contains("archive command was terminated by signal")
+        }
+        try ServerSupport.waitUntil("a push killed by timeout", timeout: 120) {
+            if try killed() { return true }
+            // More segments, more pushes that may be killed (a quick push outlives most timeouts).
+            try pg.psql("INSERT INTO pgbench_history(tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 1, now()); SELECT pg_switch_wal();")
+            return false
+        }
         try pg.psql("ALTER SYSTEM SET archive_command = \(sqlLiteral(archive.command())); SELECT pg_reload_conf();")
         let last = try pg.switchAndWaitArchived(timeout: 120)
-        // A killed push is a death by signal to PostgreSQL: the archiver exits and is restarted.
-        let log = try String(contentsOfFile: pg.logFile, encoding: .utf8)
-        #expect(log.contains("archive command failed with exit code 137") || log.contains("archive command was terminated by signal"), "some pushes were killed")
+        #expect(try killed(), "some pushes were killed")
         let stored = try archivedSegments(sandbox, cluster: cluster)
         let first = try #require(stored.keys.min())
         let expected = segments(upTo: last, from: first)

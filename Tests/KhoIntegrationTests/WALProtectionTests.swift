@@ -113,6 +113,9 @@ struct WALProtectionTests {
         #expect(text.contains("kho_wal_stalled{policy=\"wal-test\",source=\"db1\"} 0"), "\(text)")
         #expect(text.contains("kho_wal_last_archived_timestamp_seconds{policy=\"wal-test\",source=\"db1\"} "), "\(text)")
 
+        // The report's period ends at the whole second before it runs: the newest segment must be
+        // stored before that.
+        usleep(1_100_000)
         let english = try bench.sandbox.kho(["report", "--format", "md", "--lang", "en"], env: bench.env)
         #expect(english.exitCode == 0, "\(english)")
         #expect(english.out.contains("## Continuous protection (PostgreSQL WAL)"), "\(english)")
