@@ -277,8 +277,11 @@ enum PITRScratchConfiguration {
     static func replace(in data: String, socketFolder: String, superuser: String, settings: PhysicalBackupManifest.HotStandbySettings,
                         owner: (uid: uid_t, gid: gid_t)) throws {
         // Tablespaces are links to the original cluster's folders: recovery would write there.
-        // try?: a backup without pg_tblspc has no tablespaces.
-        let tablespaces = (try? FileManager.default.contentsOfDirectory(atPath: data + "/pg_tblspc")) ?? []
+        // A backup without pg_tblspc has no tablespaces; one that cannot be listed is not taken as none.
+        var tablespaces: [String] = []
+        if FileManager.default.fileExists(atPath: data + "/pg_tblspc") {
+            tablespaces = try FileManager.default.contentsOfDirectory(atPath: data + "/pg_tblspc")
+        }
         guard tablespaces.isEmpty else {
             throw KhoError(.usage, "The base backup has tablespaces (pg_tblspc), which a PITR drill does not yet recover into a scratch folder: drill the source's dumps instead.")
         }

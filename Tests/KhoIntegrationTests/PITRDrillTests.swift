@@ -51,20 +51,10 @@ private struct PITREvidenceJSON: Decodable {
 struct PITRDrillTests {
     @Test("without a marker: a random WAL position, exactness none; a marker made under pgbench load: the PITR drill recovers the base backup to it, exactness proven, manifest equal; a marker with a commit in its window is approximate and not failed on the manifest; a segment missing after the base backup fails wal-continuity")
     func pitrDrill() throws {
-        let sandbox = try Sandbox("pitr-drill")
-        try sandbox.initRepository()
-        try ServerSupport.chownTree(sandbox.repo, to: "postgres")
-        let group = try #require(getgrnam("postgres")).pointee.gr_gid
-        let passwordFile = sandbox.path("wal-password")
-        try writeFile(passwordFile, Array((sandbox.password + "\n").utf8), mode: 0o640)
-        chown(passwordFile, 0, group)
-        let envFile = sandbox.path("wal.env")
-        var lines = ["KHO_REPOSITORY=\(sandbox.repo)", "KHO_PASSWORD_FILE=\(passwordFile)"]
-        if !Harness.releaseLane { lines.append("KHO_TEST_SCRYPT_N=1024") }
-        try writeFile(envFile, Array((lines.joined(separator: "\n") + "\n").utf8), mode: 0o640)
-        chown(envFile, 0, group)
-        let pg = try ScratchPostgres(label: "pitr-drill", settings: ScratchPostgres.archiving(
-            command: "set -a && . \(envFile) && exec \(Harness.binary) wal push --direct --source db1 %p"))
+        let archive = try Archive("pitr-drill")
+        let sandbox = archive.sandbox
+        let passwordFile = archive.passwordFile
+        let pg = try archive.cluster("pitr-drill")
         // The scratch folders (TMPDIR) are below the sandbox: the server's user passes through.
         chmod(sandbox.dir, 0o711)
         let tmp = sandbox.path("tmp")

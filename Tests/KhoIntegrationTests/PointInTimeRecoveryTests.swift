@@ -9,46 +9,19 @@ import Testing
 // --at` one second before it starts a recovered cluster that has the table and the rows back and
 // nothing written after the target.
 
-/// A cluster archiving into a sandbox's repository as source `db1`, with archive_command as the
-/// README sets it up for --direct.
+/// A cluster archiving into a sandbox's repository as source `db1` (the shared `Archive`).
 private final class ArchivingCluster {
     let sandbox: Sandbox
     let pg: ScratchPostgres
-    let source = "db1"
+    let source: String
 
     init(_ label: String) throws {
-        sandbox = try Sandbox(label)
-        try sandbox.initRepository()
-        try ServerSupport.chownTree(sandbox.repo, to: "postgres")
-        let group = try #require(getgrnam("postgres")).pointee.gr_gid
-        let passwordFile = sandbox.path("wal-password")
-        try writeFile(passwordFile, Array((sandbox.password + "\n").utf8), mode: 0o640)
-        chown(passwordFile, 0, group)
-        let env = sandbox.path("wal.env")
-        var lines = ["KHO_REPOSITORY=\(sandbox.repo)", "KHO_PASSWORD_FILE=\(passwordFile)"]
-        if !Harness.releaseLane { lines.append("KHO_TEST_SCRYPT_N=1024") }
-        try writeFile(env, Array((lines.joined(separator: "\n") + "\n").utf8), mode: 0o640)
-        chown(env, 0, group)
-        pg = try ScratchPostgres(label: label, settings: ScratchPostgres.archiving(
-            command: "set -a && . \(env) && exec \(Harness.binary) wal push --direct --source \(source) %p"))
+        let archive = try Archive(label)
+        sandbox = archive.sandbox
+        source = archive.source
+        pg = try archive.cluster(label)
         // The server's user must reach a data directory restored below the sandbox.
         chmod(sandbox.dir, 0o711)
-    }
-
-    /// Ends the current segment and waits until PostgreSQL says it is archived.
-    func switchAndWaitArchived() throws {
-        let name = try pg.value("SELECT pg_walfile_name(pg_switch_wal());")
-        try ServerSupport.waitUntil("\(name) is archived", timeout: 90) {
-            try pg.value("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver;") >= name
-        }
-    }
-
-    func load(transactions: Int) throws {
-        let switcher = try ServerSupport.scriptFile("SELECT pg_switch_wal();", in: pg.dir)
-        defer { unlink(switcher) }
-        try ServerSupport.require(pg.program("pgbench"), ["-h", pg.dir, "-p", String(pg.port), "-U", pg.superuser, "-n", "-c", "2", "-j", "2",
-                                                          "-t", String(transactions), "-b", "tpcb-like@499", "-f", switcher + "@1", "postgres"],
-                                  scratch: pg.dir, timeout: 300)
     }
 
     func baseBackup() throws -> String {
@@ -112,9 +85,9 @@ struct PointInTimeRecoveryTests {
         // a command the recovered server would run on the restore host.
         let planted = sandbox.path("planted-by-alter-system")
         try pg.psql("ALTER SYSTEM SET recovery_end_command = 'touch \(planted)'; ALTER SYSTEM SET archive_cleanup_command = 'touch \(planted)';")
-        try cluster.load(transactions: 1500)
+        try pg.load(transactions: 1500)
         let base = try cluster.baseBackup()
-        try cluster.load(transactions: 1500)
+        try pg.load(transactions: 1500)
         // Commits before the target, each its own transaction.
         for n in 1...20 { try pg.psql("INSERT INTO ticks(n) VALUES (\(n));") }
         usleep(1_200_000)
@@ -123,7 +96,7 @@ struct PointInTimeRecoveryTests {
         // The incident, and work after it.
         try pg.psql("DROP TABLE registry; DELETE FROM pgbench_accounts WHERE aid <= 100;")
         for n in 21...40 { try pg.psql("INSERT INTO ticks(n) VALUES (\(n));") }
-        try cluster.switchAndWaitArchived()
+        _ = try pg.switchAndWaitArchived(timeout: 90)
         #expect(try pg.value("SELECT count(*) FROM pgbench_accounts WHERE aid <= 100;") == "0")
 
         let bin = (pg.program("psql") as NSString).deletingLastPathComponent

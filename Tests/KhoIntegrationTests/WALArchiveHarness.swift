@@ -11,6 +11,8 @@ import Testing
 struct Archive {
     let sandbox: Sandbox
     let env: String
+    /// The repository's password, readable by the postgres group (as the README sets it up).
+    let passwordFile: String
     let source = "db1"
 
     init(_ label: String) throws {
@@ -19,7 +21,7 @@ struct Archive {
         // The repository of its own for this cluster's WAL: the cluster's user writes it.
         try ServerSupport.chownTree(sandbox.repo, to: "postgres")
         let postgresGroup = try #require(getgrnam("postgres")).pointee.gr_gid
-        let passwordFile = sandbox.path("wal-password")
+        passwordFile = sandbox.path("wal-password")
         try writeFile(passwordFile, Array((sandbox.password + "\n").utf8), mode: 0o640)
         chown(passwordFile, 0, postgresGroup)
         env = sandbox.path("wal.env")

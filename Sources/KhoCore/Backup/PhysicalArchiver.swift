@@ -174,8 +174,8 @@ public final class PhysicalArchiver {
             throw error
         }
         let host = archiver.options.hostname
-        // try?: the parent is recorded for information and the new/changed count only.
-        let parent = try? archiver.repository.listSnapshots().last {
+        // A listing that fails here fails the backup, as any other read of the repository would.
+        let parent = try archiver.repository.listSnapshots().last {
             $0.source.name == sourceName && $0.source.kind == source.kind && $0.hostname == host
         }
         if parent == nil { archiver.summary.filesNew = contents.files.count } else { archiver.summary.filesChanged = contents.files.count }
