@@ -298,11 +298,16 @@ jit = off
             if mode.startswith("kho"):
                 self.kho_init(repo)
                 if mode == "kho-direct":
-                    # archive_command runs as postgres: it needs the repository and the password.
+                    # archive_command runs as postgres: it needs the repository and a key. As the
+                    # README sets it up: a key secret of its own (no scrypt per push), readable by
+                    # postgres only.
+                    secret = f"{self.work}/wal-{mode}.secret"
+                    run([self.kho, "key", "add", "--label", "wal push", "--secret-to", secret, "--owner", "postgres"],
+                        env=self.kho_env(repo), capture=True)
                     self.chown_postgres(repo)
                     env_file = f"{self.work}/wal-{mode}.env"
                     with open(env_file, "w") as f:
-                        f.write(f"KHO_REPOSITORY={repo}\nKHO_PASSWORD_FILE={self.password_file}\n")
+                        f.write(f"KHO_REPOSITORY={repo}\nKHO_PASSWORD_FILE={secret}\n")
                     os.chmod(env_file, 0o640)
                     os.chown(env_file, 0, self.pg_gid)
                     command = f"set -a && . {env_file} && exec {self.kho} wal push --direct --source {SOURCE} %p"

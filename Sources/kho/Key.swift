@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KhoCore
 import KhoSupport
+import Glibc
 
 struct Key: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -48,14 +49,55 @@ struct Key: ParsableCommand {
     }
 
     struct Add: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Add a key with a new password (from KHO_NEW_PASSWORD_FILE, _COMMAND or KHO_NEW_PASSWORD).")
+        static let configuration = CommandConfiguration(
+            abstract: "Add a key with a new password (from KHO_NEW_PASSWORD_FILE, _COMMAND or KHO_NEW_PASSWORD), or with a generated secret (--secret-to).",
+            discussion: """
+            --secret-to FILE makes a key for a job rather than a person: kho generates a 256-bit random
+            secret, writes it to FILE (a new file, mode 0400, owned by --owner) and adds a key that the
+            secret opens with one HMAC instead of scrypt, since there is nothing to guess. Give the file
+            to the job as KHO_PASSWORD_FILE (for example `kho wal push --direct`, which then opens the
+            repository without a key derivation per WAL file). Revoke it with `kho key remove`.
+            """
+        )
         @OptionGroup var repository: RepositoryOptions
         @Option(help: "Who or what the key is for.") var label: String
+        @Option(name: .customLong("secret-to"), help: "Generate a random secret instead of asking for a password, and write it to this new file.")
+        var secretTo: String?
+        @Option(help: "With --secret-to: the user who may read the secret file (default: the user running kho).")
+        var owner: String?
+
+        func validate() throws {
+            if owner != nil && secretTo == nil { throw ValidationError("--owner is for --secret-to only.") }
+        }
 
         func run() throws {
             let repo = try repository.open()
-            let id = try repo.addKey(password: try Key.newPassword(), label: label, parameters: Key.scrypt())
-            Terminal.out("added key \(id.prefix(8)) (\(label))")
+            guard let secretTo else {
+                let id = try repo.addKey(password: try Key.newPassword(), label: label, parameters: Key.scrypt())
+                Terminal.out("added key \(id.prefix(8)) (\(label))")
+                return
+            }
+            var secret = try KeySecret.generate()
+            defer { Wipe.bytes(&secret) }
+            let (uid, gid) = try Add.account(owner)
+            // The file first: a key whose secret was never saved would open nothing and only clutter.
+            try SecretFile.create(secretTo, contents: secret + [UInt8(ascii: "\n")], owner: uid, group: gid)
+            let id: String
+            do {
+                id = try repo.addKey(password: secret, label: label, derivation: .secret)
+            } catch {
+                unlink(secretTo)
+                throw error
+            }
+            Terminal.out("added key \(id.prefix(8)) (\(label)); its secret is in \(secretTo), readable by \(owner ?? "this user") only: give it to the job as KHO_PASSWORD_FILE")
+        }
+
+        static func account(_ name: String?) throws -> (uid_t, gid_t) {
+            guard let name else { return (geteuid(), getegid()) }
+            guard let entry = getpwnam(name) else {
+                throw KhoError(.usage, "There is no user \(name) on this machine: give --owner the user the job runs as (for a WAL push, the cluster's owner, usually postgres).")
+            }
+            return (entry.pointee.pw_uid, entry.pointee.pw_gid)
         }
     }
 

@@ -1,4 +1,5 @@
 import Testing
+import Foundation
 @testable import KhoCore
 import KhoSupport
 
@@ -312,5 +313,52 @@ private func hex(_ text: String) -> [UInt8] { Hex.decode(text)! }
         #expect(a.bytes != [UInt8](repeating: 0, count: 32))
         #expect(try Random.bytes(16).count == 16)
         #expect(try Random.bytes(16) != Random.bytes(16))
+    }
+}
+
+/// Key secrets (`kho key add --secret-to`): generated text, parsed back, and key files that only
+/// such a secret opens, with one HMAC instead of scrypt.
+@Suite struct KeySecretTests {
+    @Test func generatedSecretsParseAndDiffer() throws {
+        let one = try KeySecret.generate()
+        let two = try KeySecret.generate()
+        #expect(one != two)
+        #expect(one.count == "kho-secret-v1:".utf8.count + 64)
+        #expect(String(decoding: one, as: UTF8.self).hasPrefix("kho-secret-v1:"))
+        #expect(KeySecret.parse(one) != nil)
+        for bad in ["kho-secret-v1:" + String(repeating: "g", count: 64),
+                    "kho-secret-v1:" + String(repeating: "A", count: 64),
+                    "kho-secret-v1:" + String(repeating: "0", count: 63),
+                    "kho-secret-v2:" + String(repeating: "0", count: 64),
+                    String(repeating: "0", count: 78)] {
+            #expect(KeySecret.parse(Array(bad.utf8)) == nil, "\(bad) is not a key secret")
+        }
+    }
+
+    @Test func onlyItsSecretOpensASecretKeyFile() throws {
+        let master = try MasterKey.random()
+        let secret = try KeySecret.generate()
+        let file = try KeyFile.make(master: master, password: secret, label: "wal push", derivation: .secret)
+        #expect(file.kdf == .secret && file.scrypt == nil && file.cost == 0 && file.refusal == nil)
+        let opened = try #require(try file.open(password: secret))
+        #expect(opened.encryption.constantTimeEquals(master.encryption) && opened.mac.constantTimeEquals(master.mac))
+        #expect(try file.open(password: try KeySecret.generate()) == nil, "another secret")
+        #expect(try file.open(password: Array("a person's password".utf8)) == nil, "a password is never tried against a secret key")
+        // The encoded file has no scrypt parameters, and decodes to the same derivation.
+        let bytes = try file.encoded()
+        #expect(!String(decoding: bytes, as: UTF8.self).contains("scrypt"))
+        let decoded = try JSON.decoder.decode(KeyFile.self, from: Data(bytes))
+        #expect(decoded.derivation == .secret)
+        // A password key file is not opened by a secret (nor made from a non-secret as .secret).
+        let scrypt = try KeyFile.make(master: master, password: Array("pw".utf8), label: "p", parameters: Scrypt.minimum)
+        #expect(try scrypt.open(password: secret) == nil)
+        #expect(throws: KhoError.self) { try KeyFile.make(master: master, password: Array("pw".utf8), label: "x", derivation: .secret) }
+    }
+
+    @Test func aKeyFileNamingScryptWithoutParametersIsRefused() throws {
+        var file = try KeyFile.make(master: try MasterKey.random(), password: Array("pw".utf8), label: "p", parameters: Scrypt.minimum)
+        file.scrypt = nil
+        #expect(file.refusal != nil && file.derivation == nil)
+        #expect(try file.open(password: Array("pw".utf8)) == nil)
     }
 }

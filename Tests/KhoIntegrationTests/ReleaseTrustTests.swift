@@ -263,7 +263,7 @@ import Testing
             let salt = try Random.bytes(32)
             let wrapping = try Scrypt.derive(password: Array(password.utf8), salt: salt, parameters: parameters, length: 32)
             let sealed = try Sealer(key: wrapping).seal(repository.key.serialized + [1], context: KeyFile.context)
-            let file = KeyFile(version: 1, created: Date(), host: "x", user: "x", label: "planted", kdf: "scrypt",
+            let file = KeyFile(version: 1, created: Date(), host: "x", user: "x", label: "planted", kdf: .scrypt,
                                scrypt: parameters, salt: Data(salt), sealedMasterKey: Data(sealed))
             let bytes = try file.encoded()
             let name = try SHA256.hash(bytes).hex

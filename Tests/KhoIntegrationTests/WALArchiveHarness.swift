@@ -11,7 +11,8 @@ import Testing
 struct Archive {
     let sandbox: Sandbox
     let env: String
-    /// The repository's password, readable by the postgres group (as the README sets it up).
+    /// The key secret archive_command opens the repository with, readable by postgres only (as
+    /// the README sets it up: `kho key add --secret-to … --owner postgres`).
     let passwordFile: String
     let source = "db1"
 
@@ -19,14 +20,12 @@ struct Archive {
         sandbox = try Sandbox(label)
         try sandbox.initRepository()
         // The repository of its own for this cluster's WAL: the cluster's user writes it.
+        passwordFile = sandbox.path("wal.secret")
+        try sandbox.ok("key", "add", "--label", "wal push", "--secret-to", passwordFile, "--owner", "postgres")
         try ServerSupport.chownTree(sandbox.repo, to: "postgres")
         let postgresGroup = try #require(getgrnam("postgres")).pointee.gr_gid
-        passwordFile = sandbox.path("wal-password")
-        try writeFile(passwordFile, Array((sandbox.password + "\n").utf8), mode: 0o640)
-        chown(passwordFile, 0, postgresGroup)
         env = sandbox.path("wal.env")
-        var lines = ["KHO_REPOSITORY=\(sandbox.repo)", "KHO_PASSWORD_FILE=\(passwordFile)"]
-        if !Harness.releaseLane { lines.append("KHO_TEST_SCRYPT_N=1024") }
+        let lines = ["KHO_REPOSITORY=\(sandbox.repo)", "KHO_PASSWORD_FILE=\(passwordFile)"]
         try writeFile(env, Array((lines.joined(separator: "\n") + "\n").utf8), mode: 0o640)
         chown(env, 0, postgresGroup)
     }

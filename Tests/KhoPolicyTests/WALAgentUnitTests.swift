@@ -42,6 +42,38 @@ struct WALAgentUnitTests {
         #expect(WALAgentAnswer.unavailable("").exitCode == .failure)
     }
 
+    @Test("a file's identity stays while it is untouched and changes with any write, a rename or another file under the name")
+    func fileIdentity() throws {
+        let folder = try ServerSupport.makeTemporaryFolder("wal-identity")
+        defer { try? removeTree(folder) }
+        let path = folder + "/000000010000000000000001"
+        try writeFile(path, [UInt8](repeating: 7, count: 8192))
+        func identity(_ path: String) throws -> WALFileIdentity {
+            let fd = open(path, O_RDONLY)
+            try #require(fd >= 0)
+            defer { close(fd) }
+            return try WALFileIdentity(descriptor: fd, shown: path)
+        }
+        let first = try identity(path)
+        #expect(try identity(path) == first, "reading changes nothing")
+        usleep(10_000)
+        // One byte rewritten with the same value still moves the change time.
+        let fd = open(path, O_WRONLY)
+        try #require(fd >= 0)
+        var seven: UInt8 = 7
+        #expect(pwrite(fd, &seven, 1, 100) == 1)
+        close(fd)
+        let written = try identity(path)
+        #expect(written != first, "a write changes the identity")
+        usleep(10_000)
+        try #require(rename(path, path + ".moved") == 0 && rename(path + ".moved", path) == 0)
+        #expect(try identity(path) != written, "a rename (as PostgreSQL recycles a segment) changes it")
+        let replaced = try identity(path)
+        try #require(unlink(path) == 0)
+        try writeFile(path, [UInt8](repeating: 7, count: 8192))
+        #expect(try identity(path) != replaced, "another file under the name is another identity")
+    }
+
     @Test("with no agent listening the client says so and PostgreSQL retries")
     func noAgent() throws {
         let folder = try TemporaryFolder("wal-client")

@@ -79,9 +79,9 @@ package final class SecretBytes: @unchecked Sendable {
     }
 }
 
-enum Wipe {
+package enum Wipe {
     /// Overwrites an array's bytes with zeros in a way the optimizer cannot drop.
-    public static func bytes(_ array: inout [UInt8]) {
+    package static func bytes(_ array: inout [UInt8]) {
         let count = array.count
         array.withUnsafeMutableBytes { if let base = $0.baseAddress { OPENSSL_cleanse(base, count) } }
     }

@@ -272,9 +272,9 @@ public final class Repository: Sendable {
             logger.warning("skipping key file \(Handle(.key, file.name).path): \(file.size) bytes is not a kho key file")
         }
         let bound = candidates.contains { $0.file.requiresAuthenticatedConfig }
-        candidates.sort { ($0.file.scrypt.cost, $0.name) < ($1.file.scrypt.cost, $1.name) }
+        candidates.sort { ($0.file.cost, $0.name) < ($1.file.cost, $1.name) }
         for (name, keyFile) in candidates {
-            if let why = Scrypt.refusal(keyFile.scrypt) {
+            if let why = keyFile.refusal {
                 logger.warning("skipping key file keys/\(name.prefix(8)): its scrypt parameters are refused (\(why))")
                 continue
             }
@@ -322,7 +322,10 @@ public final class Repository: Sendable {
         var unsigned = config
         unsigned.authenticator = nil
         let configBytes = try unsigned.encodedAuthenticated(key: key)
-        var newFile = try KeyFile.make(master: key, password: password, label: oldFile.label, parameters: oldFile.scrypt)
+        guard let derivation = oldFile.derivation else {
+            throw KhoError(.integrity, "Key \(keyID.prefix(8)) names scrypt without parameters: it is damaged; open the repository with another key.")
+        }
+        var newFile = try KeyFile.make(master: key, password: password, label: oldFile.label, derivation: derivation)
         newFile.created = oldFile.created
         let keyBytes = try newFile.encoded()
         let newID = try SHA256.hash(keyBytes).hex
@@ -349,10 +352,15 @@ public final class Repository: Sendable {
 
     @discardableResult
     package func addKey(password: [UInt8], label: String, parameters: Scrypt.Parameters = .standard) throws -> String {
+        try addKey(password: password, label: label, derivation: .scrypt(parameters))
+    }
+
+    /// Adds a key file that `password` (a key secret's text for `.secret`) opens; returns its ID.
+    package func addKey(password: [UInt8], label: String, derivation: KeyDerivation) throws -> String {
         guard !password.isEmpty else {
             throw KhoError(.usage, "The new password is empty: give a non-empty password.")
         }
-        let keyFile = try KeyFile.make(master: key, password: password, label: label, parameters: parameters,
+        let keyFile = try KeyFile.make(master: key, password: password, label: label, derivation: derivation,
                                        configAuthenticated: configAuthenticated)
         let bytes = try keyFile.encoded()
         let id = try SHA256.hash(bytes).hex

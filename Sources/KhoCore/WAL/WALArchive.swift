@@ -76,8 +76,10 @@ public final class WALArchive: @unchecked Sendable {
     /// Stores one file PostgreSQL archives (`%f` = `name`, its bytes `file`) from the cluster
     /// `identity`. Returns only once the object is durable; throws `.integrity` for everything
     /// PostgreSQL must not be told is archived (another cluster, different content under the
-    /// name, an invalid file) and the storage's own errors otherwise.
-    public func push(name: WALFileName, file: [UInt8], identity: WALClusterIdentity, now: Date = Date()) throws -> WALPushOutcome {
+    /// name, an invalid file) and the storage's own errors otherwise. `digest`, when the caller
+    /// hashed `file` already (the agent does, for its ledger), saves hashing it again.
+    public func push(name: WALFileName, file: [UInt8], identity: WALClusterIdentity, digest known: BlobID? = nil,
+                     now: Date = Date()) throws -> WALPushOutcome {
         let record = try record(for: identity, creatingFrom: name, file: file, now: now)
         let expectation = try record.expectation()
         var pageMagic: UInt16?
@@ -98,7 +100,7 @@ public final class WALArchive: @unchecked Sendable {
         } catch let error as KhoError where error.kind == .source || error.kind == .usage {
             throw KhoError(.integrity, error.message)
         }
-        let digest = try SHA256.hash(file).hex
+        let digest = try (known ?? SHA256.hash(file)).hex
         let meta = WALObjectMeta(cluster: identity.cluster, name: name, size: file.count, sha256: digest,
                                  segmentSize: expectation.segmentSize, pageMagic: pageMagic, pushed: now,
                                  host: host, key: repository.keyID)

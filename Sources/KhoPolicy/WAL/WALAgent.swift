@@ -55,6 +55,10 @@ public final class WALAgent: @unchecked Sendable {
     private var inFlight: Set<String> = []
     private var refusedNames: [String: String] = [:]
     private var backoff: [String: (failures: Int, next: Date)] = [:]
+    /// The identity of each file the read-ahead pushed, by name: a request whose descriptor has
+    /// the same identity is answered without reading and hashing 16 MiB again (the answer is the
+    /// one serial step of PostgreSQL's archiver). Memory only; after a restart requests are hashed.
+    private var pushedIdentities: [String: WALFileIdentity] = [:]
     private var status: WALAgentStatus
     private var clients = 0
     /// Files handed to the uploaders and not finished yet.
@@ -244,12 +248,17 @@ public final class WALAgent: @unchecked Sendable {
     private func readAhead(_ name: WALFileName) {
         defer { release(name) }
         do {
-            guard let file = try WALFileReading.fromPgWal(name, dataDirectory: options.dataDirectory) else { return }
+            guard let (file, identity) = try WALFileReading.fromPgWal(name, dataDirectory: options.dataDirectory) else { return }
             // `.ready` still there after the read means PostgreSQL had not archived (and so not
             // recycled) the file while it was read: the bytes are the file's.
             guard WALReadyQueue.isReady(name, dataDirectory: options.dataDirectory) else { return }
             let digest = try SHA256.hash(file)
             _ = try push(name, file: file, digest: digest, origin: .readAhead)
+            condition.withLock {
+                // A bound, not a cache policy: PostgreSQL asks for files in order, soon after.
+                if pushedIdentities.count >= 4096 { pushedIdentities.removeAll(keepingCapacity: true) }
+                pushedIdentities[name.description] = identity
+            }
         } catch {
             // push recorded what it could; a read error is recorded here.
             if !(error is PushFailure) {
@@ -304,11 +313,33 @@ public final class WALAgent: @unchecked Sendable {
         } catch {
             return .failed((error as? KhoError)?.message ?? "\(error)")
         }
-        let file: [UInt8]
-        let digest: BlobID
         let cluster: SystemIdentifier
+        let identity: WALFileIdentity
         do {
             cluster = try WALClusterIdentity.read(dataDirectory: options.dataDirectory).cluster
+            identity = try WALFileIdentity(descriptor: message.descriptors[0], shown: "the file passed for \(name)")
+        } catch let error as KhoError {
+            return .failed(error.message)
+        } catch {
+            return .failed("\(error)")
+        }
+        let key = name.description
+        // The same file the read-ahead pushed, untouched since: answered from the ledger without
+        // reading it again. Waits first for a push of the name in progress (usually the read-ahead's).
+        let unchanged: Bool = condition.withLock {
+            while inFlight.contains(key) { condition.wait() }
+            guard pushedIdentities[key] == identity, ledger.digest(of: name, cluster: cluster) != nil else { return false }
+            status.answeredAhead += 1
+            status.lastAnswer = Date()
+            return true
+        }
+        if unchanged {
+            if options.verbose { log("\(name): already archived, answered from the read-ahead (same file)") }
+            return .ok("\(name) is archived.")
+        }
+        let file: [UInt8]
+        let digest: BlobID
+        do {
             file = try WALFileReading.fromDescriptor(message.descriptors[0], shown: "the file passed for \(name)")
             digest = try SHA256.hash(file)
         } catch let error as KhoError {
@@ -316,9 +347,8 @@ public final class WALAgent: @unchecked Sendable {
         } catch {
             return .failed("\(error)")
         }
-        // Wait for a push of the same name in progress (usually the read-ahead's), then answer
-        // from what it recorded, or push now.
-        let key = name.description
+        // Another descriptor (a copy, a restarted agent): answered when the ledger holds these
+        // bytes under the name, or pushed now.
         let known: Bool = condition.withLock {
             while inFlight.contains(key) { condition.wait() }
             if ledger.digest(of: name, cluster: cluster) == digest {
@@ -362,7 +392,7 @@ public final class WALAgent: @unchecked Sendable {
         let started = Date()
         do {
             identity = try WALClusterIdentity.read(dataDirectory: options.dataDirectory)
-            outcome = try archive.push(name: name, file: file, identity: identity)
+            outcome = try archive.push(name: name, file: file, identity: identity, digest: digest)
         } catch let error as KhoError where error.kind == .integrity {
             condition.withLock {
                 refusedNames[name.description] = error.message

@@ -12,7 +12,7 @@ enum WALFileReading {
     /// `name` from `<data directory>/pg_wal`, or nil when it is gone (archived and recycled
     /// meanwhile). `pg_wal` itself may be a symlink to another disk, as initdb --waldir makes it;
     /// the file inside is opened without following a link.
-    static func fromPgWal(_ name: WALFileName, dataDirectory: String) throws -> [UInt8]? {
+    static func fromPgWal(_ name: WALFileName, dataDirectory: String) throws -> (file: [UInt8], identity: WALFileIdentity)? {
         let folder = dataDirectory + "/pg_wal"
         let directory = try Syscall.call("open", folder) { open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
         defer { close(directory) }
@@ -21,7 +21,8 @@ enum WALFileReading {
         if code == ENOENT { return nil }
         if code != 0 { throw KhoError.posix("open", path, errno: code) }
         defer { close(fd) }
-        return try fromDescriptor(fd, shown: path)
+        let file = try fromDescriptor(fd, shown: path)
+        return (file, try WALFileIdentity(descriptor: fd, shown: path))
     }
 
     /// The whole file behind `fd`, read from offset 0 whatever the descriptor's position. Only
@@ -54,5 +55,35 @@ enum WALFileReading {
         }
         if total < file.count { file.removeLast(file.count - total) }
         return file
+    }
+}
+
+/// What says a file was not changed since it was read: device, inode, size, and the modification
+/// and change times to the nanosecond. Any write moves the change time (which, unlike the
+/// modification time, no one can set back), so a descriptor with the identity of a file the
+/// read-ahead pushed reads the bytes it pushed; PostgreSQL never writes a segment once it is
+/// `.ready`, and recycles it (a rename and a rewrite, both moving the change time) only after
+/// the archive said "stored".
+struct WALFileIdentity: Equatable, Sendable {
+    var device: UInt64
+    var inode: UInt64
+    var size: Int64
+    var modified: timespec
+    var changed: timespec
+
+    init(descriptor fd: Int32, shown: String) throws {
+        var info = stat()
+        try Syscall.call("fstat", shown) { fstat(fd, &info) }
+        device = UInt64(info.st_dev)
+        inode = UInt64(info.st_ino)
+        size = Int64(info.st_size)
+        modified = info.st_mtim
+        changed = info.st_ctim
+    }
+
+    static func == (a: WALFileIdentity, b: WALFileIdentity) -> Bool {
+        a.device == b.device && a.inode == b.inode && a.size == b.size
+            && a.modified.tv_sec == b.modified.tv_sec && a.modified.tv_nsec == b.modified.tv_nsec
+            && a.changed.tv_sec == b.changed.tv_sec && a.changed.tv_nsec == b.changed.tv_nsec
     }
 }
