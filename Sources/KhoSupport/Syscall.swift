@@ -73,6 +73,32 @@ public enum Syscall {
     public static func readFile(_ path: String, limit: Int) throws -> [UInt8] {
         let fd = try call("open", path) { open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) }
         defer { close(fd) }
-        return try readAll(fd, limit: limit, path)
+        var info = stat()
+        try call("fstat", path) { fstat(fd, &info) }
+        // A regular file is read into one buffer of its size (a 16 MiB WAL segment is not grown
+        // chunk by chunk); whatever it grew by meanwhile, and any other kind of file, is read on.
+        guard info.st_mode & S_IFMT == S_IFREG, info.st_size > 0, info.st_size <= limit else {
+            return try readAll(fd, limit: limit, path)
+        }
+        let expected = Int(info.st_size)
+        var filled = 0
+        var result = try [UInt8](unsafeUninitializedCapacity: expected) { buffer, count in
+            while filled < expected {
+                let n = try call("read", path) { read(fd, buffer.baseAddress! + filled, expected - filled) }
+                if n == 0 { break }
+                filled += n
+            }
+            count = filled
+        }
+        guard filled == expected else { return result }
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = try chunk.withUnsafeMutableBytes { buffer in try call("read", path) { read(fd, buffer.baseAddress!, buffer.count) } }
+            if n == 0 { return result }
+            guard result.count + n <= limit else {
+                throw KhoError(.source, "\(path) is larger than the \(limit) bytes expected of it: check what wrote it.")
+            }
+            result.append(contentsOf: chunk[0..<n])
+        }
     }
 }

@@ -65,17 +65,6 @@ public enum WALObject {
     /// The largest meta JSON a reader accepts (kho writes about 400 bytes).
     static let largestMeta = 64 << 10
 
-    /// The plaintext of a WAL object, before the encoding byte and compression.
-    static func body(file: [UInt8], meta: WALObjectMeta) throws -> [UInt8] {
-        let json = Array(try JSON.encoder.encode(meta))
-        var body: [UInt8] = []
-        body.reserveCapacity(4 + json.count + file.count)
-        withUnsafeBytes(of: UInt32(json.count).littleEndian) { body += $0 }
-        body += json
-        body += file
-        return body
-    }
-
     /// Seals `file` with its meta; compresses when that makes it smaller (a segment closed early by
     /// `archive_timeout` is mostly zeros) and `compressionLevel` is above 0.
     package static func seal(file: [UInt8], meta: WALObjectMeta, cluster: SystemIdentifier, name: WALFileName,
@@ -86,12 +75,29 @@ public enum WALObject {
         guard file.count <= largestSegmentSize else {
             throw KhoError(.source, "\(name) is \(file.count) bytes, more than the \(largestSegmentSize >> 20) MiB kho archives per WAL file: set up the cluster with a WAL segment size of at most 64 MiB.")
         }
-        let body = try body(file: file, meta: meta)
-        var plain: [UInt8] = [0] + body
+        // The encoding byte, then the body, built once: a 16 MiB segment is copied once before
+        // it is compressed, and compressed straight behind its own encoding byte.
+        let json = Array(try JSON.encoder.encode(meta))
+        var stored: [UInt8] = []
+        stored.reserveCapacity(1 + 4 + json.count + file.count)
+        stored.append(0)
+        withUnsafeBytes(of: UInt32(json.count).littleEndian) { stored += $0 }
+        stored += json
+        stored += file
         if compressionLevel > 0 {
-            let compressed = Compressor(level: compressionLevel).compress(body)
-            if !compressed.isEmpty, compressed.count < body.count { plain = [1] + compressed }
+            let bodyCount = stored.count - 1
+            let capacity = Compressor.bound(bodyCount)
+            let compressor = Compressor(level: compressionLevel)
+            let compressed = [UInt8](unsafeUninitializedCapacity: 1 + capacity) { buffer, count in
+                buffer[0] = 1
+                count = stored.withUnsafeBytes { body in
+                    compressor.compress(UnsafeRawBufferPointer(rebasing: body[1...]), into: UnsafeMutableRawPointer(buffer.baseAddress! + 1),
+                                        capacity: capacity, limit: bodyCount).map { 1 + $0 } ?? 0
+                }
+            }
+            if !compressed.isEmpty { stored = compressed }
         }
+        let plain = stored
         return try sealer.seal(plain, context: context(cluster: cluster, name: name))
     }
 
