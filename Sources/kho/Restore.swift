@@ -42,7 +42,7 @@ struct Restore: ParsableCommand {
     @Option(help: "Folder to restore files into.")
     var target: String?
 
-    @Option(name: .customLong("to-database"), help: "Load the dump into this database: postgres://USER@HOST:PORT/DB or mariadb://USER@HOST:PORT/DB.")
+    @Option(name: .customLong("to-database"), help: "Load the dump into this database: postgres://USER@HOST:PORT/DB or mariadb://USER@HOST:PORT/DB (with --pitr: the database as it was at the point).")
     var toDatabase: String?
 
     @Option(name: .customLong("to-data-directory"), help: "Restore a PostgreSQL cluster to a point in time into this new data directory: the base backup of --source before the target and its archived WAL (--at, --restore-point, --lsn or --latest).")
@@ -56,7 +56,7 @@ struct Restore: ParsableCommand {
     @Flag(help: "Write the dump to standard output.")
     var stdout = false
 
-    @Option(help: "Which database of a multi-database snapshot to restore (its name at backup time).")
+    @Option(help: "Which database of a multi-database snapshot to restore (its name at backup time); with --pitr, the database of the recovered cluster.")
     var database: String?
 
     @Option(name: .customLong("password-file"), help: "File holding the target database's password.")
@@ -93,6 +93,13 @@ struct Restore: ParsableCommand {
         let targets = [target != nil, toDatabase != nil, toFile != nil, stdout, toDataDirectory != nil].filter { $0 }.count
         guard targets == 1 else {
             throw ValidationError("Give exactly one place to restore to: --target DIR, --to-database URL, --to-file PATH, --stdout or --to-data-directory DIR.")
+        }
+        if pointInTime.pitr {
+            guard toDatabase != nil else {
+                throw ValidationError("--pitr loads one database of the recovered cluster into --to-database URL; to restore the whole cluster to a point use --to-data-directory without --pitr.")
+            }
+            try pointInTime.validateDatabase(source: source, at: at, snapshot: snapshotArgument ?? snapshotOption, database: database)
+            return
         }
         if toDataDirectory != nil {
             try pointInTime.validate(source: source, at: at, snapshot: snapshotArgument ?? snapshotOption)
@@ -142,6 +149,10 @@ struct Restore: ParsableCommand {
     func run() throws {
         if let toDataDirectory {
             try restorePointInTime(into: toDataDirectory)
+            return
+        }
+        if pointInTime.pitr {
+            try restoreDatabaseAtPoint()
             return
         }
         try repository.withRepository(exclusive: false, command: "restore") { repo in
