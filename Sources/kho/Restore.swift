@@ -205,8 +205,8 @@ struct Restore: ParsableCommand {
         try finish(Verdict(summary))
     }
 
-    static func printComparison(_ comparison: ManifestComparison) {
-        Terminal.out("manifest comparison (recorded at backup → restored):")
+    static func printComparison(_ comparison: ManifestComparison, expected: String = "recorded at backup") {
+        Terminal.out("manifest comparison (\(expected) → restored):")
         for row in comparison.rows {
             let rows = "\(row.expectedRows.map(String.init) ?? "-") → \(row.actualRows.map(String.init) ?? "-")"
             Terminal.out("  \(row.table.rightPad(32)) \(rows.rightPad(24)) \(row.outcome.rawValue)")

@@ -89,7 +89,7 @@ extension Restore {
                     Terminal.out("the database it replaced is kept as \(kept); drop it once you no longer need it")
                 }
                 for note in result.notes { Terminal.out("note: \(note)") }
-                if let comparison = result.comparison { Restore.printComparison(comparison) }
+                if let comparison = result.comparison { Restore.printComparison(comparison, expected: "in the recovered cluster") }
                 if let schema = result.schema { Restore.printSchema(schema) }
                 Terminal.out("RTO (first repository read to the database loaded and compared): \(Format.duration(summary.rtoSeconds))")
             }

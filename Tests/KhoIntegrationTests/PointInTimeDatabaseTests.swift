@@ -32,6 +32,15 @@ struct PointInTimeDatabaseTests {
         let env: [String: String?] = ["TMPDIR": tmp]
         func scratchFolders() -> [String] { ((try? FileManager.default.contentsOfDirectory(atPath: tmp)) ?? ["kho-(tmp unlistable)"]).filter { $0.hasPrefix("kho-") } }
 
+        // Options that do not go together are refused before the repository is opened.
+        for (arguments, says) in [(["--pitr", "--at", "2026-11-28 14:02:59", "--to-database", "postgres://postgres@127.0.0.1/x"], "--database"),
+                                  (["--pitr", "--latest", "--database", "d", "--to-database", "postgres://postgres@127.0.0.1/x", "--start"], "--to-data-directory"),
+                                  (["--pitr", "--latest", "--database", "d", "--to-file", sandbox.path("x.sql")], "--to-database"),
+                                  (["--pitr", "--database", "d", "--to-database", "postgres://postgres@127.0.0.1/x"], "exactly one recovery target")] {
+            let refused = try sandbox.kho(["restore", "--source", archive.source] + arguments, env: env)
+            #expect(refused.exitCode == 2 && refused.err.contains(says), "\(refused)")
+        }
+
         try pg.psql("CREATE ROLE ho_tich_owner NOLOGIN; CREATE DATABASE ho_tich OWNER ho_tich_owner; CREATE DATABASE other;")
         try pg.psql("""
             SET ROLE ho_tich_owner;
