@@ -19,6 +19,11 @@ struct Restore: ParsableCommand {
         exists and has tables is refused unless --replace, which loads into a new database and swaps
         it in only after the load succeeded (the old one is kept under a new name).
 
+        With --pitr (and --database, --to-database), one PostgreSQL database of the source's cluster
+        as it was at --at (or --restore-point, --lsn, --latest): the cluster is recovered from its
+        base backup and archived WAL in a private scratch cluster, and the database carried over by
+        the same restore, compared with the recovered one.
+
         Exit 12 when data is damaged or the restored database does not match the snapshot's manifest.
         """
     )
@@ -292,7 +297,8 @@ struct Restore: ParsableCommand {
         let restore = try spec.restore(options: options, dumpFile: file, recorded: expected,
                                        files: try SnapshotFiles(repository: repo, index: index, snapshot: snap))
         let plan = try restore.plan()
-        let header = "Plan: restore \(file) of \(describe(snap)) into \(engine)://\(endpoint.user)@\(endpoint.host):\(endpoint.port)/\(endpoint.database)"
+        var header = "Plan: restore \(file) of \(describe(snap)) into \(engine)://\(endpoint.user)@\(endpoint.host):\(endpoint.port)/\(endpoint.database)"
+        if spec.kind == .postgres, let hint = pointInTimeHint(repo, snapshot: snap, database: expected?.name ?? endpoint.database) { header += "\n" + hint }
         if !plan.refusals.isEmpty {
             if !json { Terminal.write(STDERR_FILENO, ([header] + plan.lines).joined(separator: "\n") + "\n") }
             throw plan.refusal
@@ -316,6 +322,20 @@ struct Restore: ParsableCommand {
             if let schema = result.schema { Restore.printSchema(schema) }
         }
         try finish(result.equal ? .success : .damaged)
+    }
+
+    /// With --at, when the dump is older than the time asked for and the source's WAL archive
+    /// reaches that time: the line saying that --pitr would restore the database as it was then.
+    private func pointInTimeHint(_ repo: Repository, snapshot: Snapshot, database: String) -> String? {
+        guard let at, let source, let instant = LocalTime.parse(at, zone: displayZone), snapshot.time < instant else { return nil }
+        do {
+            _ = try PointInTimePlan.make(repository: repo, source: source, target: .time(instant), baseBackup: nil)
+        } catch {
+            // A hint only: without an archive, a base backup or continuity to the time there is
+            // nothing to suggest, and the dump's restore goes on as asked.
+            return nil
+        }
+        return "  note: the dump is \(Format.duration(instant.timeIntervalSince(snapshot.time))) older than --at; source \(source)'s archived WAL reaches that time: add --pitr --database \(database) to restore the database as it was at exactly \(Format.namedTime(instant, displayZone))"
     }
 
     static func printSchema(_ schema: SchemaComparison) {

@@ -19,7 +19,7 @@ private func isoUTC(_ date: Date) -> String {
 @Suite("one database restored as it was at a point, under a new name", .serialized,
        .enabled(if: ScratchPostgres.isAvailable, Comment(rawValue: ScratchPostgres.unavailableReason ?? "")))
 struct PointInTimeDatabaseTests {
-    @Test("--pitr --at T-1s --database: the copy on another server has the rows of T and none of the later commits, compares equal, its owner mapped by --map-role; an unknown database is a usage error and a WAL gap refuses with exit 12, neither creating anything on the target or leaving a scratch folder")
+    @Test("--pitr --at T-1s --database: the copy on another server has the rows of T and none of the later commits, compares equal, its owner mapped by --map-role; --at without --pitr restores the older dump and names --pitr; an interrupted restore, an unknown database (usage error) and a WAL gap (exit 12) leave no scratch folder and nothing on the target")
     func databaseAsItWasUnderNewName() throws {
         let archive = try Archive("pitr-db")
         let sandbox = archive.sandbox
@@ -49,6 +49,8 @@ struct PointInTimeDatabaseTests {
             CREATE TABLE ticks(n int PRIMARY KEY);
             """, database: "ho_tich")
         try sandbox.ok("backup", "--postgres-base", "postgres://postgres@127.0.0.1:\(pg.port)", "--source-name", archive.source, "--checkpoint", "fast")
+        // A nightly dump of the same source, older than the target.
+        try sandbox.ok("backup", "--postgres", pg.url("ho_tich"), "--source-name", archive.source)
         for n in 1...10 { try pg.psql("INSERT INTO ticks VALUES (\(n));", database: "ho_tich") }
         // A segment of its own between the base backup and the target (the gap below removes it).
         _ = try pg.switchAndWaitArchived(timeout: 90)
@@ -86,6 +88,25 @@ struct PointInTimeDatabaseTests {
         #expect(try copies.value("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'ho_tich_1403';") == "ho_tich_owner_1403")
         #expect(try copies.value("SELECT count(*) FROM pg_roles WHERE rolname = 'ho_tich_owner';") == "0")
         #expect(scratchFolders().isEmpty, "the scratch cluster was left behind: \(scratchFolders())")
+
+        // --at without --pitr keeps its meaning, the newest dump before the time, and its plan says
+        // that --pitr reaches the time itself.
+        let fromDump = try sandbox.kho(["restore", "--source", archive.source, "--at", isoUTC(target), "--to-database", copies.url("from_dump"), "--yes"], env: env)
+        #expect(fromDump.exitCode == 0 && fromDump.err.contains("add --pitr --database ho_tich"), "\(fromDump)")
+        #expect(try copies.value("SELECT count(*) FROM ticks;", database: "from_dump") == "0")
+
+        // Interrupted while the scratch cluster is being made: it goes, with everything in it.
+        let interrupted = try sandbox.start(["restore", "--source", archive.source, "--pitr", "--at", isoUTC(target), "--database", "ho_tich",
+                                             "--to-database", copies.url("interrupted_copy"), "--yes"], env: env)
+        try ServerSupport.waitUntil("the restore has a scratch folder", timeout: 60) {
+            if !interrupted.isRunning { throw ServerError("kho ended before it made a scratch folder: \(interrupted.wait())") }
+            return !scratchFolders().isEmpty
+        }
+        let made = scratchFolders()
+        interrupted.send(SIGTERM)
+        let ended = interrupted.wait()
+        #expect(ended.exitCode == 128 + SIGTERM && ended.err.contains("interrupted"), "\(ended)")
+        #expect(scratchFolders().isEmpty, "the interrupted restore left \(scratchFolders()) (it had \(made))")
 
         // A database the recovered cluster does not hold: a usage error naming those it does.
         let unknown = try restore(database: "ho_tich_typo", into: "typo_copy")
