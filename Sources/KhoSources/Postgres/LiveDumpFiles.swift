@@ -45,7 +45,8 @@ public final class LiveDumpFiles: DumpFiles {
         serverVersion = facts.version
         let described = try PostgresSource.describe(connection, database: database, sizeBytes: facts.size, sequenceValues: nil)
         recorded = described.entry
-        small = [described.entry.schemaFile ?? "": described.schema, described.entry.globalsFile ?? "": described.globals]
+        let files = PostgresSource.files(database)
+        small = [files.schema: described.schema, files.globals: described.globals]
     }
 
     /// The databases of the cluster that take connections, by name.
