@@ -29,7 +29,9 @@ struct PointInTimeDatabaseTests {
         let tmp = sandbox.path("tmp")
         try makeDirectories(tmp)
         chmod(tmp, 0o755)
-        let env: [String: String?] = ["TMPDIR": tmp]
+        let state = sandbox.path("state")
+        try makeDirectories(state)
+        let env: [String: String?] = ["TMPDIR": tmp, "KHO_STATE_DIR": state]
         func scratchFolders() -> [String] { ((try? FileManager.default.contentsOfDirectory(atPath: tmp)) ?? ["kho-(tmp unlistable)"]).filter { $0.hasPrefix("kho-") } }
 
         // Options that do not go together are refused before the repository is opened.
@@ -53,7 +55,7 @@ struct PointInTimeDatabaseTests {
         try sandbox.ok("backup", "--postgres", pg.url("ho_tich"), "--source-name", archive.source)
         for n in 1...10 { try pg.psql("INSERT INTO ticks VALUES (\(n));", database: "ho_tich") }
         // A segment of its own between the base backup and the target (the gap below removes it).
-        _ = try pg.switchAndWaitArchived(timeout: 90)
+        let beforeTarget = try pg.switchAndWaitArchived(timeout: 90)
         usleep(1_200_000)
         let target = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down))
         usleep(1_200_000)
@@ -118,14 +120,18 @@ struct PointInTimeDatabaseTests {
         // The segment between the base backup and the target removed: refused before anything is restored.
         let walFolder = sandbox.repo + "/wal"
         let clusterFolder = try #require(try FileManager.default.contentsOfDirectory(atPath: walFolder).first)
-        let logFolder = try #require(try FileManager.default.contentsOfDirectory(atPath: walFolder + "/" + clusterFolder).filter { $0.count == 16 }.sorted().last)
-        let segments = try FileManager.default.contentsOfDirectory(atPath: walFolder + "/\(clusterFolder)/\(logFolder)").filter { $0.count == 24 }.sorted()
-        try #require(segments.count >= 3, "\(segments)")
-        try FileManager.default.removeItem(atPath: walFolder + "/\(clusterFolder)/\(logFolder)/" + segments[segments.count - 2])
+        try FileManager.default.removeItem(atPath: walFolder + "/\(clusterFolder)/\(beforeTarget.prefix(16))/\(beforeTarget)")
         let refused = try restore(database: "ho_tich", into: "gap_copy")
         #expect(refused.exitCode == 12, "\(refused)")
         #expect(refused.err.contains("gap"), "\(refused)")
         #expect(try copies.value("SELECT count(*) FROM pg_database WHERE datname = 'gap_copy';") == "0")
         #expect(scratchFolders().isEmpty, "the scratch cluster was left behind: \(scratchFolders())")
+
+        // Each is a restore in the audit ledger, with its outcome.
+        let log = try sandbox.kho(["audit", "log", "--json"], env: env)
+        let entries = try #require(try? log.json() as? [[String: Any]], "\(log)")
+        let outcomes = entries.filter { $0["command"] as? String == "restore" && ($0["arguments"] as? [String])?.contains("--pitr") == true }
+            .compactMap { $0["outcome"] as? String }
+        #expect(outcomes.contains("success") && outcomes.contains { $0.hasPrefix("exit 2") } && outcomes.contains { $0.hasPrefix("exit 12") }, "\(outcomes)")
     }
 }
