@@ -43,7 +43,7 @@ struct PointInTimeOptions: ParsableArguments {
 
     func refuseWithoutDataDirectory() throws {
         if given {
-            throw ValidationError("--restore-point, --lsn, --latest, --base-backup, --start, --port, --owner, --keep-archiving and --recovery-timeout go with --to-data-directory.")
+            throw ValidationError("--restore-point, --lsn, --latest, --base-backup and --recovery-timeout go with --to-data-directory or --pitr; --start, --port, --owner and --keep-archiving with --to-data-directory.")
         }
     }
 
