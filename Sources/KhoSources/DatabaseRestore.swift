@@ -101,10 +101,10 @@ struct RestoreRequest {
     var target: DatabaseEndpoint
     var options: DatabaseRestoreOptions
     var sourceName: String
-    /// The stored dump file and, when the snapshot has a manifest, its database's part.
+    /// The dump file and, when the snapshot has a manifest (a live dump always has one), its database's part.
     var dumpFile: String
     var recorded: DumpManifest.Database?
-    var files: SnapshotFiles
+    var files: any DumpFiles
 }
 
 /// How a load ended: what the engine's restorer reports back to `DatabaseRestore`.
@@ -149,7 +149,7 @@ public struct DatabaseRestore {
     public static let jsonLimit = 256 << 20
 
     public init(engine: SourceKind, target: DatabaseEndpoint, options: DatabaseRestoreOptions, sourceName: String,
-                dumpFile: String, recorded: DumpManifest.Database?, files: SnapshotFiles) throws {
+                dumpFile: String, recorded: DumpManifest.Database?, files: any DumpFiles) throws {
         guard engine == .postgres || engine == .mariadb else {
             throw KhoError(.usage, "Restoring into \(engine.rawValue) databases is not supported: use --to-file and load it with the engine's tools.")
         }

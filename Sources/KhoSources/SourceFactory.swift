@@ -52,7 +52,7 @@ extension SourceSpec {
     /// The restore that puts the dump `dumpFile` of `files` back into this source's endpoint's
     /// database (`DatabaseRestore`, the path drills take too).
     public func restore(options: DatabaseRestoreOptions, dumpFile: String, recorded: DumpManifest.Database?,
-                        files: SnapshotFiles) throws -> DatabaseRestore {
+                        files: any DumpFiles) throws -> DatabaseRestore {
         try DatabaseRestore(engine: kind, target: try restoreTarget(), options: options, sourceName: name, dumpFile: dumpFile,
                             recorded: recorded, files: files)
     }

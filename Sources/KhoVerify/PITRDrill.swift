@@ -115,40 +115,13 @@ extension DrillRunner {
         }
         evidence.checks.append(.init(.walContinuity, outcome: .pass,
                                      output: "continuous from \(plan.manifest.startSegment) to \(plan.continuity.reached?.description ?? "-")"))
-        let bin = "/usr/lib/postgresql/\(plan.manifest.majorVersion)/bin"
-        guard access(bin + "/pg_ctl", X_OK) == 0 else {
-            throw KhoError(.failure, "Base backup \(choice.base.shortID) is of PostgreSQL \(plan.manifest.majorVersion), whose server programs (\(bin)) are not installed here: install postgresql-\(plan.manifest.majorVersion) for the drill.")
-        }
         var phases: [String: Double] = [:]
-        var recovered: PointInTimeRestore.Recovered?
         var recoveryBegan = false
-        let scratch: ScratchPostgres
+        let recovery: ScratchRecovery
         do {
-            scratch = try ScratchPostgres(recovering: bin, superuser: plan.manifest.superuser) { folder, owner in
-                // Restored as root in a folder of root's (the restorer refuses a path another user
-                // could change under it), then moved into the server's folder whole.
-                let restoreFolder = try ScratchFolder()
-                defer { restoreFolder.tearDown() }
-                let staging = restoreFolder.directory + "/restore"
-                let warnings = Locked<[String]>([])
-                do {
-                    _ = try PointInTimeRestore.restoreFiles(repository: repository, plan: plan, into: staging) { message in
-                        warnings.withLock { if $0.count < 20 { $0.append(message) } }
-                    }
-                } catch let error as KhoError where error.kind == .integrity {
-                    // What the restorer warned about is the evidence: a damaged pack, a missing blob.
-                    throw KhoError(.integrity, ([error.message] + warnings.current).joined(separator: "\n"))
-                }
-                let data = folder + "/data"
-                try DataDirectoryTarget.place(staging + "/data", at: data, owner: owner)
-                try PITRScratchConfiguration.replace(in: data, socketFolder: folder, superuser: plan.manifest.superuser,
-                                                     settings: plan.manifest.settings, owner: owner)
-                phases["files"] = Date().timeIntervalSince(realStart)
-                let recoveryStart = Date()
+            recovery = try ScratchRecovery(repository: repository, plan: plan, began: realStart) {
                 recoveryBegan = true
-                recovered = try PointInTimeRestore.recover(repository: repository, plan: plan, dataDirectory: data, socketFolder: folder, owner: owner,
-                                                           port: nil, keepArchiving: false, timeout: 7200, logFile: folder + "/recovery.log")
-                phases["recovery"] = Date().timeIntervalSince(recoveryStart)
+                phases["files"] = Date().timeIntervalSince(realStart)
             }
         } catch let error as KhoError where recoveryBegan && error.kind == .failure {
             // The files were restored and the server started with kho's configuration: a recovery
@@ -160,11 +133,14 @@ extension DrillRunner {
             evidence.pitr = pitr
             return
         }
+        let scratch = recovery.scratch
+        let recovered = recovery.recovered
         defer { scratch.tearDown() }
+        phases["files"] = recovery.filesSeconds
+        phases["recovery"] = recovery.recoverySeconds
         evidence.scratch = "postgres cluster recovered from base backup \(choice.base.shortID) on socket \(scratch.directory) (no TCP port, peer authentication, kho's configuration)"
         evidence.rtoSeconds = Date().timeIntervalSince(realStart)
         let checksStart = Date()
-        guard let recovered else { throw KhoError(.failure, "The recovered cluster was not started: report this as a bug.") }
         pitr.reachedLSN = recovered.reached.redoDone
         pitr.reachedStop = recovered.reached.stoppedAt
         pitr.reachedCommitTime = recovered.reached.lastCommit
@@ -283,7 +259,7 @@ enum PITRScratchConfiguration {
             tablespaces = try FileManager.default.contentsOfDirectory(atPath: data + "/pg_tblspc")
         }
         guard tablespaces.isEmpty else {
-            throw KhoError(.usage, "The base backup has tablespaces (pg_tblspc), which a PITR drill does not yet recover into a scratch folder: drill the source's dumps instead.")
+            throw KhoError(.usage, "The base backup has tablespaces (pg_tblspc), which kho does not yet recover into a scratch folder (PITR drills, restores of one database to a point): drill or restore the source's dumps instead.")
         }
         let auto = data + "/postgresql.auto.conf"
         if rename(auto, auto + ".kho-restored") != 0 && errno != ENOENT { throw KhoError.posix("rename", auto, errno: errno) }

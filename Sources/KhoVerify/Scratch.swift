@@ -34,7 +34,12 @@ public enum ScratchRegistry {
     public static func tearDownAll() {
         interrupted.withLock { $0 = true }
         Shell.killRunning()
-        for target in live.current.values { target.tearDown(interrupting: true) }
+        let targets = Array(live.current.values)
+        for target in targets { target.tearDown(interrupting: true) }
+        // kho's own threads run on until the process exits: a restore into a scratch folder torn
+        // down first can create it again by name (its target's missing folders) while a scratch
+        // server is still being stopped. Removed once more, last.
+        for target in targets { target.removeFolder() }
         for action in interruptActions.current.values { action() }
     }
 }
@@ -67,8 +72,7 @@ public class ScratchTarget: @unchecked Sendable {
             // A helper killed by an interruption may have left a child behind (initdb's server,
             // a postmaster pg_ctl had just forked): nothing that names the folder may survive it.
             Shell.killProcesses(naming: directory)
-            // try?: the folder is private (0700) and in TMPDIR; a teardown must go on to unregister whatever is left.
-            try? FileManager.default.removeItem(atPath: directory)
+            removeFolder()
             done = true
             ScratchRegistry.unregister(self)
         }
@@ -80,6 +84,22 @@ public class ScratchTarget: @unchecked Sendable {
     }
 
     func stop() {}
+
+    /// Removes the folder. After an interruption kho's restore threads may still be writing into
+    /// it (files of a base backup): a pass that meets their new files fails, so it is repeated,
+    /// for a few seconds at most, until the folder is gone (their writes then fail).
+    func removeFolder() {
+        let deadline = Date().addingTimeInterval(5)
+        while true {
+            // try?: the folder is private (0700) and in TMPDIR; a teardown must go on to unregister
+            // whatever is left, and the loop checks whether it is gone.
+            try? FileManager.default.removeItem(atPath: directory)
+            var info = stat()
+            if lstat(directory, &info) != 0 && errno == ENOENT { return }
+            if Date() > deadline { return }
+            usleep(10_000)
+        }
+    }
 
     deinit { tearDown() }
 }

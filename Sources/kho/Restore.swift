@@ -19,6 +19,11 @@ struct Restore: ParsableCommand {
         exists and has tables is refused unless --replace, which loads into a new database and swaps
         it in only after the load succeeded (the old one is kept under a new name).
 
+        With --pitr (and --database, --to-database), one PostgreSQL database of the source's cluster
+        as it was at --at (or --restore-point, --lsn, --latest): the cluster is recovered from its
+        base backup and archived WAL in a private scratch cluster, and the database carried over by
+        the same restore, compared with the recovered one.
+
         Exit 12 when data is damaged or the restored database does not match the snapshot's manifest.
         """
     )
@@ -42,7 +47,7 @@ struct Restore: ParsableCommand {
     @Option(help: "Folder to restore files into.")
     var target: String?
 
-    @Option(name: .customLong("to-database"), help: "Load the dump into this database: postgres://USER@HOST:PORT/DB or mariadb://USER@HOST:PORT/DB.")
+    @Option(name: .customLong("to-database"), help: "Load the dump into this database: postgres://USER@HOST:PORT/DB or mariadb://USER@HOST:PORT/DB (with --pitr: the database as it was at the point).")
     var toDatabase: String?
 
     @Option(name: .customLong("to-data-directory"), help: "Restore a PostgreSQL cluster to a point in time into this new data directory: the base backup of --source before the target and its archived WAL (--at, --restore-point, --lsn or --latest).")
@@ -56,7 +61,7 @@ struct Restore: ParsableCommand {
     @Flag(help: "Write the dump to standard output.")
     var stdout = false
 
-    @Option(help: "Which database of a multi-database snapshot to restore (its name at backup time).")
+    @Option(help: "Which database of a multi-database snapshot to restore (its name at backup time); with --pitr, the database of the recovered cluster.")
     var database: String?
 
     @Option(name: .customLong("password-file"), help: "File holding the target database's password.")
@@ -93,6 +98,13 @@ struct Restore: ParsableCommand {
         let targets = [target != nil, toDatabase != nil, toFile != nil, stdout, toDataDirectory != nil].filter { $0 }.count
         guard targets == 1 else {
             throw ValidationError("Give exactly one place to restore to: --target DIR, --to-database URL, --to-file PATH, --stdout or --to-data-directory DIR.")
+        }
+        if pointInTime.pitr {
+            guard toDatabase != nil else {
+                throw ValidationError("--pitr loads one database of the recovered cluster into --to-database URL; to restore the whole cluster to a point use --to-data-directory without --pitr.")
+            }
+            try pointInTime.validateDatabase(source: source, at: at, snapshot: snapshotArgument ?? snapshotOption, database: database)
+            return
         }
         if toDataDirectory != nil {
             try pointInTime.validate(source: source, at: at, snapshot: snapshotArgument ?? snapshotOption)
@@ -142,6 +154,10 @@ struct Restore: ParsableCommand {
     func run() throws {
         if let toDataDirectory {
             try restorePointInTime(into: toDataDirectory)
+            return
+        }
+        if pointInTime.pitr {
+            try restoreDatabaseAtPoint()
             return
         }
         try repository.withRepository(exclusive: false, command: "restore") { repo in
@@ -194,8 +210,8 @@ struct Restore: ParsableCommand {
         try finish(Verdict(summary))
     }
 
-    static func printComparison(_ comparison: ManifestComparison) {
-        Terminal.out("manifest comparison (recorded at backup → restored):")
+    static func printComparison(_ comparison: ManifestComparison, expected: String = "recorded at backup") {
+        Terminal.out("manifest comparison (\(expected) → restored):")
         for row in comparison.rows {
             let rows = "\(row.expectedRows.map(String.init) ?? "-") → \(row.actualRows.map(String.init) ?? "-")"
             Terminal.out("  \(row.table.rightPad(32)) \(rows.rightPad(24)) \(row.outcome.rawValue)")
@@ -281,7 +297,8 @@ struct Restore: ParsableCommand {
         let restore = try spec.restore(options: options, dumpFile: file, recorded: expected,
                                        files: try SnapshotFiles(repository: repo, index: index, snapshot: snap))
         let plan = try restore.plan()
-        let header = "Plan: restore \(file) of \(describe(snap)) into \(engine)://\(endpoint.user)@\(endpoint.host):\(endpoint.port)/\(endpoint.database)"
+        var header = "Plan: restore \(file) of \(describe(snap)) into \(engine)://\(endpoint.user)@\(endpoint.host):\(endpoint.port)/\(endpoint.database)"
+        if spec.kind == .postgres, let hint = pointInTimeHint(repo, snapshot: snap, database: expected?.name ?? endpoint.database) { header += "\n" + hint }
         if !plan.refusals.isEmpty {
             if !json { Terminal.write(STDERR_FILENO, ([header] + plan.lines).joined(separator: "\n") + "\n") }
             throw plan.refusal
@@ -305,6 +322,20 @@ struct Restore: ParsableCommand {
             if let schema = result.schema { Restore.printSchema(schema) }
         }
         try finish(result.equal ? .success : .damaged)
+    }
+
+    /// With --at, when the dump is older than the time asked for and the source's WAL archive
+    /// reaches that time: the line saying that --pitr would restore the database as it was then.
+    private func pointInTimeHint(_ repo: Repository, snapshot: Snapshot, database: String) -> String? {
+        guard let at, let source, let instant = LocalTime.parse(at, zone: displayZone), snapshot.time < instant else { return nil }
+        do {
+            _ = try PointInTimePlan.make(repository: repo, source: source, target: .time(instant), baseBackup: nil)
+        } catch {
+            // A hint only: without an archive, a base backup or continuity to the time there is
+            // nothing to suggest, and the dump's restore goes on as asked.
+            return nil
+        }
+        return "  note: the dump is \(Format.duration(instant.timeIntervalSince(snapshot.time))) older than --at; source \(source)'s archived WAL reaches that time: add --pitr --database \(database) to restore the database as it was at exactly \(Format.namedTime(instant, displayZone))"
     }
 
     static func printSchema(_ schema: SchemaComparison) {

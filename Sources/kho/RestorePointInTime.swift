@@ -7,16 +7,16 @@ import KhoSupport
 
 /// The options of `kho restore --to-data-directory`: where recovery stops and what happens after.
 struct PointInTimeOptions: ParsableArguments {
-    @Option(name: .customLong("restore-point"), help: "With --to-data-directory: recover to this restore point (kho's markers beside dumps, or one made with pg_create_restore_point and --base-backup).")
+    @Option(name: .customLong("restore-point"), help: "With --to-data-directory or --pitr: recover to this restore point (kho's markers beside dumps, or one made with pg_create_restore_point and --base-backup).")
     var restorePoint: String?
 
-    @Option(help: "With --to-data-directory: recover up to this WAL position, e.g. 3/5A0012F8.")
+    @Option(help: "With --to-data-directory or --pitr: recover up to this WAL position, e.g. 3/5A0012F8.")
     var lsn: String?
 
-    @Flag(help: "With --to-data-directory: recover everything archived.")
+    @Flag(help: "With --to-data-directory or --pitr: recover everything archived.")
     var latest = false
 
-    @Option(name: .customLong("base-backup"), help: "With --to-data-directory: start from this base backup (ID or prefix) instead of the newest before the target.")
+    @Option(name: .customLong("base-backup"), help: "With --to-data-directory or --pitr: start from this base backup (ID or prefix) instead of the newest before the target.")
     var baseBackup: String?
 
     @Flag(help: "With --to-data-directory: start the recovered cluster, serve it the WAL, and wait until it has reached the target and been promoted.")
@@ -31,8 +31,11 @@ struct PointInTimeOptions: ParsableArguments {
     @Flag(name: .customLong("keep-archiving"), help: "With --to-data-directory: keep archive_mode as the backup had it (by default it is turned off: a copy must not write into its original's archive).")
     var keepArchiving = false
 
-    @Option(name: .customLong("recovery-timeout"), help: "With --start: how long to wait for recovery, e.g. 30m (default 2h).")
+    @Option(name: .customLong("recovery-timeout"), help: "With --start or --pitr: how long to wait for recovery, e.g. 30m (default 2h).")
     var recoveryTimeout: String?
+
+    @Flag(help: "With --to-database, --database and --source: recover the source's cluster to the point (--at, --restore-point, --lsn or --latest) in a private scratch cluster, and load that database as it was then into the target under its name there.")
+    var pitr = false
 
     var given: Bool {
         restorePoint != nil || lsn != nil || latest || baseBackup != nil || start || port != nil || owner != nil || keepArchiving || recoveryTimeout != nil
@@ -40,7 +43,24 @@ struct PointInTimeOptions: ParsableArguments {
 
     func refuseWithoutDataDirectory() throws {
         if given {
-            throw ValidationError("--restore-point, --lsn, --latest, --base-backup, --start, --port, --owner, --keep-archiving and --recovery-timeout go with --to-data-directory.")
+            throw ValidationError("--restore-point, --lsn, --latest, --base-backup and --recovery-timeout go with --to-data-directory or --pitr; --start, --port, --owner and --keep-archiving with --to-data-directory.")
+        }
+    }
+
+    /// `--pitr`: one database of the cluster recovered to a point, loaded into --to-database.
+    func validateDatabase(source: String?, at: String?, snapshot: String?, database: String?) throws {
+        guard source != nil, snapshot == nil else {
+            throw ValidationError("--pitr recovers a source's cluster: give --source NAME (the name its WAL is archived under), not a snapshot.")
+        }
+        guard database != nil else {
+            throw ValidationError("--pitr needs --database NAME: the database of the recovered cluster to load into --to-database.")
+        }
+        if start || port != nil || owner != nil || keepArchiving {
+            throw ValidationError("--start, --port, --owner and --keep-archiving go with --to-data-directory: --pitr recovers into a private scratch cluster it removes afterwards.")
+        }
+        let targets = [at != nil, restorePoint != nil, lsn != nil, latest].filter { $0 }.count
+        guard targets == 1 else {
+            throw ValidationError("Give exactly one recovery target: --at TIME, --restore-point NAME, --lsn X/X or --latest.")
         }
     }
 
@@ -61,11 +81,7 @@ extension Restore {
     /// `kho restore --source NAME --to-data-directory DIR` (docs/design/pitr.md section 6).
     func restorePointInTime(into directory: String) throws {
         let zone = displayZone
-        let target: RecoveryTarget
-        if let at { target = .time(try LocalTime.parse(at, option: "--at", zone: zone)) }
-        else if let name = pointInTime.restorePoint { target = try RecoveryTarget.restorePoint(checking: name) }
-        else if let lsn = pointInTime.lsn { target = .lsn(try LSN(parsing: lsn)) }
-        else { target = .latest }
+        let target = try recoveryTarget()
         let timeout = try pointInTime.recoveryTimeout.map { try DurationText.parse($0, option: "--recovery-timeout") } ?? 7200
         let ownerName = pointInTime.owner ?? "postgres"
         guard let account = getpwnam(ownerName) else {
@@ -144,7 +160,15 @@ extension Restore {
         }
     }
 
-    private func describeTarget(_ target: RecoveryTarget, _ zone: TimeZone) -> String {
+    /// Where recovery stops: --at, --restore-point, --lsn or --latest (validate() allows one).
+    func recoveryTarget() throws -> RecoveryTarget {
+        if let at { return .time(try LocalTime.parse(at, option: "--at", zone: displayZone)) }
+        if let name = pointInTime.restorePoint { return try RecoveryTarget.restorePoint(checking: name) }
+        if let lsn = pointInTime.lsn { return .lsn(try LSN(parsing: lsn)) }
+        return .latest
+    }
+
+    func describeTarget(_ target: RecoveryTarget, _ zone: TimeZone) -> String {
         if case .time(let date) = target { return "time \(Format.namedTime(date, zone))" }
         return target.description
     }

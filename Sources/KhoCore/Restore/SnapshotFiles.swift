@@ -4,7 +4,7 @@ import KhoSupport
 /// The files at the root of a stream snapshot (a database dump, its schema fingerprint, its
 /// globals), read from the repository on demand: what a database restore reads, whether an
 /// operator runs it or a drill does.
-public struct SnapshotFiles {
+public struct SnapshotFiles: DumpFiles {
     public let repository: Repository
     public let index: MasterIndex
     public let snapshot: Snapshot

@@ -82,6 +82,39 @@ public struct PostgresSource: BackupSource {
         try PostgresConnection(endpoint: endpoint, database: database, source: name)
     }
 
+    /// The server's version and the database's size, for the manifest.
+    static func facts(_ connection: PostgresConnection) throws -> (version: String, size: Int64) {
+        let facts = try connection.query("SELECT current_setting('server_version'), pg_database_size(current_database())").first ?? []
+        return ((facts.first ?? nil) ?? "", Int64((facts.count > 1 ? facts[1] : nil) ?? "0") ?? 0)
+    }
+
+    /// What a dump records of a database besides the dump itself, read on `connection` inside the
+    /// dump's exported snapshot: the manifest's entry, the schema fingerprint and the globals.
+    struct Described {
+        var entry: DumpManifest.Database
+        var schema: [UInt8]
+        var globals: [UInt8]
+    }
+
+    /// Reads what `Described` holds. The tables first: the fingerprint fixes output settings that
+    /// the checksums must not see. `sequenceValues`: what the dump set its sequences to, when it
+    /// has been read already.
+    static func describe(_ connection: PostgresConnection, database: String, sizeBytes: Int64,
+                         sequenceValues: [String: PostgresSequenceScanner.Value]?) throws -> Described {
+        let files = PostgresSource.files(database)
+        let tables = try PostgresManifest.tables(connection)
+        let (fingerprint, globals) = try PostgresFingerprint.read(connection, local: true, sequenceValues: sequenceValues)
+        let entry = DumpManifest.Database(name: database, file: files.dump, sizeBytes: sizeBytes, tables: tables,
+                                          schemaFile: files.schema, schemaDigest: try fingerprint.digest, globalsFile: files.globals)
+        return Described(entry: entry, schema: try fingerprint.encoded(), globals: try globals.encoded())
+    }
+
+    /// `pg_dump` of `database` reading the exported `snapshot` (not started).
+    func dumpStream(_ pgDump: String, database: String, snapshot: String) throws -> CommandStream {
+        CommandStream(command: "exec \(shellQuote(pgDump)) --format=plain --snapshot=\(shellQuote(snapshot)) -w",
+                      displayName: "source \(name): pg_dump \(database)", environment: try environment(database: database), timeout: limits.timeout)
+    }
+
     public func dumpPlan() throws -> DumpPlan {
         let pgDump = try tool("pg_dump")
         // Reach the server first, so that a wrong password or host gets one clear sentence.
@@ -116,12 +149,9 @@ public struct PostgresSource: BackupSource {
                 case .made(let made): pitrMarker = made
                 case .none(let why): markerAbsent = String(why.prefix(300))
                 }
-                let facts = try connection.query("SELECT current_setting('server_version'), pg_database_size(current_database())").first ?? []
-                version.withLock { $0 = (facts.first ?? nil) ?? "" }
-                let size = Int64((facts.count > 1 ? facts[1] : nil) ?? "0") ?? 0
-                let stream = CommandStream(
-                    command: "exec \(shellQuote(pgDump)) --format=plain --snapshot=\(shellQuote(snapshotID)) -w",
-                    displayName: "source \(name): pg_dump \(database)", environment: try environment(database: database), timeout: limits.timeout)
+                let facts = try PostgresSource.facts(connection)
+                version.withLock { $0 = facts.version }
+                let stream = try dumpStream(pgDump, database: database, snapshot: snapshotID)
                 try stream.start()
                 let sequences = PostgresSequenceScanner()
                 return ({ buffer in
@@ -132,22 +162,16 @@ public struct PostgresSource: BackupSource {
                     try stream.finish()
                     sequences.finish()
                     // Still inside the exported snapshot: the manifest, the schema and the globals
-                    // describe what the dump saw. The tables first: the fingerprint fixes output
-                    // settings that the checksums must not see.
-                    let tables = try PostgresManifest.tables(connection)
-                    let (fingerprint, globals) = try PostgresFingerprint.read(connection, local: true, sequenceValues: sequences.values)
+                    // describe what the dump saw.
+                    let described = try PostgresSource.describe(connection, database: database, sizeBytes: facts.size, sequenceValues: sequences.values)
                     try connection.query("COMMIT")
-                    let schema = try fingerprint.encoded()
-                    let digest = try fingerprint.digest
-                    let globalsBytes = try globals.encoded()
                     extras.withLock {
-                        $0[files.schema] = schema
-                        $0[files.globals] = globalsBytes
+                        $0[files.schema] = described.schema
+                        $0[files.globals] = described.globals
                     }
                     recorded.withLock {
-                        var entry = DumpManifest.Database(name: database, file: files.dump, sizeBytes: size, tables: tables,
-                                                          schemaFile: files.schema, schemaDigest: digest, globalsFile: files.globals,
-                                                          pitrMarker: pitrMarker)
+                        var entry = described.entry
+                        entry.pitrMarker = pitrMarker
                         entry.pitrMarkerAbsent = markerAbsent
                         $0.append(entry)
                     }
