@@ -132,7 +132,7 @@ extension DrillRunner {
                 let staging = restoreFolder.directory + "/restore"
                 let warnings = Locked<[String]>([])
                 do {
-                    _ = try PointInTimeRestore.restoreFiles(repository: repository, plan: plan, into: staging) { message in
+                    _ = try PointInTimeRestore.restoreFiles(repository: repository, plan: plan, into: staging, owner: owner) { message in
                         warnings.withLock { if $0.count < 20 { $0.append(message) } }
                     }
                 } catch let error as KhoError where error.kind == .integrity {
