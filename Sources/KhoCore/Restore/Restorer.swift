@@ -60,7 +60,7 @@ public final class Restorer {
     var treePackBytes = 0
     static let treePackBudget = 64 << 20
     /// Blobs at least this large are pushed to disk as they are written (see the workers).
-    static let writebackThreshold = 256 << 10
+    static let writebackThreshold = 64 << 10
 
     struct HardLinkKey: Hashable {
         var device: UInt64
