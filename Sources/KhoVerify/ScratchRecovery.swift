@@ -35,7 +35,7 @@ public struct ScratchRecovery {
             let staging = restoreFolder.directory + "/restore"
             let warnings = Locked<[String]>([])
             do {
-                _ = try PointInTimeRestore.restoreFiles(repository: repository, plan: plan, into: staging, progress: progress) { message in
+                _ = try PointInTimeRestore.restoreFiles(repository: repository, plan: plan, into: staging, owner: owner, progress: progress) { message in
                     warnings.withLock { if $0.count < 20 { $0.append(message) } }
                 }
             } catch let error as KhoError where error.kind == .integrity {

@@ -113,7 +113,7 @@ extension Restore {
             let summary: RestoreSummary
             do {
                 defer { line.finish() }
-                summary = try PointInTimeRestore.restoreFiles(repository: repo, plan: plan, into: staging, progress: progress) { Terminal.warning($0) }
+                summary = try PointInTimeRestore.restoreFiles(repository: repo, plan: plan, into: staging, owner: owner, progress: progress) { Terminal.warning($0) }
             }
             try DataDirectoryTarget.place(staging + "/data", at: directory, owner: owner)
             let filesDone = Date()

@@ -18,7 +18,8 @@ extension Wal {
             read). The file is written to %p.kho-tmp, fsynced and renamed: never empty or partial.
             With --prefetch DIR --cluster SYSID, one call in --read-ahead opens the repository.
             With --server SOCKET (written by `kho restore --to-data-directory --start`) it opens no
-            repository: the restore process serves the checked file, reading ahead.
+            repository: the restore process serves the checked file, reading ahead; the file is
+            written to %p.kho-tmp and renamed without an fsync (PostgreSQL asks again after a crash).
             """
         )
 

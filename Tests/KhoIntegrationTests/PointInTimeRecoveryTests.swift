@@ -123,6 +123,17 @@ struct PointInTimeRecoveryTests {
         #expect(try recovered.value("SHOW archive_mode;") == "off")
         #expect(access(planted, F_OK) != 0, "the recovered server ran a command from the restored configuration")
         recovered.stop()
+        // Restored as the server's user from the start (no chown pass after the sync), with no
+        // setuid or setgid bit; the served WAL left no temporary file behind.
+        let postgres = try #require(getpwnam("postgres"))
+        var foreign: [String] = []
+        let walker = try #require(FileManager.default.enumerator(atPath: directory))
+        for case let relative as String in walker {
+            var info = stat()
+            guard lstat(directory + "/" + relative, &info) == 0 else { continue }
+            if info.st_uid != postgres.pointee.pw_uid || (info.st_mode & 0o6000) != 0 || relative.hasSuffix(".kho-tmp") { foreign.append(relative) }
+        }
+        #expect(foreign.isEmpty, "\(foreign.prefix(10))")
 
         // --latest replays everything archived: the incident is in it.
         let latestPort = try ServerSupport.freeLoopbackPort()

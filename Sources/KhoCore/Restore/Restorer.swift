@@ -59,6 +59,8 @@ public final class Restorer {
     var treePacks: [BlobID: [UInt8]] = [:]
     var treePackBytes = 0
     static let treePackBudget = 64 << 20
+    /// Blobs at least this large are pushed to disk as they are written (see the workers).
+    static let writebackThreshold = 64 << 10
 
     struct HardLinkKey: Hashable {
         var device: UInt64
@@ -201,6 +203,13 @@ public final class Restorer {
                             let sealed = UnsafeRawBufferPointer(rebasing: raw[start..<(start + Int(job.location.blob.length))])
                             try codec.open(sealed, blob: job.location.blob) { plain in
                                 try Restorer.writeSkippingZeros(fd, plain, offset: job.offset, fileSize: Int(job.sink.node.size), job.sink.path)
+                                // Written out while the next blobs decode: with gigabytes of RAM the
+                                // kernel would hold a whole data directory dirty until the final
+                                // syncfs and only then write it, all of it waited for (issue 20). Small
+                                // blobs (small files) are left to the syncfs, which batches them.
+                                if plain.count >= Restorer.writebackThreshold {
+                                    FileSystem.startWriteback(fd, offset: job.offset, count: plain.count)
+                                }
                             }
                         }
                         progress.add(bytes: Int64(job.location.blob.rawLength))
@@ -407,8 +416,14 @@ public final class Restorer {
                 if result != 0 { throw KhoError.posix("ftruncate", path, errno: code) }
             }
             Restorer.applyMetadata(fd: file, node: node, restoreOwners: options.restoreOwners)
-            try Syscall.call("fsync", path) { fsync(file) }
-            if let replacing { try replacing.commit(in: fd, temporary: name, path: path) }
+            // Like a file with content (FileSink.blobDone): a replacement is synced before it
+            // takes the old name; a new file waits for the one syncfs at the end. An fsync here
+            // stalled the walker, which feeds the workers, once per empty file: a PostgreSQL data
+            // directory has hundreds, and on ext4 each fsync is a disk cache flush (issue 20).
+            if let replacing {
+                try Syscall.call("fsync", path) { fsync(file) }
+                try replacing.commit(in: fd, temporary: name, path: path)
+            }
             return
         }
         // Closed until its first blob: a tree of hard-linked files would otherwise hold one

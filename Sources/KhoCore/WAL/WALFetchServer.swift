@@ -106,13 +106,17 @@ public final class WALFetchServer: @unchecked Sendable {
                 try connection.write(Array("ERROR \(error.message)\n".utf8))
                 return
             }
-            try connection.write(try response(for: name))
+            let (head, body) = try response(for: name)
+            try connection.write(head)
+            if let body { try connection.write(body) }
         } catch {
             // The client reports what it did not get; the recovery it serves stops there.
         }
     }
 
-    private func response(for name: WALFileName) throws -> [UInt8] {
+    /// The answer's first line, and the file's bytes after an `OK` (sent as they are: gluing them
+    /// to the line would copy 16 MiB per segment).
+    private func response(for name: WALFileName) throws -> (head: [UInt8], body: [UInt8]?) {
         let key = name.description
         // Wait for a read-ahead of this very file rather than fetch it twice.
         var bytes: [UInt8]?
@@ -127,18 +131,18 @@ public final class WALFetchServer: @unchecked Sendable {
             if !busy { break }
             usleep(50_000)
         }
-        if let prefetchFailure { return Array("ERROR \(prefetchFailure)\n".utf8) }
+        if let prefetchFailure { return (Array("ERROR \(prefetchFailure)\n".utf8), nil) }
         if bytes == nil {
             do {
                 bytes = try WALArchive.fetch(name: name, cluster: cluster, record: record, from: repository)
             } catch let error as KhoError {
-                return Array("ERROR \(error.message)\n".utf8)
+                return (Array("ERROR \(error.message)\n".utf8), nil)
             }
         }
         guard let bytes else {
             state.withLock { $0.statistics.missing += 1 }
-            if let gap = gapMessage(for: name) { return Array("GAP \(gap)\n".utf8) }
-            return Array("MISSING\n".utf8)
+            if let gap = gapMessage(for: name) { return (Array("GAP \(gap)\n".utf8), nil) }
+            return (Array("MISSING\n".utf8), nil)
         }
         state.withLock {
             $0.statistics.served += 1
@@ -146,7 +150,7 @@ public final class WALFetchServer: @unchecked Sendable {
             if name.kind == .segment { $0.statistics.lastSegment = key }
         }
         if name.kind == .segment { scheduleReadAhead(after: name) }
-        return Array("OK \(bytes.count)\n".utf8) + bytes
+        return (Array("OK \(bytes.count)\n".utf8), bytes)
     }
 
     /// A segment missing although later segments of its timeline were archived: replay would end
@@ -241,7 +245,7 @@ public enum WALFetchClient {
                 return .fatal("The process at \(path) answered \"\(head.prefix(80))\", not as kho's WAL server does: recovery stops here.")
             }
             let bytes = try socket.read(count: size)
-            try writeDurably(bytes, to: destination)
+            try writeWhole(bytes, to: destination)
             return .written(bytes: size)
         } catch let error as KhoError {
             return .fatal(error.message)
@@ -250,16 +254,26 @@ public enum WALFetchClient {
         }
     }
 
-    /// Writes `destination + ".kho-tmp"`, syncs it and renames it over `destination`.
-    public static func writeDurably(_ bytes: [UInt8], to destination: String) throws {
+    /// Writes `destination + ".kho-tmp"` and renames it over `destination`, so that PostgreSQL
+    /// never finds an empty or partial file under the name it asked for.
+    /// Not fsynced: PostgreSQL never trusts a file restore_command wrote across a crash (it asks
+    /// again after restarting), and durably renames what it keeps (KeepFileRestoredFromArchive).
+    /// An fsync per 16 MiB segment here was a wait on the disk in every step of serial replay;
+    /// pgBackRest's archive-get does not sync either, for the same reason.
+    public static func writeWhole(_ bytes: [UInt8], to destination: String) throws {
         let temporary = destination + ".kho-tmp"
         let fd = try Syscall.call("open", temporary) { open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600) }
         do {
             try bytes.withUnsafeBytes { try Syscall.writeAll(fd, $0, temporary) }
-            try Syscall.call("fsync", temporary) { fsync(fd) }
-            Glibc.close(fd)
         } catch {
             Glibc.close(fd)
+            unlink(temporary)
+            throw error
+        }
+        // A write the disk refuses late (NFS, quota) shows at close.
+        do {
+            try Syscall.call("close", temporary) { Glibc.close(fd) }
+        } catch {
             unlink(temporary)
             throw error
         }

@@ -8,13 +8,26 @@ import KhoSupport
 /// folder, then recovery through a WAL fetch server this process runs, until promotion.
 public enum PointInTimeRestore {
     /// Restores the plan's base backup into `staging` (a new, private folder; the data directory
-    /// is its `data`). A file that cannot be restored is an integrity error: no half data directory
-    /// goes on to recovery.
-    public static func restoreFiles(repository: Repository, plan: PointInTimePlan, into staging: String, progress: ProgressCounter = ProgressCounter(),
+    /// is its `data`), every entry created as `owner`'s. A file that cannot be restored is an
+    /// integrity error: no half data directory goes on to recovery.
+    public static func restoreFiles(repository: Repository, plan: PointInTimePlan, into staging: String, owner: (uid: uid_t, gid: gid_t),
+                                    progress: ProgressCounter = ProgressCounter(),
                                     warning: @escaping @Sendable (String) -> Void) throws -> RestoreSummary {
         let index = try repository.loadIndex()
         var options = RestoreOptions()
         options.workers = repository.storage.suggestedRestoreWorkers(options.workers)
+        // Owned by the server's user as each entry is created, so that the restore's one syncfs
+        // covers the owners too and no second walk chowns every file (the production host's
+        // uids mean nothing here). No setuid or setgid bits: a data directory has no use for them,
+        // and a chown after the fact used to clear them.
+        options.restoreOwners = true
+        options.adjust = { stored in
+            var node = stored
+            node.uid = owner.uid
+            node.gid = owner.gid
+            node.mode &= ~UInt32(0o6000)
+            return node
+        }
         let summary = try Restorer(repository: repository, index: index, options: options, progress: progress, warn: warning)
             .restore(snapshot: plan.base, target: staging)
         guard summary.errors == 0 else {
@@ -79,25 +92,23 @@ public enum DataDirectoryTarget {
         }
     }
 
-    /// Moves the restored `data` folder to `directory`, gives every file to `owner` and makes the
-    /// folder 0700 as PostgreSQL requires.
+    /// Moves the restored `data` folder (restored as `owner`'s by `restoreFiles`, and synced) to
+    /// `directory`, makes it `owner`'s and 0700 as PostgreSQL requires, and syncs the folder that
+    /// holds it, so that the new name is on disk too.
     public static func place(_ restored: String, at directory: String, owner: (uid: uid_t, gid: gid_t)) throws {
         if rmdir(directory) != 0 && errno != ENOENT {
             throw KhoError.posix("rmdir", directory, errno: errno)
         }
         try Syscall.call("rename", directory) { rename(restored, directory) }
-        try chownTree(directory, owner: owner)
-        try Syscall.call("chmod", directory) { chmod(directory, 0o700) }
-    }
-
-    public static func chownTree(_ path: String, owner: (uid: uid_t, gid: gid_t)) throws {
-        try Syscall.call("lchown", path) { lchown(path, owner.uid, owner.gid) }
-        var info = stat()
-        try Syscall.call("lstat", path) { lstat(path, &info) }
-        guard (info.st_mode & S_IFMT) == S_IFDIR else { return }
-        for entry in try FileManager.default.contentsOfDirectory(atPath: path) {
-            try chownTree(path + "/" + entry, owner: owner)
-        }
+        let fd = try Syscall.call("open", directory) { open(directory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+        defer { close(fd) }
+        try Syscall.call("fchown", directory) { fchown(fd, owner.uid, owner.gid) }
+        try Syscall.call("fchmod", directory) { fchmod(fd, 0o700) }
+        try Syscall.call("fsync", directory) { fsync(fd) }
+        let parent = (directory as NSString).deletingLastPathComponent
+        let parentFD = try Syscall.call("open", parent) { open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        defer { close(parentFD) }
+        try Syscall.call("fsync", parent) { fsync(parentFD) }
     }
 
     /// A private folder for the WAL socket, reachable by the server's user only.
