@@ -69,7 +69,7 @@ struct PointInTimeRecoveryTests {
         }
     }
 
-    @Test("the incident: a base backup under load, a table dropped and rows deleted at T; --at T-1s --start gives them back, with nothing written after T; --latest has the incident; a removed segment refuses the restore")
+    @Test("the incident: a base backup under load, a table dropped and rows deleted at T; --at T-1s --start gives them back, with nothing written after T; --latest has the incident; a time after the last archived commit is a usage error; a removed segment refuses the restore")
     func incidentIsUndone() throws {
         let cluster = try ArchivingCluster("pitr")
         let pg = cluster.pg
@@ -146,6 +146,15 @@ struct PointInTimeRecoveryTests {
         #expect(try latestCluster.value("SELECT count(*) FROM ticks;") == "40")
         #expect(try latestCluster.value("SELECT count(*) FROM pg_tables WHERE tablename = 'registry';") == "0")
         latestCluster.stop()
+
+        // A time after the last archived commit: PostgreSQL cannot confirm it; kho says so (exit 2)
+        // instead of passing on the server's FATAL line.
+        let futureDirectory = sandbox.path("future")
+        let future = try sandbox.kho(["restore", "--source", cluster.source, "--to-data-directory", futureDirectory,
+                                      "--at", isoUTC(Date().addingTimeInterval(3600)), "--start", "--port", String(latestPort), "--yes"])
+        RecoveredCluster(directory: futureDirectory, port: latestPort, bin: bin).stop()
+        #expect(future.exitCode == 2, "\(future)")
+        #expect(future.err.contains("without reaching") && future.err.contains("--latest"), "\(future)")
 
         // A segment the recovery needs removed from the repository: refused before anything is written.
         let walFolder = sandbox.repo + "/wal"

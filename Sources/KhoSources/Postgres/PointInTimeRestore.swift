@@ -54,7 +54,18 @@ public enum PointInTimeRestore {
         let recovery = PostgresRecovery(dataDirectory: dataDirectory)
         try recovery.configure(restoreCommand: "\(shellQuote(try KhoExecutable.path())) wal fetch --server \(shellQuote(server.socketPath)) %f \"%p\"",
                                target: plan.target, promote: true, port: port, keepArchiving: keepArchiving, label: plan.base.shortID)
-        let reached = try recovery.startAndWait(logFile: logFile, timeout: timeout)
+        let reached: RecoveryReached
+        do {
+            reached = try recovery.startAndWait(logFile: logFile, timeout: timeout)
+        } catch let error as KhoError where error.kind == .failure && PostgresRecovery.endedBeforeTarget(logFile: logFile) {
+            // PostgreSQL replayed all it was given without passing the target: say why in kho's
+            // terms (the plan knows how far the archive reaches), not only in the server's.
+            let end = plan.continuity.reached?.description ?? "-"
+            if let gap = plan.continuity.gap {
+                throw KhoError(.integrity, "Recovery replayed the archived WAL up to \(end) without reaching \(plan.target): the archive has a gap at \(gap), and what confirms the target lies beyond it; choose an earlier target or a base backup after the gap, and run `kho check`. The data directory \(dataDirectory) was left as replayed, not started.")
+            }
+            throw KhoError(.usage, "Recovery replayed every archived WAL file (up to \(end)) without reaching \(plan.target): PostgreSQL confirms a time only when it replays a commit after it, and none is archived yet; choose an earlier target, wait for the next segment to be archived, or use --latest. The data directory \(dataDirectory) was left as replayed, not started.")
+        }
         return Recovered(reached: reached, served: server.statistics)
     }
 }

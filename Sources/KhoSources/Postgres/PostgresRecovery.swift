@@ -250,6 +250,14 @@ public struct PostgresRecovery: Sendable {
         }
     }
 
+    /// Whether the server's log says recovery ran out of WAL before its target (PostgreSQL's
+    /// FATAL "recovery ended before configured recovery target was reached"; kho starts it with
+    /// `lc_messages=C`, so the text is the English one).
+    public static func endedBeforeTarget(logFile: String) -> Bool {
+        guard let log = try? Syscall.readFile(logFile, limit: 64 << 20) else { return false }
+        return String(decoding: log, as: UTF8.self).contains("recovery ended before configured recovery target was reached")
+    }
+
     private func controlState(bin: String) throws -> (inProduction: Bool, timeline: UInt32?)? {
         let result = try Subprocess.collect(bin + "/pg_controldata", ["-D", dataDirectory], environment: ["LC_ALL": "C", "PATH": "/usr/bin:/bin"])
         guard result.termination.succeeded else { return nil }
