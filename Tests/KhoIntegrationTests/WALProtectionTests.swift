@@ -31,7 +31,7 @@ private struct WALBench {
             schedule: "0 2 * * 0"
             repository:
               path: \(sandbox.repo)
-              password-file: \(sandbox.path("wal-password"))
+              password-file: \(archive.passwordFile)
             sources:
               - name: db1
                 kind: postgres-base
