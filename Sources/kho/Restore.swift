@@ -289,11 +289,7 @@ struct Restore: ParsableCommand {
         if let kind = DumpManifest(snap.manifest)?.engine, kind != engine {
             throw KhoError(.usage, "Snapshot \(snap.shortID) holds a \(kind) dump; it cannot be loaded into \(engine): give a \(kind):// URL.")
         }
-        var options = DatabaseRestoreOptions()
-        options.replace = replace
-        options.roleMap = try Restore.mapping(mapRole, option: "--map-role")
-        options.tablespaceMap = try Restore.mapping(mapTablespace, option: "--map-tablespace")
-        options.rolePasswords = rolePasswords
+        let options = try databaseRestoreOptions()
         let restore = try spec.restore(options: options, dumpFile: file, recorded: expected,
                                        files: try SnapshotFiles(repository: repo, index: index, snapshot: snap))
         let plan = try restore.plan()
@@ -345,6 +341,16 @@ struct Restore: ParsableCommand {
         }
         Terminal.out("schema: \(schema.differences.count) of \(schema.compared) objects differ from the snapshot's:")
         for difference in schema.differences { Terminal.out("  \(difference.sentence)") }
+    }
+
+    /// What the flags ask of a restore into a database server (a dump's, or one database's at a point).
+    func databaseRestoreOptions() throws -> DatabaseRestoreOptions {
+        var options = DatabaseRestoreOptions()
+        options.replace = replace
+        options.roleMap = try Restore.mapping(mapRole, option: "--map-role")
+        options.tablespaceMap = try Restore.mapping(mapTablespace, option: "--map-tablespace")
+        options.rolePasswords = rolePasswords
+        return options
     }
 
     /// `OLD=NEW` pairs of a repeatable option.

@@ -21,11 +21,7 @@ extension Restore {
         guard spec.kind == .postgres, let endpoint = spec.endpoint else {
             throw KhoError(.usage, "--pitr recovers a PostgreSQL cluster: give the target as postgres://USER@HOST:PORT/DB.")
         }
-        var options = DatabaseRestoreOptions()
-        options.replace = replace
-        options.roleMap = try Restore.mapping(mapRole, option: "--map-role")
-        options.tablespaceMap = try Restore.mapping(mapTablespace, option: "--map-tablespace")
-        options.rolePasswords = rolePasswords
+        let options = try databaseRestoreOptions()
         let place = "postgres://\(endpoint.user)@\(endpoint.host):\(endpoint.port)/\(endpoint.database)"
 
         try repository.withRepository(exclusive: false, command: "restore") { repo in
