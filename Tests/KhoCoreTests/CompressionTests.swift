@@ -88,4 +88,39 @@ import KhoSupport
         // Still works afterwards.
         #expect(decompressor.decompress(compressed) == input)
     }
+
+    /// Compresses `parts` as one frame under `limit`; nil when the compressor declines.
+    private func compress(_ compressor: Compressor, parts: [[UInt8]], limit: Int) -> [UInt8]? {
+        let total = parts.reduce(0) { $0 + $1.count }
+        let capacity = Compressor.bound(total)
+        var out = [UInt8](repeating: 0, count: capacity)
+        func withParts<R>(_ index: Int, _ pointers: [UnsafeRawBufferPointer], _ body: ([UnsafeRawBufferPointer]) -> R) -> R {
+            guard index < parts.count else { return body(pointers) }
+            return parts[index].withUnsafeBytes { withParts(index + 1, pointers + [$0], body) }
+        }
+        let written = withParts(0, []) { pointers in
+            out.withUnsafeMutableBytes { compressor.compress(parts: pointers, into: $0.baseAddress!, capacity: capacity, limit: limit) }
+        }
+        return written.map { Array(out[0..<$0]) }
+    }
+
+    /// The WAL object's body is compressed from its meta and its file without joining them, on
+    /// zstd's workers: one frame that decompresses to the two one after the other, declined when
+    /// not smaller, and the same with or without workers.
+    @Test(arguments: [0, 2])
+    func partsCompressAsOneFrame(workers: Int) throws {
+        let head = Array("{\"name\":\"000000010000000000000003\"}".utf8)
+        let file = compressible(9 << 20)
+        let compressor = Compressor(level: 1, workers: workers)
+        let frame = try #require(compress(compressor, parts: [head, file], limit: head.count + file.count))
+        #expect(frame.count * 4 < head.count + file.count)
+        #expect(Decompressor().decompress(frame, maxSize: 16 << 20) == head + file)
+
+        var rng = SplitMix64(seed: 99)
+        let noise = rng.bytes(3 << 20)
+        #expect(compress(compressor, parts: [head, noise], limit: head.count + noise.count) == nil, "random bytes are declined")
+        // Declining leaves the context usable, and an empty part is no part.
+        let again = try #require(compress(compressor, parts: [[], file, []], limit: file.count))
+        #expect(Decompressor().decompress(again, maxSize: 16 << 20) == file)
+    }
 }

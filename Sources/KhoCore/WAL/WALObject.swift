@@ -62,6 +62,9 @@ public enum WALObject {
 
     /// The largest segment kho v1 archives: the object is sealed in memory.
     public static let largestSegmentSize = 64 << 20
+    /// zstd's threads for one large file: the cores of this host, at most 4 (a 16 MiB segment
+    /// makes about 8 jobs of zstd's at level 1).
+    static let compressionWorkers = min(4, max(1, ProcessInfo.processInfo.activeProcessorCount))
     /// The largest meta JSON a reader accepts (kho writes about 400 bytes).
     static let largestMeta = 64 << 10
 
@@ -75,29 +78,35 @@ public enum WALObject {
         guard file.count <= largestSegmentSize else {
             throw KhoError(.source, "\(name) is \(file.count) bytes, more than the \(largestSegmentSize >> 20) MiB kho archives per WAL file: set up the cluster with a WAL segment size of at most 64 MiB.")
         }
-        // The encoding byte, then the body, built once: a 16 MiB segment is copied once before
-        // it is compressed, and compressed straight behind its own encoding byte.
+        // The body is the meta's length and JSON, then the file. The file is compressed where it
+        // lies, behind the meta, on zstd's workers: the push of a segment waits for this, and
+        // PostgreSQL's archiver waits for the push.
         let json = Array(try JSON.encoder.encode(meta))
-        var stored: [UInt8] = []
-        stored.reserveCapacity(1 + 4 + json.count + file.count)
-        stored.append(0)
-        withUnsafeBytes(of: UInt32(json.count).littleEndian) { stored += $0 }
-        stored += json
-        stored += file
+        var head: [UInt8] = []
+        head.reserveCapacity(4 + json.count)
+        withUnsafeBytes(of: UInt32(json.count).littleEndian) { head += $0 }
+        head += json
+        let bodyCount = head.count + file.count
+        var plain: [UInt8] = []
         if compressionLevel > 0 {
-            let bodyCount = stored.count - 1
             let capacity = Compressor.bound(bodyCount)
-            let compressor = Compressor(level: compressionLevel)
-            let compressed = [UInt8](unsafeUninitializedCapacity: 1 + capacity) { buffer, count in
+            let compressor = Compressor(level: compressionLevel, workers: file.count >= 1 << 20 ? compressionWorkers : 0)
+            plain = [UInt8](unsafeUninitializedCapacity: 1 + capacity) { buffer, count in
                 buffer[0] = 1
-                count = stored.withUnsafeBytes { body in
-                    compressor.compress(UnsafeRawBufferPointer(rebasing: body[1...]), into: UnsafeMutableRawPointer(buffer.baseAddress! + 1),
-                                        capacity: capacity, limit: bodyCount).map { 1 + $0 } ?? 0
+                count = head.withUnsafeBytes { head in
+                    file.withUnsafeBytes { file in
+                        compressor.compress(parts: [head, file], into: UnsafeMutableRawPointer(buffer.baseAddress! + 1),
+                                            capacity: capacity, limit: bodyCount).map { 1 + $0 } ?? 0
+                    }
                 }
             }
-            if !compressed.isEmpty { stored = compressed }
         }
-        let plain = stored
+        if plain.isEmpty {
+            plain.reserveCapacity(1 + bodyCount)
+            plain.append(0)
+            plain += head
+            plain += file
+        }
         return try sealer.seal(plain, context: context(cluster: cluster, name: name))
     }
 
