@@ -7,6 +7,7 @@ import KhoSources
 
 struct Backup: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "backup",
         abstract: "Back up files and folders, standard input, or the output of a command.",
         discussion: """
         Exit codes: 0 snapshot written; 3 snapshot written but some files could not be read (it is

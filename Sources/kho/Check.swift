@@ -5,6 +5,7 @@ import KhoSupport
 
 struct Check: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "check",
         abstract: "Check the repository's structure, and with --read-data its stored data.",
         discussion: "Exit 12 when anything is damaged or missing; the damaged packs and the snapshots and files they affect are listed."
     )

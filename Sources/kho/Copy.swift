@@ -6,6 +6,7 @@ import KhoStorage
 
 struct Copy: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "copy",
         abstract: "Copy snapshots to another repository (the second copy of 3-2-1): only those it lacks, only data it lacks.",
         discussion: """
         The repositories have different keys: every blob is read and decrypted from --from-repo and

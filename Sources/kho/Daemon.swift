@@ -6,6 +6,7 @@ import KhoPolicy
 
 struct Daemon: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "daemon",
         abstract: "Run the policies' schedules forever (instead of cron or a systemd timer).",
         discussion: "SIGTERM or SIGINT lets running jobs finish their current step, releases every lock and exits 0."
     )

@@ -5,7 +5,7 @@ import KhoCore
 import KhoSupport
 
 struct Dump: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Write one file of a snapshot (a stored dump) to standard output.")
+    static let configuration = CommandConfiguration(commandName: "dump", abstract: "Write one file of a snapshot (a stored dump) to standard output.")
 
     @OptionGroup var repository: RepositoryOptions
 

@@ -5,6 +5,7 @@ import KhoSupport
 
 struct Forget: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "forget",
         abstract: "Remove snapshots by retention rules (or by ID); --prune then frees their data.",
         discussion: """
         Snapshots are grouped by host and source (its name, or the paths of a backup without one), and by tags with

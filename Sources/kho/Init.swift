@@ -5,7 +5,7 @@ import KhoSupport
 import KhoStorage
 
 struct Init: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Create a new repository in an empty or new folder.")
+    static let configuration = CommandConfiguration(commandName: "init", abstract: "Create a new repository in an empty or new folder.")
 
     @OptionGroup var repository: RepositoryOptions
 

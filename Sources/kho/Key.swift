@@ -6,6 +6,7 @@ import Glibc
 
 struct Key: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "key",
         abstract: "Manage the repository's keys (one per operator or job). No key command rewrites data.",
         subcommands: [List.self, Add.self, Remove.self, Passwd.self]
     )
@@ -21,7 +22,7 @@ struct Key: ParsableCommand {
     }
 
     struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the keys; * marks the one that opened the repository.")
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "List the keys; * marks the one that opened the repository.")
         @OptionGroup var repository: RepositoryOptions
         @OptionGroup var zone: TimeZoneOption
         @Flag(help: "Print as JSON.") var json = false
@@ -50,6 +51,7 @@ struct Key: ParsableCommand {
 
     struct Add: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "add",
             abstract: "Add a key with a new password (from KHO_NEW_PASSWORD_FILE, _COMMAND or KHO_NEW_PASSWORD), or with a generated secret (--secret-to).",
             discussion: """
             --secret-to FILE makes a key for a job rather than a person: kho generates a 256-bit random
@@ -102,7 +104,7 @@ struct Key: ParsableCommand {
     }
 
     struct Remove: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Remove a key; the last key cannot be removed.")
+        static let configuration = CommandConfiguration(commandName: "remove", abstract: "Remove a key; the last key cannot be removed.")
         @OptionGroup var repository: RepositoryOptions
         @Argument(help: "Key ID or unique prefix, as shown by `kho key list`.") var id: String
 
@@ -114,7 +116,7 @@ struct Key: ParsableCommand {
     }
 
     struct Passwd: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Change the password of the key in use (adds a new key, then removes the old one).")
+        static let configuration = CommandConfiguration(commandName: "passwd", abstract: "Change the password of the key in use (adds a new key, then removes the old one).")
         @OptionGroup var repository: RepositoryOptions
 
         func run() throws {

@@ -4,7 +4,7 @@ import KhoCore
 import KhoSupport
 
 struct Ls: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List the files in a snapshot, and its dump manifest.")
+    static let configuration = CommandConfiguration(commandName: "ls", abstract: "List the files in a snapshot, and its dump manifest.")
 
     @OptionGroup var repository: RepositoryOptions
 

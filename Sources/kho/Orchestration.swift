@@ -46,7 +46,7 @@ struct PolicyCommand: ParsableCommand {
     )
 
     struct Validate: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Check every policy file: keys, types, schedules, durations, names, secrets files.")
+        static let configuration = CommandConfiguration(commandName: "validate", abstract: "Check every policy file: keys, types, schedules, durations, names, secrets files.")
 
         @Argument(help: "Folder of policy files (default: as --policies).")
         var directory: String?
@@ -70,7 +70,7 @@ struct PolicyCommand: ParsableCommand {
     }
 
     struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List policies, their sources and next run times.")
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "List policies, their sources and next run times.")
 
         @OptionGroup var orchestration: OrchestrationOptions
         @OptionGroup var zone: TimeZoneOption

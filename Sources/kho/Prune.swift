@@ -6,6 +6,7 @@ import KhoStorage
 
 struct Prune: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "prune",
         abstract: "Remove data no snapshot uses and repack mostly unused packs (exclusive lock).",
         discussion: "New packs and the new index are written before anything old is removed, so an interrupted prune loses nothing; run it again to finish."
     )

@@ -6,6 +6,7 @@ import KhoStorage
 
 struct Rekey: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "rekey",
         abstract: "Move every snapshot into a repository with a fresh key, check it, and say when the old one can be retired.",
         discussion: """
         For a repository whose key can no longer be trusted: `kho check` found repeated nonces

@@ -9,6 +9,7 @@ import KhoReports
 
 struct Report: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "report",
         abstract: "Compliance report per agency and dataset: backups, RPO, drills, RTO, đúng - đủ - sạch - sống, ledger, controls.",
         discussion: """
         Built from the catalog, the policies and the audit ledger only; a dataset without runs in the \

@@ -7,6 +7,7 @@ import KhoSources
 
 struct Restore: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "restore",
         abstract: "Restore a snapshot: files into a folder, or a database dump into a database, a file or standard output.",
         discussion: """
         The snapshot is named directly (SNAPSHOT or --snapshot), or found by --source NAME: the newest

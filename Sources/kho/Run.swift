@@ -8,6 +8,7 @@ import KhoSources
 
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "run",
         abstract: "Run the policies' backups (those due, or all), then retention; for cron and systemd timers.",
         discussion: """
         A run missed while the host was down is caught up once. Jobs on different repositories run

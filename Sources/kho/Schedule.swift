@@ -11,7 +11,7 @@ struct ScheduleCommand: ParsableCommand {
     )
 
     struct Install: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Write a systemd service and timer (default) or a cron.d entry.")
+        static let configuration = CommandConfiguration(commandName: "install", abstract: "Write a systemd service and timer (default) or a cron.d entry.")
 
         @Flag(help: "A systemd service and timer (the default).") var systemd = false
         @Flag(help: "A file in /etc/cron.d.") var cron = false

@@ -4,7 +4,7 @@ import KhoCore
 import KhoSupport
 
 struct Snapshots: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List the snapshots in the repository, oldest first.")
+    static let configuration = CommandConfiguration(commandName: "snapshots", abstract: "List the snapshots in the repository, oldest first.")
 
     @OptionGroup var repository: RepositoryOptions
 

@@ -4,7 +4,7 @@ import KhoCore
 import KhoSupport
 
 struct Stats: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show how much data the repository holds and how well it deduplicates and compresses.")
+    static let configuration = CommandConfiguration(commandName: "stats", abstract: "Show how much data the repository holds and how well it deduplicates and compresses.")
 
     @OptionGroup var repository: RepositoryOptions
 

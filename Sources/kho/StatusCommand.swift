@@ -91,6 +91,7 @@ struct CatalogCommand: ParsableCommand {
 
     struct Rebuild: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "rebuild",
             abstract: "Recreate the history of backups and drills from what the policies' repositories hold.",
             discussion: """
             Adds a backup row for each snapshot and a drill row (with its sealed evidence) for each drill

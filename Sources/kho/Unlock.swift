@@ -5,6 +5,7 @@ import KhoSupport
 
 struct Unlock: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "unlock",
         abstract: "Remove stale locks (their process on this host is gone, or another host's lock was not refreshed for 30 minutes).",
         discussion: "Does not need the password: lock files hold no secret."
     )

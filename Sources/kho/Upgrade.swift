@@ -5,6 +5,7 @@ import KhoSupport
 
 struct Upgrade: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "upgrade",
         abstract: "Bind the config of a repository made before configs were authenticated to its key.",
         discussion: """
         Writes `config` again with its authenticator (docs/FORMAT.md, section 4) and replaces the

@@ -10,6 +10,7 @@ import KhoVerify
 
 struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "verify",
         abstract: "Run restore drills: restore into a scratch server kho creates and destroys, check integrity, compare the manifest, measure the RTO.",
         discussion: """
         Without --source, drills every source of the selected policies (a postgres-base source by a
@@ -124,6 +125,7 @@ extension Verify {
 
 struct Audit: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "audit",
         abstract: "The tamper-evident ledger of privileged actions (restore, drill, forget, prune, key change, policy change).",
         subcommands: [Log.self, VerifyLedger.self]
     )

@@ -7,6 +7,7 @@ import KhoSupport
 /// FORMAT section 20). Each subcommand is in its own file.
 struct Wal: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "wal",
         abstract: "Archive PostgreSQL's write-ahead log continuously, and fetch it back for recovery.",
         discussion: """
         Set up with `kho wal setup`, which prints the postgresql.conf lines: archive_command runs

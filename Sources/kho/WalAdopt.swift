@@ -8,6 +8,7 @@ extension Wal {
     /// one's first segment creates the source's new archive (records are never rewritten).
     struct Adopt: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "adopt",
             abstract: "Retire a source's archived cluster so that a new cluster (after pg_upgrade or a rebuild) can archive for it.",
             discussion: """
             Writes wal/<sysid>/retired for the cluster named by --cluster: its pushes are refused

@@ -11,6 +11,7 @@ extension Wal {
     /// reads any other code as "no such file" and would end recovery early at the wrong point.
     struct Fetch: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "fetch",
             abstract: "Fetch one archived WAL file: PostgreSQL's restore_command (kho wal fetch --source NAME %f %p).",
             discussion: """
             Exit codes: 0 written; 1 not archived (the end of the WAL, or a timeline that does not

@@ -12,6 +12,7 @@ extension Wal {
     /// are at most 125, so PostgreSQL retries the file instead of restarting its archiver.
     struct Push: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "push",
             abstract: "Archive one WAL file: PostgreSQL's archive_command (kho wal push --source NAME %p).",
             discussion: """
             Runs as the cluster's user in the data directory. By default it opens the file and hands

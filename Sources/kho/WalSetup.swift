@@ -10,6 +10,7 @@ extension Wal {
     /// lines for archiving into kho. Changes nothing.
     struct Setup: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "setup",
             abstract: "Check a PostgreSQL cluster for archiving into kho and print the postgresql.conf lines.",
             discussion: """
             Run as root on the database host. With --direct, archive_command reads --env-file (root's,
