@@ -63,6 +63,38 @@ import KhoTestSupport
         #expect(server.statistics.served == 2)
     }
 
+    /// The read-ahead starts at the base backup's first segment before anything is asked, and the
+    /// last segment served is answered again without the repository (PostgreSQL asks for it
+    /// again at the end of recovery): both proven by removing the stored objects first.
+    @Test func readAheadFromTheStartAndTheLastSegmentAgain() throws {
+        let repository = try Self.repository()
+        let archive = try WALArchive(repository: repository, source: "ho-tich")
+        let segments = try Self.segments()
+        for segment in segments { _ = try archive.push(name: segment.name, file: segment.file, identity: Self.identity) }
+        let record = try #require(try WALArchive.currentRecord(source: "ho-tich", in: repository))
+        let folder = try ServerSupport.makeTemporaryFolder("walfetch")
+        defer { try? removeTree(folder) }
+        let server = try WALFetchServer(repository: repository, record: record, socketPath: folder + "/fetch.sock",
+                                        allowedUser: geteuid(), allowedGroup: getegid(), readAhead: 4)
+        defer { server.stop() }
+        server.readAhead(from: segments[0].name)
+        let deadline = Date().addingTimeInterval(30)
+        while server.statistics.prefetched < 3 && Date() < deadline { usleep(5_000) }
+        #expect(server.statistics.prefetched == 3)
+        for segment in segments { try repository.storage.remove(segment.name.handle(cluster: Self.sysid)) }
+        for (n, segment) in segments.enumerated() {
+            let outcome = WALFetchClient.fetch(socket: server.socketPath, name: segment.name.description, destination: folder + "/seg\(n)")
+            #expect(outcome == .written(bytes: 1 << 20))
+            #expect(Array(try Data(contentsOf: URL(fileURLWithPath: folder + "/seg\(n)"))) == segment.file)
+        }
+        let again = WALFetchClient.fetch(socket: server.socketPath, name: segments[2].name.description, destination: folder + "/again")
+        #expect(again == .written(bytes: 1 << 20))
+        #expect(Array(try Data(contentsOf: URL(fileURLWithPath: folder + "/again"))) == segments[2].file)
+        // Only the last one: an earlier segment asked again goes to the repository (removed here).
+        #expect(WALFetchClient.fetch(socket: server.socketPath, name: segments[0].name.description, destination: folder + "/early").exitStatus != 0)
+        #expect(server.statistics.served == 4)
+    }
+
     /// A damaged object stops recovery (126) instead of ending it early.
     @Test func aDamagedObjectIsFatal() throws {
         let repository = try Self.repository()

@@ -37,6 +37,8 @@ public final class WALFetchServer: @unchecked Sendable {
     private var acceptThread: Worker?
     private let fetchQueue = BoundedQueue<WALFileName>(capacity: 1024)
     private var fetchers: [Worker] = []
+    /// Signalled whenever a read-ahead ends (stored or failed), for a request waiting on it.
+    private let readAheadEnded = NSCondition()
 
     private struct State {
         var statistics = Statistics()
@@ -45,12 +47,16 @@ public final class WALFetchServer: @unchecked Sendable {
         var inFlight: Set<String> = []
         var failed: [String: String] = [:]
         var readyBytes = 0
+        /// The segment served last: at the end of recovery PostgreSQL asks for it again (to copy
+        /// its start onto the new timeline), and fetching it again from the repository was a
+        /// wait on the path to promotion.
+        var lastServed: (name: String, bytes: [UInt8])?
     }
 
     /// Listens at `socketPath` (created 0600, then given to `allowedUser`) and serves the
     /// archive of `record`'s cluster.
     public init(repository: Repository, record: WALArchiveRecord, socketPath: String, allowedUser: uid_t,
-                allowedGroup: gid_t, readAhead: Int = 8, connections: Int = 4) throws {
+                allowedGroup: gid_t, readAhead: Int = 8, connections: Int? = nil) throws {
         self.repository = repository
         self.record = record
         self.cluster = try SystemIdentifier(parsing: record.cluster)
@@ -60,13 +66,25 @@ public final class WALFetchServer: @unchecked Sendable {
         inventory = try WALArchive.inventory(of: record, in: repository)
         listener = try UnixSocket.listen(at: socketPath, mode: 0o600)
         try Syscall.call("chown", socketPath) { chown(socketPath, allowedUser, allowedGroup) }
-        for n in 0..<max(1, connections) {
+        // On a local disk a read-ahead is decryption and decompression: one thread keeps ahead of
+        // replay, which is one process, and leaves the other cores to the recovering server
+        // (four read-aheads beside its start-up made that start-up slower than they saved).
+        // Requests to object storage wait on the network and are worth overlapping.
+        let fetcherCount = connections ?? (repository.storage.readsAreRequests ? 4 : 1)
+        for n in 0..<max(1, fetcherCount) {
             fetchers.append(Worker(name: "kho-wal-prefetch-\(n)") { [weak self] in self?.prefetchLoop() })
         }
         acceptThread = Worker(name: "kho-wal-fetch-server") { [weak self] in self?.acceptLoop() }
     }
 
     public var statistics: Statistics { state.withLock { $0.statistics } }
+
+    /// Starts reading ahead at `first` (the base backup's first segment), before the cluster asks:
+    /// its start-up then overlaps the first fetches instead of waiting for them.
+    public func readAhead(from first: WALFileName) {
+        guard first.kind == .segment else { return }
+        queueReadAhead(timeline: first.timeline, from: first.segmentNumber(segmentSize: inventory.segmentSize))
+    }
 
     /// Stops serving and removes the socket file; waits for the threads.
     public func stop() {
@@ -118,19 +136,24 @@ public final class WALFetchServer: @unchecked Sendable {
     /// to the line would copy 16 MiB per segment).
     private func response(for name: WALFileName) throws -> (head: [UInt8], body: [UInt8]?) {
         let key = name.description
-        // Wait for a read-ahead of this very file rather than fetch it twice.
+        // Wait for a read-ahead of this very file rather than fetch it twice. The condition's
+        // lock is held from the look to the wait, and a read-ahead signals under it after it
+        // changed the state: its end cannot fall between the two.
         var bytes: [UInt8]?
         var prefetchFailure: String?
-        for _ in 0..<6000 {
+        let deadline = Date().addingTimeInterval(300)
+        readAheadEnded.lock()
+        while true {
             let (taken, busy, failure) = state.withLock { s -> ([UInt8]?, Bool, String?) in
                 if let data = s.ready.removeValue(forKey: key) { s.readyBytes -= data.count; return (data, false, nil) }
+                if let last = s.lastServed, last.name == key { return (last.bytes, false, nil) }
                 return (nil, s.inFlight.contains(key), s.failed.removeValue(forKey: key))
             }
             if let taken { bytes = taken; state.withLock { $0.statistics.fromReadAhead += 1 }; break }
             if let failure { prefetchFailure = failure; break }
-            if !busy { break }
-            usleep(50_000)
+            if !busy || !readAheadEnded.wait(until: deadline) { break }
         }
+        readAheadEnded.unlock()
         if let prefetchFailure { return (Array("ERROR \(prefetchFailure)\n".utf8), nil) }
         if bytes == nil {
             do {
@@ -147,7 +170,10 @@ public final class WALFetchServer: @unchecked Sendable {
         state.withLock {
             $0.statistics.served += 1
             $0.statistics.bytes += Int64(bytes.count)
-            if name.kind == .segment { $0.statistics.lastSegment = key }
+            if name.kind == .segment {
+                $0.statistics.lastSegment = key
+                $0.lastServed = (key, bytes)
+            }
         }
         if name.kind == .segment { scheduleReadAhead(after: name) }
         return (Array("OK \(bytes.count)\n".utf8), bytes)
@@ -164,12 +190,15 @@ public final class WALFetchServer: @unchecked Sendable {
     }
 
     private func scheduleReadAhead(after name: WALFileName) {
+        queueReadAhead(timeline: name.timeline, from: name.segmentNumber(segmentSize: inventory.segmentSize) + 1)
+    }
+
+    private func queueReadAhead(timeline: UInt32, from first: UInt64) {
         guard readAhead > 0 else { return }
         let size = inventory.segmentSize
-        let first = name.segmentNumber(segmentSize: size) + 1
-        let available = inventory.segments[name.timeline] ?? [:]
+        let available = inventory.segments[timeline] ?? [:]
         for number in first..<(first + UInt64(readAhead)) where available[number] != nil {
-            let next = WALFileName.segment(timeline: name.timeline, number: number, segmentSize: size)
+            let next = WALFileName.segment(timeline: timeline, number: number, segmentSize: size)
             let queued = state.withLock { s -> Bool in
                 let key = next.description
                 // Bounded memory: at most readAhead segments waiting, whatever replay does.
@@ -201,6 +230,9 @@ public final class WALFetchServer: @unchecked Sendable {
                     s.failed[key] = message
                 }
             }
+            readAheadEnded.lock()
+            readAheadEnded.broadcast()
+            readAheadEnded.unlock()
         }
     }
 }

@@ -51,6 +51,7 @@ public enum PointInTimeRestore {
         let server = try WALFetchServer(repository: repository, record: plan.record, socketPath: socketFolder + "/fetch.sock",
                                         allowedUser: owner.uid, allowedGroup: owner.gid)
         defer { server.stop() }
+        server.readAhead(from: try WALFileName(parsing: plan.manifest.startSegment))
         let recovery = PostgresRecovery(dataDirectory: dataDirectory)
         try recovery.configure(restoreCommand: "\(shellQuote(try KhoExecutable.path())) wal fetch --server \(shellQuote(server.socketPath)) %f \"%p\"",
                                target: plan.target, promote: true, port: port, keepArchiving: keepArchiving, label: plan.base.shortID)
