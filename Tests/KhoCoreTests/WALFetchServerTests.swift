@@ -31,6 +31,17 @@ import KhoTestSupport
         return try Repository.create(storage: MemoryStorage(), password: Array("test password".utf8), options: options)
     }
 
+    /// Serves `repository`'s archive of "ho-tich" from a socket in a new folder, for `body`.
+    static func withServer(_ repository: Repository, readAhead: Int = 8, _ body: (String, WALFetchServer) throws -> Void) throws {
+        let record = try #require(try WALArchive.currentRecord(source: "ho-tich", in: repository))
+        let folder = try ServerSupport.makeTemporaryFolder("walfetch")
+        defer { try? removeTree(folder) }
+        let server = try WALFetchServer(repository: repository, record: record, socketPath: folder + "/fetch.sock",
+                                        allowedUser: geteuid(), allowedGroup: getegid(), readAhead: readAhead)
+        defer { server.stop() }
+        try body(folder, server)
+    }
+
     /// The server answers what the archive holds, says MISSING past its end and GAP for a hole,
     /// and the client writes the file whole under PostgreSQL's name.
     @Test func fetchServerServesMissingAndGaps() throws {
@@ -40,27 +51,23 @@ import KhoTestSupport
         for segment in segments where segment.name != segments[1].name {
             _ = try archive.push(name: segment.name, file: segment.file, identity: Self.identity)
         }
-        let record = try #require(try WALArchive.currentRecord(source: "ho-tich", in: repository))
-        let folder = try ServerSupport.makeTemporaryFolder("walfetch")
-        defer { try? removeTree(folder) }
-        let server = try WALFetchServer(repository: repository, record: record, socketPath: folder + "/fetch.sock",
-                                        allowedUser: geteuid(), allowedGroup: getegid(), readAhead: 4)
-        defer { server.stop() }
-        let first = WALFetchClient.fetch(socket: server.socketPath, name: segments[0].name.description, destination: folder + "/RECOVERYXLOG")
-        #expect(first == .written(bytes: 1 << 20))
-        #expect(Array(try Data(contentsOf: URL(fileURLWithPath: folder + "/RECOVERYXLOG"))) == segments[0].file)
-        let gap = WALFetchClient.fetch(socket: server.socketPath, name: segments[1].name.description, destination: folder + "/gap")
-        guard case .fatal(let message) = gap else { Issue.record("a hole was not fatal: \(gap)"); return }
-        #expect(message.contains("missing from the archive") && gap.exitStatus == 126)
-        #expect(!FileManager.default.fileExists(atPath: folder + "/gap"))
-        let last = WALFetchClient.fetch(socket: server.socketPath, name: segments[2].name.description, destination: folder + "/last")
-        #expect(last == .written(bytes: 1 << 20))
-        let past = WALFileName.segment(timeline: 3, number: segments[2].name.segmentNumber(segmentSize: try WALSegmentSize(bytes: 1 << 20)) + 1,
-                                       segmentSize: try WALSegmentSize(bytes: 1 << 20))
-        #expect(WALFetchClient.fetch(socket: server.socketPath, name: past.description, destination: folder + "/past") == .missing)
-        #expect(WALFetchClient.fetch(socket: server.socketPath, name: "00000004.history", destination: folder + "/h") == .missing)
-        #expect(WALFetchClient.fetch(socket: server.socketPath, name: "../../etc/passwd", destination: folder + "/x").exitStatus == 126)
-        #expect(server.statistics.served == 2)
+        try Self.withServer(repository, readAhead: 4) { folder, server in
+            let first = WALFetchClient.fetch(socket: server.socketPath, name: segments[0].name.description, destination: folder + "/RECOVERYXLOG")
+            #expect(first == .written(bytes: 1 << 20))
+            #expect(Array(try Data(contentsOf: URL(fileURLWithPath: folder + "/RECOVERYXLOG"))) == segments[0].file)
+            let gap = WALFetchClient.fetch(socket: server.socketPath, name: segments[1].name.description, destination: folder + "/gap")
+            guard case .fatal(let message) = gap else { Issue.record("a hole was not fatal: \(gap)"); return }
+            #expect(message.contains("missing from the archive") && gap.exitStatus == 126)
+            #expect(!FileManager.default.fileExists(atPath: folder + "/gap"))
+            let last = WALFetchClient.fetch(socket: server.socketPath, name: segments[2].name.description, destination: folder + "/last")
+            #expect(last == .written(bytes: 1 << 20))
+            let past = WALFileName.segment(timeline: 3, number: segments[2].name.segmentNumber(segmentSize: try WALSegmentSize(bytes: 1 << 20)) + 1,
+                                           segmentSize: try WALSegmentSize(bytes: 1 << 20))
+            #expect(WALFetchClient.fetch(socket: server.socketPath, name: past.description, destination: folder + "/past") == .missing)
+            #expect(WALFetchClient.fetch(socket: server.socketPath, name: "00000004.history", destination: folder + "/h") == .missing)
+            #expect(WALFetchClient.fetch(socket: server.socketPath, name: "../../etc/passwd", destination: folder + "/x").exitStatus == 126)
+            #expect(server.statistics.served == 2)
+        }
     }
 
     /// The read-ahead starts at the base backup's first segment before anything is asked, and the
@@ -71,28 +78,63 @@ import KhoTestSupport
         let archive = try WALArchive(repository: repository, source: "ho-tich")
         let segments = try Self.segments()
         for segment in segments { _ = try archive.push(name: segment.name, file: segment.file, identity: Self.identity) }
-        let record = try #require(try WALArchive.currentRecord(source: "ho-tich", in: repository))
-        let folder = try ServerSupport.makeTemporaryFolder("walfetch")
-        defer { try? removeTree(folder) }
-        let server = try WALFetchServer(repository: repository, record: record, socketPath: folder + "/fetch.sock",
-                                        allowedUser: geteuid(), allowedGroup: getegid(), readAhead: 4)
-        defer { server.stop() }
-        server.readAhead(from: segments[0].name)
-        let deadline = Date().addingTimeInterval(30)
-        while server.statistics.prefetched < 3 && Date() < deadline { usleep(5_000) }
-        #expect(server.statistics.prefetched == 3)
-        for segment in segments { try repository.storage.remove(segment.name.handle(cluster: Self.sysid)) }
-        for (n, segment) in segments.enumerated() {
-            let outcome = WALFetchClient.fetch(socket: server.socketPath, name: segment.name.description, destination: folder + "/seg\(n)")
-            #expect(outcome == .written(bytes: 1 << 20))
-            #expect(Array(try Data(contentsOf: URL(fileURLWithPath: folder + "/seg\(n)"))) == segment.file)
+        try Self.withServer(repository, readAhead: 4) { folder, server in
+            server.readAhead(from: segments[0].name)
+            let deadline = Date().addingTimeInterval(30)
+            while server.statistics.prefetched < 3 && Date() < deadline { usleep(5_000) }
+            #expect(server.statistics.prefetched == 3)
+            for segment in segments { try repository.storage.remove(segment.name.handle(cluster: Self.sysid)) }
+            for (n, segment) in segments.enumerated() {
+                let outcome = WALFetchClient.fetch(socket: server.socketPath, name: segment.name.description, destination: folder + "/seg\(n)")
+                #expect(outcome == .written(bytes: 1 << 20))
+                #expect(Array(try Data(contentsOf: URL(fileURLWithPath: folder + "/seg\(n)"))) == segment.file)
+            }
+            let again = WALFetchClient.fetch(socket: server.socketPath, name: segments[2].name.description, destination: folder + "/again")
+            #expect(again == .written(bytes: 1 << 20))
+            #expect(Array(try Data(contentsOf: URL(fileURLWithPath: folder + "/again"))) == segments[2].file)
+            // Only the last one: an earlier segment asked again goes to the repository (removed here).
+            #expect(WALFetchClient.fetch(socket: server.socketPath, name: segments[0].name.description, destination: folder + "/early").exitStatus != 0)
+            #expect(server.statistics.served == 4)
         }
-        let again = WALFetchClient.fetch(socket: server.socketPath, name: segments[2].name.description, destination: folder + "/again")
-        #expect(again == .written(bytes: 1 << 20))
-        #expect(Array(try Data(contentsOf: URL(fileURLWithPath: folder + "/again"))) == segments[2].file)
-        // Only the last one: an earlier segment asked again goes to the repository (removed here).
-        #expect(WALFetchClient.fetch(socket: server.socketPath, name: segments[0].name.description, destination: folder + "/early").exitStatus != 0)
-        #expect(server.statistics.served == 4)
+    }
+
+    /// The server writes only into a new, empty regular file the client passed with its request:
+    /// a request without one, a file with content, or a pipe gets an ERROR line and nothing is
+    /// written; the client leaves no temporary file behind when it gets no segment.
+    @Test func theServerFillsOnlyANewEmptyFileOfTheClients() throws {
+        let repository = try Self.repository()
+        let segments = try Self.segments()
+        _ = try WALArchive(repository: repository, source: "ho-tich").push(name: segments[0].name, file: segments[0].file, identity: Self.identity)
+        try Self.withServer(repository) { folder, server in
+            func ask(_ descriptor: Int32?) throws -> String {
+                let socket = try UnixSocket.connect(to: server.socketPath)
+                defer { socket.close() }
+                try DescriptorPassing.send(socket.descriptor, Array("FETCH \(segments[0].name)\n".utf8), descriptor: descriptor, what: "a test socket")
+                return try #require(try socket.readLine(limit: 4096))
+            }
+            #expect(try ask(nil).hasPrefix("ERROR "))
+            let full = folder + "/full"
+            try Data("already here".utf8).write(to: URL(fileURLWithPath: full))
+            let fullFD = open(full, O_WRONLY)
+            defer { close(fullFD) }
+            #expect(try ask(fullFD).hasPrefix("ERROR "))
+            #expect(try String(contentsOfFile: full, encoding: .utf8) == "already here")
+            var pipeFDs: [Int32] = [0, 0]
+            #expect(pipe(&pipeFDs) == 0)
+            defer { close(pipeFDs[0]); close(pipeFDs[1]) }
+            #expect(try ask(pipeFDs[1]).hasPrefix("ERROR "))
+            let empty = folder + "/empty"
+            let emptyFD = open(empty, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+            defer { close(emptyFD) }
+            #expect(try ask(emptyFD) == "WROTE \(1 << 20)")
+            #expect(Array(try Data(contentsOf: URL(fileURLWithPath: empty))) == segments[0].file)
+
+            let past = WALFileName.segment(timeline: 3, number: segments[0].name.segmentNumber(segmentSize: try WALSegmentSize(bytes: 1 << 20)) + 5,
+                                           segmentSize: try WALSegmentSize(bytes: 1 << 20))
+            #expect(WALFetchClient.fetch(socket: server.socketPath, name: past.description, destination: folder + "/RECOVERYXLOG") == .missing)
+            #expect(!FileManager.default.fileExists(atPath: folder + "/RECOVERYXLOG.kho-tmp"))
+            #expect(!FileManager.default.fileExists(atPath: folder + "/RECOVERYXLOG"))
+        }
     }
 
     /// A damaged object stops recovery (126) instead of ending it early.
@@ -105,15 +147,11 @@ import KhoTestSupport
         stored[stored.count / 2] ^= 0xff
         try repository.storage.remove(handle)
         try repository.storage.save(handle, data: stored)
-        let record = try #require(try WALArchive.currentRecord(source: "ho-tich", in: repository))
-        let folder = try ServerSupport.makeTemporaryFolder("walfetch")
-        defer { try? removeTree(folder) }
-        let server = try WALFetchServer(repository: repository, record: record, socketPath: folder + "/fetch.sock",
-                                        allowedUser: geteuid(), allowedGroup: getegid())
-        defer { server.stop() }
-        let outcome = WALFetchClient.fetch(socket: server.socketPath, name: segments[0].name.description, destination: folder + "/seg")
-        #expect(outcome.exitStatus == 126)
-        #expect(!FileManager.default.fileExists(atPath: folder + "/seg"))
+        try Self.withServer(repository) { folder, server in
+            let outcome = WALFetchClient.fetch(socket: server.socketPath, name: segments[0].name.description, destination: folder + "/seg")
+            #expect(outcome.exitStatus == 126)
+            #expect(!FileManager.default.fileExists(atPath: folder + "/seg"))
+        }
     }
 }
 

@@ -11,7 +11,8 @@ import KhoSupport
 /// the archive holds are fetched in the background, so that replay waits on storage once, not
 /// once per segment.
 ///
-/// Protocol, one request per connection: `FETCH <name>\n`; answers `OK <size>\n<bytes>`,
+/// Protocol, one request per connection: `FETCH <name>\n` with the descriptor of a new, empty file
+/// of the client's attached (`SCM_RIGHTS`); answers `WROTE <size>\n` (written into that file),
 /// `MISSING\n` (not archived and past the archive's end: the normal end of WAL), `GAP <text>\n`
 /// (not archived although later segments of its timeline are), `ERROR <text>\n`.
 public final class WALFetchServer: @unchecked Sendable {
@@ -70,7 +71,7 @@ public final class WALFetchServer: @unchecked Sendable {
         // replay, which is one process, and leaves the other cores to the recovering server
         // (four read-aheads beside its start-up made that start-up slower than they saved).
         // Requests to object storage wait on the network and are worth overlapping.
-        let fetcherCount = connections ?? (repository.storage.readsAreRequests ? 4 : 1)
+        let fetcherCount = connections ?? (repository.storage.readsAreRequests ? 4 : 2)
         for n in 0..<max(1, fetcherCount) {
             fetchers.append(Worker(name: "kho-wal-prefetch-\(n)") { [weak self] in self?.prefetchLoop() })
         }
@@ -116,24 +117,52 @@ public final class WALFetchServer: @unchecked Sendable {
                 try connection.write(Array("ERROR user \(peer) may not fetch WAL from this restore\n".utf8))
                 return
             }
-            guard let line = try connection.readLine(limit: 128), line.hasPrefix("FETCH ") else { return }
+            // The request and the descriptor of the file to fill come in one message.
+            let request = try DescriptorPassing.receive(connection.descriptor, limit: 128, maxDescriptors: 1, what: "the restore's WAL socket")
+            defer { request.descriptors.forEach { _ = close($0) } }
+            let line = String(decoding: request.bytes, as: UTF8.self)
+            guard !request.truncated, line.hasPrefix("FETCH "), line.hasSuffix("\n"), request.descriptors.count == 1 else {
+                try connection.write(Array("ERROR the request is not a kho restore_command's (one line and one file): run kho wal fetch of the same kho as the restore\n".utf8))
+                return
+            }
             let name: WALFileName
             do {
-                name = try WALFileName(parsing: line.dropFirst(6))
+                name = try WALFileName(parsing: line.dropFirst(6).dropLast())
             } catch let error as KhoError {
                 try connection.write(Array("ERROR \(error.message)\n".utf8))
                 return
             }
             let (head, body) = try response(for: name)
-            try connection.write(head)
-            if let body { try connection.write(body) }
+            guard let body else {
+                try connection.write(head)
+                return
+            }
+            try connection.write(Array(Self.fill(request.descriptors[0], with: body).utf8))
         } catch {
             // The client reports what it did not get; the recovery it serves stops there.
         }
     }
 
-    /// The answer's first line, and the file's bytes after an `OK` (sent as they are: gluing them
-    /// to the line would copy 16 MiB per segment).
+    /// Writes the file into the client's new, empty file, so that 16 MiB per segment cross no
+    /// socket and no buffer of the client's (in the serial path of replay): `WROTE <size>`, or
+    /// an `ERROR` line. The descriptor is only written through: it gives this process no more
+    /// than the client could do with it itself.
+    static func fill(_ fd: Int32, with bytes: [UInt8]) -> String {
+        var status = stat()
+        guard fstat(fd, &status) == 0, status.st_mode & S_IFMT == S_IFREG, status.st_size == 0 else {
+            return "ERROR the file restore_command passed is not a new, empty regular file: nothing was written\n"
+        }
+        do {
+            try bytes.withUnsafeBytes { try Syscall.pwriteAll(fd, $0, offset: 0, "the file restore_command passed") }
+        } catch let error as KhoError {
+            return "ERROR \(error.message)\n"
+        } catch {
+            return "ERROR \(error)\n"
+        }
+        return "WROTE \(bytes.count)\n"
+    }
+
+    /// The answer's line, or the file's bytes (the line then says how they were written).
     private func response(for name: WALFileName) throws -> (head: [UInt8], body: [UInt8]?) {
         let key = name.description
         // Wait for a read-ahead of this very file rather than fetch it twice. The condition's
@@ -259,13 +288,23 @@ public enum WALFetchClient {
         }
     }
 
+    /// Creates `destination + ".kho-tmp"`, has the server fill it, and renames it over
+    /// `destination`; not fsynced, as `writeWhole`.
     public static func fetch(socket path: String, name: String, destination: String) -> Outcome {
+        let temporary = destination + ".kho-tmp"
+        var fd: Int32 = -1
+        var placed = false
+        defer {
+            if fd >= 0 { _ = close(fd) }
+            if !placed { unlink(temporary) }
+        }
         do {
             let parsed = try WALFileName(parsing: name)
+            fd = try Syscall.call("open", temporary) { open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600) }
             let socket = try UnixSocket.connect(to: path)
             defer { socket.close() }
             socket.setTimeout(seconds: 600)
-            try socket.write(Array("FETCH \(parsed)\n".utf8))
+            try DescriptorPassing.send(socket.descriptor, Array("FETCH \(parsed)\n".utf8), descriptor: fd, what: "the restore's WAL socket")
             guard let head = try socket.readLine(limit: 4096) else {
                 return .fatal("The kho restore serving WAL at \(path) closed the connection without an answer: see its messages; recovery stops here.")
             }
@@ -273,11 +312,17 @@ public enum WALFetchClient {
             if head.hasPrefix("GAP ") || head.hasPrefix("ERROR ") {
                 return .fatal(String(head.drop { $0 != " " }.dropFirst()))
             }
-            guard head.hasPrefix("OK "), let size = Int(head.dropFirst(3)), (0...(WALObject.largestSegmentSize)).contains(size) else {
-                return .fatal("The process at \(path) answered \"\(head.prefix(80))\", not as kho's WAL server does: recovery stops here.")
+            var status = stat()
+            guard head.hasPrefix("WROTE "), let size = Int(head.dropFirst(6)), (0...(WALObject.largestSegmentSize)).contains(size),
+                  fstat(fd, &status) == 0, status.st_size == size else {
+                return .fatal("The process at \(path) answered \"\(head.prefix(80))\", not as kho's WAL server does, or its file is not the size it said: recovery stops here.")
             }
-            let bytes = try socket.read(count: size)
-            try writeWhole(bytes, to: destination)
+            // A write the disk refuses late (NFS, quota) shows at close.
+            let written = fd
+            fd = -1
+            try Syscall.call("close", temporary) { close(written) }
+            try Syscall.call("rename", destination) { rename(temporary, destination) }
+            placed = true
             return .written(bytes: size)
         } catch let error as KhoError {
             return .fatal(error.message)

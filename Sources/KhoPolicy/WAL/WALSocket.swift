@@ -4,12 +4,7 @@ import KhoSupport
 
 // Linux calls and constants that Swift's Glibc module does not export (macros or GNU-only headers).
 private let socketCloexec = Int32(0o2000000)  // SOCK_CLOEXEC
-private let messageCloexecDescriptors = Int32(0x4000_0000)  // MSG_CMSG_CLOEXEC
-private let messageControlTruncated = Int32(0x08)  // MSG_CTRUNC
-private let messageTruncated = Int32(0x20)  // MSG_TRUNC
-private let messageNoSignal = Int32(0x4000)  // MSG_NOSIGNAL
 private let optionPeerCredentials = Int32(17)  // SO_PEERCRED
-private let rightsType = Int32(1)  // SCM_RIGHTS
 @_silgen_name("accept4") private func systemAccept4(_ fd: Int32, _ address: UnsafeMutablePointer<sockaddr>?, _ length: UnsafeMutablePointer<socklen_t>?, _ flags: Int32) -> Int32
 
 /// The credentials the kernel recorded for the other end of a Unix socket when it connected
@@ -20,13 +15,6 @@ public struct PeerCredentials: Sendable, Equatable {
     public var gid: UInt32
 }
 
-/// One message received on a sequenced-packet socket, with the descriptors that came with it.
-struct SocketMessage {
-    var bytes: [UInt8]
-    var descriptors: [Int32]
-    /// The message or its control data did not fit: it is not what the protocol sends.
-    var truncated: Bool
-}
 
 /// Unix sockets of type `SOCK_SEQPACKET` for the WAL agent: every request and answer is one
 /// message, so a descriptor passed with `SCM_RIGHTS` belongs to exactly one request.
@@ -127,86 +115,14 @@ enum WALSocket {
 
     /// The size of a control message holding `count` descriptors, aligned as the kernel wants
     /// (`CMSG_SPACE`, `CMSG_LEN`).
-    private static let headerSize = (MemoryLayout<cmsghdr>.size + MemoryLayout<Int>.size - 1) & ~(MemoryLayout<Int>.size - 1)
-    private static func controlSpace(_ count: Int) -> Int {
-        headerSize + ((count * 4 + MemoryLayout<Int>.size - 1) & ~(MemoryLayout<Int>.size - 1))
-    }
-
     /// Sends `bytes` as one message, with `descriptor` attached when given.
     static func send(_ fd: Int32, _ bytes: [UInt8], descriptor: Int32? = nil) throws {
-        var payload = bytes
-        var control = [UInt8](repeating: 0, count: descriptor == nil ? 0 : controlSpace(1))
-        let sent = payload.withUnsafeMutableBytes { data -> (Int, Int32) in
-            control.withUnsafeMutableBytes { controlBytes -> (Int, Int32) in
-                var vector = iovec(iov_base: data.baseAddress, iov_len: data.count)
-                return withUnsafeMutablePointer(to: &vector) { vectorPointer -> (Int, Int32) in
-                    var message = msghdr()
-                    message.msg_iov = vectorPointer
-                    message.msg_iovlen = 1
-                    if let descriptor {
-                        let header = controlBytes.baseAddress!.assumingMemoryBound(to: cmsghdr.self)
-                        header.pointee.cmsg_len = headerSize + 4
-                        header.pointee.cmsg_level = SOL_SOCKET
-                        header.pointee.cmsg_type = rightsType
-                        controlBytes.storeBytes(of: descriptor, toByteOffset: headerSize, as: Int32.self)
-                        message.msg_control = controlBytes.baseAddress
-                        message.msg_controllen = controlBytes.count
-                    }
-                    return Syscall.attempt { sendmsg(fd, &message, messageNoSignal) }
-                }
-            }
-        }
-        if sent.1 != 0 { throw KhoError.posix("sendmsg", "the WAL agent's socket", errno: sent.1) }
-        guard sent.0 == bytes.count else {
-            throw KhoError(.failure, "The WAL agent's socket took \(sent.0) of \(bytes.count) bytes of a message: check that both ends are the same kho version.")
-        }
+        try DescriptorPassing.send(fd, bytes, descriptor: descriptor, what: "the WAL agent's socket")
     }
 
     /// Receives one message of at most `limit` bytes and up to `maxDescriptors` descriptors
     /// (marked close-on-exec). An empty message with no descriptors means the peer closed.
     static func receive(_ fd: Int32, limit: Int, maxDescriptors: Int = 1) throws -> SocketMessage {
-        var payload = [UInt8](repeating: 0, count: limit + 1)
-        var control = [UInt8](repeating: 0, count: controlSpace(maxDescriptors))
-        var flags: Int32 = 0
-        var controlLength = 0
-        let received = payload.withUnsafeMutableBytes { data -> (Int, Int32) in
-            control.withUnsafeMutableBytes { controlBytes -> (Int, Int32) in
-                var vector = iovec(iov_base: data.baseAddress, iov_len: data.count)
-                return withUnsafeMutablePointer(to: &vector) { vectorPointer -> (Int, Int32) in
-                    var message = msghdr()
-                    message.msg_iov = vectorPointer
-                    message.msg_iovlen = 1
-                    message.msg_control = controlBytes.baseAddress
-                    message.msg_controllen = controlBytes.count
-                    let result = Syscall.attempt { recvmsg(fd, &message, messageCloexecDescriptors) }
-                    flags = message.msg_flags
-                    controlLength = min(controlBytes.count, Int(message.msg_controllen))
-                    return result
-                }
-            }
-        }
-        if received.1 != 0 { throw KhoError.posix("recvmsg", "the WAL agent's socket", errno: received.1) }
-        control.removeLast(control.count - controlLength)
-        var descriptors: [Int32] = []
-        // Walk the control messages: only SCM_RIGHTS carries descriptors; every one received is
-        // ours to close, whatever else is wrong with the message.
-        var offset = 0
-        while offset + headerSize <= control.count {
-            let (length, level, type) = control.withUnsafeBytes { raw -> (Int, Int32, Int32) in
-                let header = raw.loadUnaligned(fromByteOffset: offset, as: cmsghdr.self)
-                return (Int(header.cmsg_len), header.cmsg_level, header.cmsg_type)
-            }
-            guard length >= headerSize, offset + length <= control.count else { break }
-            if level == SOL_SOCKET && type == rightsType {
-                var at = offset + headerSize
-                while at + 4 <= offset + length {
-                    descriptors.append(control.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: Int32.self) })
-                    at += 4
-                }
-            }
-            offset += (length + MemoryLayout<Int>.size - 1) & ~(MemoryLayout<Int>.size - 1)
-        }
-        let truncated = received.0 > limit || flags & (messageTruncated | messageControlTruncated) != 0
-        return SocketMessage(bytes: Array(payload.prefix(min(received.0, limit))), descriptors: descriptors, truncated: truncated)
+        try DescriptorPassing.receive(fd, limit: limit, maxDescriptors: maxDescriptors, what: "the WAL agent's socket")
     }
 }
