@@ -140,7 +140,8 @@ extension Restore {
             let ended = Date()
             let result = PointInTimeResult(
                 dataDirectory: directory, cluster: plan.cluster.description, baseBackup: plan.base.id ?? "", target: target.description,
-                started: pointInTime.start, reached: reached, walFilesServed: served?.served, walBytesServed: served?.bytes,
+                started: pointInTime.start, reached: reached, walFilesServed: served?.served, walFilesReadAhead: served?.fromReadAhead,
+                walBytesServed: served?.bytes,
                 filesSeconds: filesDone.timeIntervalSince(began), recoverySeconds: pointInTime.start ? ended.timeIntervalSince(filesDone) : nil,
                 rtoSeconds: pointInTime.start ? ended.timeIntervalSince(began) : nil, bytes: summary.bytes)
             if json {
@@ -182,6 +183,8 @@ struct PointInTimeResult: Encodable {
     var started: Bool
     var reached: RecoveryReached?
     var walFilesServed: Int?
+    /// Of those, how many were ready when asked (read ahead while replay went on).
+    var walFilesReadAhead: Int?
     var walBytesServed: Int64?
     var filesSeconds: Double
     var recoverySeconds: Double?
