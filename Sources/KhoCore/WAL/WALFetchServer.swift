@@ -289,7 +289,11 @@ public enum WALFetchClient {
     }
 
     /// Creates `destination + ".kho-tmp"`, has the server fill it, and renames it over
-    /// `destination`; not fsynced, as `writeWhole`.
+    /// `destination`, so that PostgreSQL never finds an empty or partial file under the name it
+    /// asked for. Not fsynced: PostgreSQL never trusts a file restore_command wrote across a crash
+    /// (it asks again after restarting), and durably renames what it keeps
+    /// (KeepFileRestoredFromArchive). An fsync per 16 MiB segment here was a wait on the disk in
+    /// every step of serial replay; pgBackRest's archive-get does not sync either.
     public static func fetch(socket path: String, name: String, destination: String) -> Outcome {
         let temporary = destination + ".kho-tmp"
         var fd: Int32 = -1
@@ -328,37 +332,6 @@ public enum WALFetchClient {
             return .fatal(error.message)
         } catch {
             return .fatal("\(error)")
-        }
-    }
-
-    /// Writes `destination + ".kho-tmp"` and renames it over `destination`, so that PostgreSQL
-    /// never finds an empty or partial file under the name it asked for.
-    /// Not fsynced: PostgreSQL never trusts a file restore_command wrote across a crash (it asks
-    /// again after restarting), and durably renames what it keeps (KeepFileRestoredFromArchive).
-    /// An fsync per 16 MiB segment here was a wait on the disk in every step of serial replay;
-    /// pgBackRest's archive-get does not sync either, for the same reason.
-    public static func writeWhole(_ bytes: [UInt8], to destination: String) throws {
-        let temporary = destination + ".kho-tmp"
-        let fd = try Syscall.call("open", temporary) { open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600) }
-        do {
-            try bytes.withUnsafeBytes { try Syscall.writeAll(fd, $0, temporary) }
-        } catch {
-            Glibc.close(fd)
-            unlink(temporary)
-            throw error
-        }
-        // A write the disk refuses late (NFS, quota) shows at close.
-        do {
-            try Syscall.call("close", temporary) { Glibc.close(fd) }
-        } catch {
-            unlink(temporary)
-            throw error
-        }
-        do {
-            try Syscall.call("rename", destination) { rename(temporary, destination) }
-        } catch {
-            unlink(temporary)
-            throw error
         }
     }
 }

@@ -49,7 +49,7 @@ public struct WALPrefetch: Sendable {
         guard file.count == size.bytes else {
             throw KhoError(.integrity, "\(path) is \(file.count) bytes, not a whole segment: remove the --prefetch folder's files and fetch again.")
         }
-        try WALRecoveryFetch.writeWhole(file, to: destination)
+        try WALRecoveryFetch.writeWhole(file, to: destination, durable: false)
         let served = name.segmentNumber(segmentSize: size)
         for leaf in (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [] {
             guard let other = try? WALFileName(parsing: leaf), other.kind == .segment, other.timeline == name.timeline,

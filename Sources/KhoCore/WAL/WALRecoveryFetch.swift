@@ -63,16 +63,18 @@ public enum WALRecoveryFetch {
     /// Fetches `name` and writes it to `destination` (PostgreSQL's `%p`).
     public static func run(name: WALFileName, destination: String, record: WALArchiveRecord, repository: Repository) throws -> Outcome {
         guard let file = try find(name: name, record: record, in: repository) else { return .notArchived }
-        try writeWhole(file, to: destination)
+        // PostgreSQL's %p: not synced, as the served mode's (WALFetchClient.fetch says why).
+        try writeWhole(file, to: destination, durable: false)
         return .written(file.count)
     }
 
-    /// Writes `bytes` to `path` through `<path>.kho-tmp`: written, fsynced, renamed over `path`,
-    /// and the folder fsynced, so that PostgreSQL never finds an empty or partial file under the
-    /// name (a prefetch that left one once broke recoveries with WAL-E). The temporary file is
-    /// created with O_EXCL and O_NOFOLLOW inside the folder opened once, so a link planted in
-    /// its place is not followed.
-    public static func writeWhole(_ bytes: [UInt8], to path: String) throws {
+    /// Writes `bytes` to `path` through `<path>.kho-tmp`, renamed over `path`, so that PostgreSQL
+    /// never finds an empty or partial file under the name (a prefetch that left one once broke
+    /// recoveries with WAL-E). `durable` fsyncs the file before the rename and the folder after:
+    /// a read-ahead folder is answered from after a crash, PostgreSQL's %p is not. The temporary
+    /// file is created with O_EXCL and O_NOFOLLOW inside the folder opened once, so a link
+    /// planted in its place is not followed.
+    public static func writeWhole(_ bytes: [UInt8], to path: String, durable: Bool = true) throws {
         let slash = path.lastIndex(of: "/")
         let folder = slash.map { path[..<$0].isEmpty ? "/" : String(path[..<$0]) } ?? "."
         let base = slash.map { String(path[path.index(after: $0)...]) } ?? path
@@ -94,10 +96,10 @@ public enum WALRecoveryFetch {
         do {
             defer { close(fd) }
             try bytes.withUnsafeBytes { try Syscall.writeAll(fd, $0, folder + "/" + temporary) }
-            _ = try Syscall.call("fsync", folder + "/" + temporary) { fsync(fd) }
+            if durable { _ = try Syscall.call("fsync", folder + "/" + temporary) { fsync(fd) } }
         }
         _ = try Syscall.call("rename", path) { renameat(dir, temporary, dir, base) }
         renamed = true
-        _ = try Syscall.call("fsync", folder) { fsync(dir) }
+        if durable { _ = try Syscall.call("fsync", folder) { fsync(dir) } }
     }
 }
