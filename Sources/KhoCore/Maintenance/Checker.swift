@@ -189,11 +189,11 @@ public final class Checker {
     }
 
     /// Reads the nonce of every sealed file (snapshots, index files, anchors, drill evidence,
-    /// archived WAL and its records) and pack header (a few bytes each).
+    /// archived WAL and binary logs and their records) and pack header (a few bytes each).
     private func countNonces(_ census: NonceCensus, packs: [String: Int]) throws {
         enum Item: Sendable { case file(FileKind, String), pack(String, Int) }
         var items: [Item] = []
-        for kind in [FileKind.snapshot, .index, .anchor, .drill, .wal] {
+        for kind in [FileKind.snapshot, .index, .anchor, .drill, .wal, .binlog] {
             for file in try repository.storage.list(kind) { items.append(.file(kind, file.name)) }
         }
         for (name, size) in packs.sorted(by: { $0.key < $1.key }) { items.append(.pack(name, size)) }

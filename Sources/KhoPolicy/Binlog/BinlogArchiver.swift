@@ -1,0 +1,203 @@
+import Foundation
+import Glibc
+import KhoCore
+import KhoSources
+import KhoSupport
+
+public struct BinlogArchiverOptions: Sendable {
+    /// How often the growing file's new events are stored: the archive's RPO while the server
+    /// writes into one file.
+    public var interval: TimeInterval = 60
+    /// Where mariadb-binlog writes; emptied at every start (everything in it is also on the server).
+    public var spool: String
+    public var verbose = false
+    /// How long to wait before connecting again after the stream or the server failed.
+    public var retryAfter: TimeInterval = 5
+
+    public init(spool: String) { self.spool = spool }
+}
+
+/// `kho binlog serve`: MariaDB's binary log archived as it grows (docs/design/pitr.md section 9).
+/// `mariadb-binlog --raw --stop-never` streams the files into a spool folder; every file the stream
+/// has moved past is stored whole (its remaining pieces and its end marker) and removed from the
+/// spool; the file being written is stored every `interval` as a new piece of the events it gained.
+/// A restart starts again at the first file not stored whole and stores only what is missing.
+public final class BinlogArchiver: @unchecked Sendable {
+    public let archive: BinlogArchive
+    public let server: MariaDBBinlogServer
+    public let options: BinlogArchiverOptions
+    private let log: @Sendable (String) -> Void
+
+    /// Bytes of each spooled file already in the repository, from its start.
+    private var stored: [BinlogFileName: UInt64] = [:]
+    private var lastPush: [BinlogFileName: Date] = [:]
+    /// The last piece stored before a restart, compared with the stream's bytes once it has them.
+    private var unverified: BinlogPiece?
+
+    public init(archive: BinlogArchive, server: MariaDBBinlogServer, options: BinlogArchiverOptions, log: @escaping @Sendable (String) -> Void) {
+        self.archive = archive
+        self.server = server
+        self.options = options
+        self.log = log
+    }
+
+    /// Runs until `stop` says so. An integrity error (another server, different content under a
+    /// stored name) ends it; a server or stream failure is logged and retried.
+    public func run(stop: () -> Bool) throws {
+        while !stop() {
+            do {
+                try session(stop: stop)
+            } catch let error as KhoError where error.kind == .source || error.kind == .storage || error.kind == .failure {
+                log("binlog serve: \(error.message) (again in \(Int(options.retryAfter)) s)")
+                let until = Date().addingTimeInterval(options.retryAfter)
+                while Date() < until && !stop() { usleep(100_000) }
+            }
+        }
+    }
+
+    /// One connection: where to start, the stream, the pushes, until the stream ends or `stop`.
+    private func session(stop: () -> Bool) throws {
+        let state = try server.state()
+        if state.format != "ROW" {
+            log("binlog serve: the server's binlog_format is \(state.format): a restore replays ROW only; SET GLOBAL binlog_format = ROW and put it in the server's configuration")
+        }
+        try archive.claim(for: state.identity)
+        guard let first = try startingFile(state) else {
+            throw KhoError(.source, "Source \(archive.source): the server lists no binary log file (SHOW BINARY LOGS is empty).")
+        }
+        try prepareSpool()
+        let stream = try server.stream(from: first, into: options.spool)
+        defer {
+            stream.signal(SIGTERM)
+            stream.wait()
+        }
+        if options.verbose { log("binlog serve: streaming from \(first) (\(stored[first] ?? 0) bytes of it already stored)") }
+        var ended: Subprocess.Termination?
+        while true {
+            let stopping = stop()
+            try pushSpool(final: stopping || ended != nil)
+            if stopping { return }
+            if let ended {
+                throw KhoError(.source, "Source \(archive.source): mariadb-binlog stopped (\(ended)): \(stream.standardError.suffix(400))")
+            }
+            if stream.hasEnded { ended = stream.wait() }
+            usleep(200_000)
+        }
+    }
+
+    /// The file after the newest one stored whole, or the newest stored partly, or the oldest the
+    /// server still has. A file the server purged before it was stored is a gap, logged here and
+    /// refused by a restore that needs it.
+    private func startingFile(_ state: MariaDBBinlogServer.State) throws -> BinlogFileName? {
+        let inventory = try archive.inventory()
+        stored = [:]
+        lastPush = [:]
+        unverified = nil
+        let ours = inventory.files.filter { $0.name.basename == state.identity.basename }
+        guard let last = ours.last else { return state.files.first?.name }
+        if !last.ended && !last.holes && state.files.contains(where: { $0.name == last.name }) {
+            stored[last.name] = last.contiguous
+            unverified = last.pieces.last
+            return last.name
+        }
+        guard let next = state.files.first(where: { last.name < $0.name }) else {
+            // Everything the server has is stored whole already; it will write the next file.
+            return state.files.last?.name
+        }
+        if !last.name.isFollowed(by: next.name) || last.holes || !last.ended {
+            log("binlog serve: the archive has a gap after \(last.name): the server no longer has what follows it; archiving from \(next.name); take a new dump, which starts a replay after the gap")
+        }
+        return next.name
+    }
+
+    private func prepareSpool() throws {
+        try FileSystem.makeFolders(options.spool, mode: 0o700)
+        for name in try FileManager.default.contentsOfDirectory(atPath: options.spool) {
+            try Syscall.call("unlink", options.spool + "/" + name) { unlink(options.spool + "/" + name) }
+        }
+    }
+
+    /// Stores what the spool holds beyond the repository: files the stream has left whole, the
+    /// growing one when its interval is up (or `final`).
+    private func pushSpool(final: Bool) throws {
+        var files: [BinlogFileName] = []
+        for name in try FileManager.default.contentsOfDirectory(atPath: options.spool) {
+            // mariadb-binlog writes only the server's file names; anything else is not ours to store.
+            if let file = try? BinlogFileName(name) { files.append(file) }
+        }
+        files.sort()
+        for (i, file) in files.enumerated() {
+            let path = options.spool + "/" + file.description
+            let whole = i < files.count - 1
+            let due = final || Date().timeIntervalSince(lastPush[file] ?? .distantPast) >= options.interval
+            guard whole || due else { continue }
+            let size = try fileSize(path)
+            let lastEvent = try pushNew(file, path: path, size: size)
+            lastPush[file] = Date()
+            if whole {
+                guard stored[file] ?? 0 == size else {
+                    throw KhoError(.integrity, "The spooled \(file) ends inside an event although the server went on to the next file: it was not marked whole; check the disk under \(options.spool).")
+                }
+                try archive.markEnded(file: file, size: size, lastEvent: lastEvent)
+                try Syscall.call("unlink", path) { unlink(path) }
+                stored[file] = nil
+                lastPush[file] = nil
+                if options.verbose { log("binlog serve: \(file) stored whole, \(size) bytes") }
+            }
+        }
+    }
+
+    /// Stores the whole events of `file` beyond what is stored, as pieces of at most 64 MiB.
+    /// Returns the time of the last event stored now.
+    @discardableResult
+    private func pushNew(_ file: BinlogFileName, path: String, size: UInt64) throws -> UInt32? {
+        var at = stored[file] ?? 0
+        var lastEvent: UInt32?
+        if let piece = unverified, piece.file == file, size >= piece.end {
+            try verify(piece, path: path)
+            unverified = nil
+        }
+        guard size > at else { return nil }
+        let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
+        defer { try? handle.close() }
+        while size > at {
+            try handle.seek(toOffset: at)
+            let want = Int(min(size - at, UInt64(BinlogObject.largestPiece)))
+            guard let data = try handle.read(upToCount: want), !data.isEmpty else { break }
+            let bytes = [UInt8](data)
+            let scan = try bytes.withUnsafeBytes { try BinlogEvents.scan($0, atFileStart: at == 0, limit: BinlogObject.largestPiece, file: file.description) }
+            if scan.wholeBytes == 0 {
+                if bytes.count >= BinlogObject.largestPiece {
+                    throw KhoError(.source, "\(file) holds an event larger than \(BinlogObject.largestPiece >> 20) MiB at offset \(at): kho cannot archive it; lower max_allowed_packet on the server or split the statement.")
+                }
+                break
+            }
+            let piece = Array(bytes[0..<scan.wholeBytes])
+            let outcome = try archive.push(file: file, offset: at, bytes: piece, scan: scan)
+            if options.verbose { log("binlog serve: \(file) \(at)+\(piece.count) \(outcome.rawValue)") }
+            at += UInt64(piece.count)
+            stored[file] = at
+            lastEvent = scan.lastTime ?? lastEvent
+        }
+        return lastEvent
+    }
+
+    /// The bytes of the last piece stored before this stream began equal the stream's own: the
+    /// server's file is the one archived, not another written under the same name.
+    private func verify(_ piece: BinlogPiece, path: String) throws {
+        let stored = try archive.load(piece)
+        let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
+        defer { try? handle.close() }
+        try handle.seek(toOffset: piece.offset)
+        let spooled = [UInt8](try handle.read(upToCount: piece.length) ?? Data())
+        guard spooled == stored.bytes else {
+            throw KhoError(.integrity, "binlog/\(archive.id)/\(piece.storedName) differs from what the server now sends for those bytes of \(piece.file): nothing was replaced; the server's binary log was reset (RESET MASTER) or another server writes files of the same names; archive it under another --source and take a new dump.")
+        }
+    }
+
+    private func fileSize(_ path: String) throws -> UInt64 {
+        var info = stat()
+        try Syscall.call("stat", path) { stat(path, &info) }
+        return UInt64(info.st_size)
+    }
+}

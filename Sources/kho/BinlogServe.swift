@@ -1,0 +1,52 @@
+import ArgumentParser
+import Foundation
+import KhoCore
+import KhoPolicy
+import KhoSources
+import KhoSupport
+
+/// `kho binlog serve`: one MariaDB server's binary log archived in the foreground (systemd runs it
+/// as a service), until SIGTERM or SIGINT.
+struct BinlogServe: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Archive a MariaDB server's binary log as it grows: mariadb-binlog --raw --stop-never into the repository.",
+        discussion: "The login needs REPLICATION SLAVE and BINLOG MONITOR. Every file the server has moved past is stored whole; the file being written is stored every --interval, so the archive is at most that far behind. Restarting continues where the archive ends."
+    )
+
+    @OptionGroup var repository: RepositoryOptions
+    @Option(help: "The policy source whose binary log this is (the name its dumps are backed up under).") var source: String
+    @Option(help: "The server: mariadb://USER@HOST:PORT (a database in the path is ignored).") var mariadb: String
+    @Option(name: .customLong("password-file"), help: "File holding the login's password.") var passwordFile: String?
+    @Option(name: .customLong("password-env"), help: "Environment variable holding the login's password.") var passwordEnv: String?
+    @Option(help: "How often the file being written is stored, e.g. 60s, 5m (the RPO while the server writes one file).")
+    var interval = "60s"
+    @Option(name: .customLong("spool-directory"), help: "Where mariadb-binlog writes (emptied at start). Default: $KHO_STATE_DIR/binlog/<archive>, else /var/lib/kho/binlog/<archive>.")
+    var spoolDirectory: String?
+    @Flag(help: "Log every piece stored, not only problems.") var verbose = false
+
+    func validate() throws {
+        try Wal.checkSource(source)
+    }
+
+    func run() throws {
+        let stop = Locked(false)
+        Signals.graceful { stop.withLock { $0 = true } }
+        let log: @Sendable (String) -> Void = { line in Terminal.write(STDERR_FILENO, "\(Timestamp.format(Date())) \(line)\n") }
+        var url = mariadb
+        if let components = URLComponents(string: url), components.path.drop(while: { $0 == "/" }).isEmpty {
+            url = url.hasSuffix("/") ? url + "mysql" : url + "/mysql"
+        }
+        let spec = try SourceSpec.database(url: url, name: source, passwordFile: passwordFile, passwordEnv: passwordEnv)
+        guard spec.kind == .mariadb, let endpoint = spec.endpoint else {
+            throw KhoError(.usage, "--mariadb takes the server as mariadb://USER@HOST:PORT.")
+        }
+        let archive = try BinlogArchive(repository: try repository.open(), source: source)
+        let base = ProcessInfo.processInfo.environment["KHO_STATE_DIR"].flatMap { $0.isEmpty ? nil : $0 + "/binlog" } ?? "/var/lib/kho/binlog"
+        var options = BinlogArchiverOptions(spool: spoolDirectory ?? base + "/" + archive.id.description)
+        options.interval = try DurationText.parse(interval, option: "--interval")
+        options.verbose = verbose
+        let archiver = BinlogArchiver(archive: archive, server: MariaDBBinlogServer(endpoint: endpoint, source: source), options: options, log: log)
+        try archiver.run(stop: { stop.current })
+    }
+}
