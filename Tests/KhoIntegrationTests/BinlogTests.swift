@@ -54,4 +54,123 @@ struct BinlogTests {
         let none = try #require(try binlogPositions(sandbox).first { $0.position == nil })
         #expect(none.absent?.contains("log_bin") == true, "\(none)")
     }
+
+    @Test("kho binlog serve archives a server's binary log through a SIGKILL and a restart without gap or duplicate; --pitr --at T-1s --database gives back the rows and the table as they were before an incident and nothing after; a second server is refused; a removed binlog object refuses the restore with exit 12 and nothing created")
+    func archiveAndRestoreToATime() throws {
+        let db = try ScratchMariaDB(label: "binlog-pitr", binaryLog: .init(serverId: 11))
+        defer { db.stop() }
+        let sandbox = try Sandbox("binlog-pitr")
+        try sandbox.initRepository()
+        let tmp = sandbox.path("tmp"), state = sandbox.path("state")
+        try makeDirectories(tmp)
+        try makeDirectories(state)
+        let env: [String: String?] = ["TMPDIR": tmp, "KHO_STATE_DIR": state]
+        let serve = ["binlog", "serve", "--source", "reg", "--mariadb", db.url(""), "--interval", "1s"]
+
+        try db.sql("""
+            CREATE DATABASE registry;
+            USE registry;
+            CREATE TABLE registry.births(id INT PRIMARY KEY, name VARCHAR(80));
+            INSERT INTO registry.births SELECT seq, CONCAT('Nguyễn Văn ', seq) FROM seq_1_to_100;
+            """)
+        // The nightly dump: the replay starts at the position it recorded.
+        let dumped = try sandbox.kho(["backup", "--mariadb", db.url("registry"), "--source-name", "reg"], env: env)
+        try #require(dumped.exitCode == 0, "\(dumped)")
+        var agent = try sandbox.start(serve, env: env)
+        defer { agent.send(SIGKILL); agent.wait() }
+
+        /// Waits until the archive holds the server's current file up to its current position.
+        func waitArchived() throws {
+            try ServerSupport.waitUntil("the archive holds the binary log up to the server's position", timeout: 30) {
+                if !agent.isRunning { throw ServerError("kho binlog serve ended: \(agent.wait())") }
+                let status = try db.value("SHOW MASTER STATUS;").split(separator: "\t")
+                let listed = try sandbox.kho(["binlog", "ls", "--source", "reg", "--json", "--no-times"], env: env)
+                guard let summary = try? listed.json() as? [String: Any], let files = summary["files"] as? [[String: Any]] else { return false }
+                return files.contains { $0["file"] as? String == String(status[0]) && ($0["bytes"] as? Int).map(String.init) == String(status[1]) }
+            }
+        }
+
+        try db.sql("INSERT INTO registry.births SELECT seq, CONCAT('Trần Thị ', seq) FROM seq_101_to_110; FLUSH BINARY LOGS;", database: "registry")
+        // Schema changes as an application makes them, in its own database (a replay for one
+        // database takes the statements logged with it as the default database).
+        try db.sql("CREATE TABLE notes(id INT PRIMARY KEY, note TEXT); INSERT INTO registry.notes VALUES (1, 'giấy khai sinh'), (2, 'bản sao');", database: "registry")
+        try waitArchived()
+        // Killed mid-stream: the server goes on writing and rotating while nothing archives.
+        agent.send(SIGKILL)
+        agent.wait()
+        try db.sql("INSERT INTO registry.births SELECT seq, CONCAT('Lê Văn ', seq) FROM seq_111_to_130; FLUSH BINARY LOGS; INSERT INTO registry.notes VALUES (3, 'trích lục');", database: "registry")
+        agent = try sandbox.start(serve, env: env)
+        try waitArchived()
+
+        usleep(1_200_000)
+        let target = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down))
+        usleep(1_200_000)
+        // The incident, and a write after it.
+        try db.sql("DELETE FROM births WHERE id <= 50; DROP TABLE notes; INSERT INTO births VALUES (999, 'sau sự cố');", database: "registry")
+        try waitArchived()
+
+        let restored = try sandbox.kho(["restore", "--source", "reg", "--pitr", "--at", isoUTC(target), "--database", "registry",
+                                        "--to-database", db.url("registry_restored"), "--yes", "--json"], env: env)
+        try #require(restored.exitCode == 0, "\(restored)")
+        let summary = try #require(try restored.json() as? [String: Any])
+        #expect(summary["toDatabase"] as? String == "registry_restored" && summary["dumpEqual"] as? Bool == true, "\(summary)")
+        #expect((summary["binlogFiles"] as? [String])?.count ?? 0 >= 3, "\(summary)")
+        let applied = try #require((summary["lastEventApplied"] as? String).flatMap(parseISO), "\(summary)")
+        #expect(applied <= target && summary["reachesTarget"] as? Bool == true, "\(summary)")
+        #expect(try db.value("SELECT COUNT(*), MIN(id), MAX(id) FROM registry_restored.births;") == "130\t1\t130")
+        #expect(try db.value("SELECT GROUP_CONCAT(note ORDER BY id SEPARATOR '|') FROM registry_restored.notes;") == "giấy khai sinh|bản sao|trích lục")
+        #expect(try db.value("SELECT COUNT(*) FROM registry.births;") == "81")
+        let left = try scratchLeft(tmp)
+        #expect(left.isEmpty, "the fetched binary log was left in \(tmp): \(left)")
+
+        // Every file the server finished is archived whole, byte for byte as long as the server's.
+        let listed = try sandbox.kho(["binlog", "ls", "--source", "reg", "--json"], env: env)
+        #expect(listed.exitCode == 0, "\(listed)")
+        let archived = try #require(try listed.json() as? [String: Any])
+        #expect((archived["gaps"] as? [Any])?.isEmpty == true, "\(archived)")
+        let stored = Dictionary(uniqueKeysWithValues: (archived["files"] as? [[String: Any]] ?? []).map { ($0["file"] as? String ?? "", $0) })
+        let serverFiles = try db.rows("SHOW BINARY LOGS;").map { $0.split(separator: "\t").map(String.init) }
+        #expect(serverFiles.count >= 3, "\(serverFiles)")
+        for file in serverFiles.dropLast() {
+            #expect(stored[file[0]]?["bytes"] as? Int == Int(file[1]) && stored[file[0]]?["whole"] as? Bool == true, "\(file): \(stored[file[0]] ?? [:])")
+        }
+
+        // Another server pushing into the same archive is refused: exit 12, nothing stored.
+        let other = try ScratchMariaDB(label: "binlog-other", binaryLog: .init(serverId: 12))
+        defer { other.stop() }
+        let intruder = try sandbox.kho(["binlog", "serve", "--source", "reg", "--mariadb", other.url(""), "--interval", "1s"], env: env)
+        #expect(intruder.exitCode == 12 && intruder.err.contains("server_id 11") && intruder.err.contains("server_id 12"), "\(intruder)")
+
+        // A binary log file removed from the repository between the dump and the time: refused
+        // before anything is written.
+        agent.send(SIGTERM)
+        #expect(agent.wait().exitCode == 0)
+        let folder = sandbox.repo + "/binlog/reg"
+        let second = try #require(serverFiles.dropFirst().first?[0])
+        try FileManager.default.removeItem(atPath: folder + "/" + second)
+        let refused = try sandbox.kho(["restore", "--source", "reg", "--pitr", "--at", isoUTC(target), "--database", "registry",
+                                       "--to-database", db.url("registry_gap"), "--yes"], env: env)
+        #expect(refused.exitCode == 12 && refused.err.contains("gap"), "\(refused)")
+        #expect(try db.value("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'registry_gap';") == "0")
+        #expect(try sandbox.kho(["binlog", "ls", "--source", "reg"], env: env).exitCode == 12)
+        #expect(try scratchLeft(tmp).isEmpty)
+    }
+}
+
+/// 2026-12-07T16:50:01Z, as `--at` reads it.
+private func isoUTC(_ date: Date) -> String {
+    let formatter = ISO8601DateFormatter()
+    formatter.timeZone = TimeZone(identifier: "UTC")
+    formatter.formatOptions = [.withInternetDateTime]
+    return formatter.string(from: date)
+}
+
+private func parseISO(_ text: String) -> Date? {
+    let formatter = ISO8601DateFormatter()
+    formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+    return formatter.date(from: text) ?? ISO8601DateFormatter().date(from: text)
+}
+
+private func scratchLeft(_ folder: String) throws -> [String] {
+    try FileManager.default.contentsOfDirectory(atPath: folder).filter { $0.hasPrefix("kho-") }
 }

@@ -92,10 +92,12 @@ public struct DumpManifest: Codable, Sendable, Equatable {
         /// The server's clock (`UTC_TIMESTAMP(6)`, RFC 3339) under the lock: a restore to a time
         /// starts from the newest dump whose position was taken at or before it.
         public var time: String
+        /// `@@binlog_format` under the lock: a replay from this position needs `ROW`.
+        public var format: String?
 
-        public init(file: String, position: UInt64, gtid: String, serverId: UInt32, gtidDomainId: UInt32, time: String) {
+        public init(file: String, position: UInt64, gtid: String, serverId: UInt32, gtidDomainId: UInt32, time: String, format: String?) {
             self.file = file; self.position = position; self.gtid = gtid
-            self.serverId = serverId; self.gtidDomainId = gtidDomainId; self.time = time
+            self.serverId = serverId; self.gtidDomainId = gtidDomainId; self.time = time; self.format = format
         }
     }
 

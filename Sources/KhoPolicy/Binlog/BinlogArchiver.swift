@@ -68,7 +68,9 @@ public final class BinlogArchiver: @unchecked Sendable {
         try prepareSpool()
         let stream = try server.stream(from: first, into: options.spool)
         defer {
-            stream.signal(SIGTERM)
+            // SIGKILL: kho ignores SIGTERM (its own handler takes it), and a child inherits that.
+            // The stream holds nothing the spool or the server does not.
+            stream.signal(SIGKILL)
             stream.wait()
         }
         if options.verbose { log("binlog serve: streaming from \(first) (\(stored[first] ?? 0) bytes of it already stored)") }

@@ -9,7 +9,7 @@ enum MariaDBBinlogPosition {
     /// login that may not read it: the dump is worth as much as before, only not a start for a
     /// binary log replay, and the manifest says why.
     static func read(_ connection: MariaDBConnection) throws -> (DumpManifest.BinlogPosition?, absent: String?) {
-        let settings = try connection.query("SELECT @@GLOBAL.log_bin, @@GLOBAL.gtid_binlog_pos, @@GLOBAL.server_id, @@GLOBAL.gtid_domain_id, UNIX_TIMESTAMP(NOW(6))").first ?? []
+        let settings = try connection.query("SELECT @@GLOBAL.log_bin, @@GLOBAL.gtid_binlog_pos, @@GLOBAL.server_id, @@GLOBAL.gtid_domain_id, UNIX_TIMESTAMP(NOW(6)), @@GLOBAL.binlog_format").first ?? []
         func column(_ i: Int) -> String { (i < settings.count ? settings[i] : nil) ?? "" }
         guard column(0) == "1" else { return (nil, "binary logging is off on the server (log_bin)") }
         let status: [[String?]]
@@ -25,6 +25,6 @@ enum MariaDBBinlogPosition {
             throw KhoError(.source, "Source \(connection.source): the server's server_id, gtid_domain_id or clock did not read as numbers: report this as a bug.")
         }
         return (DumpManifest.BinlogPosition(file: file, position: position, gtid: column(1), serverId: serverId, gtidDomainId: domain,
-                                            time: Timestamp.format(Date(timeIntervalSince1970: seconds))), nil)
+                                            time: Timestamp.format(Date(timeIntervalSince1970: seconds)), format: column(5)), nil)
     }
 }
