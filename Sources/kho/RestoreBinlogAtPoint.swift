@@ -40,6 +40,7 @@ extension Restore {
                 if target != nil && !fetched.reachesTarget {
                     lines.append("  warning: the archive's newest event after the dump is at \(fetched.lastApplied.map { Format.namedTime($0, zone) } ?? "-"), before the time asked for: the database is restored as of then (a server that wrote nothing since is restored exactly)")
                 }
+                try plan.checkStatements(fetched, newName: endpoint.database)
                 let restore = try spec.restore(options: options, dumpFile: plan.dumpFile, recorded: plan.recorded, files: files)
                 let loadPlan = try restore.plan()
                 let replay = "  then replay \(fetched.files.count) binary log files (\(Format.bytes(fetched.bytes)) fetched) for \(database) into the loaded database; last event applied: \(fetched.lastApplied.map { Format.namedTime($0, zone) } ?? "none after the dump")"

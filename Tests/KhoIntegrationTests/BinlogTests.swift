@@ -120,6 +120,13 @@ struct BinlogTests {
         #expect(try db.value("SELECT COUNT(*), MIN(id), MAX(id) FROM registry_restored.births;") == "130\t1\t130")
         #expect(try db.value("SELECT GROUP_CONCAT(note ORDER BY id SEPARATOR '|') FROM registry_restored.notes;") == "giấy khai sinh|bản sao|trích lục")
         #expect(try db.value("SELECT COUNT(*) FROM registry.births;") == "81")
+        // The replay got GTIDs of the server's own, in order behind its others: the source server's
+        // binary log, where the copy was loaded, still reads in strict GTID order.
+        let binlog = try #require(ServerSupport.find("mariadb-binlog", in: ServerSupport.standardDirectories))
+        let firstFile = try #require(try db.rows("SHOW BINARY LOGS;").first?.split(separator: "\t").first.map(String.init))
+        let strict = try ServerSupport.run(binlog, ["--no-defaults", "--read-from-remote-server", "--protocol=TCP", "--host=127.0.0.1", "--port=\(db.port)",
+                                                    "--user=root", "--to-last-log", "--gtid-strict-mode", firstFile], scratch: sandbox.dir)
+        #expect(strict.succeeded && !strict.stdout.isEmpty, "\(strict.stderr)")
         let left = try scratchLeft(tmp)
         #expect(left.isEmpty, "the fetched binary log was left in \(tmp): \(left)")
 
@@ -134,6 +141,15 @@ struct BinlogTests {
         for file in serverFiles.dropLast() {
             #expect(stored[file[0]]?["bytes"] as? Int == Int(file[1]) && stored[file[0]]?["whole"] as? Bool == true, "\(file): \(stored[file[0]] ?? [:])")
         }
+
+        // A statement that names the database from elsewhere would act on the original, or be
+        // left out, in a replay: refused before anything is written.
+        try db.sql("CREATE TABLE registry.audit(id INT PRIMARY KEY);")
+        try waitArchived()
+        let qualified = try sandbox.kho(["restore", "--source", "reg", "--pitr", "--latest", "--database", "registry",
+                                         "--to-database", db.url("registry_latest"), "--yes"], env: env)
+        #expect(qualified.exitCode == 2 && qualified.err.contains("names database registry explicitly"), "\(qualified)")
+        #expect(try db.value("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'registry_latest';") == "0")
 
         // Another server pushing into the same archive is refused: exit 12, nothing stored.
         let other = try ScratchMariaDB(label: "binlog-other", binaryLog: .init(serverId: 12))

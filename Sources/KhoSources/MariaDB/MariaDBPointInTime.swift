@@ -110,6 +110,60 @@ public struct MariaDBPointInTimePlan: Sendable {
         return fetched
     }
 
+    /// mariadb-binlog's options: from the dump's position, up to the bound; with `rewriteTo`, only
+    /// the database's events, renamed when the name differs.
+    func readerArguments(rewriteTo newName: String?) -> [String] {
+        // Not strict about GTID order: an archive can hold another writer's GTIDs out of order (a
+        // replay an older kho loaded into the source server, a multi-source set-up).
+        var arguments = ["--no-defaults", "--skip-gtid-strict-mode", "--start-position=\(position.position)"]
+        if let bound {
+            var time = time_t(bound)
+            var parts = tm()
+            gmtime_r(&time, &parts)
+            arguments.append(String(format: "--stop-datetime=%04d-%02d-%02d %02d:%02d:%02d", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1,
+                                    Int(parts.tm_mday), Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec)))
+        }
+        if let newName {
+            arguments.append("--database=" + database)
+            if newName != database { arguments.append("--rewrite-db=" + database + "->" + newName) }
+        }
+        return arguments
+    }
+
+    /// Refuses, before anything is written, a replay that would not stay inside the restored
+    /// database: a statement (DDL; rows are logged as row events) in the window that names the
+    /// database explicitly (`db.table`) is replayed as written, so under a new name it would act on
+    /// the original database, and one run from another default database is not replayed at all.
+    public func checkStatements(_ fetched: Fetched, newName: String) throws {
+        guard !fetched.paths.isEmpty else { return }
+        let tool = try MariaDBSource.tool(["mariadb-binlog", "mysqlbinlog"], source: source)
+        let reader = try Subprocess(program: tool, arguments: readerArguments(rewriteTo: nil) + fetched.paths,
+                                    environment: ChildEnvironment.minimal(["TZ": "UTC"]), output: .pipe)
+        var scanner = BinlogStatementScanner(database: database, renamed: newName != database)
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        do {
+            while scanner.found == nil {
+                let n = try buffer.withUnsafeMutableBytes { try reader.read($0) }
+                if n == 0 { break }
+                buffer.withUnsafeBytes { scanner.feed(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+            }
+            scanner.finish()
+        } catch {
+            reader.signal(SIGKILL)
+            reader.wait()
+            throw error
+        }
+        if scanner.found != nil { reader.signal(SIGKILL) }
+        let ended = reader.wait()
+        if let line = scanner.found {
+            let shown = String(decoding: line.prefix(160), as: UTF8.self)
+            throw KhoError(.usage, "Between dump \(snapshot.shortID) and the time, a statement names database \(database) explicitly or runs from another database (\(shown.debugDescription)): replayed into \(newName) it would change \(database) itself or be left out; nothing was written: restore under the same name into another server (--to-database mariadb://USER@OTHER-HOST/\(database)).")
+        }
+        guard ended.succeeded else {
+            throw KhoError(.source, "Source \(source): mariadb-binlog could not read the archived binary log (\(ended)): \(reader.standardError.prefix(300)); nothing was written.")
+        }
+    }
+
     /// Fetches into a private folder below TMPDIR (mode 0700: binary logs hold every row
     /// change), runs `body`, and removes the folder whatever happened.
     public func withFetched<R>(_ body: (Fetched) throws -> R) throws -> R {
@@ -135,28 +189,21 @@ public struct MariaDBPointInTimePlan: Sendable {
             throw KhoError(.usage, "The database name \(name.debugDescription) cannot be given to mariadb-binlog's --rewrite-db (it holds \"->\"): restore into another name.")
         }
         let tool = try MariaDBSource.tool(["mariadb-binlog", "mysqlbinlog"], source: source)
-        var arguments = ["--no-defaults", "--start-position=\(position.position)", "--database=" + database]
-        if let bound {
-            var time = time_t(bound)
-            var parts = tm()
-            gmtime_r(&time, &parts)
-            arguments.append(String(format: "--stop-datetime=%04d-%02d-%02d %02d:%02d:%02d", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1,
-                                    Int(parts.tm_mday), Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec)))
-        }
-        if target.database != database { arguments.append("--rewrite-db=" + database + "->" + target.database) }
-        // The stop time is read in the tool's zone: UTC, as it is written here.
+        let arguments = readerArguments(rewriteTo: target.database)
         let reader = try Subprocess(program: tool, arguments: arguments + fetched.paths, environment: ChildEnvironment.minimal(["TZ": "UTC"]), output: .pipe)
         let client = try MariaDBSource.tool(["mariadb", "mysql"], source: source)
         let bytes: Int64
         do {
             bytes = try ClientFeeder.feed(program: client, arguments: MariaDBSource.arguments(target, ["--sandbox", "--binary-mode", "--database=" + target.database]),
                                           environment: try MariaDBSource.environment(target), engine: "mariadb", sourceName: source) { write in
+                var filter = BinlogSessionFilter()
                 var buffer = [UInt8](repeating: 0, count: 1 << 16)
                 while true {
                     let n = try buffer.withUnsafeMutableBytes { try reader.read($0) }
                     if n == 0 { break }
-                    try buffer.withUnsafeBytes { try write(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+                    try buffer.withUnsafeBytes { try filter.process(UnsafeRawBufferPointer(rebasing: $0[0..<n]), write) }
                 }
+                try filter.flush(write)
             }
         } catch let error as KhoError {
             // SIGKILL: a child inherits kho's ignored SIGTERM.
