@@ -42,8 +42,10 @@ struct BinlogServe: ParsableCommand {
             throw KhoError(.usage, "--mariadb takes the server as mariadb://USER@HOST:PORT.")
         }
         let archive = try BinlogArchive(repository: try repository.open(), source: source)
-        let base = ProcessInfo.processInfo.environment["KHO_STATE_DIR"].flatMap { $0.isEmpty ? nil : $0 + "/binlog" } ?? "/var/lib/kho/binlog"
+        let base = BinlogArchiverStatus.stateFolder
         var options = BinlogArchiverOptions(spool: spoolDirectory ?? base + "/" + archive.id.description)
+        try FileSystem.makeFolders(base, mode: 0o700)
+        options.statusFile = BinlogArchiverStatus.path(folder: base, archive: archive.id)
         options.interval = try DurationText.parse(interval, option: "--interval")
         options.verbose = verbose
         let archiver = BinlogArchiver(archive: archive, server: MariaDBBinlogServer(endpoint: endpoint, source: source), options: options, log: log)

@@ -64,7 +64,40 @@ struct BinlogTests {
         let tmp = sandbox.path("tmp"), state = sandbox.path("state")
         try makeDirectories(tmp)
         try makeDirectories(state)
-        let env: [String: String?] = ["TMPDIR": tmp, "KHO_STATE_DIR": state]
+        let policies = sandbox.path("policies")
+        try makeDirectories(policies)
+        let passwordFile = sandbox.path("repository.pass")
+        try writeFile(passwordFile, Array(sandbox.password.utf8))
+        chmod(passwordFile, 0o600)
+        try writeFile(policies + "/binlog.yaml", Array("""
+            name: binlog-test
+            agency: Sở Tư pháp (kiểm thử)
+            system: Hộ tịch
+            security-level: 3
+            schedule: "0 2 * * *"
+            repository:
+              path: \(sandbox.repo)
+              password-file: \(passwordFile)
+            sources:
+              - name: reg
+                kind: mariadb
+                host: 127.0.0.1
+                port: \(db.port)
+                user: root
+                databases: [registry]
+                wal-rpo: 5m
+            objectives:
+              rpo: 1d
+              rto: 1h
+
+            """.utf8))
+        let env: [String: String?] = ["TMPDIR": tmp, "KHO_STATE_DIR": state, "KHO_POLICIES": policies]
+        /// `kho status --json`'s binary log of source reg.
+        func binlogStatus() throws -> (exitCode: Int32?, status: [String: Any]?) {
+            let result = try sandbox.kho(["status", "--json"], env: env)
+            let sources = try? result.json() as? [[String: Any]]
+            return (result.exitCode, sources?.first { $0["source"] as? String == "reg" }?["binlog"] as? [String: Any])
+        }
         let serve = ["binlog", "serve", "--source", "reg", "--mariadb", db.url(""), "--interval", "1s"]
 
         try db.sql("""
@@ -101,6 +134,12 @@ struct BinlogTests {
         try db.sql("INSERT INTO registry.births SELECT seq, CONCAT('Lê Văn ', seq) FROM seq_111_to_130; FLUSH BINARY LOGS; INSERT INTO registry.notes VALUES (3, 'trích lục');", database: "registry")
         agent = try sandbox.start(serve, env: env)
         try waitArchived()
+
+        // kho status: continuous, within the RPO, the serve caught up.
+        let watched = try binlogStatus()
+        #expect(watched.exitCode == 0, "\(watched)")
+        #expect(watched.status?["continuity"] as? String == "ok" && watched.status?["freshness"] as? String == "ok"
+                && watched.status?["caughtUp"] != nil && watched.status?["serverId"] as? Int == 11, "\(watched)")
 
         usleep(1_200_000)
         let target = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down))
@@ -169,6 +208,8 @@ struct BinlogTests {
         #expect(refused.exitCode == 12 && refused.err.contains("gap"), "\(refused)")
         #expect(try db.value("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'registry_gap';") == "0")
         #expect(try sandbox.kho(["binlog", "ls", "--source", "reg"], env: env).exitCode == 12)
+        let gapped = try binlogStatus()
+        #expect(gapped.exitCode == 1 && gapped.status?["continuity"] as? String == "gap", "\(gapped)")
         #expect(try scratchLeft(tmp).isEmpty)
     }
 }

@@ -48,7 +48,7 @@ extension BinlogArchive {
 
     /// What is missing between the first stored file and the last: files never stored, holes in
     /// a file, a file the server left that has no whole end stored.
-    static func gaps(_ files: [BinlogStoredFile], whole: [Bool]) -> [String] {
+    public static func gaps(_ files: [BinlogStoredFile], whole: [Bool]) -> [String] {
         var gaps: [String] = []
         for (i, file) in files.enumerated() {
             if file.holes { gaps.append("\(file.name) has a hole after byte \(file.contiguous)") }

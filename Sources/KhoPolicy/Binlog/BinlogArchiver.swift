@@ -13,6 +13,8 @@ public struct BinlogArchiverOptions: Sendable {
     public var verbose = false
     /// How long to wait before connecting again after the stream or the server failed.
     public var retryAfter: TimeInterval = 5
+    /// Where the serve says how it does (`BinlogArchiverStatus`); nil: nowhere.
+    public var statusFile: String?
 
     public init(spool: String) { self.spool = spool }
 }
@@ -33,6 +35,8 @@ public final class BinlogArchiver: @unchecked Sendable {
     private var lastPush: [BinlogFileName: Date] = [:]
     /// The last piece stored before a restart, compared with the stream's bytes once it has them.
     private var unverified: BinlogPiece?
+    private var caughtUp: Date?
+    private var lastError: String?
 
     public init(archive: BinlogArchive, server: MariaDBBinlogServer, options: BinlogArchiverOptions, log: @escaping @Sendable (String) -> Void) {
         self.archive = archive
@@ -49,6 +53,8 @@ public final class BinlogArchiver: @unchecked Sendable {
                 try session(stop: stop)
             } catch let error as KhoError where error.kind == .source || error.kind == .storage || error.kind == .failure {
                 log("binlog serve: \(error.message) (again in \(Int(options.retryAfter)) s)")
+                lastError = error.message
+                writeStatus()
                 let until = Date().addingTimeInterval(options.retryAfter)
                 while Date() < until && !stop() { usleep(100_000) }
             }
@@ -136,6 +142,11 @@ public final class BinlogArchiver: @unchecked Sendable {
             let size = try fileSize(path)
             let lastEvent = try pushNew(file, path: path, size: size)
             lastPush[file] = Date()
+            if !whole {
+                caughtUp = lastPush[file]
+                lastError = nil
+                writeStatus()
+            }
             if whole {
                 guard stored[file] ?? 0 == size else {
                     throw KhoError(.integrity, "The spooled \(file) ends inside an event although the server went on to the next file: it was not marked whole; check the disk under \(options.spool).")
@@ -195,6 +206,15 @@ public final class BinlogArchiver: @unchecked Sendable {
         guard spooled == stored.bytes else {
             throw KhoError(.integrity, "binlog/\(archive.id)/\(piece.storedName) differs from what the server now sends for those bytes of \(piece.file): nothing was replaced; the server's binary log was reset (RESET MASTER) or another server writes files of the same names; archive it under another --source and take a new dump.")
         }
+    }
+
+    /// A status file that cannot be written leaves `kho status` without this host's view, which it
+    /// says; archiving goes on, and the log names the problem.
+    private func writeStatus() {
+        guard let path = options.statusFile else { return }
+        let status = BinlogArchiverStatus(source: archive.source, archive: archive.id.description, pid: getpid(), interval: options.interval,
+                                          updated: Date(), caughtUp: caughtUp, lastError: lastError)
+        do { try status.write(to: path) } catch { log("binlog serve: cannot write \(path): \(error)") }
     }
 
     private func fileSize(_ path: String) throws -> UInt64 {
