@@ -169,6 +169,9 @@ struct BinlogTests {
         let left = try scratchLeft(tmp)
         #expect(left.isEmpty, "the fetched binary log was left in \(tmp): \(left)")
 
+        let checked = try sandbox.kho(["check", "--read-data"], env: env)
+        #expect(checked.exitCode == 0 && checked.out.contains("binary log archives of 1 sources"), "\(checked)")
+
         // Every file the server finished is archived whole, byte for byte as long as the server's.
         let listed = try sandbox.kho(["binlog", "ls", "--source", "reg", "--json"], env: env)
         #expect(listed.exitCode == 0, "\(listed)")
@@ -208,6 +211,8 @@ struct BinlogTests {
         #expect(refused.exitCode == 12 && refused.err.contains("gap"), "\(refused)")
         #expect(try db.value("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'registry_gap';") == "0")
         #expect(try sandbox.kho(["binlog", "ls", "--source", "reg"], env: env).exitCode == 12)
+        let damaged = try sandbox.kho(["check"], env: env)
+        #expect(damaged.exitCode == 12 && damaged.out.contains("binary log of source reg"), "\(damaged)")
         let gapped = try binlogStatus()
         #expect(gapped.exitCode == 1 && gapped.status?["continuity"] as? String == "gap", "\(gapped)")
         #expect(try scratchLeft(tmp).isEmpty)

@@ -40,7 +40,7 @@ public struct BinlogInventory: Sendable {
 /// pieces pushed as the log grows, end markers once a file is whole, the record of the server.
 public final class BinlogArchive: @unchecked Sendable {
     public let repository: Repository
-    public let source: String
+    public private(set) var source: String
     public let id: BinlogArchiveID
     public let host: String
 
@@ -52,6 +52,15 @@ public final class BinlogArchive: @unchecked Sendable {
         self.source = source
         id = try BinlogArchiveID(source: source)
         self.host = host
+    }
+
+    /// An archive found by its folder (`kho check`): its source is the record's, once read.
+    package init(repository: Repository, id: BinlogArchiveID, host: String = Host.name) throws {
+        self.repository = repository
+        self.id = id
+        self.host = host
+        source = id.description
+        if let record = try record() { source = record.source }
     }
 
     // MARK: the record

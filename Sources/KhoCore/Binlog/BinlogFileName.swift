@@ -49,6 +49,15 @@ public struct BinlogFileName: Hashable, Sendable, Comparable, CustomStringConver
 public struct BinlogArchiveID: Hashable, Sendable, CustomStringConvertible {
     public let description: String
 
+    /// The folder name as listed under `binlog/`, when it is one kho could have made.
+    public init?(folder: String) {
+        let bytes = Array(folder.utf8)
+        guard (1...100).contains(bytes.count), bytes.allSatisfy({ BinlogFileName.allowed($0) }), bytes[0] != UInt8(ascii: "."), !folder.contains("..") else {
+            return nil
+        }
+        description = folder
+    }
+
     public init(source: String) throws {
         let bytes = Array(source.utf8)
         if (1...100).contains(bytes.count), bytes.allSatisfy({ BinlogFileName.allowed($0) }), bytes[0] != UInt8(ascii: "."), source != "-",
