@@ -135,7 +135,12 @@ struct BinlogTests {
         agent = try sandbox.start(serve, env: env)
         try waitArchived()
 
-        // kho status: continuous, within the RPO, the serve caught up.
+        // kho status: continuous, within the RPO, the serve caught up; the metrics say the same.
+        let metrics = sandbox.path("kho.prom")
+        let measured = try sandbox.kho(["status", "--metrics-file", metrics], env: env)
+        #expect(measured.exitCode == 0 && measured.out.contains("binary log OK"), "\(measured)")
+        let prom = String(decoding: try readFile(metrics), as: UTF8.self)
+        #expect(prom.contains("kho_binlog_gap{policy=\"binlog-test\",source=\"reg\"} 0") && prom.contains("kho_binlog_archive_lag_seconds{"), "\(prom)")
         let watched = try binlogStatus()
         #expect(watched.exitCode == 0, "\(watched)")
         #expect(watched.status?["continuity"] as? String == "ok" && watched.status?["freshness"] as? String == "ok"
