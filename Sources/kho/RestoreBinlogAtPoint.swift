@@ -36,7 +36,12 @@ extension Restore {
             if let gap = plan.chain.gap { lines.append("  the archive has a gap after it: \(gap)") }
             let index = try repo.loadIndex()
             let files = try SnapshotFiles(repository: repo, index: index, snapshot: plan.snapshot)
-            try plan.withFetched { fetched in
+            var fetchFolder: String?
+            try plan.withFetched(made: { folder in
+                if let folder { Signals.temporaryFolders.withLock { _ = $0.insert(folder) } }
+                else if let known = fetchFolder { Signals.temporaryFolders.withLock { _ = $0.remove(known) } }
+                fetchFolder = folder
+            }) { fetched in
                 if target != nil && !fetched.reachesTarget {
                     lines.append("  warning: the archive's newest event after the dump is at \(fetched.lastApplied.map { Format.namedTime($0, zone) } ?? "-"), before the time asked for: the database is restored as of then (a server that wrote nothing since is restored exactly)")
                 }

@@ -166,18 +166,27 @@ public struct MariaDBPointInTimePlan: Sendable {
 
     /// Fetches into a private folder below TMPDIR (mode 0700: binary logs hold every row
     /// change), runs `body`, and removes the folder whatever happened.
-    public func withFetched<R>(_ body: (Fetched) throws -> R) throws -> R {
+    /// `made` hears of the folder when it exists and (with nil) once it is gone, so that an
+    /// interrupted restore can remove it too.
+    public func withFetched<R>(made: (String?) -> Void = { _ in }, _ body: (Fetched) throws -> R) throws -> R {
         var template = Array((NSTemporaryDirectory() + "kho-binlog-XXXXXX").utf8CString)
-        guard let made = mkdtemp(&template) else {
+        guard let created = mkdtemp(&template) else {
             throw KhoError(.failure, "Cannot create a private folder for the archived binary log in \(NSTemporaryDirectory()): \(String(cString: strerror(errno))); check TMPDIR.")
         }
-        let folder = String(cString: made)
+        let folder = String(cString: created)
+        made(folder)
         defer {
-            // try?: a listing that fails leaves nothing more to remove than rmdir does.
-            for name in (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [] { unlink(folder + "/" + name) }
-            rmdir(folder)
+            MariaDBPointInTimePlan.remove(folder)
+            made(nil)
         }
         return try body(try fetch(into: folder))
+    }
+
+    /// Removes a fetch folder and the files in it (it holds no folders).
+    public static func remove(_ folder: String) {
+        // try?: a listing that fails leaves nothing more to remove than rmdir does.
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [] { unlink(folder + "/" + name) }
+        rmdir(folder)
     }
 
     /// `mariadb-binlog` over the fetched files, from the dump's position up to the time, only
