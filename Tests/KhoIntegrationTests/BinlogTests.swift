@@ -174,6 +174,11 @@ struct BinlogTests {
         let left = try scratchLeft(tmp)
         #expect(left.isEmpty, "the fetched binary log was left in \(tmp): \(left)")
 
+        // --at without --pitr keeps its meaning (the dump before the time) and names --pitr.
+        let fromDump = try sandbox.kho(["restore", "--source", "reg", "--at", isoUTC(target), "--to-database", db.url("registry_dump"), "--yes"], env: env)
+        #expect(fromDump.exitCode == 0 && fromDump.err.contains("add --pitr --database registry"), "\(fromDump)")
+        #expect(try db.value("SELECT COUNT(*) FROM registry_dump.births;") == "100")
+
         let checked = try sandbox.kho(["check", "--read-data"], env: env)
         #expect(checked.exitCode == 0 && checked.out.contains("binary log archives of 1 sources"), "\(checked)")
 
