@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Glibc
 import KhoCore
 import KhoPolicy
 import KhoSources
@@ -21,8 +22,10 @@ struct BinlogServe: ParsableCommand {
     @Option(name: .customLong("password-env"), help: "Environment variable holding the login's password.") var passwordEnv: String?
     @Option(help: "How often the file being written is stored, e.g. 60s, 5m (the RPO while the server writes one file).")
     var interval = "60s"
-    @Option(name: .customLong("spool-directory"), help: "Where mariadb-binlog writes (emptied at start). Default: $KHO_STATE_DIR/binlog/<archive>, else /var/lib/kho/binlog/<archive>.")
+    @Option(name: .customLong("spool-directory"), help: "Where mariadb-binlog writes (a folder of its own, emptied at start). Default: $KHO_STATE_DIR/binlog-spool/<archive>, else /var/spool/kho/binlog/<archive>.")
     var spoolDirectory: String?
+    @Option(name: .customLong("stream-user"), help: "The unprivileged user mariadb-binlog runs as (it writes only the spool). Default: nobody.")
+    var streamUser = "nobody"
     @Flag(help: "Log every piece stored, not only problems.") var verbose = false
 
     func validate() throws {
@@ -43,7 +46,16 @@ struct BinlogServe: ParsableCommand {
         }
         let archive = try BinlogArchive(repository: try repository.open(), source: source)
         let base = BinlogArchiverStatus.stateFolder
-        var options = BinlogArchiverOptions(spool: spoolDirectory ?? base + "/" + archive.id.description)
+        let spools = ProcessInfo.processInfo.environment["KHO_STATE_DIR"].flatMap { $0.isEmpty ? nil : $0 + "/binlog-spool" } ?? "/var/spool/kho/binlog"
+        var options = BinlogArchiverOptions(spool: spoolDirectory ?? spools + "/" + archive.id.description)
+        // As root, mariadb-binlog (which writes where the server's rotate events name) runs as
+        // another user; otherwise it runs as kho's own.
+        options.streamUser = geteuid() == 0 ? try MariaDBBinlogServer.StreamUser.named(streamUser) : nil
+        if spoolDirectory == nil && options.streamUser != nil {
+            // kho's own folder of spools: the stream's user passes through it (kho's umask would make it 0700).
+            try FileSystem.makeFolders(spools, mode: 0o711)
+            try Syscall.call("chmod", spools) { chmod(spools, 0o711) }
+        }
         try FileSystem.makeFolders(base, mode: 0o700)
         options.statusFile = BinlogArchiverStatus.path(folder: base, archive: archive.id)
         options.interval = try DurationText.parse(interval, option: "--interval")

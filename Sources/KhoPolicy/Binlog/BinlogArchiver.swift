@@ -10,6 +10,8 @@ public struct BinlogArchiverOptions: Sendable {
     public var interval: TimeInterval = 60
     /// Where mariadb-binlog writes; emptied at every start (everything in it is also on the server).
     public var spool: String
+    /// Who mariadb-binlog runs as (nil: as kho, when kho is not root).
+    public var streamUser: MariaDBBinlogServer.StreamUser?
     public var verbose = false
     /// How long to wait before connecting again after the stream or the server failed.
     public var retryAfter: TimeInterval = 5
@@ -72,7 +74,7 @@ public final class BinlogArchiver: @unchecked Sendable {
             throw KhoError(.source, "Source \(archive.source): the server lists no binary log file (SHOW BINARY LOGS is empty).")
         }
         try prepareSpool()
-        let stream = try server.stream(from: first, into: options.spool)
+        let stream = try server.stream(from: first, into: options.spool, as: options.streamUser)
         defer {
             // SIGKILL: kho ignores SIGTERM (its own handler takes it), and a child inherits that.
             // The stream holds nothing the spool or the server does not.
@@ -118,11 +120,42 @@ public final class BinlogArchiver: @unchecked Sendable {
         return next.name
     }
 
+    /// The spool folder, made or checked and emptied: a folder (not a link) that holds nothing but
+    /// binary log files, owned by the stream's user with mode 0700, below folders the user can pass.
     private func prepareSpool() throws {
-        try FileSystem.makeFolders(options.spool, mode: 0o700)
-        for name in try FileManager.default.contentsOfDirectory(atPath: options.spool) {
-            try Syscall.call("unlink", options.spool + "/" + name) { unlink(options.spool + "/" + name) }
+        let spool = options.spool
+        let parent = (spool as NSString).deletingLastPathComponent
+        let parentExisted = access(parent, F_OK) == 0
+        try FileSystem.makeFolders(parent, mode: 0o711)
+        // A folder made here lets the stream's user pass (kho's umask would make it 0700).
+        if !parentExisted && options.streamUser != nil { try Syscall.call("chmod", parent) { chmod(parent, 0o711) } }
+        let (made, code) = Syscall.attempt { mkdir(spool, 0o700) }
+        if made != 0 && code != EEXIST { throw KhoError.posix("mkdir", spool, errno: code) }
+        var info = stat()
+        try Syscall.call("lstat", spool) { lstat(spool, &info) }
+        guard info.st_mode & S_IFMT == S_IFDIR, info.st_uid == 0 || info.st_uid == (options.streamUser?.uid ?? geteuid()) else {
+            throw KhoError(.usage, "\(spool) is not a folder of root's or the stream user's: give --spool-directory a folder kho binlog serve can keep for itself.")
         }
+        for name in try FileManager.default.contentsOfDirectory(atPath: spool) {
+            guard (try? BinlogFileName(name)) != nil else {
+                throw KhoError(.usage, "\(spool) holds \(name.prefix(80).debugDescription), which kho binlog serve did not write: it empties its spool folder at every start, so give --spool-directory a folder of its own.")
+            }
+            try Syscall.call("unlink", spool + "/" + name) { unlink(spool + "/" + name) }
+        }
+        if let user = options.streamUser {
+            // Every folder above must let the stream's user pass (not read).
+            var folder = parent
+            while !folder.isEmpty && folder != "/" {
+                var above = stat()
+                try Syscall.call("stat", folder) { stat(folder, &above) }
+                guard above.st_mode & S_IXOTH != 0 || (above.st_uid == user.uid && above.st_mode & S_IXUSR != 0) else {
+                    throw KhoError(.usage, "mariadb-binlog runs as \(user.name) and cannot pass \(folder) (mode \(String(above.st_mode & 0o7777, radix: 8))) to reach the spool \(spool): chmod o+x \(folder), or give --spool-directory elsewhere (the default without KHO_STATE_DIR is /var/spool/kho/binlog).")
+                }
+                folder = (folder as NSString).deletingLastPathComponent
+            }
+            try Syscall.call("chown", spool) { chown(spool, user.uid, user.gid) }
+        }
+        try Syscall.call("chmod", spool) { chmod(spool, 0o700) }
     }
 
     /// Stores what the spool holds beyond the repository: files the stream has left whole, the
@@ -171,13 +204,11 @@ public final class BinlogArchiver: @unchecked Sendable {
             unverified = nil
         }
         guard size > at else { return nil }
-        let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
-        defer { try? handle.close() }
+        let fd = try BinlogArchiver.openSpooled(path)
+        defer { close(fd) }
         while size > at {
-            try handle.seek(toOffset: at)
-            let want = Int(min(size - at, UInt64(BinlogObject.largestPiece)))
-            guard let data = try handle.read(upToCount: want), !data.isEmpty else { break }
-            let bytes = [UInt8](data)
+            let bytes = try BinlogArchiver.read(fd, path: path, at: at, count: Int(min(size - at, UInt64(BinlogObject.largestPiece))))
+            if bytes.isEmpty { break }
             let scan = try bytes.withUnsafeBytes { try BinlogEvents.scan($0, atFileStart: at == 0, limit: BinlogObject.largestPiece, file: file.description) }
             if scan.wholeBytes == 0 {
                 if bytes.count >= BinlogObject.largestPiece {
@@ -199,10 +230,9 @@ public final class BinlogArchiver: @unchecked Sendable {
     /// server's file is the one archived, not another written under the same name.
     private func verify(_ piece: BinlogPiece, path: String) throws {
         let stored = try archive.load(piece)
-        let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
-        defer { try? handle.close() }
-        try handle.seek(toOffset: piece.offset)
-        let spooled = [UInt8](try handle.read(upToCount: piece.length) ?? Data())
+        let fd = try BinlogArchiver.openSpooled(path)
+        defer { close(fd) }
+        let spooled = try BinlogArchiver.read(fd, path: path, at: piece.offset, count: piece.length)
         guard spooled == stored.bytes else {
             throw KhoError(.integrity, "binlog/\(archive.id)/\(piece.storedName) differs from what the server now sends for those bytes of \(piece.file): nothing was replaced; the server's binary log was reset (RESET MASTER) or another server writes files of the same names; archive it under another --source and take a new dump.")
         }
@@ -219,7 +249,30 @@ public final class BinlogArchiver: @unchecked Sendable {
 
     private func fileSize(_ path: String) throws -> UInt64 {
         var info = stat()
-        try Syscall.call("stat", path) { stat(path, &info) }
+        try Syscall.call("lstat", path) { lstat(path, &info) }
+        guard info.st_mode & S_IFMT == S_IFREG else {
+            throw KhoError(.integrity, "\(path) is not a regular file: something other than mariadb-binlog wrote into the spool; nothing was stored from it.")
+        }
         return UInt64(info.st_size)
+    }
+
+    /// The spooled file, never through a link: the stream's user can write the spool folder.
+    static func openSpooled(_ path: String) throws -> Int32 {
+        try Syscall.call("open", path) { open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
+    }
+
+    /// `count` bytes at `offset`, fewer at the file's end.
+    static func read(_ fd: Int32, path: String, at offset: UInt64, count: Int) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let n = try bytes.withUnsafeMutableBytes { buffer in
+                try Syscall.call("pread", path) { pread(fd, buffer.baseAddress! + done, count - done, off_t(offset) + off_t(done)) }
+            }
+            if n == 0 { break }
+            done += n
+        }
+        bytes.removeLast(count - done)
+        return bytes
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import KhoCore
 import KhoSupport
 
@@ -49,19 +50,47 @@ public struct MariaDBBinlogServer: Sendable {
                      files: files, format: column(5))
     }
 
+    /// The unprivileged user the stream runs as.
+    public struct StreamUser: Sendable, Equatable {
+        public var name: String
+        public var uid: uid_t
+        public var gid: gid_t
+
+        /// The user `name` of this machine, or a usage error.
+        public static func named(_ name: String) throws -> StreamUser {
+            var entry = passwd()
+            var found: UnsafeMutablePointer<passwd>?
+            var buffer = [CChar](repeating: 0, count: 16384)
+            guard getpwnam_r(name, &entry, &buffer, buffer.count, &found) == 0, found != nil else {
+                throw KhoError(.usage, "There is no user \(name) on this machine: give --stream-user an unprivileged user that exists (e.g. nobody, or a kho-binlog system user).")
+            }
+            guard entry.pw_uid != 0 else {
+                throw KhoError(.usage, "--stream-user \(name) is root: the stream runs as an unprivileged user; give another one.")
+            }
+            return StreamUser(name: name, uid: entry.pw_uid, gid: entry.pw_gid)
+        }
+    }
+
     /// Starts `mariadb-binlog --read-from-remote-server --raw --stop-never` from the start of
-    /// `first`, writing each file whole under its own name into `spool` (a folder only root can
-    /// write). The password, if any, reaches it as MYSQL_PWD, never in its arguments. Where
-    /// util-linux's setpriv is installed the stream dies with the thread that started it, so a
+    /// `first`, writing each file whole under its own name into `spool`. The password, if any,
+    /// reaches it as MYSQL_PWD, never in its arguments. mariadb-binlog names the files it writes
+    /// after the server's rotate events without checking them (a server, or whoever sits between,
+    /// can make it write `<spool>/../…`), so it runs as `user` (util-linux's setpriv), which may
+    /// write only the spool; and it dies with the thread that started it (`--pdeathsig`), so a
     /// killed `kho binlog serve` leaves no stream behind.
-    public func stream(from first: BinlogFileName, into spool: String) throws -> Subprocess {
+    public func stream(from first: BinlogFileName, into spool: String, as user: StreamUser?) throws -> Subprocess {
         let tool = try MariaDBSource.tool(["mariadb-binlog", "mysqlbinlog"], source: source)
         let options = MariaDBSource.arguments(endpoint, ["--read-from-remote-server", "--raw", "--stop-never", "--result-file=" + spool + "/"])
         let arguments = options + [first.description]
-        if let setpriv = findProgram("setpriv") {
-            return try Subprocess(program: setpriv, arguments: ["--pdeathsig", "KILL", "--", tool] + arguments,
-                                  environment: try MariaDBSource.environment(endpoint))
+        guard let setpriv = findProgram("setpriv") else {
+            if user != nil {
+                throw KhoError(.source, "Source \(source): setpriv is not installed: kho binlog serve runs mariadb-binlog as an unprivileged user with it; install util-linux.")
+            }
+            return try Subprocess(program: tool, arguments: arguments, environment: try MariaDBSource.environment(endpoint))
         }
-        return try Subprocess(program: tool, arguments: arguments, environment: try MariaDBSource.environment(endpoint))
+        var drop: [String] = []
+        if let user { drop = ["--reuid=\(user.uid)", "--regid=\(user.gid)", "--clear-groups"] }
+        return try Subprocess(program: setpriv, arguments: drop + ["--pdeathsig", "KILL", "--", tool] + arguments,
+                              environment: try MariaDBSource.environment(endpoint))
     }
 }
