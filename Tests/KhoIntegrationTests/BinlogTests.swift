@@ -123,6 +123,9 @@ struct BinlogTests {
             }
         }
 
+        // The stream runs as nobody, not as root: mariadb-binlog writes where the server's rotate events say.
+        try ServerSupport.waitUntil("mariadb-binlog streams into the sandbox", timeout: 20) { !(try streamUsers(naming: state)).isEmpty }
+        #expect(try streamUsers(naming: state) == [65534])
         try db.sql("INSERT INTO registry.births SELECT seq, CONCAT('Trần Thị ', seq) FROM seq_101_to_110; FLUSH BINARY LOGS;", database: "registry")
         // Schema changes as an application makes them, in its own database (a replay for one
         // database takes the statements logged with it as the default database).
@@ -203,6 +206,13 @@ struct BinlogTests {
         #expect(qualified.exitCode == 2 && qualified.err.contains("names database registry explicitly"), "\(qualified)")
         #expect(try db.value("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'registry_latest';") == "0")
 
+        // A spool folder holding files of something else is refused, not emptied.
+        let foreign = sandbox.path("not-a-spool")
+        try makeDirectories(foreign)
+        try writeFile(foreign + "/keep.conf", Array("x".utf8))
+        let misplaced = try sandbox.kho(["binlog", "serve", "--source", "reg", "--mariadb", db.url(""), "--spool-directory", foreign], env: env)
+        #expect(misplaced.exitCode == 2 && FileManager.default.fileExists(atPath: foreign + "/keep.conf"), "\(misplaced)")
+
         // Another server pushing into the same archive is refused: exit 12, nothing stored.
         let other = try ScratchMariaDB(label: "binlog-other", binaryLog: .init(serverId: 12))
         defer { other.stop() }
@@ -245,4 +255,17 @@ private func parseISO(_ text: String) -> Date? {
 
 private func scratchLeft(_ folder: String) throws -> [String] {
     try FileManager.default.contentsOfDirectory(atPath: folder).filter { $0.hasPrefix("kho-") }
+}
+
+/// The user IDs of the mariadb-binlog processes whose command line names `folder`.
+private func streamUsers(naming folder: String) throws -> [uid_t] {
+    var users: [uid_t] = []
+    for entry in try FileManager.default.contentsOfDirectory(atPath: "/proc") where entry.allSatisfy(\.isNumber) {
+        guard let line = try? readFile("/proc/\(entry)/cmdline") else { continue }
+        let words = line.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        guard words.first?.hasSuffix("mariadb-binlog") == true, words.contains(where: { $0.contains(folder) }) else { continue }
+        var info = stat()
+        if stat("/proc/\(entry)", &info) == 0 { users.append(info.st_uid) }
+    }
+    return users
 }
