@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import KhoCore
 import KhoSources
 import KhoStorage
@@ -44,8 +45,11 @@ public enum BinlogStatusReport {
                 result[source.name] = try status(of: archive, rpo: source.walRPO ?? SourceSpec.defaultWALRPO, stateFolder: stateFolder, now: now)
             }
         } catch {
+            // Archiving a binary log is optional: only a source whose serve runs on this host (it
+            // has a status file here) is said to be unreadable; the others show as before.
             let message = (error as? KhoError)?.message ?? "\(error)"
             for source in candidates where result[source.name] == nil {
+                guard let id = try? BinlogArchiveID(source: source.name), access(BinlogArchiverStatus.path(folder: stateFolder, archive: id), F_OK) == 0 else { continue }
                 result[source.name] = BinlogSourceStatus(archive: "", rpoSeconds: source.walRPO ?? SourceSpec.defaultWALRPO, freshness: .missed,
                                                          continuity: .unknown, files: 0, lastError: "the binary log archive cannot be read: \(message)")
             }
