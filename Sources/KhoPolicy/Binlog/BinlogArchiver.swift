@@ -111,8 +111,15 @@ public final class BinlogArchiver: @unchecked Sendable {
             return last.name
         }
         guard let next = state.files.first(where: { last.name < $0.name }) else {
-            // Everything the server has is stored whole already; it will write the next file.
-            return state.files.last?.name
+            // Everything the server has is stored already (its newest file too, marked whole by a
+            // serve that saw the next one, since purged or reset): stream it again, storing nothing
+            // twice, until the server writes the next file.
+            guard let newest = state.files.last?.name, newest == last.name else {
+                throw KhoError(.integrity, "Source \(archive.source): the server's newest binary log file \(state.files.last?.name.description ?? "-") comes before the archive's newest, \(last.name): its log was reset (RESET MASTER) or it is another server; nothing was stored; archive it under another --source and take a new dump.")
+            }
+            stored[last.name] = last.contiguous
+            unverified = last.pieces.last
+            return newest
         }
         if !last.name.isFollowed(by: next.name) || last.holes || !last.ended {
             log("binlog serve: the archive has a gap after \(last.name): the server no longer has what follows it; archiving from \(next.name); take a new dump, which starts a replay after the gap")
