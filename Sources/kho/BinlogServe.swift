@@ -22,7 +22,7 @@ struct BinlogServe: ParsableCommand {
     @Option(name: .customLong("password-env"), help: "Environment variable holding the login's password.") var passwordEnv: String?
     @Option(help: "How often the file being written is stored, e.g. 60s, 5m (the RPO while the server writes one file).")
     var interval = "60s"
-    @Option(name: .customLong("spool-directory"), help: "Where mariadb-binlog writes (a folder of its own, emptied at start). Default: $KHO_STATE_DIR/binlog-spool/<archive>, else /var/spool/kho/binlog/<archive>.")
+    @Option(name: .customLong("spool-directory"), help: "Where mariadb-binlog writes (a folder of its own, emptied at start, below folders --stream-user may pass). Default: /var/spool/kho/binlog/<archive>.")
     var spoolDirectory: String?
     @Option(name: .customLong("stream-user"), help: "The unprivileged user mariadb-binlog runs as (it writes only the spool). Default: nobody.")
     var streamUser = "nobody"
@@ -46,7 +46,8 @@ struct BinlogServe: ParsableCommand {
         }
         let archive = try BinlogArchive(repository: try repository.open(), source: source)
         let base = BinlogArchiverStatus.stateFolder
-        let spools = ProcessInfo.processInfo.environment["KHO_STATE_DIR"].flatMap { $0.isEmpty ? nil : $0 + "/binlog-spool" } ?? "/var/spool/kho/binlog"
+        // Not below the state folder, which kho keeps 0700: the stream's user must pass to its spool.
+        let spools = "/var/spool/kho/binlog"
         var options = BinlogArchiverOptions(spool: spoolDirectory ?? spools + "/" + archive.id.description)
         // As root, mariadb-binlog (which writes where the server's rotate events name) runs as
         // another user; otherwise it runs as kho's own.

@@ -98,7 +98,9 @@ struct BinlogTests {
             let sources = try? result.json() as? [[String: Any]]
             return (result.exitCode, sources?.first { $0["source"] as? String == "reg" }?["binlog"] as? [String: Any])
         }
-        let serve = ["binlog", "serve", "--source", "reg", "--mariadb", db.url(""), "--interval", "1s"]
+        // The spool in the sandbox (0755), which the stream's user can pass.
+        let spool = sandbox.path("spool/reg")
+        let serve = ["binlog", "serve", "--source", "reg", "--mariadb", db.url(""), "--interval", "1s", "--spool-directory", spool]
 
         try db.sql("""
             CREATE DATABASE registry;
@@ -115,7 +117,7 @@ struct BinlogTests {
         /// Waits until the archive holds the server's current file up to its current position.
         func waitArchived() throws {
             try ServerSupport.waitUntil("the archive holds the binary log up to the server's position", timeout: 30) {
-                if !agent.isRunning { throw ServerError("kho binlog serve ended: \(agent.wait())") }
+                if !agent.isRunning { let ended = agent.wait(); throw ServerError("kho binlog serve ended: \(ended) \(ended.err)") }
                 let status = try db.value("SHOW MASTER STATUS;").split(separator: "\t")
                 let listed = try sandbox.kho(["binlog", "ls", "--source", "reg", "--json", "--no-times"], env: env)
                 guard let summary = try? listed.json() as? [String: Any], let files = summary["files"] as? [[String: Any]] else { return false }
@@ -124,8 +126,8 @@ struct BinlogTests {
         }
 
         // The stream runs as nobody, not as root: mariadb-binlog writes where the server's rotate events say.
-        try ServerSupport.waitUntil("mariadb-binlog streams into the sandbox", timeout: 20) { !(try streamUsers(naming: state)).isEmpty }
-        #expect(try streamUsers(naming: state) == [65534])
+        try ServerSupport.waitUntil("mariadb-binlog streams into the sandbox", timeout: 20) { !(try streamUsers(naming: spool)).isEmpty }
+        #expect(try streamUsers(naming: spool) == [65534])
         try db.sql("INSERT INTO registry.births SELECT seq, CONCAT('Trần Thị ', seq) FROM seq_101_to_110; FLUSH BINARY LOGS;", database: "registry")
         // Schema changes as an application makes them, in its own database (a replay for one
         // database takes the statements logged with it as the default database).
@@ -235,6 +237,28 @@ struct BinlogTests {
         #expect(damaged.exitCode == 12 && damaged.out.contains("binary log of source reg"), "\(damaged)")
         let gapped = try binlogStatus()
         #expect(gapped.exitCode == 1 && gapped.status?["continuity"] as? String == "gap", "\(gapped)")
+
+        // Retention: with a later dump kept and the first forgotten, prune removes the files before
+        // the later dump's position, the hole with them; the later dump replays to the newest event.
+        agent = try sandbox.start(serve, env: env)
+        try db.sql("FLUSH BINARY LOGS;")
+        let later = try sandbox.kho(["backup", "--mariadb", db.url("registry"), "--source-name", "reg", "--json"], env: env)
+        let laterID = try #require((try later.json() as? [String: Any])?["snapshot"] as? String, "\(later)")
+        try db.sql("INSERT INTO births VALUES (1000, 'sau bản sao thứ hai');", database: "registry")
+        try waitArchived()
+        let firstID = try #require(try sandbox.snapshots().compactMap { $0["id"] as? String }.first { $0 != laterID })
+        #expect(try sandbox.kho(["forget", firstID], env: env).exitCode == 0)
+        let pruned = try sandbox.kho(["prune"], env: env)
+        #expect(pruned.exitCode == 0 && pruned.out.contains("archived binary log files"), "\(pruned)")
+        let kept = try sandbox.kho(["binlog", "ls", "--source", "reg", "--json", "--no-times"], env: env)
+        let keptFiles = ((try? kept.json() as? [String: Any])?["files"] as? [[String: Any]] ?? []).compactMap { $0["file"] as? String }
+        let laterFile = try #require(try binlogPositions(sandbox).first?.position?["file"] as? String)
+        #expect(kept.exitCode == 0 && keptFiles.first == laterFile, "\(kept) \(laterFile)")
+        #expect(try sandbox.kho(["check"], env: env).exitCode == 0)
+        let latest = try sandbox.kho(["restore", "--source", "reg", "--pitr", "--latest", "--database", "registry",
+                                      "--to-database", db.url("registry_latest"), "--yes"], env: env)
+        #expect(latest.exitCode == 0, "\(latest)")
+        #expect(try db.value("SELECT COUNT(*), MAX(id) FROM registry_latest.births;") == "82\t1000")
         #expect(try scratchLeft(tmp).isEmpty)
     }
 }

@@ -51,13 +51,16 @@ extension BinlogArchive {
     public static func gaps(_ files: [BinlogStoredFile], whole: [Bool]) -> [String] {
         var gaps: [String] = []
         for (i, file) in files.enumerated() {
-            if file.holes { gaps.append("\(file.name) has a hole after byte \(file.contiguous)") }
+            // The oldest file without its beginning is one retention was removing: no replay
+            // reads it (a replay needs a file from its start), so only what follows it counts.
+            let retiring = i == 0 && file.pieces.first?.offset != 0
+            if file.holes && !retiring { gaps.append("\(file.name) has a hole after byte \(file.contiguous)") }
             guard i + 1 < files.count else { break }
             let next = files[i + 1].name
             if !file.name.isFollowed(by: next) {
                 gaps.append(file.name.basename == next.basename
                     ? "the files between \(file.name) and \(next) are missing" : "\(file.name) is followed by \(next), another server's file stem")
-            } else if !whole[i] && !file.holes {
+            } else if !whole[i] && !file.holes && !retiring {
                 gaps.append("\(file.name) is not stored to its end (\(file.contiguous) bytes) although the server went on to \(next)")
             }
         }

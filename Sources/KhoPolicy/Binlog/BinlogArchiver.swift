@@ -156,7 +156,7 @@ public final class BinlogArchiver: @unchecked Sendable {
                 var above = stat()
                 try Syscall.call("stat", folder) { stat(folder, &above) }
                 guard above.st_mode & S_IXOTH != 0 || (above.st_uid == user.uid && above.st_mode & S_IXUSR != 0) else {
-                    throw KhoError(.usage, "mariadb-binlog runs as \(user.name) and cannot pass \(folder) (mode \(String(above.st_mode & 0o7777, radix: 8))) to reach the spool \(spool): chmod o+x \(folder), or give --spool-directory elsewhere (the default without KHO_STATE_DIR is /var/spool/kho/binlog).")
+                    throw KhoError(.usage, "mariadb-binlog runs as \(user.name) and cannot pass \(folder) (mode \(String(above.st_mode & 0o7777, radix: 8))) to reach the spool \(spool): chmod o+x \(folder), or give --spool-directory elsewhere (the default is /var/spool/kho/binlog/<archive>).")
                 }
                 folder = (folder as NSString).deletingLastPathComponent
             }
