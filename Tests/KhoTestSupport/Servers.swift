@@ -436,12 +436,6 @@ package final class ScratchMariaDB: @unchecked Sendable {
         return ["--log-bin=" + binaryLog.basename, "--binlog-format=" + binaryLog.format, "--server-id=\(binaryLog.serverId)"]
     }
 
-    /// Stops and starts the server again on a new port (its binary log moves to a new file).
-    package func restart() throws {
-        stopProcess()
-        try start()
-    }
-
     private func stopProcess() {
         guard let process else { return }
         if process.isRunning {
