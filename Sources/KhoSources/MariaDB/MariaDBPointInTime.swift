@@ -86,12 +86,16 @@ public struct MariaDBPointInTimePlan: Sendable {
             defer { close(fd) }
             fetched.paths.append(path)
             fetched.files.append(file.name.description)
+            let first = file.name == chain.files.first?.name
             for piece in file.pieces where piece.end <= file.contiguous {
+                // Of the dump's file, mariadb-binlog reads the events at its start (the format
+                // description) and then seeks to the position: the pieces between stay a hole.
+                if first && piece.offset > 0 && piece.end <= position.position { continue }
                 let bytes = try archive.load(piece).bytes
+                try Syscall.call("lseek", path) { lseek(fd, off_t(piece.offset), SEEK_SET) }
                 try bytes.withUnsafeBytes { try Syscall.writeAll(fd, $0, path) }
                 fetched.bytes += Int64(bytes.count)
                 // Events before the dump's position are in the dump already.
-                let first = file.name == chain.files.first?.name
                 guard !first || piece.end > position.position else { continue }
                 let skip = first && piece.offset < position.position ? Int(position.position - piece.offset) : 0
                 let seen = bytes.withUnsafeBytes { BinlogEvents.lastTime(UnsafeRawBufferPointer(rebasing: $0[skip...]), atFileStart: piece.offset == 0 && skip == 0, before: bound) }
