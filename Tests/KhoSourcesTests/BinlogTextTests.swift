@@ -63,4 +63,16 @@ import Testing
         #expect(scan("use `registry`/*!*/;\nCREATE TABLE my_registry.audit(id INT)/*!*/;\n", renamed: true) == nil)
         #expect(scan("use `registry`/*!*/;\nCREATE TABLE notes(id INT)/*!*/;\n", renamed: true) == nil)
     }
+
+    @Test("row changes logged as statements in the database are found at a statement's start only; a trigger's body and other databases are not")
+    func statementFormat() {
+        var scanner = BinlogStatementScanner(database: "registry", renamed: false)
+        let logged = "use `registry`/*!*/;\nSET TIMESTAMP=1733600000/*!*/;\ninsert into births values (1)\n/*!*/;\n"
+        Array(logged.utf8).withUnsafeBytes { scanner.feed($0) }
+        scanner.finish()
+        #expect(scanner.finding == .statementChange)
+        #expect(scan("use `registry`/*!*/;\nSET TIMESTAMP=1/*!*/;\nCREATE TRIGGER t AFTER INSERT ON births FOR EACH ROW\nINSERT INTO audit VALUES (NEW.id)\n/*!*/;\n", renamed: false) == nil)
+        #expect(scan("use `other`/*!*/;\nSET TIMESTAMP=1/*!*/;\nINSERT INTO t VALUES (1)\n/*!*/;\n", renamed: false) == nil)
+        #expect(scan(BinlogTextTests.text, renamed: false) == nil)
+    }
 }

@@ -12,8 +12,18 @@ struct BinlogStatementScanner {
     let renamed: Bool
     private var line: [UInt8] = []
     private var current: [UInt8] = []
-    /// The first offending line.
+    /// The previous statement ended (mariadb-binlog ends each with `/*!*/;`): a line now starts one.
+    private var atStatement = true
+    enum Finding: Equatable {
+        /// A statement names the database explicitly, or runs from another database.
+        case namesDatabase
+        /// A row change logged as a statement (binlog_format STATEMENT or MIXED at the time):
+        /// replayed for one database it would depend on the state of others and on the session.
+        case statementChange
+    }
+    /// The first offending line, and why.
     private(set) var found: [UInt8]?
+    private(set) var finding: Finding?
     /// Lines longer than this are scanned in parts (a statement's parts still hold its names).
     static let longestLine = 1 << 20
 
@@ -47,14 +57,33 @@ struct BinlogStatementScanner {
 
     private mutating func examine() {
         guard found == nil, let first = line.first, first != UInt8(ascii: "#") else { return }
+        let starts = atStatement
+        atStatement = line.count >= BinlogStatementScanner.delimiter.count && line.suffix(BinlogStatementScanner.delimiter.count).elementsEqual(BinlogStatementScanner.delimiter)
         let use = Array("use `".utf8)
         if line.starts(with: use) {
             let rest = line[use.count...]
             current = Array(rest.prefix { $0 != UInt8(ascii: "`") })
             return
         }
+        if starts && current == name && BinlogStatementScanner.changesRows(line) {
+            found = line
+            finding = .statementChange
+            return
+        }
         guard names() else { return }
-        if renamed || current != name { found = line }
+        if renamed || current != name {
+            found = line
+            finding = .namesDatabase
+        }
+    }
+
+    static let delimiter = Array("/*!*/;".utf8)
+    static let changes = ["INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD"].map { Array($0.utf8) }
+
+    /// Whether the statement starting on `line` changes rows (its first word, in any case).
+    static func changesRows(_ line: [UInt8]) -> Bool {
+        let word = line.drop { $0 == 0x20 || $0 == 0x09 }.prefix { (65...90).contains($0) || (97...122).contains($0) }.map { $0 & 0xdf }
+        return changes.contains { $0.elementsEqual(word) }
     }
 
     private func names() -> Bool {

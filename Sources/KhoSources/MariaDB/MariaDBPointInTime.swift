@@ -161,6 +161,9 @@ public struct MariaDBPointInTimePlan: Sendable {
         let ended = reader.wait()
         if let line = scanner.found {
             let shown = String(decoding: line.prefix(160), as: UTF8.self)
+            if scanner.finding == .statementChange {
+                throw KhoError(.usage, "Between dump \(snapshot.shortID) and the time, \(database) was changed by a statement logged as a statement, not as rows (\(shown.debugDescription)): binlog_format was not ROW then, and one database cannot be replayed from statements; nothing was written: set binlog_format = ROW on the server (in its configuration too) and restore to a time after a later dump.")
+            }
             throw KhoError(.usage, "Between dump \(snapshot.shortID) and the time, a statement names database \(database) explicitly or runs from another database (\(shown.debugDescription)): replayed into \(newName) it would change \(database) itself or be left out; nothing was written: restore under the same name into another server (--to-database mariadb://USER@OTHER-HOST/\(database)).")
         }
         guard ended.succeeded else {
