@@ -57,6 +57,21 @@ public enum Metrics {
                 lines.append("\(family.name){\(label(s))} \(value)")
             }
         }
+        let binlogFamilies: [(name: String, help: String, value: (BinlogSourceStatus) -> String?)] = [
+            ("kho_binlog_last_archived_timestamp_seconds", "When the storage received the newest piece of the MariaDB binary log.",
+             { $0.newestStored.map { "\(Int($0.timeIntervalSince1970))" } }),
+            ("kho_binlog_archive_lag_seconds", "How far the binary log archive is behind (since the serve last had everything stored).",
+             { $0.lagSeconds.map { "\(Int($0))" } }),
+            ("kho_binlog_gap", "1 when the archived binary log has a hole a restore would stop at (or cannot be read).", { $0.continuity == .ok ? "0" : "1" }),
+        ]
+        for family in binlogFamilies where statuses.contains(where: { $0.binlog != nil }) {
+            lines.append("# HELP \(family.name) \(family.help)")
+            lines.append("# TYPE \(family.name) gauge")
+            for s in statuses {
+                guard let binlog = s.binlog, let value = family.value(binlog) else { continue }
+                lines.append("\(family.name){\(label(s))} \(value)")
+            }
+        }
         let text = lines.joined(separator: "\n") + "\n"
         let temporary = path + ".tmp-\(getpid())"
         guard FileManager.default.createFile(atPath: temporary, contents: Data(text.utf8)) else {

@@ -36,6 +36,8 @@ public struct SourceStatus: Codable, Sendable {
     public var copies: [CopyStatus] = []
     /// The source's WAL archive, when it has one in the policy's repository and WAL was asked for.
     public var wal: WALSourceStatus?
+    /// The source's binary log archive (MariaDB), likewise.
+    public var binlog: BinlogSourceStatus?
 }
 
 /// How far a `copies:` destination is behind the source's newest good backup.
@@ -59,6 +61,7 @@ public enum StatusReport {
         var result: [SourceStatus] = []
         for policy in policies {
             let walStatuses = wal.map { WALStatusReport.compute(policy: policy, options: $0, now: now) } ?? [:]
+            let binlogStatuses = wal == nil ? [:] : BinlogStatusReport.compute(policy: policy, now: now)
             for source in policy.sources {
                 let success = try catalog.last(policy: policy.name, source: source.name, kind: .backup, outcome: .success)
                 let partial = try catalog.last(policy: policy.name, source: source.name, kind: .backup, outcome: .partial)
@@ -103,7 +106,7 @@ public enum StatusReport {
                                            lastError: failureIsNewer ? failure?.error : nil,
                                            nextRun: policy.schedule.next(after: now),
                                            lastDrill: drill?.started, lastDrillOutcome: drill?.outcome, untested: untested, copies: copyStatuses,
-                                           wal: walStatuses[source.name]))
+                                           wal: walStatuses[source.name], binlog: binlogStatuses[source.name]))
             }
         }
         return result

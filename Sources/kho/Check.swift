@@ -67,6 +67,9 @@ struct Check: ParsableCommand {
                 line += "; read \(report.packsRead) packs, \(report.blobsRead) blobs, \(Format.bytes(report.bytesRead))"
             }
             Terminal.out(line)
+            if report.binlogArchives > 0 {
+                Terminal.out("checked the binary log archives of \(report.binlogArchives) sources: \(report.binlogFiles) files" + (options.readData != .none ? ", each piece opened" : ", listed"))
+            }
             if report.walClusters > 0 {
                 Terminal.out("checked the WAL archives of \(report.walClusters) clusters: \(report.walFiles) files" + (options.readData != .none ? ", each opened" : ", listed"))
             }

@@ -24,7 +24,7 @@ struct Kho: ParsableCommand {
             Init.self, Backup.self, Snapshots.self, Ls.self, Restore.self, Dump.self, Check.self, Stats.self,
             Forget.self, Prune.self, Unlock.self, Key.self, Copy.self, Rekey.self, Upgrade.self,
             PolicyCommand.self, Run.self, Daemon.self, ScheduleCommand.self, StatusCommand.self, CatalogCommand.self,
-            Verify.self, Audit.self, Report.self, Wal.self,
+            Verify.self, Audit.self, Report.self, Wal.self, Binlog.self,
         ]
     )
 }

@@ -37,6 +37,9 @@ struct Prune: ParsableCommand {
         let verb = r.dryRun ? "would remove" : "removed"
         Terminal.out("\(verb) \(r.packsRemoved) packs (\(r.orphanPacks) left by interrupted backups), repacked \(r.packsRepacked) into \(r.packsWritten)")
         Terminal.out("\(r.dryRun ? "would free" : "freed") \(Format.bytes(r.bytesFreed))")
+        if r.binlogFilesRemoved > 0 {
+            Terminal.out("\(verb) \(r.binlogFilesRemoved) archived binary log files (\(Format.bytes(r.binlogBytesRemoved))) older than every kept dump's position")
+        }
         if r.walFilesRemoved > 0 {
             Terminal.out("\(verb) \(r.walFilesRemoved) archived WAL files (\(Format.bytes(r.walBytesRemoved))) older than every kept base backup of their cluster")
         }

@@ -296,6 +296,7 @@ struct Restore: ParsableCommand {
         let plan = try restore.plan()
         var header = "Plan: restore \(file) of \(describe(snap)) into \(engine)://\(endpoint.user)@\(endpoint.host):\(endpoint.port)/\(endpoint.database)"
         if spec.kind == .postgres, let hint = pointInTimeHint(repo, snapshot: snap, database: expected?.name ?? endpoint.database) { header += "\n" + hint }
+        if spec.kind == .mariadb, let hint = binlogHint(repo, snapshot: snap, database: expected?.name ?? endpoint.database) { header += "\n" + hint }
         if !plan.refusals.isEmpty {
             if !json { Terminal.write(STDERR_FILENO, ([header] + plan.lines).joined(separator: "\n") + "\n") }
             throw plan.refusal
@@ -333,6 +334,15 @@ struct Restore: ParsableCommand {
             return nil
         }
         return "  note: the dump is \(Format.duration(instant.timeIntervalSince(snapshot.time))) older than --at; source \(source)'s archived WAL reaches that time: add --pitr --database \(database) to restore the database as it was at exactly \(Format.namedTime(instant, displayZone))"
+    }
+
+    /// The same for a MariaDB source whose archived binary log continues from a dump before --at.
+    private func binlogHint(_ repo: Repository, snapshot: Snapshot, database: String) -> String? {
+        guard let at, let source, let instant = LocalTime.parse(at, zone: displayZone), snapshot.time < instant else { return nil }
+        // try?: a hint only; without a positioned dump or an archive there is nothing to suggest.
+        guard let plan = try? MariaDBPointInTimePlan.make(repository: repo, source: source, database: database, target: instant),
+              !plan.chain.files.isEmpty, plan.chain.gap == nil else { return nil }
+        return "  note: the dump is \(Format.duration(instant.timeIntervalSince(snapshot.time))) older than --at; source \(source)'s archived binary log continues from a dump: add --pitr --database \(database) to restore the database as it was at \(Format.namedTime(instant, displayZone))"
     }
 
     static func printSchema(_ schema: SchemaComparison) {

@@ -14,13 +14,17 @@ extension Restore {
     /// is removed afterwards, whatever happened.
     func restoreDatabaseAtPoint() throws {
         let zone = displayZone
-        let target = try recoveryTarget()
-        let timeout = try pointInTime.recoveryTimeout.map { try DurationText.parse($0, option: "--recovery-timeout") } ?? 7200
         let sourceName = source!, database = self.database!
         let spec = try SourceSpec.database(url: toDatabase!, name: sourceName, passwordFile: passwordFile, passwordEnv: passwordEnv)
-        guard spec.kind == .postgres, let endpoint = spec.endpoint else {
-            throw KhoError(.usage, "--pitr recovers a PostgreSQL cluster: give the target as postgres://USER@HOST:PORT/DB.")
+        if spec.kind == .mariadb, let endpoint = spec.endpoint {
+            try restoreMariaDBDatabaseAtPoint(spec: spec, endpoint: endpoint)
+            return
         }
+        guard spec.kind == .postgres, let endpoint = spec.endpoint else {
+            throw KhoError(.usage, "--pitr restores a PostgreSQL or MariaDB database: give the target as postgres://USER@HOST:PORT/DB or mariadb://USER@HOST:PORT/DB.")
+        }
+        let target = try recoveryTarget()
+        let timeout = try pointInTime.recoveryTimeout.map { try DurationText.parse($0, option: "--recovery-timeout") } ?? 7200
         let options = try databaseRestoreOptions()
         let place = "postgres://\(endpoint.user)@\(endpoint.host):\(endpoint.port)/\(endpoint.database)"
 

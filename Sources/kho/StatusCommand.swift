@@ -25,7 +25,7 @@ struct StatusCommand: ParsableCommand {
         if let metricsFile { try Metrics.write(to: metricsFile, policies: policies, catalog: catalog, now: now, wal: .standard) }
         // A stalled archiver loses the RPO minute by minute and a hole cuts recovery: unlike a
         // late backup, which the next run repairs, both need someone now.
-        let failing = statuses.filter { $0.wal?.failing ?? false }
+        let failing = statuses.filter { $0.wal?.failing ?? false || $0.binlog?.failing ?? false }
         if json {
             try Terminal.json(statuses)
             try StatusCommand.refuse(failing)
@@ -51,6 +51,7 @@ struct StatusCommand: ParsableCommand {
                 Terminal.out("        copy to \(c.destination): \(lag)\(failed)")
             }
             if let w = s.wal { StatusCommand.describe(w, zone: zone) }
+            if let b = s.binlog { StatusCommand.describe(b, zone: zone) }
         }
         try StatusCommand.refuse(failing)
     }
@@ -75,10 +76,24 @@ struct StatusCommand: ParsableCommand {
         if let error = w.lastError { Terminal.out("        WAL error: \(error)") }
     }
 
+    static func describe(_ b: BinlogSourceStatus, zone: TimeZone) {
+        let newest = b.newestFile.map { name in "newest \(name)" + (b.newestStored.map { " stored \(Format.time($0, zone))" } ?? "") } ?? "nothing archived"
+        let caught = b.caughtUp.map { ", serve caught up \(Format.time($0, zone))" } ?? ""
+        let lag = b.lagSeconds.map { ", lag " + ($0 < 60 ? "\(Int($0)) s" : Format.duration($0)) } ?? ""
+        Terminal.out("        binary log \(b.freshness.rawValue.uppercased()): \(newest)\(caught)\(lag) (RPO \(DurationFormat.describe(b.rpoSeconds)), \(b.files) files)")
+        switch b.continuity {
+        case .ok: Terminal.out("        continuity: ok")
+        case .gap: Terminal.out("        continuity: GAP: \(b.gap ?? "?")")
+        case .unknown: Terminal.out("        continuity: unknown")
+        }
+        if let error = b.lastError { Terminal.out("        binary log error: \(error)") }
+    }
+
     static func refuse(_ failing: [SourceStatus]) throws {
         guard !failing.isEmpty else { return }
-        let names = failing.map { "\($0.policy)/\($0.source)" + ($0.wal?.stalled == true ? " (stalled)" : "") + ($0.wal?.continuity == .gap ? " (gap)" : "") + ($0.wal?.continuity == .unknown ? " (archive unreadable)" : "") }
-        throw KhoError(.failure, "WAL archiving fails for \(names.joined(separator: ", ")): restart the WAL agent or fix the archive_command for a stall; take a base backup now for a gap; run `kho check` for an unreadable archive.")
+        let names = failing.map { "\($0.policy)/\($0.source)" + ($0.wal?.stalled == true ? " (stalled)" : "") + ($0.wal?.continuity == .gap ? " (gap)" : "") + ($0.wal?.continuity == .unknown ? " (archive unreadable)" : "")
+            + ($0.binlog?.freshness == .missed ? " (binary log behind)" : "") + ($0.binlog?.continuity == .gap ? " (binary log gap)" : "") + ($0.binlog?.continuity == .unknown ? " (binary log unreadable)" : "") }
+        throw KhoError(.failure, "WAL or binary log archiving fails for \(names.joined(separator: ", ")): restart the WAL agent or kho binlog serve, or fix the archive_command, for a stall; take a base backup (PostgreSQL) or a dump (MariaDB) now for a gap; run `kho check` for an unreadable archive.")
     }
 }
 

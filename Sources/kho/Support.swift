@@ -255,6 +255,7 @@ enum Signals {
                     return
                 }
                 ScratchRegistry.tearDownAll()
+                for folder in temporaryFolders.current { MariaDBPointInTimePlan.remove(folder) }
                 for lock in locks.current.values { lock.release() }
                 // try?: a lock still being written may not exist yet; one left behind is stale and `kho unlock` removes it.
                 for (storage, name) in pendingLocks.current { try? storage.remove(Handle(.lock, name)) }
@@ -268,6 +269,8 @@ enum Signals {
     }
 
     nonisolated(unsafe) private static var gracefulHandler: (@Sendable () -> Void)?
+    /// Folders of fetched binary logs a restore removes when it ends, and the handler on an interruption.
+    static let temporaryFolders = Locked<Set<String>>([])
 
     /// For the daemon: a signal asks running jobs to stop after their current step instead of
     /// exiting at once.

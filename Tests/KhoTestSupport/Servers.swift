@@ -369,8 +369,21 @@ package final class ScratchMariaDB: @unchecked Sendable {
     package private(set) var port = 0
     private var process: Child?
 
-    package init(label: String = "mariadb") throws {
+    /// Binary logging (issue 20's MariaDB part): off unless a test asks for it.
+    package struct BinaryLog: Sendable {
+        package var serverId: Int
+        /// The file names' stem: files are `<basename>.000001` … in the data directory.
+        package var basename: String
+        package var format: String
+        package init(serverId: Int = 1, basename: String = "kho-bin", format: String = "ROW") {
+            self.serverId = serverId; self.basename = basename; self.format = format
+        }
+    }
+    package let binaryLog: BinaryLog?
+
+    package init(label: String = "mariadb", binaryLog: BinaryLog? = nil) throws {
         guard ScratchMariaDB.unavailableReason == nil else { throw ServerError(ScratchMariaDB.unavailableReason!) }
+        self.binaryLog = binaryLog
         dir = try ServerSupport.makeTemporaryFolder(label)
         do {
             try makeDirectories(dataDirectory)
@@ -395,11 +408,11 @@ package final class ScratchMariaDB: @unchecked Sendable {
             port = try ServerSupport.freeLoopbackPort()
             let child = try Child.spawn(ScratchMariaDB.server!, [
                 "--no-defaults", "--datadir=" + dataDirectory, "--tmpdir=" + dir, "--user=mysql", "--port=\(port)", "--bind-address=127.0.0.1",
-                "--socket=" + socketPath, "--pid-file=" + pidFile, "--skip-log-bin", "--log-error=" + errorLog,
+                "--socket=" + socketPath, "--pid-file=" + pidFile, "--log-error=" + errorLog,
                 "--skip-name-resolve", "--innodb-buffer-pool-size=64M", "--innodb-flush-log-at-trx-commit=0",
                 // What Debian's configuration sets; the built-in default is latin1.
                 "--character-set-server=utf8mb4", "--collation-server=utf8mb4_unicode_ci",
-            ], environment: ServerSupport.environment(), scratch: dir)
+            ] + binaryLogArguments, environment: ServerSupport.environment(), scratch: dir)
             process = child
             do {
                 try ServerSupport.waitUntil("the scratch MariaDB server answers on port \(port)", timeout: 60) {
@@ -416,6 +429,11 @@ package final class ScratchMariaDB: @unchecked Sendable {
             if !lastError.contains("already in use") && !lastError.contains("Can't start server") { break }
         }
         throw ServerError("the scratch MariaDB server did not start: \(lastError)")
+    }
+
+    private var binaryLogArguments: [String] {
+        guard let binaryLog else { return ["--skip-log-bin"] }
+        return ["--log-bin=" + binaryLog.basename, "--binlog-format=" + binaryLog.format, "--server-id=\(binaryLog.serverId)"]
     }
 
     private func stopProcess() {

@@ -11,7 +11,7 @@ import KhoSupport
 /// Memory: 32 bytes per sealed object, about 60 MiB for two million blobs.
 final class NonceCensus: @unchecked Sendable {
     enum ObjectKind: UInt8 {
-        case snapshotFile, indexFile, anchorFile, drillFile, packHeader, blob, walFile
+        case snapshotFile, indexFile, anchorFile, drillFile, packHeader, blob, walFile, binlogFile
 
         /// The kind of a sealed file (snapshot, index, anchor or drill evidence).
         init(file kind: FileKind) {
@@ -20,6 +20,7 @@ final class NonceCensus: @unchecked Sendable {
             case .index: self = .indexFile
             case .drill: self = .drillFile
             case .wal: self = .walFile
+            case .binlog: self = .binlogFile
             default: self = .anchorFile
             }
         }
@@ -114,6 +115,7 @@ final class NonceCensus: @unchecked Sendable {
         case .drillFile: return "drills/\(place.prefix(8))"
         // WAL names are short and say which cluster and segment: keep them whole.
         case .walFile: return "wal/\(place)"
+        case .binlogFile: return "binlog/\(place)"
         case .packHeader: return "header of pack \(place.prefix(8))"
         case .blob:
             return "blob \(Hex.encode(withUnsafeBytes(of: record.blobWord.bigEndian) { Array($0) }).prefix(8)) in pack \(place.prefix(8))"

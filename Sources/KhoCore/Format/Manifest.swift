@@ -40,6 +40,13 @@ public struct DumpManifest: Codable, Sendable, Equatable {
         public var pitrMarker: PITRMarker?
         /// Why there is no marker (PostgreSQL's refusal), so that a drill or report can say it.
         public var pitrMarkerAbsent: String?
+        /// Where MariaDB's binary log stood while the dump's snapshot was taken (read under the
+        /// dump's global read lock): replaying the archived binary log from here onto the restored
+        /// dump continues it exactly. Nil when binary logging is off, the login may not read it,
+        /// or the manifest is older than issue 20's MariaDB part.
+        public var binlogPosition: BinlogPosition?
+        /// Why there is no binary log position (logging off, or the server's refusal).
+        public var binlogPositionAbsent: String?
         public init(name: String, file: String, sizeBytes: Int64, tables: [Table],
                     schemaFile: String? = nil, schemaDigest: String? = nil, globalsFile: String? = nil, pitrMarker: PITRMarker? = nil) {
             self.name = name; self.file = file; self.sizeBytes = sizeBytes; self.tables = tables
@@ -69,6 +76,28 @@ public struct DumpManifest: Codable, Sendable, Equatable {
         public init(name: String, lsn: String, timeline: UInt32, cluster: String, snapshot: String, snapshotAfter: String, attempts: Int) {
             self.name = name; self.lsn = lsn; self.timeline = timeline; self.cluster = cluster
             self.snapshot = snapshot; self.snapshotAfter = snapshotAfter; equalAtDump = snapshot == snapshotAfter; self.attempts = attempts
+        }
+    }
+
+    /// A MariaDB binary log position, as `SHOW MASTER STATUS` and `@@gtid_binlog_pos` gave it.
+    public struct BinlogPosition: Codable, Sendable, Equatable {
+        /// The binary log file the next event goes to, e.g. `mariadb-bin.000042`.
+        public var file: String
+        /// The byte offset in it where the next event starts.
+        public var position: UInt64
+        /// `@@gtid_binlog_pos`: the last GTID of each domain written to the binary log.
+        public var gtid: String
+        public var serverId: UInt32
+        public var gtidDomainId: UInt32
+        /// The server's clock (`UTC_TIMESTAMP(6)`, RFC 3339) under the lock: a restore to a time
+        /// starts from the newest dump whose position was taken at or before it.
+        public var time: String
+        /// `@@binlog_format` under the lock: a replay from this position needs `ROW`.
+        public var format: String?
+
+        public init(file: String, position: UInt64, gtid: String, serverId: UInt32, gtidDomainId: UInt32, time: String, format: String?) {
+            self.file = file; self.position = position; self.gtid = gtid
+            self.serverId = serverId; self.gtidDomainId = gtidDomainId; self.time = time; self.format = format
         }
     }
 

@@ -39,6 +39,8 @@ public struct CheckReport: Codable, Sendable {
     /// Clusters with a WAL archive, and the WAL files checked (listed; with data reading, opened).
     public var walClusters = 0
     public var walFiles = 0
+    public var binlogArchives = 0
+    public var binlogFiles = 0
 
     public var ok: Bool { errors.isEmpty }
 }
@@ -119,12 +121,50 @@ public final class Checker {
         report.snapshots = snapshots.count
         try traceSnapshots(snapshots, index: index, badBlobs: badBlobs)
         try checkWAL(snapshots)
+        try checkBinlogs()
         report.damagedPacks = badPacks.sorted()
         reportRepeats(census, snapshots: snapshots)
         // A check whose lock was lost may have watched a prune remove packs: its findings are
         // not about the repository as it stands, so the lost lock is the answer.
         try RepositoryLock.checkHeld(repository.storage)
         return report
+    }
+
+    /// Every binary log archive: its record opens, no file missing between the first and the last,
+    /// no hole, every file the server left stored to its end; with data reading, every piece opens
+    /// and is the bytes its name says.
+    private func checkBinlogs() throws {
+        let listed = try repository.storage.list(.binlog)
+        let folders = Set(listed.compactMap { $0.name.split(separator: "/").first.map(String.init) })
+        for folder in folders.sorted() {
+            guard let id = BinlogArchiveID(folder: folder) else {
+                report.warnings.append("binlog/\(folder.prefix(120)) is not a folder kho makes: something other than kho wrote it; remove it after checking what put it there")
+                continue
+            }
+            do {
+                let archive = try BinlogArchive(repository: repository, id: id)
+                guard try archive.record() != nil else {
+                    report.errors.append("binlog/\(id) holds binary log files but no archive record: its server is unknown; run kho binlog serve for its source again, or remove the folder")
+                    continue
+                }
+                let summary = try archive.summary(times: false)
+                report.binlogArchives += 1
+                report.binlogFiles += summary.files.count
+                for gap in summary.gaps { report.errors.append("binary log of source \(summary.source) (binlog/\(id)): \(gap)") }
+                for stray in summary.strays.prefix(20) {
+                    report.warnings.append("binlog/\(stray.prefix(120)) is not a file kho archives: remove it after checking what put it there")
+                }
+                if options.readData != .none {
+                    for file in try archive.inventory().files {
+                        for piece in file.pieces {
+                            do { _ = try archive.load(piece) } catch let error as KhoError { report.errors.append(error.message) }
+                        }
+                    }
+                }
+            } catch let error as KhoError {
+                report.errors.append("binary log archive binlog/\(id): \(error.message)")
+            }
+        }
     }
 
     /// Every WAL archive: records open, one current cluster per source, no hole in the WAL a kept
@@ -189,11 +229,11 @@ public final class Checker {
     }
 
     /// Reads the nonce of every sealed file (snapshots, index files, anchors, drill evidence,
-    /// archived WAL and its records) and pack header (a few bytes each).
+    /// archived WAL and binary logs and their records) and pack header (a few bytes each).
     private func countNonces(_ census: NonceCensus, packs: [String: Int]) throws {
         enum Item: Sendable { case file(FileKind, String), pack(String, Int) }
         var items: [Item] = []
-        for kind in [FileKind.snapshot, .index, .anchor, .drill, .wal] {
+        for kind in [FileKind.snapshot, .index, .anchor, .drill, .wal, .binlog] {
             for file in try repository.storage.list(kind) { items.append(.file(kind, file.name)) }
         }
         for (name, size) in packs.sorted(by: { $0.key < $1.key }) { items.append(.pack(name, size)) }

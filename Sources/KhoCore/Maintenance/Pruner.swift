@@ -42,6 +42,8 @@ public struct PruneReport: Codable, Sendable {
     /// Archived WAL files (and their bytes) that no kept base backup needs, removed (or, dry, to remove).
     public var walFilesRemoved = 0
     public var walBytesRemoved: Int64 = 0
+    public var binlogFilesRemoved = 0
+    public var binlogBytesRemoved: Int64 = 0
     public var dryRun = false
 }
 
@@ -90,6 +92,10 @@ public final class Pruner {
                                                       dryRun: options.dryRun, removed: { [stepHook] _ in stepHook?("remove-wal-file") })
             report.walFilesRemoved = wal.files
             report.walBytesRemoved = wal.bytes
+            let binlog = try BinlogRetention.removeUnneeded(repository: repository, snapshots: snapshots, dryRun: options.dryRun,
+                                                            removed: { [stepHook] _ in stepHook?("remove-binlog-object") })
+            report.binlogFilesRemoved = binlog.files
+            report.binlogBytesRemoved = binlog.bytes
         }
 
         // Every blob some snapshot reaches: a table of 32-byte IDs, not objects.

@@ -12,6 +12,12 @@ public enum FileKind: String, Sendable, CaseIterable, Codable {
     /// Archived PostgreSQL WAL (see docs/FORMAT.md, "Archived WAL"): named by identity, not by
     /// content, in nested folders `wal/<sysid>/<timeline+log>/`.
     case wal
+    /// Archived MariaDB binary logs (see docs/FORMAT.md, "Archived binary logs"): named by
+    /// identity, in nested folders `binlog/<archive>/<file>/`.
+    case binlog
+
+    /// Whether files of this kind live in nested folders (named by identity, not content).
+    public var hasNestedFolders: Bool { self == .wal || self == .binlog }
 
     /// The folder (or key prefix) the kind lives under; `config` is a single file at the top.
     public var folder: String {
@@ -25,6 +31,7 @@ public enum FileKind: String, Sendable, CaseIterable, Codable {
         case .anchor: return "anchors"
         case .drill: return "drills"
         case .wal: return "wal"
+        case .binlog: return "binlog"
         }
     }
 
@@ -43,6 +50,8 @@ public enum FileKind: String, Sendable, CaseIterable, Codable {
         // One sealed segment of at most 64 MiB (larger segment sizes are refused at set-up, as
         // the object is sealed in memory) plus its metadata and the seal.
         case .wal: return (64 << 20) + (1 << 20)
+        // One sealed piece of a binary log file (at most 64 MiB of events) plus its metadata.
+        case .binlog: return (64 << 20) + (1 << 20)
         }
     }
 
@@ -85,7 +94,7 @@ public struct Handle: Hashable, Sendable, CustomStringConvertible {
         case .config, .lock:
             return false
         // WAL objects are named by identity; their AAD binds the name instead (FORMAT 20).
-        case .wal:
+        case .wal, .binlog:
             return false
         }
     }

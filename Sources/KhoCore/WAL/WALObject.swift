@@ -78,10 +78,44 @@ public enum WALObject {
         guard file.count <= largestSegmentSize else {
             throw KhoError(.source, "\(name) is \(file.count) bytes, more than the \(largestSegmentSize >> 20) MiB kho archives per WAL file: set up the cluster with a WAL segment size of at most 64 MiB.")
         }
+        return try ArchivedFileSeal.seal(file: file, meta: Array(try JSON.encoder.encode(meta)), context: context(cluster: cluster, name: name),
+                                         sealer: sealer, compressionLevel: compressionLevel)
+    }
+
+    /// Opens the object stored under `cluster`/`name` and checks that what it holds is that
+    /// file: it authenticates under that name's AAD, its meta names the same cluster and file,
+    /// and the bytes have the size and SHA-256 the meta records.
+    package static func open(_ sealed: [UInt8], cluster: SystemIdentifier, name: WALFileName, sealer: Sealer) throws -> (meta: WALObjectMeta, file: [UInt8]) {
+        let path = "wal/" + name.storedName(cluster: cluster)
+        func damaged(_ why: String) -> KhoError {
+            KhoError(.integrity, "\(path) \(why): the archived file cannot be used; run `kho check` and take a new base backup so that recovery does not need it.")
+        }
+        let (metaBytes, file) = try ArchivedFileSeal.open(sealed, context: context(cluster: cluster, name: name), sealer: sealer,
+                                                          largestFile: largestSegmentSize, path: path, damaged: damaged)
+        let meta: WALObjectMeta
+        do {
+            meta = try JSON.decoder.decode(WALObjectMeta.self, from: Data(metaBytes))
+        } catch {
+            throw damaged("has a description that is not valid JSON (\(error))")
+        }
+        guard meta.cluster == cluster.description, meta.name == name.description, meta.kind == name.kind else {
+            throw damaged("describes \(meta.cluster)/\(meta.name), not this file")
+        }
+        guard meta.size == file.count, try SHA256.hash(file).hex == meta.sha256 else {
+            throw damaged("holds bytes whose size or SHA-256 differ from its description")
+        }
+        return (meta, file)
+    }
+}
+
+/// The layout archived files share, WAL segments and binary log pieces alike: an encoding byte,
+/// then `u32 metaLength ‖ meta JSON ‖ the file's bytes`, zstd-compressed as one frame when that is
+/// smaller, sealed under an AAD that names the file.
+package enum ArchivedFileSeal {
+    package static func seal(file: [UInt8], meta json: [UInt8], context: [UInt8], sealer: Sealer, compressionLevel: Int) throws -> [UInt8] {
         // The body is the meta's length and JSON, then the file. The file is compressed where it
         // lies, behind the meta, on zstd's workers: the push of a segment waits for this, and
         // PostgreSQL's archiver waits for the push.
-        let json = Array(try JSON.encoder.encode(meta))
         var head: [UInt8] = []
         head.reserveCapacity(4 + json.count)
         withUnsafeBytes(of: UInt32(json.count).littleEndian) { head += $0 }
@@ -90,7 +124,7 @@ public enum WALObject {
         var plain: [UInt8] = []
         if compressionLevel > 0 {
             let capacity = Compressor.bound(bodyCount)
-            let compressor = Compressor(level: compressionLevel, workers: file.count >= 1 << 20 ? compressionWorkers : 0)
+            let compressor = Compressor(level: compressionLevel, workers: file.count >= 1 << 20 ? WALObject.compressionWorkers : 0)
             plain = [UInt8](unsafeUninitializedCapacity: 1 + capacity) { buffer, count in
                 buffer[0] = 1
                 count = head.withUnsafeBytes { head in
@@ -107,25 +141,20 @@ public enum WALObject {
             plain += head
             plain += file
         }
-        return try sealer.seal(plain, context: context(cluster: cluster, name: name))
+        return try sealer.seal(plain, context: context)
     }
 
-    /// Opens the object stored under `cluster`/`name` and checks that what it holds is that
-    /// file: it authenticates under that name's AAD, its meta names the same cluster and file,
-    /// and the bytes have the size and SHA-256 the meta records.
-    package static func open(_ sealed: [UInt8], cluster: SystemIdentifier, name: WALFileName, sealer: Sealer) throws -> (meta: WALObjectMeta, file: [UInt8]) {
-        let path = "wal/" + name.storedName(cluster: cluster)
-        func damaged(_ why: String) -> KhoError {
-            KhoError(.integrity, "\(path) \(why): the archived file cannot be used; run `kho check` and take a new base backup so that recovery does not need it.")
-        }
-        guard let plain = try sealer.open(sealed, context: context(cluster: cluster, name: name)), let encoding = plain.first else {
+    /// The meta JSON's bytes and the file's, once the object authenticates under `context`.
+    package static func open(_ sealed: [UInt8], context: [UInt8], sealer: Sealer, largestFile: Int, path: String,
+                             damaged: (String) -> KhoError) throws -> (meta: [UInt8], file: [UInt8]) {
+        guard let plain = try sealer.open(sealed, context: context), let encoding = plain.first else {
             throw damaged("does not authenticate as that file (damaged, not of this repository, or another file's object saved under its name)")
         }
         let body: [UInt8]
         switch encoding {
         case 0: body = Array(plain[1...])
         case 1:
-            guard let inflated = Decompressor().decompress(Array(plain[1...]), maxSize: largestSegmentSize + largestMeta + 4) else {
+            guard let inflated = Decompressor().decompress(Array(plain[1...]), maxSize: largestFile + WALObject.largestMeta + 4) else {
                 throw damaged("authenticates but does not decompress")
             }
             body = inflated
@@ -134,21 +163,8 @@ public enum WALObject {
         }
         guard body.count >= 4 else { throw damaged("holds no description") }
         let metaLength = Int(UInt32(body[0]) | UInt32(body[1]) << 8 | UInt32(body[2]) << 16 | UInt32(body[3]) << 24)
-        guard metaLength <= largestMeta, 4 + metaLength <= body.count else { throw damaged("has a description longer than the object") }
-        let meta: WALObjectMeta
-        do {
-            meta = try JSON.decoder.decode(WALObjectMeta.self, from: Data(body[4..<(4 + metaLength)]))
-        } catch {
-            throw damaged("has a description that is not valid JSON (\(error))")
-        }
-        let file = Array(body[(4 + metaLength)...])
-        guard meta.cluster == cluster.description, meta.name == name.description, meta.kind == name.kind else {
-            throw damaged("describes \(meta.cluster)/\(meta.name), not this file")
-        }
-        guard meta.size == file.count, try SHA256.hash(file).hex == meta.sha256 else {
-            throw damaged("holds bytes whose size or SHA-256 differ from its description")
-        }
-        return (meta, file)
+        guard metaLength <= WALObject.largestMeta, 4 + metaLength <= body.count else { throw damaged("has a description longer than the object") }
+        return (Array(body[4..<(4 + metaLength)]), Array(body[(4 + metaLength)...]))
     }
 }
 

@@ -299,7 +299,7 @@ struct PolicyReader {
         switch kind {
         case .files: specific = ["paths", "exclude"]
         case .postgres: specific = ["host", "port", "user", "databases", "password-file", "password-env", "globals", "wal-rpo"]
-        case .mariadb: specific = ["host", "port", "user", "databases", "password-file", "password-env"]
+        case .mariadb: specific = ["host", "port", "user", "databases", "password-file", "password-env", "wal-rpo"]
         case .sqlite: specific = ["path"]
         case .command: specific = ["command", "restore-command"]
         case .postgresBase: specific = ["host", "port", "user", "database", "password-file", "password-env", "checkpoint", "wal-rpo"]

@@ -39,6 +39,12 @@ extension PolicyRunner {
                 walRemoved = wal.files
                 if wal.files > 0 { text += ", removed \(wal.files) archived WAL files (\(wal.bytes) bytes) no kept base backup needs" }
             }
+            // Likewise the binary log before the oldest remaining dump's position.
+            if job.source.kind == .mariadb {
+                let binlog = try BinlogRetention.removeUnneeded(repository: repository, snapshots: try repository.listSnapshots(), dryRun: false)
+                walRemoved += binlog.files
+                if binlog.files > 0 { text += ", removed \(binlog.files) archived binary log files (\(binlog.bytes) bytes) no kept dump needs" }
+            }
             // With object lock, prune also keeps the lock of used data from running out, so it
             // runs every time (and without prune the locks are extended on their own).
             if prune && (!remove.isEmpty || walRemoved > 0 || repository.objectLock != nil) {

@@ -126,6 +126,8 @@ public struct MariaDBSource: BackupSource {
                 try connection.query("SET SESSION lock_wait_timeout = \(lockWait)")
                 try connection.query("FLUSH TABLES WITH READ LOCK")
                 try connection.query("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+                // Still under the lock: the binary log position is the snapshot's, exactly.
+                let binlog = try MariaDBBinlogPosition.read(connection)
                 let facts = try connection.query("SELECT VERSION(), COALESCE(SUM(DATA_LENGTH + INDEX_LENGTH), 0) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()").first ?? []
                 version.withLock { $0 = (facts.first ?? nil) ?? "" }
                 let size = Int64((facts.count > 1 ? facts[1] : nil) ?? "0") ?? 0
@@ -170,10 +172,11 @@ public struct MariaDBSource: BackupSource {
                     let digest = try fingerprint.digest
                     let (schemaBytes, globalsBytes) = (try fingerprint.encoded(), try globals.encoded())
                     recordedFiles.withLock { $0 = [schemaFile: schemaBytes, globalsFile: globalsBytes] }
-                    recorded.withLock {
-                        $0.append(DumpManifest.Database(name: database, file: file, sizeBytes: size, tables: tables,
-                                                        schemaFile: schemaFile, schemaDigest: digest, globalsFile: globalsFile))
-                    }
+                    var entry = DumpManifest.Database(name: database, file: file, sizeBytes: size, tables: tables,
+                                                      schemaFile: schemaFile, schemaDigest: digest, globalsFile: globalsFile)
+                    entry.binlogPosition = binlog.0
+                    entry.binlogPositionAbsent = binlog.absent
+                    recorded.withLock { $0.append(entry) }
                 })
             })
             for name in [schemaFile, globalsFile] {

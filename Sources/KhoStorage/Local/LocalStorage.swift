@@ -207,7 +207,7 @@ public struct LocalStorage: Storage {
     }
 
     public func list(_ kind: FileKind) throws -> [StoredFile] {
-        if kind == .wal { return try list(kind, under: "") }
+        if kind.hasNestedFolders { return try list(kind, under: "") }
         if kind == .config {
             return try exists(.config) ? [try stat(.config)] : []
         }
@@ -228,10 +228,10 @@ public struct LocalStorage: Storage {
     }
 
     /// Walks the folder and its subfolders (without following symbolic links: a link planted in
-    /// the storage must not make a listing leave it). Only `wal` has nested folders.
+    /// the storage must not make a listing leave it). Only `wal` and `binlog` have nested folders.
     public func list(_ kind: FileKind, under folder: String) throws -> [StoredFile] {
         let prefix = try StorageFolder.prefix(folder)
-        guard kind == .wal else {
+        guard kind.hasNestedFolders else {
             if prefix.isEmpty { return try list(kind) }
             throw KhoError(.usage, "\(kind.rawValue) files have no subfolders, so none can be listed under \"\(folder)\": this is a bug in the caller; report it.")
         }
@@ -287,6 +287,7 @@ public struct LocalStorage: Storage {
         for sub in try entries(of: root + "/data") where sub.isDirectory { folders.append(root + "/data/" + sub.name) }
         // An interrupted WAL save leaves its temporary file in a cluster or timeline-log folder.
         folders += try foldersBelow(root + "/" + FileKind.wal.folder).dropFirst()
+        folders += try foldersBelow(root + "/" + FileKind.binlog.folder).dropFirst()
         for folder in folders {
             guard let dir = opendir(folder) else { continue }
             defer { closedir(dir) }

@@ -116,7 +116,7 @@ package struct S3Storage: Storage {
     }
 
     package func list(_ kind: FileKind) throws -> [StoredFile] {
-        if kind == .wal { return try list(kind, under: "") }
+        if kind.hasNestedFolders { return try list(kind, under: "") }
         if kind == .config {
             do { return [try stat(.config)] } catch let error as KhoError where error.kind == .integrity { return [] }
         }
@@ -206,7 +206,7 @@ package struct S3Storage: Storage {
 
     package func list(_ kind: FileKind, under folder: String) throws -> [StoredFile] {
         let prefix = try StorageFolder.prefix(folder)
-        guard kind == .wal else {
+        guard kind.hasNestedFolders else {
             if prefix.isEmpty { return try list(kind) }
             throw KhoError(.usage, "\(kind.rawValue) files have no subfolders, so none can be listed under \"\(folder)\": this is a bug in the caller; report it.")
         }
