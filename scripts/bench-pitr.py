@@ -443,8 +443,10 @@ jit = off
             data = os.path.join(self.work, f"restored-kho-{round}")
             self.results[f"restore_kho_memory_{round}"] = memory()
             start = time.monotonic()
-            answer = run([self.kho, "restore", "--source", SOURCE, "--to-data-directory", data, "--at", target,
-                          "--time-zone", "UTC", "--start", "--port", str(self.port + 2), "--yes", "--json"],
+            profile = os.environ.get("BENCH_PITR_PERF")
+            wrap = ["perf", "record", "-a", "-g", "-q", "-o", f"{profile}-{round}"] if profile else []
+            answer = run(wrap + [self.kho, "restore", "--source", SOURCE, "--to-data-directory", data, "--at", target,
+                                 "--time-zone", "UTC", "--start", "--port", str(self.port + 2), "--yes", "--json"],
                          env=kho_env, capture=True)
             result = json.loads(answer.stdout)
             restored = Cluster(self, data, self.port + 2)
