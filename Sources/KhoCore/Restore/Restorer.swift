@@ -49,6 +49,7 @@ public final class Restorer {
     /// follow each other.
     var pending: [BlobID: Gathering] = [:]
     var pendingBlobs = 0
+    var lanes = Lanes()
     let limits: RunLimits
     let openFolders = FolderBudget()
     let temporaries = Temporaries()
