@@ -121,14 +121,7 @@ extension Restorer {
     /// Hands out everything gathered and held (the end of the walk, or folders to close).
     func flushAll(_ jobs: BoundedQueue<[Job]>) {
         flushPacks(jobs)
-        releaseLanes(jobs, all: true)
-    }
-
-    /// Runs of different files held side by side (`RunLimits.lanes`).
-    struct Lanes {
-        var files: [(sink: ObjectIdentifier, runs: [[Job]])] = []
-        var held = 0
-        var turn = 0
+        releaseLanes(jobs)
     }
 
     /// A read for the workers: with lanes, held with its file's others and handed out in turn
@@ -138,24 +131,10 @@ extension Restorer {
             _ = jobs.push(read)
             return
         }
-        let file = ObjectIdentifier(read[0].sink)
-        if let index = lanes.files.firstIndex(where: { $0.sink == file }) {
-            lanes.files[index].runs.append(read)
-        } else {
-            lanes.files.append((file, [read]))
-        }
-        lanes.held += 1
-        releaseLanes(jobs, all: false)
+        for released in lanes.add(read, key: ObjectIdentifier(read[0].sink)) { _ = jobs.push(released) }
     }
 
-    func releaseLanes(_ jobs: BoundedQueue<[Job]>, all: Bool) {
-        while lanes.held > 0 && (all || lanes.files.count >= limits.lanes || lanes.held > limits.held) {
-            let index = lanes.turn % min(limits.lanes, lanes.files.count)
-            lanes.turn &+= 1
-            let read = lanes.files[index].runs.removeFirst()
-            lanes.held -= 1
-            if lanes.files[index].runs.isEmpty { lanes.files.remove(at: index) }
-            _ = jobs.push(read)
-        }
+    func releaseLanes(_ jobs: BoundedQueue<[Job]>) {
+        for released in lanes.drain() { _ = jobs.push(released) }
     }
 }

@@ -49,7 +49,7 @@ public final class Restorer {
     /// follow each other.
     var pending: [BlobID: Gathering] = [:]
     var pendingBlobs = 0
-    var lanes = Lanes()
+    lazy var lanes = TurnTaking<ObjectIdentifier, [Job]>(lanes: limits.lanes, held: limits.held)
     let limits: RunLimits
     let openFolders = FolderBudget()
     let temporaries = Temporaries()
