@@ -55,7 +55,7 @@ struct BinlogTests {
         #expect(none.absent?.contains("log_bin") == true, "\(none)")
     }
 
-    @Test("kho binlog serve archives a server's binary log through a SIGKILL and a restart without gap or duplicate; --pitr --at T-1s --database gives back the rows and the table as they were before an incident and nothing after; a second server is refused; a removed binlog object refuses the restore with exit 12 and nothing created")
+    @Test("kho binlog serve archives a server's binary log through a SIGKILL and a restart without gap or duplicate; --pitr --at T-1s --database gives back the rows and the table as they were before an incident and nothing after, from a kho copy too; a second server is refused; a removed binlog object refuses the restore with exit 12 and nothing created")
     func archiveAndRestoreToATime() throws {
         let db = try ScratchMariaDB(label: "binlog-pitr", binaryLog: .init(serverId: 11))
         defer { db.stop() }
@@ -169,6 +169,21 @@ struct BinlogTests {
         #expect(try db.value("SELECT COUNT(*), MIN(id), MAX(id) FROM registry_restored.births;") == "130\t1\t130")
         #expect(try db.value("SELECT GROUP_CONCAT(note ORDER BY id SEPARATOR '|') FROM registry_restored.notes;") == "giấy khai sinh|bản sao|trích lục")
         #expect(try db.value("SELECT COUNT(*) FROM registry.births;") == "81")
+        // A copy to a second site carries the binary log, under its own key: the same restore from it.
+        let secondSite = sandbox.path("second-site")
+        var copyEnv = env
+        copyEnv["KHO_REPOSITORY"] = secondSite
+        copyEnv["KHO_PASSWORD"] = "mat khau thu hai"
+        copyEnv["KHO_FROM_PASSWORD"] = sandbox.password
+        try #require(try sandbox.kho(["init"], env: copyEnv).exitCode == 0)
+        let copied = try sandbox.kho(["copy", "--from-repo", sandbox.repo, "--json"], env: copyEnv)
+        try #require(copied.exitCode == 0, "\(copied)")
+        let carried = try #require((try copied.json() as? [String: Any])?["binlog"] as? [String: Any], "\(copied)")
+        #expect(carried["records"] as? Int == 1 && carried["pieces"] as? Int ?? 0 > 0, "\(carried)")
+        let fromCopy = try sandbox.kho(["restore", "--source", "reg", "--pitr", "--at", isoUTC(target), "--database", "registry",
+                                        "--to-database", db.url("registry_copy"), "--yes", "--json"], env: copyEnv)
+        #expect(fromCopy.exitCode == 0, "\(fromCopy)")
+        #expect(try db.value("SELECT COUNT(*), MIN(id), MAX(id) FROM registry_copy.births;") == "130\t1\t130")
         // The replay got GTIDs of the server's own, in order behind its others: the source server's
         // binary log, where the copy was loaded, still reads in strict GTID order.
         let binlog = try #require(ServerSupport.find("mariadb-binlog", in: ServerSupport.standardDirectories))
