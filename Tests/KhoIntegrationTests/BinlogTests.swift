@@ -150,6 +150,10 @@ struct BinlogTests {
         #expect(watched.exitCode == 0, "\(watched)")
         #expect(watched.status?["continuity"] as? String == "ok" && watched.status?["freshness"] as? String == "ok"
                 && watched.status?["caughtUp"] != nil && watched.status?["serverId"] as? Int == 11, "\(watched)")
+        // The compliance report: a binary log row for the source, within its wal-rpo, without a gap.
+        let report = try sandbox.kho(["report", "--format", "md", "--lang", "en"], env: env)
+        #expect(report.exitCode == 0 && report.out.contains("## Continuous protection (MariaDB binary log)")
+                && report.out.contains("| binlog-test/reg | 11 | "), "\(report)")
 
         usleep(1_200_000)
         let target = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down))
