@@ -52,14 +52,16 @@ public enum ReportBuilder {
     /// The drill period assumed for a policy that sets none.
     public static let defaultDrillPeriod: TimeInterval = 30 * 86400
 
-    /// `wal`: the WAL section, read from the repositories (`WALSection.read`) by the caller, since
-    /// it is not in the catalog.
-    public static func build(policies: [Policy], catalog: Catalog, ledger: AuditLedger, scope: ReportScope, wal: [WALClusterReport] = []) throws -> ReportData {
+    /// `wal` and `binlog`: the continuous protection sections, read from the repositories
+    /// (`WALSection.read`, `BinlogSection.read`) by the caller, since they are not in the catalog.
+    public static func build(policies: [Policy], catalog: Catalog, ledger: AuditLedger, scope: ReportScope, wal: [WALClusterReport] = [],
+                             binlog: [BinlogSourceReport] = []) throws -> ReportData {
         let runs = try catalog.runs(policy: scope.policy, to: scope.to)
-        return build(policies: policies, runs: runs, ledger: try LedgerInput.read(ledger), scope: scope, wal: wal)
+        return build(policies: policies, runs: runs, ledger: try LedgerInput.read(ledger), scope: scope, wal: wal, binlog: binlog)
     }
 
-    public static func build(policies: [Policy], runs: [RunRecord], ledger: LedgerInput, scope: ReportScope, wal: [WALClusterReport] = []) -> ReportData {
+    public static func build(policies: [Policy], runs: [RunRecord], ledger: LedgerInput, scope: ReportScope, wal: [WALClusterReport] = [],
+                             binlog: [BinlogSourceReport] = []) -> ReportData {
         var byDataset: [String: [RunRecord]] = [:]
         for run in runs where run.started <= scope.to {
             byDataset[run.policy + "/" + run.source, default: []].append(run)
@@ -114,6 +116,7 @@ public enum ReportBuilder {
             controls: [],
             securityLevels: SecurityLevels.requirements)
         data.wal = wal.isEmpty ? nil : wal.sorted { ($0.policy, $0.source, $0.cluster) < ($1.policy, $1.source, $1.cluster) }
+        data.binlog = binlog.isEmpty ? nil : binlog.sorted { ($0.policy, $0.source) < ($1.policy, $1.source) }
         data.controls = ControlMapping.evaluate(datasets: datasets, ledger: ledgerSection, policies: policies, scope: scope)
         return data
     }

@@ -46,6 +46,7 @@ struct HTMLRenderer: ReportRenderer {
         h += charts()
         for agency in data.agencies { h += agencySection(agency) }
         h += walSection()
+        h += binlogSection()
         h += ledger()
         h += controls()
         h += levels()
@@ -287,6 +288,22 @@ struct HTMLRenderer: ReportRenderer {
             h += "<tr>" + cells.map { "<td>\(e($0))</td>" }.joined() + "</tr>\n"
         }
         // PITR drills (design section 8) add their rows here: latest drill, target, exactness.
+        h += "</tbody>\n</table>\n</section>\n"
+        return h
+    }
+
+    func binlogSection() -> String {
+        guard let sources = data.binlog, !sources.isEmpty else { return "" }
+        var h = "<section id=\"binlog\">\n<h2>\(t(L.binlogSection))</h2>\n<p class=\"note\">\(t(L.binlogNote))</p>\n"
+        h += "<table class=\"wal\">\n<thead><tr>" + [L.dataset, L.binlogServer, L.binlogNewest, L.walAchievedRpo, L.binlogTarget, L.walWorstRpo, L.binlogPieces, L.walGaps]
+            .map { "<th>\(t($0))</th>" }.joined() + "</tr></thead>\n<tbody>\n"
+        for b in sources {
+            let newest = (b.newestFile ?? "—") + (b.newestStored.map { " (\(f.dateTime($0)))" } ?? "")
+            let cells = [b.policy + "/" + b.source, String(b.serverId), newest, "\(f.duration(b.achievedRpoSeconds)) (\(f.verdict(f.met(b.rpoMet))))",
+                         f.duration(b.rpoSeconds), f.duration(b.worstRpoSeconds), f.count(b.piecesInPeriod),
+                         b.gaps.isEmpty ? t(L.none) : b.gaps.joined(separator: "; ")]
+            h += "<tr>" + cells.map { "<td>\(e($0))</td>" }.joined() + "</tr>\n"
+        }
         h += "</tbody>\n</table>\n</section>\n"
         return h
     }

@@ -48,6 +48,8 @@ public struct ReportData: Codable, Sendable, Equatable {
     /// WAL-archived clusters (continuous protection); absent when no policy in scope has one,
     /// so that reports without WAL keep their data and hash.
     public var wal: [WALClusterReport]?
+    /// MariaDB sources with an archived binary log; absent when none, as `wal`.
+    public var binlog: [BinlogSourceReport]?
 
     /// Every dataset, agency by agency.
     public var datasets: [Dataset] { agencies.flatMap(\.datasets) }

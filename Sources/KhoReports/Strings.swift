@@ -46,6 +46,13 @@ enum L {
     static let walSegments = Text("Tệp trong kỳ", "Segments in period")
     static let walWindow = Text("Khoảng khôi phục", "Recovery window")
     static let walGaps = Text("Chỗ hổng", "Gaps")
+    static let binlogSection = Text("Bảo vệ liên tục (nhật ký nhị phân MariaDB)", "Continuous protection (MariaDB binary log)")
+    static let binlogNote = Text("Đánh giá tại cuối kỳ theo những gì kho lưu trữ đang giữ. RPO đạt được: thời gian từ phần nhật ký nhị phân mới nhất được lưu đến cuối kỳ, so với RPO mục tiêu (wal-rpo) của nguồn; đạt khi không vượt mục tiêu và không có chỗ hổng. RPO xấu nhất: khoảng dài nhất trong kỳ không có phần mới (giới hạn trên: máy chủ nhàn rỗi không ghi nhật ký).",
+                                 "Judged at the period's end from what the repository holds. Achieved RPO: from the newest stored binary log piece to the period's end, against the source's RPO target (wal-rpo); met when within it and without gaps. Worst RPO: the longest time in the period without a new piece (an upper bound: an idle server logs nothing).")
+    static let binlogServer = Text("Máy chủ (server_id)", "Server (server_id)")
+    static let binlogNewest = Text("Tệp nhật ký mới nhất", "Newest file")
+    static let binlogTarget = Text("RPO mục tiêu", "RPO target")
+    static let binlogPieces = Text("Phần trong kỳ", "Pieces in period")
     static let walNoWindow = Text("không có (chưa có bản sao lưu nền)", "none (no base backup)")
 
     static let provinceSummary = Text("Tổng hợp toàn tỉnh", "Province summary")

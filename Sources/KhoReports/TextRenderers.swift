@@ -64,6 +64,7 @@ struct MarkdownRenderer: ReportRenderer {
             for d in agency.datasets { s += dataset(d) }
         }
         s += walSection()
+        s += binlogSection()
         s += ledger()
         s += "## \(t(L.controls))\n\n"
         s += table([t(L.control), t(L.status), t(L.basis)], data.controls.map { control in
@@ -146,6 +147,18 @@ struct MarkdownRenderer: ReportRenderer {
                         w.gaps.isEmpty ? t(L.none) : w.gaps.joined(separator: ", ")]
                    })
         // PITR drills (design section 8) add their rows here: latest drill, target, exactness.
+        return s
+    }
+
+    func binlogSection() -> String {
+        guard let sources = data.binlog, !sources.isEmpty else { return "" }
+        var s = "## \(t(L.binlogSection))\n\n\(t(L.binlogNote))\n\n"
+        s += table([t(L.dataset), t(L.binlogServer), t(L.binlogNewest), t(L.walAchievedRpo), t(L.binlogTarget), t(L.walWorstRpo), t(L.binlogPieces), t(L.walGaps)],
+                   sources.map { b in
+                       [b.policy + "/" + b.source, String(b.serverId), (b.newestFile ?? "—") + (b.newestStored.map { " (\(f.dateTime($0)))" } ?? ""),
+                        "\(f.duration(b.achievedRpoSeconds)) (\(f.verdict(f.met(b.rpoMet))))", f.duration(b.rpoSeconds), f.duration(b.worstRpoSeconds),
+                        f.count(b.piecesInPeriod), b.gaps.isEmpty ? t(L.none) : b.gaps.joined(separator: "; ")]
+                   })
         return s
     }
 

@@ -51,6 +51,8 @@ struct Copy: ParsableCommand {
         var summary = try copier.copy(snapshots)
         // The WAL archives go with the snapshots: a base backup without its WAL restores to no point.
         summary.wal = try WALCopy.copy(from: source, to: target, workers: connections ?? target.storage.suggestedUploaders)
+        // So do the binary logs: a MariaDB dump restores to a time only with the log after it.
+        summary.binlog = try BinlogCopy.copy(from: source, to: target, workers: connections ?? target.storage.suggestedUploaders)
         return summary
     }
 
@@ -100,6 +102,9 @@ struct Copy: ParsableCommand {
         }
         if let wal = summary.wal, wal.records + wal.files + wal.markers > 0 {
             Terminal.out("WAL archives: \(wal.files) files (\(Format.bytes(wal.bytes))), \(wal.records) archive records and \(wal.markers) retirements copied")
+        }
+        if let binlog = summary.binlog, binlog.records + binlog.pieces + binlog.ends > 0 {
+            Terminal.out("binary log archives: \(binlog.pieces) pieces (\(Format.bytes(binlog.bytes))), \(binlog.records) archive records and \(binlog.ends) end markers copied")
         }
         if summary.copied.isEmpty {
             Terminal.out("nothing to copy: \(targetAddress) has every snapshot asked for")

@@ -98,7 +98,8 @@ struct Report: ParsableCommand {
         }
         let scope = ReportScope(from: start, to: end, policy: policy)
         let data = try ReportBuilder.build(policies: policies, catalog: catalog, ledger: ledger, scope: scope,
-                                           wal: try WALSection.read(policies: policies, scope: scope))
+                                           wal: try WALSection.read(policies: policies, scope: scope),
+                                           binlog: try BinlogSection.read(policies: policies, scope: scope))
         let document = try ReportDocument(data: data, generatedAt: now, khoVersion: Kho.version, host: Host.name,
                                           language: ReportLanguage(rawValue: lang)!)
         let bytes = try document.render(ReportFormat(rawValue: format)!)
@@ -124,10 +125,11 @@ struct Report: ParsableCommand {
         }
         let (policies, catalog, ledger) = try sources()
         let result = try ReportDocument.check(Array(contents), khoVersion: Kho.version) { scope in
-            // The WAL section is read again from the repositories: equal until WAL retention
-            // removes segments of the period.
+            // The WAL and binary log sections are read again from the repositories: equal until
+            // retention removes files of the period.
             try ReportBuilder.build(policies: policies, catalog: catalog, ledger: ledger, scope: scope,
-                                    wal: try WALSection.read(policies: policies, scope: scope))
+                                    wal: try WALSection.read(policies: policies, scope: scope),
+                                           binlog: try BinlogSection.read(policies: policies, scope: scope))
         }
         let period = "\(Timestamp.format(result.meta.periodFrom)) to \(Timestamp.format(result.meta.periodTo))"
             + (result.meta.policy.map { ", policy \($0)" } ?? "")

@@ -117,3 +117,49 @@ import KhoSupport
         #expect(notYet.files.isEmpty && notYet.gap != nil)
     }
 }
+
+/// `kho copy`, `kho rekey` and policy copies carry the binary log archives: the record, pieces and
+/// end markers, sealed again under the target's key with the same names, only what the target lacks.
+@Suite struct BinlogCopyTests {
+    @Test("copies what the target lacks under its own key; a file's end after its pieces; only the sources asked for")
+    func copiesWhatTheTargetLacks() throws {
+        let (source, _) = try BinlogArchiveTests.repository()
+        let (target, targetStorage) = try BinlogArchiveTests.repository()
+        let archive = try BinlogArchive(repository: source, source: "reg")
+        try archive.claim(for: BinlogArchiveTests.server)
+        let first = try BinlogFileName("kho-bin.000001")
+        let head = BinlogEvents.magic + BinlogArchiveTests.event(time: 100)
+        let tail = BinlogArchiveTests.event(time: 150)
+        func push(_ file: BinlogFileName, _ offset: Int, _ bytes: [UInt8]) throws {
+            let scan = try bytes.withUnsafeBytes { try BinlogEvents.scan($0, atFileStart: offset == 0, limit: 1 << 20, file: "x") }
+            try archive.push(file: file, offset: UInt64(offset), bytes: bytes, scan: scan)
+        }
+        try push(first, 0, head)
+        try push(first, head.count, tail)
+
+        let once = try BinlogCopy.copy(from: source, to: target)
+        #expect(once.records == 1 && once.pieces == 2 && once.ends == 0 && once.bytes == Int64(head.count + tail.count))
+        let copied = try BinlogArchive(repository: target, source: "reg")
+        #expect(try copied.record() == archive.record())
+        let piece = BinlogPiece(file: first, offset: 0, length: head.count)
+        #expect(try copied.load(piece).bytes == head)
+        // Sealed under the target's key: the source's key does not open the copy.
+        #expect(throws: KhoError.self) {
+            try BinlogObject.openPiece(try targetStorage.load(BinlogObject.pieceHandle(archive.id, piece)), archive: archive.id, piece: piece, sealer: try source.makeSealer())
+        }
+
+        // The file ends and the next begins: only those are added.
+        try archive.markEnded(file: first, size: UInt64(head.count + tail.count), lastEvent: 150)
+        let second = try BinlogFileName("kho-bin.000002")
+        try push(second, 0, head)
+        let again = try BinlogCopy.copy(from: source, to: target)
+        #expect(again.records == 0 && again.pieces == 1 && again.ends == 1)
+        let chain = try BinlogChain.from(try copied.inventory(), file: first, position: 4) { try copied.fileEnd($0).size }
+        #expect(chain.files.map(\.name) == [first, second] && chain.gap == nil)
+        #expect(try BinlogCopy.copy(from: source, to: target) == BinlogCopy.Summary())
+
+        let (other, _) = try BinlogArchiveTests.repository()
+        #expect(try BinlogCopy.copy(from: source, to: other, sources: ["dat-dai"]) == BinlogCopy.Summary())
+        #expect(try BinlogCopy.copy(from: source, to: other, sources: ["reg"]).pieces == 3)
+    }
+}

@@ -55,7 +55,67 @@ struct BinlogTests {
         #expect(none.absent?.contains("log_bin") == true, "\(none)")
     }
 
-    @Test("kho binlog serve archives a server's binary log through a SIGKILL and a restart without gap or duplicate; --pitr --at T-1s --database gives back the rows and the table as they were before an incident and nothing after; a second server is refused; a removed binlog object refuses the restore with exit 12 and nothing created")
+    @Test("a policy copy of a mariadb source carries its archived binary log to the destination, sealed under the destination's key")
+    func policyCopiesCarryTheBinaryLog() throws {
+        let db = try ScratchMariaDB(label: "binlog-copy", binaryLog: .init(serverId: 21))
+        defer { db.stop() }
+        let sandbox = try Sandbox("binlog-copy")
+        try sandbox.initRepository()
+        let tmp = sandbox.path("tmp"), state = sandbox.path("state"), policies = sandbox.path("policies"), second = sandbox.path("second-site")
+        for folder in [tmp, state, policies] { try makeDirectories(folder) }
+        let secondPassword = "mat khau thu hai"
+        try #require(try sandbox.kho(["init"], env: ["KHO_REPOSITORY": second, "KHO_PASSWORD": secondPassword]).exitCode == 0)
+        let passwordFile = sandbox.path("repository.pass"), secondPasswordFile = sandbox.path("second.pass")
+        try writeFile(passwordFile, Array(sandbox.password.utf8), mode: 0o600)
+        try writeFile(secondPasswordFile, Array(secondPassword.utf8), mode: 0o600)
+        try writeFile(policies + "/binlog.yaml", Array("""
+            name: binlog-copy
+            agency: Sở Tư pháp (kiểm thử)
+            system: Hộ tịch
+            security-level: 3
+            schedule: "0 2 * * *"
+            repository:
+              path: \(sandbox.repo)
+              password-file: \(passwordFile)
+            copies:
+              - path: \(second)
+                password-file: \(secondPasswordFile)
+            sources:
+              - name: reg
+                kind: mariadb
+                host: 127.0.0.1
+                port: \(db.port)
+                user: root
+                databases: [registry]
+            objectives:
+              rpo: 1d
+              rto: 1h
+
+            """.utf8))
+        let env: [String: String?] = ["TMPDIR": tmp, "KHO_STATE_DIR": state, "KHO_POLICIES": policies]
+        try db.sql("CREATE DATABASE registry; USE registry; CREATE TABLE registry.births(id INT PRIMARY KEY, name VARCHAR(80)); INSERT INTO registry.births SELECT seq, 'Nguyễn Văn' FROM seq_1_to_50; FLUSH BINARY LOGS;")
+        var agent = try sandbox.start(["binlog", "serve", "--source", "reg", "--mariadb", db.url(""), "--interval", "1s", "--spool-directory", sandbox.path("spool/reg")], env: env)
+        defer { agent.send(SIGKILL); agent.wait() }
+        let serverFile = String(try db.value("SHOW MASTER STATUS;").split(separator: "\t")[0])
+        try ServerSupport.waitUntil("the archive holds the server's current file", timeout: 30) {
+            if !agent.isRunning { let ended = agent.wait(); throw ServerError("kho binlog serve ended: \(ended) \(ended.err)") }
+            let listed = try sandbox.kho(["binlog", "ls", "--source", "reg", "--json", "--no-times"], env: env)
+            let files = ((try? listed.json() as? [String: Any])?["files"] as? [[String: Any]]) ?? []
+            return files.contains { $0["file"] as? String == serverFile }
+        }
+        let ran = try sandbox.kho(["run", "--all", "--json"], env: env.merging(["KHO_PASSWORD": nil]) { $1 })
+        try #require(ran.exitCode == 0, "\(ran)")
+        let secondEnv: [String: String?] = ["KHO_REPOSITORY": second, "KHO_PASSWORD": secondPassword]
+        let copied = try sandbox.kho(["binlog", "ls", "--source", "reg", "--json", "--no-times"], env: secondEnv)
+        #expect(copied.exitCode == 0, "\(copied)")
+        let archive = try #require(try copied.json() as? [String: Any], "\(copied)")
+        let files = (archive["files"] as? [[String: Any]] ?? []).compactMap { $0["file"] as? String }
+        #expect(files.contains(serverFile) && (archive["gaps"] as? [Any])?.isEmpty == true, "\(archive)")
+        #expect((archive["record"] as? [String: Any])?["serverId"] as? Int == 21, "\(archive)")
+        #expect(try sandbox.kho(["check", "--read-data"], env: secondEnv).exitCode == 0)
+    }
+
+    @Test("kho binlog serve archives a server's binary log through a SIGKILL and a restart without gap or duplicate; --pitr --at T-1s --database gives back the rows and the table as they were before an incident and nothing after, from a kho copy too; a second server is refused; a removed binlog object refuses the restore with exit 12 and nothing created")
     func archiveAndRestoreToATime() throws {
         let db = try ScratchMariaDB(label: "binlog-pitr", binaryLog: .init(serverId: 11))
         defer { db.stop() }
@@ -150,6 +210,10 @@ struct BinlogTests {
         #expect(watched.exitCode == 0, "\(watched)")
         #expect(watched.status?["continuity"] as? String == "ok" && watched.status?["freshness"] as? String == "ok"
                 && watched.status?["caughtUp"] != nil && watched.status?["serverId"] as? Int == 11, "\(watched)")
+        // The compliance report: a binary log row for the source, within its wal-rpo, without a gap.
+        let report = try sandbox.kho(["report", "--format", "md", "--lang", "en"], env: env)
+        #expect(report.exitCode == 0 && report.out.contains("## Continuous protection (MariaDB binary log)")
+                && report.out.contains("| binlog-test/reg | 11 | "), "\(report)")
 
         usleep(1_200_000)
         let target = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down))
@@ -169,6 +233,21 @@ struct BinlogTests {
         #expect(try db.value("SELECT COUNT(*), MIN(id), MAX(id) FROM registry_restored.births;") == "130\t1\t130")
         #expect(try db.value("SELECT GROUP_CONCAT(note ORDER BY id SEPARATOR '|') FROM registry_restored.notes;") == "giấy khai sinh|bản sao|trích lục")
         #expect(try db.value("SELECT COUNT(*) FROM registry.births;") == "81")
+        // A copy to a second site carries the binary log, under its own key: the same restore from it.
+        let secondSite = sandbox.path("second-site")
+        var copyEnv = env
+        copyEnv["KHO_REPOSITORY"] = secondSite
+        copyEnv["KHO_PASSWORD"] = "mat khau thu hai"
+        copyEnv["KHO_FROM_PASSWORD"] = sandbox.password
+        try #require(try sandbox.kho(["init"], env: copyEnv).exitCode == 0)
+        let copied = try sandbox.kho(["copy", "--from-repo", sandbox.repo, "--json"], env: copyEnv)
+        try #require(copied.exitCode == 0, "\(copied)")
+        let carried = try #require((try copied.json() as? [String: Any])?["binlog"] as? [String: Any], "\(copied)")
+        #expect(carried["records"] as? Int == 1 && carried["pieces"] as? Int ?? 0 > 0, "\(carried)")
+        let fromCopy = try sandbox.kho(["restore", "--source", "reg", "--pitr", "--at", isoUTC(target), "--database", "registry",
+                                        "--to-database", db.url("registry_copy"), "--yes", "--json"], env: copyEnv)
+        #expect(fromCopy.exitCode == 0, "\(fromCopy)")
+        #expect(try db.value("SELECT COUNT(*), MIN(id), MAX(id) FROM registry_copy.births;") == "130\t1\t130")
         // The replay got GTIDs of the server's own, in order behind its others: the source server's
         // binary log, where the copy was loaded, still reads in strict GTID order.
         let binlog = try #require(ServerSupport.find("mariadb-binlog", in: ServerSupport.standardDirectories))

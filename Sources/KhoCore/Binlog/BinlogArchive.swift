@@ -152,7 +152,12 @@ public final class BinlogArchive: @unchecked Sendable {
     // MARK: reading
 
     public func inventory() throws -> BinlogInventory {
-        let listed = try repository.storage.list(.binlog, under: id.description)
+        BinlogArchive.inventory(listed: try repository.storage.list(.binlog, under: id.description), id: id)
+    }
+
+    /// The inventory of archive `id` from a listing of its folder (the report lists once and
+    /// judges the archive as it stood at a period's end from the same listing).
+    public static func inventory(listed: [StoredFile], id: BinlogArchiveID) -> BinlogInventory {
         var hasRecord = false
         var pieces: [BinlogFileName: [BinlogPiece]] = [:]
         var sizes: [BinlogFileName: Int] = [:]

@@ -19,6 +19,8 @@ public struct CopySummary: Codable, Sendable, Equatable {
     public var blobsVerified = 0
     /// Archived WAL carried over (`WALCopy`), when the copy included it.
     public var wal: WALCopy.Summary?
+    /// Archived binary logs carried over (`BinlogCopy`), when the copy included them.
+    public var binlog: BinlogCopy.Summary?
 
     public init() {}
 }

@@ -143,6 +143,13 @@ extension PolicyRunner {
                     log("\(name): copied \(wal.files) archived WAL files (\(wal.bytes) bytes) to \(destination.path)")
                 }
             }
+            if job.source.kind == .mariadb, !stopRequested.current {
+                // The source's archived binary log goes with its dumps: a copy restores to a time.
+                let binlog = try BinlogCopy.copy(from: source, to: opened, sources: [job.source.name], workers: opened.storage.suggestedUploaders)
+                if binlog.records + binlog.pieces + binlog.ends > 0 {
+                    log("\(name): copied \(binlog.pieces) archived binary log pieces (\(binlog.bytes) bytes) to \(destination.path)")
+                }
+            }
         } catch {
             var message = (error as? KhoError)?.message ?? "\(error)"
             do {
