@@ -36,16 +36,7 @@ public enum BinlogSection {
         let pieceTimes = stored.filter { !$0.name.hasSuffix("/end") }.compactMap(\.modified).sorted()
         let newest = stored.compactMap(\.modified).max()
         let inPeriod = pieceTimes.filter { $0 >= scope.from }
-        var worst: Double?
-        if let before = pieceTimes.last(where: { $0 < scope.from }) ?? inPeriod.first {
-            var previous = max(before, scope.from)
-            var longest = 0.0
-            for time in inPeriod + [scope.to] {
-                longest = max(longest, time.timeIntervalSince(previous))
-                previous = time
-            }
-            worst = longest
-        }
+        let worst = WALSection.worstGap(sorted: pieceTimes, scope: scope)
         // End markers are not opened (one read per file): a file marked whole whose pieces reach
         // without a hole counts as whole, as in `kho status`; `kho binlog ls` checks the sizes.
         let gaps = BinlogArchive.gaps(inventory.files, whole: inventory.files.map { $0.ended && !$0.holes })

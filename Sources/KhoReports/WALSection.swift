@@ -25,6 +25,21 @@ public struct WALClusterReport: Codable, Sendable, Equatable {
 }
 
 public enum WALSection {
+    /// The longest the archive went without a new file in the period, counting from the last
+    /// file stored before it (or the first inside it) to the period's end: the worst RPO
+    /// achieved. Nil with no file at all. `sorted`: storage times, oldest first.
+    static func worstGap(sorted times: [Date], scope: ReportScope) -> Double? {
+        let inPeriod = times.filter { $0 >= scope.from }
+        guard let before = times.last(where: { $0 < scope.from }) ?? inPeriod.first else { return nil }
+        var previous = max(before, scope.from)
+        var longest = 0.0
+        for time in inPeriod + [scope.to] {
+            longest = max(longest, time.timeIntervalSince(previous))
+            previous = time
+        }
+        return longest
+    }
+
     public static func make(policy: String, archive: WALArchiveView, scope: ReportScope) -> WALClusterReport {
         let size = archive.inventory.segmentSize
         var times: [Date] = []
@@ -39,16 +54,7 @@ public enum WALSection {
         }
         times.sort()
         let inPeriod = times.filter { $0 >= scope.from }
-        var worst: Double?
-        if let before = times.last(where: { $0 < scope.from }) ?? inPeriod.first {
-            var previous = max(before, scope.from)
-            var longest = 0.0
-            for time in inPeriod + [scope.to] {
-                longest = max(longest, time.timeIntervalSince(previous))
-                previous = time
-            }
-            worst = longest
-        }
+        let worst = worstGap(sorted: times, scope: scope)
         let gaps = WALContinuityCheck.gaps(archive.inventory, histories: archive.histories, bases: archive.bases).map { gap in
             gap.gap.description + (gap.cuts.isEmpty ? "" : " (" + gap.cuts.map(\.snapshot.shortID).joined(separator: ", ") + ")")
         }
