@@ -39,7 +39,11 @@ struct WalServe: ParsableCommand {
         options.stallAfter = try DurationText.parse(stallAfter, option: "--stall-after")
         options.verbose = verbose
         // One key derivation for the agent's whole life: this is what keeps up with a busy server.
-        let archive = try WALArchive(repository: try repository.open(), source: source)
+        // Its uploaders push side by side: each compresses on its own thread unless cores are
+        // left over (zstd's workers beside them only added copies and switches).
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let archive = try WALArchive(repository: try repository.open(), source: source,
+                                     compressionWorkers: cores > options.uploaders ? cores / options.uploaders : 0)
         let agent = try WALAgent(archive: archive, options: options, log: log)
         try agent.run(stop: { stop.current })
     }

@@ -59,16 +59,20 @@ public final class WALArchive: @unchecked Sendable {
     /// The policy source the archive belongs to.
     public let source: String
     public let host: String
+    /// zstd's threads for one file: all cores for a push that is alone (`--direct`, where the
+    /// archiver waits for it), fewer when several push at once (the agent).
+    public let compressionWorkers: Int
     private let lock = NSLock()
     private var records: [SystemIdentifier: WALArchiveRecord] = [:]
 
-    public init(repository: Repository, source: String, host: String = Host.name) throws {
+    public init(repository: Repository, source: String, host: String = Host.name, compressionWorkers: Int = WALObject.compressionWorkers) throws {
         guard !source.isEmpty, source.utf8.count <= 200, !source.utf8.contains(where: { $0 < 0x20 || $0 == 0x7f }) else {
             throw KhoError(.usage, "The source name must be 1 to 200 printable characters: pass the policy source's name with --source.")
         }
         self.repository = repository
         self.source = source
         self.host = host
+        self.compressionWorkers = max(0, compressionWorkers)
     }
 
     // MARK: pushing
@@ -104,7 +108,7 @@ public final class WALArchive: @unchecked Sendable {
         let meta = WALObjectMeta(cluster: identity.cluster, name: name, size: file.count, sha256: digest,
                                  segmentSize: expectation.segmentSize, pageMagic: pageMagic, pushed: now,
                                  host: host, key: repository.keyID)
-        let sealed = try repository.sealWAL(file, meta: meta, cluster: identity.cluster, name: name)
+        let sealed = try repository.sealWAL(file, meta: meta, cluster: identity.cluster, name: name, workers: compressionWorkers)
         let handle = name.handle(cluster: identity.cluster)
         if try repository.storage.saveIfAbsent(handle, data: sealed) { return .stored }
         // Something is stored under the name; it is durable (the storage only shows whole,

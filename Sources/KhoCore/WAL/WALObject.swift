@@ -64,14 +64,14 @@ public enum WALObject {
     public static let largestSegmentSize = 64 << 20
     /// zstd's threads for one large file: the cores of this host, at most 4 (a 16 MiB segment
     /// makes about 8 jobs of zstd's at level 1).
-    static let compressionWorkers = min(4, max(1, ProcessInfo.processInfo.activeProcessorCount))
+    public static let compressionWorkers = min(4, max(1, ProcessInfo.processInfo.activeProcessorCount))
     /// The largest meta JSON a reader accepts (kho writes about 400 bytes).
     static let largestMeta = 64 << 10
 
     /// Seals `file` with its meta; compresses when that makes it smaller (a segment closed early by
     /// `archive_timeout` is mostly zeros) and `compressionLevel` is above 0.
     package static func seal(file: [UInt8], meta: WALObjectMeta, cluster: SystemIdentifier, name: WALFileName,
-                             sealer: Sealer, compressionLevel: Int) throws -> [UInt8] {
+                             sealer: Sealer, compressionLevel: Int, workers: Int = compressionWorkers) throws -> [UInt8] {
         guard meta.cluster == cluster.description, meta.name == name.description, meta.size == file.count else {
             throw KhoError(.failure, "The description of \(name) does not match the file being sealed: this is a bug in kho; nothing was stored; report it.")
         }
@@ -79,7 +79,7 @@ public enum WALObject {
             throw KhoError(.source, "\(name) is \(file.count) bytes, more than the \(largestSegmentSize >> 20) MiB kho archives per WAL file: set up the cluster with a WAL segment size of at most 64 MiB.")
         }
         return try ArchivedFileSeal.seal(file: file, meta: Array(try JSON.encoder.encode(meta)), context: context(cluster: cluster, name: name),
-                                         sealer: sealer, compressionLevel: compressionLevel)
+                                         sealer: sealer, compressionLevel: compressionLevel, workers: workers)
     }
 
     /// Opens the object stored under `cluster`/`name` and checks that what it holds is that
@@ -112,7 +112,8 @@ public enum WALObject {
 /// then `u32 metaLength ‖ meta JSON ‖ the file's bytes`, zstd-compressed as one frame when that is
 /// smaller, sealed under an AAD that names the file.
 package enum ArchivedFileSeal {
-    package static func seal(file: [UInt8], meta json: [UInt8], context: [UInt8], sealer: Sealer, compressionLevel: Int) throws -> [UInt8] {
+    package static func seal(file: [UInt8], meta json: [UInt8], context: [UInt8], sealer: Sealer, compressionLevel: Int,
+                             workers: Int = WALObject.compressionWorkers) throws -> [UInt8] {
         // The body is the meta's length and JSON, then the file. The file is compressed where it
         // lies, behind the meta, on zstd's workers: the push of a segment waits for this, and
         // PostgreSQL's archiver waits for the push.
@@ -124,7 +125,7 @@ package enum ArchivedFileSeal {
         var plain: [UInt8] = []
         if compressionLevel > 0 {
             let capacity = Compressor.bound(bodyCount)
-            let compressor = Compressor(level: compressionLevel, workers: file.count >= 1 << 20 ? WALObject.compressionWorkers : 0)
+            let compressor = Compressor(level: compressionLevel, workers: file.count >= 1 << 20 ? workers : 0)
             plain = [UInt8](unsafeUninitializedCapacity: 1 + capacity) { buffer, count in
                 buffer[0] = 1
                 count = head.withUnsafeBytes { head in
@@ -170,9 +171,10 @@ package enum ArchivedFileSeal {
 
 extension Repository {
     /// Seals an archived WAL file for storage under `name.handle(cluster:)`.
-    public func sealWAL(_ file: [UInt8], meta: WALObjectMeta, cluster: SystemIdentifier, name: WALFileName) throws -> [UInt8] {
+    public func sealWAL(_ file: [UInt8], meta: WALObjectMeta, cluster: SystemIdentifier, name: WALFileName,
+                        workers: Int = WALObject.compressionWorkers) throws -> [UInt8] {
         try WALObject.seal(file: file, meta: meta, cluster: cluster, name: name, sealer: try makeSealer(),
-                           compressionLevel: config.compressionLevel)
+                           compressionLevel: config.compressionLevel, workers: workers)
     }
 
     /// Opens and checks an archived WAL file's object (see `WALObject.open`).
