@@ -149,7 +149,13 @@ struct WALAgentTests {
         let last = try cluster.waitUntilArchived()
         let seconds = Date().timeIntervalSince(started)
         let count = try cluster.requireContinuousArchive(upTo: last)
-        let status = try cluster.status()
+        // The agent writes its status once a second: wait until it counts every push.
+        var status = try cluster.status()
+        let deadline = Date().addingTimeInterval(10)
+        while (status["pushedAhead"] as? Int ?? 0) + (status["pushedOnRequest"] as? Int ?? 0) < count && Date() < deadline {
+            usleep(100_000)
+            status = try cluster.status()
+        }
         let answered = status["answeredAhead"] as? Int ?? -1
         let onRequest = status["pushedOnRequest"] as? Int ?? -1
         let ahead = status["pushedAhead"] as? Int ?? -1
